@@ -1,0 +1,63 @@
+"""Types shared by the rollout core and the algorithms (PPO, TRPO, TRPL).
+
+Every algorithm is an :class:`Algorithm`: a pair of pure functions
+``init(policy_params, value_params) -> AlgoState`` and
+``update(key, state, batch, iteration) -> (state, metrics)``, built by a
+``make_<algo>(config, policy, value)`` closure. The shared training loop in
+``tr_jax/train.py`` collects a rollout, computes GAE, builds a :class:`Batch`
+and calls ``update``; it never knows which algorithm it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+Params = Any
+Metrics = dict  # str -> scalar jax.Array
+
+
+class Batch(NamedTuple):
+    """One iteration's training data, flattened over (time, env): N = T * E.
+
+    obs:        [N, obs_dim] normalised observations the policy saw.
+    action:     [N, k] sampled (unclipped) actions.
+    log_prob:   [N] log-density of ``action`` under the behaviour policy.
+    old_mean:   [N, k] behaviour policy mean.
+    old_scale:  [N, k] (diag) or [N, k, k] (full Cholesky / sqrt) behaviour scale.
+    advantage:  [N] GAE advantages (not normalised).
+    returns:    [N] value targets (advantage + old value).
+    old_value:  [N] value predictions at collection time.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    old_mean: jax.Array
+    old_scale: jax.Array
+    advantage: jax.Array
+    returns: jax.Array
+    old_value: jax.Array
+
+
+class AlgoState(NamedTuple):
+    """Learnable state of an algorithm.
+
+    policy_params / value_params: Flax parameter pytrees.
+    policy_opt / value_opt: Optax states (``optax.EmptyState()`` when unused).
+    extra: algorithm-specific pytree (e.g. TRPL's entropy-schedule anchor).
+    """
+
+    policy_params: Params
+    value_params: Params
+    policy_opt: Any
+    value_opt: Any
+    extra: Any = ()
+
+
+class Algorithm(NamedTuple):
+    """init/update pair. ``update`` is pure and jittable."""
+
+    init: Callable[[Params, Params], AlgoState]
+    update: Callable[[jax.Array, AlgoState, Batch, jax.Array], tuple[AlgoState, Metrics]]
