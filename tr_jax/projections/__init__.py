@@ -1,1 +1,40 @@
-"""Differentiable trust-region projections for Gaussian policies (filled in by the projection modules)."""
+"""Differentiable trust-region projections for Gaussian policies.
+
+Every projection maps a new Gaussian N(mean, scale) and an old one to the
+closest Gaussian inside a trust region around the old one, with separate
+bounds on a mean part and a covariance part. Shapes: means ``[..., k]``;
+scales ``[..., k]`` (diagonal std) or ``[..., k, k]`` (lower Cholesky; the
+symmetric square root for W2); bounds scalars or ``[...]``. Any number of
+leading batch dims; jit/vmap/grad compatible; float32 and float64.
+"""
+
+from tr_jax.projections.dispatch import NAMES, canonical_name, get_parts, get_projection, parts, project
+from tr_jax.projections.entropy import entropy_projection
+from tr_jax.projections.frobenius import frobenius_parts, frobenius_projection
+from tr_jax.projections.mean import mean_distance, mean_projection, project_mean
+from tr_jax.projections.wasserstein import wasserstein_parts, wasserstein_projection
+
+try:  # TODO: plain import once tr_jax/projections/kl.py has landed.
+    from tr_jax.projections.kl import kl_parts, kl_projection
+except ModuleNotFoundError as _err:  # pragma: no cover
+    if _err.name != "tr_jax.projections.kl":
+        raise
+
+__all__ = [
+    "NAMES",
+    "canonical_name",
+    "entropy_projection",
+    "frobenius_parts",
+    "frobenius_projection",
+    "get_parts",
+    "get_projection",
+    "kl_parts",
+    "kl_projection",
+    "mean_distance",
+    "mean_projection",
+    "parts",
+    "project",
+    "project_mean",
+    "wasserstein_parts",
+    "wasserstein_projection",
+]

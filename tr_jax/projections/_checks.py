@@ -123,3 +123,27 @@ def batched(fn: Callable, batch_shape: tuple, *args):
     flat = [jnp.reshape(a, (n,) + jnp.shape(a)[len(batch_shape):]) for a in args]
     out = jax.vmap(fn)(*flat)
     return jax.tree_util.tree_map(lambda o: jnp.reshape(o, tuple(batch_shape) + o.shape[1:]), out)
+
+
+def check_flag(name: str, value) -> bool:
+    """Validates a static boolean option (e.g. ``scale_prec``); returns it as bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a Python bool (a static option), got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
+    """Validates the arguments of a mean + covariance projection.
+
+    Returns ``(layout, eps_mean, eps_cov)`` with both bounds broadcast to
+    ``layout.batch_shape`` in the Gaussians' dtype.
+    """
+    layout = check_pair(mean, scale, old_mean, old_scale)
+    check_bound("eps_mean", eps_mean, layout.batch_shape)
+    check_bound("eps_cov", eps_cov, layout.batch_shape)
+    dtype = jnp.result_type(mean)
+    return (
+        layout,
+        as_bound(eps_mean, layout.batch_shape, dtype),
+        as_bound(eps_cov, layout.batch_shape, dtype),
+    )

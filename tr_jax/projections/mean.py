@@ -20,7 +20,9 @@ from tr_jax.projections import _checks
 METRICS = ("mahalanobis", "euclidean")
 
 
-def mean_distance(mean, old_mean, old_scale, metric: str = "mahalanobis", diag: bool | None = None):
+def mean_distance(
+    mean, old_mean, old_scale, metric: str = "mahalanobis", diag: bool | None = None, lower: bool = False
+):
     """Squared distance between means, ``[...]``.
 
     Args:
@@ -29,6 +31,9 @@ def mean_distance(mean, old_mean, old_scale, metric: str = "mahalanobis", diag: 
         symmetric sqrt; both give the same Sigma^-1 metric).
       metric: "mahalanobis": (mu - mu_o)^T Sigma_o^-1 (mu - mu_o);
         "euclidean": ||mu - mu_o||^2.
+      diag: whether ``old_scale`` is a std vector (inferred from ranks if None).
+      lower: the matrix ``old_scale`` is lower triangular (Cholesky): use a
+        triangular solve instead of a general one (same value).
     """
     if metric not in METRICS:
         raise ValueError(f"unknown mean metric {metric!r}; expected one of {METRICS}")
@@ -40,7 +45,31 @@ def mean_distance(mean, old_mean, old_scale, metric: str = "mahalanobis", diag: 
     if diag:
         return jnp.sum((diff / old_scale) ** 2, axis=-1)
     # Cholesky and symmetric sqrt both satisfy Sigma = A A^T, so A^-1 works for either.
+    if lower:
+        z = jax.scipy.linalg.solve_triangular(old_scale, diff[..., None], lower=True)[..., 0]
+        return jnp.sum(z**2, axis=-1)
     return jnp.sum(jnp.linalg.solve(old_scale, diff[..., None])[..., 0] ** 2, axis=-1)
+
+
+def shrink_weight(dist, eps):
+    """Interpolation weight of every closed-form projection.
+
+    Args:
+      dist: ``[...]`` the bounded distance of the unprojected input (a scaled
+        squared norm of ``x~ - x_o``).
+      eps: ``[...]`` or scalar bound (> 0).
+    Returns:
+      ``(active, w)``, both ``[...]``: ``active = dist > eps`` and
+      ``w = sqrt(eps / dist)`` where active, exactly 1 elsewhere. The projection
+      is ``x_o + w (x~ - x_o)`` (= ``(x~ + eta x_o) / (1 + eta)`` with
+      ``eta = sqrt(dist / eps) - 1``), whose distance is ``w^2 dist = eps``.
+      Inactive states see a safe ``dist`` ("double where"), so no NaN/inf
+      reaches gradients, e.g. when ``x~ == x_o``.
+    """
+    active = dist > eps
+    safe_dist = jnp.where(active, dist, eps)
+    w = jnp.where(active, jnp.sqrt(eps / safe_dist), jnp.ones_like(safe_dist))
+    return active, w
 
 
 def project_mean(mean, old_mean, dist, eps):
@@ -52,12 +81,12 @@ def project_mean(mean, old_mean, dist, eps):
       eps: ``[...]`` or scalar bound (> 0).
     Returns:
       ``[..., k]`` projected mean; equal to ``mean`` (value and gradient) where
-      ``dist <= eps``.
+      ``dist <= eps``. Computed as ``mu_o + w (mu~ - mu_o)`` with
+      ``w = 1 / (1 + omega)``, which is the same point as
+      ``(mu~ + omega mu_o) / (1 + omega)`` but keeps the (small) step accurate.
     """
-    active = dist > eps
-    safe_dist = jnp.where(active, dist, eps)
-    omega = jnp.sqrt(safe_dist / eps) - 1.0
-    projected = (mean + omega[..., None] * old_mean) / (1.0 + omega[..., None])
+    active, w = shrink_weight(dist, eps)
+    projected = old_mean + w[..., None] * (mean - old_mean)
     return jnp.where(active[..., None], projected, mean)
 
 

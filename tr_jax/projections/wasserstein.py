@@ -1,0 +1,100 @@
+"""Wasserstein-2 trust-region projection, commutative form (closed form).
+
+The covariance is handled through its symmetric square root S (Sigma = S S);
+for diagonal Gaussians S is the std vector. Assuming S~ and S_o commute, the
+squared W2 covariance distance is
+
+* ``scale_prec=True`` (whitened by the old policy):
+  c = tr(I + S_o^-1 Sigma~ S_o^-1 - 2 S_o^-1 S~) = ||S_o^-1 (S~ - S_o)||_F^2,
+* ``scale_prec=False``: c = tr(Sigma_o + Sigma~ - 2 S_o S~) = ||S~ - S_o||_F^2.
+
+(The identities hold for symmetric S~, S_o; the right-hand sides are what is
+computed: no cancellation, never negative.) Both are squared norms of S~ - S_o,
+so if c > eps_cov
+    eta = sqrt(c / eps_cov) - 1,   S = (S~ + eta S_o) / (1 + eta)
+is the exact projection of S~ onto the ball c(S) <= eps_cov in the same metric
+(the argmin of c(S, S~) subject to c(S, S_o) <= eps_cov), computed as
+S_o + w (S~ - S_o), w = 1 / (1 + eta). S is a convex combination of two SPD
+matrices, hence SPD. The mean part is the Mahalanobis distance under the old
+covariance (``scale_prec=True``) or the squared Euclidean distance.
+
+NaN inputs: NaN is propagated to the outputs of the affected states (under
+``jit`` too); nothing iterates, so nothing can hang.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+
+from tr_jax.projections import _checks
+from tr_jax.projections.mean import mean_distance, project_mean, shrink_weight
+
+
+def _mean_metric(scale_prec: bool) -> str:
+    return "mahalanobis" if scale_prec else "euclidean"
+
+
+def _cov_distance(scale, old_scale, diag: bool, scale_prec: bool):
+    """Commutative squared W2 covariance distance, ``[...]``."""
+    diff = scale - old_scale
+    if diag:
+        if scale_prec:
+            diff = diff / old_scale
+        return jnp.sum(diff**2, axis=-1)
+    if scale_prec:
+        diff = jnp.linalg.solve(old_scale, diff)
+    return jnp.sum(diff**2, axis=(-2, -1))
+
+
+def _wasserstein_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, diag: bool, scale_prec: bool):
+    """One state: mean ``[k]``, scale ``[k]`` (std) or ``[k, k]`` (sqrt), scalar bounds."""
+    dist = mean_distance(mean, old_mean, old_scale, _mean_metric(scale_prec), diag=diag)
+    new_mean = project_mean(mean, old_mean, dist, eps_mean)
+
+    active, w = shrink_weight(_cov_distance(scale, old_scale, diag, scale_prec), eps_cov)
+    projected = old_scale + w * (scale - old_scale)
+    return new_mean, jnp.where(active, projected, scale)
+
+
+def wasserstein_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, scale_prec=True):
+    """W2 (commutative) trust-region projection of N(mean, scale) around the old Gaussian.
+
+    Args:
+      mean, old_mean: ``[..., k]``.
+      scale, old_scale: std vectors ``[..., k]`` (diagonal Gaussians) or
+        symmetric positive-definite square roots ``[..., k, k]`` of the
+        covariance (full; Sigma = S S, not a Cholesky factor).
+      eps_mean, eps_cov: bounds, scalars or one per state ``[...]``, > 0.
+      scale_prec: measure both parts in the old policy's metric (Mahalanobis
+        mean distance, whitened covariance distance) if True, else Euclidean.
+    Returns:
+      ``(projected_mean [..., k], projected_scale)``, the scale as a std vector
+      or a symmetric square root like the input. Each part passes through
+      unchanged (value and gradient) where its bound holds.
+    Raises:
+      ValueError: at trace time, for mismatched shapes, a scale of the wrong
+        rank, non-float dtypes, or concrete non-positive bounds.
+    """
+    layout, eps_m, eps_c = _checks.check_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov)
+    scale_prec = _checks.check_flag("scale_prec", scale_prec)
+    fn = functools.partial(_wasserstein_state, diag=layout.diag, scale_prec=scale_prec)
+    return _checks.batched(fn, layout.batch_shape, mean, scale, old_mean, old_scale, eps_m, eps_c)
+
+
+def wasserstein_parts(mean, scale, old_mean, old_scale, scale_prec=True):
+    """The two distances the W2 projection bounds, each ``[...]``.
+
+    mean part: (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) (``scale_prec``) or
+    ||mu - mu_o||^2; cov part: ||S_o^-1 (S - S_o)||_F^2 (``scale_prec``) or
+    ||S - S_o||_F^2, the commutative squared W2 distance.
+
+    Args as in :func:`wasserstein_projection` (scales: std ``[..., k]`` or
+    symmetric sqrt ``[..., k, k]``).
+    """
+    layout = _checks.check_pair(mean, scale, old_mean, old_scale)
+    scale_prec = _checks.check_flag("scale_prec", scale_prec)
+    mean_part = mean_distance(mean, old_mean, old_scale, _mean_metric(scale_prec), diag=layout.diag)
+    cov_part = _cov_distance(scale, old_scale, layout.diag, scale_prec)
+    return mean_part, cov_part
