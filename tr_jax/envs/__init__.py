@@ -1,0 +1,12 @@
+"""Brax environments for tr_jax: vectorised wrapping and normalisation."""
+
+from tr_jax.envs.normalize import (RewardNorm, RunningStats, init_reward_norm, init_stats, normalize,
+                                   scale_rewards, update_reward_norm, update_stats)
+from tr_jax.envs.wrappers import (BACKENDS, EnvState, StepInfo, VecEnv, check_env, env_names, episode_stats,
+                                  make_vec_env)
+
+__all__ = [
+    "BACKENDS", "EnvState", "StepInfo", "VecEnv", "check_env", "env_names", "episode_stats", "make_vec_env",
+    "RewardNorm", "RunningStats", "init_reward_norm", "init_stats", "normalize", "scale_rewards",
+    "update_reward_norm", "update_stats",
+]

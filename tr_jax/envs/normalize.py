@@ -1,0 +1,78 @@
+"""Running observation normalisation and reward scaling/normalisation.
+
+Pure init/update pairs over NamedTuple states (optax style):
+
+* :class:`RunningStats` / :func:`init_stats` / :func:`update_stats` /
+  :func:`normalize`: running mean and variance (Chan et al.'s parallel
+  update), used for observations.
+* :class:`RewardNorm` / :func:`init_reward_norm` / :func:`update_reward_norm` /
+  :func:`scale_rewards`: divide rewards by the running std of the discounted
+  return (per env), after multiplying by a constant ``reward_scaling``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class RunningStats(NamedTuple):
+    """mean, var: ``shape``; count: scalar (number of samples seen, >= eps)."""
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+
+def init_stats(shape=(), dtype=jnp.float32) -> RunningStats:
+    return RunningStats(mean=jnp.zeros(shape, dtype), var=jnp.ones(shape, dtype), count=jnp.asarray(1e-4, dtype))
+
+
+def update_stats(stats: RunningStats, x: jax.Array) -> RunningStats:
+    """Merges samples ``x`` ``[..., *shape]`` (all leading dims are samples)."""
+    nd = stats.mean.ndim
+    x = x.reshape((-1,) + x.shape[x.ndim - nd:]).astype(stats.mean.dtype)
+    n = jnp.asarray(x.shape[0], stats.mean.dtype)
+    b_mean = x.mean(axis=0)
+    b_var = x.var(axis=0)
+    total = stats.count + n
+    delta = b_mean - stats.mean
+    mean = stats.mean + delta * n / total
+    m2 = stats.var * stats.count + b_var * n + delta**2 * stats.count * n / total
+    return RunningStats(mean=mean, var=m2 / total, count=total)
+
+
+def normalize(stats: RunningStats, x: jax.Array, clip: float = 10.0, eps: float = 1e-8) -> jax.Array:
+    """(x - mean) / sqrt(var + eps), clipped to [-clip, clip]; ``x`` ``[..., *shape]``."""
+    return jnp.clip((x - stats.mean) / jnp.sqrt(stats.var + eps), -clip, clip)
+
+
+class RewardNorm(NamedTuple):
+    """ret: [E] running discounted return per env; stats: scalar RunningStats of it."""
+
+    ret: jax.Array
+    stats: RunningStats
+
+
+def init_reward_norm(num_envs: int, dtype=jnp.float32) -> RewardNorm:
+    return RewardNorm(ret=jnp.zeros((num_envs,), dtype), stats=init_stats((), dtype))
+
+
+def update_reward_norm(state: RewardNorm, reward: jax.Array, done: jax.Array, gamma: float) -> RewardNorm:
+    """Advances the discounted returns through ``reward``/``done`` ``[T, E]`` and
+    merges all ``T * E`` of them into the running statistics."""
+
+    def step(ret, x):
+        r, d = x
+        ret = ret * gamma + r
+        return ret * (1.0 - d), ret
+
+    ret, rets = jax.lax.scan(step, state.ret, (reward, done))
+    return RewardNorm(ret=ret, stats=update_stats(state.stats, rets))
+
+
+def scale_rewards(state: RewardNorm, reward: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """reward / std of the discounted return."""
+    return reward / jnp.sqrt(state.stats.var + eps)
