@@ -1,0 +1,294 @@
+"""Gaussian MLP policies and value MLPs (Flax Linen) behind small functional APIs.
+
+``make_policy(config, obs_dim, action_dim)`` returns a :class:`Policy` of pure
+functions; ``make_value(config, obs_dim)`` a :class:`Value`. Parameters are
+ordinary Flax pytrees (``{"params": ...}``).
+
+Scale parameterisations (``config.cov_type``, see :mod:`tr_jax.distributions`):
+
+* ``"diag"``: std vector ``s = min_std + softplus(x + shift)``, ``[..., k]``.
+* ``"full"``: lower Cholesky ``L = diag(min_std + softplus(d + shift)) +
+  strict_lower(o)``, ``[..., k, k]``.
+* ``"sqrt"``: symmetric positive-definite square root
+  ``S = B B^T + min_std I`` with ``B = diag(sqrt(softplus(d + shift))) +
+  strict_lower(o)``, ``[..., k, k]``; ``Sigma = S S``. ``S`` is symmetric by
+  construction and every eigenvalue of ``S`` is ``>= min_std`` (``B B^T`` is
+  PSD), so the std along every direction is at least ``min_std``. With
+  ``o = 0`` it reduces exactly to the diagonal map, ``S = diag(s)``. It costs
+  one k x k matmul (no matrix square root, no eigendecomposition, smooth
+  gradients even at the isotropic initialisation where eigenvalues repeat).
+
+``shift = softplus^-1(init_std - min_std)``, and the raw covariance
+parameters (``x``, ``d``, ``o``) are zero at initialisation, so the initial
+covariance is exactly ``init_std^2 I`` at every state. The covariance is
+either one global parameter vector (``contextual_cov=False``; parameter
+``params["params"]["cov"]``) or a zero-initialised linear head on the policy
+trunk (``contextual_cov=True``; module ``params["params"]["cov_head"]``).
+
+Initialisation: orthogonal, gain sqrt(2) for hidden layers, 0.01 for the
+mean head, 1.0 for the value head; zero biases.
+
+``shared_trunk=True`` is not supported: the policy and value networks are
+always separate. TRPO's and TRPL's trust regions constrain the policy update
+only; value-loss gradients flowing into a shared trunk would move the policy
+outside them. ``make_policy``/``make_value`` raise a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tr_jax import distributions as D
+
+Params = dict
+
+_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
+
+
+# --------------------------------------------------------------------------------------
+# scalar maps
+# --------------------------------------------------------------------------------------
+
+
+def softplus_inverse(y):
+    """Inverse of softplus for y > 0 (stable for large y): x = y + log(-expm1(-y))."""
+    return y + jnp.log(-jnp.expm1(-y))
+
+
+def std_shift(init_std: float, min_std: float) -> float:
+    """shift with ``min_std + softplus(0 + shift) == init_std``."""
+    y = init_std - min_std
+    if not y > 0:
+        raise ValueError(f"init_std ({init_std}) must exceed min_std ({min_std})")
+    return float(y + math.log(-math.expm1(-y)))
+
+
+def _n_cov(kind: str, k: int) -> int:
+    """Number of raw covariance parameters: k (diag) or k + k(k-1)/2 (full, sqrt)."""
+    return k if kind == "diag" else k + k * (k - 1) // 2
+
+
+def raw_to_scale(raw, kind: str, k: int, shift: float, min_std: float):
+    """Maps raw parameters ``[..., n_cov]`` to a scale of the given kind.
+
+    Returns ``[..., k]`` (diag) or ``[..., k, k]`` (full Cholesky / sqrt).
+    """
+    d = jax.nn.softplus(raw[..., :k] + shift)
+    if kind == "diag":
+        return min_std + d
+    rows, cols = jnp.tril_indices(k, -1)
+    off = jnp.zeros(raw.shape[:-1] + (k, k), raw.dtype).at[..., rows, cols].set(raw[..., k:])
+    eye = jnp.eye(k, dtype=raw.dtype)
+    if kind == "full":
+        return off + (min_std + d)[..., None, :] * eye
+    b = off + jnp.sqrt(d)[..., None, :] * eye
+    return b @ jnp.swapaxes(b, -1, -2) + min_std * eye
+
+
+def scale_to_raw(scale, kind: str, shift: float, min_std: float, floor: float = 1e-6):
+    """Inverse of :func:`raw_to_scale` (for one or many scales).
+
+    Values that the forward map cannot produce are clipped to the nearest
+    valid one: std / Cholesky diagonal entries below ``min_std + floor``,
+    and (sqrt) eigenvalues of ``S - min_std I`` below ``floor``.
+    Returns ``[..., n_cov]``.
+    """
+    k = scale.shape[-1]
+    if kind == "diag":
+        return softplus_inverse(jnp.maximum(scale - min_std, floor)) - shift
+    if kind == "full":
+        d = jnp.diagonal(scale, axis1=-2, axis2=-1)
+        raw_d = softplus_inverse(jnp.maximum(d - min_std, floor)) - shift
+        rows, cols = jnp.tril_indices(k, -1)
+        return jnp.concatenate([raw_d, scale[..., rows, cols]], axis=-1)
+    # sqrt: B B^T = S - min_std I  ->  B = chol(S - min_std I), softplus(d + shift) = diag(B)^2.
+    m = 0.5 * (scale + jnp.swapaxes(scale, -1, -2)) - min_std * jnp.eye(k, dtype=scale.dtype)
+    w, v = jnp.linalg.eigh(m)
+    m = (v * jnp.maximum(w, floor)[..., None, :]) @ jnp.swapaxes(v, -1, -2)
+    b = jnp.linalg.cholesky(0.5 * (m + jnp.swapaxes(m, -1, -2)))
+    diag_b = jnp.diagonal(b, axis1=-2, axis2=-1)
+    raw_d = softplus_inverse(jnp.maximum(diag_b**2, floor)) - shift
+    rows, cols = jnp.tril_indices(k, -1)
+    return jnp.concatenate([raw_d, b[..., rows, cols]], axis=-1)
+
+
+# --------------------------------------------------------------------------------------
+# modules
+# --------------------------------------------------------------------------------------
+
+
+def _dense(features: int, gain: float, dtype, name=None) -> nn.Dense:
+    return nn.Dense(
+        features,
+        name=name,
+        kernel_init=nn.initializers.orthogonal(gain),
+        bias_init=nn.initializers.zeros,
+        dtype=dtype,
+        param_dtype=dtype,
+    )
+
+
+class MLP(nn.Module):
+    """Hidden layers only: ``[..., in] -> [..., hidden[-1]]`` (identity if empty)."""
+
+    hidden: tuple
+    activation: Callable
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        for i, h in enumerate(self.hidden):
+            x = self.activation(_dense(h, math.sqrt(2.0), self.dtype)(x))
+        return x
+
+
+class GaussianPolicyNet(nn.Module):
+    """``obs [..., obs_dim] -> (mean [..., k], raw_cov [..., n_cov])``."""
+
+    action_dim: int
+    n_cov: int
+    hidden: tuple
+    activation: Callable
+    contextual: bool
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, obs):
+        h = MLP(self.hidden, self.activation, self.dtype, name="trunk")(obs)
+        mean = _dense(self.action_dim, 0.01, self.dtype, name="mean_head")(h)
+        if self.contextual:
+            raw = nn.Dense(
+                self.n_cov,
+                kernel_init=nn.initializers.zeros,
+                bias_init=nn.initializers.zeros,
+                dtype=self.dtype,
+                param_dtype=self.dtype,
+                name="cov_head",
+            )(h)
+        else:
+            raw = self.param("cov", nn.initializers.zeros, (self.n_cov,), self.dtype)
+            raw = jnp.broadcast_to(raw, mean.shape[:-1] + (self.n_cov,))
+        return mean, raw
+
+
+class ValueNet(nn.Module):
+    """``obs [..., obs_dim] -> value [...]``."""
+
+    hidden: tuple
+    activation: Callable
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, obs):
+        h = MLP(self.hidden, self.activation, self.dtype, name="trunk")(obs)
+        return _dense(1, 1.0, self.dtype, name="value_head")(h)[..., 0]
+
+
+# --------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------
+
+
+class Policy(NamedTuple):
+    """Gaussian policy as pure functions.
+
+    init(key) -> params.
+    apply(params, obs [..., obs_dim]) -> (mean [..., k], scale [..., k] or [..., k, k]).
+    kind: "diag", "full" (lower Cholesky) or "sqrt" (symmetric sqrt).
+    contextual: whether the covariance depends on the state.
+    set_global_scale(params, scale) -> params: writes one scale ([k] or [k, k])
+      into the global covariance parameter (inverting the softplus/min_std
+      map); returns ``params`` unchanged for a contextual policy.
+    action_dim, obs_dim: sizes.
+    """
+
+    init: Callable
+    apply: Callable
+    kind: str
+    contextual: bool
+    set_global_scale: Callable
+    action_dim: int
+    obs_dim: int
+
+
+class Value(NamedTuple):
+    """Value function: init(key) -> params; apply(params, obs [..., obs_dim]) -> [...]."""
+
+    init: Callable
+    apply: Callable
+
+
+def _check_shared(config):
+    if getattr(config, "shared_trunk", False):
+        raise ValueError(
+            "shared_trunk=True is not supported: tr_jax uses separate policy and value networks "
+            "(value-loss updates to a shared trunk would move the policy outside the trust region)"
+        )
+
+
+def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
+    """Builds the Gaussian MLP policy described by ``config``.
+
+    Uses config.cov_type, contextual_cov, policy_hidden, activation,
+    init_std, min_std, dtype.
+    """
+    _check_shared(config)
+    kind = D.check_kind(config.cov_type)
+    if config.activation not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {config.activation!r}; expected one of {tuple(_ACTIVATIONS)}")
+    dtype = jnp.dtype(config.dtype)
+    k = int(action_dim)
+    n_cov = _n_cov(kind, k)
+    shift = std_shift(config.init_std, config.min_std)
+    min_std = float(config.min_std)
+    contextual = bool(config.contextual_cov)
+    net = GaussianPolicyNet(
+        action_dim=k,
+        n_cov=n_cov,
+        hidden=tuple(config.policy_hidden),
+        activation=_ACTIVATIONS[config.activation],
+        contextual=contextual,
+        dtype=dtype,
+    )
+
+    def init(key):
+        return net.init(key, jnp.zeros((1, obs_dim), dtype))
+
+    def apply(params, obs):
+        mean, raw = net.apply(params, obs)
+        return mean, raw_to_scale(raw, kind, k, shift, min_std)
+
+    def set_global_scale(params, scale):
+        if contextual:
+            return params
+        raw = scale_to_raw(jnp.asarray(scale, dtype), kind, shift, min_std)
+        if raw.shape != (n_cov,):
+            raise ValueError(f"set_global_scale expects one scale of shape "
+                             f"{(k,) if kind == 'diag' else (k, k)}, got {jnp.shape(scale)}")
+        inner = dict(params["params"])
+        inner["cov"] = raw.astype(inner["cov"].dtype)
+        return {**params, "params": inner}
+
+    return Policy(init, apply, kind, contextual, set_global_scale, k, int(obs_dim))
+
+
+def make_value(config, obs_dim: int) -> Value:
+    """Builds the value MLP (config.value_hidden, activation, dtype)."""
+    _check_shared(config)
+    if config.activation not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {config.activation!r}; expected one of {tuple(_ACTIVATIONS)}")
+    dtype = jnp.dtype(config.dtype)
+    net = ValueNet(tuple(config.value_hidden), _ACTIVATIONS[config.activation], dtype)
+
+    def init(key):
+        return net.init(key, jnp.zeros((1, obs_dim), dtype))
+
+    def apply(params, obs):
+        return net.apply(params, obs)
+
+    return Value(init, apply)
