@@ -1,0 +1,201 @@
+"""Trust-region projection layers (TRPL) as an :class:`~tr_jax.algorithms.base.Algorithm`.
+
+Per minibatch (``num_epochs`` x ``num_minibatches`` Optax steps through
+:func:`~tr_jax.algorithms.core.minibatch_epochs`), with the network output
+p~ = (mu~, A~) and the behaviour policy q = (mu_o, A_o) of each state:
+
+    p    = entropy_projection(project(config.projection, p~, q, eps_mean, eps_cov), beta_t)
+    L_pg = -mean(exp(log p(a) - log q(a)) A)                  (no clipping)
+    L_tr = mean(mean_part + cov_part)(p~, stop_gradient(p))  (the projection's own distance)
+    L    = L_pg + trust_region_coef * L_tr - entropy_coef * mean H(p) + value loss
+
+The projection is applied per state; only the projected policy p enters the
+surrogate, so every gradient step sees a policy inside the trust region.
+``extra_regression_steps`` further Optax steps on ``L_tr`` alone (random
+minibatches) follow the policy epochs. For a global (non-contextual)
+covariance, the mean over states of the projected scale is then written back
+into the covariance parameter (``policy.set_global_scale``), so the acting
+covariance is the projected one exactly.
+
+Scale parameterisations handed to the projection ("projection kind"):
+
+* diag policy: std vectors, for every projection;
+* full policy: lower Cholesky for "kl"/"frob" (W2 with a full policy is
+  rejected: it needs the symmetric sqrt, use ``cov_type="sqrt"``);
+* sqrt policy: the symmetric sqrt S for "w2"; for "kl"/"frob" it is converted
+  to the Cholesky factor of Sigma = S S (``distributions.cholesky``,
+  differentiable), and projected, log-probs, parts and KL are computed in the
+  Cholesky parameterisation. For the global write-back the projected Cholesky
+  factor is turned back into a symmetric sqrt (eigendecomposition on one
+  k x k matrix, no gradient).
+
+Entropy control (``entropy_schedule`` "linear"/"exp", see
+:mod:`tr_jax.algorithms.entropy_schedule`): the entropy projection is applied
+after the trust-region projection, as in the paper; its anchor H0 (the
+entropy of N(., init_std^2 I), exact for networks from
+:func:`tr_jax.networks.make_policy`) lives in ``AlgoState.extra``. The entropy
+projection can move the policy back out of the covariance trust region (it
+rescales the covariance); the reported cov parts include that effect.
+
+Metrics (after the update, on the full batch; "projected" = the policy p the
+update optimised, "raw" = the network output p~ that the next rollout acts
+with; KL is KL(new || old), as for PPO and TRPO):
+  kl_mean, kl_max: KL(p || q) mean/max over states;
+  mean_part_mean/max, cov_part_mean/max: the projection's own distance parts
+    between q and p -- never above eps_mean / eps_cov (solver tolerance)
+    without an entropy schedule;
+  raw_kl_mean/max, raw_mean_part_max, raw_cov_part_max: the same for p~;
+  entropy (of p), entropy_bound (beta_t; -inf without a schedule),
+  policy_loss, trust_region_loss, value_loss (means over minibatches),
+  regression_loss (mean over the extra steps; 0 without them).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from tr_jax import distributions as D
+from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
+from tr_jax.algorithms.core import minibatch_epochs, normalize_advantage
+from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
+from tr_jax.algorithms.ppo import make_optimizer, value_loss
+from tr_jax.projections import canonical_name, entropy_projection, parts, project
+
+
+def projection_kind(policy_kind: str, projection: str) -> str:
+    """Scale parameterisation the projection works on (see the module docstring)."""
+    name = canonical_name(projection)
+    D.check_kind(policy_kind)
+    if policy_kind == "diag":
+        return "diag"
+    if name == "w2":
+        if policy_kind != "sqrt":
+            raise ValueError("the W2 projection on a full covariance works on the symmetric sqrt: "
+                             "use cov_type='sqrt' (got cov_type='full')")
+        return "sqrt"
+    return "full"
+
+
+def make_trpl(config, policy, value) -> Algorithm:
+    """Builds TRPL for ``config`` over a policy/value pair from :mod:`tr_jax.networks`.
+
+    Uses config.projection, eps_mean, eps_cov, scale_prec, trust_region_coef,
+    entropy_schedule, target_entropy, entropy_temperature, entropy_equality,
+    extra_regression_steps, entropy_coef, normalize_advantage, num_epochs,
+    num_minibatches, policy_lr, value_lr, lr_decay, max_grad_norm, value_clip.
+    """
+    name = canonical_name(config.projection)
+    pkind = projection_kind(policy.kind, name)
+    options = {} if name == "kl" else {"scale_prec": config.scale_prec}
+    alpha = config.trust_region_coef
+    schedule = config.entropy_schedule
+    num_mb = config.num_minibatches
+    n_reg = config.extra_regression_steps
+    steps = config.num_epochs * num_mb
+    policy_opt = make_optimizer(config, config.policy_lr, steps + n_reg)
+    value_opt = make_optimizer(config, config.value_lr, steps)
+
+    def to_proj(scale):
+        """Policy scale -> projection scale ([..., k] or [..., k, k])."""
+        return scale if pkind == policy.kind else D.cholesky(scale, policy.kind)
+
+    def from_proj(scale):
+        return scale if pkind == policy.kind else D.to_kind(scale, pkind, policy.kind)
+
+    def project_policy(pp, obs, old_mean, old_scale, beta):
+        """Returns ((mu~, A~), (mu, A)): network output and its projection, both in pkind."""
+        mean, scale = policy.apply(pp, obs)
+        scale = to_proj(scale)
+        pm, ps = project(name, mean, scale, old_mean, old_scale, config.eps_mean, config.eps_cov, **options)
+        if schedule != "none":
+            ps = entropy_projection(ps, beta, config.entropy_equality, kind=pkind)
+        return (mean, scale), (pm, ps)
+
+    def tr_loss(raw, proj):
+        m, c = parts(name, raw[0], raw[1], jax.lax.stop_gradient(proj[0]), jax.lax.stop_gradient(proj[1]),
+                     **options)
+        return jnp.mean(m + c)
+
+    def init(policy_params, value_params):
+        dtype = jax.tree.leaves(policy_params)[0].dtype
+        h0 = jnp.asarray(gaussian_entropy(policy.action_dim, config.init_std), dtype)
+        return AlgoState(policy_params, value_params, policy_opt.init(policy_params),
+                         value_opt.init(value_params), {"initial_entropy": h0})
+
+    def loss_fn(params, mb: Batch, beta):
+        pp, vp = params
+        raw, (pm, ps) = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta)
+        ratio = jnp.exp(D.log_prob(mb.action, pm, ps, pkind) - mb.log_prob)
+        adv = normalize_advantage(mb.advantage) if config.normalize_advantage else mb.advantage
+        pg_loss = -jnp.mean(ratio * adv)
+        trl = tr_loss(raw, (pm, ps))
+        entropy = D.entropy(ps, pkind).mean()
+        v_loss = value_loss(value.apply, vp, mb, config.value_clip)
+        total = pg_loss + alpha * trl - config.entropy_coef * entropy + v_loss
+        return total, {"policy_loss": pg_loss, "trust_region_loss": trl, "value_loss": v_loss}
+
+    def update(key, state: AlgoState, batch: Batch, iteration):
+        beta = entropy_bound(schedule, state.extra["initial_entropy"], config.target_entropy,
+                             config.entropy_temperature, iteration, config.num_iterations)
+        batch = batch._replace(old_scale=to_proj(batch.old_scale))
+        key_epochs, key_reg = jax.random.split(key)
+
+        def step(carry, mb):
+            pp, vp, po, vo = carry
+            (_, aux), (gp, gv) = jax.value_and_grad(loss_fn, has_aux=True)((pp, vp), mb, beta)
+            up, po = policy_opt.update(gp, po, pp)
+            uv, vo = value_opt.update(gv, vo, vp)
+            return (optax.apply_updates(pp, up), optax.apply_updates(vp, uv), po, vo), aux
+
+        carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
+        (pp, vp, po, vo), aux = minibatch_epochs(key_epochs, batch, config.num_epochs, num_mb, step, carry)
+        metrics = jax.tree.map(jnp.mean, aux)
+
+        if n_reg > 0:
+            n = batch.obs.shape[0]
+            size = n // num_mb
+
+            def reg_step(c, k):
+                pp, po = c
+                idx = jax.random.choice(k, n, (size,), replace=False)
+                mb = jax.tree.map(lambda x: x[idx], batch)
+
+                def reg_loss(p):
+                    raw, proj = project_policy(p, mb.obs, mb.old_mean, mb.old_scale, beta)
+                    return tr_loss(raw, proj)
+
+                loss, g = jax.value_and_grad(reg_loss)(pp)
+                u, po = policy_opt.update(g, po, pp)
+                return (optax.apply_updates(pp, u), po), loss
+
+            (pp, po), reg = jax.lax.scan(reg_step, (pp, po), jax.random.split(key_reg, n_reg))
+            metrics["regression_loss"] = reg.mean()
+        else:
+            metrics["regression_loss"] = jnp.zeros_like(metrics["policy_loss"])
+
+        if not policy.contextual:
+            _, (_, ps) = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta)
+            pp = policy.set_global_scale(pp, jax.lax.stop_gradient(from_proj(ps.mean(axis=0))))
+
+        metrics.update(_final_metrics(pp, batch, beta))
+        metrics["entropy_bound"] = beta
+        return AlgoState(pp, vp, po, vo, state.extra), metrics
+
+    def _final_metrics(pp, batch: Batch, beta):
+        (rm, rs), (pm, ps) = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta)
+        mp, cp = parts(name, pm, ps, batch.old_mean, batch.old_scale, **options)
+        rmp, rcp = parts(name, rm, rs, batch.old_mean, batch.old_scale, **options)
+        kl = D.kl(pm, ps, batch.old_mean, batch.old_scale, pkind)
+        raw_kl = D.kl(rm, rs, batch.old_mean, batch.old_scale, pkind)
+        return {
+            "kl_mean": kl.mean(), "kl_max": kl.max(),
+            "mean_part_mean": mp.mean(), "mean_part_max": mp.max(),
+            "cov_part_mean": cp.mean(), "cov_part_max": cp.max(),
+            "raw_kl_mean": raw_kl.mean(), "raw_kl_max": raw_kl.max(),
+            "raw_mean_part_max": rmp.max(), "raw_cov_part_max": rcp.max(),
+            "entropy": D.entropy(ps, pkind).mean(),
+        }
+
+    return Algorithm(init, update)
