@@ -47,7 +47,8 @@ class EnvState(NamedTuple):
 
     brax:      brax ``State`` with leaves ``[E, ...]`` (current episodes).
     pool:      brax ``State`` ``[E, ...]``: initial states done envs reset to.
-    steps:     [E] int32 env steps taken in the current episode.
+    steps:     [E] int32 env steps taken in the current episode (-1: pending
+               a reset, done by the next ``refresh``).
     ep_return: [E] raw reward accumulated in the current episode.
     """
 
@@ -89,13 +90,16 @@ class StepInfo(NamedTuple):
 class VecEnv(NamedTuple):
     """``E`` vectorised copies of a Brax env; all functions pure and jittable.
 
-    reset(key) -> EnvState
+    reset(key) -> EnvState  (= refresh(placeholder(), key))
+    placeholder() -> EnvState  (every env pending a reset; no reset computed)
+    refresh(state, key) -> EnvState  (re-draws the reset pool and resets
+      pending envs; the only place a reset is computed)
     step(state, action [E, k]) -> (EnvState, StepInfo)
-    refresh(state, key) -> EnvState  (re-draws the reset pool)
     random_step(state, key) -> (EnvState, StepInfo)  (uniform actions in [-1, 1])
     """
 
     reset: Callable
+    placeholder: Callable
     step: Callable
     refresh: Callable
     random_step: Callable
@@ -143,17 +147,32 @@ def make_vec_env(env_name: str, backend: str = "positional", num_envs: int = 64,
     v_reset = jax.vmap(lambda k: canon(env.reset(k)))
     v_step = jax.vmap(lambda s, a: canon(env.step(s, a)))
 
-    def reset(key):
-        k1, k2 = jax.random.split(key)
-        return EnvState(
-            brax=v_reset(jax.random.split(k1, num_envs)),
-            pool=v_reset(jax.random.split(k2, num_envs)),
-            steps=jnp.zeros((num_envs,), jnp.int32),
-            ep_return=jnp.zeros((num_envs,), jnp.float32),
-        )
+    def placeholder():
+        """All envs pending a reset (steps == -1); zeros in the brax state."""
+
+        def zeros(x):
+            if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+                return jax.random.wrap_key_data(jnp.zeros(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32))
+            return jnp.zeros(x.shape, x.dtype)
+
+        shapes = jax.eval_shape(v_reset, jax.random.split(jax.random.key(0), num_envs))
+        bs = jax.tree.map(zeros, shapes)
+        return EnvState(brax=bs, pool=bs, steps=jnp.full((num_envs,), -1, jnp.int32),
+                        ep_return=jnp.zeros((num_envs,), jnp.float32))
 
     def refresh(state, key):
-        return state._replace(pool=v_reset(jax.random.split(key, num_envs)))
+        # One vmapped reset draws the new pool; envs pending a reset (steps < 0)
+        # start from the pool shifted by one env, so env i's first state differs
+        # from the state it resets to. Keeping this the only reset call site
+        # keeps a single copy of the (slow to compile) reset in a training HLO.
+        pool = v_reset(jax.random.split(key, num_envs))
+        pending = state.steps < 0
+        shifted = jax.tree.map(lambda x: jnp.roll(x, 1, axis=0), pool)
+        return EnvState(brax=_where(pending, shifted, state.brax), pool=pool,
+                        steps=jnp.where(pending, 0, state.steps), ep_return=state.ep_return)
+
+    def reset(key):
+        return refresh(placeholder(), key)
 
     def physics(bs, action):
         if action_repeat == 1:
@@ -186,7 +205,7 @@ def make_vec_env(env_name: str, backend: str = "positional", num_envs: int = 64,
     def random_step(state, key):
         return step(state, jax.random.uniform(key, (num_envs, action_dim), minval=-1.0, maxval=1.0))
 
-    return VecEnv(reset=reset, step=step, refresh=refresh, random_step=random_step, obs_dim=obs_dim,
+    return VecEnv(reset=reset, placeholder=placeholder, step=step, refresh=refresh, random_step=random_step, obs_dim=obs_dim,
                   action_dim=action_dim, num_envs=num_envs, env=env)
 
 
