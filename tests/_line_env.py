@@ -1,0 +1,55 @@
+"""A tiny brax-API environment for fast wrapper/training tests (compiles in a blink).
+
+State: position ``pos`` and step counter ``t``. Each step: ``pos += action[0]``;
+reward = ``action[0]`` (so clipping of actions is visible in the reward);
+terminates when ``pos > threshold``; with ``nan_after`` set, the reward is NaN
+from step ``t > nan_after`` on (used to trigger the NaN guard).
+"""
+
+import jax
+import jax.numpy as jnp
+from brax.envs import base, register_environment
+
+
+class LineEnv(base.Env):
+    def __init__(self, backend="positional", threshold=3.0, nan_after=None, **kwargs):
+        del backend, kwargs
+        self.threshold = threshold
+        self.nan_after = nan_after
+
+    def reset(self, rng):
+        pos = jax.random.uniform(rng, (), minval=-0.1, maxval=0.1)
+        ps = {"pos": pos, "t": jnp.zeros((), jnp.int32)}
+        return base.State(pipeline_state=ps, obs=self._obs(ps), reward=jnp.zeros(()), done=jnp.zeros(()),
+                          metrics={}, info={})
+
+    def step(self, state, action):
+        ps = state.pipeline_state
+        ps = {"pos": ps["pos"] + action[0], "t": ps["t"] + 1}
+        reward = action[0]
+        if self.nan_after is not None:
+            reward = jnp.where(ps["t"] > self.nan_after, jnp.nan, reward)
+        done = (ps["pos"] > self.threshold).astype(jnp.float32)
+        return state.replace(pipeline_state=ps, obs=self._obs(ps), reward=reward, done=done,
+                             info={**state.info, "extra_key_added_by_step": done})
+
+    @staticmethod
+    def _obs(ps):
+        return jnp.stack([ps["pos"], ps["t"].astype(jnp.float32) / 100.0])
+
+    @property
+    def observation_size(self):
+        return 2
+
+    @property
+    def action_size(self):
+        return 1
+
+    @property
+    def backend(self):
+        return "positional"
+
+
+def register():
+    register_environment("tr_jax_test_line", LineEnv)
+    register_environment("tr_jax_test_line_nan", lambda **kw: LineEnv(threshold=1e9, nan_after=50, **kw))
