@@ -1,0 +1,87 @@
+"""Smoke test of experiments/bench_projections.py: --quick mode, in-process.
+
+Checks that every selected case runs (or says why not) and that the JSON has
+the structure the README and later comparisons rely on.
+"""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_projections", ROOT / "experiments" / "bench_projections.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load_bench()
+
+
+@pytest.fixture(scope="module")
+def quick_result(bench, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    # kl and w2 cover every code path (diag, Cholesky and sqrt scales); frob
+    # would only add compile time.
+    result = bench.main(["--quick", "--proj", "kl,w2", "--out", str(out)])
+    return result, json.loads(out.read_text())
+
+
+def test_quick_writes_the_returned_json(quick_result):
+    result, written = quick_result
+    assert written["meta"]["argv"][0] == "--quick"
+    assert len(written["results"]) == len(result["results"])
+
+
+def test_quick_covers_the_selected_cases(quick_result):
+    _, written = quick_result
+    rows = written["results"]
+    kinds = {(r["proj"], r["cov"]) for r in rows}
+    assert kinds == {(p, c) for p in ("kl", "w2") for c in ("diag", "full")}
+    for row in rows:
+        assert {"proj", "cov", "k", "n", "dtype", "status"} <= row.keys()
+        assert row["n"] == 64 and row["k"] == 3 and row["dtype"] == "float64"
+
+
+def test_ok_rows_have_times_and_meet_the_bound(quick_result):
+    _, written = quick_result
+    ok = [r for r in written["results"] if r["status"] == "ok"]
+    missing = {r["proj"] for r in written["results"] if r["status"] != "ok"}
+    # W2 always exists; KL may not have landed on a branch yet.
+    assert "w2" in {r["proj"] for r in ok}, written["results"]
+    assert missing <= {"kl"}, [r["status"] for r in written["results"] if r["status"] != "ok"]
+    for row in ok:
+        for field in ("fwd_ms", "fwd_bwd_ms", "compile_fwd_s", "compile_fwd_bwd_s"):
+            assert row[field] > 0 and math.isfinite(row[field]), (field, row)
+        assert row["repeats_fwd"] == row["repeats_fwd_bwd"] == 1
+        assert 0.0 < row["cov_active"] <= 1.0
+        assert row["nonfinite_out"] == 0 and row["nonfinite_grad"] == 0
+        # float64 projections hit their bounds essentially exactly.
+        assert row["cov_rel_err"] < 1e-6 and row["mean_rel_err"] < 1e-6, row
+
+
+def test_targets_section_lists_every_target(bench, quick_result):
+    _, written = quick_result
+    names = [t["name"] for t in written["targets"]]
+    assert len(names) == len(bench.TARGETS)
+    # Quick mode does not run the target sizes, so nothing is claimed.
+    assert all(t["measured_ms"] is None and t["met"] is None for t in written["targets"])
+
+
+def test_memory_limit_skips_instead_of_running(bench, tmp_path):
+    out = tmp_path / "skip.json"
+    result = bench.main(["--quick", "--proj", "w2", "--cov", "full", "--max-gb", "1e-9", "--out", str(out)])
+    assert [r["status"] for r in result["results"]] == ["skipped (memory)"]
+
+
+def test_bad_selection_is_rejected(bench, tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--proj", "nope", "--out", str(tmp_path / "x.json")])
