@@ -183,8 +183,10 @@ def scales_for(gauss: dict, param: str):
     """``(scale, old_scale)`` in a parameterisation: "diag", "chol" or "sqrt"."""
     if "std" in gauss:
         return gauss["std"], gauss["old_std"]
-    fn = _chol if param == "chol" else _sqrtm
-    return jax.block_until_ready((fn(gauss["cov"]), fn(gauss["old_cov"])))
+    if param not in gauss:  # cached: kl and frob share the Cholesky factors
+        fn = _chol if param == "chol" else _sqrtm
+        gauss[param] = jax.block_until_ready((fn(gauss["cov"]), fn(gauss["old_cov"])))
+    return gauss[param]
 
 
 def estimate_gb(n: int, k: int, dtype, cov: str) -> float:
@@ -493,6 +495,7 @@ def main(argv=None) -> dict:
     if args.quick:
         args.repeats = 1
     cases = build_cases(args)
+    load_start = list(os.getloadavg())  # these machines are shared: say how busy it was
     with jax.enable_x64(True):
         print(_HEADER)
         print("-" * len(_HEADER))
@@ -515,7 +518,7 @@ def main(argv=None) -> dict:
     summary = target_summary(rows)
     print()
     print(format_targets(summary))
-    print(f"\ntotal {elapsed:.0f} s")
+    print(f"\ntotal {elapsed:.0f} s; load average (1 min) {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     result = dict(
         meta=dict(
             argv=list(sys.argv[1:] if argv is None else argv),
@@ -524,6 +527,8 @@ def main(argv=None) -> dict:
             backend=jax.default_backend(),
             devices=[str(d) for d in jax.devices()],
             cpu_count=os.cpu_count(),
+            load_avg_start=load_start,
+            load_avg_end=list(os.getloadavg()),
             platform=platform.platform(),
             python=platform.python_version(),
             eps_mean=args.eps_mean,
