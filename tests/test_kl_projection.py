@@ -1,0 +1,421 @@
+"""Tests of the KL trust-region projection (tr_jax/projections/kl.py).
+
+float64 tests run inside ``jax.enable_x64(True)`` (an autouse fixture) so the
+global x64 flag is never flipped for other modules.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+from scipy import optimize
+
+from tr_jax.projections.kl import kl_parts, kl_projection
+
+REF_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference", "kl_reference_cases.npz")
+F32_RTOL = 5e-4  # float32: bound met to this relative accuracy for eps >= 1e-4 (measured ~2e-5 worst)
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="module")
+def proj():
+    return jax.jit(kl_projection)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return jax.jit(kl_parts)
+
+
+# ---------------------------------------------------------------------------
+# Random problems
+# ---------------------------------------------------------------------------
+
+
+def random_spd(rng, k, cond):
+    """SPD matrix with eigenvalues log-spread over [1/sqrt(cond), sqrt(cond)]."""
+    q, _ = np.linalg.qr(rng.normal(size=(k, k)))
+    ev = np.exp(rng.uniform(-0.5, 0.5, size=k) * np.log(cond))
+    return (q * ev) @ q.T
+
+
+def make_full(rng, n, k, cond=1e4, inside_frac=0.2):
+    """Old and target (mean, Cholesky) batches; target = M Sigma_o M^T, M ill-conditioned."""
+    old = np.stack([random_spd(rng, k, cond) for _ in range(n)])
+    tgt = []
+    for i in range(n):
+        if rng.random() < inside_frac:
+            m = np.eye(k) + 1e-4 * rng.normal(size=(k, k)) / np.sqrt(k)
+        else:
+            m = np.linalg.cholesky(random_spd(rng, k, rng.uniform(1.0, 1e2)))
+        tgt.append(m @ old[i] @ m.T)
+    tgt = np.stack(tgt)
+    om = rng.normal(size=(n, k))
+    m = om + rng.normal(size=(n, k)) * np.where(rng.random((n, 1)) < inside_frac, 1e-3, 1.0)
+    return m, np.linalg.cholesky(tgt), om, np.linalg.cholesky(old)
+
+
+def make_diag(rng, n, k, spread=2.0, inside_frac=0.2):
+    """Old std log-uniform over 10^[-spread, spread]; target ratio 10^[-1, 1] (1e-3 for some)."""
+    old = np.exp(rng.uniform(-spread, spread, size=(n, k)) * np.log(10) / 2)
+    ratio = np.exp(rng.uniform(-1, 1, size=(n, k)) * np.log(10) / 2)
+    ratio = np.where(rng.random((n, 1)) < inside_frac, 1.0 + 1e-3 * (ratio - 1), ratio)
+    om = rng.normal(size=(n, k)) * old
+    m = om + rng.normal(size=(n, k)) * old * np.where(rng.random((n, 1)) < inside_frac, 1e-3, 1.0)
+    return m, old * ratio, om, old
+
+
+def random_eps(rng, n, lo=1e-6, hi=1.0):
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), size=n))
+
+
+# ---------------------------------------------------------------------------
+# Bound is met; pass-through inside the region
+# ---------------------------------------------------------------------------
+
+
+def _check_bounds(proj, parts, args, eps_m, eps_c, rtol):
+    m, s, om, os_ = args
+    pm, ps = proj(m, s, om, os_, eps_m, eps_c)
+    mp0, cp0 = parts(m, s, om, os_)
+    mp, cp = parts(pm, ps, om, os_)
+    mp0, cp0, mp, cp = map(np.asarray, (mp0, cp0, mp, cp))
+    act_c, act_m = cp0 > eps_c, mp0 > eps_m
+    assert np.all(np.isfinite(ps)) and np.all(np.isfinite(pm))
+    np.testing.assert_allclose(cp[act_c], eps_c[act_c], rtol=rtol)
+    np.testing.assert_allclose(mp[act_m], eps_m[act_m], rtol=rtol)
+    # inactive: exactly unchanged
+    np.testing.assert_array_equal(np.asarray(ps)[~act_c], np.asarray(s)[~act_c])
+    np.testing.assert_array_equal(np.asarray(pm)[~act_m], np.asarray(m)[~act_m])
+    return act_c.sum(), (~act_c).sum()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6, 17, 32])
+def test_bound_met_diag_float64(proj, parts, k):
+    rng = np.random.default_rng(k)
+    n = 96
+    args = make_diag(rng, n, k, spread=4.0)
+    n_act, n_in = _check_bounds(proj, parts, args, random_eps(rng, n), random_eps(rng, n), rtol=1e-9)
+    assert n_act > 20 and n_in > 5
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6, 17, 32])
+def test_bound_met_full_float64(proj, parts, k):
+    rng = np.random.default_rng(100 + k)
+    n = 48
+    args = make_full(rng, n, k, cond=1e4)
+    n_act, n_in = _check_bounds(proj, parts, args, random_eps(rng, n), random_eps(rng, n), rtol=1e-9)
+    assert n_act > 10 and n_in >= 1
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_bound_met_float32(proj, parts, kind):
+    rng = np.random.default_rng(7)
+    n, k = 128, 6
+    args = make_diag(rng, n, k) if kind == "diag" else make_full(rng, n, k, cond=1e2)
+    args = [np.asarray(a, np.float32) for a in args]
+    eps_m, eps_c = random_eps(rng, n, 1e-4, 1.0), random_eps(rng, n, 1e-4, 1.0)
+    _check_bounds(proj, parts, args, eps_m.astype(np.float32), eps_c.astype(np.float32), rtol=F32_RTOL)
+
+
+def test_passthrough_gradient(proj):
+    rng = np.random.default_rng(3)
+    for maker in (make_diag, make_full):
+        m, s, om, os_ = (jnp.asarray(a) for a in maker(rng, 8, 4, inside_frac=1.0))
+        w_m, w_s = rng.normal(size=m.shape), rng.normal(size=s.shape)
+
+        def loss(m, s, om, os_, em, ec):
+            pm, ps = kl_projection(m, s, om, os_, em, ec)
+            return jnp.sum(w_m * pm) + jnp.sum(w_s * ps)
+
+        em, ec = jnp.full(8, 0.5), jnp.full(8, 0.5)
+        grads = jax.jit(jax.grad(loss, argnums=tuple(range(6))))(m, s, om, os_, em, ec)
+        pm, ps = proj(m, s, om, os_, em, ec)
+        np.testing.assert_array_equal(pm, m)
+        np.testing.assert_array_equal(ps, s)
+        np.testing.assert_array_equal(grads[0], w_m)
+        np.testing.assert_array_equal(grads[1], w_s)
+        for g in grads[2:]:
+            np.testing.assert_array_equal(g, np.zeros_like(g))
+
+
+# ---------------------------------------------------------------------------
+# Optimality against a generic constrained solver
+# ---------------------------------------------------------------------------
+
+
+def _kl_cov(sig, sig_o):
+    """KL_Sigma(Sigma || Sigma_o) in numpy."""
+    k = sig.shape[0]
+    return 0.5 * (np.trace(np.linalg.solve(sig_o, sig)) - k + np.linalg.slogdet(sig_o)[1] - np.linalg.slogdet(sig)[1])
+
+
+def _scipy_projection(sig_t, sig_o, eps, diag):
+    """minimise KL(Sigma||Sigma~) s.t. KL(Sigma||Sigma_o) <= eps with SLSQP, independent of kl.py."""
+    k = sig_t.shape[0]
+    idx = np.tril_indices(k)
+
+    def unpack(x):
+        if diag:
+            return np.diag(np.exp(x))
+        l = np.zeros((k, k))
+        l[idx] = x
+        l[np.diag_indices(k)] = np.exp(np.diag(l))
+        return l @ l.T
+
+    l0 = np.linalg.cholesky(sig_o)
+    x0 = np.log(np.diag(sig_o)) if diag else np.where(idx[0] == idx[1], np.log(np.abs(l0[idx]) + 1e-300), l0[idx])
+    res = optimize.minimize(
+        lambda x: _kl_cov(unpack(x), sig_t),
+        x0,
+        method="SLSQP",
+        constraints=[{"type": "ineq", "fun": lambda x: eps - _kl_cov(unpack(x), sig_o)}],
+        options={"ftol": 1e-14, "maxiter": 500},
+    )
+    assert res.success, res.message
+    return unpack(res.x)
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_optimal_vs_scipy(proj, kind):
+    rng = np.random.default_rng(11)
+    n, k = 12, 3
+    m, s, om, os_ = make_diag(rng, n, k, inside_frac=0.0) if kind == "diag" else make_full(rng, n, k, cond=10.0, inside_frac=0.0)
+    eps = random_eps(rng, n, 1e-3, 0.3)
+    _, ps = proj(m, s, om, os_, 1.0, eps)
+    ps = np.asarray(ps)
+    for i in range(n):
+        if kind == "diag":
+            sig_t, sig_o, sig = np.diag(s[i] ** 2), np.diag(os_[i] ** 2), np.diag(ps[i] ** 2)
+        else:
+            sig_t, sig_o, sig = s[i] @ s[i].T, os_[i] @ os_[i].T, ps[i] @ ps[i].T
+        if _kl_cov(sig_t, sig_o) <= eps[i]:
+            continue
+        ref = _scipy_projection(sig_t, sig_o, eps[i], kind == "diag")
+        # same objective (ours is never worse), same point
+        assert _kl_cov(sig, sig_t) <= _kl_cov(ref, sig_t) * (1 + 1e-6) + 1e-12
+        np.testing.assert_allclose(sig, ref, rtol=2e-4, atol=2e-4 * np.abs(ref).max())
+
+
+# ---------------------------------------------------------------------------
+# Gradients
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
+@pytest.mark.parametrize("active", [True, False])
+def test_gradients_finite_differences(kind, active):
+    rng = np.random.default_rng(5 + active)
+    n, k = 3, 3
+    maker = make_diag if kind == "diag" else make_full
+    m, s, om, os_ = maker(rng, n, k, inside_frac=0.0 if active else 1.0)
+    if kind == "full":
+        m, s, om, os_ = maker(rng, n, k, cond=10.0, inside_frac=0.0 if active else 1.0)
+    em = np.full(n, 0.02 if active else 10.0)
+    ec = np.full(n, 0.01 if active else 10.0)
+    _, cp0 = kl_parts(m, s, om, os_)
+    assert np.all((np.asarray(cp0) > ec) == active)
+    wm, ws = rng.normal(size=m.shape), rng.normal(size=s.shape)
+
+    def f(m, s, om, os_, em, ec):
+        if kind == "full":  # keep the factors lower triangular under perturbation
+            s, os_ = jnp.tril(s), jnp.tril(os_)
+        pm, ps = kl_projection(m, s, om, os_, em, ec)
+        return jnp.sum(wm * pm) + jnp.sum(ws * ps)
+
+    check_grads(f, (m, s, om, os_, em, ec), order=1, modes=["rev"], atol=1e-5, rtol=1e-5, eps=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Degenerate inputs: no NaN
+# ---------------------------------------------------------------------------
+
+
+def _value_and_grads(m, s, om, os_, em, ec):
+    def loss(*a):
+        pm, ps = kl_projection(*a)
+        return jnp.sum(pm**2) + jnp.sum(jnp.sin(ps))
+
+    return jax.value_and_grad(loss, argnums=tuple(range(6)))(m, s, om, os_, em, ec)
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_no_nan_degenerate(kind):
+    rng = np.random.default_rng(9)
+    k = 4
+    om = rng.normal(size=(6, k))
+    if kind == "diag":
+        os_ = np.exp(rng.normal(size=(6, k)))
+        os_[0] = 1.0
+        cs = np.array([1.0, 1.0, 1.5, 0.5, 1.0 + 1e-9, 3.0])[:, None]
+        s = os_ * cs
+    else:
+        os_ = np.linalg.cholesky(np.stack([random_spd(rng, k, 10.0) for _ in range(6)]))
+        os_[0] = np.eye(k)
+        cs = np.array([1.0, 1.0, 1.5, 0.5, 1.0 + 1e-9, 3.0])[:, None, None]
+        s = os_ * cs  # Sigma~ = c^2 Sigma_o: all whitened eigenvalues repeated
+    for ec in (1e-3, 10.0):
+        val, grads = _value_and_grads(om, s, om, os_, np.full(6, 0.1), np.full(6, ec))
+        assert np.isfinite(val)
+        for g in grads:
+            assert np.all(np.isfinite(g))
+    # projected case of a repeated spectrum meets the bound
+    _, ps = kl_projection(om, s, om, os_, 0.1, 1e-3)
+    _, cp = kl_parts(om, ps, om, os_)
+    np.testing.assert_allclose(np.asarray(cp)[[2, 3, 5]], 1e-3, rtol=1e-9)
+
+
+def test_nan_input_gives_nan_output():
+    m, s, om, os_ = make_diag(np.random.default_rng(0), 4, 3, inside_frac=0.0)
+    s = s.copy()
+    s[1, 0] = np.nan
+    os_ = os_.copy()
+    os_[2, 1] = np.nan
+    pm, ps = jax.jit(kl_projection)(m, s, om, os_, 0.1, 1e-3)
+    ps = np.asarray(ps)
+    assert np.all(np.isnan(ps[1])) and np.all(np.isnan(ps[2])) and np.all(np.isfinite(ps[[0, 3]]))
+    assert np.all(np.isnan(np.asarray(pm)[2]))
+    _, ps = jax.jit(kl_projection)(m, s, om, os_, 0.1, jnp.nan)
+    assert np.all(np.isnan(np.asarray(ps)))
+
+
+# ---------------------------------------------------------------------------
+# Consistency: full vs diag, vmap/jit vs loop, batch dims, per-state eps
+# ---------------------------------------------------------------------------
+
+
+def test_full_on_diagonal_inputs_equals_diag(proj):
+    rng = np.random.default_rng(4)
+    m, s, om, os_ = make_diag(rng, 32, 5)
+    eps = random_eps(rng, 32, 1e-4, 0.5)
+    pm_d, ps_d = proj(m, s, om, os_, eps, eps)
+    pm_f, ps_f = proj(m, jnp.asarray(np.eye(5) * s[..., None, :]), om, jnp.asarray(np.eye(5) * os_[..., None, :]), eps, eps)
+    np.testing.assert_allclose(pm_f, pm_d, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ps_f, np.eye(5) * np.asarray(ps_d)[..., None, :], rtol=1e-10, atol=1e-12)
+
+    def loss_d(s):
+        return jnp.sum(jnp.arange(5.0) * kl_projection(m, s, om, os_, eps, eps)[1])
+
+    def loss_f(s):
+        return jnp.sum(jnp.arange(5.0) * jnp.diagonal(kl_projection(m, s, om, np.eye(5) * os_[..., None, :], eps, eps)[1], axis1=-2, axis2=-1))
+
+    g_d = jax.grad(loss_d)(jnp.asarray(s))
+    g_f = jax.grad(loss_f)(jnp.asarray(np.eye(5) * s[..., None, :]))
+    np.testing.assert_allclose(jnp.diagonal(g_f, axis1=-2, axis2=-1), g_d, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_batch_equals_loop_and_multi_dims(proj, kind):
+    rng = np.random.default_rng(12)
+    n, k = 6, 3
+    m, s, om, os_ = make_diag(rng, n, k) if kind == "diag" else make_full(rng, n, k, cond=100.0)
+    em, ec = random_eps(rng, n, 1e-3, 0.3), random_eps(rng, n, 1e-3, 0.3)
+    pm, ps = proj(m, s, om, os_, em, ec)
+    for i in range(n):
+        pmi, psi = kl_projection(m[i], s[i], om[i], os_[i], em[i], ec[i])
+        np.testing.assert_allclose(pmi, pm[i], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(psi, ps[i], rtol=1e-12, atol=1e-14)
+    r = lambda a: a.reshape((2, 3) + a.shape[1:])
+    pm2, ps2 = proj(r(m), r(s), r(om), r(os_), r(em), r(ec))
+    np.testing.assert_allclose(pm2, r(np.asarray(pm)), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ps2, r(np.asarray(ps)), rtol=1e-12, atol=1e-14)
+    pmv, psv = jax.vmap(kl_projection)(m, s, om, os_, em, ec)
+    np.testing.assert_allclose(psv, ps, rtol=1e-12, atol=1e-14)
+    mp2, cp2 = jax.jit(kl_parts)(r(m), r(s), r(om), r(os_))
+    assert mp2.shape == (2, 3) and cp2.shape == (2, 3)
+
+
+def test_kl_parts_matches_direct_formula(parts):
+    rng = np.random.default_rng(13)
+    m, s, om, os_ = make_full(rng, 10, 4, cond=100.0)
+    mp, cp = parts(m, s, om, os_)
+    for i in range(10):
+        so = os_[i] @ os_[i].T
+        d = m[i] - om[i]
+        np.testing.assert_allclose(mp[i], 0.5 * d @ np.linalg.solve(so, d), rtol=1e-10)
+        np.testing.assert_allclose(cp[i], _kl_cov(s[i] @ s[i].T, so), rtol=1e-8, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# The original C++ solver's outputs
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference():
+    if not os.path.exists(REF_PATH):
+        pytest.skip("reference cases not available")
+    return dict(np.load(REF_PATH))
+
+
+@pytest.mark.parametrize("eps", ["0.001", "0.05"])
+def test_reference_diag(reference, eps):
+    p = f"diag_eps{eps}_"
+    ov, tv, pv, e, dv, gv, pr = (reference[p + n] for n in ("old_var", "target_var", "proj_var", "eps", "d_var", "grad_target_var", "projected"))
+    z = jnp.zeros(ov.shape)
+
+    def f(tv):
+        return kl_projection(z, jnp.sqrt(tv), z, jnp.sqrt(ov), 1.0, e)[1] ** 2
+
+    out, vjp = jax.vjp(f, jnp.asarray(tv))
+    (g,) = vjp(jnp.asarray(dv))
+    _, cp0 = kl_parts(z, jnp.sqrt(tv), z, jnp.sqrt(ov))
+    np.testing.assert_array_equal(np.asarray(cp0) > e, pr)
+    np.testing.assert_allclose(out, pv, rtol=1e-4)
+    np.testing.assert_allclose(g, gv, rtol=1e-4, atol=1e-4 * np.abs(gv).max())
+
+
+@pytest.mark.parametrize("eps", ["0.001", "0.05"])
+def test_reference_full(reference, eps):
+    p = f"full_eps{eps}_"
+    oc, tc, pc, e, dc, gc, ol, pr = (
+        reference[p + n] for n in ("old_cov", "target_cov", "proj_cov", "eps", "d_cov", "grad_target_cov", "old_chol", "projected")
+    )
+    z = jnp.zeros(oc.shape[:2])
+
+    def f(tc):
+        tc = 0.5 * (tc + jnp.swapaxes(tc, -1, -2))
+        chol = kl_projection(z, jnp.linalg.cholesky(tc), z, jnp.asarray(ol), 1.0, e)[1]
+        return chol @ jnp.swapaxes(chol, -1, -2)
+
+    out, vjp = jax.vjp(f, jnp.asarray(tc))
+    (g,) = vjp(jnp.asarray(dc))
+    _, cp0 = kl_parts(z, reference[p + "target_chol"], z, ol)
+    np.testing.assert_array_equal(np.asarray(cp0) > e, pr)
+    np.testing.assert_allclose(out, pc, rtol=1e-4, atol=1e-4 * np.abs(pc).max())
+    np.testing.assert_allclose(g, gc, rtol=1e-4, atol=1e-4 * np.abs(gc).max())
+
+
+# ---------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------
+
+
+def test_bad_input_raises():
+    m, s, om, os_ = (np.ones((4, 3)) for _ in range(4))
+    with pytest.raises(ValueError, match="same shapes"):
+        kl_projection(m, s, om[:, :2], os_[:, :2], 0.1, 0.1)
+    with pytest.raises(ValueError, match="rank"):
+        kl_projection(m, np.ones((4, 3, 3, 3)), om, os_, 0.1, 0.1)
+    with pytest.raises(ValueError, match="eps_cov"):
+        kl_projection(m, s, om, os_, 0.1, 0.0)
+    with pytest.raises(ValueError, match="eps_mean"):
+        kl_projection(m, s, om, os_, -1.0, 0.1)
+    with pytest.raises(ValueError, match="eps_cov"):
+        kl_projection(m, s, om, os_, 0.1, np.ones(5))
+    with pytest.raises(ValueError, match="floating"):
+        kl_projection(m.astype(np.int32), s, om, os_, 0.1, 0.1)
+    with pytest.raises(ValueError, match="floating"):
+        kl_parts(m, s.astype(np.int64), om, os_)
+    with pytest.raises(ValueError):
+        jax.jit(kl_projection)(m, s, om, os_, 0.1, np.ones(5))
