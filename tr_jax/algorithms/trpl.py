@@ -45,7 +45,7 @@ with; KL is KL(new || old), as for PPO and TRPO):
     between q and p -- never above eps_mean / eps_cov (solver tolerance)
     without an entropy schedule;
   raw_kl_mean/max, raw_mean_part_max, raw_cov_part_max: the same for p~;
-  entropy (of p), entropy_bound (beta_t; -inf without a schedule),
+  entropy (of p), entropy_bound (beta_t; only with a schedule),
   policy_loss, trust_region_loss, value_loss (means over minibatches),
   regression_loss (mean over the extra steps; 0 without them).
 """
@@ -180,7 +180,8 @@ def make_trpl(config, policy, value) -> Algorithm:
             pp = policy.set_global_scale(pp, jax.lax.stop_gradient(from_proj(ps.mean(axis=0))))
 
         metrics.update(_final_metrics(pp, batch, beta))
-        metrics["entropy_bound"] = beta
+        if schedule != "none":  # (-inf otherwise; the training loop treats non-finite metrics as divergence)
+            metrics["entropy_bound"] = beta
         return AlgoState(pp, vp, po, vo, state.extra), metrics
 
     def _final_metrics(pp, batch: Batch, beta):
