@@ -175,21 +175,27 @@ def make_trpl(config, policy, value) -> Algorithm:
         else:
             metrics["regression_loss"] = jnp.zeros_like(metrics["policy_loss"])
 
+        # One projection of the full batch serves the global write-back and the metrics: writing the
+        # projected covariance back leaves the projected policy unchanged (its covariance is then inside).
+        raw, proj = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta)
         if not policy.contextual:
-            _, (_, ps) = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta)
-            pp = policy.set_global_scale(pp, jax.lax.stop_gradient(from_proj(ps.mean(axis=0))))
-
-        metrics.update(_final_metrics(pp, batch, beta))
+            pp = policy.set_global_scale(pp, jax.lax.stop_gradient(from_proj(proj[1].mean(axis=0))))
+            mean, scale = policy.apply(pp, batch.obs)
+            raw = (mean, to_proj(scale))
+        metrics.update(_final_metrics(raw, proj, batch))
         if schedule != "none":  # (-inf otherwise; the training loop treats non-finite metrics as divergence)
             metrics["entropy_bound"] = beta
         return AlgoState(pp, vp, po, vo, state.extra), metrics
 
-    def _final_metrics(pp, batch: Batch, beta):
-        (rm, rs), (pm, ps) = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta)
+    def _final_metrics(raw, proj, batch: Batch):
+        (rm, rs), (pm, ps) = raw, proj
         mp, cp = parts(name, pm, ps, batch.old_mean, batch.old_scale, **options)
         rmp, rcp = parts(name, rm, rs, batch.old_mean, batch.old_scale, **options)
-        kl = D.kl(pm, ps, batch.old_mean, batch.old_scale, pkind)
-        raw_kl = D.kl(rm, rs, batch.old_mean, batch.old_scale, pkind)
+        if name == "kl":  # the KL parts are the KL decomposition
+            kl, raw_kl = mp + cp, rmp + rcp
+        else:
+            kl = D.kl(pm, ps, batch.old_mean, batch.old_scale, pkind)
+            raw_kl = D.kl(rm, rs, batch.old_mean, batch.old_scale, pkind)
         return {
             "kl_mean": kl.mean(), "kl_max": kl.max(),
             "mean_part_mean": mp.mean(), "mean_part_max": mp.max(),
