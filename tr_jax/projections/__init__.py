@@ -11,14 +11,9 @@ leading batch dims; jit/vmap/grad compatible; float32 and float64.
 from tr_jax.projections.dispatch import NAMES, canonical_name, get_parts, get_projection, parts, project
 from tr_jax.projections.entropy import entropy_projection
 from tr_jax.projections.frobenius import frobenius_parts, frobenius_projection
+from tr_jax.projections.kl import kl_parts, kl_projection
 from tr_jax.projections.mean import mean_distance, mean_projection, project_mean
 from tr_jax.projections.wasserstein import wasserstein_parts, wasserstein_projection
-
-try:  # TODO: plain import once tr_jax/projections/kl.py has landed.
-    from tr_jax.projections.kl import kl_parts, kl_projection
-except ModuleNotFoundError as _err:  # pragma: no cover
-    if _err.name != "tr_jax.projections.kl":
-        raise
 
 __all__ = [
     "NAMES",

@@ -90,7 +90,12 @@ def check_bound(name: str, eps, batch_shape: tuple, allow_zero: bool = False):
     """
     if isinstance(eps, bool) or (hasattr(eps, "dtype") and jnp.result_type(eps) == jnp.bool_):
         raise ValueError(f"{name} must be a number, got a boolean")
-    dtype = jnp.result_type(eps)
+    if isinstance(eps, (str, bytes)) or eps is None:
+        raise ValueError(f"{name} must be a number or an array of numbers, got {type(eps).__name__} {eps!r}")
+    try:
+        dtype = jnp.result_type(eps)
+    except TypeError as err:
+        raise ValueError(f"{name} must be a number or an array of numbers, got {type(eps).__name__}") from err
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
         raise ValueError(f"{name} must be a real number, got dtype {dtype}")
     shape = jnp.shape(eps)

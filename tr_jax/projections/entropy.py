@@ -42,7 +42,7 @@ def _entropy_state(scale, beta, *, kind: str, equality: bool):
     gap = beta - entropy
     if equality:
         return scale * jnp.exp(gap / k)
-    active = gap > 0
+    active = ~(gap <= 0)  # NaN counts as active: NaN in, NaN out
     # Inactive states never see exp of a large argument (double where).
     factor = jnp.exp(jnp.where(active, gap, jnp.zeros_like(gap)) / k)
     return jnp.where(active, scale * factor, scale)

@@ -64,9 +64,10 @@ def shrink_weight(dist, eps):
       is ``x_o + w (x~ - x_o)`` (= ``(x~ + eta x_o) / (1 + eta)`` with
       ``eta = sqrt(dist / eps) - 1``), whose distance is ``w^2 dist = eps``.
       Inactive states see a safe ``dist`` ("double where"), so no NaN/inf
-      reaches gradients, e.g. when ``x~ == x_o``.
+      reaches gradients, e.g. when ``x~ == x_o``. A NaN ``dist`` or ``eps``
+      counts as active, so NaN propagates instead of passing through silently.
     """
-    active = dist > eps
+    active = ~(dist <= eps)
     safe_dist = jnp.where(active, dist, eps)
     w = jnp.where(active, jnp.sqrt(eps / safe_dist), jnp.ones_like(safe_dist))
     return active, w
@@ -102,7 +103,15 @@ def mean_projection(mean, old_mean, old_scale, eps_mean, metric: str = "mahalano
       old_scale: ``[..., k]`` or ``[..., k, k]``.
       eps_mean: scalar or ``[...]``, > 0.
     """
-    layout = _checks.check_pair(mean, old_scale, old_mean, old_scale)
+    layout = _checks.check_gaussian(old_mean, old_scale, "old")
+    _checks._check_float("mean", mean)
+    if jnp.shape(mean) != jnp.shape(old_mean) or jnp.result_type(mean) != jnp.result_type(old_mean):
+        raise ValueError(
+            f"mean and old_mean must have the same shapes and dtype: {jnp.shape(mean)} {jnp.result_type(mean)} "
+            f"vs {jnp.shape(old_mean)} {jnp.result_type(old_mean)}"
+        )
+    if jnp.result_type(old_scale) != jnp.result_type(old_mean):
+        raise ValueError(f"old_scale dtype {jnp.result_type(old_scale)} differs from old_mean {jnp.result_type(old_mean)}")
     _checks.check_bound("eps_mean", eps_mean, layout.batch_shape)
     eps = _checks.as_bound(eps_mean, layout.batch_shape, jnp.result_type(mean))
     dist = factor * mean_distance(mean, old_mean, old_scale, metric, diag=layout.diag)
