@@ -12,7 +12,8 @@ One iteration: re-draw the reset pool, collect ``unroll_length`` steps from
 values and GAE, call ``algorithm.update``, update the observation
 statistics. A NaN guard keeps the last good state as soon as the update's
 metrics or the new parameters are non-finite, records the iteration in
-``TrainState.diverged_at`` and skips every later iteration.
+``TrainState.diverged_at`` and discards every later iteration (its metrics
+read NaN, the state stays the last good one).
 
 ``run(config, key)`` jit-compiles, times compile and execution separately,
 reports env steps per second and handles divergence on the host.
@@ -145,16 +146,16 @@ def make_train(config: TrainConfig, env=None):
         return new, metrics
 
     def iteration(ts: TrainState, it):
-        shapes = jax.eval_shape(live, ts, it)[1]
-
-        def skip(ts, it):
-            filler = {k: (jnp.full(s.shape, jnp.nan, s.dtype) if jnp.issubdtype(s.dtype, jnp.inexact)
-                          else jnp.zeros(s.shape, s.dtype)) for k, s in shapes.items()}
-            filler["diverged"] = jnp.ones((), shapes["diverged"].dtype)
-            filler["env_steps"] = ((it + 1) * steps_per_iteration).astype(jnp.int32)
-            return ts, filler
-
-        return jax.lax.cond(ts.diverged_at >= 0, skip, live, ts, it)
+        # Once diverged, keep the last good state and report NaN metrics. A select
+        # rather than lax.cond: under vmap a cond is a select anyway, and this
+        # traces the (slow to trace) env step only once.
+        new, metrics = live(ts, it)
+        stopped = ts.diverged_at >= 0
+        new = jax.tree.map(lambda old, x: jnp.where(stopped, old, x), ts, new)
+        metrics = {k: (jnp.where(stopped, jnp.nan, v) if jnp.issubdtype(v.dtype, jnp.inexact) else v)
+                   for k, v in metrics.items()}
+        metrics["diverged"] = metrics["diverged"] | stopped
+        return new, metrics
 
     def train(key):
         ts = init(key)
@@ -163,6 +164,27 @@ def make_train(config: TrainConfig, env=None):
     train.env, train.policy, train.value, train.algorithm = env, policy, value, algorithm
     train.init, train.config = init, config
     return train
+
+
+def make_random_baseline(config: TrainConfig, num_steps: int = 200, env=None):
+    """Builds ``baseline(key) -> (mean episode return, episodes)`` of uniform random
+    actions in [-1, 1] on ``config``'s env (``num_envs`` envs, ``num_steps`` steps).
+
+    Jittable; only finished episodes count (NaN if none finished).
+    """
+    validate(config)
+    check_env(config.env_name, config.backend)
+    if env is None:
+        env = make_vec_env(config.env_name, config.backend, config.num_envs, config.episode_length,
+                           config.action_repeat)
+
+    def baseline(key):
+        k0, k1 = jax.random.split(key)
+        _, info = jax.lax.scan(env.random_step, env.reset(k0), jax.random.split(k1, num_steps))
+        ret_sum, _, count = episode_stats(info)
+        return ret_sum / count, count
+
+    return baseline
 
 
 class TrainingDiverged(RuntimeError):

@@ -155,8 +155,9 @@ def make_vec_env(env_name: str, backend: str = "positional", num_envs: int = 64,
                 return jax.random.wrap_key_data(jnp.zeros(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32))
             return jnp.zeros(x.shape, x.dtype)
 
-        shapes = jax.eval_shape(v_reset, jax.random.split(jax.random.key(0), num_envs))
-        bs = jax.tree.map(zeros, shapes)
+        # canon() gives reset and step states one structure: reuse step's shapes
+        shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct((num_envs,) + x.shape, x.dtype), template)
+        bs = canon(jax.tree.map(zeros, shapes))
         return EnvState(brax=bs, pool=bs, steps=jnp.full((num_envs,), -1, jnp.int32),
                         ep_return=jnp.zeros((num_envs,), jnp.float32))
 
