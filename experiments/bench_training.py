@@ -1,0 +1,236 @@
+"""Training throughput: env steps per second, side by side, for one env and batch.
+
+Measures, on the same env, ``num_envs``, unroll length and network sizes:
+
+  env_raw     pure Brax stepping, ``jax.vmap(env.step)`` with random actions
+              (no resets, no bookkeeping): the ceiling on this hardware
+  env_wrapped the same through tr_jax's VecEnv (auto-reset, truncation,
+              episode bookkeeping, pool refresh per iteration)
+  ppo         tr_jax PPO (make_train)
+  trpl_kl_diag, trpl_kl_full, trpl_w2, trpl_frob   TRPL with each projection
+  trpo        tr_jax TRPO
+  brax_ppo    brax.training.agents.ppo, when the installed JAX runs it
+
+Each is compiled once (compile time reported separately), run once to warm
+up, then timed over ``--repeats`` runs (best kept). Prints steps/s and ratios
+and writes JSON.
+
+    python experiments/bench_training.py                       # CPU-sized defaults
+    python experiments/bench_training.py --env halfcheetah --num-envs 2048 --iterations 20
+    python experiments/bench_training.py --only env_raw,ppo,trpl_kl_diag
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+
+from tr_jax.config import TrainConfig
+from tr_jax.envs.wrappers import make_vec_env
+from tr_jax.train import make_train
+
+VARIANTS = {
+    "ppo": dict(algorithm="ppo"),
+    "trpl_kl_diag": dict(algorithm="trpl", projection="kl", cov_type="diag"),
+    "trpl_kl_full": dict(algorithm="trpl", projection="kl", cov_type="full"),
+    "trpl_w2": dict(algorithm="trpl", projection="w2", cov_type="diag"),
+    "trpl_frob": dict(algorithm="trpl", projection="frob", cov_type="diag"),
+    "trpo": dict(algorithm="trpo"),
+}
+ALL = ("env_raw", "env_wrapped", *VARIANTS, "brax_ppo")
+
+
+def _time(fn, arg, repeats):
+    """(compile_s, best run_s) of jit(fn)(arg)."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(arg).compile()
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(arg))  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(arg))
+        best = min(best, time.perf_counter() - t0)
+    return compile_s, best
+
+
+def bench_env(config: TrainConfig, repeats: int, wrapped: bool):
+    env = make_vec_env(config.env_name, config.backend, config.num_envs, config.episode_length, config.action_repeat)
+    E, T, I, k = config.num_envs, config.unroll_length, config.num_iterations, env.action_dim
+
+    if wrapped:
+        def run(key):
+            def iteration(state, key):
+                k_pool, k_steps = jax.random.split(key)
+                state = env.refresh(state, k_pool)
+                state, info = jax.lax.scan(env.random_step, state, jax.random.split(k_steps, T))
+                return state, info.reward.sum()
+
+            return jax.lax.scan(iteration, env.placeholder(), jax.random.split(key, I))[1]
+    else:
+        brax_env = env.env
+        v_step = jax.vmap(brax_env.step)
+
+        def run(key):
+            k0, k1 = jax.random.split(key)
+            state = jax.vmap(brax_env.reset)(jax.random.split(k0, E))
+
+            def step(state, key):
+                a = jax.random.uniform(key, (E, k), minval=-1.0, maxval=1.0)
+                state = v_step(state, a)
+                return state, state.reward.sum()
+
+            def iteration(state, key):
+                return jax.lax.scan(step, state, jax.random.split(key, T))
+
+            return jax.lax.scan(iteration, state, jax.random.split(k1, I))[1]
+
+    compile_s, run_s = _time(run, jax.random.key(0), repeats)
+    return dict(steps_per_second=I * T * E * config.action_repeat / run_s, compile_seconds=compile_s,
+                run_seconds=run_s)
+
+
+def bench_train(config: TrainConfig, repeats: int):
+    train = make_train(config)
+    compile_s, run_s = _time(train, jax.random.key(0), repeats)
+    return dict(steps_per_second=config.num_iterations * config.batch_size * config.action_repeat / run_s,
+                compile_seconds=compile_s, run_seconds=run_s)
+
+
+def bench_brax_ppo(config: TrainConfig, repeats: int):
+    """Brax's own PPO at the same env / num_envs / batch / network; None + reason if it can't run."""
+    try:
+        from brax import envs
+        from brax.training.agents.ppo import networks as ppo_networks
+        from brax.training.agents.ppo import train as ppo
+    except Exception as e:  # noqa: BLE001
+        return None, f"brax.training.agents.ppo not importable: {type(e).__name__}: {e}"
+    if not hasattr(jax, "device_put_replicated"):
+        return None, (f"brax.training.agents.ppo.train calls jax.device_put_replicated, which jax "
+                      f"{jax.__version__} no longer has (brax's PPO needs jax <= 0.9.2)")
+    if config.num_envs % config.num_minibatches:
+        return None, "num_envs must be divisible by num_minibatches for brax's batch_size mapping"
+    env = envs.get_environment(config.env_name, backend=config.backend)
+    steps_per_iter = config.batch_size * config.action_repeat
+    times = []
+
+    def progress(step, metrics):
+        times.append((step, time.perf_counter()))
+
+    try:
+        make_networks = lambda *a, **kw: ppo_networks.make_ppo_networks(
+            *a, policy_hidden_layer_sizes=config.policy_hidden, value_hidden_layer_sizes=config.value_hidden, **kw)
+        t0 = time.perf_counter()
+        ppo.train(environment=env, num_timesteps=config.num_iterations * steps_per_iter,
+                  episode_length=config.episode_length, action_repeat=config.action_repeat,
+                  num_envs=config.num_envs, batch_size=config.num_envs // config.num_minibatches,
+                  unroll_length=config.unroll_length, num_minibatches=config.num_minibatches,
+                  num_updates_per_batch=config.num_epochs, learning_rate=config.policy_lr,
+                  discounting=config.gamma, normalize_observations=config.normalize_obs,
+                  num_evals=2, network_factory=make_networks, progress_fn=progress, seed=0)
+        total = time.perf_counter() - t0
+    except Exception as e:  # noqa: BLE001
+        return None, f"brax PPO failed with jax {jax.__version__}: {type(e).__name__}: {e}"
+    if len(times) >= 2:
+        (s0, t0_), (s1, t1_) = times[0], times[-1]
+        sps = (s1 - s0) / max(t1_ - t0_, 1e-9)
+    else:
+        sps = config.num_iterations * steps_per_iter / total
+    return dict(steps_per_second=sps, compile_seconds=float("nan"), run_seconds=total), None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="inverted_pendulum")
+    p.add_argument("--backend", default="positional")
+    p.add_argument("--num-envs", type=int, default=128)
+    p.add_argument("--unroll-length", type=int, default=32)
+    p.add_argument("--iterations", type=int, default=8)
+    p.add_argument("--num-epochs", type=int, default=4)
+    p.add_argument("--num-minibatches", type=int, default=8)
+    p.add_argument("--hidden", default="64,64", help="policy and value hidden sizes")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {ALL}")
+    p.add_argument("--json", default="bench_training.json")
+    args = p.parse_args(argv)
+    hidden = tuple(int(x) for x in args.hidden.split(","))
+    base = TrainConfig(env_name=args.env, backend=args.backend, num_envs=args.num_envs,
+                       unroll_length=args.unroll_length, num_epochs=args.num_epochs,
+                       num_minibatches=args.num_minibatches, policy_hidden=hidden, value_hidden=hidden,
+                       total_env_steps=args.iterations * args.num_envs * args.unroll_length)
+    only = [x for x in args.only.split(",") if x]
+    unknown = set(only) - set(ALL)
+    if unknown:
+        raise SystemExit(f"unknown --only entries {sorted(unknown)}; choose from {ALL}")
+
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}); "
+          f"{args.env}/{args.backend}, num_envs={args.num_envs}, unroll={args.unroll_length}, "
+          f"iterations={args.iterations}, epochs={args.num_epochs}, minibatches={args.num_minibatches}, "
+          f"hidden={hidden}", flush=True)
+    results, notes = {}, {}
+    for name in only:
+        try:
+            if name == "env_raw":
+                results[name] = bench_env(base, args.repeats, wrapped=False)
+            elif name == "env_wrapped":
+                results[name] = bench_env(base, args.repeats, wrapped=True)
+            elif name == "brax_ppo":
+                res, why = bench_brax_ppo(base, args.repeats)
+                if res is None:
+                    notes[name] = why
+                    print(f"{name:>14}: not run: {why}", flush=True)
+                    continue
+                results[name] = res
+            else:
+                results[name] = bench_train(base.replace(**VARIANTS[name]), args.repeats)
+        except Exception as e:  # noqa: BLE001
+            notes[name] = f"{type(e).__name__}: {e}"
+            print(f"{name:>14}: failed: {notes[name]}", flush=True)
+            traceback.print_exc()
+            continue
+        r = results[name]
+        print(f"{name:>14}: {r['steps_per_second']:>12,.0f} steps/s  (compile {r['compile_seconds']:.1f} s, "
+              f"run {r['run_seconds']:.3f} s)", flush=True)
+
+    def ratio(a, b):
+        if a in results and b in results:
+            return results[a]["steps_per_second"] / results[b]["steps_per_second"]
+        return None
+
+    ratios = {}
+    for name in results:
+        for ref in ("env_raw", "env_wrapped", "ppo"):
+            r = ratio(name, ref)
+            if r is not None and name != ref:
+                ratios[f"{name}/{ref}"] = r
+    targets = {
+        "ppo/env_raw >= 0.5": (ratio("ppo", "env_raw"), 0.5),
+        "trpl_kl_diag/ppo >= 0.9": (ratio("trpl_kl_diag", "ppo"), 0.9),
+        "trpl_kl_full/ppo >= 0.8": (ratio("trpl_kl_full", "ppo"), 0.8),
+        "ppo/brax_ppo >= 1.0": (ratio("ppo", "brax_ppo"), 1.0),
+    }
+    print("\nratios:")
+    for k, v in ratios.items():
+        print(f"  {k:>26}: {v:.3f}")
+    print("targets:")
+    target_out = {}
+    for k, (v, need) in targets.items():
+        status = "not measured" if v is None else ("ok" if v >= need else "MISSED")
+        target_out[k] = {"value": v, "status": status}
+        print(f"  {k:>26}: {'-' if v is None else f'{v:.3f}'}  {status}"
+              + (f"  ({notes['brax_ppo']})" if v is None and "brax" in k and "brax_ppo" in notes else ""))
+    out = {"jax": jax.__version__, "device": str(jax.devices()[0]), "args": vars(args), "results": results,
+           "ratios": ratios, "targets": target_out, "notes": notes}
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=2)
+    print(f"\nwritten {args.json}")
+
+
+if __name__ == "__main__":
+    main()
