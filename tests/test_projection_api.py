@@ -210,7 +210,7 @@ def test_entropy_bad_input():
 # Batching, dtypes, composition
 
 
-@pytest.mark.parametrize("batch", [(), (5,), (2, 3), (2, 1, 3)], ids=str)
+@pytest.mark.parametrize("batch", [(), (2, 1, 3)], ids=str)
 @pytest.mark.parametrize("name,full", [("w2", False), ("w2", True), ("frob", False), ("frob", True)])
 def test_leading_batch_dims(name, full, batch):
     k = 3

@@ -6,6 +6,14 @@ bounds on a mean part and a covariance part. Shapes: means ``[..., k]``;
 scales ``[..., k]`` (diagonal std) or ``[..., k, k]`` (lower Cholesky; the
 symmetric square root for W2); bounds scalars or ``[...]``. Any number of
 leading batch dims; jit/vmap/grad compatible; float32 and float64.
+
+Bad input (mismatched shapes, a scale of the wrong rank, non-float dtypes,
+non-positive or non-finite concrete bounds, unknown names) raises ValueError
+while tracing. Bounds that are traced (e.g. jit arguments) cannot be checked:
+a zero bound gives (about) the old Gaussian, a negative or NaN one gives NaN.
+NaN in a state's inputs gives NaN in that state's outputs, under jit too; the
+closed forms do not iterate and the KL solver runs a bounded number of
+iterations, so nothing hangs.
 """
 
 from tr_jax.projections.dispatch import NAMES, canonical_name, get_parts, get_projection, parts, project

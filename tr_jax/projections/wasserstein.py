@@ -92,6 +92,8 @@ def wasserstein_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, 
       ``(projected_mean [..., k], projected_scale)``, the scale as a std vector
       or a symmetric square root like the input. Each part passes through
       unchanged (value and gradient) where its bound holds.
+      Derivatives w.r.t. the matrix scales are exact along symmetric
+      perturbations (the tangent space of the sqrt parameterisation).
     Raises:
       ValueError: at trace time, for mismatched shapes, a scale of the wrong
         rank, non-float dtypes, or concrete non-positive bounds.
