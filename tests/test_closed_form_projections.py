@@ -29,11 +29,12 @@ CONFIG_IDS = [f"{p}-{'diag' if d else 'full'}-{'prec' if s else 'eucl'}" for p, 
 # active bounded part is limited by the rounding of the output itself, roughly
 # ulp(|x|) / |x - x_o| for a projected step x - x_o. With step = |x - x_o| / max|x_o|
 # (x the mean or the scale factor), measured over these cases (cond to 1e4):
-# err * step <= 4.2e-5 (W2 full, scale_prec; <= 1.1e-5 elsewhere), and
-# err <= 7e-5 where step >= 1e-2. Tiny steps (down to 1e-4 here) give errors
-# up to ~7e-2 in float32; use float64 for very small trust regions.
+# err * step <= 3.1e-5 (full, scale_prec; <= 1e-5 elsewhere), and err <= 1.3e-4
+# where step >= 1e-2 (<= 6e-5 except the diagonal W2 mean, whose Mahalanobis
+# weights make the Euclidean step a loose proxy). Tiny steps (down to 1e-4
+# here) give errors up to ~7e-2 in float32: use float64 for tiny trust regions.
 F32_TOL_SCALED = 1e-4
-F32_TOL_BIG_STEP = 2e-4
+F32_TOL_BIG_STEP = 5e-4
 
 # Tests compile many small programs; XLA's backend optimisations cost more time
 # than they save here, so most test programs are compiled without them.
