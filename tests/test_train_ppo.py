@@ -142,3 +142,30 @@ def test_nan_guard_stops_and_saves_last_good_params(tmp_path):
     tree, cfg_loaded = checkpoint.load(path)
     assert cfg_loaded == cfg
     jax.tree.map(np.testing.assert_array_equal, tree["policy_params"], jax.tree.map(np.asarray, params))
+
+
+def test_cli_maps_args_to_config_and_formats_table():
+    from tr_jax import cli
+
+    args = cli.build_parser().parse_args([
+        "--env", "hopper", "--backend", "spring", "--algorithm", "trpl", "--projection", "w2",
+        "--num-envs", "16", "--policy-hidden", "32,32", "--max-grad-norm", "none", "--no-normalize-obs",
+        "--eps-cov", "1e-4", "--num-seeds", "2"])
+    cfg = cli.config_from_args(args)
+    assert cfg == TrainConfig(env_name="hopper", backend="spring", algorithm="trpl", projection="w2", num_envs=16,
+                              policy_hidden=(32, 32), max_grad_norm=None, normalize_obs=False, eps_cov=1e-4)
+    assert args.num_seeds == 2
+    table = cli.format_table({"env_steps": np.array([[10, 20], [10, 20]]),
+                              "episode_return": np.array([[1.0, 3.0], [3.0, 5.0]])}, ["env_steps", "episode_return"])
+    lines = table.splitlines()
+    assert len(lines) == 4 and lines[-1].split() == ["1", "20", "4"]
+    assert cli.main(["--env", "nope"]) == 2
+
+
+def test_checkpoint_roundtrip(tmp_path, trained):
+    state, _ = trained["out0"]
+    path = checkpoint.save(str(tmp_path / "c.msgpack"), checkpoint.state_dict(state), CONFIG)
+    tree, cfg = checkpoint.load(path)
+    assert cfg == CONFIG
+    jax.tree.map(np.testing.assert_array_equal, tree["policy_params"], jax.tree.map(np.asarray, state.algo.policy_params))
+    np.testing.assert_array_equal(tree["obs_mean"], np.asarray(state.obs_stats.mean))
