@@ -40,6 +40,12 @@ Usage::
 Results go to a table on stdout and to JSON (``--out``, default
 ``results/bench_projections.json``). Cases whose estimated peak memory
 exceeds ``--max-gb`` are reported as "skipped (memory)".
+
+On a CPU with jaxlib 0.10.x, use ``--case-timeout 300``: batched LAPACK
+calls there can deadlock the XLA:CPU thread pool when two run concurrently
+(seen on 2 cores with the full-covariance projections); with the flag each
+case runs in a child process that is killed, retried, and reported as "hung"
+instead of stalling the whole sweep.
 """
 
 from __future__ import annotations
@@ -51,7 +57,9 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -322,6 +330,48 @@ def sweep(cases, *, eps_mean: float, eps_cov: float, repeats: int, max_gb: float
     return rows
 
 
+def isolated_sweep(cases, *, options: list, timeout_s: float, retries: int, max_gb: float, log=print):
+    """Like :func:`sweep`, but each (case, projection) runs in a child process.
+
+    A child that does not finish within ``timeout_s`` is killed and retried
+    up to ``retries`` times; then the row says "hung". This guards the sweep
+    against a jaxlib 0.10 CPU deadlock: batched LAPACK calls (cholesky, solve,
+    eigh, ...) fan their batch out to the intra-op thread pool and block on
+    it, so two of them running concurrently on a 2-thread pool can wait
+    forever. ``options`` are the CLI flags passed through to every child.
+    """
+    rows = []
+    for cov, k, dtype, n, projs in cases:
+        for proj in projs:
+            base = dict(cov=cov, k=k, n=n, dtype=dtype, proj=proj)
+            gb = estimate_gb(n, k, dtype, cov)
+            if gb > max_gb:
+                rows.append(dict(base, est_gb=round(gb, 3), status="skipped (memory)"))
+                log(format_row(rows[-1]))
+                continue
+            row = None
+            for attempt in range(retries + 1):
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = Path(tmp) / "case.json"
+                    argv = [sys.executable, str(Path(__file__).resolve()), *options, "--proj", proj, "--cov", cov]
+                    argv += ["--k", str(k), "--n", str(n), "--dtype", dtype, "--out", str(out)]
+                    try:
+                        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+                    except subprocess.TimeoutExpired:
+                        row = dict(base, est_gb=round(gb, 3), status=f"hung (killed after {timeout_s:g} s, {attempt + 1} tries)")
+                        continue
+                    if out.exists():
+                        row = json.loads(out.read_text())["results"][0]
+                    else:
+                        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+                        row = dict(base, est_gb=round(gb, 3), status=f"error: child exited {done.returncode}: {tail[0]}")
+                    row["attempts"] = attempt + 1
+                    break
+            rows.append(row)
+            log(format_row(row))
+    return rows
+
+
 def eps_sweep(projs, covs, ks, dtypes, eps_values, n: int, seed: int, log=print):
     """Bound accuracy (no timing) for a list of bounds (eps_mean = eps_cov = eps)."""
     from tr_jax import projections
@@ -462,6 +512,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--eps-sweep", type=_csv(float), default=[], help="also report bound accuracy for these eps (comma list), k=17, N=4096"
     )
+    p.add_argument(
+        "--case-timeout",
+        type=float,
+        default=0.0,
+        help="if > 0: run each case in a child process, killed (and retried) after this many seconds "
+        "(guards against a jaxlib 0.10 CPU LAPACK deadlock; see isolated_sweep)",
+    )
+    p.add_argument("--retries", type=int, default=1, help="retries of a hung case (with --case-timeout)")
     p.add_argument("--out", default=DEFAULT_OUT, help="JSON output path")
     return p
 
@@ -500,16 +558,24 @@ def main(argv=None) -> dict:
         print(_HEADER)
         print("-" * len(_HEADER))
         t0 = time.perf_counter()
-        rows = sweep(
-            cases,
-            eps_mean=args.eps_mean,
-            eps_cov=args.eps_cov,
-            repeats=args.repeats,
-            max_gb=args.max_gb,
-            budget_s=args.time_budget,
-            seed=args.seed,
-            log=lambda line: print(line, flush=True),
-        )
+        log = lambda line: print(line, flush=True)  # noqa: E731
+        if args.case_timeout > 0:
+            options = ["--repeats", str(args.repeats), "--time-budget", str(args.time_budget), "--max-gb", str(args.max_gb)]
+            options += ["--eps-mean", repr(args.eps_mean), "--eps-cov", repr(args.eps_cov), "--seed", str(args.seed)]
+            rows = isolated_sweep(
+                cases, options=options, timeout_s=args.case_timeout, retries=args.retries, max_gb=args.max_gb, log=log
+            )
+        else:
+            rows = sweep(
+                cases,
+                eps_mean=args.eps_mean,
+                eps_cov=args.eps_cov,
+                repeats=args.repeats,
+                max_gb=args.max_gb,
+                budget_s=args.time_budget,
+                seed=args.seed,
+                log=log,
+            )
         sweep_rows = []
         if args.eps_sweep and not args.quick:
             print("\nBound accuracy by eps (N=4096, k=17; max |part - eps|/eps over active states, parts in f64):")

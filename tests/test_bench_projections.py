@@ -85,3 +85,10 @@ def test_memory_limit_skips_instead_of_running(bench, tmp_path):
 def test_bad_selection_is_rejected(bench, tmp_path):
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--proj", "nope", "--out", str(tmp_path / "x.json")])
+
+
+def test_isolated_cases_run_in_child_processes(bench, tmp_path):
+    out = tmp_path / "iso.json"
+    result = bench.main(["--quick", "--proj", "w2", "--cov", "diag", "--case-timeout", "300", "--out", str(out)])
+    (row,) = result["results"]
+    assert row["status"] == "ok" and row["attempts"] == 1 and row["fwd_ms"] > 0
