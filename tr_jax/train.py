@@ -125,7 +125,6 @@ def make_train(config: TrainConfig, env=None):
         algo, metrics = algorithm.update(k_upd, ts.algo, batch, it)
 
         ok = _all_finite(metrics) & _all_finite((algo.policy_params, algo.value_params))
-        algo = jax.tree.map(lambda new, old: jnp.where(ok, new, old), algo, ts.algo)
 
         ret_sum, len_sum, count = episode_stats(info)
         has = count > 0
@@ -135,7 +134,7 @@ def make_train(config: TrainConfig, env=None):
             algo=algo, env=env_state,
             obs_stats=N.update_stats(ts.obs_stats, info.obs) if config.normalize_obs else ts.obs_stats,
             reward_norm=reward_norm, key=key, episode_return=ep_ret, episode_length=ep_len,
-            diverged_at=jnp.where(ok, ts.diverged_at, it.astype(jnp.int32)),
+            diverged_at=ts.diverged_at,
         )
         metrics = dict(metrics)
         metrics.update({
@@ -146,12 +145,16 @@ def make_train(config: TrainConfig, env=None):
         return new, metrics
 
     def iteration(ts: TrainState, it):
-        # Once diverged, keep the last good state and report NaN metrics. A select
-        # rather than lax.cond: under vmap a cond is a select anyway, and this
-        # traces the (slow to trace) env step only once.
+        # NaN guard: an iteration whose update is non-finite is discarded whole
+        # (params, optimiser, env and normalisation statistics stay as they
+        # were) and every later one too; later metrics read NaN. A select rather
+        # than lax.cond: under vmap a cond is a select anyway, and this traces
+        # the (slow to trace) env step only once.
         new, metrics = live(ts, it)
         stopped = ts.diverged_at >= 0
-        new = jax.tree.map(lambda old, x: jnp.where(stopped, old, x), ts, new)
+        keep = stopped | metrics["diverged"]
+        new = jax.tree.map(lambda old, x: jnp.where(keep, old, x), ts, new)
+        new = new._replace(diverged_at=jnp.where(keep & ~stopped, it.astype(jnp.int32), ts.diverged_at))
         metrics = {k: (jnp.where(stopped, jnp.nan, v) if jnp.issubdtype(v.dtype, jnp.inexact) else v)
                    for k, v in metrics.items()}
         metrics["diverged"] = metrics["diverged"] | stopped
