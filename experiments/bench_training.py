@@ -212,6 +212,11 @@ def main(argv=None):
         print(f"{name:>14}: {r['steps_per_second']:>12,.0f} steps/s  (compile {r['compile_seconds']:.1f} s, "
               f"run {r['run_seconds']:.3f} s)", flush=True)
 
+    def ratio(a, b):
+        if a in results and b in results:
+            return results[a]["steps_per_second"] / results[b]["steps_per_second"]
+        return None
+
     # the ceiling: the faster of the two pure-stepping measurements (raw stepping
     # without resets can be slower: e.g. a fallen pendulum keeps colliding)
     envs_measured = [results[n] for n in ("env_raw", "env_wrapped") if n in results]
