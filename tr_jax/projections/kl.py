@@ -229,8 +229,21 @@ _s_full.defvjp(_s_full_fwd, _s_full_bwd)
 # ---------------------------------------------------------------------------
 
 
+def _mean_part(mean, old_mean, old_scale, diag):
+    """0.5 (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) of one state, ``[]``.
+
+    Full case: ``old_scale`` is a lower Cholesky factor, so a triangular solve
+    (cheaper than ``mean_distance``'s general solve; a batched LU solve in the
+    same XLA program as eigvalsh also hung on jaxlib 0.10.2 CPU for N >= 512).
+    """
+    if diag:
+        return 0.5 * mean_distance(mean, old_mean, old_scale, diag=True)
+    z = solve_triangular(old_scale, mean - old_mean, lower=True)
+    return 0.5 * jnp.sum(z * z)
+
+
 def _project_mean_kl(mean, old_mean, old_scale, eps_mean, diag):
-    dist = 0.5 * mean_distance(mean, old_mean, old_scale, diag=diag)
+    dist = _mean_part(mean, old_mean, old_scale, diag)
     out = project_mean(mean, old_mean, dist, eps_mean)
     return jnp.where(jnp.isnan(dist), jnp.nan, out)
 
@@ -310,7 +323,7 @@ def _kl_parts_batched(layout, mean, scale, old_mean, old_scale):
     diag = layout.diag
 
     def fn(mean, scale, old_mean, old_scale):
-        mean_part = 0.5 * mean_distance(mean, old_mean, old_scale, diag=diag)
+        mean_part = _mean_part(mean, old_mean, old_scale, diag)
         if diag:
             ratio = scale / old_scale
             cov_part = 0.5 * jnp.sum(_rm1_log((ratio - 1.0) * (ratio + 1.0)))
