@@ -21,6 +21,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from tr_jax import linalg as LA
+
 KINDS = ("diag", "full", "sqrt")
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -83,7 +85,7 @@ def cholesky(scale: jax.Array, kind: str) -> jax.Array:
     check_kind(kind)
     if kind == "full":
         return scale
-    return jnp.linalg.cholesky(covariance(scale, kind))
+    return LA.cholesky(covariance(scale, kind))
 
 
 def precision(scale: jax.Array, kind: str) -> jax.Array:
@@ -92,11 +94,9 @@ def precision(scale: jax.Array, kind: str) -> jax.Array:
     if kind == "diag":
         return covariance(1.0 / scale, "diag")
     if kind == "full":
-        k = scale.shape[-1]
-        eye = jnp.broadcast_to(jnp.eye(k, dtype=scale.dtype), scale.shape)
-        linv = jax.scipy.linalg.solve_triangular(scale, eye, lower=True)
+        linv = LA.tril_inverse(scale)
         return _mT(linv) @ linv
-    sinv = jnp.linalg.inv(scale)
+    sinv = LA.spd_inverse(scale)
     return _sym(sinv @ sinv)
 
 
@@ -107,7 +107,7 @@ def log_det_cov(scale: jax.Array, kind: str) -> jax.Array:
         return 2.0 * jnp.sum(jnp.log(scale), axis=-1)
     if kind == "full":
         return 2.0 * jnp.sum(jnp.log(jnp.abs(jnp.diagonal(scale, axis1=-2, axis2=-1))), axis=-1)
-    return 2.0 * jnp.linalg.slogdet(scale)[1]
+    return 2.0 * LA.spd_logdet(scale)
 
 
 def whiten(x: jax.Array, scale: jax.Array, kind: str) -> jax.Array:
@@ -120,8 +120,8 @@ def whiten(x: jax.Array, scale: jax.Array, kind: str) -> jax.Array:
     if kind == "diag":
         return x / scale
     if kind == "full":
-        return jax.scipy.linalg.solve_triangular(scale, x[..., None], lower=True)[..., 0]
-    return jnp.linalg.solve(scale, x[..., None])[..., 0]
+        return LA.solve_lower(scale, x)
+    return LA.spd_solve(scale, x)
 
 
 def mahalanobis(x: jax.Array, mean: jax.Array, scale: jax.Array, kind: str) -> jax.Array:
@@ -179,22 +179,21 @@ def kl_decomposed(mean_p, scale_p, mean_q, scale_q, kind: str):
         trace = jnp.sum((scale_p / scale_q) ** 2, axis=-1)
     elif kind == "full":
         # ||L_q^-1 L_p||_F^2 = tr(Sigma_q^-1 Sigma_p)
-        m = jax.scipy.linalg.solve_triangular(scale_q, scale_p, lower=True)
+        m = LA.solve_lower(scale_q, scale_p)
         trace = jnp.sum(m**2, axis=(-2, -1))
     else:
-        m = jnp.linalg.solve(scale_q, scale_p)
+        m = LA.spd_solve(scale_q, scale_p)
         trace = jnp.sum(m**2, axis=(-2, -1))
     cov_part = 0.5 * (trace - k + log_det_cov(scale_q, kind) - log_det_cov(scale_p, kind))
     return mean_part, cov_part
 
 
 def sqrtm_psd(cov: jax.Array) -> jax.Array:
-    """Symmetric PSD square root of ``cov`` ``[..., k, k]`` via eigendecomposition.
+    """Symmetric square root of a positive-definite ``cov`` ``[..., k, k]``.
 
-    Do not differentiate this where eigenvalues may repeat.
+    Newton-Schulz iterations (:func:`tr_jax.linalg.sqrtm_spd`).
     """
-    w, v = jnp.linalg.eigh(_sym(cov))
-    return _sym((v * jnp.sqrt(jnp.clip(w, 0.0))[..., None, :]) @ _mT(v))
+    return LA.sqrtm_spd(cov)
 
 
 def to_kind(scale: jax.Array, from_kind: str, to: str) -> jax.Array:
@@ -209,4 +208,4 @@ def to_kind(scale: jax.Array, from_kind: str, to: str) -> jax.Array:
     if to == "diag":
         return jnp.sqrt(variance(scale, from_kind))
     cov = covariance(scale, from_kind)
-    return jnp.linalg.cholesky(cov) if to == "full" else sqrtm_psd(cov)
+    return LA.cholesky(cov) if to == "full" else sqrtm_psd(cov)

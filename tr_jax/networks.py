@@ -43,6 +43,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tr_jax import linalg as LA
+
 from tr_jax import distributions as D
 
 Params = dict
@@ -108,9 +110,13 @@ def scale_to_raw(scale, kind: str, shift: float, min_std: float, floor: float = 
         return jnp.concatenate([raw_d, scale[..., rows, cols]], axis=-1)
     # sqrt: B B^T = S - min_std I  ->  B = chol(S - min_std I), softplus(d + shift) = diag(B)^2.
     m = 0.5 * (scale + jnp.swapaxes(scale, -1, -2)) - min_std * jnp.eye(k, dtype=scale.dtype)
-    w, v = jnp.linalg.eigh(m)
-    m = (v * jnp.maximum(w, floor)[..., None, :]) @ jnp.swapaxes(v, -1, -2)
-    b = jnp.linalg.cholesky(0.5 * (m + jnp.swapaxes(m, -1, -2)))
+    # Clip eigenvalues to >= floor without an eigendecomposition: with c = m - floor I,
+    # |c| = sqrtm(c^2) shares c's eigenvectors, so floor I + (c + |c|) / 2 has eigenvalues max(w, floor).
+    eye = jnp.eye(k, dtype=m.dtype)
+    c = m - floor * eye
+    c_abs = LA.sqrtm_spd(c @ c + jnp.finfo(m.dtype).eps * jnp.trace(c @ c, axis1=-2, axis2=-1)[..., None, None] * eye)
+    m = floor * eye + 0.5 * (c + c_abs)
+    b = LA.cholesky(0.5 * (m + jnp.swapaxes(m, -1, -2)))
     diag_b = jnp.diagonal(b, axis1=-2, axis2=-1)
     raw_d = softplus_inverse(jnp.maximum(diag_b**2, floor)) - shift
     rows, cols = jnp.tril_indices(k, -1)

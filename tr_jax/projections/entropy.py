@@ -22,6 +22,7 @@ import math
 
 import jax.numpy as jnp
 
+from tr_jax import linalg as LA
 from tr_jax.projections import _checks
 
 _KINDS = ("diag", "full", "sqrt")
@@ -33,7 +34,8 @@ def _log_det_factor(scale, kind: str):
         return jnp.sum(jnp.log(jnp.abs(scale)))
     if kind == "full":
         return jnp.sum(jnp.log(jnp.abs(jnp.diagonal(scale))))
-    return jnp.linalg.slogdet(scale)[1]
+    # log|det A| = 0.5 log det(A A^T), valid for any non-singular factor.
+    return 0.5 * LA.spd_logdet(scale @ scale.T)
 
 
 def _entropy_state(scale, beta, *, kind: str, equality: bool):

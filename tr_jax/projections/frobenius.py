@@ -26,6 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from tr_jax import linalg as LA
 from tr_jax.projections import _checks
 from tr_jax.projections.mean import mean_distance, project_mean, shrink_weight
 
@@ -58,7 +59,7 @@ def _frobenius_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, dia
     else:
         old_cov = old_scale @ old_scale.T
         cov = old_cov + w * diff
-        projected = jnp.linalg.cholesky(0.5 * (cov + cov.T))
+        projected = LA.cholesky(0.5 * (cov + cov.T))
     return new_mean, jnp.where(active, projected, scale)
 
 

@@ -47,7 +47,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
+from tr_jax import linalg as LA
 
 from tr_jax.projections import _checks
 from tr_jax.projections.mean import mean_distance, project_mean
@@ -193,7 +193,7 @@ _s_diag.defvjp(_s_diag_fwd, _s_diag_bwd)
 @jax.custom_vjp
 def _s_full(w, eps):
     """s for a full state: ``w`` ``[k, k]`` whitened target precision, ``eps`` ``[]``."""
-    return _root_s(jnp.linalg.eigvalsh(w), eps)
+    return _root_s(LA.eigvalsh(w), eps)
 
 
 def _s_full_fwd(w, eps):
@@ -208,12 +208,12 @@ def _s_full_bwd(res, ct):
     active = s < 1.0
     dmat = w - eye
     p = (1.0 - s) * eye + s * w
-    chol = jnp.linalg.cholesky(p)
+    chol = LA.cholesky(p)
     # X = C^-1 D C^-T, B = P^-1 D P^-1 = C^-T X C^-1, tr(B D) = ||X||_F^2.
-    y = solve_triangular(chol, dmat, lower=True)
-    x = solve_triangular(chol, y.T, lower=True)
-    z = solve_triangular(chol, x, lower=True, trans=1)
-    b = solve_triangular(chol, z.T, lower=True, trans=1)
+    y = LA.solve_lower(chol, dmat)
+    x = LA.solve_lower(chol, y.T)
+    z = LA.solve_lower(chol, x, transpose=True)
+    b = LA.solve_lower(chol, z.T, transpose=True)
     denom = jnp.where(active, jnp.sum(x * x), 1.0)
     b = 0.5 * (b + b.T)
     ct_w = jnp.where(active, -ct * s / denom, 0.0) * b
@@ -238,7 +238,7 @@ def _mean_part(mean, old_mean, old_scale, diag):
     """
     if diag:
         return 0.5 * mean_distance(mean, old_mean, old_scale, diag=True)
-    z = solve_triangular(old_scale, mean - old_mean, lower=True)
+    z = LA.solve_lower(old_scale, mean - old_mean)
     return 0.5 * jnp.sum(z * z)
 
 
@@ -262,7 +262,7 @@ def _cov_full(chol, old_chol, eps):
     """``[k, k]`` projected lower Cholesky factor of one full state."""
     k = chol.shape[-1]
     eye = jnp.eye(k, dtype=chol.dtype)
-    m = solve_triangular(chol, old_chol, lower=True)  # L~^-1 L_o
+    m = LA.solve_lower(chol, old_chol)  # L~^-1 L_o
     w = m.T @ m  # whitened target precision L_o^T Lambda~ L_o
     s = _s_full(w, eps)
     active = jnp.logical_not(s >= 1.0)
@@ -270,8 +270,8 @@ def _cov_full(chol, old_chol, eps):
     p = (1.0 - s_safe) * eye + s_safe * w  # whitened projected precision
     # P = U U^T with U upper (Cholesky of the flipped matrix); then
     # Sigma = L_o P^-1 L_o^T = (L_o U^-T)(L_o U^-T)^T and L_o U^-T is lower.
-    u = jnp.linalg.cholesky(p[::-1, ::-1])[::-1, ::-1]
-    proj = solve_triangular(u, old_chol.T, lower=False).T
+    u = LA.cholesky(p[::-1, ::-1])[::-1, ::-1]
+    proj = LA.solve_lower(u.T, old_chol.T, transpose=True).T
     proj = jnp.tril(proj)
     return jnp.where(active, proj, chol)
 
@@ -330,7 +330,7 @@ def _kl_parts_batched(layout, mean, scale, old_mean, old_scale):
         else:
             # B = L_o^-1 L: tr(B B^T) - k - log det(B B^T)
             #   = sum_{i>j} B_ij^2 + sum_i (B_ii^2 - 1 - log B_ii^2), no cancellation.
-            b = solve_triangular(old_scale, scale, lower=True)
+            b = LA.solve_lower(old_scale, scale)
             bd = jnp.diagonal(b)
             off = jnp.sum(jnp.tril(b, -1) ** 2)
             cov_part = 0.5 * (off + jnp.sum(_rm1_log((bd - 1.0) * (bd + 1.0))))

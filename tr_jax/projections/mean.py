@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from tr_jax import distributions as D
+from tr_jax import linalg as LA
 from tr_jax.projections import _checks
 
 METRICS = ("mahalanobis", "euclidean")
@@ -46,9 +47,9 @@ def mean_distance(
         return jnp.sum((diff / old_scale) ** 2, axis=-1)
     # Cholesky and symmetric sqrt both satisfy Sigma = A A^T, so A^-1 works for either.
     if lower:
-        z = jax.scipy.linalg.solve_triangular(old_scale, diff[..., None], lower=True)[..., 0]
-        return jnp.sum(z**2, axis=-1)
-    return jnp.sum(jnp.linalg.solve(old_scale, diff[..., None])[..., 0] ** 2, axis=-1)
+        return jnp.sum(LA.solve_lower(old_scale, diff) ** 2, axis=-1)
+    # symmetric sqrt S: S^-1 diff via a Cholesky solve (S is positive definite).
+    return jnp.sum(LA.spd_solve(old_scale, diff) ** 2, axis=-1)
 
 
 def shrink_weight(dist, eps):

@@ -29,6 +29,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from tr_jax import linalg as LA
 from tr_jax.projections import _checks
 from tr_jax.projections.mean import mean_distance, project_mean, shrink_weight
 
@@ -43,9 +44,7 @@ def _solve_spd(a, b):
     Cholesky-based (cheaper than LU). Like every Cholesky in JAX, its
     derivative w.r.t. ``a`` is taken in symmetric directions.
     """
-    c = jnp.linalg.cholesky(a)
-    y = jax.scipy.linalg.solve_triangular(c, b, lower=True)
-    return jax.scipy.linalg.solve_triangular(c, y, lower=True, trans=1)
+    return LA.cho_solve(LA.cholesky(a), b)
 
 
 def _mean_distance(mean, old_mean, old_scale, diag: bool, scale_prec: bool):
