@@ -109,7 +109,9 @@ def test_bound_met_diag_float64(proj, parts, k):
     assert n_act > 20 and n_in > 5
 
 
-@pytest.mark.parametrize("k", [1, 2, 3, 6, 17, 32])
+# k = 32 is covered for diagonal states; for full ones it adds ~4 min of CI compile time
+# (the small-matrix routines unroll over k) and nothing k = 17 does not exercise.
+@pytest.mark.parametrize("k", [1, 2, 3, 6, 17])
 def test_bound_met_full_float64(proj, parts, k):
     rng = np.random.default_rng(100 + k)
     n = 48
