@@ -152,11 +152,6 @@ def sample(key: jax.Array, mean: jax.Array, scale: jax.Array, kind: str, sample_
     return mean + (scale @ eps[..., None])[..., 0]
 
 
-def maha_matrix(scale_old: jax.Array, cov: jax.Array, kind: str) -> jax.Array:
-    """tr(Sigma_old^-1 Sigma) for a covariance ``cov`` ``[..., k, k]``, ``[...]``."""
-    return jnp.trace(precision(scale_old, kind) @ cov, axis1=-2, axis2=-1)
-
-
 def kl(mean_p, scale_p, mean_q, scale_q, kind: str) -> jax.Array:
     """KL(p || q) between two Gaussians with the same parameterisation, ``[...]``.
 
