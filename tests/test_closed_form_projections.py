@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
-from scipy.optimize import minimize
+
+import _oracle
 
 from tr_jax import distributions as D
 from tr_jax import projections as P
@@ -247,15 +248,46 @@ def _sym_from_vec(v, k):
     return m + np.triu(m, 1).T
 
 
-def _slsqp(objective, constraint, x0):
-    res = minimize(
-        objective,
-        x0,
-        method="SLSQP",
-        constraints=[{"type": "ineq", "fun": constraint}],
-        options={"ftol": 1e-14, "maxiter": 500},
-    )
-    return res.x
+def _on_segment(ours, target, old, dist, eps, what):
+    """Optimality without an external solver (float64): for min d(x, x~) s.t. d(x, x_o) <= eps
+    with one quadratic norm d and x~ outside the ball, the KKT conditions say the optimum is
+    x = x_o + t (x~ - x_o) with 0 < t <= 1 (x = (x~ + eta x_o)/(1 + eta), eta = 1/t - 1 >= 0)
+    and the bound active."""
+    step, ours_step = target - old, ours - old
+    t = np.sum(ours_step * step) / np.sum(step * step)
+    residual = np.linalg.norm(ours_step - t * step)
+    assert 0 < t <= 1 + 1e-12, f"{what}: not between the old and the new Gaussian (t={t})"
+    assert residual <= 1e-10 * np.linalg.norm(step), f"{what}: off the segment old -> new, residual {residual:.3g}"
+    np.testing.assert_allclose(dist(ours, old), eps, rtol=1e-9, err_msg=f"{what}: bound not active")
+
+
+def _check_against_oracle(what, ours, target, old, dist, eps, x0, unpack=lambda x: x):
+    """``ours`` minimises dist(., target) s.t. dist(., old) <= eps: the KKT check, then scipy
+    (tests/_oracle.py) judged by feasibility and objective. Returns True if scipy reached ours."""
+    _on_segment(ours, target, old, dist, eps, what)
+    sc = max(dist(target, old), 1e-300)
+    ours_f = dist(ours, target) / sc
+    pack = functools.partial(_pack_like, like=x0)
+    ref = _oracle.solve(lambda x: dist(unpack(x), target) / sc, lambda x: 1 - dist(unpack(x), old) / eps,
+                        starts=[x0, 0.5 * (x0 + pack(target))],
+                        good_enough=lambda f: f <= ours_f * (1 + 1e-6) + 1e-12,
+                        restore=lambda x: pack(_feasible(unpack(x), old, dist, eps)))
+    assert ref.x is not None, f"{what}: no feasible reference point: {ref.describe()}"
+    x = unpack(ref.x)
+    # no feasible point the reference found is better than ours
+    assert dist(ours, target) <= dist(x, target) * (1 + 1e-9) + 1e-15 * sc, (
+        f"{what}: the reference found a better feasible point: {ref.describe()}")
+    if not ref.reached:
+        _oracle.warn_unreached(what, ref)
+        return False
+    np.testing.assert_allclose(ours, x, rtol=1e-4, atol=1e-4 * np.sqrt(eps) + 1e-4 * np.abs(old).max(),
+                               err_msg=f"{what}: {ref.describe()}")
+    return True
+
+
+def _pack_like(a, like):
+    """The solver variables of ``a`` (a vector, or the upper triangle of a symmetric matrix)."""
+    return a if a.shape == like.shape else a[np.triu_indices(a.shape[0])]
 
 
 def _feasible(x, center, dist, eps):
@@ -267,8 +299,8 @@ def _feasible(x, center, dist, eps):
 @pytest.mark.parametrize("proj,diag,prec", CONFIGS, ids=CONFIG_IDS)
 def test_optimal_vs_scipy(proj, diag, prec):
     """Each part minimises the projection's own distance to the new Gaussian
-    subject to the bound on the distance to the old one (SLSQP, small k)."""
-    checked = 0
+    subject to the bound on the distance to the old one (KKT check, and scipy, small k)."""
+    compared = checked = 0
     with x64():
         for k in (1, 2, 3):
             args, act_m, act_c = cases(proj, diag, prec, k, n=16, max_cond=1e2)
@@ -282,11 +314,11 @@ def test_optimal_vs_scipy(proj, diag, prec):
                 else:
                     metric = np.eye(k)
                 dm = lambda x, y: (x - y) @ metric @ (x - y)  # noqa: E731
-                scale_m = max(eps_m[i], 1e-300)
-                x = _slsqp(lambda x: dm(x, mean[i]) / scale_m, lambda x: 1 - dm(x, old_mean[i]) / eps_m[i], old_mean[i])
-                np.testing.assert_allclose(out_m[i], x, rtol=1e-4, atol=1e-4 * np.sqrt(eps_m[i]))
-                x = _feasible(x, old_mean[i], dm, eps_m[i])
-                assert dm(out_m[i], mean[i]) <= dm(x, mean[i]) * (1 + 1e-9) + 1e-15
+                if act_m[i]:
+                    compared += _check_against_oracle(f"k={k} state {i} mean", out_m[i], mean[i], old_mean[i], dm,
+                                                      eps_m[i], old_mean[i])
+                else:
+                    np.testing.assert_array_equal(out_m[i], mean[i])
                 # Covariance part in the projection's own variables.
                 if diag:
                     to_var = (lambda v: v**2) if proj == "frob" else (lambda v: v)
@@ -305,14 +337,33 @@ def test_optimal_vs_scipy(proj, diag, prec):
                         sinv = np.linalg.inv(old) if prec else np.eye(k)
                         dc = lambda a, b: np.sum((sinv @ (a - b)) ** 2)  # noqa: E731
                     x0 = old[np.triu_indices(k)]
-                sc = max(dc(target, old), 1e-300)
-                x = unpack(_slsqp(lambda x: dc(unpack(x), target) / sc, lambda x: 1 - dc(unpack(x), old) / eps_c[i], x0))
-                np.testing.assert_allclose(ours, x, rtol=1e-4, atol=1e-4 * np.abs(old).max())
-                x = _feasible(x, old, dc, eps_c[i])
-                assert dc(ours, target) <= dc(x, target) * (1 + 1e-9) + 1e-15 * sc
-                assert dc(ours, old) <= eps_c[i] * (1 + 1e-9)
+                if act_c[i]:
+                    compared += _check_against_oracle(f"k={k} state {i} cov", ours, target, old, dc, eps_c[i], x0,
+                                                      unpack)
+                    assert dc(ours, old) <= eps_c[i] * (1 + 1e-9)
+                else:
+                    np.testing.assert_array_equal(out_s[i], scale[i])
                 checked += 1
-    assert checked >= 8
+    assert checked >= 8 and compared >= 8, (checked, compared)
+
+
+def test_checks_reject_a_wrong_projection():
+    """A point that meets the bound but is not the optimum (here: the mean moved along
+    the Euclidean instead of the Mahalanobis direction) fails both checks."""
+    rng = np.random.default_rng(4)
+    metric = np.array([[4.0, 1.0], [1.0, 0.5]])
+    dm = lambda x, y: (x - y) @ metric @ (x - y)  # noqa: E731
+    old, target, eps = np.zeros(2), np.array([1.0, -2.0]), 0.1
+    right = old + (target - old) * np.sqrt(eps / dm(target, old))
+    _check_against_oracle("right", right, target, old, dm, eps, old)
+    direction = target / np.linalg.norm(target) + 0.3 * rng.standard_normal(2)
+    wrong = old + direction * np.sqrt(eps / dm(direction, old))  # on the boundary, off the segment
+    with pytest.raises(AssertionError, match="off the segment"):
+        _on_segment(wrong, target, old, dm, eps, "wrong")
+    with pytest.raises(AssertionError, match="better feasible point"):  # the oracle alone catches it too
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(__import__(__name__), "_on_segment", lambda *a: None)
+            _check_against_oracle("wrong", wrong, target, old, dm, eps, old)
 
 
 # ----------------------------------------------------------------------------

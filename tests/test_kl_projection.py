@@ -13,9 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
-from scipy import optimize
 
+import _oracle
+
+from tr_jax import linalg as LA
 from tr_jax.projections.kl import kl_parts, kl_projection
+
 
 REF_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference", "kl_reference_cases.npz")
 F32_RTOL = 5e-4  # float32: bound met to this relative accuracy for eps >= 1e-4 (measured ~2e-5 worst)
@@ -162,8 +165,25 @@ def _kl_cov(sig, sig_o):
     return 0.5 * (np.trace(np.linalg.solve(sig_o, sig)) - k + np.linalg.slogdet(sig_o)[1] - np.linalg.slogdet(sig)[1])
 
 
-def _scipy_projection(sig_t, sig_o, eps, diag):
-    """minimise KL(Sigma||Sigma~) s.t. KL(Sigma||Sigma_o) <= eps with SLSQP, independent of kl.py."""
+def _kl_kkt(sig, sig_t, sig_o, eps):
+    """Optimality of Sigma for min KL(Sigma||Sigma~) s.t. KL(Sigma||Sigma_o) <= eps, with
+    Sigma~ outside the bound, without an external solver (float64): the precision is the
+    convex combination Lambda = (eta Lambda_o + Lambda~) / (1 + eta) with eta >= 0 (the
+    stationarity condition of the Lagrangian) and the bound is active. Returns eta."""
+    lam, lam_t, lam_o = (np.linalg.inv(a) for a in (sig, sig_t, sig_o))
+    d = lam - lam_o
+    eta = np.sum((lam_t - lam) * d) / np.sum(d * d)  # least-squares multiplier
+    residual = (1 + eta) * lam - eta * lam_o - lam_t
+    assert eta >= 0, f"negative multiplier eta={eta}"
+    assert np.linalg.norm(residual) <= 1e-9 * (1 + eta) * np.linalg.norm(lam), (
+        f"projected precision is not (eta Lambda_o + Lambda~)/(1+eta): residual {np.linalg.norm(residual):.3g}")
+    np.testing.assert_allclose(_kl_cov(sig, sig_o), eps, rtol=1e-9, err_msg="KL bound not active")
+    return eta
+
+
+def _scipy_projection(sig_t, sig_o, eps, diag, ours_objective):
+    """min KL(Sigma||Sigma~) s.t. KL(Sigma||Sigma_o) <= eps with scipy (tests/_oracle.py),
+    independent of kl.py; judged by feasibility and objective, never by scipy's flag."""
     k = sig_t.shape[0]
     idx = np.tril_indices(k)
 
@@ -175,17 +195,22 @@ def _scipy_projection(sig_t, sig_o, eps, diag):
         l[np.diag_indices(k)] = np.exp(np.diag(l))
         return l @ l.T
 
-    l0 = np.linalg.cholesky(sig_o)
-    x0 = np.log(np.diag(sig_o)) if diag else np.where(idx[0] == idx[1], np.log(np.abs(l0[idx]) + 1e-300), l0[idx])
-    res = optimize.minimize(
+    def pack(sig):
+        if diag:
+            return np.log(np.diag(sig))
+        l = np.linalg.cholesky(sig)
+        return np.where(idx[0] == idx[1], np.log(np.abs(l[idx]) + 1e-300), l[idx])
+
+    # starts: the old covariance (feasible) and the midpoint of old and target precisions
+    mid = np.linalg.inv(0.5 * (np.linalg.inv(sig_o) + np.linalg.inv(sig_t)))
+    ref = _oracle.solve(
         lambda x: _kl_cov(unpack(x), sig_t),
-        x0,
-        method="SLSQP",
-        constraints=[{"type": "ineq", "fun": lambda x: eps - _kl_cov(unpack(x), sig_o)}],
-        options={"ftol": 1e-14, "maxiter": 500},
+        lambda x: 1.0 - _kl_cov(unpack(x), sig_o) / eps,
+        starts=[pack(sig_o), pack(mid)],
+        good_enough=lambda f: f <= ours_objective * (1 + 1e-6) + 1e-12,
+        feasible_tol=1e-8,
     )
-    assert res.success, res.message
-    return unpack(res.x)
+    return ref, (None if ref.x is None else unpack(ref.x))
 
 
 @pytest.mark.parametrize("kind", ["diag", "full"])
@@ -196,6 +221,7 @@ def test_optimal_vs_scipy(proj, kind):
     eps = random_eps(rng, n, 1e-3, 0.3)
     _, ps = proj(m, s, om, os_, 1.0, eps)
     ps = np.asarray(ps)
+    compared = 0
     for i in range(n):
         if kind == "diag":
             sig_t, sig_o, sig = np.diag(s[i] ** 2), np.diag(os_[i] ** 2), np.diag(ps[i] ** 2)
@@ -203,10 +229,38 @@ def test_optimal_vs_scipy(proj, kind):
             sig_t, sig_o, sig = s[i] @ s[i].T, os_[i] @ os_[i].T, ps[i] @ ps[i].T
         if _kl_cov(sig_t, sig_o) <= eps[i]:
             continue
-        ref = _scipy_projection(sig_t, sig_o, eps[i], kind == "diag")
-        # same objective (ours is never worse), same point
-        assert _kl_cov(sig, sig_t) <= _kl_cov(ref, sig_t) * (1 + 1e-6) + 1e-12
-        np.testing.assert_allclose(sig, ref, rtol=2e-4, atol=2e-4 * np.abs(ref).max())
+        _kl_kkt(sig, sig_t, sig_o, eps[i])  # needs no external solver
+        ours = _kl_cov(sig, sig_t)
+        ref, ref_sig = _scipy_projection(sig_t, sig_o, eps[i], kind == "diag", ours)
+        assert ref_sig is not None, f"state {i}: no feasible reference point: {ref.describe()}"
+        # no feasible point the reference found is better than ours
+        assert ours <= ref.objective * (1 + 1e-6) + 1e-12, (
+            f"state {i}: the reference found a better feasible point: {ref.describe()}")
+        if not ref.reached:
+            _oracle.warn_unreached(f"{kind} state {i}", ref)
+            continue
+        np.testing.assert_allclose(sig, ref_sig, rtol=2e-4, atol=2e-4 * np.abs(ref_sig).max(),
+                                   err_msg=f"state {i}: {ref.describe()}")
+        compared += 1
+    assert compared >= 8, f"the reference solver reached our optimum on only {compared} states"
+
+
+def test_kkt_check_rejects_a_wrong_projection():
+    """The KKT check catches the classic mistake of interpolating covariances
+    instead of precisions (which also meets the bound, at a different eta)."""
+    rng = np.random.default_rng(2)
+    sig_o = random_spd(rng, 3, 10.0)
+    l = np.linalg.cholesky(random_spd(rng, 3, 30.0))
+    sig_t = l @ sig_o @ l.T
+    eps = 0.2 * _kl_cov(sig_t, sig_o)
+    lo, hi = 0.0, 1.0  # bisection on the covariance interpolation weight so that the bound is met
+    for _ in range(200):
+        t = 0.5 * (lo + hi)
+        lo, hi = (t, hi) if _kl_cov((1 - t) * sig_o + t * sig_t, sig_o) < eps else (lo, t)
+    wrong = (1 - lo) * sig_o + lo * sig_t
+    np.testing.assert_allclose(_kl_cov(wrong, sig_o), eps, rtol=1e-9)
+    with pytest.raises(AssertionError, match="residual"):
+        _kl_kkt(wrong, sig_t, sig_o, eps)
 
 
 # ---------------------------------------------------------------------------
@@ -387,7 +441,7 @@ def test_reference_full(reference, eps):
 
     def f(tc):
         tc = 0.5 * (tc + jnp.swapaxes(tc, -1, -2))
-        chol = kl_projection(z, jnp.linalg.cholesky(tc), z, jnp.asarray(ol), 1.0, e)[1]
+        chol = kl_projection(z, LA.cholesky(tc), z, jnp.asarray(ol), 1.0, e)[1]  # batched: no LAPACK
         return chol @ jnp.swapaxes(chol, -1, -2)
 
     out, vjp = jax.vjp(f, jnp.asarray(tc))

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-CELL_TIMEOUT_S = 120
+CELL_TIMEOUT_S = 540  # generous: a loaded 2-core CI machine; the per-test timeout (pyproject) is the backstop
 
 nbformat = pytest.importorskip("nbformat", reason="nbformat not installed (pip install -e '.[test]')")
 nbclient = pytest.importorskip("nbclient", reason="nbclient not installed (pip install -e '.[test]')")
