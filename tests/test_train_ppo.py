@@ -1,21 +1,18 @@
-"""End-to-end PPO on a cheap Brax task, vmap over seeds, config errors, NaN guard.
+"""End-to-end PPO on a cheap Brax task, vmap over seeds, config errors.
 
 Compiles once per distinct function: the single-seed trainer (reused for the
-learning, determinism and vmap-equality checks), its vmapped version, the
-random-action baseline, and a tiny line-env trainer for the NaN guard.
+learning, determinism and vmap-equality checks), its vmapped version and the
+random-action baseline. The host loop, NaN stop and checkpoints: test_run.py.
 """
 
 import jax
 import numpy as np
 import pytest
 
-import _line_env
-from tr_jax import checkpoint
 from tr_jax.config import TrainConfig
 from tr_jax.envs import episode_stats
-from tr_jax.train import TrainingDiverged, make_train, run
-
-_line_env.register()
+from tr_jax.run import run
+from tr_jax.train import make_trainer
 
 CONFIG = TrainConfig(
     env_name="inverted_pendulum", backend="positional", episode_length=200, num_envs=32, unroll_length=32,
@@ -25,7 +22,8 @@ CONFIG = TrainConfig(
 
 @pytest.fixture(scope="module")
 def trained():
-    train = make_train(CONFIG)
+    trainer = make_trainer(CONFIG)
+    train = trainer.train
     jtrain = jax.jit(train)
     keys = jax.random.split(jax.random.key(0), 2)
     out0 = jax.block_until_ready(jtrain(keys[0]))
@@ -34,7 +32,7 @@ def trained():
     vmapped = jax.jit(jax.vmap(train))(keys)
     # random-action baseline on the same vectorised env (this is also the Brax
     # integration check of the env wrapper: see test_brax_wrapper_random_actions)
-    env = train.env
+    env = trainer.env
 
     @jax.jit
     def random_rollout(key):
@@ -115,57 +113,11 @@ def test_brax_wrapper_random_actions(trained):
     (dict(num_minibatches=7), "must divide"),
     (dict(total_env_steps=10), "smaller than one iteration"),
 ])
-def test_bad_config_raises_before_compiling(monkeypatch, change, match):
+def test_bad_config_raises_before_compiling(monkeypatch, change, match, tmp_path):
     def no_compile(*a, **k):
         raise AssertionError("compiled before validating")
 
     monkeypatch.setattr(jax, "jit", no_compile)
     with pytest.raises(ValueError, match=match):
-        run(CONFIG.replace(**change))
-
-
-def test_nan_guard_stops_and_saves_last_good_params(tmp_path):
-    # reward turns NaN after 50 env steps: iteration 6 (t = 49..56) is the first poisoned one
-    cfg = TrainConfig(env_name="tr_jax_test_line_nan", episode_length=10_000, num_envs=4, unroll_length=8,
-                      total_env_steps=4 * 8 * 10, num_epochs=2, num_minibatches=2, lr_decay=False,
-                      policy_hidden=(8,), value_hidden=(8,))
-    path = str(tmp_path / "last_good.msgpack")
-    with pytest.raises(TrainingDiverged, match="training diverged at iteration 6") as err:
-        run(cfg, 0, checkpoint_path=path)
-    result = err.value.result
-    assert int(result.diverged_at) == 6 and result.checkpoint == path
-    np.testing.assert_array_equal(result.metrics["diverged"], [0] * 6 + [1] * 4)
-    assert np.all(np.isnan(result.metrics["value_loss"][6:])) and np.all(np.isfinite(result.metrics["value_loss"][:6]))
-    params = result.state.algo.policy_params
-    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
-
-    tree, cfg_loaded = checkpoint.load(path)
-    assert cfg_loaded == cfg
-    jax.tree.map(np.testing.assert_array_equal, tree["policy_params"], jax.tree.map(np.asarray, params))
-
-
-def test_cli_maps_args_to_config_and_formats_table():
-    from tr_jax import cli
-
-    args = cli.build_parser().parse_args([
-        "--env", "hopper", "--backend", "spring", "--algorithm", "trpl", "--projection", "w2",
-        "--num-envs", "16", "--policy-hidden", "32,32", "--max-grad-norm", "none", "--no-normalize-obs",
-        "--eps-cov", "1e-4", "--num-seeds", "2"])
-    cfg = cli.config_from_args(args)
-    assert cfg == TrainConfig(env_name="hopper", backend="spring", algorithm="trpl", projection="w2", num_envs=16,
-                              policy_hidden=(32, 32), max_grad_norm=None, normalize_obs=False, eps_cov=1e-4)
-    assert args.num_seeds == 2
-    table = cli.format_table({"env_steps": np.array([[10, 20], [10, 20]]),
-                              "episode_return": np.array([[1.0, 3.0], [3.0, 5.0]])}, ["env_steps", "episode_return"])
-    lines = table.splitlines()
-    assert len(lines) == 4 and lines[-1].split() == ["1", "20", "4"]
-    assert cli.main(["--env", "nope"]) == 2
-
-
-def test_checkpoint_roundtrip(tmp_path, trained):
-    state, _ = trained["out0"]
-    path = checkpoint.save(str(tmp_path / "c.msgpack"), checkpoint.state_dict(state), CONFIG)
-    tree, cfg = checkpoint.load(path)
-    assert cfg == CONFIG
-    jax.tree.map(np.testing.assert_array_equal, tree["policy_params"], jax.tree.map(np.asarray, state.algo.policy_params))
-    np.testing.assert_array_equal(tree["obs_mean"], np.asarray(state.obs_stats.mean))
+        run(CONFIG.replace(**change), run_dir=str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()  # nothing written either

@@ -1,25 +1,112 @@
-"""Save and load trained parameters together with their :class:`TrainConfig`.
+"""Checkpoints of the whole :class:`~tr_jax.train.TrainState` with Orbax.
 
-One msgpack file (``flax.serialization``) holding ``{"state": pytree of
-arrays, "config": json string}``. :func:`state_dict` picks what is needed to
-act and continue: policy/value params and the observation statistics.
+A run directory's ``checkpoints/`` is an Orbax ``CheckpointManager``
+directory: one sub-directory per saved iteration (``checkpoints/<iteration>/``)
+holding ``state`` (every array of the TrainState -- params, optimiser states,
+env state, observation/reward statistics, PRNG key, iteration, with a leading
+seed dimension when seeds are vmapped) and ``meta`` (JSON: iteration, env
+steps, seeds, the config). Orbax writes each checkpoint to a temporary
+directory and renames it when complete, so a kill never leaves a checkpoint
+that looks finished but is not; the newest ``keep`` are kept.
+
+Typed PRNG keys are stored as their raw ``uint32`` key data and re-wrapped on
+restore. Every failure to restore (missing directory, no checkpoint, a corrupt
+or incompatible one) raises :class:`CheckpointError` naming the path and the
+problem.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
+from typing import Any, Optional
 
 import jax
 import numpy as np
-from flax import serialization
 
-from tr_jax.config import TrainConfig
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or does not fit the state it should restore."""
+
+
+def _is_key(x) -> bool:
+    return jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
+
+
+def _to_saveable(tree):
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _from_saveable(tree, like):
+    # the key implementation comes from the dtype, which abstract (eval_shape) leaves have too
+    return jax.tree.map(lambda x, l: jax.random.wrap_key_data(x, impl=l.dtype._impl.name) if _is_key(l) else x,
+                        tree, like)
+
+
+class Checkpoints:
+    """Saves and restores TrainStates in ``directory`` (Orbax, synchronous).
+
+    save(step, state, meta): writes checkpoint ``step`` (an iteration count).
+    steps(): the complete checkpoints, ascending. latest(): the newest or None.
+    restore(step, like) -> (state, meta): ``like`` is a TrainState (or its
+      ``jax.eval_shape``) with the expected structure, shapes and dtypes.
+    """
+
+    def __init__(self, directory: str, keep: int = 3):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+    def save(self, step: int, state, meta: dict) -> str:
+        ocp = self._ocp
+        self._manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(_to_saveable(state)),
+                                                              meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.wait_until_finished()
+        return self.path(step)
+
+    def path(self, step: int) -> str:
+        return os.path.join(self.directory, str(int(step)))
+
+    def steps(self) -> list:
+        self._manager.reload()
+        return sorted(int(s) for s in self._manager.all_steps())
+
+    def latest(self) -> Optional[int]:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def restore(self, step: Optional[int], like) -> tuple[Any, dict]:
+        """Restores checkpoint ``step`` (None: the newest) into the structure of ``like``."""
+        ocp = self._ocp
+        steps = self.steps()
+        if step is None:
+            if not steps:
+                raise CheckpointError(f"no checkpoint in {self.directory}")
+            step = steps[-1]
+        if step not in steps:
+            raise CheckpointError(f"no checkpoint {step} in {self.directory}; there are {steps or 'none'}")
+        abstract = jax.eval_shape(_to_saveable, like)
+        try:
+            out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                      meta=ocp.args.JsonRestore()))
+        except Exception as e:  # Orbax raises many types; all mean "this checkpoint cannot be used"
+            raise CheckpointError(f"cannot restore checkpoint {self.path(step)}: {type(e).__name__}: {e}") from e
+        state = out["state"]
+        got = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), state)
+        want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), abstract)
+        if jax.tree.structure(state) != jax.tree.structure(abstract) or got != want:
+            raise CheckpointError(f"checkpoint {self.path(step)} does not fit this run's state "
+                                  f"(different config or tr_jax version?)")
+        return _from_saveable(state, like), dict(out["meta"])
+
+    def close(self):
+        self._manager.close()
 
 
 def state_dict(train_state) -> dict:
-    """Policy/value params and observation statistics of a ``TrainState``."""
+    """What is needed to act with a trained policy: policy/value params and observation statistics."""
     return {
         "policy_params": train_state.algo.policy_params,
         "value_params": train_state.algo.value_params,
@@ -27,31 +114,3 @@ def state_dict(train_state) -> dict:
         "obs_var": train_state.obs_stats.var,
         "obs_count": train_state.obs_stats.count,
     }
-
-
-def config_to_json(config: TrainConfig) -> str:
-    return json.dumps(dataclasses.asdict(config), sort_keys=True)
-
-
-def config_from_json(text: str) -> TrainConfig:
-    d = json.loads(text)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields}
-    return TrainConfig(**d)
-
-
-def save(path: str, tree, config: TrainConfig) -> str:
-    """Writes ``tree`` (any pytree of arrays) and ``config`` to ``path``; returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    arrays = jax.tree.map(np.asarray, tree)
-    payload = serialization.to_state_dict({"state": arrays, "config": config_to_json(config)})
-    with open(path, "wb") as f:
-        f.write(serialization.msgpack_serialize(payload))
-    return path
-
-
-def load(path: str):
-    """Returns ``(tree, config)``; ``tree`` is nested dicts of numpy arrays."""
-    with open(path, "rb") as f:
-        payload = serialization.msgpack_restore(f.read())
-    return payload["state"], config_from_json(payload["config"])

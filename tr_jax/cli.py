@@ -1,129 +1,128 @@
-"""Command line: ``python -m tr_jax.cli --env hopper --algorithm trpl --projection w2 ...``.
+"""The ``tr-jax`` command (also ``python -m tr_jax``).
 
-Every :class:`~tr_jax.config.TrainConfig` field is an option (``--field-name``;
-booleans as ``--flag/--no-flag``, tuples as comma-separated ints, optional
-floats accept ``none``); ``--env`` is short for ``--env-name``. The whole run
-is one compiled function, so the per-iteration table is printed when it
-returns. ``--num-seeds N`` trains N seeds at once with ``jax.vmap`` (the table
-shows the mean over seeds); ``--metrics-json`` writes every metric per seed
-and iteration; ``--checkpoint`` saves the final params.
+    tr-jax train [CONFIG_FILE] [--set key=value ...] [--seeds N] [--seed S] [--run-dir DIR]
+    tr-jax train --resume RUN_DIR [--set key=value ...]
+    tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
+
+``train`` with no config file runs a built-in quick config (TRPL with the KL
+projection on Brax's inverted pendulum) that learns in a few minutes on two
+CPU cores. Exit status: 0 done, 1 training diverged, 2 bad arguments or
+files, 130 interrupted (a checkpoint was written; continue with ``--resume``).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
-import typing
 
-import numpy as np
-
-from tr_jax.config import TrainConfig
-
-DEFAULT_COLUMNS = ("env_steps", "episode_return", "episode_length", "kl_mean", "kl_max", "entropy",
-                   "policy_loss", "value_loss")
+from tr_jax.config import QUICK_CONFIG, RESUME_SAFE, field_names, load_config_file, parse_assignment, type_name
 
 
-def _optional_float(text: str):
-    return None if text.lower() in ("none", "null", "off") else float(text)
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _int_tuple(text: str):
-    return tuple(int(x) for x in text.split(",") if x.strip())
+def _fields_help() -> str:
+    return "TrainConfig fields (--set key=value): " + ", ".join(f"{n} ({type_name(n)})" for n in field_names())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tr_jax.cli", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = TrainConfig()
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        names = [flag, "--env"] if f.name == "env_name" else [flag]
-        default = getattr(defaults, f.name)
-        hint = hints[f.name]
-        if hint is bool:
-            p.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
-        elif isinstance(default, tuple):
-            p.add_argument(*names, dest=f.name, type=_int_tuple, default=default, metavar="N,N,...")
-        elif typing.get_origin(hint) is typing.Union:
-            p.add_argument(*names, dest=f.name, type=_optional_float, default=default, metavar="FLOAT|none")
-        else:
-            p.add_argument(*names, dest=f.name, type=type(default), default=default)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-seeds", type=int, default=1, help="seeds trained at once with jax.vmap")
-    p.add_argument("--metrics-json", default=None, help="write metrics and timings to this JSON file")
-    p.add_argument("--checkpoint", default=None, help="save final params (+ config) here (msgpack)")
-    p.add_argument("--columns", default=",".join(DEFAULT_COLUMNS), help="metrics shown in the table")
-    p.add_argument("--every", type=int, default=1, help="print every n-th iteration")
+    p = _Parser(prog="tr-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train (or resume) a run", description=(
+        "Trains seeds in jitted chunks, showing progress, writing metrics.jsonl/eval.jsonl, evaluating and "
+        "checkpointing into a run directory. " + _fields_help()))
+    t.add_argument("config_file", nargs="?", default=None,
+                   help="config file (.json, .toml, .yaml): TrainConfig fields; default: the built-in quick config")
+    t.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="set one TrainConfig field (repeatable), e.g. --set env_name=hopper --set eps_cov=1e-4; "
+                        "on --resume only " + ", ".join(RESUME_SAFE) + " may change")
+    t.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds trained at once with jax.vmap (default 1)")
+    t.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    t.add_argument("--run-dir", default=None, metavar="DIR",
+                   help="run directory (default runs/<env>-<algorithm>-<time>)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its newest checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="start an existing run directory again from scratch")
+    t.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
+                   help="a live bar on a terminal, one line per chunk otherwise (default auto)")
+
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint", description=(
+        "Loads a checkpoint of RUN_DIR and prints the deterministic (mean action) and stochastic (sampled) "
+        "return, mean +- std over episodes, per seed."))
+    e.add_argument("run_dir", help="a run directory written by tr-jax train")
+    e.add_argument("--episodes", type=int, default=10, help="full episodes per seed and mode (default 10)")
+    e.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION",
+                   help="which checkpoint (default the newest)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
     return p
 
 
-def config_from_args(args) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+def _config(args):
+    """The TrainConfig from the file (or the quick one; None when resuming without changes) and --set."""
+    if args.resume and not args.config_file and not args.assignments:
+        return None
+    if args.resume and not args.config_file:
+        from tr_jax.config import config_from_dict
+        from tr_jax.rundir import RunDir, read_json
+
+        rd = RunDir.existing(args.resume)
+        config = config_from_dict(read_json(rd.config), where=rd.config)
+    else:
+        config = load_config_file(args.config_file) if args.config_file else QUICK_CONFIG
+    return config.replace(**dict(parse_assignment(a) for a in args.assignments))
 
 
-def format_table(metrics: dict, columns, every: int = 1) -> str:
-    """Per-iteration table of ``metrics`` (arrays ``[I]`` or ``[S, I]``: mean over seeds)."""
-    columns = [c for c in columns if c in metrics]
-    data = {c: np.asarray(metrics[c], dtype=np.float64) for c in columns}
-    data = {c: (v.mean(axis=0) if v.ndim == 2 else v) for c, v in data.items()}
-    n = len(next(iter(data.values()))) if data else 0
-    header = f"{'iter':>6} " + " ".join(f"{c:>14}" for c in columns)
-    lines = [header, "-" * len(header)]
-    for i in range(n):
-        if i % every and i != n - 1:
-            continue
-        cells = []
-        for c in columns:
-            v = data[c][i]
-            cells.append(f"{int(v):>14d}" if c == "env_steps" and np.isfinite(v) else f"{v:>14.4g}")
-        lines.append(f"{i:>6} " + " ".join(cells))
-    return "\n".join(lines)
+def _train(args) -> int:
+    from tr_jax.run import TrainingDiverged, run
+
+    if args.seeds < 1:
+        print("tr-jax train: error: --seeds must be >= 1", file=sys.stderr)
+        return 2
+    if args.resume and args.run_dir and args.run_dir != args.resume:
+        print("tr-jax train: error: --run-dir and --resume name different directories", file=sys.stderr)
+        return 2
+    try:
+        config = _config(args)
+        result = run(config, seed=args.seed, num_seeds=args.seeds, run_dir=args.resume or args.run_dir,
+                     resume=bool(args.resume), overwrite=args.overwrite, progress=args.progress)
+    except TrainingDiverged as e:
+        print(f"tr-jax train: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, RuntimeError) as e:
+        print(f"tr-jax train: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{result.status}: {result.iteration} iterations, {result.steps_per_second:,.0f} env steps/s "
+          f"(compile {result.compile_seconds:.1f} s); run directory {result.run_dir}")
+    return 130 if result.status == "interrupted" else 0
+
+
+def _eval(args) -> int:
+    from tr_jax.run import evaluate_run
+
+    if args.episodes < 1:
+        print("tr-jax eval: error: --episodes must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        out = evaluate_run(args.run_dir, args.episodes, args.checkpoint, args.seed)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+        print(f"tr-jax eval: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.run_dir}: checkpoint at iteration {out['iteration']} ({out['env_steps']:,} env steps), "
+          f"{args.episodes} episodes per seed")
+    for s in range(out["deterministic_return"].shape[0]):
+        det, sto = out["deterministic_return"][s], out["stochastic_return"][s]
+        print(f"seed {s}: deterministic {det.mean():.2f} +- {det.std():.2f}   "
+              f"stochastic {sto.mean():.2f} +- {sto.std():.2f}")
+    return 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from tr_jax import checkpoint
-    from tr_jax.config import validate
-    from tr_jax.train import TrainingDiverged, run
-
-    try:
-        config = validate(config_from_args(args))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"training {config.algorithm} on {config.env_name} ({config.backend}): {config.num_iterations} iterations "
-          f"x {config.batch_size * config.action_repeat} env steps, {args.num_seeds} seed(s)", flush=True)
-    status = 0
-    try:
-        result = run(config, args.seed, num_seeds=args.num_seeds, on_divergence="raise")
-    except TrainingDiverged as e:
-        print(str(e), file=sys.stderr)
-        result, status = e.result, 1
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_table(result.metrics, args.columns.split(","), args.every))
-    print(f"compile {result.compile_seconds:.1f} s, run {result.run_seconds:.2f} s, "
-          f"{result.steps_per_second:,.0f} env steps/s")
-    if args.metrics_json:
-        out = {
-            "config": dataclasses.asdict(config),
-            "seed": args.seed, "num_seeds": args.num_seeds,
-            "steps_per_second": result.steps_per_second,
-            "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds,
-            "diverged_at": np.atleast_1d(result.diverged_at).tolist(),
-            "metrics": {k: np.asarray(v, dtype=np.float64).tolist() for k, v in result.metrics.items()},
-        }
-        with open(args.metrics_json, "w") as f:
-            json.dump(out, f, allow_nan=True)
-        print(f"metrics written to {args.metrics_json}")
-    if args.checkpoint and status == 0:
-        checkpoint.save(args.checkpoint, checkpoint.state_dict(result.state), config)
-        print(f"checkpoint written to {args.checkpoint}")
-    return status
+    return _train(args) if args.command == "train" else _eval(args)
 
 
 if __name__ == "__main__":

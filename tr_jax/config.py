@@ -1,20 +1,29 @@
 """Training configuration: one frozen dataclass for every algorithm.
 
-``TrainConfig`` is hashable and static (closed over by ``make_train``); call
-``validate(config)`` (``make_train`` does) to get a clear ``ValueError`` for a
+``TrainConfig`` is hashable and static (closed over by ``make_trainer``); call
+``validate(config)`` (``make_trainer`` does) to get a clear ``ValueError`` for a
 bad config before anything is compiled.
+
+Configs come from Python, from files (:func:`load_config_file`: JSON, TOML or
+YAML, a mapping of field names to values) and from ``key=value`` strings
+(:func:`parse_assignment`, the CLI's ``--set``); both check every key and the
+type of every value against the dataclass and say which file/key is wrong.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import functools
+import json
+import os
+import typing
+from typing import Any, Optional
 
-ALGORITHMS = ("ppo", "trpo", "trpl")
-COV_TYPES = ("diag", "full", "sqrt")
-PROJECTIONS = ("kl", "w2", "frob")
-ACTIVATIONS = ("tanh", "relu")
-ENTROPY_SCHEDULES = ("none", "linear", "exp")
+DTYPES = ("float32", "float64")
+# Host-loop fields: they change when things are reported/saved, not what is
+# computed, so a resumed run may change them (and total_env_steps, to extend a run).
+RESUME_SAFE = ("total_env_steps", "chunk_iterations", "eval_every", "eval_episodes", "checkpoint_every",
+               "keep_checkpoints")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +82,18 @@ class TrainConfig:
     policy_hidden: tuple = (64, 64)
     value_hidden: tuple = (64, 64)
     activation: str = "tanh"
-    shared_trunk: bool = False
     init_std: float = 1.0
     min_std: float = 1e-4
 
     # --- misc -----------------------------------------------------------------
     dtype: str = "float32"
+
+    # --- run (host loop of tr_jax.run; see RESUME_SAFE) -------------------------
+    chunk_iterations: int = 10   # iterations per compiled chunk; progress/metrics are written after each
+    eval_every: int = 10         # iterations between evaluations (rounded up to a chunk end); 0: at the end only
+    eval_episodes: int = 8       # full episodes per evaluation (deterministic and sampled actions each)
+    checkpoint_every: int = 50   # iterations between checkpoints (rounded up to a chunk end); the end is saved
+    keep_checkpoints: int = 3    # newest checkpoints kept
 
     @property
     def batch_size(self) -> int:
@@ -91,6 +106,28 @@ class TrainConfig:
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
+
+
+# The built-in config of `tr-jax train` without a config file: TRPL with the KL
+# projection on Brax's inverted pendulum; learns to the maximum return (1000)
+# in a few minutes on two CPU cores.
+QUICK_CONFIG = TrainConfig(
+    env_name="inverted_pendulum", backend="positional", algorithm="trpl", projection="kl",
+    num_envs=32, unroll_length=32, total_env_steps=32 * 32 * 100, num_epochs=4, num_minibatches=4,
+    chunk_iterations=5, eval_every=10, checkpoint_every=20,
+)
+
+
+def _choices():
+    """The one definition of each list of choices, owned by the module that implements them."""
+    from tr_jax.algorithms import ALGORITHMS
+    from tr_jax.algorithms.entropy_schedule import SCHEDULES
+    from tr_jax.distributions import KINDS
+    from tr_jax.networks import ACTIVATIONS
+    from tr_jax.projections import NAMES
+
+    return {"algorithm": ALGORITHMS, "cov_type": KINDS, "projection": NAMES, "activation": ACTIVATIONS,
+            "entropy_schedule": SCHEDULES, "dtype": DTYPES}
 
 
 def _choice(name, value, options):
@@ -110,16 +147,15 @@ def validate(config: TrainConfig) -> TrainConfig:
 
     Environment names are checked against ``brax.envs`` by the env module.
     """
-    _choice("algorithm", config.algorithm, ALGORITHMS)
-    _choice("cov_type (policy parameterisation)", config.cov_type, COV_TYPES)
-    _choice("projection", config.projection, PROJECTIONS)
-    _choice("activation", config.activation, ACTIVATIONS)
-    _choice("entropy_schedule", config.entropy_schedule, ENTROPY_SCHEDULES)
-    _choice("dtype", config.dtype, ("float32", "float64"))
+    for name, options in _choices().items():
+        _choice(name, getattr(config, name), options)
     _positive(config, "episode_length", "action_repeat", "num_envs", "unroll_length", "total_env_steps",
               "num_epochs", "num_minibatches", "policy_lr", "value_lr", "clip_ratio", "max_kl",
               "cg_iters", "line_search_steps", "eps_mean", "eps_cov", "init_std", "min_std",
-              "reward_scaling")
+              "reward_scaling", "chunk_iterations", "eval_episodes", "keep_checkpoints")
+    if config.eval_every < 0 or config.checkpoint_every < 0:
+        raise ValueError(f"eval_every and checkpoint_every must be >= 0 (0: at the end only), got "
+                         f"{config.eval_every}, {config.checkpoint_every}")
     if not 0 < config.gamma <= 1 or not 0 <= config.gae_lambda <= 1:
         raise ValueError(f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {config.gamma}, {config.gae_lambda}")
     if not 0 < config.backtrack_coef < 1:
@@ -145,3 +181,134 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.algorithm == "trpl" and config.projection == "w2" and config.cov_type == "full":
         raise ValueError("the W2 projection on a full covariance works on the symmetric sqrt: use cov_type='sqrt'")
     return config
+
+
+# ---------------------------------------------------------------------------
+# Configs as data: dicts, files, key=value strings
+# ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _hints() -> dict:
+    return typing.get_type_hints(TrainConfig)
+
+
+def field_names() -> tuple:
+    return tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def type_name(name: str) -> str:
+    """Human-readable type of field ``name`` (for errors and ``--help``)."""
+    hint = _hints()[name]
+    if typing.get_origin(hint) is typing.Union:
+        return "float or null"
+    if hint is tuple or typing.get_origin(hint) is tuple:
+        return "list of ints"
+    return hint.__name__
+
+
+def _coerce(name: str, value: Any, where: str):
+    """``value`` as the type of field ``name``; ``TypeError`` naming ``where``, the key and the type."""
+    hint = _hints()[name]
+    bad = TypeError(f"{where}: {name} must be {type_name(name)}, got {type(value).__name__} {value!r}")
+    if typing.get_origin(hint) is typing.Union:  # Optional[float]
+        if value is None:
+            return None
+        hint = float
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if hint is tuple or typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in value):
+            raise bad
+        return tuple(value)
+    raise bad
+
+
+def config_to_dict(config: TrainConfig) -> dict:
+    """Plain JSON-able dict of every field (tuples as lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+def config_from_dict(d: dict, where: str = "config", base: Optional[TrainConfig] = None) -> TrainConfig:
+    """``base`` (default ``TrainConfig()``) with the fields in ``d`` replaced.
+
+    Raises ``ValueError`` for an unknown key (listing the known ones) and
+    ``TypeError`` for a value of the wrong type; both name ``where``.
+    """
+    known = field_names()
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; TrainConfig fields are {list(known)}")
+    values = {k: _coerce(k, v, where) for k, v in d.items()}
+    return dataclasses.replace(base or TrainConfig(), **values)
+
+
+def load_config_file(path: str, base: Optional[TrainConfig] = None) -> TrainConfig:
+    """Reads a config file (``.json``, ``.toml``, ``.yaml``/``.yml``): a mapping of field names to values."""
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        if ext == ".json":
+            d = json.loads(raw)
+        elif ext == ".toml":
+            import tomllib
+
+            d = tomllib.loads(raw.decode())
+        elif ext in (".yaml", ".yml"):
+            import yaml
+
+            d = yaml.safe_load(raw)
+        else:
+            raise ValueError(f"config file {path}: unknown format {ext!r}; use .json, .toml or .yaml")
+    except ValueError:
+        raise
+    except Exception as e:  # a parser's own error type
+        raise ValueError(f"config file {path} does not parse: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"config file {path} must hold a mapping of TrainConfig fields, got {type(d).__name__}")
+    return config_from_dict(d, where=path, base=base)
+
+
+def parse_assignment(text: str) -> tuple:
+    """``"key=value"`` -> ``(key, value)`` typed as the field (``ValueError``/``TypeError`` naming it).
+
+    Values are read as JSON where they parse (numbers, true/false, null, lists);
+    bare words are strings; ``none``/``null`` mean None; ``64,64`` is a list.
+    """
+    if "=" not in text:
+        raise ValueError(f"--set {text!r}: expected key=value")
+    key, value = (x.strip() for x in text.split("=", 1))
+    if key not in field_names():
+        raise ValueError(f"--set {text!r}: unknown key {key!r}; TrainConfig fields are {list(field_names())}")
+    if value.lower() in ("none", "null"):
+        v = None
+    elif type_name(key) == "list of ints":
+        try:
+            v = [int(x) for x in value.strip("[]()").split(",") if x.strip()]
+        except ValueError:
+            raise TypeError(f"--set {text!r}: {key} must be a list of ints like 64,64") from None
+    else:
+        try:
+            v = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+        except json.JSONDecodeError:
+            v = value
+    return key, _coerce(key, v, f"--set {text!r}")

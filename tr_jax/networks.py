@@ -28,10 +28,10 @@ trunk (``contextual_cov=True``; module ``params["params"]["cov_head"]``).
 Initialisation: orthogonal, gain sqrt(2) for hidden layers, 0.01 for the
 mean head, 1.0 for the value head; zero biases.
 
-``shared_trunk=True`` is not supported: the policy and value networks are
-always separate. TRPO's and TRPL's trust regions constrain the policy update
-only; value-loss gradients flowing into a shared trunk would move the policy
-outside them. ``make_policy``/``make_value`` raise a ``ValueError``.
+The policy and value networks are always separate (there is no shared-trunk
+option): TRPO's and TRPL's trust regions constrain the policy update only;
+value-loss gradients flowing into a shared trunk would move the policy outside
+them.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from tr_jax import distributions as D
 Params = dict
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
+ACTIVATIONS = tuple(_ACTIVATIONS)
 
 
 # --------------------------------------------------------------------------------------
@@ -229,24 +230,15 @@ class Value(NamedTuple):
     apply: Callable
 
 
-def _check_shared(config):
-    if getattr(config, "shared_trunk", False):
-        raise ValueError(
-            "shared_trunk=True is not supported: tr_jax uses separate policy and value networks "
-            "(value-loss updates to a shared trunk would move the policy outside the trust region)"
-        )
-
-
 def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
     """Builds the Gaussian MLP policy described by ``config``.
 
     Uses config.cov_type, contextual_cov, policy_hidden, activation,
     init_std, min_std, dtype.
     """
-    _check_shared(config)
     kind = D.check_kind(config.cov_type)
     if config.activation not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {config.activation!r}; expected one of {tuple(_ACTIVATIONS)}")
+        raise ValueError(f"unknown activation {config.activation!r}; expected one of {ACTIVATIONS}")
     dtype = jnp.dtype(config.dtype)
     k = int(action_dim)
     n_cov = _n_cov(kind, k)
@@ -285,9 +277,8 @@ def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
 
 def make_value(config, obs_dim: int) -> Value:
     """Builds the value MLP (config.value_hidden, activation, dtype)."""
-    _check_shared(config)
     if config.activation not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {config.activation!r}; expected one of {tuple(_ACTIVATIONS)}")
+        raise ValueError(f"unknown activation {config.activation!r}; expected one of {ACTIVATIONS}")
     dtype = jnp.dtype(config.dtype)
     net = ValueNet(tuple(config.value_hidden), _ACTIVATIONS[config.activation], dtype)
 

@@ -1,41 +1,44 @@
-"""End-to-end training: ``make_train(config) -> train(key)`` and the host-side ``run``.
+"""The trainer: ``make_trainer(config) -> Trainer``, a NamedTuple of pure, jittable functions.
 
-``train(key)`` runs every iteration of one seed inside one jittable function
-(``lax.scan`` over iterations; inside, a scan over env steps and the
-algorithm's scans over epochs and minibatches) and returns
-``(TrainState, metrics)`` where ``metrics`` is a dict of arrays
-``[num_iterations]``. ``jax.vmap(train)(keys)`` trains several seeds at once;
-the same key gives the same result.
+* ``init(key) -> TrainState``: a fresh run (the iteration counter lives in the state).
+* ``train_chunk(state, num_iterations) -> (state, metrics)``: ``num_iterations``
+  (static) iterations as one ``lax.scan``; metrics stacked ``[num_iterations]``.
+  ``jax.vmap(train_chunk, in_axes=(0, None))`` trains several seeds at once.
+* ``evaluate(state, key, num_episodes) -> dict``: full episodes on their own
+  envs with the deterministic (mean) and the sampled action.
+* ``train(key) -> (state, metrics)``: the whole run as one jittable function
+  (chunks of ``config.chunk_iterations`` in a ``lax.scan``; what ``make_train``
+  returns).
 
 One iteration: re-draw the reset pool, collect ``unroll_length`` steps from
 ``num_envs`` envs with the current policy, scale/normalise rewards, compute
 values and GAE, call ``algorithm.update``, update the observation
 statistics. A NaN guard keeps the last good state as soon as the update's
-metrics or the new parameters are non-finite, records the iteration in
-``TrainState.diverged_at`` and discards every later iteration (its metrics
-read NaN, the state stays the last good one).
+metrics or the new parameters are non-finite and records the iteration in
+``TrainState.diverged_at``; the rest of that chunk is discarded (metrics read
+NaN) and a chunk that starts diverged is not computed at all (``lax.cond``;
+under ``vmap`` over seeds JAX turns it into a select, so there only a run whose
+every seed diverged saves the work -- the host loop in :mod:`tr_jax.run` stops
+at the end of the chunk in which any seed diverged).
 
-``run(config, key)`` jit-compiles, times compile and execution separately,
-reports env steps per second and handles divergence on the host.
+The host loop (progress, metrics files, evaluation, checkpoints, resume) is
+:func:`tr_jax.run.run`.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from tr_jax.algorithms import make_algorithm
+from tr_jax import distributions
+from tr_jax.algorithms import Algorithm, make_algorithm
 from tr_jax.algorithms.base import AlgoState
 from tr_jax.algorithms.core import make_batch, rollout
 from tr_jax.config import TrainConfig, validate
 from tr_jax.envs import normalize as N
-from tr_jax.envs.wrappers import EnvState, check_env, episode_stats, make_vec_env
+from tr_jax.envs.wrappers import EnvState, VecEnv, check_env, episode_stats, make_vec_env
 
 
 class TrainState(NamedTuple):
@@ -49,6 +52,7 @@ class TrainState(NamedTuple):
     episode_return, episode_length: mean over the episodes that finished in
       the latest iteration that finished any (NaN before the first).
     diverged_at: iteration at which the NaN guard fired, -1 if never.
+    iteration: int32, iterations done so far (the next one's index).
     """
 
     algo: AlgoState
@@ -59,6 +63,30 @@ class TrainState(NamedTuple):
     episode_return: jax.Array
     episode_length: jax.Array
     diverged_at: jax.Array
+    iteration: jax.Array
+
+
+class Trainer(NamedTuple):
+    """What :func:`make_trainer` builds; every function is pure and jittable.
+
+    init(key) -> TrainState
+    train_chunk(state, num_iterations: int) -> (state, metrics: dict of [num_iterations] arrays)
+    evaluate(state, key, num_episodes: int) -> dict of [num_episodes] arrays:
+      ``deterministic_return``, ``deterministic_length``, ``stochastic_return``,
+      ``stochastic_length`` (one full episode per env, at most ``episode_length`` env steps)
+    train(key) -> (state, metrics: dict of [num_iterations] arrays): the whole run
+    config, env, policy, value, algorithm: the pieces the functions close over.
+    """
+
+    init: Callable[[jax.Array], TrainState]
+    train_chunk: Callable[[TrainState, int], tuple]
+    evaluate: Callable[[TrainState, jax.Array, int], dict]
+    train: Callable[[jax.Array], tuple]
+    config: TrainConfig
+    env: VecEnv
+    policy: Any
+    value: Any
+    algorithm: Algorithm
 
 
 def _all_finite(tree) -> jax.Array:
@@ -68,29 +96,33 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def make_train(config: TrainConfig, env=None):
-    """Builds ``train(key) -> (TrainState, metrics)`` for ``config``.
+def _vec_env(config: TrainConfig, num_envs: int) -> VecEnv:
+    return make_vec_env(config.env_name, config.backend, num_envs, config.episode_length, config.action_repeat)
+
+
+def make_trainer(config: TrainConfig, env=None) -> Trainer:
+    """Builds the :class:`Trainer` for ``config``.
 
     Validates ``config`` and the env name/backend first (``ValueError`` before
     anything is compiled). ``env``: an optional prebuilt
     :class:`~tr_jax.envs.wrappers.VecEnv` matching the config.
-
-    The returned function carries the pieces it closes over as attributes:
-    ``train.env``, ``train.policy``, ``train.value``, ``train.algorithm``,
-    ``train.init(key) -> TrainState``, ``train.config``.
     """
     from tr_jax.networks import make_policy, make_value
 
     validate(config)
     check_env(config.env_name, config.backend)
     if env is None:
-        env = make_vec_env(config.env_name, config.backend, config.num_envs, config.episode_length,
-                           config.action_repeat)
+        env = _vec_env(config, config.num_envs)
     policy = make_policy(config, env.obs_dim, env.action_dim)
     value = make_value(config, env.obs_dim)
     algorithm = make_algorithm(config, policy, value)
     dtype = jnp.dtype(config.dtype)
     steps_per_iteration = config.batch_size * config.action_repeat
+
+    def obs_normalizer(obs_stats):
+        if config.normalize_obs:
+            return lambda o: N.normalize(obs_stats, o.astype(dtype))
+        return lambda o: o.astype(dtype)
 
     def init(key) -> TrainState:
         k_pol, k_val, key = jax.random.split(key, 3)
@@ -103,17 +135,15 @@ def make_train(config: TrainConfig, env=None):
             episode_return=jnp.asarray(jnp.nan, jnp.float32),
             episode_length=jnp.asarray(jnp.nan, jnp.float32),
             diverged_at=jnp.asarray(-1, jnp.int32),
+            iteration=jnp.asarray(0, jnp.int32),
         )
 
-    def live(ts: TrainState, it):
+    def live(ts: TrainState):
+        it = ts.iteration
         key, k_pool, k_roll, k_upd = jax.random.split(ts.key, 4)
         env_state = env.refresh(ts.env, k_pool)
-        if config.normalize_obs:
-            obs_norm = lambda o: N.normalize(ts.obs_stats, o.astype(dtype))
-        else:
-            obs_norm = lambda o: o.astype(dtype)
         env_state, ro, info = rollout(k_roll, env, env_state, policy.apply, ts.algo.policy_params, policy.kind,
-                                      obs_norm, config.unroll_length)
+                                      obs_normalizer(ts.obs_stats), config.unroll_length)
         reward = (info.reward * config.reward_scaling).astype(dtype)
         reward_norm = ts.reward_norm
         if config.normalize_reward:
@@ -134,39 +164,105 @@ def make_train(config: TrainConfig, env=None):
             algo=algo, env=env_state,
             obs_stats=N.update_stats(ts.obs_stats, info.obs) if config.normalize_obs else ts.obs_stats,
             reward_norm=reward_norm, key=key, episode_return=ep_ret, episode_length=ep_len,
-            diverged_at=ts.diverged_at,
+            diverged_at=ts.diverged_at, iteration=it + 1,
         )
         metrics = dict(metrics)
         metrics.update({
-            "env_steps": ((it + 1) * steps_per_iteration).astype(jnp.int32),
+            "iteration": it, "env_steps": ((it + 1) * steps_per_iteration).astype(jnp.int32),
             "episode_return": ep_ret, "episode_length": ep_len, "episodes_finished": count,
             "reward_mean": info.reward.mean(), "diverged": jnp.logical_not(ok),
         })
         return new, metrics
 
-    def iteration(ts: TrainState, it):
+    def iteration(ts: TrainState, _=None):
         # NaN guard: an iteration whose update is non-finite is discarded whole
         # (params, optimiser, env and normalisation statistics stay as they
-        # were) and every later one too; later metrics read NaN. A select rather
-        # than lax.cond: under vmap a cond is a select anyway, and this traces
-        # the (slow to trace) env step only once.
-        new, metrics = live(ts, it)
+        # were) and every later one in the chunk too; later metrics read NaN. A
+        # select rather than lax.cond: under vmap a cond is a select anyway, and
+        # this traces the (slow to trace) env step only once.
+        new, metrics = live(ts)
         stopped = ts.diverged_at >= 0
         keep = stopped | metrics["diverged"]
         new = jax.tree.map(lambda old, x: jnp.where(keep, old, x), ts, new)
-        new = new._replace(diverged_at=jnp.where(keep & ~stopped, it.astype(jnp.int32), ts.diverged_at))
+        new = new._replace(diverged_at=jnp.where(keep & ~stopped, ts.iteration, ts.diverged_at),
+                           iteration=ts.iteration + 1)
         metrics = {k: (jnp.where(stopped, jnp.nan, v) if jnp.issubdtype(v.dtype, jnp.inexact) else v)
                    for k, v in metrics.items()}
         metrics["diverged"] = metrics["diverged"] | stopped
         return new, metrics
 
+    metric_shapes = {}  # filled on first trace: the per-iteration metric structure
+
+    def skipped_metrics(ts: TrainState, num_iterations: int) -> dict:
+        """What a chunk that starts diverged reports: NaN, ``diverged`` True, the step counters."""
+        its = ts.iteration + jnp.arange(num_iterations, dtype=jnp.int32)
+        out = {}
+        for k, sd in metric_shapes.items():
+            if jnp.issubdtype(sd.dtype, jnp.inexact):
+                out[k] = jnp.full((num_iterations,), jnp.nan, sd.dtype)
+            else:
+                out[k] = jnp.zeros((num_iterations,), sd.dtype)
+        out.update(iteration=its, env_steps=((its + 1) * steps_per_iteration).astype(jnp.int32),
+                   diverged=jnp.ones((num_iterations,), bool))
+        return out
+
+    def train_chunk(ts: TrainState, num_iterations: int):
+        if not isinstance(num_iterations, int) or num_iterations < 1:
+            raise ValueError(f"num_iterations must be a positive Python int (static), got {num_iterations!r}")
+        if not metric_shapes:
+            metric_shapes.update(jax.eval_shape(iteration, ts)[1])
+
+        def run(ts):
+            return jax.lax.scan(iteration, ts, None, length=num_iterations)
+
+        return jax.lax.cond(ts.diverged_at >= 0, lambda ts: (ts, skipped_metrics(ts, num_iterations)), run, ts)
+
+    def evaluate(ts: TrainState, key, num_episodes: int) -> dict:
+        if not isinstance(num_episodes, int) or num_episodes < 1:
+            raise ValueError(f"num_episodes must be a positive Python int (static), got {num_episodes!r}")
+        # one env batch (and one env step in the program) for both modes: the
+        # first num_episodes envs act with the mean, the others sample
+        n = 2 * num_episodes
+        eval_env = _vec_env(config, n)
+        deterministic = (jnp.arange(n) < num_episodes)[:, None]
+        obs_norm = obs_normalizer(ts.obs_stats)
+        num_steps = -(-config.episode_length // config.action_repeat)
+
+        def step(carry, k):
+            state, alive, ret, length = carry
+            mean, scale = policy.apply(ts.algo.policy_params, obs_norm(state.obs))
+            action = jnp.where(deterministic, mean, distributions.sample(k, mean, scale, policy.kind))
+            state, info = eval_env.step(state, action)
+            ret = ret + jnp.where(alive, info.reward, 0.0)
+            length = jnp.where(alive & (info.done > 0), info.ep_length, length)
+            return (state, alive & (info.done == 0), ret, length), None
+
+        k_reset, k_act = jax.random.split(key)
+        carry = (eval_env.reset(k_reset), jnp.ones((n,), bool), jnp.zeros((n,), jnp.float32),
+                 jnp.full((n,), num_steps * config.action_repeat, jnp.int32))
+        (_, _, ret, length), _ = jax.lax.scan(step, carry, jax.random.split(k_act, num_steps))
+        return {"deterministic_return": ret[:num_episodes], "deterministic_length": length[:num_episodes],
+                "stochastic_return": ret[num_episodes:], "stochastic_length": length[num_episodes:]}
+
     def train(key):
         ts = init(key)
-        return jax.lax.scan(iteration, ts, jnp.arange(config.num_iterations, dtype=jnp.int32))
+        chunk = min(config.chunk_iterations, config.num_iterations)
+        n_full, rest = divmod(config.num_iterations, chunk)
+        ts, metrics = jax.lax.scan(lambda s, _: train_chunk(s, chunk), ts, None, length=n_full)
+        metrics = jax.tree.map(lambda x: x.reshape((n_full * chunk,) + x.shape[2:]), metrics)
+        if rest:
+            ts, last = train_chunk(ts, rest)
+            metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, last)
+        return ts, metrics
 
-    train.env, train.policy, train.value, train.algorithm = env, policy, value, algorithm
-    train.init, train.config = init, config
-    return train
+    return Trainer(init=init, train_chunk=train_chunk, evaluate=evaluate, train=train, config=config, env=env,
+                   policy=policy, value=value, algorithm=algorithm)
+
+
+def make_train(config: TrainConfig, env=None) -> Callable:
+    """``make_trainer(config, env).train``: one jittable ``train(key) -> (TrainState, metrics)``
+    for the whole run (metrics: dict of ``[num_iterations]`` arrays)."""
+    return make_trainer(config, env).train
 
 
 def make_random_baseline(config: TrainConfig, num_steps: int = 200, env=None):
@@ -178,8 +274,7 @@ def make_random_baseline(config: TrainConfig, num_steps: int = 200, env=None):
     validate(config)
     check_env(config.env_name, config.backend)
     if env is None:
-        env = make_vec_env(config.env_name, config.backend, config.num_envs, config.episode_length,
-                           config.action_repeat)
+        env = _vec_env(config, config.num_envs)
 
     def baseline(key):
         k0, k1 = jax.random.split(key)
@@ -190,83 +285,3 @@ def make_random_baseline(config: TrainConfig, num_steps: int = 200, env=None):
     return baseline
 
 
-class TrainingDiverged(RuntimeError):
-    """Raised by :func:`run` when the NaN guard fired; ``.result`` holds the run."""
-
-    def __init__(self, message, result):
-        super().__init__(message)
-        self.result = result
-
-
-class RunResult(NamedTuple):
-    """Host-side result of :func:`run`.
-
-    state: final :class:`TrainState` (leading seed dim if ``num_seeds > 1``).
-    metrics: dict of numpy arrays ``[num_iterations]`` or ``[num_seeds, num_iterations]``.
-    steps_per_second: env steps per second of execution (compile excluded).
-    compile_seconds, run_seconds: wall-clock times.
-    diverged_at: numpy int array (``[]`` or ``[num_seeds]``), -1 where fine.
-    checkpoint: path of the last-good checkpoint written on divergence, else None.
-    """
-
-    state: Any
-    metrics: dict
-    steps_per_second: float
-    compile_seconds: float
-    run_seconds: float
-    diverged_at: np.ndarray
-    checkpoint: Optional[str] = None
-
-
-def seed_keys(key, num_seeds: int):
-    """``num_seeds`` keys from an int seed or a key (one key when num_seeds == 1)."""
-    if isinstance(key, int):
-        key = jax.random.key(key)
-    return key if num_seeds == 1 else jax.random.split(key, num_seeds)
-
-
-def run(config: TrainConfig, key=0, num_seeds: int = 1, checkpoint_path: Optional[str] = None,
-        on_divergence: str = "raise", verbose: bool = False) -> RunResult:
-    """Compiles and runs training, timing it on the host.
-
-    Args:
-      config: the training config (validated before compiling).
-      key: int seed or PRNG key.
-      num_seeds: > 1 trains ``jax.vmap(train)`` over that many seeds.
-      checkpoint_path: where the last good params go if training diverges
-        (default: a fresh temporary directory).
-      on_divergence: "raise" (:class:`TrainingDiverged`) or "warn" (print).
-      verbose: print compile/run times and throughput.
-    """
-    if on_divergence not in ("raise", "warn"):
-        raise ValueError(f"on_divergence must be 'raise' or 'warn', got {on_divergence!r}")
-    train = make_train(config)
-    fn = train if num_seeds == 1 else jax.vmap(train)
-    keys = seed_keys(key, num_seeds)
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(keys).compile()
-    t1 = time.perf_counter()
-    state, metrics = jax.block_until_ready(compiled(keys))
-    t2 = time.perf_counter()
-    total_steps = num_seeds * config.num_iterations * config.batch_size * config.action_repeat
-    result = RunResult(state=state, metrics={k: np.asarray(v) for k, v in metrics.items()},
-                       steps_per_second=total_steps / (t2 - t1), compile_seconds=t1 - t0, run_seconds=t2 - t1,
-                       diverged_at=np.asarray(state.diverged_at))
-    if verbose:
-        print(f"compiled in {result.compile_seconds:.1f} s; {total_steps} env steps in {result.run_seconds:.2f} s "
-              f"({result.steps_per_second:,.0f} steps/s)")
-    if np.any(result.diverged_at >= 0):
-        from tr_jax import checkpoint
-
-        if checkpoint_path is None:
-            checkpoint_path = os.path.join(tempfile.mkdtemp(prefix="tr_jax_"), "last_good.msgpack")
-        checkpoint.save(checkpoint_path, checkpoint.state_dict(state), config)
-        result = result._replace(checkpoint=checkpoint_path)
-        its = np.atleast_1d(result.diverged_at)
-        where = ", ".join(f"seed {s}: iteration {i}" for s, i in enumerate(its) if i >= 0)
-        message = (f"training diverged at iteration {int(its[its >= 0].min())} ({where}): losses or parameters "
-                   f"became non-finite; kept the last good state and saved its params to {checkpoint_path}")
-        if on_divergence == "raise":
-            raise TrainingDiverged(message, result)
-        print(message)
-    return result

@@ -1,23 +1,24 @@
 """Policy-gradient algorithms over one shared core: PPO, TRPO, TRPL."""
 
+import importlib
+
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
+
+# name -> (module, builder); the one list of algorithm names
+_BUILDERS = {
+    "ppo": ("tr_jax.algorithms.ppo", "make_ppo"),
+    "trpo": ("tr_jax.algorithms.trpo", "make_trpo"),
+    "trpl": ("tr_jax.algorithms.trpl", "make_trpl"),
+}
+ALGORITHMS = tuple(_BUILDERS)
 
 
 def make_algorithm(config, policy, value) -> Algorithm:
-    """Dispatches on ``config.algorithm`` ("ppo", "trpo", "trpl")."""
-    if config.algorithm == "ppo":
-        from tr_jax.algorithms.ppo import make_ppo
-
-        return make_ppo(config, policy, value)
-    if config.algorithm == "trpo":
-        from tr_jax.algorithms.trpo import make_trpo
-
-        return make_trpo(config, policy, value)
-    if config.algorithm == "trpl":
-        from tr_jax.algorithms.trpl import make_trpl
-
-        return make_trpl(config, policy, value)
-    raise ValueError(f"unknown algorithm {config.algorithm!r}; expected one of ('ppo', 'trpo', 'trpl')")
+    """Dispatches on ``config.algorithm`` (one of :data:`ALGORITHMS`)."""
+    if config.algorithm not in _BUILDERS:
+        raise ValueError(f"unknown algorithm {config.algorithm!r}; expected one of {ALGORITHMS}")
+    module, builder = _BUILDERS[config.algorithm]
+    return getattr(importlib.import_module(module), builder)(config, policy, value)
 
 
-__all__ = ["Algorithm", "AlgoState", "Batch", "make_algorithm"]
+__all__ = ["ALGORITHMS", "Algorithm", "AlgoState", "Batch", "make_algorithm"]

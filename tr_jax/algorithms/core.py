@@ -7,6 +7,10 @@
 * :func:`make_batch`: values + GAE -> the flat :class:`~tr_jax.algorithms.base.Batch`.
 * :func:`minibatch_epochs`: shuffled minibatch epochs as nested scans.
 * :func:`normalize_advantage`: zero-mean / unit-std advantages.
+* :func:`make_optimizer`, :func:`value_loss`, :func:`policy_divergence`: the
+  optimiser, value loss and KL/entropy report every algorithm uses.
+* :func:`actor_critic_epochs`: the minibatch actor-critic step (one Optax
+  step each for policy and value on a joint loss) shared by PPO and TRPL.
 
 Shapes: ``T`` = unroll length, ``E`` = number of envs, ``N = T * E``,
 ``k`` = action dim, ``d`` = obs dim. Everything is pure and jittable.
@@ -18,9 +22,10 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from tr_jax import distributions
-from tr_jax.algorithms.base import Batch
+from tr_jax.algorithms.base import AlgoState, Batch
 
 
 class Rollout(NamedTuple):
@@ -177,3 +182,72 @@ def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_param
 
     env_state, (tr, info) = jax.lax.scan(step, env_state, jax.random.split(key, num_steps))
     return env_state, tr, info
+
+
+def make_optimizer(config, lr: float, steps_per_iteration: int) -> optax.GradientTransformation:
+    """Adam with optional global-norm clipping and linear decay to 0 over the run.
+
+    ``steps_per_iteration``: Optax updates per training iteration (the decay
+    spans ``config.num_iterations * steps_per_iteration`` updates).
+    """
+    if config.lr_decay:
+        lr = optax.linear_schedule(lr, 0.0, max(1, config.num_iterations * steps_per_iteration))
+    parts = []
+    if config.max_grad_norm is not None:
+        parts.append(optax.clip_by_global_norm(config.max_grad_norm))
+    parts.append(optax.adam(lr, eps=1e-5))
+    return optax.chain(*parts)
+
+
+def value_loss(value_fn, value_params, mb: Batch, clip):
+    """0.5 * mean squared error to ``mb.returns`` ``[n]``; clipped PPO-style around ``mb.old_value`` if ``clip``."""
+    v = value_fn(value_params, mb.obs)
+    err = (v - mb.returns) ** 2
+    if clip is not None:
+        v_clipped = mb.old_value + jnp.clip(v - mb.old_value, -clip, clip)
+        err = jnp.maximum(err, (v_clipped - mb.returns) ** 2)
+    return 0.5 * err.mean()
+
+
+def policy_divergence(policy, params, batch: Batch):
+    """KL(new || old) per state over ``batch``: mean/max of the total and its parts, entropy (scalars)."""
+    mean, scale = policy.apply(params, batch.obs)
+    m, c = distributions.kl_decomposed(mean, scale, batch.old_mean, batch.old_scale, policy.kind)
+    kl = m + c
+    return {
+        "kl_mean": kl.mean(), "kl_max": kl.max(),
+        "kl_mean_part_mean": m.mean(), "kl_mean_part_max": m.max(),
+        "kl_cov_part_mean": c.mean(), "kl_cov_part_max": c.max(),
+        "entropy": distributions.entropy(scale, policy.kind).mean(),
+    }
+
+
+def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, num_minibatches: int,
+                        loss_fn: Callable, policy_opt: optax.GradientTransformation,
+                        value_opt: optax.GradientTransformation):
+    """Minibatch epochs of joint policy/value steps (PPO's and TRPL's update).
+
+    Each minibatch: ``(loss, aux), grads = value_and_grad(loss_fn)((policy_params,
+    value_params), mb)``, then one ``policy_opt`` and one ``value_opt`` step.
+
+    Args:
+      key: PRNG key for the minibatch permutations.
+      state: the :class:`~tr_jax.algorithms.base.AlgoState` to update (``extra`` kept).
+      batch: pytree with leaves ``[N, ...]``.
+      loss_fn: ``loss_fn((policy_params, value_params), mb) -> (loss, aux dict of scalars)``.
+    Returns:
+      ``(state, metrics)``: metrics are ``aux`` plus ``loss`` and ``grad_norm``,
+      each the mean over all minibatch steps.
+    """
+
+    def step(carry, mb):
+        pp, vp, po, vo = carry
+        (loss, aux), (gp, gv) = jax.value_and_grad(loss_fn, has_aux=True)((pp, vp), mb)
+        up, po = policy_opt.update(gp, po, pp)
+        uv, vo = value_opt.update(gv, vo, vp)
+        aux = dict(aux, loss=loss, grad_norm=optax.global_norm((gp, gv)))
+        return (optax.apply_updates(pp, up), optax.apply_updates(vp, uv), po, vo), aux
+
+    carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
+    (pp, vp, po, vo), metrics = minibatch_epochs(key, batch, num_epochs, num_minibatches, step, carry)
+    return AlgoState(pp, vp, po, vo, state.extra), jax.tree.map(jnp.mean, metrics)

@@ -58,9 +58,8 @@ import optax
 
 from tr_jax import distributions as D
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import minibatch_epochs, normalize_advantage
+from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage, value_loss
 from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
-from tr_jax.algorithms.ppo import make_optimizer, value_loss
 from tr_jax.projections import canonical_name, entropy_projection, parts, project
 
 
@@ -141,17 +140,9 @@ def make_trpl(config, policy, value) -> Algorithm:
                              config.entropy_temperature, iteration, config.num_iterations)
         batch = batch._replace(old_scale=to_proj(batch.old_scale))
         key_epochs, key_reg = jax.random.split(key)
-
-        def step(carry, mb):
-            pp, vp, po, vo = carry
-            (_, aux), (gp, gv) = jax.value_and_grad(loss_fn, has_aux=True)((pp, vp), mb, beta)
-            up, po = policy_opt.update(gp, po, pp)
-            uv, vo = value_opt.update(gv, vo, vp)
-            return (optax.apply_updates(pp, up), optax.apply_updates(vp, uv), po, vo), aux
-
-        carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
-        (pp, vp, po, vo), aux = minibatch_epochs(key_epochs, batch, config.num_epochs, num_mb, step, carry)
-        metrics = jax.tree.map(jnp.mean, aux)
+        state, metrics = actor_critic_epochs(key_epochs, state, batch, config.num_epochs, num_mb,
+                                             lambda params, mb: loss_fn(params, mb, beta), policy_opt, value_opt)
+        pp, vp, po, vo = state.policy_params, state.value_params, state.policy_opt, state.value_opt
 
         if n_reg > 0:
             n = batch.obs.shape[0]

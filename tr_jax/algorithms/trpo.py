@@ -34,8 +34,7 @@ from jax.flatten_util import ravel_pytree
 
 from tr_jax import distributions as D
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import minibatch_epochs, normalize_advantage
-from tr_jax.algorithms.ppo import make_optimizer, policy_divergence, value_loss
+from tr_jax.algorithms.core import make_optimizer, minibatch_epochs, normalize_advantage, policy_divergence, value_loss
 
 
 def conjugate_gradient(matvec, b, iters: int, tol: float = 1e-10):

@@ -1,0 +1,343 @@
+"""The host loop (tr_jax/run.py), run directories, Orbax checkpoints, resume and the ``tr-jax`` CLI.
+
+All on the tiny line env (tests/_line_env.py: compiles in seconds). The
+kill/interrupt tests start real processes (tests/_run_child.py) and send real
+signals: SIGKILL after the first checkpoint, then ``--resume`` must end with
+exactly the parameters and per-iteration metrics of an uninterrupted run.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import _line_env
+from tr_jax import cli
+from tr_jax.checkpoint import CheckpointError, Checkpoints
+from tr_jax.config import TrainConfig, config_from_dict, config_to_dict
+from tr_jax.rundir import read_jsonl
+from tr_jax.run import TrainingDiverged, evaluate_run, run
+from tr_jax.train import make_trainer
+
+_line_env.register()
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=50, num_envs=4, unroll_length=8,
+                   total_env_steps=4 * 8 * 24, num_epochs=2, num_minibatches=2, policy_hidden=(8,), value_hidden=(8,),
+                   algorithm="trpl", chunk_iterations=2, checkpoint_every=4, eval_every=4, eval_episodes=3,
+                   keep_checkpoints=2)
+
+
+def _params(run_dir, step=None):
+    """Policy and value params of a run directory's checkpoint, as numpy."""
+    cfg = config_from_dict(json.load(open(os.path.join(run_dir, "config.json"))))
+    num_seeds = json.load(open(os.path.join(run_dir, "run.json")))["num_seeds"]
+    like = jax.eval_shape(jax.vmap(make_trainer(cfg).init), jax.random.split(jax.random.key(0), num_seeds))
+    ck = Checkpoints(os.path.join(run_dir, "checkpoints"))
+    state, meta = ck.restore(step, like)
+    ck.close()
+    return jax.tree.map(np.asarray, (state.algo.policy_params, state.algo.value_params)), meta
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    """One 2-seed run through the Python API; its progress_fn calls are recorded."""
+    calls = []
+    d = tmp_path_factory.mktemp("runs") / "line"
+    result = run(LINE, seed=3, num_seeds=2, run_dir=str(d), progress="lines",
+                 progress_fn=lambda steps, m: calls.append((steps, sorted(m))))
+    return result, str(d), calls
+
+
+def test_run_directory_contents(two_seeds):
+    result, d, calls = two_seeds
+    assert result.status == "finished" and result.iteration == LINE.num_iterations == 24
+    assert sorted(os.listdir(d)) == ["checkpoints", "config.json", "eval.jsonl", "metrics.jsonl", "run.json",
+                                     "summary.json"]
+    assert config_from_dict(json.load(open(os.path.join(d, "config.json")))) == LINE
+    rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+    # one line per iteration and seed, none missing or repeated
+    assert sorted((r["iteration"], r["seed"]) for r in rows) == [(i, s) for i in range(24) for s in range(2)]
+    assert [r["env_steps"] for r in rows if r["seed"] == 0] == [(i + 1) * 32 for i in range(24)]
+    # no finished episode yet in the first iterations (50-step episodes, 8 steps per iteration): null, not NaN
+    assert rows[0]["episode_return"] is None and rows[-1]["episode_return"] is not None
+    text = open(os.path.join(d, "metrics.jsonl")).read()
+    assert "NaN" not in text and "Infinity" not in text
+    evals = read_jsonl(os.path.join(d, "eval.jsonl"))
+    assert [(r["iteration"], r["seed"]) for r in evals] == [(i, s) for i in (3, 7, 11, 15, 19, 23) for s in (0, 1)]
+    for r in evals:
+        assert r["deterministic_return_std"] >= 0 and 1 <= r["stochastic_length_mean"] <= LINE.episode_length
+    summary = json.load(open(os.path.join(d, "summary.json")))
+    assert summary["status"] == "finished" and summary["iterations"] == 24 and summary["env_steps"] == 24 * 32
+    assert [s["final_eval_return"] for s in summary["seeds"]] == [r["deterministic_return_mean"] for r in evals[-2:]]
+    assert summary["compile_seconds"] > 0 and summary["env_steps_per_second"] > 0
+    assert summary["versions"]["jax"] == jax.__version__
+    assert summary["checkpoints"] == [20, 24]  # keep_checkpoints=2
+    # progress_fn: once per chunk, eval means after evaluations
+    assert [c[0] for c in calls] == [32 * 2 * (i + 1) for i in range(12)]
+    assert "eval/deterministic_return_mean" in calls[1][1] and "eval/deterministic_return_mean" not in calls[0][1]
+
+
+def test_result_matches_files_and_checkpoint(two_seeds):
+    result, d, _ = two_seeds
+    assert result.metrics["kl_max"].shape == (2, 24)
+    rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+    ours = np.array([[r["kl_max"] for r in rows if r["seed"] == s] for s in (0, 1)])
+    np.testing.assert_array_equal(ours, result.metrics["kl_max"].astype(np.float64))
+    (pp, vp), meta = _params(d)
+    assert meta["iteration"] == 24 and meta["num_seeds"] == 2
+    jax.tree.map(np.testing.assert_array_equal, pp, jax.tree.map(np.asarray, result.state.algo.policy_params))
+    # the two seeds really differ
+    assert not np.allclose(result.metrics["kl_max"][0], result.metrics["kl_max"][1])
+
+
+def test_chunked_run_matches_single_jit(two_seeds):
+    """The host loop computes what the one-program ``train`` computes (same seed keys)."""
+    result, _, _ = two_seeds
+    keys = jax.random.split(jax.random.key(3), 2)
+    state, metrics = jax.jit(jax.vmap(make_trainer(LINE).train))(keys)
+    for k in ("kl_max", "policy_loss", "value_loss", "entropy"):
+        np.testing.assert_allclose(np.asarray(metrics[k]), result.metrics[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 state.algo.policy_params, result.state.algo.policy_params)
+
+
+def test_evaluate_episode_bookkeeping(two_seeds):
+    """Line env: reward = clipped action in [-1, 1], terminal when pos > 3, from |pos_0| <= 0.1: an
+    episode that ended before the time limit returned more than 2.9, and none more than 4.1 (a
+    return counted past its episode's end would restart from pos ~ 0 and could exceed it)."""
+    _, d, _ = two_seeds
+    out = evaluate_run(d, num_episodes=16, seed=1)
+    assert out["iteration"] == 24 and out["deterministic_return"].shape == (2, 16)
+    for mode in ("deterministic", "stochastic"):
+        ret, length = out[f"{mode}_return"], out[f"{mode}_length"]
+        assert np.all((length >= 1) & (length <= LINE.episode_length))
+        assert np.all(ret[length < LINE.episode_length] > 2.9)
+        assert np.all(ret <= 4.1 + 1e-5)
+    assert np.any(out["stochastic_length"] < LINE.episode_length)  # lengths recorded at the episode's end
+    # the mean action is deterministic given the start state; sampling adds spread
+    assert out["stochastic_return"].std() > out["deterministic_return"].std()
+    with pytest.raises(CheckpointError, match="no checkpoint 5 in .*checkpoints; there are \\[20, 24\\]"):
+        evaluate_run(d, num_episodes=2, checkpoint=5)
+
+
+def test_existing_directory_is_not_overwritten(two_seeds, tmp_path):
+    _, d, _ = two_seeds
+    with pytest.raises(FileExistsError, match="exists: pass --resume to continue it or --overwrite"):
+        run(LINE, run_dir=d, progress="none")
+
+
+def test_resume_refuses_a_different_config(two_seeds):
+    _, d, _ = two_seeds
+    with pytest.raises(ValueError, match=r"num_envs: saved 4, given 8; eps_cov: saved 0.001, given 0.01"):
+        run(LINE.replace(eps_cov=1e-2, num_envs=8), run_dir=d, resume=True, progress="none")
+
+
+def test_resume_extends_a_finished_run(two_seeds, tmp_path):
+    """total_env_steps is safe to change: a finished run continues to the new end."""
+    import shutil
+
+    _, d, _ = two_seeds
+    copy = str(tmp_path / "extended")
+    shutil.copytree(d, copy)
+    result = run(LINE.replace(total_env_steps=4 * 8 * 28), run_dir=copy, resume=True, progress="none")
+    assert result.status == "finished" and result.iteration == 28 and result.metrics["kl_max"].shape == (2, 4)
+    rows = read_jsonl(os.path.join(copy, "metrics.jsonl"))
+    assert sorted((r["iteration"], r["seed"]) for r in rows) == [(i, s) for i in range(28) for s in range(2)]
+    assert json.load(open(os.path.join(copy, "config.json")))["total_env_steps"] == 4 * 8 * 28
+
+
+def test_corrupt_or_missing_checkpoint_names_the_file(two_seeds, tmp_path):
+    import shutil
+
+    _, d, _ = two_seeds
+    copy = str(tmp_path / "broken")
+    shutil.copytree(d, copy)
+    data = [os.path.join(root, f) for root, _, files in os.walk(os.path.join(copy, "checkpoints", "24", "state"))
+            for f in files if os.path.getsize(os.path.join(root, f)) > 64]
+    assert data
+    for path in data:  # garble every data file of the newest checkpoint
+        with open(path, "r+b") as f:
+            f.write(b"\xff" * 64)
+    with pytest.raises(CheckpointError, match=f"cannot restore checkpoint {copy}/checkpoints/24"):
+        run(None, run_dir=copy, resume=True, progress="none")
+    shutil.rmtree(os.path.join(copy, "checkpoints"))
+    with pytest.raises(CheckpointError, match=f"no checkpoint in {copy}/checkpoints"):
+        run(None, run_dir=copy, resume=True, progress="none")
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    # reward turns NaN after 50 env steps: iteration 6 (t = 49..56) is the first poisoned one
+    cfg = LINE.replace(env_name="tr_jax_test_line_nan", episode_length=10_000, total_env_steps=4 * 8 * 12,
+                       chunk_iterations=2, checkpoint_every=2, eval_every=0, lr_decay=False)
+    d = str(tmp_path / "nan")
+    with pytest.raises(TrainingDiverged, match=r"diverged at iteration 6 .*last good checkpoint is .*checkpoints/6"):
+        run(cfg, run_dir=d, progress="none")
+    summary = json.load(open(os.path.join(d, "summary.json")))
+    assert summary["status"] == "diverged" and summary["iterations"] == 8 and summary["seeds"][0]["diverged_at"] == 6
+    rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+    assert [r["diverged"] for r in rows] == [False] * 6 + [True] * 2  # stopped at the end of that chunk
+    assert rows[6]["value_loss"] is None and rows[5]["value_loss"] is not None
+    (pp, vp), meta = _params(d)
+    assert meta["iteration"] == 6 and Checkpoints(os.path.join(d, "checkpoints")).steps() == [4, 6]
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves((pp, vp)))
+
+
+def test_chunk_after_divergence_is_not_computed():
+    """A chunk that starts diverged returns its input state untouched and NaN metrics."""
+    trainer = make_trainer(LINE.replace(env_name="tr_jax_test_line_nan", episode_length=10_000))
+    state = jax.jit(trainer.init)(jax.random.key(0))
+    state = state._replace(diverged_at=state.diverged_at * 0 + 3, iteration=state.iteration + 5)
+    new, m = jax.jit(trainer.train_chunk, static_argnums=1)(state, 3)
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, new.algo), jax.tree.map(np.asarray, state.algo))
+    assert int(new.iteration) == 5 and np.all(np.asarray(m["diverged"]))
+    np.testing.assert_array_equal(m["iteration"], [5, 6, 7])
+    assert np.all(np.isnan(m["kl_max"])) and np.all(np.isnan(m["episode_return"]))
+
+
+# ----------------------------------------------------------------------------
+# Real processes: SIGKILL and resume, SIGINT
+
+
+def _child(run_dir, *args, sleep=0.0):
+    env = dict(os.environ, TR_JAX_TEST_SLEEP=str(sleep), PYTHONPATH=os.pathsep.join(
+        filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])))
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "_run_child.py"), "train", *args,
+                             "--run-dir", run_dir, "--progress", "lines"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_checkpoint(run_dir, proc, timeout=300):
+    ck = os.path.join(run_dir, "checkpoints")
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if os.path.isdir(ck) and any(n.isdigit() for n in os.listdir(ck)):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"child ended before its first checkpoint:\n{proc.stdout.read()}")
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("no checkpoint within the timeout")
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "line.json"
+    path.write_text(json.dumps(config_to_dict(LINE)))
+    return str(path)
+
+
+def test_sigkill_then_resume_is_bit_exact(config_file, tmp_path):
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    p_ref = _child(ref, config_file, "--seeds", "2")
+    p_kill = _child(killed, config_file, "--seeds", "2", sleep=0.5)
+    _wait_for_checkpoint(killed, p_kill)
+    p_kill.send_signal(signal.SIGKILL)
+    p_kill.wait()
+    assert p_kill.returncode == -signal.SIGKILL and not os.path.exists(os.path.join(killed, "summary.json"))
+    with open(os.path.join(killed, "metrics.jsonl"), "a") as f:
+        f.write('{"iteration": 99, "se')  # a line torn by the kill
+    assert p_ref.wait(timeout=300) == 0, p_ref.stdout.read()
+
+    p_res = subprocess.run([sys.executable, os.path.join(HERE, "_run_child.py"), "train", "--resume", killed,
+                            "--progress", "lines"], capture_output=True, text=True, timeout=300)
+    assert p_res.returncode == 0, p_res.stdout + p_res.stderr
+    assert "resumed" in p_res.stdout
+    a, b = read_jsonl(os.path.join(ref, "metrics.jsonl")), read_jsonl(os.path.join(killed, "metrics.jsonl"))
+    assert len(a) == len(b) == 48
+    assert a == b  # every metric of every iteration and seed, exactly
+    assert read_jsonl(os.path.join(ref, "eval.jsonl")) == read_jsonl(os.path.join(killed, "eval.jsonl"))
+    (pa, va), _ = _params(ref)
+    (pb, vb), _ = _params(killed)
+    jax.tree.map(np.testing.assert_array_equal, (pa, va), (pb, vb))
+
+
+def test_sigint_writes_a_checkpoint_and_exits_cleanly(config_file, tmp_path):
+    d = str(tmp_path / "int")
+    p = _child(d, config_file, sleep=0.5)
+    _wait_for_checkpoint(d, p)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 130, out
+    assert "interrupted at iteration" in out and "--resume" in out
+    summary = json.load(open(os.path.join(d, "summary.json")))
+    assert summary["status"] == "interrupted" and summary["checkpoints"][-1] == summary["iterations"]
+    assert 4 <= summary["iterations"] < 24
+    rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+    assert [r["iteration"] for r in rows] == list(range(summary["iterations"]))
+
+
+# ----------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_help_and_bad_arguments(capsys):
+    for argv in (["--help"], ["train", "--help"], ["eval", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--set", "--seeds", "--run-dir", "--resume", "--overwrite", "--episodes", "--checkpoint",
+                   "eps_cov (float)", "max_grad_norm (float or null)", "policy_hidden (list of ints)"):
+        assert option in text, option
+    for argv, match in ((["train", "--seeds", "x"], "invalid int value"), (["fly"], "invalid choice"),
+                        (["train", "--bogus"], "unrecognized arguments")):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and match in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "--set", "eps_kov=1"], "unknown key 'eps_kov'"),
+    (["train", "--set", "num_envs=1.5"], "num_envs must be int"),
+    (["train", "--set", "env_name=halfcheeta"], "unknown env 'halfcheeta'"),
+    (["train", "/nonexistent/c.toml"], "cannot read config file /nonexistent/c.toml"),
+    (["eval", "/nonexistent/run"], "no run directory /nonexistent/run"),
+])
+def test_cli_errors_are_one_line(argv, match, capsys, tmp_path):
+    assert cli.main(argv + (["--run-dir", str(tmp_path / "r")] if argv[0] == "train" else [])) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(tmp_path / "r")  # nothing written for a bad config
+
+
+def test_config_file_errors_name_file_and_key(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('env_name = "hopper"\nnum_envs = "many"\n')
+    assert cli.main(["train", str(bad), "--run-dir", str(tmp_path / "r")]) == 2
+    assert f"{bad}: num_envs must be int, got str 'many'" in capsys.readouterr().err
+    bad.write_text('env_name = "hopper"\nnum_env = 8\n')
+    assert cli.main(["train", str(bad), "--run-dir", str(tmp_path / "r")]) == 2
+    assert f"{bad}: unknown key(s) ['num_env']" in capsys.readouterr().err
+
+
+def test_cli_eval(two_seeds, capsys):
+    _, d, _ = two_seeds
+    assert cli.main(["eval", d, "--episodes", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "checkpoint at iteration 24" in out[0]
+    assert out[1].startswith("seed 0: deterministic ") and out[2].startswith("seed 1: ") and "stochastic" in out[2]
+
+
+def test_mujoco_warnings_go_to_the_run_directory(tmp_path, monkeypatch):
+    mujoco = pytest.importorskip("mujoco")
+    from tr_jax.run import _MujocoLog
+
+    monkeypatch.chdir(tmp_path)
+    model = mujoco.MjModel.from_xml_string('<mujoco><worldbody><body><joint/><geom size="1"/></body></worldbody></mujoco>')
+    data = mujoco.MjData(model)
+    with _MujocoLog() as log:
+        data.qpos[:] = float("nan")
+        mujoco.mj_step(model, data)  # warns before the run directory exists: kept until it does
+        log.path = str(tmp_path / "run" / "mujoco.log")
+        os.makedirs(tmp_path / "run")
+        log.flush()
+    assert "Nan, Inf or huge value in QPOS" in open(tmp_path / "run" / "mujoco.log").read()
+    assert os.listdir(tmp_path) == ["run"]  # no MUJOCO_LOG.TXT in the working directory

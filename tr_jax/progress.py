@@ -1,0 +1,124 @@
+"""Progress display of a training run: a live ``rich`` bar on a terminal, plain lines otherwise.
+
+:func:`make_progress` picks the display; both kinds take the same calls:
+``start(total_steps, done_steps)``, ``status(text)`` (e.g. "compiling"),
+``update(done_steps, steps_per_s, eta_s, fields)`` after every chunk,
+``log(text)`` for events (compilation, resume, divergence), ``close()``.
+``fields`` is a dict of already-formatted strings (missing values are empty
+strings, never "nan"). Speed and ETA come from the caller, which knows how
+much of the wall time was compilation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import sys
+
+
+def fmt(value, spec: str = ".4g") -> str:
+    """Formats a number; None/NaN (a value that does not exist yet) gives ""."""
+    if value is None:
+        return ""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "" if not math.isfinite(v) else format(v, spec)
+
+
+def _eta(seconds) -> str:
+    return "" if seconds is None or not math.isfinite(seconds) else str(datetime.timedelta(seconds=int(seconds)))
+
+
+def summary_line(done: int, total: int, steps_per_s: float, eta_s, fields: dict) -> str:
+    """One plain line: env steps (per seed), speed (env steps/s over all seeds), ETA, then
+    ``name value`` for every non-empty field."""
+    parts = [f"{done:>{len(str(total)) + 3},}/{total:,} steps", f"{fmt(steps_per_s, ',.0f'):>7} steps/s",
+             f"ETA {_eta(eta_s):>8}"]
+    parts += [f"{k} {v}" for k, v in fields.items() if v != ""]
+    return " | ".join(parts)
+
+
+class PlainProgress:
+    """One line per update (for logs and pipes)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+
+    def start(self, total: int, done: int = 0):
+        self.total = total
+
+    def status(self, text: str):
+        print(text, file=self.stream, flush=True)
+
+    log = status
+
+    def update(self, done: int, steps_per_s: float, eta_s, fields: dict):
+        print(summary_line(done, self.total, steps_per_s, eta_s, fields), file=self.stream, flush=True)
+
+    def close(self):
+        pass
+
+
+class RichProgress:
+    """A live bar (env steps, steps/s, ETA) with the latest fields beside it."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+        self.console = Console()
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"), TextColumn("{task.fields[speed]}"),
+            TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[info]}"),
+            console=self.console, transient=False, refresh_per_second=4)
+        self._task = None
+
+    def start(self, total: int, done: int = 0):
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=total, completed=done, speed="", eta="", info="")
+
+    def status(self, text: str):
+        if self._task is None:
+            self.console.print(text)
+        else:
+            self._bar.update(self._task, info=text)
+
+    def log(self, text: str):
+        self.console.print(text)
+
+    def update(self, done: int, steps_per_s: float, eta_s, fields: dict):
+        info = "  ".join(f"{k} {v}" for k, v in fields.items() if v != "")
+        self._bar.update(self._task, completed=done, speed=f"{fmt(steps_per_s, ',.0f')} steps/s", eta=_eta(eta_s),
+                         info=info)
+
+    def close(self):
+        self._bar.stop()
+
+
+class NoProgress:
+    def start(self, total, done=0):
+        pass
+
+    def status(self, text):
+        pass
+
+    log = status
+
+    def update(self, done, steps_per_s, eta_s, fields):
+        pass
+
+    def close(self):
+        pass
+
+
+def make_progress(kind: str = "auto"):
+    """``"auto"`` (a bar on a terminal, lines otherwise), ``"bar"``, ``"lines"`` or ``"none"``."""
+    if kind == "auto":
+        kind = "bar" if sys.stdout.isatty() else "lines"
+    table = {"bar": RichProgress, "lines": PlainProgress, "none": NoProgress}
+    if kind not in table:
+        raise ValueError(f"unknown progress display {kind!r}; expected one of {('auto', *table)}")
+    return table[kind]()
