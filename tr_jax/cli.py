@@ -5,8 +5,8 @@
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
 
 ``train`` with no config file runs a built-in quick config (TRPL with the KL
-projection on Brax's inverted pendulum) that learns in a few minutes on two
-CPU cores. Exit status: 0 done, 1 training diverged, 2 bad arguments or
+projection on Brax's inverted pendulum, 200-step episodes) that learns in a
+few minutes on two CPU cores. Exit status: 0 done, 1 training diverged, 2 bad arguments or
 files, 130 interrupted (a checkpoint was written; continue with ``--resume``).
 """
 

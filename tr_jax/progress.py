@@ -62,40 +62,39 @@ class PlainProgress:
 
 
 class RichProgress:
-    """A live bar (env steps, steps/s, ETA) with the latest fields beside it."""
+    """A live bar (env steps, steps/s, ETA) with the latest fields on a line below it."""
 
     def __init__(self):
-        from rich.console import Console
+        from rich.console import Console, Group
+        from rich.live import Live
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+        from rich.text import Text
 
         self.console = Console()
         self._bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("[bold]train"), BarColumn(), TaskProgressColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"), TextColumn("{task.fields[speed]}"),
-            TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[info]}"),
-            console=self.console, transient=False, refresh_per_second=4)
+            TextColumn("ETA {task.fields[eta]}"), console=self.console)
+        self._info = Text("")
+        self._live = Live(Group(self._bar, self._info), console=self.console, refresh_per_second=4)
         self._task = None
 
     def start(self, total: int, done: int = 0):
-        self._bar.start()
-        self._task = self._bar.add_task("train", total=total, completed=done, speed="", eta="", info="")
+        self._live.start()
+        self._task = self._bar.add_task("train", total=total, completed=done, speed="", eta="")
 
     def status(self, text: str):
-        if self._task is None:
-            self.console.print(text)
-        else:
-            self._bar.update(self._task, info=text)
+        self._info.plain = text
 
     def log(self, text: str):
         self.console.print(text)
 
     def update(self, done: int, steps_per_s: float, eta_s, fields: dict):
-        info = "  ".join(f"{k} {v}" for k, v in fields.items() if v != "")
-        self._bar.update(self._task, completed=done, speed=f"{fmt(steps_per_s, ',.0f')} steps/s", eta=_eta(eta_s),
-                         info=info)
+        self._bar.update(self._task, completed=done, speed=f"{fmt(steps_per_s, ',.0f')} steps/s", eta=_eta(eta_s))
+        self._info.plain = "  ".join(f"{k} {v}" for k, v in fields.items() if v != "")
 
     def close(self):
-        self._bar.stop()
+        self._live.stop()
 
 
 class NoProgress:
