@@ -104,13 +104,3 @@ class Checkpoints:
     def close(self):
         self._manager.close()
 
-
-def state_dict(train_state) -> dict:
-    """What is needed to act with a trained policy: policy/value params and observation statistics."""
-    return {
-        "policy_params": train_state.algo.policy_params,
-        "value_params": train_state.algo.value_params,
-        "obs_mean": train_state.obs_stats.mean,
-        "obs_var": train_state.obs_stats.var,
-        "obs_count": train_state.obs_stats.count,
-    }

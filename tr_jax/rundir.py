@@ -128,20 +128,20 @@ class RunDir:
             os.fsync(f.fileno())
 
     def cut(self, path: str, before_iteration: int) -> int:
-        """Keeps only the rows of ``path`` with ``iteration < before_iteration``; returns how many were dropped."""
+        """Keeps only the rows of ``path`` with ``iteration < before_iteration`` (and drops a torn
+        last line); returns how many lines were dropped."""
         if not os.path.exists(path):
             return 0
-        rows = read_jsonl(path)
-        keep = [r for r in rows if r["iteration"] < before_iteration]
         with open(path) as f:
-            had = sum(1 for _ in f)
+            lines = f.readlines()
+        keep = [ln for ln in lines if ln.endswith("\n") and json.loads(ln)["iteration"] < before_iteration]
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
-            f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in keep)
+            f.writelines(keep)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        return had - len(keep)
+        return len(lines) - len(keep)
 
     def read_metrics(self) -> list:
         return read_jsonl(self.metrics)
