@@ -403,12 +403,12 @@ def _write_summary(rd, config, result: RunResult, ckpt: Checkpoints):
     })
 
 
-def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int] = None, seed: int = 0) -> dict:
-    """Evaluates a checkpoint of ``run_dir`` (the newest by default).
+def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None):
+    """Restores a checkpoint of ``run_dir`` (the newest by default).
 
-    Returns a dict with ``iteration``, ``env_steps`` and numpy arrays
-    ``[num_seeds, num_episodes]``: ``deterministic_return``/``_length``
-    (mean action) and ``stochastic_return``/``_length`` (sampled actions).
+    Returns ``(trainer, state, meta)``: the run's :class:`~tr_jax.train.Trainer`
+    (built from its ``config.json``), the TrainState with leaves
+    ``[num_seeds, ...]`` and the checkpoint's metadata (``iteration``, ``env_steps``, ...).
     """
     from tr_jax.train import make_trainer
 
@@ -422,6 +422,18 @@ def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int]
         state, meta = ckpt.restore(checkpoint, like)
     finally:
         ckpt.close()
+    return trainer, state, meta
+
+
+def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int] = None, seed: int = 0) -> dict:
+    """Evaluates a checkpoint of ``run_dir`` (the newest by default).
+
+    Returns a dict with ``iteration``, ``env_steps`` and numpy arrays
+    ``[num_seeds, num_episodes]``: ``deterministic_return``/``_length``
+    (mean action) and ``stochastic_return``/``_length`` (sampled actions).
+    """
+    trainer, state, meta = load_checkpoint(run_dir, checkpoint)
+    num_seeds = state.iteration.shape[0]
     keys = jax.random.split(jax.random.key(seed), num_seeds)
     out = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)(state, keys, num_episodes)
     return {"iteration": int(meta["iteration"]), "env_steps": int(meta["env_steps"]),
