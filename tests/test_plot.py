@@ -132,3 +132,14 @@ def test_plot_errors_exit_2(line_run, argv, match, capsys, tmp_path):
 def test_plot_missing_run_dir(capsys, tmp_path):
     assert cli.main(["plot", str(tmp_path / "nope"), "--out", str(tmp_path / "p.png")]) == 2
     assert "no run directory" in capsys.readouterr().err
+
+
+def test_plot_and_render_help(capsys):
+    for argv in (["plot", "--help"], ["render", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--out", "--metric", "--label", "eval_return", "mean_bound", "95% bootstrap", "--checkpoint",
+                   "--policy-seed", "FILE.html"):
+        assert option in text, option
