@@ -409,13 +409,16 @@ def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None):
     Returns ``(trainer, state, meta)``: the run's :class:`~tr_jax.train.Trainer`
     (built from its ``config.json``), the TrainState with leaves
     ``[num_seeds, ...]`` and the checkpoint's metadata (``iteration``, ``env_steps``, ...).
+    MuJoCo's warnings while building the env go to the run directory's ``mujoco.log``.
     """
     from tr_jax.train import make_trainer
 
     rd = R.RunDir.existing(run_dir)
     config = config_from_dict(R.read_json(rd.config), where=rd.config)
     num_seeds = int(rd.info()["num_seeds"])
-    trainer = make_trainer(config)
+    with _MujocoLog() as mujoco_log:
+        mujoco_log.path = rd.mujoco_log
+        trainer = make_trainer(config)
     like = jax.eval_shape(jax.vmap(trainer.init), jax.random.split(jax.random.key(0), num_seeds))
     ckpt = Checkpoints(rd.checkpoints, keep=config.keep_checkpoints)
     try:
