@@ -3,6 +3,8 @@
     tr-jax train [CONFIG_FILE] [--set key=value ...] [--seeds N] [--seed S] [--run-dir DIR]
     tr-jax train --resume RUN_DIR [--set key=value ...]
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
+    tr-jax plot RUN_DIR... [--out FILE] [--metric NAME ...] [--label LABEL ...]
+    tr-jax render RUN_DIR --out FILE.html [--checkpoint ITERATION]
 
 ``train`` with no config file runs a built-in quick config (TRPL with the KL
 projection on Brax's inverted pendulum, 200-step episodes) that learns in a
@@ -58,6 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION",
                    help="which checkpoint (default the newest)")
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
+
+    from tr_jax.plot import DERIVED, FORMATS
+
+    pl = sub.add_parser("plot", help="learning curves of run directories", description=(
+        "Plots learning curves over env steps: the mean over seeds and a 95% bootstrap confidence band, "
+        "runs grouped by label (algorithm + projection by default; runs with the same label are pooled). "
+        "Metrics: " + "; ".join(f"{k}: {v[2]}" for k, v in DERIVED.items())
+        + "; or any column of metrics.jsonl / eval.jsonl. Default: return, eval_return, kl_max and, with "
+          "TRPL runs, mean_bound and cov_bound."))
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by tr-jax train")
+    pl.add_argument("--out", default="learning_curves.png", metavar="FILE",
+                    help="output file, " + "/".join(FORMATS) + " by its extension (default learning_curves.png)")
+    pl.add_argument("--metric", dest="metrics", action="extend", nargs="+", default=None, metavar="NAME",
+                    help="metrics to plot, one panel each (repeatable)")
+    pl.add_argument("--label", dest="labels", action="extend", nargs="+", default=None, metavar="LABEL",
+                    help="one label per RUN_DIR, in order (default: algorithm + projection from config.json)")
+
+    r = sub.add_parser("render", help="one episode of a trained policy as an HTML page", description=(
+        "Plays one episode of the deterministic (mean action) policy of a checkpoint of RUN_DIR and writes it "
+        "as Brax's HTML viewer page (brax.io.html; the page loads the viewer script from Brax's CDN)."))
+    r.add_argument("run_dir", help="a run directory written by tr-jax train")
+    r.add_argument("--out", required=True, metavar="FILE.html", help="the page to write")
+    r.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION",
+                   help="which checkpoint (default the newest)")
+    r.add_argument("--policy-seed", type=int, default=0, metavar="I",
+                   help="which of the run's seeds acts (0 .. num_seeds-1, default 0)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the episode's initial state (default 0)")
     return p
 
 
@@ -120,9 +149,36 @@ def _eval(args) -> int:
     return 0
 
 
+def _plot(args) -> int:
+    from tr_jax.plot import PlotError, plot_runs
+
+    try:
+        drawn = plot_runs(args.run_dirs, args.out, args.metrics, args.labels)
+    except PlotError as e:
+        print(f"tr-jax plot: error: {e}", file=sys.stderr)
+        return 2
+    groups = sorted({label for bands in drawn.values() for label in bands})
+    print(f"wrote {args.out}: {', '.join(drawn)} for {', '.join(groups)}")
+    return 0
+
+
+def _render(args) -> int:
+    from tr_jax.render import render_run
+
+    try:
+        ep = render_run(args.run_dir, args.out, args.checkpoint, args.policy_seed, args.seed)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+        print(f"tr-jax render: error: {e}", file=sys.stderr)
+        return 2
+    end = "a terminal state" if ep.terminated else "the time limit"
+    print(f"wrote {args.out}: checkpoint at iteration {ep.iteration}, one deterministic episode of {ep.length} env "
+          f"steps (ended by {end}), return {ep.episode_return:.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return _train(args) if args.command == "train" else _eval(args)
+    return {"train": _train, "eval": _eval, "plot": _plot, "render": _render}[args.command](args)
 
 
 if __name__ == "__main__":

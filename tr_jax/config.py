@@ -5,7 +5,8 @@
 bad config before anything is compiled.
 
 Configs come from Python, from files (:func:`load_config_file`: JSON, TOML or
-YAML, a mapping of field names to values) and from ``key=value`` strings
+YAML, a mapping of field names to values, optionally composed over ``base``
+files) and from ``key=value`` strings
 (:func:`parse_assignment`, the CLI's ``--set``); both check every key and the
 type of every value against the dataclass and say which file/key is wrong.
 """
@@ -45,7 +46,8 @@ class TrainConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     normalize_advantage: bool = True
-    num_epochs: int = 10
+    num_epochs: int = 10             # policy epochs per iteration (PPO, TRPL); TRPO: value epochs unless value_epochs
+    value_epochs: Optional[int] = None  # value-function epochs per iteration; None: num_epochs (one joint pass)
     num_minibatches: int = 32
     policy_lr: float = 3e-4
     value_lr: float = 3e-4
@@ -99,6 +101,11 @@ class TrainConfig:
     def batch_size(self) -> int:
         """Transitions per iteration (N = num_envs * unroll_length)."""
         return self.num_envs * self.unroll_length
+
+    @property
+    def num_value_epochs(self) -> int:
+        """Value-function epochs per iteration (``value_epochs``, or ``num_epochs`` when None)."""
+        return self.num_epochs if self.value_epochs is None else self.value_epochs
 
     @property
     def num_iterations(self) -> int:
@@ -162,6 +169,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {config.gamma}, {config.gae_lambda}")
     if not 0 < config.backtrack_coef < 1:
         raise ValueError(f"backtrack_coef must be in (0, 1), got {config.backtrack_coef}")
+    if config.value_epochs is not None and not config.value_epochs > 0:
+        raise ValueError(f"value_epochs must be positive or None (None: num_epochs), got {config.value_epochs}")
     for n in ("max_grad_norm", "value_clip"):
         v = getattr(config, n)
         if v is not None and not v > 0:
@@ -199,11 +208,20 @@ def field_names() -> tuple:
     return tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+def _optional(hint):
+    """``X`` for ``Optional[X]``, else None."""
+    if typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return None
+
+
 def type_name(name: str) -> str:
     """Human-readable type of field ``name`` (for errors and ``--help``)."""
     hint = _hints()[name]
-    if typing.get_origin(hint) is typing.Union:
-        return "float or null"
+    if _optional(hint) is not None:
+        return f"{_optional(hint).__name__} or null"
     if hint is tuple or typing.get_origin(hint) is tuple:
         return "list of ints"
     return hint.__name__
@@ -213,10 +231,10 @@ def _coerce(name: str, value: Any, where: str):
     """``value`` as the type of field ``name``; ``TypeError`` naming ``where``, the key and the type."""
     hint = _hints()[name]
     bad = TypeError(f"{where}: {name} must be {type_name(name)}, got {type(value).__name__} {value!r}")
-    if typing.get_origin(hint) is typing.Union:  # Optional[float]
+    if _optional(hint) is not None:  # Optional[float], Optional[int]
         if value is None:
             return None
-        hint = float
+        hint = _optional(hint)
     if hint is bool:
         if not isinstance(value, bool):
             raise bad
@@ -260,8 +278,8 @@ def config_from_dict(d: dict, where: str = "config", base: Optional[TrainConfig]
     return dataclasses.replace(base or TrainConfig(), **values)
 
 
-def load_config_file(path: str, base: Optional[TrainConfig] = None) -> TrainConfig:
-    """Reads a config file (``.json``, ``.toml``, ``.yaml``/``.yml``): a mapping of field names to values."""
+def _read_mapping(path: str) -> dict:
+    """The mapping in config file ``path`` (``.json``, ``.toml``, ``.yaml``/``.yml``); ``ValueError`` naming it."""
     ext = os.path.splitext(path)[1].lower()
     try:
         with open(path, "rb") as f:
@@ -287,6 +305,37 @@ def load_config_file(path: str, base: Optional[TrainConfig] = None) -> TrainConf
         raise ValueError(f"config file {path} does not parse: {e}") from None
     if not isinstance(d, dict):
         raise ValueError(f"config file {path} must hold a mapping of TrainConfig fields, got {type(d).__name__}")
+    return d
+
+
+BASE_KEY = "base"
+
+
+def load_config_file(path: str, base: Optional[TrainConfig] = None, _chain: tuple = ()) -> TrainConfig:
+    """Reads a config file (``.json``, ``.toml``, ``.yaml``/``.yml``): a mapping of field names to values.
+
+    Composition: the key ``base`` names another config file (a path relative
+    to this file's directory) or a list of them; they are loaded in order, each
+    over the previous, and this file's fields are applied last. The first base
+    (or, without one, this file) starts from ``base`` (default ``TrainConfig()``).
+    A file that is its own base, directly or through others, is a ``ValueError``
+    naming the chain of files; an unknown key or a wrong type is an error naming
+    the file, the key and the expected type.
+    """
+    real = os.path.realpath(path)
+    if real in _chain:
+        cycle = " -> ".join(list(_chain[_chain.index(real):]) + [real])
+        raise ValueError(f"config file {path}: its bases form a cycle: {cycle}")
+    d = _read_mapping(path)
+    if BASE_KEY in d:
+        bases = d.pop(BASE_KEY)
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not bases or not all(isinstance(b, str) for b in bases):
+            raise TypeError(f"{path}: {BASE_KEY} must be a path or a list of paths (relative to the file), "
+                            f"got {type(bases).__name__} {bases!r}")
+        for b in bases:
+            base = load_config_file(os.path.join(os.path.dirname(path), b), base, _chain + (real,))
     return config_from_dict(d, where=path, base=base)
 
 

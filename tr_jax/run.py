@@ -403,6 +403,31 @@ def _write_summary(rd, config, result: RunResult, ckpt: Checkpoints):
     })
 
 
+def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None):
+    """Restores a checkpoint of ``run_dir`` (the newest by default).
+
+    Returns ``(trainer, state, meta)``: the run's :class:`~tr_jax.train.Trainer`
+    (built from its ``config.json``), the TrainState with leaves
+    ``[num_seeds, ...]`` and the checkpoint's metadata (``iteration``, ``env_steps``, ...).
+    MuJoCo's warnings while building the env go to the run directory's ``mujoco.log``.
+    """
+    from tr_jax.train import make_trainer
+
+    rd = R.RunDir.existing(run_dir)
+    config = config_from_dict(R.read_json(rd.config), where=rd.config)
+    num_seeds = int(rd.info()["num_seeds"])
+    with _MujocoLog() as mujoco_log:
+        mujoco_log.path = rd.mujoco_log
+        trainer = make_trainer(config)
+    like = jax.eval_shape(jax.vmap(trainer.init), jax.random.split(jax.random.key(0), num_seeds))
+    ckpt = Checkpoints(rd.checkpoints, keep=config.keep_checkpoints)
+    try:
+        state, meta = ckpt.restore(checkpoint, like)
+    finally:
+        ckpt.close()
+    return trainer, state, meta
+
+
 def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int] = None, seed: int = 0) -> dict:
     """Evaluates a checkpoint of ``run_dir`` (the newest by default).
 
@@ -410,18 +435,8 @@ def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int]
     ``[num_seeds, num_episodes]``: ``deterministic_return``/``_length``
     (mean action) and ``stochastic_return``/``_length`` (sampled actions).
     """
-    from tr_jax.train import make_trainer
-
-    rd = R.RunDir.existing(run_dir)
-    config = config_from_dict(R.read_json(rd.config), where=rd.config)
-    num_seeds = int(rd.info()["num_seeds"])
-    trainer = make_trainer(config)
-    like = jax.eval_shape(jax.vmap(trainer.init), jax.random.split(jax.random.key(0), num_seeds))
-    ckpt = Checkpoints(rd.checkpoints, keep=config.keep_checkpoints)
-    try:
-        state, meta = ckpt.restore(checkpoint, like)
-    finally:
-        ckpt.close()
+    trainer, state, meta = load_checkpoint(run_dir, checkpoint)
+    num_seeds = state.iteration.shape[0]
     keys = jax.random.split(jax.random.key(seed), num_seeds)
     out = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)(state, keys, num_episodes)
     return {"iteration": int(meta["iteration"]), "env_steps": int(meta["env_steps"]),

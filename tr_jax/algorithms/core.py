@@ -9,8 +9,10 @@
 * :func:`normalize_advantage`: zero-mean / unit-std advantages.
 * :func:`make_optimizer`, :func:`value_loss`, :func:`policy_divergence`: the
   optimiser, value loss and KL/entropy report every algorithm uses.
-* :func:`actor_critic_epochs`: the minibatch actor-critic step (one Optax
-  step each for policy and value on a joint loss) shared by PPO and TRPL.
+* :func:`actor_critic_epochs`: the minibatch actor-critic epochs shared by
+  PPO and TRPL (joint policy/value steps, or separate value epochs when
+  ``value_epochs`` differs); :func:`fit_value`: value epochs alone (TRPO, and
+  the separate value pass).
 
 Shapes: ``T`` = unroll length, ``E`` = number of envs, ``N = T * E``,
 ``k`` = action dim, ``d`` = obs dim. Everything is pure and jittable.
@@ -18,7 +20,7 @@ Shapes: ``T`` = unroll length, ``E`` = number of envs, ``N = T * E``,
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -222,32 +224,96 @@ def policy_divergence(policy, params, batch: Batch):
     }
 
 
-def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, num_minibatches: int,
-                        loss_fn: Callable, policy_opt: optax.GradientTransformation,
-                        value_opt: optax.GradientTransformation):
-    """Minibatch epochs of joint policy/value steps (PPO's and TRPL's update).
+def _minibatch_step(policy_loss_fn: Optional[Callable], value_fn: Optional[Callable], value_clip,
+                    policy_opt: optax.GradientTransformation, value_opt: optax.GradientTransformation):
+    """One Optax step on a minibatch for the policy, the value function, or both (one joint loss).
 
-    Each minibatch: ``(loss, aux), grads = value_and_grad(loss_fn)((policy_params,
-    value_params), mb)``, then one ``policy_opt`` and one ``value_opt`` step.
+    ``policy_loss_fn`` None: value only; ``value_fn`` None: policy only.
+    Returns ``step((pp, vp, po, vo), mb) -> (carry, metrics)`` for
+    :func:`minibatch_epochs`; metrics: the policy loss's aux, ``loss`` (policy
+    part of the loss), ``grad_norm`` (policy gradient) with a policy;
+    ``value_loss`` and ``value_grad_norm`` with a value function.
+    """
+
+    def loss(params, mb):
+        pp, vp = params
+        total, aux = jnp.zeros(()), {}
+        if policy_loss_fn is not None:
+            total, aux = policy_loss_fn(pp, mb)
+            aux = dict(aux, loss=total)
+        if value_fn is not None:
+            v = value_loss(value_fn, vp, mb, value_clip)
+            total = total + v
+            aux = dict(aux, value_loss=v)
+        return total, aux
+
+    def step(carry, mb):
+        pp, vp, po, vo = carry
+        (_, aux), (gp, gv) = jax.value_and_grad(loss, has_aux=True)((pp, vp), mb)
+        if policy_loss_fn is not None:
+            up, po = policy_opt.update(gp, po, pp)
+            pp = optax.apply_updates(pp, up)
+            aux["grad_norm"] = optax.global_norm(gp)
+        if value_fn is not None:
+            uv, vo = value_opt.update(gv, vo, vp)
+            vp = optax.apply_updates(vp, uv)
+            aux["value_grad_norm"] = optax.global_norm(gv)
+        return (pp, vp, po, vo), aux
+
+    return step
+
+
+def fit_value(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, num_minibatches: int,
+              value_fn: Callable, value_clip, value_opt: optax.GradientTransformation):
+    """``num_epochs`` x ``num_minibatches`` Optax steps on :func:`value_loss` alone (value params only).
+
+    Args:
+      key: PRNG key for the minibatch permutations.
+      state: :class:`~tr_jax.algorithms.base.AlgoState`; only ``value_params``/``value_opt`` change.
+      batch: :class:`~tr_jax.algorithms.base.Batch` with leaves ``[N, ...]``.
+      value_fn: ``value_fn(params, obs[n, d]) -> [n]``.
+    Returns:
+      ``(state, metrics)``: ``value_loss``, ``value_grad_norm``, means over the steps.
+    """
+    step = _minibatch_step(None, value_fn, value_clip, None, value_opt)
+    carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
+    (_, vp, _, vo), metrics = minibatch_epochs(key, batch, num_epochs, num_minibatches, step, carry)
+    return state._replace(value_params=vp, value_opt=vo), jax.tree.map(jnp.mean, metrics)
+
+
+def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, value_epochs: int,
+                        num_minibatches: int, policy_loss_fn: Callable, value_fn: Callable, value_clip,
+                        policy_opt: optax.GradientTransformation, value_opt: optax.GradientTransformation):
+    """Minibatch epochs of policy and value steps (PPO's and TRPL's update).
+
+    With ``value_epochs == num_epochs``: ``num_epochs`` passes in which every
+    minibatch takes one ``policy_opt`` step on ``policy_loss_fn`` and one
+    ``value_opt`` step on :func:`value_loss` (one joint ``value_and_grad``).
+    Otherwise (the reference TRPL setup: 20 policy, 10 value epochs):
+    ``num_epochs`` passes of policy steps, then ``value_epochs`` passes of
+    value steps (:func:`fit_value`) on their own permutations. Either way the
+    policy optimiser takes ``num_epochs * num_minibatches`` steps and the value
+    optimiser ``value_epochs * num_minibatches``.
 
     Args:
       key: PRNG key for the minibatch permutations.
       state: the :class:`~tr_jax.algorithms.base.AlgoState` to update (``extra`` kept).
-      batch: pytree with leaves ``[N, ...]``.
-      loss_fn: ``loss_fn((policy_params, value_params), mb) -> (loss, aux dict of scalars)``.
+      batch: :class:`~tr_jax.algorithms.base.Batch` with leaves ``[N, ...]``.
+      policy_loss_fn: ``policy_loss_fn(policy_params, mb) -> (loss, aux dict of scalars)``, ``mb`` with
+        leaves ``[N // num_minibatches, ...]``.
+      value_fn, value_clip: the value net ``value_fn(params, obs[n, d]) -> [n]`` and the clip of :func:`value_loss`.
     Returns:
-      ``(state, metrics)``: metrics are ``aux`` plus ``loss`` and ``grad_norm``,
-      each the mean over all minibatch steps.
+      ``(state, metrics)``: ``aux`` plus ``loss`` (the policy loss), ``grad_norm`` (policy gradient),
+      ``value_loss`` and ``value_grad_norm``, each the mean over its minibatch steps.
     """
-
-    def step(carry, mb):
-        pp, vp, po, vo = carry
-        (loss, aux), (gp, gv) = jax.value_and_grad(loss_fn, has_aux=True)((pp, vp), mb)
-        up, po = policy_opt.update(gp, po, pp)
-        uv, vo = value_opt.update(gv, vo, vp)
-        aux = dict(aux, loss=loss, grad_norm=optax.global_norm((gp, gv)))
-        return (optax.apply_updates(pp, up), optax.apply_updates(vp, uv), po, vo), aux
-
     carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
-    (pp, vp, po, vo), metrics = minibatch_epochs(key, batch, num_epochs, num_minibatches, step, carry)
-    return AlgoState(pp, vp, po, vo, state.extra), jax.tree.map(jnp.mean, metrics)
+    joint = value_epochs == num_epochs
+    step = _minibatch_step(policy_loss_fn, value_fn if joint else None, value_clip, policy_opt, value_opt)
+    key_policy, key_value = (key, None) if joint else jax.random.split(key)
+    (pp, vp, po, vo), metrics = minibatch_epochs(key_policy, batch, num_epochs, num_minibatches, step, carry)
+    state, metrics = AlgoState(pp, vp, po, vo, state.extra), jax.tree.map(jnp.mean, metrics)
+    if not joint:
+        state, value_metrics = fit_value(key_value, state, batch, value_epochs, num_minibatches, value_fn,
+                                         value_clip, value_opt)
+        metrics.update(value_metrics)
+    return state, metrics

@@ -1,7 +1,9 @@
 """Trust-region projection layers (TRPL) as an :class:`~tr_jax.algorithms.base.Algorithm`.
 
 Per minibatch (``num_epochs`` x ``num_minibatches`` Optax steps through
-:func:`~tr_jax.algorithms.core.minibatch_epochs`), with the network output
+:func:`~tr_jax.algorithms.core.actor_critic_epochs`; the value function takes
+``value_epochs`` x ``num_minibatches``, after the policy epochs when the counts
+differ), with the network output
 p~ = (mu~, A~) and the behaviour policy q = (mu_o, A_o) of each state:
 
     p    = entropy_projection(project(config.projection, p~, q, eps_mean, eps_cov), beta_t)
@@ -58,7 +60,7 @@ import optax
 
 from tr_jax import distributions as D
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage, value_loss
+from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage
 from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
 from tr_jax.projections import canonical_name, entropy_projection, parts, project
 
@@ -83,7 +85,7 @@ def make_trpl(config, policy, value) -> Algorithm:
     Uses config.projection, eps_mean, eps_cov, scale_prec, trust_region_coef,
     entropy_schedule, target_entropy, entropy_temperature, entropy_equality,
     extra_regression_steps, entropy_coef, normalize_advantage, num_epochs,
-    num_minibatches, policy_lr, value_lr, lr_decay, max_grad_norm, value_clip.
+    value_epochs, num_minibatches, policy_lr, value_lr, lr_decay, max_grad_norm, value_clip.
     """
     name = canonical_name(config.projection)
     pkind = projection_kind(policy.kind, name)
@@ -92,9 +94,8 @@ def make_trpl(config, policy, value) -> Algorithm:
     schedule = config.entropy_schedule
     num_mb = config.num_minibatches
     n_reg = config.extra_regression_steps
-    steps = config.num_epochs * num_mb
-    policy_opt = make_optimizer(config, config.policy_lr, steps + n_reg)
-    value_opt = make_optimizer(config, config.value_lr, steps)
+    policy_opt = make_optimizer(config, config.policy_lr, config.num_epochs * num_mb + n_reg)
+    value_opt = make_optimizer(config, config.value_lr, config.num_value_epochs * num_mb)
 
     def to_proj(scale):
         """Policy scale -> projection scale ([..., k] or [..., k, k])."""
@@ -123,25 +124,24 @@ def make_trpl(config, policy, value) -> Algorithm:
         return AlgoState(policy_params, value_params, policy_opt.init(policy_params),
                          value_opt.init(value_params), {"initial_entropy": h0})
 
-    def loss_fn(params, mb: Batch, beta):
-        pp, vp = params
+    def loss_fn(pp, mb: Batch, beta):
         raw, (pm, ps) = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta)
         ratio = jnp.exp(D.log_prob(mb.action, pm, ps, pkind) - mb.log_prob)
         adv = normalize_advantage(mb.advantage) if config.normalize_advantage else mb.advantage
         pg_loss = -jnp.mean(ratio * adv)
         trl = tr_loss(raw, (pm, ps))
         entropy = D.entropy(ps, pkind).mean()
-        v_loss = value_loss(value.apply, vp, mb, config.value_clip)
-        total = pg_loss + alpha * trl - config.entropy_coef * entropy + v_loss
-        return total, {"policy_loss": pg_loss, "trust_region_loss": trl, "value_loss": v_loss}
+        total = pg_loss + alpha * trl - config.entropy_coef * entropy
+        return total, {"policy_loss": pg_loss, "trust_region_loss": trl}
 
     def update(key, state: AlgoState, batch: Batch, iteration):
         beta = entropy_bound(schedule, state.extra["initial_entropy"], config.target_entropy,
                              config.entropy_temperature, iteration, config.num_iterations)
         batch = batch._replace(old_scale=to_proj(batch.old_scale))
         key_epochs, key_reg = jax.random.split(key)
-        state, metrics = actor_critic_epochs(key_epochs, state, batch, config.num_epochs, num_mb,
-                                             lambda params, mb: loss_fn(params, mb, beta), policy_opt, value_opt)
+        state, metrics = actor_critic_epochs(key_epochs, state, batch, config.num_epochs, config.num_value_epochs,
+                                             num_mb, lambda pp, mb: loss_fn(pp, mb, beta), value.apply,
+                                             config.value_clip, policy_opt, value_opt)
         pp, vp, po, vo = state.policy_params, state.value_params, state.policy_opt, state.value_opt
 
         if n_reg > 0:

@@ -20,9 +20,10 @@ KL direction: KL(pi_new || pi_old) per state, averaged over the batch -- the
 same quantity every algorithm in tr_jax reports as ``kl_mean``. Its Hessian at
 ``theta_old`` (the Fisher) is the same for either direction.
 
-Value function: ``num_epochs`` x ``num_minibatches`` Adam steps (``value_lr``,
-linear decay, global-norm clipping as configured) on the PPO value loss
-(optionally clipped), through :func:`~tr_jax.algorithms.core.minibatch_epochs`.
+Value function: ``value_epochs`` (default ``num_epochs``) x ``num_minibatches``
+Adam steps (``value_lr``, linear decay, global-norm clipping as configured) on
+the PPO value loss (optionally clipped), through
+:func:`~tr_jax.algorithms.core.fit_value`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from jax.flatten_util import ravel_pytree
 
 from tr_jax import distributions as D
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import make_optimizer, minibatch_epochs, normalize_advantage, policy_divergence, value_loss
+from tr_jax.algorithms.core import fit_value, make_optimizer, normalize_advantage, policy_divergence
 
 
 def conjugate_gradient(matvec, b, iters: int, tol: float = 1e-10):
@@ -73,11 +74,11 @@ def make_trpo(config, policy, value) -> Algorithm:
 
     Uses config.max_kl, cg_iters, cg_damping, line_search_steps,
     backtrack_coef, entropy_coef, normalize_advantage and, for the value
-    function, value_lr, num_epochs, num_minibatches, lr_decay, max_grad_norm,
+    function, value_lr, value_epochs (or num_epochs), num_minibatches, lr_decay, max_grad_norm,
     value_clip.
     """
     kind = policy.kind
-    value_opt = make_optimizer(config, config.value_lr, config.num_epochs * config.num_minibatches)
+    value_opt = make_optimizer(config, config.value_lr, config.num_value_epochs * config.num_minibatches)
     max_kl = config.max_kl
 
     def init(policy_params, value_params):
@@ -151,20 +152,13 @@ def make_trpo(config, policy, value) -> Algorithm:
         }
         return unravel(flat_new), metrics
 
-    def value_step(carry, mb: Batch):
-        vp, vo = carry
-        loss, grads = jax.value_and_grad(lambda p: value_loss(value.apply, p, mb, config.value_clip))(vp)
-        updates, vo = value_opt.update(grads, vo, vp)
-        return (optax.apply_updates(vp, updates), vo), loss
-
     def update(key, state: AlgoState, batch: Batch, iteration):
         del iteration
         pp, pmetrics = policy_step(state.policy_params, batch)
-        (vp, vo), vloss = minibatch_epochs(key, batch, config.num_epochs, config.num_minibatches,
-                                           value_step, (state.value_params, state.value_opt))
-        metrics = dict(pmetrics)
-        metrics["value_loss"] = vloss.mean()
+        state, metrics = fit_value(key, state._replace(policy_params=pp), batch, config.num_value_epochs,
+                                   config.num_minibatches, value.apply, config.value_clip, value_opt)
+        metrics.update(pmetrics)
         metrics.update(policy_divergence(policy, pp, batch))
-        return AlgoState(pp, vp, state.policy_opt, vo, state.extra), metrics
+        return state, metrics
 
     return Algorithm(init, update)

@@ -1,0 +1,107 @@
+"""One episode of a trained policy as Brax's HTML viewer page: ``tr-jax render RUN_DIR --out FILE.html``.
+
+:func:`rollout_episode` restores a checkpoint of a run directory, resets the
+run's environment (the raw ``brax.envs`` env, no auto-reset) and steps it with
+the deterministic policy (the mean action, clipped to Brax's ``[-1, 1]`` as in
+training, each action held for ``action_repeat`` env steps) until the episode
+ends (a terminal state or ``episode_length`` env steps). :func:`render_run`
+writes the frames -- the reset state and the state after every env step -- as
+the page of :func:`brax.io.html.render` (the viewer script is loaded from
+Brax's CDN when the page is opened).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tr_jax.envs import normalize as N
+
+
+class Episode(NamedTuple):
+    """One rendered episode.
+
+    env: the raw Brax env (``env.sys`` is the system the viewer draws).
+    frames: list of ``length + 1`` pipeline states (the reset state, then one per env step).
+    length: env steps until the episode ended (terminal state or time limit).
+    episode_return: the sum of the env's rewards over those steps.
+    terminated: whether it ended by a terminal state (not the time limit).
+    iteration: the checkpoint's training iteration.
+    """
+
+    env: object
+    frames: list
+    length: int
+    episode_return: float
+    terminated: bool
+    iteration: int
+
+
+def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed: int = 0,
+                    seed: int = 0) -> Episode:
+    """Plays one episode of the deterministic policy of ``run_dir``'s checkpoint (the newest by default).
+
+    Args:
+      run_dir: a run directory written by ``tr-jax train``.
+      checkpoint: the checkpoint's iteration (default the newest).
+      policy_seed: which of the run's seeds (``0 .. num_seeds - 1``) acts.
+      seed: PRNG seed of the episode's initial state.
+    Returns:
+      :class:`Episode`.
+    """
+    from tr_jax.run import load_checkpoint
+
+    trainer, state, meta = load_checkpoint(run_dir, checkpoint)
+    config = trainer.config
+    num_seeds = state.iteration.shape[0]
+    if not 0 <= policy_seed < num_seeds:
+        raise ValueError(f"policy seed {policy_seed} out of range: {run_dir} has {num_seeds} seed(s)")
+    state = jax.tree.map(lambda x: x[policy_seed], state)
+    env = trainer.env.env
+    params, stats = state.algo.policy_params, state.obs_stats
+    repeat, num_steps = config.action_repeat, config.episode_length
+
+    def act(obs):
+        obs = obs.astype(jnp.dtype(config.dtype))
+        mean, _ = trainer.policy.apply(params, N.normalize(stats, obs) if config.normalize_obs else obs)
+        return jnp.clip(mean, -1.0, 1.0)
+
+    def step(carry, t):
+        s, action = carry
+        action = jnp.where(t % repeat == 0, act(s.obs), action)
+        s = env.step(s, action)
+        return (s, action), (s.pipeline_state, s.reward, s.done)
+
+    @jax.jit
+    def play(key):
+        s0 = env.reset(key)
+        _, (frames, reward, done) = jax.lax.scan(step, (s0, jnp.zeros((env.action_size,), jnp.float32)),
+                                                 jnp.arange(num_steps))
+        return s0.pipeline_state, frames, reward, done
+
+    first, frames, reward, done = play(jax.random.key(seed))
+    done = np.asarray(done) > 0
+    terminated = bool(done.any())
+    length = int(np.argmax(done)) + 1 if terminated else num_steps
+    first, frames = jax.tree.map(np.asarray, (first, frames))
+    frames = [first] + [jax.tree.map(lambda x, i=i: x[i], frames) for i in range(length)]
+    return Episode(env, frames, length, float(np.asarray(reward)[:length].sum()), terminated, int(meta["iteration"]))
+
+
+def render_run(run_dir: str, out: str, checkpoint: Optional[int] = None, policy_seed: int = 0,
+               seed: int = 0) -> Episode:
+    """Writes one deterministic episode of ``run_dir`` to ``out`` (an ``.html`` page); returns the episode."""
+    if os.path.splitext(out)[1].lower() not in (".html", ".htm"):
+        raise ValueError(f"--out {out}: the page is HTML; name it FILE.html")
+    from brax.io import html
+
+    episode = rollout_episode(run_dir, checkpoint, policy_seed, seed)
+    page = html.render(episode.env.sys, episode.frames, height=480, colab=False)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(page)
+    return episode
