@@ -112,7 +112,7 @@ def make_train(config: TrainConfig, env=None):
             obs_norm = lambda o: N.normalize(ts.obs_stats, o.astype(dtype))
         else:
             obs_norm = lambda o: o.astype(dtype)
-        env_state, ro, info = rollout(k_roll, env, env_state, policy.apply, ts.algo.policy_params, policy.kind,
+        env_state, ro, info = rollout(k_roll, env, env_state, policy.apply, ts.algo.policy_params, policy.cov_type,
                                       obs_norm, config.unroll_length)
         reward = (info.reward * config.reward_scaling).astype(dtype)
         reward_norm = ts.reward_norm

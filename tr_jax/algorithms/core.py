@@ -144,7 +144,7 @@ def minibatch_epochs(key: jax.Array, batch: Any, num_epochs: int, num_minibatche
     return jax.lax.scan(epoch, carry, jax.random.split(key, num_epochs))
 
 
-def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_params, kind: str,
+def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_params, cov_type: str,
             obs_norm: Callable[[jax.Array], jax.Array], num_steps: int):
     """Collects ``num_steps`` vectorised env steps with the Gaussian policy.
 
@@ -153,7 +153,7 @@ def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_param
       env: a :class:`tr_jax.envs.wrappers.VecEnv` (``step(state, action)``).
       env_state: its :class:`~tr_jax.envs.wrappers.EnvState` over ``E`` envs.
       policy_apply: ``policy_apply(params, obs[E, d]) -> (mean [E, k], scale)``.
-      kind: scale parameterisation for :mod:`tr_jax.distributions`.
+      cov_type: scale parameterisation for :mod:`tr_jax.distributions`.
       obs_norm: maps raw observations ``[..., d]`` to what the policy sees.
       num_steps: ``T``.
     Returns:
@@ -167,8 +167,8 @@ def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_param
         state = carry
         obs = obs_norm(state.obs)
         mean, scale = policy_apply(policy_params, obs)
-        action = distributions.sample(k, mean, scale, kind)
-        log_prob = distributions.log_prob(action, mean, scale, kind)
+        action = distributions.sample(k, mean, scale, cov_type)
+        log_prob = distributions.log_prob(action, mean, scale, cov_type)
         state, info = env.step(state, action)
         tr = Rollout(obs=obs, action=action, log_prob=log_prob, old_mean=mean, old_scale=scale,
                      reward=info.reward, termination=info.termination, truncation=info.truncation,

@@ -50,13 +50,13 @@ def value_loss(value_fn, value_params, mb: Batch, clip):
 def policy_divergence(policy, params, batch: Batch):
     """KL(new || old) per state over ``batch``: mean/max of the total and its parts, entropy."""
     mean, scale = policy.apply(params, batch.obs)
-    m, c = D.kl_decomposed(mean, scale, batch.old_mean, batch.old_scale, policy.kind)
+    m, c = D.kl_decomposed(mean, scale, batch.old_mean, batch.old_scale, policy.cov_type)
     kl = m + c
     return {
         "kl_mean": kl.mean(), "kl_max": kl.max(),
         "kl_mean_part_mean": m.mean(), "kl_mean_part_max": m.max(),
         "kl_cov_part_mean": c.mean(), "kl_cov_part_max": c.max(),
-        "entropy": D.entropy(scale, policy.kind).mean(),
+        "entropy": D.entropy(scale, policy.cov_type).mean(),
     }
 
 
@@ -65,7 +65,7 @@ def make_ppo(config, policy, value) -> Algorithm:
     steps = config.num_epochs * config.num_minibatches
     policy_opt = make_optimizer(config, config.policy_lr, steps)
     value_opt = make_optimizer(config, config.value_lr, steps)
-    kind = policy.kind
+    cov_type = policy.cov_type
 
     def init(policy_params, value_params):
         return AlgoState(policy_params, value_params, policy_opt.init(policy_params), value_opt.init(value_params))
@@ -73,13 +73,13 @@ def make_ppo(config, policy, value) -> Algorithm:
     def loss_fn(params, mb: Batch):
         pp, vp = params
         mean, scale = policy.apply(pp, mb.obs)
-        log_prob = D.log_prob(mb.action, mean, scale, kind)
+        log_prob = D.log_prob(mb.action, mean, scale, cov_type)
         log_ratio = log_prob - mb.log_prob
         ratio = jnp.exp(log_ratio)
         adv = normalize_advantage(mb.advantage) if config.normalize_advantage else mb.advantage
         surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - config.clip_ratio, 1 + config.clip_ratio) * adv)
         pg_loss = -surrogate.mean()
-        entropy = D.entropy(scale, kind).mean()
+        entropy = D.entropy(scale, cov_type).mean()
         v_loss = value_loss(value.apply, vp, mb, config.value_clip)
         total = pg_loss - config.entropy_coef * entropy + v_loss
         aux = {
