@@ -164,3 +164,63 @@ def test_program_size_does_not_grow_with_k():
 
     small, large = lines(3), lines(24)
     assert large < 1.3 * small, (small, large)
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_projections_lower_for_gpu_and_tpu_with_vendor_routines(platform):
+    """Without a GPU: every full-covariance projection (fwd+bwd, with its parts
+    and the distributions helpers) exports for cuda and tpu, and the program
+    uses the vendor routines chosen there (cuSOLVER Cholesky and eigh, XLA's
+    Cholesky / TriangularSolve ops) instead of the CPU loops."""
+    from tr_jax import distributions as D
+    from tr_jax.projections import parts, project
+
+    n, k = 64, 6
+    mean = jnp.zeros((n, k))
+    scale = jnp.broadcast_to(jnp.eye(k), (n, k, k))
+    texts = []
+    for name in ("kl", "w2", "frob"):
+        cov_type = "sqrt" if name == "w2" else "full"
+
+        def loss(m, s, om, os, name=name, cov_type=cov_type):
+            pm, ps = project(name, m, s, om, os, 0.01, 0.001)
+            mp, cp = parts(name, pm, ps, om, os)
+            return jnp.sum(mp + cp) + jnp.sum(D.log_prob(m, pm, ps, cov_type) + D.entropy(ps, cov_type))
+
+        fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
+        exported = jax.export.export(fn, platforms=[platform])(mean, scale, mean, scale)
+        assert exported.platforms == (platform,)
+        texts.append(exported.mlir_module())
+    text = "\n".join(texts)
+    assert "lapack" not in text.lower()
+    assert "stablehlo.triangular_solve" in text
+    if platform == "cuda":
+        assert "cusolver_potrf" in text and "cusolver_syevd" in text
+    else:
+        assert "stablehlo.cholesky" in text and "Eigh" in text
+    # The CPU program of the same function has none of them (pure-jnp loops).
+    cpu = jax.export.export(fn, platforms=["cpu"])(mean, scale, mean, scale).mlir_module()
+    assert not any(op in cpu for op in ("stablehlo.triangular_solve", "stablehlo.cholesky", "stablehlo.custom_call"))
+
+
+def test_vendor_branch_agrees_with_the_jnp_branch():
+    """The GPU/TPU branch (lax.linalg) computes what the CPU loops compute,
+    value and gradient, reading the lower triangle only. Run here on single
+    (unbatched) matrices, which never reach a batched LAPACK kernel."""
+    rng = np.random.default_rng(3)
+    k = 5
+    a = _spd(rng, 1, k, 50.0)[0]
+    junk = np.triu(rng.normal(size=(k, k)), 1)
+    b = rng.normal(size=(k, 2))
+    l = np.linalg.cholesky(a)
+    np.testing.assert_allclose(_LA._cholesky_vendor(a + junk), _LA._cholesky_jnp(a + junk), rtol=1e-12, atol=1e-13)
+    for t in (False, True):
+        np.testing.assert_allclose(_LA._solve_lower_vendor(l + junk, b, t), _LA._solve_lower_jnp(l + junk, b, t),
+                                   rtol=1e-12, atol=1e-13)
+        gv = jax.grad(lambda l: jnp.sum(jnp.sin(_LA._solve_lower_vendor(l, b, t))))(l + junk)
+        gj = jax.grad(lambda l: jnp.sum(jnp.sin(_LA._solve_lower_jnp(l, b, t))))(l + junk)
+        np.testing.assert_allclose(gv, gj, rtol=1e-10, atol=1e-12)
+    gv = jax.grad(lambda a: jnp.sum(jnp.sin(_LA._cholesky_vendor(a))))(a + junk)
+    gj = jax.grad(lambda a: jnp.sum(jnp.sin(_LA._cholesky_jnp(a))))(a + junk)
+    np.testing.assert_allclose(gv, gj, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(np.triu(gj, 1), 0.0)

@@ -1,6 +1,6 @@
 """Batched linear algebra for small matrices (k <= ~64) in plain ``jax.numpy``.
 
-Why not ``jnp.linalg``: on CPU, jaxlib 0.10.x runs batched LAPACK kernels
+Why not ``jnp.linalg`` on CPU: jaxlib 0.10.x runs batched LAPACK kernels
 (cholesky, triangular solve, LU solve, eigh) by fanning the batch out over
 XLA's intra-op thread pool and blocking on it. With a 2-thread pool, two such
 kernels that XLA schedules concurrently wait on each other forever: a batched
@@ -12,6 +12,11 @@ matrices want on accelerators. The loops are rolled (``lax.fori_loop``, one
 step a column or row, masked updates on the full matrix), so compile time
 does not grow with k; Cholesky and triangular solves have closed-form
 derivative rules (no loop is differentiated).
+
+On GPU and TPU the deadlock does not apply: :func:`cholesky`,
+:func:`solve_lower` and :func:`eigvalsh` lower to the vendor routines there
+(``jax.lax.platform_dependent`` picks the branch when the program is lowered
+for a platform; a CPU program contains no LAPACK call).
 
 All functions take arrays with any number of leading batch dimensions;
 matrices are ``[..., k, k]``. Everything is differentiable (forward and reverse mode)
@@ -39,9 +44,31 @@ def _row(x, i):
     return jax.lax.dynamic_index_in_dim(x, i, axis=x.ndim - 2, keepdims=False)
 
 
+# Up to this k the loops are unrolled in Python on shrinking blocks (fewer
+# flops, no loop overhead: faster for small k at a small compile cost); above
+# it they are rolled lax.fori_loops on the full masked matrix (compile time
+# independent of k).
+UNROLL_MAX_K = 8
+
+
+def _cholesky_unrolled(a):
+    """Right-looking Cholesky on shrinking trailing blocks (lower triangle read)."""
+    k = a.shape[-1]
+    cols = []
+    rest = a
+    for j in range(k):
+        d = jnp.sqrt(rest[..., 0, 0])
+        col = rest[..., 1:, 0] / d[..., None]
+        cols.append(jnp.concatenate([jnp.zeros(d.shape + (j,), a.dtype), d[..., None], col], axis=-1))
+        rest = rest[..., 1:, 1:] - col[..., :, None] * col[..., None, :]
+    return jnp.stack(cols, axis=-1)
+
+
 def _cholesky_loop(a):
     """Left-looking Cholesky, one ``fori_loop`` step a column (lower triangle of ``a`` read)."""
     k = a.shape[-1]
+    if k <= UNROLL_MAX_K:
+        return _cholesky_unrolled(a)
     idx = jnp.arange(k)
 
     def body(j, l):
@@ -54,37 +81,56 @@ def _cholesky_loop(a):
     return jax.lax.fori_loop(0, k, body, jnp.zeros_like(a))
 
 
-@jax.custom_jvp
-def cholesky(a: jax.Array) -> jax.Array:
-    """Lower Cholesky factor of symmetric positive-definite ``a`` ``[..., k, k]``.
+def _sym_from_lower(a):
+    """The symmetric matrix whose lower triangle is that of ``a``."""
+    return jnp.tril(a) + _mT(jnp.tril(a, -1))
 
-    Reads the lower triangle only (its derivative too: the tangent of ``a`` is
-    the symmetric matrix built from the lower triangle of the tangent). Not
-    positive definite -> NaN (like LAPACK). A rolled loop over the columns
-    (compile time independent of k); derivatives by the closed-form rule
-    dL = L Phi(L^-1 dA L^-T), never by differentiating the loop.
-    """
+
+@jax.custom_jvp
+def _cholesky_jnp(a):
+    """Pure-jnp Cholesky: a rolled loop; derivative dL = L Phi(L^-1 dA L^-T)."""
     return _cholesky_loop(a)
 
 
-@cholesky.defjvp
+@_cholesky_jnp.defjvp
 def _cholesky_jvp(primals, tangents):
     (a,), (da,) = primals, tangents
-    l = cholesky(a)
-    da = jnp.tril(da) + _mT(jnp.tril(da, -1))
-    y = solve_lower(l, da)  # L^-1 dA
-    z = solve_lower(l, _mT(y))  # L^-1 dA L^-T (dA symmetric)
+    l = _cholesky_jnp(a)
+    da = _sym_from_lower(da)
+    y = _solve_lower_jnp(l, da, False)  # L^-1 dA
+    z = _solve_lower_jnp(l, _mT(y), False)  # L^-1 dA L^-T (dA symmetric)
     k = a.shape[-1]
     phi = jnp.tril(z) * (1.0 - 0.5 * jnp.eye(k, dtype=z.dtype))
     return l, l @ phi
 
 
+def _substitute_unrolled(l, b, transpose: bool):
+    """Column-oriented substitution unrolled in Python (small k)."""
+    k = l.shape[-1]
+    xs = [None] * k
+    r = b
+    if not transpose:
+        for i in range(k):
+            xi = r[..., 0, :] / l[..., i, i][..., None]
+            xs[i] = xi
+            r = r[..., 1:, :] - l[..., i + 1:, i][..., :, None] * xi[..., None, :]
+    else:
+        for i in reversed(range(k)):  # row i of L is column i of L^T
+            xi = r[..., i, :] / l[..., i, i][..., None]
+            xs[i] = xi
+            r = r[..., :i, :] - l[..., i, :i][..., :, None] * xi[..., None, :]
+    return jnp.stack(xs, axis=-2)
+
+
 def _substitute(l, b, transpose: bool):
     """Forward (``L x = b``) or back (``L^T x = b``) substitution; b ``[..., k, m]``.
 
-    One ``fori_loop`` step a row; entries of ``l`` above the diagonal are ignored.
+    One ``fori_loop`` step a row (unrolled on shrinking blocks for small k);
+    entries of ``l`` above the diagonal are ignored.
     """
     k = l.shape[-1]
+    if k <= UNROLL_MAX_K:
+        return _substitute_unrolled(l, b, transpose)
     idx = jnp.arange(k)
 
     def body(step, x):
@@ -100,6 +146,47 @@ def _substitute(l, b, transpose: bool):
     return jax.lax.fori_loop(0, k, body, jnp.zeros_like(b))
 
 
+def _solve_lower_jnp(l, r, transpose: bool):
+    """Pure-jnp triangular solve, l ``[..., k, k]``, r ``[..., k, m]`` (same batch dims).
+
+    The substitution loop runs inside ``lax.custom_linear_solve``:
+    derivatives (forward and reverse, w.r.t. ``l`` and ``r``) are triangular
+    solves themselves, the loop is never differentiated.
+    """
+    lower = jnp.tril(l)
+
+    def matvec(x):
+        return (_mT(lower) if transpose else lower) @ x
+
+    return jax.lax.custom_linear_solve(
+        matvec,
+        r,
+        solve=lambda _, rhs: _substitute(l, rhs, transpose),
+        transpose_solve=lambda _, rhs: _substitute(l, rhs, not transpose),
+    )
+
+
+def _cholesky_vendor(a):
+    return jax.lax.linalg.cholesky(_sym_from_lower(a), symmetrize_input=False)
+
+
+def _solve_lower_vendor(l, r, transpose: bool):
+    return jax.lax.linalg.triangular_solve(l, r, left_side=True, lower=True, transpose_a=transpose)
+
+
+def cholesky(a: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of symmetric positive-definite ``a`` ``[..., k, k]``.
+
+    Reads the lower triangle only (its derivative too: the tangent of ``a`` is
+    the symmetric matrix built from the lower triangle of the tangent). Not
+    positive definite -> NaN (like LAPACK). CPU: a rolled loop over the columns
+    (compile time independent of k) with the closed-form derivative
+    dL = L Phi(L^-1 dA L^-T); GPU/TPU: ``lax.linalg.cholesky`` (cuSOLVER
+    potrf, XLA's Cholesky on TPU). Chosen at lowering time.
+    """
+    return jax.lax.platform_dependent(a, cpu=_cholesky_jnp, default=_cholesky_vendor)
+
+
 def solve_lower(l: jax.Array, b: jax.Array, transpose: bool = False) -> jax.Array:
     """Solves ``L x = b`` (or ``L^T x = b`` with ``transpose``) for lower-triangular L.
 
@@ -109,25 +196,20 @@ def solve_lower(l: jax.Array, b: jax.Array, transpose: bool = False) -> jax.Arra
     Returns:
       x with the broadcast shape of ``b``.
 
-    A rolled loop over the rows (compile time independent of k) inside
-    ``lax.custom_linear_solve``: derivatives (forward and reverse, w.r.t. ``l``
-    and ``b``) are triangular solves themselves, never the loop differentiated.
+    CPU: a rolled loop over the rows (compile time independent of k) whose
+    derivatives are triangular solves (``lax.custom_linear_solve``); GPU/TPU:
+    ``lax.linalg.triangular_solve`` (cuBLAS trsm, XLA's TriangularSolve on
+    TPU). Chosen at lowering time.
     """
     vector = b.ndim == l.ndim - 1
     r = b[..., None] if vector else b
     batch = jnp.broadcast_shapes(l.shape[:-2], r.shape[:-2])
     l = jnp.broadcast_to(l, batch + l.shape[-2:])
     r = jnp.broadcast_to(r, batch + r.shape[-2:])
-    lower = jnp.tril(l)
-
-    def matvec(x):
-        return (_mT(lower) if transpose else lower) @ x
-
-    x = jax.lax.custom_linear_solve(
-        matvec,
-        r,
-        solve=lambda _, rhs: _substitute(l, rhs, transpose),
-        transpose_solve=lambda _, rhs: _substitute(l, rhs, not transpose),
+    x = jax.lax.platform_dependent(
+        l, r,
+        cpu=lambda l, r: _solve_lower_jnp(l, r, transpose),
+        default=lambda l, r: _solve_lower_vendor(l, r, transpose),
     )
     return x[..., 0] if vector else x
 
@@ -186,7 +268,7 @@ def tridiagonalize(a: jax.Array):
         return rest - v[..., :, None] * w[..., None, :] - w[..., :, None] * v[..., None, :]
 
     if k > 2:
-        rest = jax.lax.fori_loop(0, k - 2, body, rest)
+        rest = jax.lax.fori_loop(0, k - 2, body, rest, unroll=k <= UNROLL_MAX_K)
     d = jnp.diagonal(rest, axis1=-2, axis2=-1)
     e = jnp.diagonal(rest, offset=-1, axis1=-2, axis2=-1)
     return d, e
@@ -208,6 +290,20 @@ def _sturm_count(d, e2, x, pivmin):
 
 
 def eigvalsh(a: jax.Array, iterations: int | None = None) -> jax.Array:
+    """Eigenvalues of symmetric ``a`` ``[..., k, k]``, ascending, ``[..., k]``.
+
+    CPU: :func:`eigvalsh_jnp`; GPU/TPU: ``jnp.linalg.eigvalsh`` (cuSOLVER
+    syevj, XLA's Jacobi eigh on TPU), chosen at lowering time. Not meant to
+    be differentiated (use it inside a custom_vjp or under stop_gradient).
+    """
+    return jax.lax.platform_dependent(
+        a,
+        cpu=lambda a: eigvalsh_jnp(a, iterations),
+        default=lambda a: jnp.linalg.eigvalsh(0.5 * (a + _mT(a)), symmetrize_input=False),
+    )
+
+
+def eigvalsh_jnp(a: jax.Array, iterations: int | None = None) -> jax.Array:
     """Eigenvalues of symmetric ``a`` ``[..., k, k]``, ascending, ``[..., k]``.
 
     Householder tridiagonalisation, then bisection on Sturm counts for all k
