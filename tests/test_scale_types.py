@@ -298,3 +298,15 @@ def test_distribution_helpers_reject_a_scale_of_another_type(declared):
         except ValueError as err:
             assert match in str(err), (what, err)
     assert not missed, f"accepted a scale that is not {declared!r}: {missed}"
+
+
+@pytest.mark.parametrize("cov_type", ["full", "sqrt"])
+def test_batch_dims_of_x_and_scale_broadcast(cov_type):
+    """Several points under one Gaussian: log_prob/mahalanobis/whiten broadcast
+    (regression: a [n, k] x under a [k, k] scale used to be read as a matrix
+    right-hand side, silently giving k values instead of n)."""
+    (mean, scale, _, _), (cov, _) = _case(cov_type, seed=8)
+    x = np.random.default_rng(9).standard_normal((7, K))
+    ref = [scipy.stats.multivariate_normal(mean[0], cov[0]).logpdf(xi) for xi in x]
+    _assert_close(D.log_prob(x, mean[0], scale[0], cov_type), ref)
+    _assert_close(D.mahalanobis(x, mean[0], scale[0], cov_type), _maha(x - mean[0], np.broadcast_to(cov[0], (7, K, K))))

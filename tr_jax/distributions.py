@@ -172,15 +172,16 @@ def log_det_cov(scale: jax.Array, cov_type: str) -> jax.Array:
 def whiten(x: jax.Array, scale: jax.Array, cov_type: str) -> jax.Array:
     """Solves scale-factor systems: returns z with Sigma = A A^T and A z = x.
 
-    For diag this is x / s, for full L^-1 x, for sqrt S^-1 x. ``x``: ``[..., k]``.
-    Returns ``[..., k]`` with ||z||^2 = x^T Sigma^-1 x.
+    For diag this is x / s, for full L^-1 x, for sqrt S^-1 x. ``x``: ``[..., k]``;
+    the batch dims of ``x`` and ``scale`` broadcast (e.g. several actions
+    ``[n, k]`` under one Gaussian ``[k, k]``). Returns the broadcast
+    ``[..., k]`` with ||z||^2 = x^T Sigma^-1 x.
     """
     check_scale(scale, cov_type)
     if cov_type == "diag":
         return x / scale
-    if cov_type == "full":
-        return LA.solve_lower(scale, x)
-    return LA.spd_solve(scale, x)
+    solve = LA.solve_lower if cov_type == "full" else LA.spd_solve
+    return solve(scale, x[..., None])[..., 0]  # explicit column: batch dims broadcast
 
 
 def mahalanobis(x: jax.Array, mean: jax.Array, scale: jax.Array, cov_type: str) -> jax.Array:
