@@ -439,10 +439,10 @@ def test_full_on_diagonal_inputs_equals_diag(proj, prec):
             args, _, _ = cases(proj, True, prec, k)
             mean, scale, old_mean, old_scale, eps_m, eps_c = args
             dm, ds = _JIT[proj](*args, scale_prec=prec)
-            full = (mean, D.to_kind(scale, "diag", "full"), old_mean, D.to_kind(old_scale, "diag", "full"), eps_m, eps_c)
+            full = (mean, D.convert_scale(scale, "diag", "full"), old_mean, D.convert_scale(old_scale, "diag", "full"), eps_m, eps_c)
             fm, fs = _JIT[proj](*full, scale_prec=prec)
             np.testing.assert_allclose(fm, dm, rtol=1e-12, atol=1e-14)
-            np.testing.assert_allclose(fs, np.asarray(D.to_kind(ds, "diag", "full")), rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(fs, np.asarray(D.convert_scale(ds, "diag", "full")), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("proj,diag", [(p, d) for p in ("w2", "frob") for d in (True, False)])
@@ -498,7 +498,7 @@ def test_parts_match_design_formulas():
 # Entropy projection
 
 
-_ENT = tjit(P.entropy_projection, static_argnames=("equality", "kind"))
+_ENT = tjit(P.entropy_projection, static_argnames=("equality", "cov_type"))
 
 
 def _np_entropy(scale, kind):
@@ -535,13 +535,13 @@ def test_entropy_projection(kind):
         below = h < beta
         assert 4 < below.sum() < len(below) - 4
         for pass_kind in (kind, None):
-            out = np.asarray(_ENT(scale, beta, kind=pass_kind))
+            out = np.asarray(_ENT(scale, beta, cov_type=pass_kind))
             np.testing.assert_allclose(_np_entropy(out, kind)[below], beta[below], rtol=1e-12, atol=1e-12)
             np.testing.assert_array_equal(out[~below], scale[~below])
-            eq = np.asarray(_ENT(scale, beta, equality=True, kind=pass_kind))
+            eq = np.asarray(_ENT(scale, beta, equality=True, cov_type=pass_kind))
             np.testing.assert_allclose(_np_entropy(eq, kind), beta, rtol=1e-12, atol=1e-12)
     # Scalar beta, float32.
-    out32 = _ENT(scale.astype(np.float32), 1.5, equality=True, kind=kind)
+    out32 = _ENT(scale.astype(np.float32), 1.5, equality=True, cov_type=kind)
     assert out32.dtype == jnp.float32
     np.testing.assert_allclose(_np_entropy(out32, kind), 1.5, rtol=1e-5, atol=1e-5)
 
@@ -552,10 +552,10 @@ def test_entropy_gradients(kind):
         scale, beta, h = _entropy_cases(kind, n=4, k=3, seed=1)
         below = h < beta
         for eq in (False, True):
-            fn = jax.jit(functools.partial(P.entropy_projection, equality=eq, kind=kind))
+            fn = jax.jit(functools.partial(P.entropy_projection, equality=eq, cov_type=kind))
             check_grads(fn, (scale, beta), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
         # Pass-through gradient at or above beta is exact; no NaN at H == beta.
-        vjp = tjit(lambda ct, s, b: jax.vjp(lambda s, b: P.entropy_projection(s, b, kind=kind), s, b)[1](ct))
+        vjp = tjit(lambda ct, s, b: jax.vjp(lambda s, b: P.entropy_projection(s, b, cov_type=kind), s, b)[1](ct))
         ct = np.random.default_rng(2).standard_normal(scale.shape)
         gs, gb = vjp(ct, scale, beta)
         np.testing.assert_array_equal(np.asarray(gs)[~below], ct[~below])

@@ -31,7 +31,7 @@ def _cases(kind, rng, batch=(3, 2), k=5):
     return np.asarray(D.sqrtm_psd(cov)), cov
 
 
-@pytest.mark.parametrize("kind", D.KINDS)
+@pytest.mark.parametrize("kind", D.COV_TYPES)
 def test_matches_distrax(kind):
     rng = np.random.default_rng(0)
     scale, cov = _cases(kind, rng)
@@ -52,7 +52,7 @@ def test_matches_distrax(kind):
     np.testing.assert_allclose(D.cholesky(scale, kind), np.linalg.cholesky(cov), rtol=1e-8, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", D.KINDS)
+@pytest.mark.parametrize("kind", D.COV_TYPES)
 def test_kl_matches_distrax(kind):
     rng = np.random.default_rng(1)
     sp, cp = _cases(kind, rng)
@@ -77,7 +77,7 @@ def test_diag_agrees_with_distrax_diag():
     np.testing.assert_allclose(D.entropy(std, "diag"), ref.entropy(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("kind", D.KINDS)
+@pytest.mark.parametrize("kind", D.COV_TYPES)
 def test_sampling_moments(kind):
     rng = np.random.default_rng(3)
     scale, cov = _cases(kind, rng, batch=(), k=3)
@@ -88,17 +88,17 @@ def test_sampling_moments(kind):
     np.testing.assert_allclose(np.cov(np.asarray(xs).T), cov, rtol=0.05, atol=0.02 * np.abs(cov).max())
 
 
-@pytest.mark.parametrize("kind", D.KINDS)
+@pytest.mark.parametrize("kind", D.COV_TYPES)
 def test_conversions_roundtrip(kind):
     rng = np.random.default_rng(4)
     scale, cov = _cases(kind, rng)
     for to in ("full", "sqrt"):
         if kind == "diag":
             continue
-        np.testing.assert_allclose(D.covariance(D.to_kind(scale, kind, to), to), cov, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(D.covariance(D.convert_scale(scale, kind, to), to), cov, rtol=1e-8, atol=1e-10)
     std = np.exp(rng.normal(size=(2, 4)))
     for to in ("full", "sqrt"):
-        np.testing.assert_allclose(D.covariance(D.to_kind(std, "diag", to), to), D.covariance(std, "diag"))
+        np.testing.assert_allclose(D.covariance(D.convert_scale(std, "diag", to), to), D.covariance(std, "diag"))
 
 
 def test_unknown_kind():

@@ -24,7 +24,7 @@ def _cfg(kind, contextual, **kw):
 @pytest.mark.parametrize("kind,contextual", COMBOS)
 def test_shapes_and_exact_initial_std(kind, contextual):
     pol = make_policy(_cfg(kind, contextual), OBS, K)
-    assert pol.kind == kind and pol.contextual == contextual
+    assert pol.cov_type == kind and pol.contextual == contextual
     params = pol.init(jax.random.PRNGKey(0))
     obs = jax.random.normal(jax.random.PRNGKey(1), (4, 2, OBS))
     mean, scale = pol.apply(params, obs)
@@ -110,7 +110,7 @@ def _random_scale(kind, key):
         return 0.05 + jnp.exp(jax.random.normal(key, (K,)))
     a = jax.random.normal(key, (K, K))
     cov = a @ a.T / K + 0.5 * jnp.eye(K)
-    return D.to_kind(LA.cholesky(cov), "full", kind)  # no LAPACK in test programs (see linalg.py)
+    return D.convert_scale(LA.cholesky(cov), "full", kind)  # no LAPACK in test programs (see linalg.py)
 
 
 @pytest.mark.parametrize("kind", KINDS)

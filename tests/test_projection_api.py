@@ -189,13 +189,13 @@ def test_entropy_bad_input():
     with pytest.raises(ValueError, match="floating"):
         P.entropy_projection(s.astype(np.int32), 0.0)
     with pytest.raises(ValueError, match="square"):
-        P.entropy_projection(s, 0.0, kind="full")
+        P.entropy_projection(s, 0.0, cov_type="full")
     with pytest.raises(ValueError, match="square"):
-        P.entropy_projection(np.ones(3, np.float32), 0.0, kind="sqrt")
-    with pytest.raises(ValueError, match="unknown scale kind"):
-        P.entropy_projection(s, 0.0, kind="chol")
+        P.entropy_projection(np.ones(3, np.float32), 0.0, cov_type="sqrt")
+    with pytest.raises(ValueError, match="unknown scale parameterisation"):
+        P.entropy_projection(s, 0.0, cov_type="chol")
     with pytest.raises(ValueError, match="batch shape"):
-        P.entropy_projection(s, np.zeros(2), kind="diag")
+        P.entropy_projection(s, np.zeros(2), cov_type="diag")
     with pytest.raises(ValueError, match="boolean"):
         P.entropy_projection(s, True)
     with pytest.raises(ValueError, match="equality must be a Python bool"):
@@ -236,8 +236,8 @@ def test_entropy_batching_and_kind_inference():
     rng = np.random.default_rng(0)
     # A batch of 3 diagonal stds with k = 3 looks like one 3x3 matrix: kind says which.
     std = np.exp(rng.uniform(-1, 1, (3, 3))).astype(np.float32)
-    ent = tjit(P.entropy_projection, static_argnames=("kind",))
-    as_vectors = ent(std, np.full(3, 10.0, np.float32), kind="diag")
+    ent = tjit(P.entropy_projection, static_argnames=("cov_type",))
+    as_vectors = ent(std, np.full(3, 10.0, np.float32), cov_type="diag")
     for i in range(3):
         np.testing.assert_allclose(as_vectors[i], ent(std[i], np.float32(10.0)), rtol=1e-6)
     as_matrix = P.entropy_projection(std, 10.0)  # inferred: one matrix factor
@@ -249,7 +249,7 @@ def test_entropy_batching_and_kind_inference():
     ref = ent(std.reshape(8, 5), beta.reshape(8))
     np.testing.assert_allclose(np.asarray(out).reshape(8, 5), ref, rtol=1e-6)
     chol = np.tril(rng.standard_normal((2, 4, 3, 3))) + 3 * np.eye(3)
-    assert P.entropy_projection(chol.astype(np.float32), beta, kind="full").shape == chol.shape
+    assert P.entropy_projection(chol.astype(np.float32), beta, cov_type="full").shape == chol.shape
 
 
 @pytest.mark.parametrize("name", ["w2", "frob"])
@@ -284,7 +284,7 @@ def test_dtypes(name):
         out = tjit(lambda *a: fn(*a, 0.1, 1))(*args64)  # an int bound is fine
         assert out[0].dtype == jnp.float64 and out[1].dtype == jnp.float64
         # W2/Frob mean part with scale_prec == mean_projection(metric="mahalanobis").
-        mean_only = tjit(lambda m, om, os: P.mean_projection(m, om, os, 0.1))(args64[0], args64[2], args64[3])
+        mean_only = tjit(lambda m, om, os: P.mean_projection(m, om, os, 0.1, cov_type="full"))(args64[0], args64[2], args64[3])
         np.testing.assert_allclose(mean_only, out[0], rtol=1e-13, atol=1e-14)
     with pytest.raises(ValueError, match="floating"):
         fn(*(a.astype(np.float16).astype(np.int8) for a in args32), 0.1, 0.1)

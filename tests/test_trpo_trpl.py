@@ -16,7 +16,7 @@ import pytest
 from tr_jax import distributions as D
 from tr_jax.algorithms.base import Batch
 from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
-from tr_jax.algorithms.trpl import make_trpl, projection_kind
+from tr_jax.algorithms.trpl import make_trpl, projection_cov_type
 from tr_jax.algorithms.trpo import conjugate_gradient, make_trpo
 from tr_jax.config import TrainConfig
 from tr_jax.networks import make_policy, make_value
@@ -39,9 +39,9 @@ def _batch(policy, params, key):
     k1, k2 = jax.random.split(key)
     obs = jax.random.normal(k1, (N, OBS))
     mean, scale = policy.apply(params, obs)
-    action = D.sample(k2, mean, scale, policy.kind)
+    action = D.sample(k2, mean, scale, policy.cov_type)
     adv = -jnp.sum((action - 0.5 * obs[:, :K]) ** 2, -1)
-    return Batch(obs, action, D.log_prob(action, mean, scale, policy.kind), mean, scale, adv, adv,
+    return Batch(obs, action, D.log_prob(action, mean, scale, policy.cov_type), mean, scale, adv, adv,
                  jnp.zeros_like(adv))
 
 
@@ -151,7 +151,7 @@ def _trpl_run(projection, cov_type, contextual, **kw):
 @pytest.mark.parametrize("projection,cov_type,contextual", CASES)
 def test_trpl_parts_within_bounds(projection, cov_type, contextual):
     cfg, pol, out = _trpl_run(projection, cov_type, contextual)
-    pkind = projection_kind(cov_type, projection)
+    pkind = projection_cov_type(cov_type, projection)
     opts = {} if projection == "kl" else {"scale_prec": cfg.scale_prec}
     for old, new, batch, m in out:
         assert all(np.isfinite(float(v)) for v in m.values())
@@ -186,7 +186,7 @@ def test_trpl_parts_within_bounds(projection, cov_type, contextual):
 def test_trpl_global_scale_written_back(projection, cov_type):
     """Global covariance: after the update the network's own scale is the projected one."""
     cfg, pol, out = _trpl_run(projection, cov_type, False)
-    pkind = projection_kind(cov_type, projection)
+    pkind = projection_cov_type(cov_type, projection)
     to = (lambda s: s) if pkind == cov_type else (lambda s: D.cholesky(s, cov_type))
     opts = {} if projection == "kl" else {"scale_prec": cfg.scale_prec}
     for old, new, batch, m in out:
@@ -202,7 +202,7 @@ def test_trpl_global_scale_written_back(projection, cov_type):
 
 def test_trpl_rejects_w2_with_full():
     with pytest.raises(ValueError, match="sqrt"):
-        projection_kind("full", "w2")
+        projection_cov_type("full", "w2")
     cfg = _config(algorithm="trpl", projection="w2", cov_type="full")
     pol, val = make_policy(cfg, OBS, K), make_value(cfg, OBS)
     with pytest.raises(ValueError, match="sqrt"):

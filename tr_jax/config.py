@@ -131,11 +131,11 @@ def _choices():
     """The one definition of each list of choices, owned by the module that implements them."""
     from tr_jax.algorithms import ALGORITHMS
     from tr_jax.algorithms.entropy_schedule import SCHEDULES
-    from tr_jax.distributions import KINDS
+    from tr_jax.distributions import COV_TYPES
     from tr_jax.networks import ACTIVATIONS
     from tr_jax.projections import NAMES
 
-    return {"algorithm": ALGORITHMS, "cov_type": KINDS, "projection": NAMES, "activation": ACTIVATIONS,
+    return {"algorithm": ALGORITHMS, "cov_type": COV_TYPES, "projection": NAMES, "activation": ACTIVATIONS,
             "entropy_schedule": SCHEDULES, "dtype": DTYPES}
 
 

@@ -1,37 +1,58 @@
 """Batched linear algebra for small matrices (k <= ~64) in plain ``jax.numpy``.
 
-Why not ``jnp.linalg``: on CPU, jaxlib 0.10.x runs batched LAPACK kernels
+Why not ``jnp.linalg`` on CPU: jaxlib 0.10.x runs batched LAPACK kernels
 (cholesky, triangular solve, LU solve, eigh) by fanning the batch out over
 XLA's intra-op thread pool and blocking on it. With a 2-thread pool, two such
 kernels that XLA schedules concurrently wait on each other forever: a batched
 ``solve`` next to an independent batched ``solve_triangular`` (N = 4096,
 k = 17) hangs the process. Policies use many small matrices, so tr_jax never
 calls those kernels on its hot paths; the routines here are loops over the
-(static) matrix dimension, vectorised over the batch, which is also what
-tiny matrices want on accelerators.
+matrix dimension, vectorised over the batch, which is also what tiny
+matrices want on accelerators. The loops are rolled (``lax.fori_loop``, one
+step a column or row, masked updates on the full matrix), so compile time
+does not grow with k; Cholesky and triangular solves have closed-form
+derivative rules (no loop is differentiated).
+
+On GPU and TPU the deadlock does not apply: :func:`cholesky`,
+:func:`solve_lower` and :func:`eigvalsh` lower to the vendor routines there
+(``jax.lax.platform_dependent`` picks the branch when the program is lowered
+for a platform; a CPU program contains no LAPACK call).
 
 All functions take arrays with any number of leading batch dimensions;
-matrices are ``[..., k, k]``. Everything is differentiable by ordinary JAX
-autodiff except :func:`eigvalsh` (bisection; use it where no gradient flows,
-e.g. inside a ``custom_vjp`` forward pass).
+matrices are ``[..., k, k]``. Everything is differentiable (forward and reverse mode)
+except :func:`eigvalsh` (bisection; use it where no gradient flows, e.g.
+inside a ``custom_vjp`` forward pass).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def _mT(x):
     return jnp.swapaxes(x, -1, -2)
 
 
-def cholesky(a: jax.Array) -> jax.Array:
-    """Lower Cholesky factor of symmetric positive-definite ``a`` ``[..., k, k]``.
+def _col(x, j):
+    """Column ``j`` (traced index) of ``[..., k, m]`` -> ``[..., k]``."""
+    return jax.lax.dynamic_index_in_dim(x, j, axis=x.ndim - 1, keepdims=False)
 
-    Reads the lower triangle only. Not positive definite -> NaN (like LAPACK).
-    """
+
+def _row(x, i):
+    """Row ``i`` (traced index) of ``[..., k, m]`` -> ``[..., m]``."""
+    return jax.lax.dynamic_index_in_dim(x, i, axis=x.ndim - 2, keepdims=False)
+
+
+# Up to this k the loops are unrolled in Python on shrinking blocks (fewer
+# flops, no loop overhead: faster for small k at a small compile cost); above
+# it they are rolled lax.fori_loops on the full masked matrix (compile time
+# independent of k).
+UNROLL_MAX_K = 8
+
+
+def _cholesky_unrolled(a):
+    """Right-looking Cholesky on shrinking trailing blocks (lower triangle read)."""
     k = a.shape[-1]
     cols = []
     rest = a
@@ -43,6 +64,129 @@ def cholesky(a: jax.Array) -> jax.Array:
     return jnp.stack(cols, axis=-1)
 
 
+def _cholesky_loop(a):
+    """Left-looking Cholesky, one ``fori_loop`` step a column (lower triangle of ``a`` read)."""
+    k = a.shape[-1]
+    if k <= UNROLL_MAX_K:
+        return _cholesky_unrolled(a)
+    idx = jnp.arange(k)
+
+    def body(j, l):
+        # v = a[:, j] - L[:, :j] L[j, :j]^T; columns >= j of L are still zero.
+        v = _col(a, j) - jnp.sum(l * _row(l, j)[..., None, :], axis=-1)
+        d = jnp.sqrt(jax.lax.dynamic_index_in_dim(v, j, axis=v.ndim - 1, keepdims=True))
+        col = jnp.where(idx > j, v / d, jnp.where(idx == j, d, 0.0))
+        return jnp.where(idx == j, col[..., :, None], l)
+
+    return jax.lax.fori_loop(0, k, body, jnp.zeros_like(a))
+
+
+def _sym_from_lower(a):
+    """The symmetric matrix whose lower triangle is that of ``a``."""
+    return jnp.tril(a) + _mT(jnp.tril(a, -1))
+
+
+@jax.custom_jvp
+def _cholesky_jnp(a):
+    """Pure-jnp Cholesky: a rolled loop; derivative dL = L Phi(L^-1 dA L^-T)."""
+    return _cholesky_loop(a)
+
+
+@_cholesky_jnp.defjvp
+def _cholesky_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    l = _cholesky_jnp(a)
+    da = _sym_from_lower(da)
+    y = _solve_lower_jnp(l, da, False)  # L^-1 dA
+    z = _solve_lower_jnp(l, _mT(y), False)  # L^-1 dA L^-T (dA symmetric)
+    k = a.shape[-1]
+    phi = jnp.tril(z) * (1.0 - 0.5 * jnp.eye(k, dtype=z.dtype))
+    return l, l @ phi
+
+
+def _substitute_unrolled(l, b, transpose: bool):
+    """Column-oriented substitution unrolled in Python (small k)."""
+    k = l.shape[-1]
+    xs = [None] * k
+    r = b
+    if not transpose:
+        for i in range(k):
+            xi = r[..., 0, :] / l[..., i, i][..., None]
+            xs[i] = xi
+            r = r[..., 1:, :] - l[..., i + 1:, i][..., :, None] * xi[..., None, :]
+    else:
+        for i in reversed(range(k)):  # row i of L is column i of L^T
+            xi = r[..., i, :] / l[..., i, i][..., None]
+            xs[i] = xi
+            r = r[..., :i, :] - l[..., i, :i][..., :, None] * xi[..., None, :]
+    return jnp.stack(xs, axis=-2)
+
+
+def _substitute(l, b, transpose: bool):
+    """Forward (``L x = b``) or back (``L^T x = b``) substitution; b ``[..., k, m]``.
+
+    One ``fori_loop`` step a row (unrolled on shrinking blocks for small k);
+    entries of ``l`` above the diagonal are ignored.
+    """
+    k = l.shape[-1]
+    if k <= UNROLL_MAX_K:
+        return _substitute_unrolled(l, b, transpose)
+    idx = jnp.arange(k)
+
+    def body(step, x):
+        i = k - 1 - step if transpose else step
+        if transpose:  # row i of L^T = column i of L, below the diagonal
+            coeffs = jnp.where(idx > i, _col(l, i), 0.0)
+        else:
+            coeffs = jnp.where(idx < i, _row(l, i), 0.0)
+        diag = jax.lax.dynamic_index_in_dim(_row(l, i), i, axis=l.ndim - 2, keepdims=False)
+        xi = (_row(b, i) - jnp.sum(coeffs[..., :, None] * x, axis=-2)) / diag[..., None]
+        return jax.lax.dynamic_update_index_in_dim(x, xi, i, axis=x.ndim - 2)
+
+    return jax.lax.fori_loop(0, k, body, jnp.zeros_like(b))
+
+
+def _solve_lower_jnp(l, r, transpose: bool):
+    """Pure-jnp triangular solve, l ``[..., k, k]``, r ``[..., k, m]`` (same batch dims).
+
+    The substitution loop runs inside ``lax.custom_linear_solve``:
+    derivatives (forward and reverse, w.r.t. ``l`` and ``r``) are triangular
+    solves themselves, the loop is never differentiated.
+    """
+    lower = jnp.tril(l)
+
+    def matvec(x):
+        return (_mT(lower) if transpose else lower) @ x
+
+    return jax.lax.custom_linear_solve(
+        matvec,
+        r,
+        solve=lambda _, rhs: _substitute(l, rhs, transpose),
+        transpose_solve=lambda _, rhs: _substitute(l, rhs, not transpose),
+    )
+
+
+def _cholesky_vendor(a):
+    return jax.lax.linalg.cholesky(_sym_from_lower(a), symmetrize_input=False)
+
+
+def _solve_lower_vendor(l, r, transpose: bool):
+    return jax.lax.linalg.triangular_solve(l, r, left_side=True, lower=True, transpose_a=transpose)
+
+
+def cholesky(a: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of symmetric positive-definite ``a`` ``[..., k, k]``.
+
+    Reads the lower triangle only (its derivative too: the tangent of ``a`` is
+    the symmetric matrix built from the lower triangle of the tangent). Not
+    positive definite -> NaN (like LAPACK). CPU: a rolled loop over the columns
+    (compile time independent of k) with the closed-form derivative
+    dL = L Phi(L^-1 dA L^-T); GPU/TPU: ``lax.linalg.cholesky`` (cuSOLVER
+    potrf, XLA's Cholesky on TPU). Chosen at lowering time.
+    """
+    return jax.lax.platform_dependent(a, cpu=_cholesky_jnp, default=_cholesky_vendor)
+
+
 def solve_lower(l: jax.Array, b: jax.Array, transpose: bool = False) -> jax.Array:
     """Solves ``L x = b`` (or ``L^T x = b`` with ``transpose``) for lower-triangular L.
 
@@ -51,22 +195,22 @@ def solve_lower(l: jax.Array, b: jax.Array, transpose: bool = False) -> jax.Arra
       b: ``[..., k]`` or ``[..., k, m]``; batch dims broadcast against ``l``.
     Returns:
       x with the broadcast shape of ``b``.
+
+    CPU: a rolled loop over the rows (compile time independent of k) whose
+    derivatives are triangular solves (``lax.custom_linear_solve``); GPU/TPU:
+    ``lax.linalg.triangular_solve`` (cuBLAS trsm, XLA's TriangularSolve on
+    TPU). Chosen at lowering time.
     """
     vector = b.ndim == l.ndim - 1
     r = b[..., None] if vector else b
-    k = l.shape[-1]
-    xs = [None] * k
-    if not transpose:
-        for i in range(k):  # forward substitution, column oriented
-            xi = r[..., 0, :] / l[..., i, i][..., None]
-            xs[i] = xi
-            r = r[..., 1:, :] - l[..., i + 1:, i][..., :, None] * xi[..., None, :]
-    else:
-        for i in reversed(range(k)):  # back substitution with L^T (row i of L is column i of L^T)
-            xi = r[..., i, :] / l[..., i, i][..., None]
-            xs[i] = xi
-            r = r[..., :i, :] - l[..., i, :i][..., :, None] * xi[..., None, :]
-    x = jnp.stack(jnp.broadcast_arrays(*xs), axis=-2)
+    batch = jnp.broadcast_shapes(l.shape[:-2], r.shape[:-2])
+    l = jnp.broadcast_to(l, batch + l.shape[-2:])
+    r = jnp.broadcast_to(r, batch + r.shape[-2:])
+    x = jax.lax.platform_dependent(
+        l, r,
+        cpu=lambda l, r: _solve_lower_jnp(l, r, transpose),
+        default=lambda l, r: _solve_lower_vendor(l, r, transpose),
+    )
     return x[..., 0] if vector else x
 
 
@@ -102,31 +246,31 @@ def tridiagonalize(a: jax.Array):
 
     Returns ``(d, e)``: the diagonal ``[..., k]`` and off-diagonal ``[..., k-1]``
     of T = Q^T A Q (Q orthogonal, not formed). Backward stable; O(k^3) work
-    in k static steps vectorised over the batch.
+    in a rolled loop of k - 2 reflections on the full (masked) matrix,
+    vectorised over the batch.
     """
     k = a.shape[-1]
     rest = 0.5 * (a + _mT(a))
-    ds, es = [], []
-    for _ in range(k - 2):
-        ds.append(rest[..., 0, 0])
-        x = rest[..., 1:, 0]
+    idx = jnp.arange(k)
+
+    def body(j, rest):
+        # Reflect the column below row j onto e_{j+1}; rows/cols <= j are done
+        # (the update leaves entries (i, i) and (i + 1, i), i <= j, as they are).
+        x = jnp.where(idx > j, _col(rest, j), 0.0)
         norm_x = jnp.sqrt(jnp.sum(x * x, axis=-1))
-        alpha = -jnp.where(x[..., 0] >= 0, 1.0, -1.0) * norm_x
-        v = x.at[..., 0].add(-alpha)
+        x1 = jax.lax.dynamic_index_in_dim(x, j + 1, axis=x.ndim - 1, keepdims=False)
+        alpha = -jnp.where(x1 >= 0, 1.0, -1.0) * norm_x
+        v = x - jnp.where(idx == j + 1, alpha[..., None], 0.0)
         norm_v = jnp.sqrt(jnp.sum(v * v, axis=-1))
         v = v / jnp.where(norm_v > 0, norm_v, 1.0)[..., None]  # v = 0: no reflection needed
-        es.append(alpha)
-        a22 = rest[..., 1:, 1:]
-        p = jnp.einsum("...ij,...j->...i", a22, v)
+        p = jnp.sum(rest * v[..., None, :], axis=-1)
         w = 2.0 * p - 2.0 * jnp.sum(v * p, axis=-1)[..., None] * v
-        rest = a22 - v[..., :, None] * w[..., None, :] - w[..., :, None] * v[..., None, :]
-    if k >= 2:
-        ds += [rest[..., 0, 0], rest[..., 1, 1]]
-        es.append(rest[..., 1, 0])
-    else:
-        ds.append(rest[..., 0, 0])
-    d = jnp.stack(ds, axis=-1)
-    e = jnp.stack(es, axis=-1) if es else jnp.zeros(a.shape[:-2] + (0,), a.dtype)
+        return rest - v[..., :, None] * w[..., None, :] - w[..., :, None] * v[..., None, :]
+
+    if k > 2:
+        rest = jax.lax.fori_loop(0, k - 2, body, rest, unroll=k <= UNROLL_MAX_K)
+    d = jnp.diagonal(rest, axis1=-2, axis2=-1)
+    e = jnp.diagonal(rest, offset=-1, axis1=-2, axis2=-1)
     return d, e
 
 
@@ -146,6 +290,20 @@ def _sturm_count(d, e2, x, pivmin):
 
 
 def eigvalsh(a: jax.Array, iterations: int | None = None) -> jax.Array:
+    """Eigenvalues of symmetric ``a`` ``[..., k, k]``, ascending, ``[..., k]``.
+
+    CPU: :func:`eigvalsh_jnp`; GPU/TPU: ``jnp.linalg.eigvalsh`` (cuSOLVER
+    syevj, XLA's Jacobi eigh on TPU), chosen at lowering time. Not meant to
+    be differentiated (use it inside a custom_vjp or under stop_gradient).
+    """
+    return jax.lax.platform_dependent(
+        a,
+        cpu=lambda a: eigvalsh_jnp(a, iterations),
+        default=lambda a: jnp.linalg.eigvalsh(0.5 * (a + _mT(a)), symmetrize_input=False),
+    )
+
+
+def eigvalsh_jnp(a: jax.Array, iterations: int | None = None) -> jax.Array:
     """Eigenvalues of symmetric ``a`` ``[..., k, k]``, ascending, ``[..., k]``.
 
     Householder tridiagonalisation, then bisection on Sturm counts for all k

@@ -71,29 +71,29 @@ def std_shift(init_std: float, min_std: float) -> float:
     return float(y + math.log(-math.expm1(-y)))
 
 
-def _n_cov(kind: str, k: int) -> int:
+def _n_cov(cov_type: str, k: int) -> int:
     """Number of raw covariance parameters: k (diag) or k + k(k-1)/2 (full, sqrt)."""
-    return k if kind == "diag" else k + k * (k - 1) // 2
+    return k if cov_type == "diag" else k + k * (k - 1) // 2
 
 
-def raw_to_scale(raw, kind: str, k: int, shift: float, min_std: float):
-    """Maps raw parameters ``[..., n_cov]`` to a scale of the given kind.
+def raw_to_scale(raw, cov_type: str, k: int, shift: float, min_std: float):
+    """Maps raw parameters ``[..., n_cov]`` to a scale of the given cov_type.
 
     Returns ``[..., k]`` (diag) or ``[..., k, k]`` (full Cholesky / sqrt).
     """
     d = jax.nn.softplus(raw[..., :k] + shift)
-    if kind == "diag":
+    if cov_type == "diag":
         return min_std + d
     rows, cols = jnp.tril_indices(k, -1)
     off = jnp.zeros(raw.shape[:-1] + (k, k), raw.dtype).at[..., rows, cols].set(raw[..., k:])
     eye = jnp.eye(k, dtype=raw.dtype)
-    if kind == "full":
+    if cov_type == "full":
         return off + (min_std + d)[..., None, :] * eye
     b = off + jnp.sqrt(d)[..., None, :] * eye
     return b @ jnp.swapaxes(b, -1, -2) + min_std * eye
 
 
-def scale_to_raw(scale, kind: str, shift: float, min_std: float, floor: float = 1e-6):
+def scale_to_raw(scale, cov_type: str, shift: float, min_std: float, floor: float = 1e-6):
     """Inverse of :func:`raw_to_scale` (for one or many scales).
 
     Values that the forward map cannot produce are clipped to the nearest
@@ -102,9 +102,9 @@ def scale_to_raw(scale, kind: str, shift: float, min_std: float, floor: float = 
     Returns ``[..., n_cov]``.
     """
     k = scale.shape[-1]
-    if kind == "diag":
+    if cov_type == "diag":
         return softplus_inverse(jnp.maximum(scale - min_std, floor)) - shift
-    if kind == "full":
+    if cov_type == "full":
         d = jnp.diagonal(scale, axis1=-2, axis2=-1)
         raw_d = softplus_inverse(jnp.maximum(d - min_std, floor)) - shift
         rows, cols = jnp.tril_indices(k, -1)
@@ -206,7 +206,7 @@ class Policy(NamedTuple):
 
     init(key) -> params.
     apply(params, obs [..., obs_dim]) -> (mean [..., k], scale [..., k] or [..., k, k]).
-    kind: "diag", "full" (lower Cholesky) or "sqrt" (symmetric sqrt).
+    cov_type: "diag", "full" (lower Cholesky) or "sqrt" (symmetric sqrt).
     contextual: whether the covariance depends on the state.
     set_global_scale(params, scale) -> params: writes one scale ([k] or [k, k])
       into the global covariance parameter (inverting the softplus/min_std
@@ -216,7 +216,7 @@ class Policy(NamedTuple):
 
     init: Callable
     apply: Callable
-    kind: str
+    cov_type: str
     contextual: bool
     set_global_scale: Callable
     action_dim: int
@@ -236,12 +236,12 @@ def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
     Uses config.cov_type, contextual_cov, policy_hidden, activation,
     init_std, min_std, dtype.
     """
-    kind = D.check_kind(config.cov_type)
+    cov_type = D.check_cov_type(config.cov_type)
     if config.activation not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {config.activation!r}; expected one of {ACTIVATIONS}")
     dtype = jnp.dtype(config.dtype)
     k = int(action_dim)
-    n_cov = _n_cov(kind, k)
+    n_cov = _n_cov(cov_type, k)
     shift = std_shift(config.init_std, config.min_std)
     min_std = float(config.min_std)
     contextual = bool(config.contextual_cov)
@@ -259,20 +259,20 @@ def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
 
     def apply(params, obs):
         mean, raw = net.apply(params, obs)
-        return mean, raw_to_scale(raw, kind, k, shift, min_std)
+        return mean, raw_to_scale(raw, cov_type, k, shift, min_std)
 
     def set_global_scale(params, scale):
         if contextual:
             return params
-        raw = scale_to_raw(jnp.asarray(scale, dtype), kind, shift, min_std)
+        raw = scale_to_raw(jnp.asarray(scale, dtype), cov_type, shift, min_std)
         if raw.shape != (n_cov,):
             raise ValueError(f"set_global_scale expects one scale of shape "
-                             f"{(k,) if kind == 'diag' else (k, k)}, got {jnp.shape(scale)}")
+                             f"{(k,) if cov_type == 'diag' else (k, k)}, got {jnp.shape(scale)}")
         inner = dict(params["params"])
         inner["cov"] = raw.astype(inner["cov"].dtype)
         return {**params, "params": inner}
 
-    return Policy(init, apply, kind, contextual, set_global_scale, k, int(obs_dim))
+    return Policy(init, apply, cov_type, contextual, set_global_scale, k, int(obs_dim))
 
 
 def make_value(config, obs_dim: int) -> Value:

@@ -142,7 +142,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         it = ts.iteration
         key, k_pool, k_roll, k_upd = jax.random.split(ts.key, 4)
         env_state = env.refresh(ts.env, k_pool)
-        env_state, ro, info = rollout(k_roll, env, env_state, policy.apply, ts.algo.policy_params, policy.kind,
+        env_state, ro, info = rollout(k_roll, env, env_state, policy.apply, ts.algo.policy_params, policy.cov_type,
                                       obs_normalizer(ts.obs_stats), config.unroll_length)
         reward = (info.reward * config.reward_scaling).astype(dtype)
         reward_norm = ts.reward_norm
@@ -231,7 +231,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         def step(carry, k):
             state, alive, ret, length = carry
             mean, scale = policy.apply(ts.algo.policy_params, obs_norm(state.obs))
-            action = jnp.where(deterministic, mean, distributions.sample(k, mean, scale, policy.kind))
+            action = jnp.where(deterministic, mean, distributions.sample(k, mean, scale, policy.cov_type))
             state, info = eval_env.step(state, action)
             ret = ret + jnp.where(alive, info.reward, 0.0)
             length = jnp.where(alive & (info.done > 0), info.ep_length, length)

@@ -151,7 +151,7 @@ def minibatch_epochs(key: jax.Array, batch: Any, num_epochs: int, num_minibatche
     return jax.lax.scan(epoch, carry, jax.random.split(key, num_epochs))
 
 
-def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_params, kind: str,
+def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_params, cov_type: str,
             obs_norm: Callable[[jax.Array], jax.Array], num_steps: int):
     """Collects ``num_steps`` vectorised env steps with the Gaussian policy.
 
@@ -160,7 +160,7 @@ def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_param
       env: a :class:`tr_jax.envs.wrappers.VecEnv` (``step(state, action)``).
       env_state: its :class:`~tr_jax.envs.wrappers.EnvState` over ``E`` envs.
       policy_apply: ``policy_apply(params, obs[E, d]) -> (mean [E, k], scale)``.
-      kind: scale parameterisation for :mod:`tr_jax.distributions`.
+      cov_type: scale parameterisation for :mod:`tr_jax.distributions`.
       obs_norm: maps raw observations ``[..., d]`` to what the policy sees.
       num_steps: ``T``.
     Returns:
@@ -174,8 +174,8 @@ def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_param
         state = carry
         obs = obs_norm(state.obs)
         mean, scale = policy_apply(policy_params, obs)
-        action = distributions.sample(k, mean, scale, kind)
-        log_prob = distributions.log_prob(action, mean, scale, kind)
+        action = distributions.sample(k, mean, scale, cov_type)
+        log_prob = distributions.log_prob(action, mean, scale, cov_type)
         state, info = env.step(state, action)
         tr = Rollout(obs=obs, action=action, log_prob=log_prob, old_mean=mean, old_scale=scale,
                      reward=info.reward, termination=info.termination, truncation=info.truncation,
@@ -214,13 +214,13 @@ def value_loss(value_fn, value_params, mb: Batch, clip):
 def policy_divergence(policy, params, batch: Batch):
     """KL(new || old) per state over ``batch``: mean/max of the total and its parts, entropy (scalars)."""
     mean, scale = policy.apply(params, batch.obs)
-    m, c = distributions.kl_decomposed(mean, scale, batch.old_mean, batch.old_scale, policy.kind)
+    m, c = distributions.kl_decomposed(mean, scale, batch.old_mean, batch.old_scale, policy.cov_type)
     kl = m + c
     return {
         "kl_mean": kl.mean(), "kl_max": kl.max(),
         "kl_mean_part_mean": m.mean(), "kl_mean_part_max": m.max(),
         "kl_cov_part_mean": c.mean(), "kl_cov_part_max": c.max(),
-        "entropy": distributions.entropy(scale, policy.kind).mean(),
+        "entropy": distributions.entropy(scale, policy.cov_type).mean(),
     }
 
 

@@ -26,20 +26,20 @@ def make_ppo(config, policy, value) -> Algorithm:
     """Builds PPO for ``config`` over a policy/value pair from :mod:`tr_jax.networks`."""
     policy_opt = make_optimizer(config, config.policy_lr, config.num_epochs * config.num_minibatches)
     value_opt = make_optimizer(config, config.value_lr, config.num_value_epochs * config.num_minibatches)
-    kind = policy.kind
+    cov_type = policy.cov_type
 
     def init(policy_params, value_params):
         return AlgoState(policy_params, value_params, policy_opt.init(policy_params), value_opt.init(value_params))
 
     def loss_fn(pp, mb: Batch):
         mean, scale = policy.apply(pp, mb.obs)
-        log_prob = D.log_prob(mb.action, mean, scale, kind)
+        log_prob = D.log_prob(mb.action, mean, scale, cov_type)
         log_ratio = log_prob - mb.log_prob
         ratio = jnp.exp(log_ratio)
         adv = normalize_advantage(mb.advantage) if config.normalize_advantage else mb.advantage
         surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - config.clip_ratio, 1 + config.clip_ratio) * adv)
         pg_loss = -surrogate.mean()
-        entropy = D.entropy(scale, kind).mean()
+        entropy = D.entropy(scale, cov_type).mean()
         total = pg_loss - config.entropy_coef * entropy
         aux = {
             "policy_loss": pg_loss,

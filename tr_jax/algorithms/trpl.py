@@ -19,7 +19,7 @@ covariance, the mean over states of the projected scale is then written back
 into the covariance parameter (``policy.set_global_scale``), so the acting
 covariance is the projected one exactly.
 
-Scale parameterisations handed to the projection ("projection kind"):
+Scale parameterisations handed to the projection (``projection_cov_type``):
 
 * diag policy: std vectors, for every projection;
 * full policy: lower Cholesky for "kl"/"frob" (W2 with a full policy is
@@ -65,14 +65,14 @@ from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
 from tr_jax.projections import canonical_name, entropy_projection, parts, project
 
 
-def projection_kind(policy_kind: str, projection: str) -> str:
+def projection_cov_type(policy_cov_type: str, projection: str) -> str:
     """Scale parameterisation the projection works on (see the module docstring)."""
     name = canonical_name(projection)
-    D.check_kind(policy_kind)
-    if policy_kind == "diag":
+    D.check_cov_type(policy_cov_type)
+    if policy_cov_type == "diag":
         return "diag"
     if name == "w2":
-        if policy_kind != "sqrt":
+        if policy_cov_type != "sqrt":
             raise ValueError("the W2 projection on a full covariance works on the symmetric sqrt: "
                              "use cov_type='sqrt' (got cov_type='full')")
         return "sqrt"
@@ -88,8 +88,8 @@ def make_trpl(config, policy, value) -> Algorithm:
     value_epochs, num_minibatches, policy_lr, value_lr, lr_decay, max_grad_norm, value_clip.
     """
     name = canonical_name(config.projection)
-    pkind = projection_kind(policy.kind, name)
-    options = {} if name == "kl" else {"scale_prec": config.scale_prec}
+    proj_cov_type = projection_cov_type(policy.cov_type, name)
+    options = {"cov_type": proj_cov_type} if name == "kl" else {"cov_type": proj_cov_type, "scale_prec": config.scale_prec}
     alpha = config.trust_region_coef
     schedule = config.entropy_schedule
     num_mb = config.num_minibatches
@@ -99,18 +99,18 @@ def make_trpl(config, policy, value) -> Algorithm:
 
     def to_proj(scale):
         """Policy scale -> projection scale ([..., k] or [..., k, k])."""
-        return scale if pkind == policy.kind else D.cholesky(scale, policy.kind)
+        return scale if proj_cov_type == policy.cov_type else D.cholesky(scale, policy.cov_type)
 
     def from_proj(scale):
-        return scale if pkind == policy.kind else D.to_kind(scale, pkind, policy.kind)
+        return scale if proj_cov_type == policy.cov_type else D.convert_scale(scale, proj_cov_type, policy.cov_type)
 
     def project_policy(pp, obs, old_mean, old_scale, beta):
-        """Returns ((mu~, A~), (mu, A)): network output and its projection, both in pkind."""
+        """Returns ((mu~, A~), (mu, A)): network output and its projection, both in proj_cov_type."""
         mean, scale = policy.apply(pp, obs)
         scale = to_proj(scale)
         pm, ps = project(name, mean, scale, old_mean, old_scale, config.eps_mean, config.eps_cov, **options)
         if schedule != "none":
-            ps = entropy_projection(ps, beta, config.entropy_equality, kind=pkind)
+            ps = entropy_projection(ps, beta, config.entropy_equality, cov_type=proj_cov_type)
         return (mean, scale), (pm, ps)
 
     def tr_loss(raw, proj):
@@ -126,11 +126,11 @@ def make_trpl(config, policy, value) -> Algorithm:
 
     def loss_fn(pp, mb: Batch, beta):
         raw, (pm, ps) = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta)
-        ratio = jnp.exp(D.log_prob(mb.action, pm, ps, pkind) - mb.log_prob)
+        ratio = jnp.exp(D.log_prob(mb.action, pm, ps, proj_cov_type) - mb.log_prob)
         adv = normalize_advantage(mb.advantage) if config.normalize_advantage else mb.advantage
         pg_loss = -jnp.mean(ratio * adv)
         trl = tr_loss(raw, (pm, ps))
-        entropy = D.entropy(ps, pkind).mean()
+        entropy = D.entropy(ps, proj_cov_type).mean()
         total = pg_loss + alpha * trl - config.entropy_coef * entropy
         return total, {"policy_loss": pg_loss, "trust_region_loss": trl}
 
@@ -185,15 +185,15 @@ def make_trpl(config, policy, value) -> Algorithm:
         if name == "kl":  # the KL parts are the KL decomposition
             kl, raw_kl = mp + cp, rmp + rcp
         else:
-            kl = D.kl(pm, ps, batch.old_mean, batch.old_scale, pkind)
-            raw_kl = D.kl(rm, rs, batch.old_mean, batch.old_scale, pkind)
+            kl = D.kl(pm, ps, batch.old_mean, batch.old_scale, proj_cov_type)
+            raw_kl = D.kl(rm, rs, batch.old_mean, batch.old_scale, proj_cov_type)
         return {
             "kl_mean": kl.mean(), "kl_max": kl.max(),
             "mean_part_mean": mp.mean(), "mean_part_max": mp.max(),
             "cov_part_mean": cp.mean(), "cov_part_max": cp.max(),
             "raw_kl_mean": raw_kl.mean(), "raw_kl_max": raw_kl.max(),
             "raw_mean_part_max": rmp.max(), "raw_cov_part_max": rcp.max(),
-            "entropy": D.entropy(ps, pkind).mean(),
+            "entropy": D.entropy(ps, proj_cov_type).mean(),
         }
 
     return Algorithm(init, update)

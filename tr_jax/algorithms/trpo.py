@@ -77,7 +77,7 @@ def make_trpo(config, policy, value) -> Algorithm:
     function, value_lr, value_epochs (or num_epochs), num_minibatches, lr_decay, max_grad_norm,
     value_clip.
     """
-    kind = policy.kind
+    cov_type = policy.cov_type
     value_opt = make_optimizer(config, config.value_lr, config.num_value_epochs * config.num_minibatches)
     max_kl = config.max_kl
 
@@ -91,17 +91,17 @@ def make_trpo(config, policy, value) -> Algorithm:
 
         def objective(flat):
             mean, scale = policy.apply(unravel(flat), batch.obs)
-            ratio = jnp.exp(D.log_prob(batch.action, mean, scale, kind) - batch.log_prob)
+            ratio = jnp.exp(D.log_prob(batch.action, mean, scale, cov_type) - batch.log_prob)
             surr = jnp.mean(ratio * adv)
-            ent = D.entropy(scale, kind).mean()
+            ent = D.entropy(scale, cov_type).mean()
             return surr + config.entropy_coef * ent, (mean, scale)
 
         def kl_to_current(flat):  # anchored at the current policy: exactly 0 with zero gradient at flat0
             mean, scale = policy.apply(unravel(flat), batch.obs)
-            return D.kl(mean, scale, cur_mean, cur_scale, kind).mean()
+            return D.kl(mean, scale, cur_mean, cur_scale, cov_type).mean()
 
         def kl_to_old(mean, scale):  # the constraint, against the behaviour policy of the batch
-            return D.kl(mean, scale, batch.old_mean, batch.old_scale, kind)
+            return D.kl(mean, scale, batch.old_mean, batch.old_scale, cov_type)
 
         grad_kl = jax.grad(kl_to_current)
 

@@ -8,24 +8,27 @@ arrays); traced bounds can only be checked for shape and dtype.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tr_jax import distributions as D
+
 
 class Layout(NamedTuple):
     """Static description of a batch of Gaussians.
 
-    diag: True for std-vector scales ``[..., k]``, False for ``[..., k, k]``.
+    cov_type: the scale parameterisation, "diag" (std vectors ``[..., k]``),
+      "full" (lower Cholesky factors ``[..., k, k]``) or "sqrt" (symmetric
+      square roots ``[..., k, k]``); see :mod:`tr_jax.distributions`.
     batch_shape: the leading batch dimensions ``[...]``.
-    k: the event (action) dimension.
     """
 
-    diag: bool
+    cov_type: str
     batch_shape: tuple
-    k: int
 
 
 def _check_float(name: str, x) -> None:
@@ -34,10 +37,40 @@ def _check_float(name: str, x) -> None:
         raise ValueError(f"{name} must have a floating dtype (float32/float64), got {dtype}")
 
 
-def check_gaussian(mean, scale, name: str = "") -> Layout:
-    """Validates one batch of Gaussians; returns its :class:`Layout`.
+def resolve_cov_type(cov_type, is_matrix: bool, allowed: tuple, matrix_default, what: str) -> str:
+    """The scale parameterisation of a function's input.
+
+    Args:
+      cov_type: the caller's ``cov_type`` argument (None: infer).
+      is_matrix: whether the scale is ``[..., k, k]`` (from the shapes).
+      allowed: the cov_types the function accepts.
+      matrix_default: the cov_type a matrix scale gets when ``cov_type`` is
+        None, or None if the caller must say it.
+      what: the function's name, for messages.
+    """
+    if cov_type is None:
+        if not is_matrix:
+            return "diag"
+        if matrix_default is None:
+            raise ValueError(
+                f"{what}: the scale is a matrix [..., k, k]; say what it is with cov_type='full' "
+                "(lower Cholesky factor, Sigma = L L^T) or cov_type='sqrt' (symmetric square root, Sigma = S S)"
+            )
+        return matrix_default
+    D.check_cov_type(cov_type)
+    if cov_type not in allowed:
+        raise ValueError(f"{what} does not take cov_type={cov_type!r}; it takes one of {allowed}")
+    if (cov_type != "diag") != is_matrix:
+        shape = "[..., k, k] matrices" if cov_type != "diag" else "[..., k] std vectors (same shape as the mean)"
+        raise ValueError(f"{what}: cov_type={cov_type!r} needs scales of shape {shape}")
+    return cov_type
+
+
+def check_gaussian(mean, scale, name: str = "") -> bool:
+    """Validates the shapes and dtypes of one batch of Gaussians.
 
     mean: ``[..., k]``; scale: ``[..., k]`` (diag std) or ``[..., k, k]``.
+    Returns whether the scale is a matrix (``[..., k, k]``).
     """
     pre = f"{name} " if name else ""
     _check_float(f"{pre}mean", mean)
@@ -49,7 +82,7 @@ def check_gaussian(mean, scale, name: str = "") -> Layout:
     if k < 1:
         raise ValueError(f"{pre}mean has an empty event dimension: shape {mean_shape}")
     if scale_shape == mean_shape:
-        return Layout(True, tuple(mean_shape[:-1]), k)
+        return False
     if len(scale_shape) == len(mean_shape) + 1:
         if scale_shape[-1] != scale_shape[-2]:
             raise ValueError(f"{pre}scale matrix must be square [..., k, k], got shape {scale_shape}")
@@ -58,15 +91,30 @@ def check_gaussian(mean, scale, name: str = "") -> Layout:
                 f"{pre}scale shape {scale_shape} does not match mean shape {mean_shape}: "
                 f"expected {mean_shape + (k,)} (full) or {mean_shape} (diagonal)"
             )
-        return Layout(False, tuple(mean_shape[:-1]), k)
+        return True
     raise ValueError(
         f"{pre}scale has the wrong rank: shape {scale_shape} for mean shape {mean_shape}; "
         f"expected {mean_shape} (diagonal std) or {mean_shape + (k,)} (full matrix)"
     )
 
 
-def check_pair(mean, scale, old_mean, old_scale) -> Layout:
-    """Validates new and old Gaussians and that they match in shape and dtype."""
+def check_old(old_mean, old_scale, cov_type, allowed: tuple, matrix_default, what: str) -> Layout:
+    """Validates one (old) Gaussian and resolves its ``cov_type``; checks concrete values."""
+    is_matrix = check_gaussian(old_mean, old_scale, "old")
+    if jnp.result_type(old_scale) != jnp.result_type(old_mean):
+        raise ValueError(f"old_scale dtype {jnp.result_type(old_scale)} differs from old_mean {jnp.result_type(old_mean)}")
+    cov_type = resolve_cov_type(cov_type, is_matrix, allowed, matrix_default, what)
+    D.check_scale(old_scale, cov_type, "old_scale")
+    return Layout(cov_type, tuple(jnp.shape(old_mean)[:-1]))
+
+
+def check_pair(mean, scale, old_mean, old_scale, cov_type, allowed: tuple, matrix_default, what: str) -> Layout:
+    """Validates new and old Gaussians, that they match in shape and dtype, and
+    resolves their ``cov_type`` (see :func:`resolve_cov_type`).
+
+    Concrete matrix scales are checked against the cov_type
+    (:func:`tr_jax.distributions.check_scale`).
+    """
     new = check_gaussian(mean, scale, "new")
     old = check_gaussian(old_mean, old_scale, "old")
     if jnp.shape(mean) != jnp.shape(old_mean) or jnp.shape(scale) != jnp.shape(old_scale):
@@ -79,10 +127,13 @@ def check_pair(mean, scale, old_mean, old_scale) -> Layout:
     if len(dtypes) != 1:
         raise ValueError(f"mean, scale, old_mean and old_scale must share one dtype, got {sorted(map(str, dtypes))}")
     assert new == old
-    return new
+    cov_type = resolve_cov_type(cov_type, new, allowed, matrix_default, what)
+    D.check_scale(scale, cov_type, "scale")
+    D.check_scale(old_scale, cov_type, "old_scale")
+    return Layout(cov_type, tuple(jnp.shape(mean)[:-1]))
 
 
-def check_bound(name: str, eps, batch_shape: tuple, allow_zero: bool = False):
+def check_bound(name: str, eps, batch_shape: tuple):
     """Validates a bound: a scalar or one value per state (``batch_shape``).
 
     Raises ``ValueError`` for non-float/int dtypes, wrong shapes, and, when the
@@ -105,10 +156,9 @@ def check_bound(name: str, eps, batch_shape: tuple, allow_zero: bool = False):
         )
     if not isinstance(eps, jax.core.Tracer):
         value = np.asarray(eps, dtype=np.float64)
-        lo_ok = value >= 0 if allow_zero else value > 0
-        if not np.all(lo_ok & np.isfinite(value)):
-            what = "non-negative" if allow_zero else "positive"
-            raise ValueError(f"{name} must be {what} and finite, got {value if value.ndim == 0 else value[~(lo_ok & np.isfinite(value))][:5]}")
+        ok = (value > 0) & np.isfinite(value)
+        if not np.all(ok):
+            raise ValueError(f"{name} must be positive and finite, got {value if value.ndim == 0 else value[~ok][:5]}")
 
 
 def as_bound(eps, batch_shape: tuple, dtype) -> jax.Array:
@@ -137,13 +187,14 @@ def check_flag(name: str, value) -> bool:
     return bool(value)
 
 
-def check_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
+def check_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, cov_type, allowed, matrix_default, what):
     """Validates the arguments of a mean + covariance projection.
 
     Returns ``(layout, eps_mean, eps_cov)`` with both bounds broadcast to
-    ``layout.batch_shape`` in the Gaussians' dtype.
+    ``layout.batch_shape`` in the Gaussians' dtype. ``cov_type``, ``allowed``,
+    ``matrix_default``, ``what``: see :func:`check_pair`.
     """
-    layout = check_pair(mean, scale, old_mean, old_scale)
+    layout = check_pair(mean, scale, old_mean, old_scale, cov_type, allowed, matrix_default, what)
     check_bound("eps_mean", eps_mean, layout.batch_shape)
     check_bound("eps_cov", eps_cov, layout.batch_shape)
     dtype = jnp.result_type(mean)
@@ -152,3 +203,20 @@ def check_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
         as_bound(eps_mean, layout.batch_shape, dtype),
         as_bound(eps_cov, layout.batch_shape, dtype),
     )
+
+
+def run_projection(state_fn: Callable, mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_type,
+                   allowed: tuple, what: str, **static):
+    """Validates a projection's arguments and maps ``state_fn`` over the batch.
+
+    ``state_fn(mean [k], scale [k] or [k, k], old_mean, old_scale, eps_mean [],
+    eps_cov [], *, cov_type, **static)`` projects one state. ``allowed[-1]`` is
+    the cov_type a matrix scale gets when ``cov_type`` is None. ``static``
+    holds boolean flags (checked with :func:`check_flag`).
+    """
+    layout, eps_m, eps_c = check_projection(
+        mean, scale, old_mean, old_scale, eps_mean, eps_cov, cov_type, allowed, allowed[-1], what
+    )
+    flags = {name: check_flag(name, value) for name, value in static.items()}
+    fn = functools.partial(state_fn, cov_type=layout.cov_type, **flags)
+    return batched(fn, layout.batch_shape, mean, scale, old_mean, old_scale, eps_m, eps_c)

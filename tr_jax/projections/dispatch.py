@@ -67,7 +67,7 @@ def project(name: str, mean, scale, old_mean, old_scale, eps_mean, eps_cov, **op
         or ``[..., k, k]`` factors (Cholesky for "kl"/"frob", symmetric sqrt
         for "w2").
       eps_mean, eps_cov: scalars or ``[...]``.
-      **options: passed on, e.g. ``scale_prec`` for "w2"/"frob".
+      **options: passed on: ``cov_type`` (all), ``scale_prec`` ("w2"/"frob").
     Returns:
       ``(projected_mean, projected_scale)`` as the chosen projection.
     Raises:

@@ -22,25 +22,25 @@ import math
 
 import jax.numpy as jnp
 
+from tr_jax import distributions as D
 from tr_jax import linalg as LA
 from tr_jax.projections import _checks
 
-_KINDS = ("diag", "full", "sqrt")
 
 
-def _log_det_factor(scale, kind: str):
+def _log_det_factor(scale, cov_type: str):
     """log|det A| for one state's scale factor (so log det Sigma = 2 * this)."""
-    if kind == "diag":
+    if cov_type == "diag":
         return jnp.sum(jnp.log(jnp.abs(scale)))
-    if kind == "full":
+    if cov_type == "full":
         return jnp.sum(jnp.log(jnp.abs(jnp.diagonal(scale))))
-    # log|det A| = 0.5 log det(A A^T), valid for any non-singular factor.
+    # "sqrt": log|det A| = 0.5 log det(A A^T), valid for any non-singular factor.
     return 0.5 * LA.spd_logdet(scale @ scale.T)
 
 
-def _entropy_state(scale, beta, *, kind: str, equality: bool):
+def _entropy_state(scale, beta, *, cov_type: str, equality: bool):
     k = scale.shape[-1]
-    entropy = 0.5 * k * (1.0 + math.log(2.0 * math.pi)) + _log_det_factor(scale, kind)
+    entropy = 0.5 * k * (1.0 + math.log(2.0 * math.pi)) + _log_det_factor(scale, cov_type)
     gap = beta - entropy
     if equality:
         return scale * jnp.exp(gap / k)
@@ -50,23 +50,26 @@ def _entropy_state(scale, beta, *, kind: str, equality: bool):
     return jnp.where(active, scale * factor, scale)
 
 
-def _layout(scale, kind):
+def _layout(scale, cov_type):
     _checks._check_float("scale", scale)
     shape = jnp.shape(scale)
-    if kind is not None and kind not in _KINDS:
-        raise ValueError(f"unknown scale kind {kind!r}; expected one of {_KINDS} or None")
-    if kind is None:
-        kind = "sqrt" if len(shape) >= 2 and shape[-1] == shape[-2] else "diag"
-    if kind == "diag":
+    given = cov_type is not None
+    if not given:
+        # Some matrix factor A: the "sqrt" formula log|det A| = 0.5 log det(A A^T) holds for all of them.
+        cov_type = "sqrt" if len(shape) >= 2 and shape[-1] == shape[-2] else "diag"
+    D.check_cov_type(cov_type)
+    if cov_type == "diag":
         if len(shape) < 1 or shape[-1] < 1:
             raise ValueError(f"a diagonal scale must have shape [..., k] with k >= 1, got {shape}")
-        return kind, tuple(shape[:-1])
+        return cov_type, tuple(shape[:-1])
     if len(shape) < 2 or shape[-1] != shape[-2] or shape[-1] < 1:
-        raise ValueError(f"a {kind} scale must be a square matrix [..., k, k], got shape {shape}")
-    return kind, tuple(shape[:-2])
+        raise ValueError(f"a cov_type={cov_type!r} scale must be a square matrix [..., k, k], got shape {shape}")
+    if given:
+        D.check_scale(scale, cov_type)
+    return cov_type, tuple(shape[:-2])
 
 
-def entropy_projection(scale, beta, equality=False, *, kind=None):
+def entropy_projection(scale, beta, equality=False, *, cov_type=None):
     """Projects the scale so that the entropy is >= beta (or == beta).
 
     Args:
@@ -75,20 +78,23 @@ def entropy_projection(scale, beta, equality=False, *, kind=None):
       beta: target entropy, a scalar or one per state ``[...]``; any real.
       equality: if True, always rescale to entropy beta; else only where the
         entropy is below beta.
-      kind: "diag", "full" (Cholesky: log det from the diagonal) or "sqrt"
-        (any non-singular factor: log det via slogdet). None infers it from the
-        shape: trailing dims ``[k, k]`` mean a matrix factor ("sqrt", valid
-        for Cholesky factors too), otherwise a std vector. Pass
-        ``kind="diag"`` for a batch of std vectors whose shape happens to end
-        in ``[k, k]``.
+      cov_type: "diag", "full" (lower Cholesky: log det from the diagonal) or
+        "sqrt" (symmetric square root). None infers it from the shape:
+        trailing dims ``[k, k]`` mean some matrix factor A with
+        Sigma = A A^T (log det via a Cholesky of A A^T; right for Cholesky
+        factors and symmetric roots alike), otherwise a std vector. Pass
+        ``cov_type="diag"`` for a batch of std vectors whose shape happens to
+        end in ``[k, k]``.
     Returns:
       The rescaled scale, same shape and parameterisation as ``scale``.
     Raises:
       ValueError: at trace time, for a non-float scale, a non-square matrix
-        scale, an unknown ``kind``, or a ``beta`` whose shape is neither
-        scalar nor the batch shape.
+        scale, an unknown ``cov_type``, or a ``beta`` whose shape is neither
+        scalar nor the batch shape, or a concrete matrix that is not of its
+        declared ``cov_type`` (:func:`tr_jax.distributions.check_scale`; not
+        checked under ``jit``).
     """
-    kind, batch_shape = _layout(scale, kind)
+    cov_type, batch_shape = _layout(scale, cov_type)
     if isinstance(beta, bool) or jnp.result_type(beta) == jnp.bool_:
         raise ValueError("beta must be a number, got a boolean")
     beta_dtype = jnp.result_type(beta)
@@ -100,5 +106,5 @@ def entropy_projection(scale, beta, equality=False, *, kind=None):
         )
     equality = _checks.check_flag("equality", equality)
     beta = _checks.as_bound(beta, batch_shape, jnp.result_type(scale))
-    fn = functools.partial(_entropy_state, kind=kind, equality=equality)
+    fn = functools.partial(_entropy_state, cov_type=cov_type, equality=equality)
     return _checks.batched(fn, batch_shape, scale, beta)

@@ -21,24 +21,23 @@ NaN inputs: NaN is propagated to the outputs of the affected states (under
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 
 from tr_jax import linalg as LA
 from tr_jax.projections import _checks
-from tr_jax.projections.mean import mean_distance, project_mean, shrink_weight
+from tr_jax.projections.mean import _distance, metric_name, project_mean_part, shrink_weight
 
-
-def _mean_metric(scale_prec: bool) -> str:
-    return "mahalanobis" if scale_prec else "euclidean"
+_COV_TYPES = ("diag", "full")  # the last one is the default for matrix scales
 
 
 def _cov_diff(scale, old_scale, diag: bool):
-    """Sigma~ - Sigma_o: ``[..., k]`` (diagonal entries) or ``[..., k, k]``."""
+    """Sigma~ - Sigma_o: ``[..., k]`` (diagonal entries) or ``[..., k, k]``.
+
+    Matrix scales are Cholesky factors: only their lower triangles are read.
+    """
     if diag:
         return (scale - old_scale) * (scale + old_scale)
+    scale, old_scale = jnp.tril(scale), jnp.tril(old_scale)
     return scale @ jnp.swapaxes(scale, -1, -2) - old_scale @ jnp.swapaxes(old_scale, -1, -2)
 
 
@@ -47,23 +46,23 @@ def _cov_distance(diff, diag: bool):
     return jnp.sum(diff**2, axis=axes)
 
 
-def _frobenius_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, diag: bool, scale_prec: bool):
-    """One state: mean ``[k]``, scale ``[k]`` or ``[k, k]``, scalar bounds."""
-    dist = mean_distance(mean, old_mean, old_scale, _mean_metric(scale_prec), diag=diag, lower=True)
-    new_mean = project_mean(mean, old_mean, dist, eps_mean)
+def _frobenius_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_type: str, scale_prec: bool):
+    """One state: mean ``[k]``, scale ``[k]`` or ``[k, k]`` (Cholesky), scalar bounds."""
+    diag = cov_type == "diag"
+    new_mean = project_mean_part(mean, old_mean, old_scale, eps_mean, metric_name(scale_prec), cov_type)
 
     diff = _cov_diff(scale, old_scale, diag)
     active, w = shrink_weight(_cov_distance(diff, diag), eps_cov)
     if diag:
         projected = jnp.sqrt(old_scale**2 + w * diff)
     else:
-        old_cov = old_scale @ old_scale.T
-        cov = old_cov + w * diff
+        old_lower = jnp.tril(old_scale)
+        cov = old_lower @ old_lower.T + w * diff
         projected = LA.cholesky(0.5 * (cov + cov.T))
     return new_mean, jnp.where(active, projected, scale)
 
 
-def frobenius_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, scale_prec=True):
+def frobenius_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, scale_prec=True, *, cov_type=None):
     """Frobenius trust-region projection of N(mean, scale) around the old Gaussian.
 
     Args:
@@ -73,31 +72,39 @@ def frobenius_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, sc
       eps_mean, eps_cov: bounds, scalars or one per state ``[...]``, > 0.
       scale_prec: bound the mean by the Mahalanobis distance under the old
         covariance (True) or by the squared Euclidean distance (False).
+      cov_type: "diag" or "full" (lower Cholesky); None infers it from the
+        shapes (a matrix scale is "full"). A symmetric square root is not
+        accepted: convert it with ``distributions.cholesky(scale, "sqrt")``.
     Returns:
       ``(projected_mean [..., k], projected_scale)`` with ``projected_scale`` in
       the input's parameterisation (std vector or lower Cholesky). Each part
       passes through unchanged (value and gradient) where its bound holds.
     Raises:
       ValueError: at trace time, for mismatched shapes, a scale of the wrong
-        rank, non-float dtypes, or concrete non-positive bounds.
+        rank, non-float dtypes, an unknown or unsupported ``cov_type``,
+        concrete non-positive bounds, or a concrete "full" scale with non-zero
+        entries above the diagonal. Under ``jit`` the values cannot be checked:
+        entries above the diagonal are then ignored (read as zero), except
+        that states inside both bounds pass through unchanged.
     """
-    layout, eps_m, eps_c = _checks.check_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov)
-    scale_prec = _checks.check_flag("scale_prec", scale_prec)
-    fn = functools.partial(_frobenius_state, diag=layout.diag, scale_prec=scale_prec)
-    return _checks.batched(fn, layout.batch_shape, mean, scale, old_mean, old_scale, eps_m, eps_c)
+    return _checks.run_projection(
+        _frobenius_state, mean, scale, old_mean, old_scale, eps_mean, eps_cov,
+        cov_type=cov_type, allowed=_COV_TYPES, what="frobenius_projection", scale_prec=scale_prec,
+    )
 
 
-def frobenius_parts(mean, scale, old_mean, old_scale, scale_prec=True):
+def frobenius_parts(mean, scale, old_mean, old_scale, scale_prec=True, *, cov_type=None):
     """The two distances the Frobenius projection bounds, each ``[...]``.
 
     mean part: (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) (``scale_prec``) or
     ||mu - mu_o||^2; cov part: ||Sigma - Sigma_o||_F^2.
 
     Args as in :func:`frobenius_projection` (scales: std ``[..., k]`` or
-    Cholesky ``[..., k, k]``).
+    lower Cholesky ``[..., k, k]``).
     """
-    layout = _checks.check_pair(mean, scale, old_mean, old_scale)
+    layout = _checks.check_pair(mean, scale, old_mean, old_scale, cov_type, _COV_TYPES, "full", "frobenius_parts")
     scale_prec = _checks.check_flag("scale_prec", scale_prec)
-    mean_part = mean_distance(mean, old_mean, old_scale, _mean_metric(scale_prec), diag=layout.diag, lower=True)
-    cov_part = _cov_distance(_cov_diff(scale, old_scale, layout.diag), layout.diag)
+    diag = layout.cov_type == "diag"
+    mean_part = _distance(mean, old_mean, old_scale, metric_name(scale_prec), layout.cov_type)
+    cov_part = _cov_distance(_cov_diff(scale, old_scale, diag), diag)
     return mean_part, cov_part

@@ -47,10 +47,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from tr_jax import linalg as LA
 
+from tr_jax import distributions as D
+from tr_jax import linalg as LA
 from tr_jax.projections import _checks
-from tr_jax.projections.mean import mean_distance, project_mean
+from tr_jax.projections.mean import project_mean_part
 
 __all__ = ["kl_projection", "kl_parts"]
 
@@ -60,32 +61,12 @@ __all__ = ["kl_projection", "kl_parts"]
 _NEWTON_ITERS = 7
 # Chunk length of the products whose logarithms give sum(log p) in float64.
 _LOG_CHUNK = 8
+_COV_TYPES = ("diag", "full")  # the last one is the default for matrix scales
 
 
 # ---------------------------------------------------------------------------
 # Scalar helpers
 # ---------------------------------------------------------------------------
-
-
-def _rm1_log(u):
-    """r - 1 - log r for r = 1 + u (elementwise), accurate for small |u|.
-
-    With t = u / (2 + u): log r = 2 atanh t, u = 2t / (1 - t), so
-    r - 1 - log r = 2 t^2 / (1 - t) - 2 t^3 (1/3 + t^2/5 + t^4/7 + ...),
-    a sum without cancellation for small t; larger |t| uses the direct form.
-    Both branches get safe inputs, so gradients stay finite.
-    """
-    t = u / (2.0 + u)
-    small = jnp.abs(t) < 0.1
-    ts = jnp.where(small, t, 0.0)
-    t2 = ts * ts
-    poly = jnp.zeros_like(t2)
-    for n in (17, 15, 13, 11, 9, 7, 5, 3):  # Horner; |t| < 0.1 -> error < 1e-17
-        poly = poly * t2 + 1.0 / n
-    series = 2.0 * t2 / (1.0 - ts) - 2.0 * ts * t2 * poly
-    ud = jnp.where(small, 1.0, u)
-    direct = ud - jnp.log1p(ud)
-    return jnp.where(small, series, direct)
 
 
 def _sum_log(p):
@@ -125,7 +106,7 @@ def _root_s(lam, eps):
     """
     dtype = lam.dtype
     d = lam - 1.0
-    kl_target = 0.5 * jnp.sum(_rm1_log(-d / lam))
+    kl_target = 0.5 * jnp.sum(D.rm1_log(-d / lam))
     active = jnp.logical_not(kl_target <= eps)  # NaN counts as active -> NaN out
     log_eps = jnp.log(eps)
     sum_d2 = jnp.sum(d * d)
@@ -150,7 +131,7 @@ def _root_s(lam, eps):
     # Final Newton step on the cancellation-free g.
     q = 1.0 / (1.0 + s * d)
     dq = d * q
-    g = 0.5 * jnp.sum(_rm1_log(-s * dq))
+    g = 0.5 * jnp.sum(D.rm1_log(-s * dq))
     gp = 0.5 * s * jnp.sum(dq * dq)
     sn = s - (g - eps) / gp
     s = jnp.where(jnp.isfinite(sn) & (sn > 0) & (sn <= 1), sn, s)
@@ -229,17 +210,6 @@ _s_full.defvjp(_s_full_fwd, _s_full_bwd)
 # ---------------------------------------------------------------------------
 
 
-def _mean_part(mean, old_mean, old_scale, diag):
-    """0.5 (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) of one state, ``[]`` (old scale: std or Cholesky)."""
-    return 0.5 * mean_distance(mean, old_mean, old_scale, diag=diag, lower=True)
-
-
-def _project_mean_kl(mean, old_mean, old_scale, eps_mean, diag):
-    dist = _mean_part(mean, old_mean, old_scale, diag)
-    out = project_mean(mean, old_mean, dist, eps_mean)
-    return jnp.where(jnp.isnan(dist), jnp.nan, out)
-
-
 def _cov_diag(std, old_std, eps):
     """``[k]`` projected std of one diagonal state."""
     lam = (old_std / std) ** 2
@@ -254,6 +224,7 @@ def _cov_full(chol, old_chol, eps):
     """``[k, k]`` projected lower Cholesky factor of one full state."""
     k = chol.shape[-1]
     eye = jnp.eye(k, dtype=chol.dtype)
+    old_chol = jnp.tril(old_chol)  # (solve_lower reads only the lower triangle of its matrix argument)
     m = LA.solve_lower(chol, old_chol)  # L~^-1 L_o
     w = m.T @ m  # whitened target precision L_o^T Lambda~ L_o
     s = _s_full(w, eps)
@@ -271,16 +242,17 @@ def _cov_full(chol, old_chol, eps):
 @functools.partial(jax.jit, static_argnums=0)
 def _kl_batched(layout, mean, scale, old_mean, old_scale, eps_mean, eps_cov):
     """Validated inputs -> projection; jitted so eager calls compile once per shape."""
-    cov = _cov_diag if layout.diag else _cov_full
+    diag = layout.cov_type == "diag"
+    cov = _cov_diag if diag else _cov_full
 
     def state(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
-        mu = _project_mean_kl(mean, old_mean, old_scale, eps_mean, layout.diag)
+        mu = project_mean_part(mean, old_mean, old_scale, eps_mean, "mahalanobis", layout.cov_type, factor=0.5)
         return mu, cov(scale, old_scale, eps_cov)
 
     return _checks.batched(state, layout.batch_shape, mean, scale, old_mean, old_scale, eps_mean, eps_cov)
 
 
-def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
+def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_type=None):
     """KL trust-region projection of a batch of Gaussians.
 
     Args:
@@ -290,6 +262,9 @@ def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
       old_mean, old_scale: old policy, same shapes and dtype.
       eps_mean: scalar or ``[...]`` bound on 0.5 (mu - mu_o)^T Sigma_o^-1 (mu - mu_o).
       eps_cov: scalar or ``[...]`` bound on KL_Sigma(Sigma || Sigma_o).
+      cov_type: "diag" or "full" (lower Cholesky); None infers it from the
+        shapes (a matrix scale is "full"). A symmetric square root is not
+        accepted: convert it with ``distributions.cholesky(scale, "sqrt")``.
     Returns:
       ``(projected_mean [..., k], projected_scale)`` with the scale in the input
       parameterisation (std vector or lower Cholesky). States inside a bound
@@ -299,46 +274,34 @@ def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
       NaN in a state's inputs gives NaN in its outputs; never hangs.
     Raises:
       ValueError: mismatched shapes or dtypes, a scale of the wrong rank,
-        non-float inputs, non-positive or badly shaped bounds.
+        non-float inputs, non-positive or badly shaped bounds, an unknown or
+        unsupported ``cov_type``, a concrete "full" scale with non-zero entries
+        above the diagonal. Under ``jit`` the values cannot be checked: entries
+        above the diagonal are then ignored (read as zero), except that states
+        inside the bound pass through unchanged.
     """
-    layout = _checks.check_pair(mean, scale, old_mean, old_scale)
-    _checks.check_bound("eps_mean", eps_mean, layout.batch_shape)
-    _checks.check_bound("eps_cov", eps_cov, layout.batch_shape)
-    dtype = jnp.result_type(mean)
-    em = _checks.as_bound(eps_mean, layout.batch_shape, dtype)
-    ec = _checks.as_bound(eps_cov, layout.batch_shape, dtype)
+    layout, em, ec = _checks.check_projection(
+        mean, scale, old_mean, old_scale, eps_mean, eps_cov, cov_type, _COV_TYPES, "full", "kl_projection"
+    )
     return _kl_batched(layout, mean, scale, old_mean, old_scale, em, ec)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _kl_parts_batched(layout, mean, scale, old_mean, old_scale):
-    diag = layout.diag
-
-    def fn(mean, scale, old_mean, old_scale):
-        mean_part = _mean_part(mean, old_mean, old_scale, diag)
-        if diag:
-            ratio = scale / old_scale
-            cov_part = 0.5 * jnp.sum(_rm1_log((ratio - 1.0) * (ratio + 1.0)))
-        else:
-            # B = L_o^-1 L: tr(B B^T) - k - log det(B B^T)
-            #   = sum_{i>j} B_ij^2 + sum_i (B_ii^2 - 1 - log B_ii^2), no cancellation.
-            b = LA.solve_lower(old_scale, scale)
-            bd = jnp.diagonal(b)
-            off = jnp.sum(jnp.tril(b, -1) ** 2)
-            cov_part = 0.5 * (off + jnp.sum(_rm1_log((bd - 1.0) * (bd + 1.0))))
-        return mean_part, cov_part
-
-    return _checks.batched(fn, layout.batch_shape, mean, scale, old_mean, old_scale)
+def _kl_parts_batched(cov_type, mean, scale, old_mean, old_scale):
+    return D.kl_decomposed(mean, scale, old_mean, old_scale, cov_type)
 
 
-def kl_parts(mean, scale, old_mean, old_scale):
+def kl_parts(mean, scale, old_mean, old_scale, *, cov_type=None):
     """The two quantities :func:`kl_projection` bounds, each ``[...]``.
 
     Args:
-      mean, scale, old_mean, old_scale: as in :func:`kl_projection`.
+      mean, scale, old_mean, old_scale, cov_type: as in :func:`kl_projection`.
     Returns:
       ``(mean_part, cov_part)``: 0.5 (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) and
-      KL_Sigma(Sigma || Sigma_o), evaluated without cancellation for small values.
+      KL_Sigma(Sigma || Sigma_o), evaluated without cancellation for small
+      values (:func:`tr_jax.distributions.kl_decomposed`).
     """
-    layout = _checks.check_pair(mean, scale, old_mean, old_scale)
-    return _kl_parts_batched(layout, mean, scale, old_mean, old_scale)
+    layout = _checks.check_pair(mean, scale, old_mean, old_scale, cov_type, _COV_TYPES, "full", "kl_parts")
+    if layout.cov_type == "full":
+        scale, old_scale = jnp.tril(scale), jnp.tril(old_scale)
+    return _kl_parts_batched(layout.cov_type, mean, scale, old_mean, old_scale)

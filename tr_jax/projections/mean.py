@@ -15,41 +15,57 @@ import jax
 import jax.numpy as jnp
 
 from tr_jax import distributions as D
-from tr_jax import linalg as LA
 from tr_jax.projections import _checks
 
 METRICS = ("mahalanobis", "euclidean")
 
 
-def mean_distance(
-    mean, old_mean, old_scale, metric: str = "mahalanobis", diag: bool | None = None, lower: bool = False
-):
+def mean_distance(mean, old_mean, old_scale, metric: str = "mahalanobis", cov_type: str | None = None):
     """Squared distance between means, ``[...]``.
 
     Args:
       mean, old_mean: ``[..., k]``.
-      old_scale: ``[..., k]`` (diag std) or ``[..., k, k]`` (Cholesky or
-        symmetric sqrt; both give the same Sigma^-1 metric).
+      old_scale: ``[..., k]`` (std vector) or ``[..., k, k]`` (a matrix factor
+        of the old covariance, of ``cov_type``).
       metric: "mahalanobis": (mu - mu_o)^T Sigma_o^-1 (mu - mu_o);
-        "euclidean": ||mu - mu_o||^2.
-      diag: whether ``old_scale`` is a std vector (inferred from ranks if None).
-      lower: the matrix ``old_scale`` is lower triangular (Cholesky): use a
-        triangular solve instead of a general one (same value).
+        "euclidean": ||mu - mu_o||^2 (``old_scale`` unused but checked).
+      cov_type: "diag", "full" (lower Cholesky factor, Sigma = L L^T) or
+        "sqrt" (symmetric square root, Sigma = S S). None: "diag" for a vector
+        scale; a matrix scale must say which (ValueError otherwise).
+    Raises:
+      ValueError: unknown metric or cov_type, mismatched shapes/dtypes, or a
+        concrete matrix that is not of its ``cov_type`` (see
+        :func:`tr_jax.distributions.check_scale`; under ``jit`` this cannot be
+        checked: "full" then reads the lower triangle only).
     """
     if metric not in METRICS:
         raise ValueError(f"unknown mean metric {metric!r}; expected one of {METRICS}")
+    layout = _check_mean_args(mean, old_mean, old_scale, cov_type, "mean_distance")
+    return _distance(mean, old_mean, old_scale, metric, layout.cov_type)
+
+
+def _check_mean_args(mean, old_mean, old_scale, cov_type, what):
+    layout = _checks.check_old(old_mean, old_scale, cov_type, D.COV_TYPES, None, what)
+    _checks._check_float("mean", mean)
+    if jnp.shape(mean) != jnp.shape(old_mean) or jnp.result_type(mean) != jnp.result_type(old_mean):
+        raise ValueError(
+            f"mean and old_mean must have the same shapes and dtype: {jnp.shape(mean)} {jnp.result_type(mean)} "
+            f"vs {jnp.shape(old_mean)} {jnp.result_type(old_mean)}"
+        )
+    return layout
+
+
+def _distance(mean, old_mean, old_scale, metric: str, cov_type: str):
+    """:func:`mean_distance` on validated inputs (no checks)."""
     diff = mean - old_mean
     if metric == "euclidean":
         return jnp.sum(diff**2, axis=-1)
-    if diag is None:
-        diag = jnp.ndim(old_scale) == jnp.ndim(old_mean)
-    if diag:
-        return jnp.sum((diff / old_scale) ** 2, axis=-1)
-    # Cholesky and symmetric sqrt both satisfy Sigma = A A^T, so A^-1 works for either.
-    if lower:
-        return jnp.sum(LA.solve_lower(old_scale, diff) ** 2, axis=-1)
-    # symmetric sqrt S: S^-1 diff via a Cholesky solve (S is positive definite).
-    return jnp.sum(LA.spd_solve(old_scale, diff) ** 2, axis=-1)
+    return jnp.sum(D.whiten(diff, old_scale, cov_type) ** 2, axis=-1)
+
+
+def metric_name(scale_prec: bool) -> str:
+    """The mean metric of the W2/Frobenius projections for a ``scale_prec`` flag."""
+    return "mahalanobis" if scale_prec else "euclidean"
 
 
 def shrink_weight(dist, eps):
@@ -92,28 +108,34 @@ def project_mean(mean, old_mean, dist, eps):
     return jnp.where(active[..., None], projected, mean)
 
 
-def mean_projection(mean, old_mean, old_scale, eps_mean, metric: str = "mahalanobis", factor: float = 1.0):
+def mean_projection(
+    mean, old_mean, old_scale, eps_mean, metric: str = "mahalanobis", factor: float = 1.0, *, cov_type=None
+):
     """Mean trust-region projection, ``[..., k]``.
 
-    Bounds ``factor * mean_distance(mean, old_mean, old_scale, metric) <= eps_mean``.
+    Bounds ``factor * mean_distance(mean, old_mean, old_scale, metric, cov_type) <= eps_mean``.
     KL uses metric="mahalanobis", factor=0.5; W2/Frobenius use factor=1 with
     "mahalanobis" (scale_prec=True) or "euclidean" (scale_prec=False).
 
     Args:
       mean, old_mean: ``[..., k]``.
-      old_scale: ``[..., k]`` or ``[..., k, k]``.
+      old_scale: ``[..., k]`` std vector or ``[..., k, k]`` matrix factor.
       eps_mean: scalar or ``[...]``, > 0.
+      cov_type: "diag", "full" (lower Cholesky) or "sqrt" (symmetric square
+        root); required for a matrix ``old_scale``, as in :func:`mean_distance`.
+    Raises:
+      ValueError: as :func:`mean_distance`, and for bad bounds.
     """
-    layout = _checks.check_gaussian(old_mean, old_scale, "old")
-    _checks._check_float("mean", mean)
-    if jnp.shape(mean) != jnp.shape(old_mean) or jnp.result_type(mean) != jnp.result_type(old_mean):
-        raise ValueError(
-            f"mean and old_mean must have the same shapes and dtype: {jnp.shape(mean)} {jnp.result_type(mean)} "
-            f"vs {jnp.shape(old_mean)} {jnp.result_type(old_mean)}"
-        )
-    if jnp.result_type(old_scale) != jnp.result_type(old_mean):
-        raise ValueError(f"old_scale dtype {jnp.result_type(old_scale)} differs from old_mean {jnp.result_type(old_mean)}")
+    if metric not in METRICS:
+        raise ValueError(f"unknown mean metric {metric!r}; expected one of {METRICS}")
+    layout = _check_mean_args(mean, old_mean, old_scale, cov_type, "mean_projection")
     _checks.check_bound("eps_mean", eps_mean, layout.batch_shape)
     eps = _checks.as_bound(eps_mean, layout.batch_shape, jnp.result_type(mean))
-    dist = factor * mean_distance(mean, old_mean, old_scale, metric, diag=layout.diag)
+    dist = factor * _distance(mean, old_mean, old_scale, metric, layout.cov_type)
     return project_mean(mean, old_mean, dist, eps)
+
+
+def project_mean_part(mean, old_mean, old_scale, eps, metric: str, cov_type: str, factor: float = 1.0):
+    """Mean part of a projection on validated inputs: bounds
+    ``factor * mean_distance(...) <= eps``; shapes as :func:`mean_projection`."""
+    return project_mean(mean, old_mean, factor * _distance(mean, old_mean, old_scale, metric, cov_type), eps)

@@ -24,34 +24,13 @@ NaN inputs: NaN is propagated to the outputs of the affected states (under
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 
 from tr_jax import linalg as LA
 from tr_jax.projections import _checks
-from tr_jax.projections.mean import mean_distance, project_mean, shrink_weight
+from tr_jax.projections.mean import _distance, metric_name, project_mean_part, shrink_weight
 
-
-def _mean_metric(scale_prec: bool) -> str:
-    return "mahalanobis" if scale_prec else "euclidean"
-
-
-def _solve_spd(a, b):
-    """a^-1 b for SPD ``a`` ``[..., k, k]`` and ``b`` ``[..., k, m]``.
-
-    Cholesky-based (cheaper than LU). Like every Cholesky in JAX, its
-    derivative w.r.t. ``a`` is taken in symmetric directions.
-    """
-    return LA.cho_solve(LA.cholesky(a), b)
-
-
-def _mean_distance(mean, old_mean, old_scale, diag: bool, scale_prec: bool):
-    if diag or not scale_prec:
-        return mean_distance(mean, old_mean, old_scale, _mean_metric(scale_prec), diag=diag)
-    z = _solve_spd(old_scale, (mean - old_mean)[..., None])[..., 0]
-    return jnp.sum(z**2, axis=-1)
+_COV_TYPES = ("diag", "sqrt")  # the last one is the default for matrix scales
 
 
 def _cov_distance(scale, old_scale, diag: bool, scale_prec: bool):
@@ -62,21 +41,19 @@ def _cov_distance(scale, old_scale, diag: bool, scale_prec: bool):
             diff = diff / old_scale
         return jnp.sum(diff**2, axis=-1)
     if scale_prec:
-        diff = _solve_spd(old_scale, diff)
+        diff = LA.spd_solve(old_scale, diff)  # S_o^-1 (S~ - S_o); Cholesky-based
     return jnp.sum(diff**2, axis=(-2, -1))
 
 
-def _wasserstein_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, diag: bool, scale_prec: bool):
+def _wasserstein_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_type: str, scale_prec: bool):
     """One state: mean ``[k]``, scale ``[k]`` (std) or ``[k, k]`` (sqrt), scalar bounds."""
-    dist = _mean_distance(mean, old_mean, old_scale, diag, scale_prec)
-    new_mean = project_mean(mean, old_mean, dist, eps_mean)
-
-    active, w = shrink_weight(_cov_distance(scale, old_scale, diag, scale_prec), eps_cov)
+    new_mean = project_mean_part(mean, old_mean, old_scale, eps_mean, metric_name(scale_prec), cov_type)
+    active, w = shrink_weight(_cov_distance(scale, old_scale, cov_type == "diag", scale_prec), eps_cov)
     projected = old_scale + w * (scale - old_scale)
     return new_mean, jnp.where(active, projected, scale)
 
 
-def wasserstein_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, scale_prec=True):
+def wasserstein_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, scale_prec=True, *, cov_type=None):
     """W2 (commutative) trust-region projection of N(mean, scale) around the old Gaussian.
 
     Args:
@@ -87,6 +64,9 @@ def wasserstein_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, 
       eps_mean, eps_cov: bounds, scalars or one per state ``[...]``, > 0.
       scale_prec: measure both parts in the old policy's metric (Mahalanobis
         mean distance, whitened covariance distance) if True, else Euclidean.
+      cov_type: "diag" or "sqrt" (symmetric square root); None infers it from
+        the shapes (a matrix scale is "sqrt"). A Cholesky factor is not
+        accepted: convert it with ``distributions.convert_scale(L, "full", "sqrt")``.
     Returns:
       ``(projected_mean [..., k], projected_scale)``, the scale as a std vector
       or a symmetric square root like the input. Each part passes through
@@ -95,15 +75,18 @@ def wasserstein_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, 
       perturbations (the tangent space of the sqrt parameterisation).
     Raises:
       ValueError: at trace time, for mismatched shapes, a scale of the wrong
-        rank, non-float dtypes, or concrete non-positive bounds.
+        rank, non-float dtypes, an unknown or unsupported ``cov_type``,
+        concrete non-positive bounds, or a concrete "sqrt" scale that is not
+        symmetric. Under ``jit`` the values cannot be checked: a non-symmetric
+        scale then gives a meaningless result.
     """
-    layout, eps_m, eps_c = _checks.check_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov)
-    scale_prec = _checks.check_flag("scale_prec", scale_prec)
-    fn = functools.partial(_wasserstein_state, diag=layout.diag, scale_prec=scale_prec)
-    return _checks.batched(fn, layout.batch_shape, mean, scale, old_mean, old_scale, eps_m, eps_c)
+    return _checks.run_projection(
+        _wasserstein_state, mean, scale, old_mean, old_scale, eps_mean, eps_cov,
+        cov_type=cov_type, allowed=_COV_TYPES, what="wasserstein_projection", scale_prec=scale_prec,
+    )
 
 
-def wasserstein_parts(mean, scale, old_mean, old_scale, scale_prec=True):
+def wasserstein_parts(mean, scale, old_mean, old_scale, scale_prec=True, *, cov_type=None):
     """The two distances the W2 projection bounds, each ``[...]``.
 
     mean part: (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) (``scale_prec``) or
@@ -113,8 +96,8 @@ def wasserstein_parts(mean, scale, old_mean, old_scale, scale_prec=True):
     Args as in :func:`wasserstein_projection` (scales: std ``[..., k]`` or
     symmetric sqrt ``[..., k, k]``).
     """
-    layout = _checks.check_pair(mean, scale, old_mean, old_scale)
+    layout = _checks.check_pair(mean, scale, old_mean, old_scale, cov_type, _COV_TYPES, "sqrt", "wasserstein_parts")
     scale_prec = _checks.check_flag("scale_prec", scale_prec)
-    mean_part = _mean_distance(mean, old_mean, old_scale, layout.diag, scale_prec)
-    cov_part = _cov_distance(scale, old_scale, layout.diag, scale_prec)
+    mean_part = _distance(mean, old_mean, old_scale, metric_name(scale_prec), layout.cov_type)
+    cov_part = _cov_distance(scale, old_scale, layout.cov_type == "diag", scale_prec)
     return mean_part, cov_part
