@@ -58,7 +58,7 @@ def test_gae_lambda_one_is_discounted_return_to_episode_end():
     np.testing.assert_allclose(adv, expect, rtol=1e-5, atol=1e-6)
 
 
-def test_make_batch_flattens_and_uses_next_values():
+def test_make_batch_flattens_env_major_and_uses_next_values():
     T, E, d, k = 4, 2, 3, 2
     key = jax.random.key(1)
     obs = jax.random.normal(key, (T, E, d))
@@ -69,9 +69,12 @@ def test_make_batch_flattens_and_uses_next_values():
     value_fn = lambda p, o: o.sum(-1) * p
     batch = core.make_batch(ro, value_fn, 0.5, 0.99, 0.95)
     assert batch.obs.shape == (T * E, d) and batch.advantage.shape == (T * E,)
-    np.testing.assert_allclose(batch.old_value, (obs.sum(-1) * 0.5).reshape(-1), rtol=1e-6)
+    # env-major rows (row e * T + t): each env's steps are one contiguous block, so a block of envs on
+    # one device is a block of rows
+    np.testing.assert_allclose(batch.obs[1 * T + 2], obs[2, 1])
+    np.testing.assert_allclose(batch.old_value, (obs.sum(-1) * 0.5).T.reshape(-1), rtol=1e-6)
     adv, _ = core.gae(ro.reward, obs.sum(-1) * 0.5, next_obs.sum(-1) * 0.5, ro.termination, ro.truncation, 0.99, 0.95)
-    np.testing.assert_allclose(batch.advantage, adv.reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(batch.advantage, adv.T.reshape(-1), rtol=1e-6)
     np.testing.assert_allclose(batch.returns, batch.advantage + batch.old_value, rtol=1e-6)
 
 

@@ -233,6 +233,7 @@ def test_trpl_update_lowers_for_gpu_and_tpu(platform):
     from tr_jax.algorithms.base import Batch
     from tr_jax.algorithms.trpl import make_trpl
     from tr_jax.config import TrainConfig
+    from tr_jax.hyperparams import from_config
     from tr_jax.networks import make_policy, make_value
 
     obs_dim, k, n = 3, 4, 32
@@ -248,6 +249,6 @@ def test_trpl_update_lowers_for_gpu_and_tpu(platform):
     zeros = jnp.zeros((n,))
     batch = Batch(obs, act, D.log_prob(act, mean, scale, "full"), mean, scale, zeros, zeros, zeros)
     exported = jax.export.export(jax.jit(algo.update), platforms=[platform])(
-        jax.random.PRNGKey(2), state, batch, jnp.int32(0))
+        jax.random.PRNGKey(2), state, batch, jnp.int32(0), from_config(cfg))
     text = exported.mlir_module()
     assert "lapack" not in text.lower() and "stablehlo.triangular_solve" in text

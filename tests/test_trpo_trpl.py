@@ -18,6 +18,7 @@ from tr_jax.algorithms.base import Batch
 from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
 from tr_jax.algorithms.trpl import make_trpl, projection_cov_type
 from tr_jax.algorithms.trpo import conjugate_gradient, make_trpo
+from tr_jax.hyperparams import from_config
 from tr_jax.config import TrainConfig
 from tr_jax.networks import make_policy, make_value
 from tr_jax.projections import parts, project
@@ -66,7 +67,7 @@ def trpo_setup():
     cfg = _config(algorithm="trpo", max_kl=0.005, cov_type="full", contextual_cov=True)
     pol, val, pp, vp = _setup(cfg)
     algo = make_trpo(cfg, pol, val)
-    return cfg, pol, algo, algo.init(pp, vp), jax.jit(algo.update)
+    return cfg, pol, algo, algo.init(pp, vp), jax.jit(functools.partial(algo.update, hp=from_config(cfg)))
 
 
 def test_trpo_accepted_step_respects_kl_and_improves(trpo_setup):
@@ -138,7 +139,7 @@ def _trpl_run(projection, cov_type, contextual, **kw):
     pol, val, pp, vp = _setup(cfg)
     algo = make_trpl(cfg, pol, val)
     state = algo.init(pp, vp)
-    update = jax.jit(algo.update)
+    update = jax.jit(functools.partial(algo.update, hp=from_config(cfg)))
     out = []
     for i in range(2):
         batch = _batch(pol, state.policy_params, jax.random.PRNGKey(10 + i))

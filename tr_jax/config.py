@@ -24,7 +24,7 @@ DTYPES = ("float32", "float64")
 # Host-loop fields: they change when things are reported/saved, not what is
 # computed, so a resumed run may change them (and total_env_steps, to extend a run).
 RESUME_SAFE = ("total_env_steps", "chunk_iterations", "eval_every", "eval_episodes", "checkpoint_every",
-               "keep_checkpoints")
+               "keep_checkpoints", "num_devices")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +89,10 @@ class TrainConfig:
 
     # --- misc -----------------------------------------------------------------
     dtype: str = "float32"
+    # devices the envs and the batch are split over (tr_jax.parallel): 0 = every device JAX sees
+    # (jax.devices(), all hosts), 1 = one device; num_envs and the minibatch size must divide by it.
+    # The result does not depend on it (up to summation order), so a resumed run may change it.
+    num_devices: int = 0
 
     # --- run (host loop of tr_jax.run; see RESUME_SAFE) -------------------------
     chunk_iterations: int = 10   # iterations per compiled chunk; progress/metrics are written after each
@@ -162,6 +166,8 @@ def validate(config: TrainConfig) -> TrainConfig:
               "num_epochs", "num_minibatches", "policy_lr", "value_lr", "clip_ratio", "max_kl",
               "cg_iters", "line_search_steps", "eps_mean", "eps_cov", "init_std", "min_std",
               "reward_scaling", "chunk_iterations", "eval_episodes", "keep_checkpoints")
+    if config.num_devices < 0:
+        raise ValueError(f"num_devices must be >= 0 (0: every device), got {config.num_devices}")
     if config.eval_every < 0 or config.checkpoint_every < 0:
         raise ValueError(f"eval_every and checkpoint_every must be >= 0 (0: at the end only), got "
                          f"{config.eval_every}, {config.checkpoint_every}")

@@ -1,6 +1,9 @@
 """The trainer: ``make_trainer(config) -> Trainer``, a NamedTuple of pure, jittable functions.
 
-* ``init(key) -> TrainState``: a fresh run (the iteration counter lives in the state).
+* ``init(key, hparams=None) -> TrainState``: a fresh run (the iteration
+  counter and the :class:`~tr_jax.hyperparams.Hyperparams` live in the state;
+  ``jax.vmap(init)(keys, hparams)`` starts runs with different settings that
+  then train in one program).
 * ``train_chunk(state, num_iterations) -> (state, metrics)``: ``num_iterations``
   (static) iterations as one ``lax.scan``; metrics stacked ``[num_iterations]``.
   ``jax.vmap(train_chunk, in_axes=(0, None))`` trains several seeds at once.
@@ -21,6 +24,14 @@ under ``vmap`` over seeds JAX turns it into a select, so there only a run whose
 every seed diverged saves the work -- the host loop in :mod:`tr_jax.run` stops
 at the end of the chunk in which any seed diverged).
 
+Data parallelism (:mod:`tr_jax.parallel`): ``train_chunk`` runs inside
+``jax.shard_map`` over a one-axis mesh of ``config.num_devices`` devices (0:
+every device JAX sees). The env state and the per-env reward statistics are
+split along the env axis (:meth:`Trainer.state_specs`), everything else is
+replicated; each device steps its ``num_envs / D`` envs, the batch is gathered
+once per iteration and every gradient step averages gradients in one
+all-reduce. The result does not depend on ``D`` (up to summation order).
+
 The host loop (progress, metrics files, evaluation, checkpoints, resume) is
 :func:`tr_jax.run.run`.
 """
@@ -32,7 +43,12 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
 from tr_jax import distributions
+from tr_jax import hyperparams as H
+from tr_jax import parallel as par
 from tr_jax.algorithms import Algorithm, make_algorithm
 from tr_jax.algorithms.base import AlgoState
 from tr_jax.algorithms.core import make_batch, rollout
@@ -53,6 +69,7 @@ class TrainState(NamedTuple):
       the latest iteration that finished any (NaN before the first).
     diverged_at: iteration at which the NaN guard fired, -1 if never.
     iteration: int32, iterations done so far (the next one's index).
+    hparams: :class:`~tr_jax.hyperparams.Hyperparams` the updates read.
     """
 
     algo: AlgoState
@@ -64,21 +81,25 @@ class TrainState(NamedTuple):
     episode_length: jax.Array
     diverged_at: jax.Array
     iteration: jax.Array
+    hparams: H.Hyperparams
 
 
 class Trainer(NamedTuple):
     """What :func:`make_trainer` builds; every function is pure and jittable.
 
-    init(key) -> TrainState
+    init(key, hparams=None) -> TrainState  (hparams None: the config's values)
     train_chunk(state, num_iterations: int) -> (state, metrics: dict of [num_iterations] arrays)
     evaluate(state, key, num_episodes: int) -> dict of [num_episodes] arrays:
       ``deterministic_return``, ``deterministic_length``, ``stochastic_return``,
       ``stochastic_length`` (one full episode per env, at most ``episode_length`` env steps)
     train(key) -> (state, metrics: dict of [num_iterations] arrays): the whole run
-    config, env, policy, value, algorithm: the pieces the functions close over.
+    config, env, policy, value, algorithm, mesh: the pieces the functions close over.
+    state_specs(batched=False) -> TrainState of PartitionSpecs (``batched``:
+      with a leading unsharded runs dim); state_shardings(batched=False): the
+      same as NamedShardings on ``mesh``.
     """
 
-    init: Callable[[jax.Array], TrainState]
+    init: Callable[..., TrainState]
     train_chunk: Callable[[TrainState, int], tuple]
     evaluate: Callable[[TrainState, jax.Array, int], dict]
     train: Callable[[jax.Array], tuple]
@@ -87,6 +108,23 @@ class Trainer(NamedTuple):
     policy: Any
     value: Any
     algorithm: Algorithm
+    mesh: jax.sharding.Mesh
+
+    def state_specs(self, batched: bool = False) -> TrainState:
+        like = jax.eval_shape(self.init, jax.random.key(0))
+        return _state_specs(like, batched)
+
+    def state_shardings(self, batched: bool = False) -> TrainState:
+        return jax.tree.map(lambda p: NamedSharding(self.mesh, p), self.state_specs(batched))
+
+
+def _state_specs(like: TrainState, batched: bool) -> TrainState:
+    """Env state and per-env reward statistics split along their env axis; the rest replicated."""
+    lead = (None,) if batched else ()
+    split = lambda tree: jax.tree.map(lambda _: P(*lead, par.AXIS), tree)
+    rest = jax.tree.map(lambda _: P(), like._replace(env=None, reward_norm=None))
+    return rest._replace(env=split(like.env), reward_norm=like.reward_norm._replace(
+        ret=P(*lead, par.AXIS), stats=jax.tree.map(lambda _: P(), like.reward_norm.stats)))
 
 
 def _all_finite(tree) -> jax.Array:
@@ -111,11 +149,17 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
 
     validate(config)
     check_env(config.env_name, config.backend)
+    mesh = par.make_mesh(config.num_devices)
+    num_devices = mesh.devices.size
+    for what, n in (("num_envs", config.num_envs), ("the minibatch size", config.batch_size // config.num_minibatches)):
+        if n % num_devices:
+            raise ValueError(f"{what} ({n}) must divide by the number of devices ({num_devices}; "
+                             f"num_devices={config.num_devices}, 0 means every device)")
     if env is None:
         env = _vec_env(config, config.num_envs)
     policy = make_policy(config, env.obs_dim, env.action_dim)
     value = make_value(config, env.obs_dim)
-    algorithm = make_algorithm(config, policy, value)
+    algorithm = make_algorithm(config, policy, value, par.AXIS)
     dtype = jnp.dtype(config.dtype)
     steps_per_iteration = config.batch_size * config.action_repeat
 
@@ -124,7 +168,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
             return lambda o: N.normalize(obs_stats, o.astype(dtype))
         return lambda o: o.astype(dtype)
 
-    def init(key) -> TrainState:
+    def init(key, hparams=None) -> TrainState:
         k_pol, k_val, key = jax.random.split(key, 3)
         return TrainState(
             algo=algorithm.init(policy.init(k_pol), value.init(k_val)),
@@ -136,41 +180,47 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
             episode_length=jnp.asarray(jnp.nan, jnp.float32),
             diverged_at=jnp.asarray(-1, jnp.int32),
             iteration=jnp.asarray(0, jnp.int32),
+            hparams=H.from_config(config) if hparams is None else H.Hyperparams(
+                *(jnp.asarray(x, dtype) for x in hparams)),
         )
 
+    axis = par.AXIS
+
     def live(ts: TrainState):
+        """One iteration on this device's envs (inside shard_map)."""
         it = ts.iteration
         key, k_pool, k_roll, k_upd = jax.random.split(ts.key, 4)
-        env_state = env.refresh(ts.env, k_pool)
+        env_state = env.refresh(ts.env, k_pool, axis)
         env_state, ro, info = rollout(k_roll, env, env_state, policy.apply, ts.algo.policy_params, policy.cov_type,
-                                      obs_normalizer(ts.obs_stats), config.unroll_length)
+                                      obs_normalizer(ts.obs_stats), config.unroll_length, axis)
         reward = (info.reward * config.reward_scaling).astype(dtype)
         reward_norm = ts.reward_norm
         if config.normalize_reward:
-            reward_norm = N.update_reward_norm(reward_norm, reward, info.done, config.gamma)
+            reward_norm = N.update_reward_norm(reward_norm, reward, info.done, config.gamma, axis)
             reward = N.scale_rewards(reward_norm, reward)
         ro = ro._replace(reward=reward, termination=info.termination.astype(dtype),
                          truncation=info.truncation.astype(dtype))
-        batch = make_batch(ro, value.apply, ts.algo.value_params, config.gamma, config.gae_lambda)
-        algo, metrics = algorithm.update(k_upd, ts.algo, batch, it)
+        batch = par.gather_rows(make_batch(ro, value.apply, ts.algo.value_params, config.gamma, config.gae_lambda),
+                                axis)
+        algo, metrics = algorithm.update(k_upd, ts.algo, batch, it, ts.hparams)
 
         ok = _all_finite(metrics) & _all_finite((algo.policy_params, algo.value_params))
 
-        ret_sum, len_sum, count = episode_stats(info)
+        ret_sum, len_sum, count = par.psum(episode_stats(info), axis)
         has = count > 0
         ep_ret = jnp.where(has, ret_sum / jnp.maximum(count, 1), ts.episode_return)
         ep_len = jnp.where(has, len_sum / jnp.maximum(count, 1), ts.episode_length)
         new = TrainState(
             algo=algo, env=env_state,
-            obs_stats=N.update_stats(ts.obs_stats, info.obs) if config.normalize_obs else ts.obs_stats,
+            obs_stats=N.update_stats(ts.obs_stats, info.obs, axis) if config.normalize_obs else ts.obs_stats,
             reward_norm=reward_norm, key=key, episode_return=ep_ret, episode_length=ep_len,
-            diverged_at=ts.diverged_at, iteration=it + 1,
+            diverged_at=ts.diverged_at, iteration=it + 1, hparams=ts.hparams,
         )
         metrics = dict(metrics)
         metrics.update({
             "iteration": it, "env_steps": ((it + 1) * steps_per_iteration).astype(jnp.int32),
             "episode_return": ep_ret, "episode_length": ep_len, "episodes_finished": count,
-            "reward_mean": info.reward.mean(), "diverged": jnp.logical_not(ok),
+            "reward_mean": par.mean(info.reward, axis), "diverged": jnp.logical_not(ok),
         })
         return new, metrics
 
@@ -206,16 +256,22 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
                    diverged=jnp.ones((num_iterations,), bool))
         return out
 
+    def sharded(fn):
+        """``fn(ts) -> (ts, metrics)`` on each device's part of the state (metrics replicated)."""
+        specs = _state_specs(jax.eval_shape(init, jax.random.key(0)), batched=False)
+        return jax.shard_map(fn, mesh=mesh, in_specs=(specs,), out_specs=(specs, P()), check_vma=False)
+
     def train_chunk(ts: TrainState, num_iterations: int):
         if not isinstance(num_iterations, int) or num_iterations < 1:
             raise ValueError(f"num_iterations must be a positive Python int (static), got {num_iterations!r}")
         if not metric_shapes:
-            metric_shapes.update(jax.eval_shape(iteration, ts)[1])
+            metric_shapes.update(jax.eval_shape(sharded(iteration), ts)[1])
 
         def run(ts):
             return jax.lax.scan(iteration, ts, None, length=num_iterations)
 
-        return jax.lax.cond(ts.diverged_at >= 0, lambda ts: (ts, skipped_metrics(ts, num_iterations)), run, ts)
+        return sharded(lambda ts: jax.lax.cond(ts.diverged_at >= 0, lambda ts: (ts, skipped_metrics(ts, num_iterations)),
+                                               run, ts))(ts)
 
     def evaluate(ts: TrainState, key, num_episodes: int) -> dict:
         if not isinstance(num_episodes, int) or num_episodes < 1:
@@ -256,7 +312,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         return ts, metrics
 
     return Trainer(init=init, train_chunk=train_chunk, evaluate=evaluate, train=train, config=config, env=env,
-                   policy=policy, value=value, algorithm=algorithm)
+                   policy=policy, value=value, algorithm=algorithm, mesh=mesh)
 
 
 def make_train(config: TrainConfig, env=None) -> Callable:

@@ -13,12 +13,12 @@ _BUILDERS = {
 ALGORITHMS = tuple(_BUILDERS)
 
 
-def make_algorithm(config, policy, value) -> Algorithm:
-    """Dispatches on ``config.algorithm`` (one of :data:`ALGORITHMS`)."""
+def make_algorithm(config, policy, value, axis_name=None) -> Algorithm:
+    """Dispatches on ``config.algorithm`` (one of :data:`ALGORITHMS`); ``axis_name``: the data-parallel axis."""
     if config.algorithm not in _BUILDERS:
         raise ValueError(f"unknown algorithm {config.algorithm!r}; expected one of {ALGORITHMS}")
     module, builder = _BUILDERS[config.algorithm]
-    return getattr(importlib.import_module(module), builder)(config, policy, value)
+    return getattr(importlib.import_module(module), builder)(config, policy, value, axis_name)
 
 
 __all__ = ["ALGORITHMS", "Algorithm", "AlgoState", "Batch", "make_algorithm"]

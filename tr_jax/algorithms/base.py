@@ -2,8 +2,13 @@
 
 Every algorithm is an :class:`Algorithm`: a pair of pure functions
 ``init(policy_params, value_params) -> AlgoState`` and
-``update(key, state, batch, iteration) -> (state, metrics)``, built by a
-``make_<algo>(config, policy, value)`` closure. The shared training loop in
+``update(key, state, batch, iteration, hparams) -> (state, metrics)``, built by a
+``make_<algo>(config, policy, value, axis_name=None)`` closure. ``hparams`` is a
+:class:`~tr_jax.hyperparams.Hyperparams`: the plain-number settings are read
+from it, not from the config, so runs with different values share one
+program. ``axis_name`` names the data-parallel mesh axis when ``update`` runs
+inside the trainer's ``shard_map`` (see :mod:`tr_jax.parallel`); the batch is
+then the global one on every device. The shared training loop in
 ``tr_jax/train.py`` collects a rollout, computes GAE, builds a :class:`Batch`
 and calls ``update``; it never knows which algorithm it runs.
 """
@@ -60,4 +65,4 @@ class Algorithm(NamedTuple):
     """init/update pair. ``update`` is pure and jittable."""
 
     init: Callable[[Params, Params], AlgoState]
-    update: Callable[[jax.Array, AlgoState, Batch, jax.Array], tuple[AlgoState, Metrics]]
+    update: Callable[[jax.Array, AlgoState, Batch, jax.Array, Any], tuple[AlgoState, Metrics]]

@@ -16,6 +16,11 @@
 
 Shapes: ``T`` = unroll length, ``E`` = number of envs, ``N = T * E``,
 ``k`` = action dim, ``d`` = obs dim. Everything is pure and jittable.
+
+Data parallelism (:mod:`tr_jax.parallel`): the functions that reduce over the
+batch take ``axis_name``; inside the trainer's ``shard_map`` they see this
+device's envs/rows and reduce over all devices, so the result is the
+single-device one. With ``axis_name=None`` they are plain single-device code.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from tr_jax import distributions
+from tr_jax import parallel as par
 from tr_jax.algorithms.base import AlgoState, Batch
 
 
@@ -91,7 +97,8 @@ def gae(reward, value, next_value, termination, truncation, gamma: float, gae_la
 
 
 def make_batch(rollout: Rollout, value_fn: Callable, value_params, gamma: float, gae_lambda: float) -> Batch:
-    """Evaluates the value net on the rollout, runs GAE, flattens to ``N = T * E``.
+    """Evaluates the value net on the rollout, runs GAE, flattens env-major to ``N = E * T``
+    (row ``e * T + t``, so the rows of a block of envs are one contiguous block).
 
     Args:
       rollout: a :class:`Rollout` ``[T, E, ...]``.
@@ -103,7 +110,7 @@ def make_batch(rollout: Rollout, value_fn: Callable, value_params, gamma: float,
     next_value = value_fn(value_params, rollout.next_obs)
     advantage, returns = gae(rollout.reward, value, next_value, rollout.termination, rollout.truncation,
                              gamma, gae_lambda)
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    flat = lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
     return Batch(
         obs=flat(rollout.obs), action=flat(rollout.action), log_prob=flat(rollout.log_prob),
         old_mean=flat(rollout.old_mean), old_scale=flat(rollout.old_scale),
@@ -111,20 +118,24 @@ def make_batch(rollout: Rollout, value_fn: Callable, value_params, gamma: float,
     )
 
 
-def normalize_advantage(advantage: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """(A - mean A) / (std A + eps) over all entries of ``advantage`` ``[...]``."""
-    return (advantage - advantage.mean()) / (advantage.std() + eps)
+def normalize_advantage(advantage: jax.Array, eps: float = 1e-8, axis_name: Optional[str] = None) -> jax.Array:
+    """(A - mean A) / (std A + eps) over all entries of ``advantage`` ``[...]`` (on every device's part)."""
+    m = par.mean(advantage, axis_name)
+    std = jnp.sqrt(par.mean((advantage - m) ** 2, axis_name))
+    return (advantage - m) / (std + eps)
 
 
 def minibatch_epochs(key: jax.Array, batch: Any, num_epochs: int, num_minibatches: int,
-                     step_fn: Callable[[Any, Any], tuple[Any, Any]], carry: Any):
+                     step_fn: Callable[[Any, Any], tuple[Any, Any]], carry: Any, axis_name: Optional[str] = None):
     """Runs ``num_epochs`` passes of shuffled minibatches through ``step_fn``.
 
     Each epoch draws a fresh permutation of the ``N`` rows of ``batch`` (any
     pytree whose leaves share leading dim ``N``, e.g. a
     :class:`~tr_jax.algorithms.base.Batch`), splits it into ``num_minibatches``
     minibatches of ``N // num_minibatches`` rows and scans ``step_fn`` over
-    them. Two nested ``lax.scan``; ``num_minibatches`` must divide ``N``.
+    them. Two nested ``lax.scan``; ``num_minibatches`` must divide ``N``. With
+    ``axis_name`` (``batch`` is the global batch, the same on every device)
+    each device gets its contiguous ``1/D`` of every minibatch.
 
     Args:
       key: PRNG key for the permutations.
@@ -141,18 +152,20 @@ def minibatch_epochs(key: jax.Array, batch: Any, num_epochs: int, num_minibatche
     if n % num_minibatches:
         raise ValueError(f"num_minibatches ({num_minibatches}) must divide the batch size {n}")
     size = n // num_minibatches
+    if size % par.axis_size(axis_name):
+        raise ValueError(f"the minibatch size {size} does not split over {par.axis_size(axis_name)} devices")
 
     def epoch(carry, k):
         perm = jax.random.permutation(k, n)
         shuffled = jax.tree.map(
             lambda x: jnp.take(x, perm, axis=0).reshape((num_minibatches, size) + x.shape[1:]), batch)
-        return jax.lax.scan(step_fn, carry, shuffled)
+        return jax.lax.scan(step_fn, carry, par.local_rows(shuffled, axis_name, axis=1))
 
     return jax.lax.scan(epoch, carry, jax.random.split(key, num_epochs))
 
 
 def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_params, cov_type: str,
-            obs_norm: Callable[[jax.Array], jax.Array], num_steps: int):
+            obs_norm: Callable[[jax.Array], jax.Array], num_steps: int, axis_name: Optional[str] = None):
     """Collects ``num_steps`` vectorised env steps with the Gaussian policy.
 
     Args:
@@ -163,6 +176,9 @@ def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_param
       cov_type: scale parameterisation for :mod:`tr_jax.distributions`.
       obs_norm: maps raw observations ``[..., d]`` to what the policy sees.
       num_steps: ``T``.
+      axis_name: with data parallelism, ``env_state`` holds this device's
+        ``E / D`` envs; actions are drawn from per-env keys of the global env
+        index, so the run does not depend on ``D``.
     Returns:
       ``(env_state, rollout, raw)`` where ``rollout`` is a :class:`Rollout`
       with raw (unscaled) rewards and ``raw`` is the env's
@@ -170,11 +186,15 @@ def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_param
       observations, episode bookkeeping).
     """
 
+    num_local = env_state.steps.shape[0]
+    num_global = num_local * par.axis_size(axis_name)
+
     def step(carry, k):
         state = carry
         obs = obs_norm(state.obs)
         mean, scale = policy_apply(policy_params, obs)
-        action = distributions.sample(k, mean, scale, cov_type)
+        keys = par.local_rows(jax.random.split(k, num_global), axis_name)
+        action = jax.vmap(lambda kk, m, s: distributions.sample(kk, m, s, cov_type))(keys, mean, scale)
         log_prob = distributions.log_prob(action, mean, scale, cov_type)
         state, info = env.step(state, action)
         tr = Rollout(obs=obs, action=action, log_prob=log_prob, old_mean=mean, old_scale=scale,
@@ -190,7 +210,11 @@ def make_optimizer(config, lr: float, steps_per_iteration: int) -> optax.Gradien
     """Adam with optional global-norm clipping and linear decay to 0 over the run.
 
     ``steps_per_iteration``: Optax updates per training iteration (the decay
-    spans ``config.num_iterations * steps_per_iteration`` updates).
+    spans ``config.num_iterations * steps_per_iteration`` updates). ``lr`` may
+    be a traced scalar (:class:`~tr_jax.hyperparams.Hyperparams`): the
+    optimiser state does not depend on it, so an algorithm builds the
+    optimiser with the config's value for ``init`` and with the run's value
+    inside ``update``.
     """
     if config.lr_decay:
         lr = optax.linear_schedule(lr, 0.0, max(1, config.num_iterations * steps_per_iteration))
@@ -211,28 +235,35 @@ def value_loss(value_fn, value_params, mb: Batch, clip):
     return 0.5 * err.mean()
 
 
-def policy_divergence(policy, params, batch: Batch):
-    """KL(new || old) per state over ``batch``: mean/max of the total and its parts, entropy (scalars)."""
+def policy_divergence(policy, params, batch: Batch, axis_name: Optional[str] = None):
+    """KL(new || old) per state over ``batch``: mean/max of the total and its parts, entropy (scalars).
+
+    With ``axis_name``, ``batch`` is this device's rows and the statistics are over all devices'.
+    """
     mean, scale = policy.apply(params, batch.obs)
     m, c = distributions.kl_decomposed(mean, scale, batch.old_mean, batch.old_scale, policy.cov_type)
     kl = m + c
+    avg, top = (lambda x: par.mean(x, axis_name)), (lambda x: par.max(x, axis_name))
     return {
-        "kl_mean": kl.mean(), "kl_max": kl.max(),
-        "kl_mean_part_mean": m.mean(), "kl_mean_part_max": m.max(),
-        "kl_cov_part_mean": c.mean(), "kl_cov_part_max": c.max(),
-        "entropy": distributions.entropy(scale, policy.cov_type).mean(),
+        "kl_mean": avg(kl), "kl_max": top(kl),
+        "kl_mean_part_mean": avg(m), "kl_mean_part_max": top(m),
+        "kl_cov_part_mean": avg(c), "kl_cov_part_max": top(c),
+        "entropy": avg(distributions.entropy(scale, policy.cov_type)),
     }
 
 
 def _minibatch_step(policy_loss_fn: Optional[Callable], value_fn: Optional[Callable], value_clip,
-                    policy_opt: optax.GradientTransformation, value_opt: optax.GradientTransformation):
+                    policy_opt: optax.GradientTransformation, value_opt: optax.GradientTransformation,
+                    axis_name: Optional[str] = None):
     """One Optax step on a minibatch for the policy, the value function, or both (one joint loss).
 
     ``policy_loss_fn`` None: value only; ``value_fn`` None: policy only.
     Returns ``step((pp, vp, po, vo), mb) -> (carry, metrics)`` for
     :func:`minibatch_epochs`; metrics: the policy loss's aux, ``loss`` (policy
     part of the loss), ``grad_norm`` (policy gradient) with a policy;
-    ``value_loss`` and ``value_grad_norm`` with a value function.
+    ``value_loss`` and ``value_grad_norm`` with a value function. With
+    ``axis_name`` the policy and value gradients are averaged over devices in
+    one all-reduce (:func:`tr_jax.parallel.mean_grads`); metrics stay local.
     """
 
     def loss(params, mb):
@@ -249,7 +280,10 @@ def _minibatch_step(policy_loss_fn: Optional[Callable], value_fn: Optional[Calla
 
     def step(carry, mb):
         pp, vp, po, vo = carry
-        (_, aux), (gp, gv) = jax.value_and_grad(loss, has_aux=True)((pp, vp), mb)
+        (_, aux), grads = jax.value_and_grad(loss, has_aux=True)((pp, vp), mb)
+        gp, gv = grads
+        gp, gv = par.mean_grads((gp if policy_loss_fn is not None else None,
+                                 gv if value_fn is not None else None), axis_name)
         if policy_loss_fn is not None:
             up, po = policy_opt.update(gp, po, pp)
             pp = optax.apply_updates(pp, up)
@@ -264,7 +298,8 @@ def _minibatch_step(policy_loss_fn: Optional[Callable], value_fn: Optional[Calla
 
 
 def fit_value(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, num_minibatches: int,
-              value_fn: Callable, value_clip, value_opt: optax.GradientTransformation):
+              value_fn: Callable, value_clip, value_opt: optax.GradientTransformation,
+              axis_name: Optional[str] = None):
     """``num_epochs`` x ``num_minibatches`` Optax steps on :func:`value_loss` alone (value params only).
 
     Args:
@@ -272,18 +307,20 @@ def fit_value(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, num
       state: :class:`~tr_jax.algorithms.base.AlgoState`; only ``value_params``/``value_opt`` change.
       batch: :class:`~tr_jax.algorithms.base.Batch` with leaves ``[N, ...]``.
       value_fn: ``value_fn(params, obs[n, d]) -> [n]``.
+      axis_name: data-parallel axis (``batch`` global, see :func:`minibatch_epochs`) or None.
     Returns:
-      ``(state, metrics)``: ``value_loss``, ``value_grad_norm``, means over the steps.
+      ``(state, metrics)``: ``value_loss``, ``value_grad_norm``, means over the steps (and devices).
     """
-    step = _minibatch_step(None, value_fn, value_clip, None, value_opt)
+    step = _minibatch_step(None, value_fn, value_clip, None, value_opt, axis_name)
     carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
-    (_, vp, _, vo), metrics = minibatch_epochs(key, batch, num_epochs, num_minibatches, step, carry)
-    return state._replace(value_params=vp, value_opt=vo), jax.tree.map(jnp.mean, metrics)
+    (_, vp, _, vo), metrics = minibatch_epochs(key, batch, num_epochs, num_minibatches, step, carry, axis_name)
+    return state._replace(value_params=vp, value_opt=vo), par.pmean(jax.tree.map(jnp.mean, metrics), axis_name)
 
 
 def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, value_epochs: int,
                         num_minibatches: int, policy_loss_fn: Callable, value_fn: Callable, value_clip,
-                        policy_opt: optax.GradientTransformation, value_opt: optax.GradientTransformation):
+                        policy_opt: optax.GradientTransformation, value_opt: optax.GradientTransformation,
+                        axis_name: Optional[str] = None):
     """Minibatch epochs of policy and value steps (PPO's and TRPL's update).
 
     With ``value_epochs == num_epochs``: ``num_epochs`` passes in which every
@@ -302,18 +339,21 @@ def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs
       policy_loss_fn: ``policy_loss_fn(policy_params, mb) -> (loss, aux dict of scalars)``, ``mb`` with
         leaves ``[N // num_minibatches, ...]``.
       value_fn, value_clip: the value net ``value_fn(params, obs[n, d]) -> [n]`` and the clip of :func:`value_loss`.
+      axis_name: data-parallel axis (``batch`` global, see :func:`minibatch_epochs`) or None.
     Returns:
       ``(state, metrics)``: ``aux`` plus ``loss`` (the policy loss), ``grad_norm`` (policy gradient),
-      ``value_loss`` and ``value_grad_norm``, each the mean over its minibatch steps.
+      ``value_loss`` and ``value_grad_norm``, each the mean over its minibatch steps (and devices).
     """
     carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
     joint = value_epochs == num_epochs
-    step = _minibatch_step(policy_loss_fn, value_fn if joint else None, value_clip, policy_opt, value_opt)
+    step = _minibatch_step(policy_loss_fn, value_fn if joint else None, value_clip, policy_opt, value_opt, axis_name)
     key_policy, key_value = (key, None) if joint else jax.random.split(key)
-    (pp, vp, po, vo), metrics = minibatch_epochs(key_policy, batch, num_epochs, num_minibatches, step, carry)
-    state, metrics = AlgoState(pp, vp, po, vo, state.extra), jax.tree.map(jnp.mean, metrics)
+    (pp, vp, po, vo), metrics = minibatch_epochs(key_policy, batch, num_epochs, num_minibatches, step, carry,
+                                                 axis_name)
+    state = AlgoState(pp, vp, po, vo, state.extra)
+    metrics = par.pmean(jax.tree.map(jnp.mean, metrics), axis_name)
     if not joint:
         state, value_metrics = fit_value(key_value, state, batch, value_epochs, num_minibatches, value_fn,
-                                         value_clip, value_opt)
+                                         value_clip, value_opt, axis_name)
         metrics.update(value_metrics)
     return state, metrics

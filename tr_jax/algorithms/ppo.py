@@ -18,42 +18,50 @@ import jax
 import jax.numpy as jnp
 
 from tr_jax import distributions as D
+from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
 from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage, policy_divergence
 
 
-def make_ppo(config, policy, value) -> Algorithm:
-    """Builds PPO for ``config`` over a policy/value pair from :mod:`tr_jax.networks`."""
-    policy_opt = make_optimizer(config, config.policy_lr, config.num_epochs * config.num_minibatches)
-    value_opt = make_optimizer(config, config.value_lr, config.num_value_epochs * config.num_minibatches)
+def make_ppo(config, policy, value, axis_name=None) -> Algorithm:
+    """Builds PPO for ``config`` over a policy/value pair from :mod:`tr_jax.networks`.
+
+    Reads clip_ratio, entropy_coef, policy_lr and value_lr from the update's
+    :class:`~tr_jax.hyperparams.Hyperparams`.
+    """
+    policy_steps = config.num_epochs * config.num_minibatches
+    value_steps = config.num_value_epochs * config.num_minibatches
     cov_type = policy.cov_type
 
     def init(policy_params, value_params):
-        return AlgoState(policy_params, value_params, policy_opt.init(policy_params), value_opt.init(value_params))
+        return AlgoState(policy_params, value_params, make_optimizer(config, config.policy_lr, policy_steps).init(
+            policy_params), make_optimizer(config, config.value_lr, value_steps).init(value_params))
 
-    def loss_fn(pp, mb: Batch):
+    def loss_fn(pp, mb: Batch, hp):
         mean, scale = policy.apply(pp, mb.obs)
         log_prob = D.log_prob(mb.action, mean, scale, cov_type)
         log_ratio = log_prob - mb.log_prob
         ratio = jnp.exp(log_ratio)
-        adv = normalize_advantage(mb.advantage) if config.normalize_advantage else mb.advantage
-        surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - config.clip_ratio, 1 + config.clip_ratio) * adv)
+        adv = normalize_advantage(mb.advantage, axis_name=axis_name) if config.normalize_advantage else mb.advantage
+        surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - hp.clip_ratio, 1 + hp.clip_ratio) * adv)
         pg_loss = -surrogate.mean()
         entropy = D.entropy(scale, cov_type).mean()
-        total = pg_loss - config.entropy_coef * entropy
+        total = pg_loss - hp.entropy_coef * entropy
         aux = {
             "policy_loss": pg_loss,
             "approx_kl": ((ratio - 1) - log_ratio).mean(),
-            "clip_fraction": (jnp.abs(ratio - 1) > config.clip_ratio).mean(),
+            "clip_fraction": (jnp.abs(ratio - 1) > hp.clip_ratio).mean(),
         }
         return total, aux
 
-    def update(key, state: AlgoState, batch: Batch, iteration):
+    def update(key, state: AlgoState, batch: Batch, iteration, hp):
         del iteration  # the Optax schedules count steps themselves
-        state, metrics = actor_critic_epochs(key, state, batch, config.num_epochs, config.num_value_epochs,
-                                             config.num_minibatches, loss_fn, value.apply, config.value_clip,
-                                             policy_opt, value_opt)
-        metrics.update(policy_divergence(policy, state.policy_params, batch))
+        state, metrics = actor_critic_epochs(
+            key, state, batch, config.num_epochs, config.num_value_epochs, config.num_minibatches,
+            lambda pp, mb: loss_fn(pp, mb, hp), value.apply, config.value_clip,
+            make_optimizer(config, hp.policy_lr, policy_steps), make_optimizer(config, hp.value_lr, value_steps),
+            axis_name)
+        metrics.update(policy_divergence(policy, state.policy_params, par.local_rows(batch, axis_name), axis_name))
         return state, metrics
 
     return Algorithm(init, update)

@@ -59,6 +59,7 @@ import jax.numpy as jnp
 import optax
 
 from tr_jax import distributions as D
+from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
 from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage
 from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
@@ -79,23 +80,24 @@ def projection_cov_type(policy_cov_type: str, projection: str) -> str:
     return "full"
 
 
-def make_trpl(config, policy, value) -> Algorithm:
+def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     """Builds TRPL for ``config`` over a policy/value pair from :mod:`tr_jax.networks`.
 
-    Uses config.projection, eps_mean, eps_cov, scale_prec, trust_region_coef,
-    entropy_schedule, target_entropy, entropy_temperature, entropy_equality,
-    extra_regression_steps, entropy_coef, normalize_advantage, num_epochs,
-    value_epochs, num_minibatches, policy_lr, value_lr, lr_decay, max_grad_norm, value_clip.
+    Uses config.projection, scale_prec, entropy_schedule, target_entropy,
+    entropy_temperature, entropy_equality, extra_regression_steps,
+    normalize_advantage, num_epochs, value_epochs, num_minibatches, lr_decay,
+    max_grad_norm, value_clip; eps_mean, eps_cov, trust_region_coef,
+    entropy_coef, policy_lr and value_lr come from the update's
+    :class:`~tr_jax.hyperparams.Hyperparams`.
     """
     name = canonical_name(config.projection)
     proj_cov_type = projection_cov_type(policy.cov_type, name)
     options = {"cov_type": proj_cov_type} if name == "kl" else {"cov_type": proj_cov_type, "scale_prec": config.scale_prec}
-    alpha = config.trust_region_coef
     schedule = config.entropy_schedule
     num_mb = config.num_minibatches
     n_reg = config.extra_regression_steps
-    policy_opt = make_optimizer(config, config.policy_lr, config.num_epochs * num_mb + n_reg)
-    value_opt = make_optimizer(config, config.value_lr, config.num_value_epochs * num_mb)
+    policy_steps = config.num_epochs * num_mb + n_reg
+    value_steps = config.num_value_epochs * num_mb
 
     def to_proj(scale):
         """Policy scale -> projection scale ([..., k] or [..., k, k])."""
@@ -104,11 +106,11 @@ def make_trpl(config, policy, value) -> Algorithm:
     def from_proj(scale):
         return scale if proj_cov_type == policy.cov_type else D.convert_scale(scale, proj_cov_type, policy.cov_type)
 
-    def project_policy(pp, obs, old_mean, old_scale, beta):
+    def project_policy(pp, obs, old_mean, old_scale, beta, hp):
         """Returns ((mu~, A~), (mu, A)): network output and its projection, both in proj_cov_type."""
         mean, scale = policy.apply(pp, obs)
         scale = to_proj(scale)
-        pm, ps = project(name, mean, scale, old_mean, old_scale, config.eps_mean, config.eps_cov, **options)
+        pm, ps = project(name, mean, scale, old_mean, old_scale, hp.eps_mean, hp.eps_cov, **options)
         if schedule != "none":
             ps = entropy_projection(ps, beta, config.entropy_equality, cov_type=proj_cov_type)
         return (mean, scale), (pm, ps)
@@ -121,27 +123,30 @@ def make_trpl(config, policy, value) -> Algorithm:
     def init(policy_params, value_params):
         dtype = jax.tree.leaves(policy_params)[0].dtype
         h0 = jnp.asarray(gaussian_entropy(policy.action_dim, config.init_std), dtype)
-        return AlgoState(policy_params, value_params, policy_opt.init(policy_params),
-                         value_opt.init(value_params), {"initial_entropy": h0})
+        return AlgoState(policy_params, value_params, make_optimizer(config, config.policy_lr, policy_steps).init(
+            policy_params), make_optimizer(config, config.value_lr, value_steps).init(value_params),
+            {"initial_entropy": h0})
 
-    def loss_fn(pp, mb: Batch, beta):
-        raw, (pm, ps) = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta)
+    def loss_fn(pp, mb: Batch, beta, hp):
+        raw, (pm, ps) = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta, hp)
         ratio = jnp.exp(D.log_prob(mb.action, pm, ps, proj_cov_type) - mb.log_prob)
-        adv = normalize_advantage(mb.advantage) if config.normalize_advantage else mb.advantage
+        adv = normalize_advantage(mb.advantage, axis_name=axis_name) if config.normalize_advantage else mb.advantage
         pg_loss = -jnp.mean(ratio * adv)
         trl = tr_loss(raw, (pm, ps))
         entropy = D.entropy(ps, proj_cov_type).mean()
-        total = pg_loss + alpha * trl - config.entropy_coef * entropy
+        total = pg_loss + hp.trust_region_coef * trl - hp.entropy_coef * entropy
         return total, {"policy_loss": pg_loss, "trust_region_loss": trl}
 
-    def update(key, state: AlgoState, batch: Batch, iteration):
+    def update(key, state: AlgoState, batch: Batch, iteration, hp):
         beta = entropy_bound(schedule, state.extra["initial_entropy"], config.target_entropy,
                              config.entropy_temperature, iteration, config.num_iterations)
         batch = batch._replace(old_scale=to_proj(batch.old_scale))
         key_epochs, key_reg = jax.random.split(key)
+        policy_opt = make_optimizer(config, hp.policy_lr, policy_steps)
         state, metrics = actor_critic_epochs(key_epochs, state, batch, config.num_epochs, config.num_value_epochs,
-                                             num_mb, lambda pp, mb: loss_fn(pp, mb, beta), value.apply,
-                                             config.value_clip, policy_opt, value_opt)
+                                             num_mb, lambda pp, mb: loss_fn(pp, mb, beta, hp), value.apply,
+                                             config.value_clip, policy_opt,
+                                             make_optimizer(config, hp.value_lr, value_steps), axis_name)
         pp, vp, po, vo = state.policy_params, state.value_params, state.policy_opt, state.value_opt
 
         if n_reg > 0:
@@ -150,27 +155,30 @@ def make_trpl(config, policy, value) -> Algorithm:
 
             def reg_step(c, k):
                 pp, po = c
-                idx = jax.random.choice(k, n, (size,), replace=False)
+                idx = par.local_rows(jax.random.choice(k, n, (size,), replace=False), axis_name)
                 mb = jax.tree.map(lambda x: x[idx], batch)
 
                 def reg_loss(p):
-                    raw, proj = project_policy(p, mb.obs, mb.old_mean, mb.old_scale, beta)
+                    raw, proj = project_policy(p, mb.obs, mb.old_mean, mb.old_scale, beta, hp)
                     return tr_loss(raw, proj)
 
                 loss, g = jax.value_and_grad(reg_loss)(pp)
-                u, po = policy_opt.update(g, po, pp)
+                u, po = policy_opt.update(par.mean_grads(g, axis_name), po, pp)
                 return (optax.apply_updates(pp, u), po), loss
 
             (pp, po), reg = jax.lax.scan(reg_step, (pp, po), jax.random.split(key_reg, n_reg))
-            metrics["regression_loss"] = reg.mean()
+            metrics["regression_loss"] = par.mean(reg, axis_name)
         else:
             metrics["regression_loss"] = jnp.zeros_like(metrics["policy_loss"])
 
         # One projection of the full batch serves the global write-back and the metrics: writing the
         # projected covariance back leaves the projected policy unchanged (its covariance is then inside).
-        raw, proj = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta)
+        # With data parallelism each device takes its own rows; the write-back mean is over all of them.
+        batch = par.local_rows(batch, axis_name)
+        raw, proj = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta, hp)
         if not policy.contextual:
-            pp = policy.set_global_scale(pp, jax.lax.stop_gradient(from_proj(proj[1].mean(axis=0))))
+            global_scale = par.pmean(proj[1].mean(axis=0), axis_name)
+            pp = policy.set_global_scale(pp, jax.lax.stop_gradient(from_proj(global_scale)))
             mean, scale = policy.apply(pp, batch.obs)
             raw = (mean, to_proj(scale))
         metrics.update(_final_metrics(raw, proj, batch))
@@ -187,13 +195,14 @@ def make_trpl(config, policy, value) -> Algorithm:
         else:
             kl = D.kl(pm, ps, batch.old_mean, batch.old_scale, proj_cov_type)
             raw_kl = D.kl(rm, rs, batch.old_mean, batch.old_scale, proj_cov_type)
+        avg, top = (lambda x: par.mean(x, axis_name)), (lambda x: par.max(x, axis_name))
         return {
-            "kl_mean": kl.mean(), "kl_max": kl.max(),
-            "mean_part_mean": mp.mean(), "mean_part_max": mp.max(),
-            "cov_part_mean": cp.mean(), "cov_part_max": cp.max(),
-            "raw_kl_mean": raw_kl.mean(), "raw_kl_max": raw_kl.max(),
-            "raw_mean_part_max": rmp.max(), "raw_cov_part_max": rcp.max(),
-            "entropy": D.entropy(ps, proj_cov_type).mean(),
+            "kl_mean": avg(kl), "kl_max": top(kl),
+            "mean_part_mean": avg(mp), "mean_part_max": top(mp),
+            "cov_part_mean": avg(cp), "cov_part_max": top(cp),
+            "raw_kl_mean": avg(raw_kl), "raw_kl_max": top(raw_kl),
+            "raw_mean_part_max": top(rmp), "raw_cov_part_max": top(rcp),
+            "entropy": avg(D.entropy(ps, proj_cov_type)),
         }
 
     return Algorithm(init, update)

@@ -34,6 +34,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from tr_jax import distributions as D
+from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
 from tr_jax.algorithms.core import fit_value, make_optimizer, normalize_advantage, policy_divergence
 
@@ -69,24 +70,29 @@ def conjugate_gradient(matvec, b, iters: int, tol: float = 1e-10):
     return x, rr, i
 
 
-def make_trpo(config, policy, value) -> Algorithm:
+def make_trpo(config, policy, value, axis_name=None) -> Algorithm:
     """Builds TRPO for ``config`` over a policy/value pair from :mod:`tr_jax.networks`.
 
-    Uses config.max_kl, cg_iters, cg_damping, line_search_steps,
-    backtrack_coef, entropy_coef, normalize_advantage and, for the value
-    function, value_lr, value_epochs (or num_epochs), num_minibatches, lr_decay, max_grad_norm,
-    value_clip.
+    Uses config.cg_iters, cg_damping, line_search_steps, backtrack_coef,
+    normalize_advantage and, for the value function, value_epochs (or
+    num_epochs), num_minibatches, lr_decay, max_grad_norm, value_clip;
+    max_kl, entropy_coef and value_lr come from the update's
+    :class:`~tr_jax.hyperparams.Hyperparams`. With ``axis_name`` the policy
+    step runs on each device's rows: gradients, Fisher-vector products and the
+    line search's surrogate and KL are averaged over devices.
     """
     cov_type = policy.cov_type
-    value_opt = make_optimizer(config, config.value_lr, config.num_value_epochs * config.num_minibatches)
-    max_kl = config.max_kl
+    value_steps = config.num_value_epochs * config.num_minibatches
 
     def init(policy_params, value_params):
-        return AlgoState(policy_params, value_params, optax.EmptyState(), value_opt.init(value_params))
+        return AlgoState(policy_params, value_params, optax.EmptyState(),
+                         make_optimizer(config, config.value_lr, value_steps).init(value_params))
 
-    def policy_step(params, batch: Batch):
+    def policy_step(params, batch: Batch, hp):
+        max_kl = hp.max_kl
         flat0, unravel = ravel_pytree(params)
-        adv = normalize_advantage(batch.advantage) if config.normalize_advantage else batch.advantage
+        adv = (normalize_advantage(batch.advantage, axis_name=axis_name) if config.normalize_advantage
+               else batch.advantage)
         cur_mean, cur_scale = jax.lax.stop_gradient(policy.apply(params, batch.obs))
 
         def objective(flat):
@@ -94,7 +100,7 @@ def make_trpo(config, policy, value) -> Algorithm:
             ratio = jnp.exp(D.log_prob(batch.action, mean, scale, cov_type) - batch.log_prob)
             surr = jnp.mean(ratio * adv)
             ent = D.entropy(scale, cov_type).mean()
-            return surr + config.entropy_coef * ent, (mean, scale)
+            return surr + hp.entropy_coef * ent, (mean, scale)  # (this device's rows)
 
         def kl_to_current(flat):  # anchored at the current policy: exactly 0 with zero gradient at flat0
             mean, scale = policy.apply(unravel(flat), batch.obs)
@@ -106,9 +112,10 @@ def make_trpo(config, policy, value) -> Algorithm:
         grad_kl = jax.grad(kl_to_current)
 
         def fvp(v):
-            return jax.jvp(grad_kl, (flat0,), (v,))[1] + config.cg_damping * v
+            return par.pmean(jax.jvp(grad_kl, (flat0,), (v,))[1], axis_name) + config.cg_damping * v
 
         (surr0, _), g = jax.value_and_grad(objective, has_aux=True)(flat0)
+        surr0, g = par.pmean((surr0, g), axis_name)  # (one flat vector: one all-reduce)
         x, cg_res, cg_used = conjugate_gradient(fvp, g, config.cg_iters)
         xfx = x @ fvp(x)
         ok = jnp.isfinite(xfx) & (xfx > 0) & jnp.all(jnp.isfinite(x))
@@ -120,8 +127,8 @@ def make_trpo(config, policy, value) -> Algorithm:
             frac = config.backtrack_coef ** j.astype(flat0.dtype)
             flat = flat0 + frac * full_step
             surr, (mean, scale) = objective(flat)
-            kl = kl_to_old(mean, scale)
-            good = ok & (kl.mean() <= max_kl) & (surr > surr0) & jnp.isfinite(surr)
+            surr, kl = par.pmean((surr, kl_to_old(mean, scale).mean()), axis_name)
+            good = ok & (kl <= max_kl) & (surr > surr0) & jnp.isfinite(surr)
             return good, flat, surr, frac
 
         def cond(c):
@@ -152,13 +159,15 @@ def make_trpo(config, policy, value) -> Algorithm:
         }
         return unravel(flat_new), metrics
 
-    def update(key, state: AlgoState, batch: Batch, iteration):
+    def update(key, state: AlgoState, batch: Batch, iteration, hp):
         del iteration
-        pp, pmetrics = policy_step(state.policy_params, batch)
+        local = par.local_rows(batch, axis_name)
+        pp, pmetrics = policy_step(state.policy_params, local, hp)
         state, metrics = fit_value(key, state._replace(policy_params=pp), batch, config.num_value_epochs,
-                                   config.num_minibatches, value.apply, config.value_clip, value_opt)
+                                   config.num_minibatches, value.apply, config.value_clip,
+                                   make_optimizer(config, hp.value_lr, value_steps), axis_name)
         metrics.update(pmetrics)
-        metrics.update(policy_divergence(policy, pp, batch))
+        metrics.update(policy_divergence(policy, pp, local, axis_name))
         return state, metrics
 
     return Algorithm(init, update)

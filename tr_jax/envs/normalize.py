@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
+
+from tr_jax import parallel as par
 
 
 class RunningStats(NamedTuple):
@@ -30,13 +34,14 @@ def init_stats(shape=(), dtype=jnp.float32) -> RunningStats:
     return RunningStats(mean=jnp.zeros(shape, dtype), var=jnp.ones(shape, dtype), count=jnp.asarray(1e-4, dtype))
 
 
-def update_stats(stats: RunningStats, x: jax.Array) -> RunningStats:
-    """Merges samples ``x`` ``[..., *shape]`` (all leading dims are samples)."""
+def update_stats(stats: RunningStats, x: jax.Array, axis_name: Optional[str] = None) -> RunningStats:
+    """Merges samples ``x`` ``[..., *shape]`` (all leading dims are samples; with ``axis_name``, the
+    samples of every device, which must hold equally many)."""
     nd = stats.mean.ndim
     x = x.reshape((-1,) + x.shape[x.ndim - nd:]).astype(stats.mean.dtype)
-    n = jnp.asarray(x.shape[0], stats.mean.dtype)
-    b_mean = x.mean(axis=0)
-    b_var = x.var(axis=0)
+    n = jnp.asarray(x.shape[0] * par.axis_size(axis_name), stats.mean.dtype)
+    b_mean = par.pmean(x.mean(axis=0), axis_name)
+    b_var = par.pmean(jnp.mean((x - b_mean) ** 2, axis=0), axis_name)
     total = stats.count + n
     delta = b_mean - stats.mean
     mean = stats.mean + delta * n / total
@@ -60,9 +65,10 @@ def init_reward_norm(num_envs: int, dtype=jnp.float32) -> RewardNorm:
     return RewardNorm(ret=jnp.zeros((num_envs,), dtype), stats=init_stats((), dtype))
 
 
-def update_reward_norm(state: RewardNorm, reward: jax.Array, done: jax.Array, gamma: float) -> RewardNorm:
+def update_reward_norm(state: RewardNorm, reward: jax.Array, done: jax.Array, gamma: float,
+                       axis_name: Optional[str] = None) -> RewardNorm:
     """Advances the discounted returns through ``reward``/``done`` ``[T, E]`` and
-    merges all ``T * E`` of them into the running statistics."""
+    merges all ``T * E`` of them (of every device, with ``axis_name``) into the running statistics."""
 
     def step(ret, x):
         r, d = x
@@ -70,7 +76,7 @@ def update_reward_norm(state: RewardNorm, reward: jax.Array, done: jax.Array, ga
         return ret * (1.0 - d), ret
 
     ret, rets = jax.lax.scan(step, state.ret, (reward, done))
-    return RewardNorm(ret=ret, stats=update_stats(state.stats, rets))
+    return RewardNorm(ret=ret, stats=update_stats(state.stats, rets, axis_name))
 
 
 def scale_rewards(state: RewardNorm, reward: jax.Array, eps: float = 1e-8) -> jax.Array:

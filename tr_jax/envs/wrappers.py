@@ -22,6 +22,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from tr_jax import parallel as par
+
 BACKENDS = ("generalized", "positional", "spring", "mjx")
 
 
@@ -92,8 +94,10 @@ class VecEnv(NamedTuple):
 
     reset(key) -> EnvState  (= refresh(placeholder(), key))
     placeholder() -> EnvState  (every env pending a reset; no reset computed)
-    refresh(state, key) -> EnvState  (re-draws the reset pool and resets
-      pending envs; the only place a reset is computed)
+    refresh(state, key, axis_name=None) -> EnvState  (re-draws the reset pool
+      and resets pending envs; the only place a reset is computed; with
+      ``axis_name`` the state holds this device's block of the envs and the
+      keys are those of the same envs in a single-device run)
     step(state, action [E, k]) -> (EnvState, StepInfo)
     random_step(state, key) -> (EnvState, StepInfo)  (uniform actions in [-1, 1])
     """
@@ -161,14 +165,18 @@ def make_vec_env(env_name: str, backend: str = "positional", num_envs: int = 64,
         return EnvState(brax=bs, pool=bs, steps=jnp.full((num_envs,), -1, jnp.int32),
                         ep_return=jnp.zeros((num_envs,), jnp.float32))
 
-    def refresh(state, key):
-        # One vmapped reset draws the new pool; envs pending a reset (steps < 0)
-        # start from the pool shifted by one env, so env i's first state differs
-        # from the state it resets to. Keeping this the only reset call site
-        # keeps a single copy of the (slow to compile) reset in a training HLO.
-        pool = v_reset(jax.random.split(key, num_envs))
+    def refresh(state, key, axis_name=None):
+        # One vmapped reset draws the new pool and, for envs pending a reset
+        # (steps < 0), a first state from the pool key of the env before, so env
+        # i's first state differs from the state it resets to. Keeping this the
+        # only reset call site keeps a single copy of the (slow to compile) reset
+        # in a training HLO. Keys are per global env index: no device dependence.
+        n = state.steps.shape[0]
+        keys = jax.random.split(key, n * par.axis_size(axis_name))
+        both = v_reset(jnp.concatenate([par.local_rows(keys, axis_name),
+                                        par.local_rows(jnp.roll(keys, 1, axis=0), axis_name)]))
+        pool, shifted = (jax.tree.map(lambda x: x[i * n:(i + 1) * n], both) for i in range(2))
         pending = state.steps < 0
-        shifted = jax.tree.map(lambda x: jnp.roll(x, 1, axis=0), pool)
         return EnvState(brax=_where(pending, shifted, state.brax), pool=pool,
                         steps=jnp.where(pending, 0, state.steps), ep_return=state.ep_return)
 
@@ -185,7 +193,7 @@ def make_vec_env(env_name: str, backend: str = "positional", num_envs: int = 64,
             s = v_step(s, action)
             return (s, r + (1.0 - d) * s.reward, jnp.maximum(d, s.done)), None
 
-        zero = jnp.zeros((num_envs,), jnp.float32)
+        zero = jnp.zeros(action.shape[:1], jnp.float32)
         (bs, reward, done), _ = jax.lax.scan(rep, (bs, zero, zero), None, length=action_repeat)
         return bs, reward, done
 

@@ -1,0 +1,83 @@
+"""Hyperparameters as data: the plain-number settings an update reads from arrays, not from the config.
+
+:class:`Hyperparams` holds ``eps_mean``, ``eps_cov``, ``policy_lr``,
+``value_lr``, ``entropy_coef``, ``trust_region_coef``, ``clip_ratio`` and
+``max_kl`` as scalar arrays. They live in the
+:class:`~tr_jax.train.TrainState` (so checkpoints keep them) and every
+algorithm reads them from there; the :class:`~tr_jax.config.TrainConfig`
+only gives their defaults. A sweep over them is therefore one compiled
+program: ``jax.vmap`` over runs whose states carry different values.
+
+:func:`parse_sweep` reads ``"eps_cov=1e-4,1e-3"``; :func:`sweep_configs`
+expands sweeps into the grid of configs (one per setting) with a label each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+
+class Hyperparams(NamedTuple):
+    """Scalars (or ``[runs]`` under vmap), dtype of the config's ``dtype``."""
+
+    eps_mean: jnp.ndarray
+    eps_cov: jnp.ndarray
+    policy_lr: jnp.ndarray
+    value_lr: jnp.ndarray
+    entropy_coef: jnp.ndarray
+    trust_region_coef: jnp.ndarray
+    clip_ratio: jnp.ndarray
+    max_kl: jnp.ndarray
+
+
+SWEEPABLE = Hyperparams._fields
+
+
+def from_config(config) -> Hyperparams:
+    """The config's values as scalar arrays of ``config.dtype``."""
+    dtype = jnp.dtype(config.dtype)
+    return Hyperparams(*(jnp.asarray(getattr(config, f), dtype) for f in SWEEPABLE))
+
+
+def parse_sweep(text: str) -> tuple[str, tuple]:
+    """``"eps_cov=1e-4,1e-3"`` -> ``("eps_cov", (1e-4, 1e-3))``; ``ValueError`` naming what is wrong."""
+    if "=" not in text:
+        raise ValueError(f"--sweep {text!r}: expected key=value1,value2,...")
+    key, values = (x.strip() for x in text.split("=", 1))
+    if key not in SWEEPABLE:
+        raise ValueError(f"--sweep {text!r}: {key!r} cannot be swept in one program; sweepable: {list(SWEEPABLE)}")
+    out = []
+    for v in values.split(","):
+        try:
+            x = json.loads(v.strip())
+        except json.JSONDecodeError:
+            x = None
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise ValueError(f"--sweep {text!r}: {v.strip()!r} is not a number")
+        out.append(float(x))
+    if len(set(out)) != len(out):
+        raise ValueError(f"--sweep {text!r}: a value is repeated")
+    return key, tuple(out)
+
+
+def sweep_configs(base, sweeps) -> list[tuple[str, object]]:
+    """The grid of ``sweeps`` (``[(key, values), ...]``, each key once) over ``base``.
+
+    Returns ``[(label, config), ...]`` in row-major order of ``sweeps``; the label
+    is ``"key=value,key=value"`` (``""`` for no sweep). Each config is validated.
+    """
+    from tr_jax.config import validate
+
+    keys = [k for k, _ in sweeps]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a key is swept twice: {keys}")
+    out = []
+    for values in itertools.product(*(v for _, v in sweeps)):
+        setting = dict(zip(keys, values))
+        config = validate(base.replace(**setting))
+        out.append((",".join(f"{k}={v:g}" for k, v in setting.items()), config))
+    return out

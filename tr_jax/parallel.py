@@ -1,0 +1,110 @@
+"""Data parallelism over a device mesh: the mesh, and the collectives the algorithms use.
+
+The trainer runs every training iteration inside ``jax.shard_map`` over a
+one-axis mesh (axis :data:`AXIS`, ``"data"``) of ``D`` devices (every device
+JAX sees by default, across hosts after ``jax.distributed.initialize()``; one
+on a plain CPU). Each device steps ``num_envs / D`` of the environments;
+parameters, optimiser states, statistics and keys are replicated. What crosses
+devices, explicitly:
+
+* the rollout batch, gathered once per iteration (``all_gather``) so that
+  every device draws the same minibatch permutation over the *global* batch
+  and then computes on its own ``1/D`` of each minibatch;
+* one ``pmean`` per gradient step of all gradients raveled into one vector
+  (:func:`mean_grads`), so the compiled step has a single all-reduce for all
+  parameters, not one per leaf;
+* scalar statistics (advantage normalisation, observation/reward statistics,
+  reported metrics) with ``psum``/``pmean``/``pmax``.
+
+So a D-device run computes what one device computes on the same total batch
+(up to floating-point summation order): random numbers are drawn per global
+env or row index, never per device. Every helper takes ``axis_name``; with
+None (an algorithm called outside the trainer) it is the single-device
+operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+AXIS = "data"
+
+
+def device_count(num_devices: int) -> int:
+    """Devices a config's ``num_devices`` means: 0 -> all of ``jax.devices()``; else ``num_devices``
+    (``ValueError`` if more than there are)."""
+    available = jax.device_count()
+    if num_devices < 0:
+        raise ValueError(f"num_devices must be >= 0 (0: every device), got {num_devices}")
+    if num_devices > available:
+        raise ValueError(f"num_devices={num_devices} but JAX sees only {available} device(s): {jax.devices()}")
+    return num_devices or available
+
+
+def make_mesh(num_devices: int) -> jax.sharding.Mesh:
+    """A one-axis (:data:`AXIS`) mesh over the first ``device_count(num_devices)`` devices of ``jax.devices()``."""
+    n = device_count(num_devices)
+    return jax.make_mesh((n,), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:n])
+
+
+def axis_size(axis_name: Optional[str]) -> int:
+    return 1 if axis_name is None else jax.lax.axis_size(axis_name)
+
+
+def axis_index(axis_name: Optional[str]) -> jax.Array:
+    return jnp.asarray(0, jnp.int32) if axis_name is None else jax.lax.axis_index(axis_name)
+
+
+def psum(x: Any, axis_name: Optional[str]) -> Any:
+    return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def pmean(x: Any, axis_name: Optional[str]) -> Any:
+    return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+
+def pmax(x: Any, axis_name: Optional[str]) -> Any:
+    return x if axis_name is None else jax.lax.pmax(x, axis_name)
+
+
+def mean(x: jax.Array, axis_name: Optional[str]) -> jax.Array:
+    """Mean of every entry of ``x`` over all devices (equal-sized shards)."""
+    return pmean(jnp.mean(x), axis_name)
+
+
+def max(x: jax.Array, axis_name: Optional[str]) -> jax.Array:  # noqa: A001 (the collective's name)
+    return pmax(jnp.max(x), axis_name)
+
+
+def mean_grads(grads: Any, axis_name: Optional[str]) -> Any:
+    """The mean of a gradient pytree over devices as ONE all-reduce (leaves raveled into one vector)."""
+    if axis_name is None:
+        return grads
+    flat, unravel = ravel_pytree(grads)
+    return unravel(jax.lax.pmean(flat, axis_name))
+
+
+def gather_rows(tree: Any, axis_name: Optional[str]) -> Any:
+    """Concatenates every device's leaves ``[n, ...]`` along rows, in device order: ``[D * n, ...]``."""
+    if axis_name is None:
+        return tree
+    return jax.tree.map(lambda x: jax.lax.all_gather(x, axis_name, tiled=True), tree)
+
+
+def local_rows(tree: Any, axis_name: Optional[str], axis: int = 0) -> Any:
+    """This device's contiguous ``1/D`` block of every leaf along ``axis`` (its length must divide by D)."""
+    if axis_name is None:
+        return tree
+    d, i = axis_size(axis_name), axis_index(axis_name)
+
+    def take(x):
+        n = x.shape[axis]
+        if n % d:
+            raise ValueError(f"cannot split {n} rows over {d} devices")
+        return jax.lax.dynamic_slice_in_dim(x, i * (n // d), n // d, axis=axis)
+
+    return jax.tree.map(take, tree)
