@@ -65,8 +65,13 @@ def test_run_directory_contents(two_seeds):
     # one line per iteration and seed, none missing or repeated
     assert sorted((r["iteration"], r["seed"]) for r in rows) == [(i, s) for i in range(24) for s in range(2)]
     assert [r["env_steps"] for r in rows if r["seed"] == 0] == [(i + 1) * 32 for i in range(24)]
-    # no finished episode yet in the first iterations (50-step episodes, 8 steps per iteration): null, not NaN
-    assert rows[0]["episode_return"] is None and rows[-1]["episode_return"] is not None
+    # before a seed's first finished episode its return is null (not NaN), afterwards a number
+    for s in range(2):
+        seen = 0
+        for r in (r for r in rows if r["seed"] == s):
+            seen += r["episodes_finished"]
+            assert (r["episode_return"] is None) == (seen == 0), r
+    assert any(r["episode_return"] is None for r in rows) and rows[-1]["episode_return"] is not None
     text = open(os.path.join(d, "metrics.jsonl")).read()
     assert "NaN" not in text and "Infinity" not in text
     evals = read_jsonl(os.path.join(d, "eval.jsonl"))

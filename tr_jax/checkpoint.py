@@ -87,7 +87,12 @@ class Checkpoints:
             step = steps[-1]
         if step not in steps:
             raise CheckpointError(f"no checkpoint {step} in {self.directory}; there are {steps or 'none'}")
-        abstract = jax.eval_shape(_to_saveable, like)
+        # restore onto the devices of ``like`` (concrete arrays) or the first device (abstract ones), whatever
+        # the mesh that saved it: a checkpoint written on 4 devices restores on 1 and vice versa
+        first = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree.map(
+            lambda x, a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=x.sharding if isinstance(x, jax.Array)
+                                              else first), like, jax.eval_shape(_to_saveable, like))
         try:
             out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                       meta=ocp.args.JsonRestore()))

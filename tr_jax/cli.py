@@ -1,6 +1,6 @@
 """The ``tr-jax`` command (also ``python -m tr_jax``).
 
-    tr-jax train [CONFIG_FILE] [--set key=value ...] [--seeds N] [--seed S] [--run-dir DIR]
+    tr-jax train [CONFIG_FILE] [--set key=value ...] [--sweep key=v1,v2 ...] [--seeds N] [--seed S] [--run-dir DIR]
     tr-jax train --resume RUN_DIR [--set key=value ...]
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
     tr-jax plot RUN_DIR... [--out FILE] [--metric NAME ...] [--label LABEL ...]
@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from tr_jax.config import QUICK_CONFIG, RESUME_SAFE, field_names, load_config_file, parse_assignment, type_name
+from tr_jax.hyperparams import SWEEPABLE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,11 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="set one TrainConfig field (repeatable), e.g. --set env_name=hopper --set eps_cov=1e-4; "
                         "on --resume only " + ", ".join(RESUME_SAFE) + " may change")
+    t.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="train every combination of these values (repeatable; keys: " + ", ".join(SWEEPABLE)
+                        + ") x --seeds seeds as ONE compiled program; RUN_DIR gets one run directory per setting, "
+                          "e.g. --sweep eps_cov=1e-4,1e-3,1e-2 --sweep eps_mean=0.01,0.03")
     t.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds trained at once with jax.vmap (default 1)")
     t.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     t.add_argument("--run-dir", default=None, metavar="DIR",
                    help="run directory (default runs/<env>-<algorithm>-<time>)")
-    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its newest checkpoint")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue RUN_DIR (a run or a sweep directory) from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="start an existing run directory again from scratch")
     t.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="a live bar on a terminal, one line per chunk otherwise (default auto)")
@@ -95,10 +101,16 @@ def _config(args):
     if args.resume and not args.config_file and not args.assignments:
         return None
     if args.resume and not args.config_file:
+        import os
+
         from tr_jax.config import config_from_dict
         from tr_jax.rundir import RunDir, read_json
+        from tr_jax.run import SWEEP_FILE
 
-        rd = RunDir.existing(args.resume)
+        path = args.resume
+        if os.path.exists(os.path.join(path, SWEEP_FILE)):  # a sweep: the first setting's config carries the rest
+            path = os.path.join(path, read_json(os.path.join(path, SWEEP_FILE))["settings"][0])
+        rd = RunDir.existing(path)
         config = config_from_dict(read_json(rd.config), where=rd.config)
     else:
         config = load_config_file(args.config_file) if args.config_file else QUICK_CONFIG
@@ -106,7 +118,10 @@ def _config(args):
 
 
 def _train(args) -> int:
-    from tr_jax.run import TrainingDiverged, run
+    import os
+
+    from tr_jax.hyperparams import parse_sweep
+    from tr_jax.run import SWEEP_FILE, TrainingDiverged, run, run_sweep
 
     if args.seeds < 1:
         print("tr-jax train: error: --seeds must be >= 1", file=sys.stderr)
@@ -114,18 +129,29 @@ def _train(args) -> int:
     if args.resume and args.run_dir and args.run_dir != args.resume:
         print("tr-jax train: error: --run-dir and --resume name different directories", file=sys.stderr)
         return 2
+    if args.resume and args.sweeps:
+        print("tr-jax train: error: --sweep cannot change on --resume (the sweep is saved in the directory)",
+              file=sys.stderr)
+        return 2
     try:
         config = _config(args)
-        result = run(config, seed=args.seed, num_seeds=args.seeds, run_dir=args.resume or args.run_dir,
-                     resume=bool(args.resume), overwrite=args.overwrite, progress=args.progress)
+        sweep = [parse_sweep(x) for x in args.sweeps]
+        options = dict(seed=args.seed, num_seeds=args.seeds, run_dir=args.resume or args.run_dir,
+                       resume=bool(args.resume), overwrite=args.overwrite, progress=args.progress)
+        if sweep or (args.resume and os.path.exists(os.path.join(args.resume, SWEEP_FILE))):
+            results = run_sweep(config, sweep, **options)
+        else:
+            results = [run(config, **options)]
     except TrainingDiverged as e:
         print(f"tr-jax train: {e}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         print(f"tr-jax train: error: {e}", file=sys.stderr)
         return 2
+    result = results[0]
+    dirs = result.run_dir if len(results) == 1 else f"{len(results)} run directories in {os.path.dirname(result.run_dir)}"
     print(f"{result.status}: {result.iteration} iterations, {result.steps_per_second:,.0f} env steps/s "
-          f"(compile {result.compile_seconds:.1f} s); run directory {result.run_dir}")
+          f"(compile {result.compile_seconds:.1f} s); {dirs if len(results) > 1 else 'run directory ' + dirs}")
     return 130 if result.status == "interrupted" else 0
 
 

@@ -102,7 +102,10 @@ def load_run(path: str, label: Optional[str] = None) -> Run:
     except FileNotFoundError as e:
         raise PlotError(str(e)) from None
     config = R.read_json(rd.config)
-    return Run(rd.path, config, label or default_label(config), rd.read_metrics(), rd.read_eval())
+    if label is None:  # a sweep's setting adds its own label ("eps_cov=0.001") to the default
+        setting = rd.info().get("label")
+        label = default_label(config) + (f" {setting}" if setting else "")
+    return Run(rd.path, config, label, rd.read_metrics(), rd.read_eval())
 
 
 def bootstrap_band(values: np.ndarray, confidence: float = 0.95, num_resamples: int = 2000,

@@ -26,13 +26,14 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tr_jax import rundir as R
-from tr_jax.checkpoint import Checkpoints
+from tr_jax.checkpoint import CheckpointError, Checkpoints
 from tr_jax.config import RESUME_SAFE, TrainConfig, config_from_dict, config_to_dict, validate
 from tr_jax.progress import fmt, make_progress
 
@@ -165,19 +166,34 @@ def _due(every: int, before: int, after: int, last: bool) -> bool:
     return last or (every > 0 and after // every > before // every)
 
 
-def _bound_fields(config: TrainConfig, m: dict) -> dict:
-    """Trust-region usage of the latest iteration (mean over seeds), as display strings."""
+def _bound_fields(config: TrainConfig, m: dict, eps: dict) -> dict:
+    """Trust-region usage of the latest iteration (mean over runs, each against its own bound), as display strings.
+
+    ``m``: metric -> ``[runs]``; ``eps``: ``eps_mean``/``eps_cov``/``max_kl`` -> ``[runs]``.
+    """
     if config.algorithm == "trpl":
-        return {"mean/cov part": f"{fmt(100 * m['mean_part_max'] / config.eps_mean, '.0f')}%/"
-                                 f"{fmt(100 * m['cov_part_max'] / config.eps_cov, '.0f')}% of bound"}
+        return {"mean/cov part": f"{fmt(100 * _mean(m['mean_part_max'] / eps['eps_mean']), '.0f')}%/"
+                                 f"{fmt(100 * _mean(m['cov_part_max'] / eps['eps_cov']), '.0f')}% of bound"}
     if config.algorithm == "trpo":
-        return {"kl/max_kl": fmt(m["kl_mean"] / config.max_kl, ".2f")}
+        return {"kl/max_kl": fmt(_mean(m["kl_mean"] / eps["max_kl"]), ".2f")}
     return {}
 
 
 def _mean(x):
     x = np.asarray(x, np.float64)
     return float(np.nanmean(x)) if np.any(np.isfinite(x)) else float("nan")
+
+
+class _Group(NamedTuple):
+    """One setting of a run: its config, run directory and (on resume) the changed safe fields."""
+
+    label: str  # "" for a plain run, "key=value,..." for a sweep setting
+    config: TrainConfig
+    rd: R.RunDir
+    changed: dict
+
+
+SWEEP_FILE = "sweep.json"
 
 
 def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1, run_dir: Optional[str] = None,
@@ -203,83 +219,186 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
     Returns:
       :class:`RunResult`.
     """
-    if on_divergence not in ("raise", "return"):
-        raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
+    _check_options(on_divergence, num_seeds, resume, run_dir, config)
     if resume:
-        if run_dir is None:
-            raise ValueError("resume needs the run directory to continue")
         rd = R.RunDir.existing(run_dir)
+        if os.path.exists(os.path.join(rd.path, SWEEP_FILE)):
+            raise ValueError(f"{rd.path} is a sweep directory: resume it with run_sweep (tr-jax train --resume does)")
         saved = config_from_dict(R.read_json(rd.config), where=rd.config)
         config, changed = resume_config(saved, config)
         info = rd.info()
         seed, num_seeds = int(info["seed"]), int(info["num_seeds"])
+        groups = lambda: [_Group("", config, rd, changed)]
     else:
-        if config is None:
-            raise ValueError("run needs a config (or resume=True)")
-        changed = {}
-    validate(config)
-    if not isinstance(num_seeds, int) or num_seeds < 1:
-        raise ValueError(f"num_seeds must be a positive int, got {num_seeds!r}")
-
-    from tr_jax.train import make_trainer
-
-    with _MujocoLog() as mujoco_log:
-        trainer = make_trainer(config)  # checks the env before any file is written
-        if not resume:
+        def groups():
             rd = R.RunDir.create(run_dir or os.path.join(runs_root, R.default_name(config)), overwrite=overwrite)
             R.write_json(rd.config, config_to_dict(config))
             rd.write_info(seed, num_seeds)
-        mujoco_log.path = rd.mujoco_log
+            return [_Group("", config, rd, {})]
+    results = _run_groups(config, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence)
+    return results[0]
+
+
+def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: int = 0, num_seeds: int = 1,
+              run_dir: Optional[str] = None, resume: bool = False, overwrite: bool = False, progress: str = "auto",
+              progress_fn: Optional[Callable[[int, dict], None]] = None, on_divergence: str = "raise",
+              runs_root: str = "runs") -> list:
+    """Trains every setting of a hyperparameter grid x ``num_seeds`` seeds as ONE compiled program.
+
+    ``sweep``: ``[(key, values), ...]`` over :data:`tr_jax.hyperparams.SWEEPABLE`
+    keys (e.g. ``[("eps_cov", (1e-4, 1e-3)), ("eps_mean", (0.01, 0.03))]``);
+    the grid's settings x seeds are one vmapped batch (seed ``i`` of every
+    setting uses the same key as seed ``i`` of a plain :func:`run`). ``run_dir``
+    (default ``runs_root/<env>-<algo>-sweep-<time>``) holds ``sweep.json`` and
+    one complete run directory per setting, named by its label
+    (``eps_cov=0.0001,eps_mean=0.01``): ``tr-jax eval/plot/render`` work on each,
+    and ``tr-jax plot DIR/*`` draws one curve per setting. ``resume=True``
+    continues all settings from their newest checkpoints (``config`` None or
+    changed only in ``RESUME_SAFE`` fields, applied to every setting).
+    ``progress_fn`` gets ``[settings * num_seeds, n]`` arrays, setting-major.
+
+    Returns one :class:`RunResult` per setting, in grid order.
+    """
+    from tr_jax.hyperparams import sweep_configs
+
+    _check_options(on_divergence, num_seeds, resume, run_dir, config)
+    if resume:
+        path = os.path.abspath(run_dir)
+        try:
+            meta = R.read_json(os.path.join(path, SWEEP_FILE))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} is not a sweep directory: {SWEEP_FILE} is missing") from None
+        seed, num_seeds = int(meta["seed"]), int(meta["num_seeds"])
+        groups_now = []
+        for label in meta["settings"]:
+            rd = R.RunDir.existing(os.path.join(path, label))
+            saved = config_from_dict(R.read_json(rd.config), where=rd.config)
+            given = None if config is None else config_from_dict(
+                {k: v for k, v in config_to_dict(config).items() if k in RESUME_SAFE}, base=saved)
+            c, changed = resume_config(saved, given)
+            groups_now.append(_Group(label, c, rd, changed))
+        base = groups_now[0].config
+        groups = lambda: groups_now
+    else:
+        if not sweep:
+            raise ValueError("run_sweep needs at least one (key, values) to sweep; use run for a single setting")
+        settings = sweep_configs(config, sweep)
+        base = settings[0][1]
+
+        def groups():
+            name = R.default_name(config).rsplit("-", 2)
+            path = run_dir or os.path.join(runs_root, f"{name[0]}-sweep-{name[1]}-{name[2]}")
+            top = R.RunDir.create(path, overwrite=overwrite)
+            R.write_json(os.path.join(top.path, SWEEP_FILE), {
+                "sweep": [[k, list(v)] for k, v in sweep], "settings": [label for label, _ in settings],
+                "seed": seed, "num_seeds": num_seeds, "versions": R.versions()})
+            out = []
+            for label, c in settings:
+                rd = R.RunDir.create(os.path.join(top.path, label))
+                R.write_json(rd.config, config_to_dict(c))
+                rd.write_info(seed, num_seeds, {"label": label, "sweep": os.path.basename(top.path)})
+                out.append(_Group(label, c, rd, {}))
+            return out
+    return _run_groups(base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence)
+
+
+def _check_options(on_divergence, num_seeds, resume, run_dir, config):
+    if on_divergence not in ("raise", "return"):
+        raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
+    if resume and run_dir is None:
+        raise ValueError("resume needs the run directory to continue")
+    if not resume and config is None:
+        raise ValueError("run needs a config (or resume=True)")
+    if not isinstance(num_seeds, int) or num_seeds < 1:
+        raise ValueError(f"num_seeds must be a positive int, got {num_seeds!r}")
+
+
+def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence) -> list:
+    """Builds the trainer (checking the env before any file is written), then the groups' directories, then loops."""
+    validate(config)
+    from tr_jax.train import make_trainer
+
+    with _MujocoLog() as mujoco_log:
+        trainer = make_trainer(config)
+        groups = make_groups()
+        mujoco_log.path = groups[0].rd.mujoco_log
         mujoco_log.flush()
         display = make_progress(progress)
         with _Interrupts(display.log) as interrupts:
             try:
-                return _loop(config, trainer, rd, seed, num_seeds, resume, changed, display, interrupts, progress_fn,
+                return _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn,
                              on_divergence)
             finally:
                 display.close()
 
 
-def _loop(config, trainer, rd, seed, num_seeds, resume, changed, display, interrupts, progress_fn, on_divergence):
-    total_its = config.num_iterations
+def _slice(tree, g: int, n: int):
+    return jax.tree.map(lambda x: x[g * n:(g + 1) * n], tree)
+
+
+def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn, on_divergence):
+    from tr_jax.hyperparams import SWEEPABLE, Hyperparams
+
+    config = trainer.config
+    S, n = len(groups), num_seeds
+    total_its = max(g.config.num_iterations for g in groups)
     steps_per_it = config.batch_size * config.action_repeat
-    keys = jax.random.split(jax.random.key(seed), num_seeds)
-    init = jax.jit(jax.vmap(trainer.init))
+    seed_keys = jax.random.split(jax.random.key(seed), n)
+    keys = jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(seed_keys)), (S, 1)))
+    dtype = np.dtype(config.dtype)
+    hparams = Hyperparams(*(np.repeat(np.asarray([getattr(g.config, f) for g in groups], dtype), n)
+                            for f in SWEEPABLE))
+    shardings = trainer.state_shardings(batched=True)
+    init = jax.jit(jax.vmap(trainer.init), out_shardings=shardings)
     chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)), static_argnums=1)
     eval_fn = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)
     eval_root = jax.random.fold_in(jax.random.key(seed), _EVAL_STREAM)
-    ckpt = Checkpoints(rd.checkpoints, keep=config.keep_checkpoints)
+    ckpts = [Checkpoints(g.rd.checkpoints, keep=config.keep_checkpoints) for g in groups]
+    where = lambda g: f"{g.rd.path}" if not g.label else f"{g.rd.path} ({g.label})"
 
-    state = init(keys)
+    state = init(keys, hparams)
     it = 0
     if resume:
-        state, meta = ckpt.restore(None, state)
-        it = int(meta["iteration"])
-        dropped = rd.cut(rd.metrics, it) + rd.cut(rd.eval, it)
-        if changed:  # only once the checkpoint is known to restore
-            R.write_json(rd.config, config_to_dict(config))
-        display.log(f"resumed {rd.path} at iteration {it} ({it * steps_per_it:,} env steps)"
-                    + (f"; dropped {dropped} lines written after that checkpoint" if dropped else "")
-                    + (f"; changed {', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())}"
-                       if changed else ""))
+        parts, its = [], set()
+        for g, ckpt in zip(groups, ckpts):
+            part, meta = ckpt.restore(None, _slice(state, groups.index(g), n))
+            parts.append(part)
+            its.add(int(meta["iteration"]))
+        if len(its) != 1:
+            raise CheckpointError(f"the settings' newest checkpoints are at different iterations {sorted(its)}")
+        it = its.pop()
+        state = jax.device_put(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0],
+                               shardings)
+        for g in groups:
+            dropped = g.rd.cut(g.rd.metrics, it) + g.rd.cut(g.rd.eval, it)
+            if g.changed:  # only once the checkpoint is known to restore
+                R.write_json(g.rd.config, config_to_dict(g.config))
+            display.log(f"resumed {where(g)} at iteration {it} ({it * steps_per_it:,} env steps)"
+                        + (f"; dropped {dropped} lines written after that checkpoint" if dropped else "")
+                        + (f"; changed {', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in g.changed.items())}"
+                           if g.changed else ""))
     else:
-        display.log(f"run directory {rd.path}")
+        display.log(f"run directory {groups[0].rd.path}" if S == 1 else
+                    f"sweep of {S} settings x {n} seed(s) in {os.path.dirname(groups[0].rd.path)}")
 
+    devices = trainer.mesh.devices.size
     compiled, compile_s, side_s = {}, 0.0, 0.0  # side: evaluation and checkpoints (eval compile excluded)
 
-    def program(n):
+    def program(k):
         nonlocal compile_s
-        if n not in compiled:
-            display.status(f"compiling a {n}-iteration chunk ({num_seeds} seed(s))...")
+        if k not in compiled:
+            display.status(f"compiling a {k}-iteration chunk ({S * n} run(s), {devices} device(s))...")
             t0 = time.perf_counter()
-            compiled[n] = chunk_fn.lower(state, n).compile()
+            compiled[k] = chunk_fn.lower(state, k).compile()
             compile_s += time.perf_counter() - t0
-            display.log(f"compiled a {n}-iteration chunk in {time.perf_counter() - t0:.1f} s")
-        return compiled[n]
+            display.log(f"compiled a {k}-iteration chunk ({S * n} run(s) on {devices} device(s)) in "
+                        f"{time.perf_counter() - t0:.1f} s")
+        return compiled[k]
 
     def evaluate(it):
         nonlocal compile_s, side_s
-        ekeys = jax.random.split(jax.random.fold_in(eval_root, it), num_seeds)
+        ekeys = jax.random.split(jax.random.fold_in(eval_root, it), n)
+        ekeys = jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(ekeys)), (S, 1)))
         if "eval" not in compiled:
             t0 = time.perf_counter()
             compiled["eval"] = eval_fn.lower(state, ekeys, config.eval_episodes).compile()
@@ -287,41 +406,47 @@ def _loop(config, trainer, rd, seed, num_seeds, resume, changed, display, interr
         t_start = time.perf_counter()
         out = {k: np.asarray(v) for k, v in _wait(compiled["eval"](state, ekeys), interrupts).items()}
         rows = []
-        for s in range(num_seeds):
-            row = {"iteration": it - 1, "env_steps": it * steps_per_it, "seed": s}
-            for mode in ("deterministic", "stochastic"):
-                r, ln = out[f"{mode}_return"][s], out[f"{mode}_length"][s]
-                row.update({f"{mode}_return_mean": r.mean(), f"{mode}_return_std": r.std(),
-                            f"{mode}_length_mean": ln.mean()})
-            rows.append(row)
-        rd.append(rd.eval, rows)
+        for gi, g in enumerate(groups):
+            group_rows = []
+            for s in range(n):
+                row = {"iteration": it - 1, "env_steps": it * steps_per_it, "seed": s}
+                for mode in ("deterministic", "stochastic"):
+                    r, ln = out[f"{mode}_return"][gi * n + s], out[f"{mode}_length"][gi * n + s]
+                    row.update({f"{mode}_return_mean": r.mean(), f"{mode}_return_std": r.std(),
+                                f"{mode}_length_mean": ln.mean()})
+                group_rows.append(row)
+            g.rd.append(g.rd.eval, group_rows)
+            rows.append(group_rows)
         side_s += time.perf_counter() - t_start
         return rows
 
     def save(it):
         nonlocal side_s
         t_start = time.perf_counter()
-        ckpt.save(it, state, {"iteration": it, "env_steps": it * steps_per_it, "seed": seed, "num_seeds": num_seeds,
-                              "config": config_to_dict(config)})
+        for gi, (g, ckpt) in enumerate(zip(groups, ckpts)):
+            ckpt.save(it, _slice(state, gi, n), {"iteration": it, "env_steps": it * steps_per_it, "seed": seed,
+                                                  "num_seeds": n, "config": config_to_dict(g.config)})
         side_s += time.perf_counter() - t_start
 
+    eps = {f: np.asarray(getattr(hparams, f), np.float64) for f in ("eps_mean", "eps_cov", "max_kl")}
     display.start(total_its * steps_per_it, it * steps_per_it)
-    chunks, evals, status, run_s = [], [], "finished", 0.0
+    chunks, evals, status, run_s = [], [[] for _ in groups], "finished", 0.0
     it_start, wall_start = it, time.perf_counter()
     latest_eval = None
     while it < total_its:
-        n = min(config.chunk_iterations, total_its - it)
-        fn = program(n)
+        k = min(config.chunk_iterations, total_its - it)
+        fn = program(k)
         t0 = time.perf_counter()
         state, metrics = _wait(fn(state), interrupts)
         run_s += time.perf_counter() - t0
-        metrics = {k: np.asarray(v) for k, v in metrics.items()}
+        metrics = {name: np.asarray(v) for name, v in metrics.items()}
         chunks.append(metrics)
-        rd.append(rd.metrics, ({"iteration": int(metrics["iteration"][s, i]), "seed": s,
-                                "env_steps": int(metrics["env_steps"][s, i]),
-                                **{k: v[s, i] for k, v in metrics.items() if k not in ("iteration", "env_steps")}}
-                               for i in range(n) for s in range(num_seeds)))
-        before, it = it, it + n
+        for gi, g in enumerate(groups):
+            g.rd.append(g.rd.metrics, (
+                {"iteration": int(metrics["iteration"][r, i]), "seed": s, "env_steps": int(metrics["env_steps"][r, i]),
+                 **{name: v[r, i] for name, v in metrics.items() if name not in ("iteration", "env_steps")}}
+                for i in range(k) for s, r in ((s, gi * n + s) for s in range(n))))
+        before, it = it, it + k
         diverged_at = np.asarray(state.diverged_at)
         last = it >= total_its
         info = {}
@@ -330,22 +455,24 @@ def _loop(config, trainer, rd, seed, num_seeds, resume, changed, display, interr
         else:
             if _due(config.eval_every, before, it, last):
                 rows = evaluate(it)
-                evals += rows
-                latest_eval = rows
-                info = {f"eval/{k}": np.array([r[k] for r in rows]) for k in rows[0] if k.endswith("_mean")}
+                for gi in range(S):
+                    evals[gi] += rows[gi]
+                latest_eval = [r for group_rows in rows for r in group_rows]
+                info = {f"eval/{name}": np.array([r[name] for r in latest_eval]) for name in latest_eval[0]
+                        if name.endswith("_mean")}
             if _due(config.checkpoint_every, before, it, last) or interrupts.requested:
                 save(it)
-        latest = {k: _mean(v[:, -1]) for k, v in metrics.items()}
-        fields = {"iteration": f"{it}/{total_its}", "train return": fmt(latest["episode_return"], ".1f")}
+        latest = {name: v[:, -1] for name, v in metrics.items()}
+        fields = {"iteration": f"{it}/{total_its}", "train return": fmt(_mean(latest["episode_return"]), ".1f")}
         if latest_eval:
             fields["eval return det/sto"] = (f"{fmt(_mean([r['deterministic_return_mean'] for r in latest_eval]), '.1f')}/"
                                              f"{fmt(_mean([r['stochastic_return_mean'] for r in latest_eval]), '.1f')}")
-        fields["kl_max"] = fmt(latest.get("kl_max"), ".3g")
-        fields.update(_bound_fields(config, latest))
-        # speed over all seeds and ETA from the wall time since the start, compilation excluded
+        fields["kl_max"] = fmt(_mean(latest.get("kl_max", np.nan)), ".3g")
+        fields.update(_bound_fields(config, latest, eps))
+        # speed over all runs and ETA from the wall time since the start, compilation excluded
         wall = time.perf_counter() - wall_start - compile_s
-        speed = (it - it_start) * steps_per_it * num_seeds / wall if wall > 0 else float("nan")
-        eta = (total_its - it) * steps_per_it * num_seeds / speed if speed > 0 else None
+        speed = (it - it_start) * steps_per_it * S * n / wall if wall > 0 else float("nan")
+        eta = (total_its - it) * steps_per_it * S * n / speed if speed > 0 else None
         display.update(it * steps_per_it, speed, eta, fields)
         if progress_fn is not None:
             progress_fn(it * steps_per_it, {**metrics, **info})
@@ -353,31 +480,38 @@ def _loop(config, trainer, rd, seed, num_seeds, resume, changed, display, interr
             break
         if interrupts.requested:
             status = "interrupted"
-            display.log(f"interrupted at iteration {it}; checkpoint written to {ckpt.path(it)}; "
-                        f"continue with: tr-jax train --resume {rd.path}")
+            target = groups[0].rd.path if S == 1 else os.path.dirname(groups[0].rd.path)
+            display.log(f"interrupted at iteration {it}; checkpoint written; continue with: tr-jax train --resume {target}")
             break
 
     loop_s = time.perf_counter() - wall_start - compile_s
-    metrics = {k: np.concatenate([c[k] for c in chunks], axis=1) for k in chunks[0]} if chunks else {}
+    metrics = {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]} if chunks else {}
     diverged_at = np.asarray(state.diverged_at)
-    steps_run = sum(c["iteration"].shape[1] for c in chunks) * steps_per_it * num_seeds
-    result = RunResult(state=state, metrics=metrics, evals=evals, status=status, iteration=it,
-                       steps_per_second=steps_run / run_s if run_s > 0 else float("nan"),
-                       compile_seconds=compile_s, run_seconds=run_s, loop_seconds=loop_s,
-                       eval_checkpoint_seconds=side_s, diverged_at=diverged_at, run_dir=rd.path)
-    _write_summary(rd, config, result, ckpt)
-    ckpt.close()
+    its_run = sum(c["iteration"].shape[1] for c in chunks)
+    results = []
+    for gi, (g, ckpt) in enumerate(zip(groups, ckpts)):
+        result = RunResult(state=_slice(state, gi, n), metrics=_slice(metrics, gi, n), evals=evals[gi], status=status,
+                           iteration=it, steps_per_second=its_run * steps_per_it * S * n / run_s if run_s > 0
+                           else float("nan"), compile_seconds=compile_s, run_seconds=run_s, loop_seconds=loop_s,
+                           eval_checkpoint_seconds=side_s, diverged_at=diverged_at[gi * n:(gi + 1) * n],
+                           run_dir=g.rd.path)
+        _write_summary(g.rd, g.config, result, ckpt)
+        ckpt.close()
+        results.append(result)
     if status == "diverged":
-        where = ", ".join(f"seed {s}: iteration {i}" for s, i in enumerate(diverged_at) if i >= 0)
-        kept = ckpt.latest()
-        message = (f"training diverged at iteration {int(diverged_at[diverged_at >= 0].min())} ({where}): losses or "
-                   f"parameters became non-finite; stopped at the end of the chunk. "
-                   + (f"The last good checkpoint is {ckpt.path(kept)}." if kept is not None
-                      else "No checkpoint had been written yet."))
+        lines = []
+        for g, ckpt, result in zip(groups, ckpts, results):
+            bad = [f"seed {s}: iteration {i}" for s, i in enumerate(result.diverged_at) if i >= 0]
+            if bad:
+                kept = ckpt.latest()
+                lines.append(f"{where(g)}: {', '.join(bad)}; " + (f"the last good checkpoint is {ckpt.path(kept)}"
+                                                                  if kept is not None else "no checkpoint yet"))
+        message = (f"training diverged at iteration {int(diverged_at[diverged_at >= 0].min())}: losses or parameters "
+                   f"became non-finite; stopped at the end of the chunk. " + "; ".join(lines) + ".")
         display.log(message)
         if on_divergence == "raise":
-            raise TrainingDiverged(message, result)
-    return result
+            raise TrainingDiverged(message, results[0] if S == 1 else results)
+    return results
 
 
 def _write_summary(rd, config, result: RunResult, ckpt: Checkpoints):
