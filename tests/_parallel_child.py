@@ -25,8 +25,7 @@ BASE = TrainConfig(env_name="tr_jax_test_line", episode_length=20, num_envs=8, u
                    num_epochs=2, num_minibatches=2, policy_hidden=(8,), value_hidden=(8,), normalize_reward=True)
 CASES = {
     "ppo": dict(algorithm="ppo"),
-    "trpl_kl_full": dict(algorithm="trpl", projection="kl", cov_type="full", extra_regression_steps=2),
-    "trpl_w2_diag": dict(algorithm="trpl", projection="w2", value_epochs=1),
+    "trpl_kl_full": dict(algorithm="trpl", projection="kl", cov_type="full", extra_regression_steps=2, value_epochs=1),
     "trpo": dict(algorithm="trpo"),
 }
 

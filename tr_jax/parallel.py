@@ -108,3 +108,25 @@ def local_rows(tree: Any, axis_name: Optional[str], axis: int = 0) -> Any:
         return jax.lax.dynamic_slice_in_dim(x, i * (n // d), n // d, axis=axis)
 
     return jax.tree.map(take, tree)
+
+
+def to_host(tree: Any) -> Any:
+    """numpy copies of the leaves; multi-host safe: a replicated array is read from a local device, a
+    sharded one is gathered from every process (``multihost_utils.process_allgather``)."""
+    import numpy as np
+
+    def get(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(x)
+        if x.sharding.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+
+def is_primary() -> bool:
+    """True in the process that writes files (process 0; always True on one host)."""
+    return jax.process_index() == 0

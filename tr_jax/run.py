@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tr_jax import parallel as par
 from tr_jax import rundir as R
 from tr_jax.checkpoint import CheckpointError, Checkpoints
 from tr_jax.config import RESUME_SAFE, TrainConfig, config_from_dict, config_to_dict, validate
@@ -269,12 +270,14 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
         except FileNotFoundError:
             raise FileNotFoundError(f"{path} is not a sweep directory: {SWEEP_FILE} is missing") from None
         seed, num_seeds = int(meta["seed"]), int(meta["num_seeds"])
+        swept = [k for k, _ in meta["sweep"]]
         groups_now = []
         for label in meta["settings"]:
             rd = R.RunDir.existing(os.path.join(path, label))
             saved = config_from_dict(R.read_json(rd.config), where=rd.config)
-            given = None if config is None else config_from_dict(
-                {k: v for k, v in config_to_dict(config).items() if k in RESUME_SAFE}, base=saved)
+            # ``config`` stands for every setting: its swept fields take each setting's value, any other
+            # difference must be resume-safe (resume_config names the rest)
+            given = None if config is None else config.replace(**{k: getattr(saved, k) for k in swept})
             c, changed = resume_config(saved, given)
             groups_now.append(_Group(label, c, rd, changed))
         base = groups_now[0].config
@@ -404,7 +407,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
             compiled["eval"] = eval_fn.lower(state, ekeys, config.eval_episodes).compile()
             compile_s += time.perf_counter() - t0
         t_start = time.perf_counter()
-        out = {k: np.asarray(v) for k, v in _wait(compiled["eval"](state, ekeys), interrupts).items()}
+        out = par.to_host(_wait(compiled["eval"](state, ekeys), interrupts))
         rows = []
         for gi, g in enumerate(groups):
             group_rows = []
@@ -439,7 +442,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
         t0 = time.perf_counter()
         state, metrics = _wait(fn(state), interrupts)
         run_s += time.perf_counter() - t0
-        metrics = {name: np.asarray(v) for name, v in metrics.items()}
+        metrics = par.to_host(metrics)
         chunks.append(metrics)
         for gi, g in enumerate(groups):
             g.rd.append(g.rd.metrics, (
@@ -447,7 +450,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                  **{name: v[r, i] for name, v in metrics.items() if name not in ("iteration", "env_steps")}}
                 for i in range(k) for s, r in ((s, gi * n + s) for s in range(n))))
         before, it = it, it + k
-        diverged_at = np.asarray(state.diverged_at)
+        diverged_at = par.to_host(state.diverged_at)
         last = it >= total_its
         info = {}
         if (diverged_at >= 0).any():
@@ -486,7 +489,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
 
     loop_s = time.perf_counter() - wall_start - compile_s
     metrics = {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]} if chunks else {}
-    diverged_at = np.asarray(state.diverged_at)
+    diverged_at = par.to_host(state.diverged_at)
     its_run = sum(c["iteration"].shape[1] for c in chunks)
     results = []
     for gi, (g, ckpt) in enumerate(zip(groups, ckpts)):

@@ -8,6 +8,8 @@
     summary.json    written when the run stops: status, final/best eval return per seed, speed, versions
     mujoco.log      MuJoCo's own warnings, if it had any
 
+Multi-host (``jax.distributed``): only process 0 writes (every write below is
+a no-op elsewhere; checkpoints are written by all processes through Orbax).
 JSON files are written atomically (temporary file, then ``os.replace``);
 ``.jsonl`` files are appended and flushed line by line, and on resume cut back
 to the iterations before the checkpoint (a torn last line from a kill is
@@ -54,8 +56,16 @@ def clean(value):
     return value
 
 
+def _writer() -> bool:
+    from tr_jax.parallel import is_primary
+
+    return is_primary()
+
+
 def write_json(path: str, obj) -> None:
     """Writes ``obj`` to ``path`` atomically (a kill leaves the old file or the new one)."""
+    if not _writer():
+        return
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
@@ -100,6 +110,8 @@ class RunDir:
     def create(cls, path: str, overwrite: bool = False) -> "RunDir":
         """A new, empty run directory; an existing non-empty one is an error unless ``overwrite``."""
         rd = cls(path)
+        if not _writer():
+            return rd
         if os.path.exists(rd.path) and os.listdir(rd.path):
             if not overwrite:
                 raise FileExistsError(f"run directory {rd.path} exists: pass --resume to continue it "
@@ -121,6 +133,8 @@ class RunDir:
 
     def append(self, path: str, rows: Iterable[dict]) -> None:
         """Appends one JSON line per row and flushes them to disk."""
+        if not _writer():
+            return
         text = "".join(json.dumps({k: clean(v) for k, v in row.items()}, allow_nan=False) + "\n" for row in rows)
         with open(path, "a") as f:
             f.write(text)
@@ -130,7 +144,7 @@ class RunDir:
     def cut(self, path: str, before_iteration: int) -> int:
         """Keeps only the rows of ``path`` with ``iteration < before_iteration`` (and drops a torn
         last line); returns how many lines were dropped."""
-        if not os.path.exists(path):
+        if not os.path.exists(path) or not _writer():
             return 0
         with open(path) as f:
             lines = f.readlines()
