@@ -24,6 +24,7 @@ and writes JSON.
     python experiments/bench_training.py                       # CPU-sized defaults
     python experiments/bench_training.py --env halfcheetah --num-envs 2048 --iterations 20
     python experiments/bench_training.py --only env_raw,ppo,trpl_kl_diag
+    python experiments/bench_training.py --devices 1,2,4   # data-parallel scaling (bench_devices.py)
 """
 
 from __future__ import annotations
@@ -175,6 +176,13 @@ def bench_brax_ppo(config: TrainConfig):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--devices" or a.startswith("--devices=") for a in argv):
+        # data-parallel scaling (experiments/bench_devices.py, its own flags)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_devices
+
+        return bench_devices.main(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="inverted_pendulum")
     p.add_argument("--backend", default="positional")
@@ -285,4 +293,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -72,4 +72,12 @@ for name, kw in CASES.items():
         result["leaf_shapes"] = sorted({str(tuple(x.shape)) for x in jax.tree.leaves(
             (one.algo.policy_params, one.algo.value_params))})
         result["hlo_has_all_gather"] = "all-gather" in hlo
+errors = []
+for bad in (dict(num_envs=6, num_devices=4), dict(num_devices=8), dict(num_minibatches=32, num_devices=4)):
+    try:
+        make_trainer(BASE.replace(**bad))
+        errors.append(None)
+    except ValueError as e:
+        errors.append(str(e))
+result["errors"] = errors
 print("RESULT " + json.dumps(result))

@@ -55,3 +55,10 @@ def test_one_all_reduce_for_all_gradients(child):
     others = [s for s in shapes if s not in full]
     assert all(s.split("{")[0] in ("f32[]", "s32[]", "f32[2]", "f32[3]") for s in others), shapes
     assert child["hlo_has_all_gather"]  # the batch is gathered once per iteration
+
+
+def test_clear_errors_for_device_counts(child):
+    envs, too_many, minibatch = child["errors"]
+    assert "num_envs (6) must divide by the number of devices (4" in envs
+    assert "num_devices=8 but JAX sees only 4 device(s)" in too_many
+    assert "the minibatch size (2) must divide by the number of devices (4" in minibatch  # 64 rows / 32

@@ -99,7 +99,9 @@ def test_parse_sweep_and_grid():
                               "clip_ratio", "max_kl"}
 
 
-def test_cli_sweep_errors(capsys):
+def test_cli_sweep_and_distributed_errors(capsys):
+    assert main(["train", "--coordinator", "10.0.0.1:8476"]) == 2
+    assert "go together" in capsys.readouterr().err
     assert main(["train", "--sweep", "gamma=0.9,0.99"]) == 2
     assert "cannot be swept" in capsys.readouterr().err
     assert main(["train", "--resume", "x", "--sweep", "eps_cov=1e-3,1e-2"]) == 2

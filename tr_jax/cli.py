@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="start an existing run directory again from scratch")
     t.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="a live bar on a terminal, one line per chunk otherwise (default auto)")
+    d = t.add_argument_group("several hosts (jax.distributed; start the same command on every host)")
+    d.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() (detects SLURM, Open MPI, TPU pods)")
+    d.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="coordinator address (process 0's host)")
+    d.add_argument("--num-processes", type=int, default=None, metavar="N", help="number of processes (hosts)")
+    d.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's index, 0 .. N-1")
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint", description=(
         "Loads a checkpoint of RUN_DIR and prints the deterministic (mean action) and stochastic (sampled) "
@@ -133,7 +139,15 @@ def _train(args) -> int:
         print("tr-jax train: error: --sweep cannot change on --resume (the sweep is saved in the directory)",
               file=sys.stderr)
         return 2
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if any(x is not None for x in explicit) and not all(x is not None for x in explicit):
+        print("tr-jax train: error: --coordinator, --num-processes and --process-id go together", file=sys.stderr)
+        return 2
     try:
+        if args.distributed or args.coordinator is not None:
+            import jax
+
+            jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         config = _config(args)
         sweep = [parse_sweep(x) for x in args.sweeps]
         options = dict(seed=args.seed, num_seeds=args.seeds, run_dir=args.resume or args.run_dir,

@@ -504,13 +504,17 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
     if status == "diverged":
         lines = []
         for g, ckpt, result in zip(groups, ckpts, results):
-            bad = [f"seed {s}: iteration {i}" for s, i in enumerate(result.diverged_at) if i >= 0]
+            bad = ", ".join(f"seed {s}: iteration {i}" for s, i in enumerate(result.diverged_at) if i >= 0)
             if bad:
                 kept = ckpt.latest()
-                lines.append(f"{where(g)}: {', '.join(bad)}; " + (f"the last good checkpoint is {ckpt.path(kept)}"
-                                                                  if kept is not None else "no checkpoint yet"))
-        message = (f"training diverged at iteration {int(diverged_at[diverged_at >= 0].min())}: losses or parameters "
-                   f"became non-finite; stopped at the end of the chunk. " + "; ".join(lines) + ".")
+                lines.append((bad if S == 1 else f"{g.label}: {bad}",
+                              f"the last good checkpoint is {ckpt.path(kept)}" if kept is not None
+                              else "no checkpoint had been written yet"))
+        first = int(diverged_at[diverged_at >= 0].min())
+        head = f"training diverged at iteration {first} ({'; '.join(w for w, _ in lines)}): losses or parameters " \
+               f"became non-finite; stopped at the end of the chunk. "
+        message = head + (lines[0][1][0].upper() + lines[0][1][1:] + "." if S == 1 else
+                          "; ".join(f"{w.split(':')[0]}: {k}" for w, k in lines) + ".")
         display.log(message)
         if on_divergence == "raise":
             raise TrainingDiverged(message, results[0] if S == 1 else results)
