@@ -10,6 +10,7 @@ import pytest
 
 import _line_env
 from tr_jax.config import TrainConfig, load_config_file, parse_assignment, type_name, validate
+from tr_jax.hyperparams import from_config
 from tr_jax.train import make_trainer
 
 _line_env.register()
@@ -172,7 +173,7 @@ def test_value_epochs_sets_the_value_step_count(algorithm, value_epochs):
     k_pol, k_val, k_batch, k_upd = jax.random.split(jax.random.key(0), 4)
     state = trainer.algorithm.init(trainer.policy.init(k_pol), trainer.value.init(k_val))
     batch = _batch(cfg.batch_size, trainer.env.obs_dim, trainer.env.action_dim, k_batch)
-    new, metrics = jax.jit(trainer.algorithm.update)(k_upd, state, batch, 0)
+    new, metrics = jax.jit(trainer.algorithm.update)(k_upd, state, batch, 0, from_config(cfg))
     assert _counts(new.value_opt) == {(value_epochs or cfg.num_epochs) * cfg.num_minibatches}
     if algorithm != "trpo":  # TRPO's policy step has no optimiser
         assert _counts(new.policy_opt) == {cfg.num_epochs * cfg.num_minibatches}

@@ -93,7 +93,9 @@ class Trainer(NamedTuple):
       ``deterministic_return``, ``deterministic_length``, ``stochastic_return``,
       ``stochastic_length`` (one full episode per env, at most ``episode_length`` env steps)
     train(key) -> (state, metrics: dict of [num_iterations] arrays): the whole run
-    config, env, policy, value, algorithm, mesh: the pieces the functions close over.
+    config, env, policy, value, algorithm, mesh: the pieces the functions close over
+      (``algorithm`` is the plain single-device :class:`~tr_jax.algorithms.base.Algorithm`,
+      callable outside the mesh; ``train_chunk`` runs its data-parallel twin).
     state_specs(batched=False) -> TrainState of PartitionSpecs (``batched``:
       with a leading unsharded runs dim); state_shardings(batched=False): the
       same as NamedShardings on ``mesh``.
@@ -159,7 +161,8 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         env = _vec_env(config, config.num_envs)
     policy = make_policy(config, env.obs_dim, env.action_dim)
     value = make_value(config, env.obs_dim)
-    algorithm = make_algorithm(config, policy, value, par.AXIS)
+    algorithm = make_algorithm(config, policy, value)  # exposed: plain single-device functions
+    local_algorithm = make_algorithm(config, policy, value, par.AXIS)  # what each device runs in shard_map
     dtype = jnp.dtype(config.dtype)
     steps_per_iteration = config.batch_size * config.action_repeat
 
@@ -202,7 +205,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
                          truncation=info.truncation.astype(dtype))
         batch = par.gather_rows(make_batch(ro, value.apply, ts.algo.value_params, config.gamma, config.gae_lambda),
                                 axis)
-        algo, metrics = algorithm.update(k_upd, ts.algo, batch, it, ts.hparams)
+        algo, metrics = local_algorithm.update(k_upd, ts.algo, batch, it, ts.hparams)
 
         ok = _all_finite(metrics) & _all_finite((algo.policy_params, algo.value_params))
 
