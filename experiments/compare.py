@@ -220,6 +220,10 @@ def _pm(x: np.ndarray) -> str:
     return f"{x.mean():.1f} ± {x.std():.1f}" if x.size else "–"
 
 
+def _number(x: float, spec: str) -> str:
+    return format(x, spec) if np.isfinite(x) else "–"
+
+
 def _duration(seconds: float) -> str:
     if not np.isfinite(seconds):
         return "–"
@@ -229,14 +233,14 @@ def _duration(seconds: float) -> str:
 
 def table(rows: Sequence[Row]) -> str:
     """The markdown table of ``rows`` (see the module docstring for the columns)."""
-    lines = ["| env | setup | seeds | env steps | final eval return | best eval return | max KL | bound use "
+    lines = ["| env | setup | seeds | env steps per seed | final eval return | best eval return | max KL | bound use "
              "| env steps/s | wall time | status |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        use = "–" if r.bound_use is None else f"{r.bound_use:.3f} ({r.over} over)"
+        use = "–" if r.bound_use is None or not np.isfinite(r.bound_use) else f"{r.bound_use:.3f} ({r.over} over)"
         lines.append(f"| {r.env} | {r.setup} | {r.num_seeds} | {r.env_steps:,} | {_pm(r.final)} | {_pm(r.best)} "
-                     f"| {r.kl_max:.3g} | {use} | {r.steps_per_second:,.0f} | {_duration(r.wall_seconds)} "
-                     f"| {r.status} |")
+                     f"| {_number(r.kl_max, '.3g')} | {use} | {_number(r.steps_per_second, ',.0f')} "
+                     f"| {_duration(r.wall_seconds)} | {r.status} |")
     return "\n".join(lines) + "\n"
 
 
