@@ -20,7 +20,8 @@ config than a run directory holds is an error naming the differing fields.
 Writes ``OUT/results.md`` (the table, also printed), ``OUT/<env>.png``
 (learning curves, :func:`tr_jax.plot.plot_runs`) and ``OUT/timings.json``
 (wall time of every invocation per run, updated after every chunk so a kill
-loses at most one chunk's time). Exit status: 0 all done, 1 a run diverged or
+loses at most one chunk's time). Invocations may train different setups into
+one OUT at the same time (never the same run). Exit status: 0 all done, 1 a run diverged or
 failed, 2 bad arguments.
 
 Table columns (per env and setup, over seeds):
@@ -125,19 +126,29 @@ def plan(run_dir: str, config) -> str:
 
 class Timings:
     """``OUT/timings.json``: ``{run name: [{"started", "wall_seconds", "train_seconds", "env_steps"}, ...]}``,
-    one entry per invocation that trained the run; ``env_steps`` counts all seeds."""
+    one entry per invocation that trained the run; ``env_steps`` counts all seeds.
+
+    ``save`` re-reads the file and replaces only the runs this invocation trained, so invocations
+    training different setups into one OUT at the same time keep each other's timings.
+    """
 
     def __init__(self, out: str):
         self.path = os.path.join(out, "timings.json")
-        self.data = R.read_json(self.path) if os.path.exists(self.path) else {}
+        self.data = self._read()
+        self._mine = set()
+
+    def _read(self) -> dict:
+        return R.read_json(self.path) if os.path.exists(self.path) else {}
 
     def start(self, name: str) -> dict:
         entry = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "wall_seconds": 0.0,
                  "train_seconds": 0.0, "env_steps": 0}
         self.data.setdefault(name, []).append(entry)
+        self._mine.add(name)
         return entry
 
     def save(self) -> None:
+        self.data = {**self._read(), **{name: self.data[name] for name in self._mine}}
         R.write_json(self.path, self.data)
 
     def totals(self, name: str) -> tuple:

@@ -152,3 +152,16 @@ def test_run_without_metrics_yet_is_restarted_and_shown_empty(compared, configs,
     row = compare.summarize(str(out), ENV, "trpl-kl", compare.Timings(str(out)))
     cells = compare.table([row]).splitlines()[2].strip("|").split("|")
     assert [c.strip() for c in cells] == [ENV, "trpl-kl", "2", "0", "–", "–", "–", "–", "–", "–", "partial"]
+
+
+def test_concurrent_invocations_keep_each_others_timings(tmp_path):
+    a, b = compare.Timings(str(tmp_path)), compare.Timings(str(tmp_path))  # two processes, one OUT
+    entry_a, entry_b = a.start("env/ppo"), b.start("env/trpo")
+    entry_a.update(wall_seconds=10.0, train_seconds=8.0, env_steps=800)
+    a.save()
+    entry_b.update(wall_seconds=20.0, train_seconds=10.0, env_steps=500)
+    b.save()
+    a.save()
+    merged = compare.Timings(str(tmp_path))
+    assert merged.totals("env/ppo") == (100.0, 10.0) and merged.totals("env/trpo") == (50.0, 20.0)
+    assert np.isnan(merged.totals("env/none")[0]) and np.isnan(merged.totals("env/none")[1])
