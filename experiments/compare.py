@@ -11,7 +11,7 @@ Setup ``S`` on env ``E`` is the config file ``CONFIGS/E/S.yaml`` (default
 :func:`tr_jax.run.run`, one setup after another.
 
 Resumable: a run whose ``summary.json`` says it finished (or diverged) at the
-budget is skipped; a run with a checkpoint is resumed from its newest one (a
+budget is skipped (if its config is the one asked for); a run with a checkpoint is resumed from its newest one (a
 killed or interrupted run, or a finished one given a larger budget -- note that
 a learning-rate decay then spans the new budget only from the resume on); a
 directory without a checkpoint is started again. Asking for a different
@@ -105,10 +105,15 @@ def make_config(configs: str, env: str, setup: str, env_steps: Optional[int], as
 
 def plan(run_dir: str, config) -> str:
     """What to do with ``run_dir`` for ``config``: "new", "resume", "restart" (no checkpoint to resume
-    from), "done" (finished at this budget) or "diverged"."""
+    from), "done" (finished at this budget) or "diverged". ``ValueError`` listing the fields if the
+    run directory holds a config that differs in more than the budget and the host-loop fields."""
+    from tr_jax.config import config_from_dict
+    from tr_jax.run import resume_config
+
     rd = R.RunDir(run_dir)
     if not os.path.exists(rd.config) or not os.path.exists(rd.run):
         return "restart" if os.path.exists(rd.path) else "new"
+    resume_config(config_from_dict(R.read_json(rd.config), where=rd.config), config)
     if os.path.exists(rd.summary):
         summary = R.read_json(rd.summary)
         if summary["status"] == "diverged":
@@ -308,12 +313,12 @@ def main(argv=None) -> int:
         if args.report_only:
             break
         run_dir = run_path(args.out, env, setup)
-        action = plan(run_dir, config)
-        print(f"== {env} / {setup}: {action} ({run_dir})", flush=True)
-        if action in ("done", "diverged"):
-            failed |= action == "diverged"
-            continue
         try:
+            action = plan(run_dir, config)
+            print(f"== {env} / {setup}: {action} ({run_dir})", flush=True)
+            if action in ("done", "diverged"):
+                failed |= action == "diverged"
+                continue
             status = train(run_dir, config, args.seeds, args.seed, action, timings, f"{env}/{setup}", args.progress)
         except (ValueError, RuntimeError) as e:  # a different config in the run directory, a bad checkpoint
             print(f"compare.py: {env} / {setup} failed: {e}", file=sys.stderr)

@@ -109,9 +109,12 @@ def test_killed_run_resumes_from_its_checkpoint(compared, configs, tmp_path):
     shutil.rmtree(run_dir / "checkpoints" / "4")
     config = compare.make_config(configs, ENV, "trpl-kl", None, [])
     assert compare.plan(str(run_dir), config) == "resume"
-    assert compare.plan(str(out / "runs" / ENV / "ppo"), config.replace(total_env_steps=256)) == "resume"
-    assert compare.plan(str(out / "runs" / ENV / "ppo"), config) == "done"
+    ppo = compare.make_config(configs, ENV, "ppo", None, [])
+    assert compare.plan(str(out / "runs" / ENV / "ppo"), ppo.replace(total_env_steps=256)) == "resume"  # extend
+    assert compare.plan(str(out / "runs" / ENV / "ppo"), ppo) == "done"
     assert compare.plan(str(tmp_path / "nothing"), config) == "new"
+    with pytest.raises(ValueError, match="eps_cov"):  # a finished run of another config is not "done"
+        compare.plan(str(out / "runs" / ENV / "ppo"), ppo.replace(eps_cov=0.5))
     assert _cells(out)["trpl-kl"]["status"] == "finished"
     assert compare.main(_argv(configs, out, "--report-only")) == 0
     assert _cells(out)["trpl-kl"]["status"] == "partial"
