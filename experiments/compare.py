@@ -206,13 +206,17 @@ def _bound_use(config: dict, rows: list) -> tuple:
     return max(use), sum(u > 1 + TOLERANCE for u in use)
 
 
-def summarize(out: str, env: str, setup: str, timings: Timings) -> Optional[Row]:
-    """The table row of ``OUT/runs/env/setup`` from its files (None if it has not started)."""
+def summarize(out: str, env: str, setup: str, timings: Timings, up_to: Optional[int] = None) -> Optional[Row]:
+    """The table row of ``OUT/runs/env/setup`` from its files (None if it has not started); with
+    ``up_to``, from its evaluations and updates at or before that many env steps per seed only."""
     rd = R.RunDir(run_path(out, env, setup))
     if not os.path.exists(rd.config) or not os.path.exists(rd.run):
         return None
     config, num_seeds = R.read_json(rd.config), int(rd.info()["num_seeds"])
     evals, metrics = rd.read_eval(), rd.read_metrics()
+    if up_to is not None:
+        evals = [r for r in evals if r["env_steps"] <= up_to]
+        metrics = [r for r in metrics if r["env_steps"] <= up_to]
     final, best = np.full(num_seeds, np.nan), np.full(num_seeds, np.nan)
     for s in range(num_seeds):
         det = [r["deterministic_return_mean"] for r in evals if r["seed"] == s]
@@ -290,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config directory holding ENV/SETUP.yaml (default experiments/configs)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (runs/, results.md, plots)")
     p.add_argument("--report-only", action="store_true", help="train nothing: table and plots of what is there")
+    p.add_argument("--table-at", type=int, default=None, metavar="N",
+                   help="the table from evaluations and updates at or before N env steps per seed only (to "
+                        "compare runs of which some are still going at equal env steps)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="progress display of each run (default auto)")
     return p
@@ -327,7 +334,8 @@ def main(argv=None) -> int:
         failed |= status != "finished"
         if status == "interrupted":
             break
-    rows = [r for (env, setup) in configs if (r := summarize(args.out, env, setup, timings)) is not None]
+    rows = [r for (env, setup) in configs
+            if (r := summarize(args.out, env, setup, timings, args.table_at)) is not None]
     text = table(rows)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(text)

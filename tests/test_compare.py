@@ -168,3 +168,16 @@ def test_concurrent_invocations_keep_each_others_timings(tmp_path):
     merged = compare.Timings(str(tmp_path))
     assert merged.totals("env/ppo") == (100.0, 10.0) and merged.totals("env/trpo") == (50.0, 20.0)
     assert np.isnan(merged.totals("env/none")[0]) and np.isnan(merged.totals("env/none")[1])
+
+
+@pytest.mark.slow
+def test_table_at_an_earlier_step_count(compared, configs, capsys):
+    assert compare.main(_argv(configs, compared, "--report-only", "--table-at", "64")) == 0
+    row = _cells(compared)["trpl-kl"]
+    rd = R.RunDir(compared / "runs" / ENV / "trpl-kl")
+    at_64 = [r["deterministic_return_mean"] for r in rd.read_eval() if r["env_steps"] == 64]
+    assert len(at_64) == 2 and row["env steps per seed"] == "64" and row["status"] == "partial"
+    assert row["final eval return"] == f"{np.mean(at_64):.1f} ± {np.std(at_64):.1f}"
+    assert row["max KL"] == f"{max(r['kl_max'] for r in rd.read_metrics() if r['env_steps'] <= 64):.3g}"
+    assert compare.main(_argv(configs, compared, "--report-only")) == 0  # the whole runs again
+    assert _cells(compared)["trpl-kl"]["env steps per seed"] == "128"
