@@ -1,7 +1,8 @@
 """Executes every notebook in notebooks/ top to bottom with nbclient.
 
 A notebook that raises in any cell fails the test (cells may assert what they
-show). The kernel gets the repository root on PYTHONPATH, so this also works
+show), and so does a cell that calls ``plt.show()`` or ``display(...)``
+without leaving a figure (an embedded PNG) in its outputs. The kernel gets the repository root on PYTHONPATH, so this also works
 from a checkout where tr_jax is not installed. Skipped, with the reason, where
 nbformat/nbclient/ipykernel are missing (they are in the `test` extra).
 """
@@ -40,3 +41,7 @@ def test_notebook_runs(path, monkeypatch):
         client.execute()
     except nbclient.exceptions.CellExecutionError as err:
         pytest.fail(f"{path.name} failed:\n{err}", pytrace=False)
+    for i, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and ("plt.show()" in cell.source or "display(" in cell.source):
+            images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+            assert images, f"{path.name}: cell {i} shows no figure: {cell.outputs}"
