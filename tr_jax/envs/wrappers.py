@@ -206,7 +206,7 @@ def wrap_env(env, num_envs: int = 64, episode_length: int = 1000, action_repeat:
 
         def zeros(x):
             if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-                return jax.random.wrap_key_data(jnp.zeros(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32))
+                return jnp.broadcast_to(jax.random.key(0), x.shape)  # keys carried in the state (Playground's info["rng"])
             return jnp.zeros(x.shape, x.dtype)
 
         # canon() gives reset and step states one structure: reuse step's shapes
