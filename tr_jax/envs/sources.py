@@ -25,7 +25,7 @@ from __future__ import annotations
 
 PLAYGROUND_PREFIX = "playground:"
 BACKENDS = ("generalized", "positional", "spring", "mjx")
-PLAYGROUND_EXTRA_HINT = "install the extra: pip install 'tr_jax[playground]'"
+PLAYGROUND_EXTRA_HINT = "pip install 'tr_jax[playground]'"
 
 
 class EnvUnavailableError(ValueError):
@@ -57,7 +57,7 @@ def _playground():
         from mujoco_playground import registry
     except ImportError as e:
         raise EnvUnavailableError(f"MuJoCo Playground envs need the package 'playground' ({e}); "
-                                  f"{PLAYGROUND_EXTRA_HINT}") from e
+                                  f"install the extra: {PLAYGROUND_EXTRA_HINT}") from e
     return registry, mjx_env, dm_control_suite
 
 

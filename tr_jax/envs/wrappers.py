@@ -163,25 +163,22 @@ def wrap_env(env, num_envs: int = 64, episode_length: int = 1000, action_repeat:
     check_env_api(env)
     action_dim = int(env.action_size)
 
-    # Envs may add info/metrics keys in step() that reset() lacks; carry the
-    # union (as produced by step) so the scan carry keeps one structure.
-    def _template():
-        s = env.reset(jax.random.key(0))
-        return env.step(s, jnp.zeros((action_dim,)))
-
-    template = jax.eval_shape(_template)
+    first = jax.eval_shape(env.reset, jax.random.key(0))
     for field in ("obs", "reward", "done", "info", "metrics"):
-        if not hasattr(template, field):
+        if not hasattr(first, field):
             raise ValueError(f"env {type(env).__name__}'s State lacks the field {field!r} of the Brax State API")
-    if "truncation" in template.info:
+    if "truncation" in first.info:
         raise ValueError(f"env {type(env).__name__} is already wrapped for a training loop (its info has "
                          "'truncation': the time limit is folded into done and it resets itself); pass the raw "
                          "env: tr_jax applies the time limit (episode_length) and auto-reset itself")
-    obs_shape = select_obs(template.obs, obs_key).shape
+    obs_shape = select_obs(first.obs, obs_key).shape
     if len(obs_shape) != 1:
         raise ValueError(f"the agent's observation must be one vector per env, got shape {obs_shape} "
                          "(pass an unbatched env; pixel observations are not supported)")
     obs_dim = int(obs_shape[0])
+    # Envs may add info/metrics keys in step() that reset() lacks; carry the
+    # union (as produced by step) so the scan carry keeps one structure.
+    template = jax.eval_shape(lambda key: env.step(env.reset(key), jnp.zeros((action_dim,))), jax.random.key(0))
 
     def canon(s):
         def fill(d, t):
