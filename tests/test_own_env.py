@@ -1,5 +1,7 @@
 """Bring your own env: any object with the Brax Env API, passed to ``make_trainer(config, env=...)``."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,3 +76,19 @@ def test_env_objects_that_do_not_fit_are_rejected_with_the_reason():
     batched = brax_training.VmapWrapper(LineEnv(), batch_size=4)
     with pytest.raises(ValueError, match=r"one vector per env, got shape \(4, 2\)"):
         make_trainer(CFG, env=batched)
+
+
+def test_the_host_loop_trains_resumes_and_restores_an_env_object(tmp_path):
+    from tr_jax.run import evaluate_run, run
+
+    cfg = CFG.replace(total_env_steps=8 * 16 * 4, chunk_iterations=2, checkpoint_every=2, eval_every=2,
+                      eval_episodes=2)
+    d = str(tmp_path / "own")
+    first = run(cfg, run_dir=d, progress="none", env=LineEnv(threshold=1e9))
+    assert first.status == "finished" and first.iteration == 4
+    assert os.path.exists(os.path.join(d, "eval.jsonl"))
+    longer = run(cfg.replace(total_env_steps=8 * 16 * 6), run_dir=d, resume=True, progress="none",
+                 env=LineEnv(threshold=1e9))
+    assert longer.iteration == 6
+    out = evaluate_run(d, num_episodes=2, env=LineEnv(threshold=1e9))  # load_checkpoint with the env object
+    assert out["iteration"] == 6 and out["deterministic_length"].shape == (1, 2)

@@ -183,7 +183,7 @@ def _mean(x):
 def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1, run_dir: Optional[str] = None,
         resume: bool = False, overwrite: bool = False, progress: str = "auto",
         progress_fn: Optional[Callable[[int, dict], None]] = None, on_divergence: str = "raise",
-        runs_root: str = "runs") -> RunResult:
+        runs_root: str = "runs", env=None) -> RunResult:
     """Trains ``config`` for ``num_seeds`` seeds (vmapped) with progress, metrics files, evaluation and checkpoints.
 
     Args:
@@ -200,6 +200,10 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
         ``metrics`` maps names to the chunk's ``[num_seeds, n]`` arrays and, after
         an evaluation, ``eval/<name>`` to ``[num_seeds]`` means.
       on_divergence: "raise" (:class:`TrainingDiverged`) or "return".
+      env: an env object with the Brax ``Env`` API to train on instead of
+        ``config.env_name`` (see :func:`tr_jax.train.make_trainer`); the run
+        directory records only the config, so pass the same env again to
+        resume (and to :func:`load_checkpoint`).
     Returns:
       :class:`RunResult`.
     """
@@ -224,7 +228,7 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
     from tr_jax.train import make_trainer
 
     with _MujocoLog() as mujoco_log:
-        trainer = make_trainer(config)  # checks the env before any file is written
+        trainer = make_trainer(config, env)  # checks the env before any file is written
         if not resume:
             rd = R.RunDir.create(run_dir or os.path.join(runs_root, R.default_name(config)), overwrite=overwrite)
             R.write_json(rd.config, config_to_dict(config))
@@ -403,8 +407,9 @@ def _write_summary(rd, config, result: RunResult, ckpt: Checkpoints):
     })
 
 
-def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None):
-    """Restores a checkpoint of ``run_dir`` (the newest by default).
+def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None, env=None):
+    """Restores a checkpoint of ``run_dir`` (the newest by default); ``env``: the
+    env object the run was trained on, if it was given one (see :func:`run`).
 
     Returns ``(trainer, state, meta)``: the run's :class:`~tr_jax.train.Trainer`
     (built from its ``config.json``), the TrainState with leaves
@@ -418,7 +423,7 @@ def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None):
     num_seeds = int(rd.info()["num_seeds"])
     with _MujocoLog() as mujoco_log:
         mujoco_log.path = rd.mujoco_log
-        trainer = make_trainer(config)
+        trainer = make_trainer(config, env)
     like = jax.eval_shape(jax.vmap(trainer.init), jax.random.split(jax.random.key(0), num_seeds))
     ckpt = Checkpoints(rd.checkpoints, keep=config.keep_checkpoints)
     try:
@@ -428,14 +433,15 @@ def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None):
     return trainer, state, meta
 
 
-def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int] = None, seed: int = 0) -> dict:
-    """Evaluates a checkpoint of ``run_dir`` (the newest by default).
+def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int] = None, seed: int = 0,
+                 env=None) -> dict:
+    """Evaluates a checkpoint of ``run_dir`` (the newest by default); ``env`` as for :func:`load_checkpoint`.
 
     Returns a dict with ``iteration``, ``env_steps`` and numpy arrays
     ``[num_seeds, num_episodes]``: ``deterministic_return``/``_length``
     (mean action) and ``stochastic_return``/``_length`` (sampled actions).
     """
-    trainer, state, meta = load_checkpoint(run_dir, checkpoint)
+    trainer, state, meta = load_checkpoint(run_dir, checkpoint, env)
     num_seeds = state.iteration.shape[0]
     keys = jax.random.split(jax.random.key(seed), num_seeds)
     out = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)(state, keys, num_episodes)
