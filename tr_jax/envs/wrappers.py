@@ -49,6 +49,7 @@ import jax.numpy as jnp
 
 from tr_jax.envs.sources import load_env
 
+
 class EnvState(NamedTuple):
     """State of ``E`` environments.
 
