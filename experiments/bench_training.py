@@ -25,6 +25,9 @@ and writes JSON.
     python experiments/bench_training.py --env halfcheetah --num-envs 2048 --iterations 20
     python experiments/bench_training.py --only env_raw,ppo,trpl_kl_diag
     python experiments/bench_training.py --devices 1,2,4   # data-parallel scaling (bench_devices.py)
+    # envs side by side (MuJoCo Playground next to Brax; needs the playground extra)
+    python experiments/bench_training.py --only env_raw,env_wrapped,ppo \\
+        --env playground:CheetahRun,halfcheetah/positional,halfcheetah/generalized
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from tr_jax.config import TrainConfig
+from tr_jax.envs.sources import split_env_name
 from tr_jax.envs.wrappers import make_vec_env
 from tr_jax.train import make_train
 
@@ -175,44 +179,19 @@ def bench_brax_ppo(config: TrainConfig):
     return dict(steps_per_second=sps, compile_seconds=float("nan"), run_seconds=total), None
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if any(a == "--devices" or a.startswith("--devices=") for a in argv):
-        # data-parallel scaling (experiments/bench_devices.py, its own flags)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import bench_devices
+def _env_specs(text: str, backend: str) -> list:
+    """``[(label, env_name, backend)]`` from ``--env``: comma-separated ``name`` or ``name/backend``."""
+    specs = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        name, _, b = item.partition("/")
+        specs.append((item, name, b or backend))
+    return specs
 
-        return bench_devices.main(argv)
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="inverted_pendulum")
-    p.add_argument("--backend", default="positional")
-    p.add_argument("--num-envs", type=int, default=128)
-    p.add_argument("--unroll-length", type=int, default=32)
-    p.add_argument("--iterations", type=int, default=8)
-    p.add_argument("--num-epochs", type=int, default=4)
-    p.add_argument("--num-minibatches", type=int, default=8)
-    p.add_argument("--hidden", default="64,64", help="policy and value hidden sizes")
-    p.add_argument("--repeats", type=int, default=3, help="timing rounds (best kept)")
-    p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {ALL}")
-    p.add_argument("--json", default="bench_training.json")
-    args = p.parse_args(argv)
-    hidden = tuple(int(x) for x in args.hidden.split(","))
-    base = TrainConfig(env_name=args.env, backend=args.backend, num_envs=args.num_envs,
-                       unroll_length=args.unroll_length, num_epochs=args.num_epochs,
-                       num_minibatches=args.num_minibatches, policy_hidden=hidden, value_hidden=hidden,
-                       total_env_steps=args.iterations * args.num_envs * args.unroll_length)
-    only = [x for x in args.only.split(",") if x]
-    unknown = set(only) - set(ALL)
-    if unknown:
-        raise SystemExit(f"unknown --only entries {sorted(unknown)}; choose from {ALL}")
 
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}); "
-          f"{args.env}/{args.backend}, num_envs={args.num_envs}, unroll={args.unroll_length}, "
-          f"iterations={args.iterations}, epochs={args.num_epochs}, minibatches={args.num_minibatches}, "
-          f"hidden={hidden}", flush=True)
-    # compile everything first, then time in rounds (each round runs every
-    # variant once; best per variant kept) so load drift hits all alike
-    runners, results, notes = {}, {}, {}
+def _build(base: TrainConfig, only: list, results: dict, notes: dict) -> dict:
+    """Compiles every variant in ``only`` for ``base``'s env: ``{name: (compile_s, thunk, steps)}``
+    (``brax_ppo`` goes straight to ``results``; failures to ``notes``)."""
+    runners = {}
     for name in only:
         try:
             if name == "env_raw":
@@ -220,7 +199,8 @@ def main(argv=None):
             elif name == "env_wrapped":
                 runners[name] = bench_env(base, wrapped=True)
             elif name == "brax_ppo":
-                res, why = bench_brax_ppo(base)
+                res, why = bench_brax_ppo(base) if split_env_name(base.env_name)[0] == "brax" else (
+                    None, "Brax's PPO trains brax.envs envs only")
                 if res is None:
                     notes[name] = why
                     print(f"{name:>14}: not run: {why}", flush=True)
@@ -236,19 +216,11 @@ def main(argv=None):
             notes[name] = f"{type(e).__name__}: {e}"
             print(f"{name:>14}: failed: {notes[name]}", flush=True)
             traceback.print_exc()
-    best = {name: float("inf") for name in runners}
-    for _ in range(args.repeats):
-        for name, (_, thunk, _) in runners.items():
-            t0 = time.perf_counter()
-            counted = thunk()
-            elapsed = counted if isinstance(counted, float) else time.perf_counter() - t0
-            best[name] = min(best[name], elapsed)
-    print()
-    for name, (compile_s, _, steps) in runners.items():
-        results[name] = dict(steps_per_second=steps / best[name], compile_seconds=compile_s, run_seconds=best[name])
-    for name, r in results.items():
-        print(f"{name:>14}: {r['steps_per_second']:>12,.0f} steps/s  (compile {r['compile_seconds']:.1f} s, "
-              f"run {r['run_seconds']:.3f} s)", flush=True)
+    return runners
+
+
+def _ratios_and_targets(results: dict, notes: dict):
+    """Adds ``env_ceiling`` to ``results``; returns ``(ratios, targets)`` (see the module docstring)."""
 
     def ratio(a, b):
         if a in results and b in results:
@@ -275,18 +247,97 @@ def main(argv=None):
         "ppo/brax_ppo >= 1.0": (ratio("ppo", "brax_ppo"), 1.0),
         "ppo_chunked/ppo >= 0.95": (ratio("ppo_chunked", "ppo"), 0.95),
     }
-    print("\nratios:")
-    for k, v in ratios.items():
-        print(f"  {k:>26}: {v:.3f}")
-    print("targets:")
     target_out = {}
     for k, (v, need) in targets.items():
         status = "not measured" if v is None else ("ok" if v >= need else "MISSED")
         target_out[k] = {"value": v, "status": status}
-        print(f"  {k:>26}: {'-' if v is None else f'{v:.3f}'}  {status}"
-              + (f"  ({notes['brax_ppo']})" if v is None and "brax" in k and "brax_ppo" in notes else ""))
-    out = {"jax": jax.__version__, "device": str(jax.devices()[0]), "args": vars(args), "results": results,
-           "ratios": ratios, "targets": target_out, "notes": notes}
+    return ratios, target_out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--devices" or a.startswith("--devices=") for a in argv):
+        # data-parallel scaling (experiments/bench_devices.py, its own flags)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_devices
+
+        return bench_devices.main(argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="inverted_pendulum",
+                   help="env name, or several comma-separated to compare envs in one process; each NAME or "
+                        "NAME/BACKEND, e.g. playground:CheetahRun,halfcheetah/positional,halfcheetah/generalized")
+    p.add_argument("--backend", default="positional", help="Brax backend of envs named without one")
+    p.add_argument("--num-envs", type=int, default=128)
+    p.add_argument("--unroll-length", type=int, default=32)
+    p.add_argument("--iterations", type=int, default=8)
+    p.add_argument("--num-epochs", type=int, default=4)
+    p.add_argument("--num-minibatches", type=int, default=8)
+    p.add_argument("--hidden", default="64,64", help="policy and value hidden sizes")
+    p.add_argument("--repeats", type=int, default=3, help="timing rounds (best kept)")
+    p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {ALL}")
+    p.add_argument("--json", default="bench_training.json")
+    args = p.parse_args(argv)
+    hidden = tuple(int(x) for x in args.hidden.split(","))
+    only = [x for x in args.only.split(",") if x]
+    unknown = set(only) - set(ALL)
+    if unknown:
+        raise SystemExit(f"unknown --only entries {sorted(unknown)}; choose from {ALL}")
+    specs = _env_specs(args.env, args.backend)
+
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}); "
+          f"num_envs={args.num_envs}, unroll={args.unroll_length}, iterations={args.iterations}, "
+          f"epochs={args.num_epochs}, minibatches={args.num_minibatches}, hidden={hidden}", flush=True)
+    # compile everything first (every env), then time in rounds (each round runs
+    # every env's every variant once; best per variant kept) so load drift hits all alike
+    runners, results, notes = {}, {}, {}
+    for label, env_name, backend in specs:
+        print(f"{label}:", flush=True)
+        base = TrainConfig(env_name=env_name, backend=backend, num_envs=args.num_envs,
+                           unroll_length=args.unroll_length, num_epochs=args.num_epochs,
+                           num_minibatches=args.num_minibatches, policy_hidden=hidden, value_hidden=hidden,
+                           total_env_steps=args.iterations * args.num_envs * args.unroll_length)
+        results[label], notes[label] = {}, {}
+        runners[label] = _build(base, only, results[label], notes[label])
+    best = {(label, name): float("inf") for label in runners for name in runners[label]}
+    for _ in range(args.repeats):
+        for label in runners:
+            for name, (_, thunk, _) in runners[label].items():
+                t0 = time.perf_counter()
+                counted = thunk()
+                elapsed = counted if isinstance(counted, float) else time.perf_counter() - t0
+                best[label, name] = min(best[label, name], elapsed)
+    out_envs = {}
+    for label in runners:
+        res = results[label]
+        for name, (compile_s, _, steps) in runners[label].items():
+            res[name] = dict(steps_per_second=steps / best[label, name], compile_seconds=compile_s,
+                             run_seconds=best[label, name])
+        print(f"\n{label}:")
+        for name, r in res.items():
+            print(f"{name:>14}: {r['steps_per_second']:>12,.0f} steps/s  (compile {r['compile_seconds']:.1f} s, "
+                  f"run {r['run_seconds']:.3f} s)", flush=True)
+        ratios, targets = _ratios_and_targets(res, notes[label])
+        print("ratios:")
+        for k, v in ratios.items():
+            print(f"  {k:>26}: {v:.3f}")
+        print("targets:")
+        for k, t in targets.items():
+            v = t["value"]
+            print(f"  {k:>26}: {'-' if v is None else f'{v:.3f}'}  {t['status']}"
+                  + (f"  ({notes[label]['brax_ppo']})" if v is None and "brax" in k and "brax_ppo" in notes[label]
+                     else ""))
+        out_envs[label] = {"results": res, "ratios": ratios, "targets": targets, "notes": notes[label]}
+    if len(specs) > 1:  # the envs side by side, steps/s
+        names = [n for n in (*only, "env_ceiling") if any(n in results[label] for label in results)]
+        width = max(len(label) for label in results) + 2
+        print("\nsteps/s".ljust(width + 1) + "".join(f"{n:>14}" for n in names))
+        for label in results:
+            print(label.ljust(width) + "".join(
+                f"{results[label][n]['steps_per_second']:>14,.0f}" if n in results[label] else f"{'-':>14}"
+                for n in names))
+    out = {"jax": jax.__version__, "device": str(jax.devices()[0]), "args": vars(args), "envs": out_envs}
+    if len(specs) == 1:  # the single-env layout, as before
+        out.update(out_envs[specs[0][0]])
     with open(args.json, "w") as f:
         json.dump(out, f, indent=2)
     print(f"\nwritten {args.json}")

@@ -53,3 +53,27 @@ class LineEnv(base.Env):
 def register():
     register_environment("tr_jax_test_line", LineEnv)
     register_environment("tr_jax_test_line_nan", lambda **kw: LineEnv(threshold=1e9, nan_after=50, **kw))
+
+
+class DictObsLineEnv(LineEnv):
+    """LineEnv with dict observations, like MuJoCo Playground's locomotion tasks:
+    ``"state"`` (the LineEnv observation, [2]) and ``"privileged_state"`` (the
+    previous step's ``"state"`` and the position, [3]). ``step`` reads
+    ``state.obs["state"]``, so it fails unless it gets its own dict back."""
+
+    def reset(self, rng):
+        s = super().reset(rng)
+        return s.replace(obs=self._dict_obs(s.obs, s.obs, s.pipeline_state))
+
+    def step(self, state, action):
+        previous = state.obs["state"]
+        s = super().step(state.replace(obs=previous), action)
+        return s.replace(obs=self._dict_obs(s.obs, previous, s.pipeline_state))
+
+    @staticmethod
+    def _dict_obs(obs, previous, ps):
+        return {"state": obs, "privileged_state": jnp.concatenate([previous, ps["pos"][None]])}
+
+    @property
+    def observation_size(self):
+        return {"state": (2,), "privileged_state": (3,)}

@@ -100,7 +100,7 @@ def test_value_epochs_field():
 
 
 def test_every_config_file_loads_and_validates():
-    from tr_jax.envs.wrappers import check_env
+    from tr_jax.envs import check_env
 
     assert len(CONFIG_FILES) >= 2 * len(ENVS) * len(SETUPS)
     for path in CONFIG_FILES:

@@ -346,3 +346,15 @@ def test_mujoco_warnings_go_to_the_run_directory(tmp_path, monkeypatch):
         log.flush()
     assert "Nan, Inf or huge value in QPOS" in open(tmp_path / "run" / "mujoco.log").read()
     assert os.listdir(tmp_path) == ["run"]  # no MUJOCO_LOG.TXT in the working directory
+
+
+def test_checkpoints_keep_zero_size_arrays_and_keys(tmp_path):
+    """MJX states (Playground envs) hold zero-size arrays, which Orbax cannot write: they round-trip as empty."""
+    state = {"params": jax.numpy.arange(3.0), "act": jax.numpy.zeros((2, 0)), "key": jax.random.key(1)}
+    ck = Checkpoints(str(tmp_path / "ck"))
+    ck.save(1, state, {"iteration": 1})
+    out, meta = ck.restore(1, jax.eval_shape(lambda: state))
+    ck.close()
+    assert out["act"].shape == (2, 0) and out["act"].dtype == np.float32 and meta["iteration"] == 1
+    np.testing.assert_array_equal(out["params"], state["params"])
+    np.testing.assert_array_equal(jax.random.key_data(out["key"]), jax.random.key_data(state["key"]))

@@ -10,7 +10,8 @@ directory and renames it when complete, so a kill never leaves a checkpoint
 that looks finished but is not; the newest ``keep`` are kept.
 
 Typed PRNG keys are stored as their raw ``uint32`` key data and re-wrapped on
-restore. Every failure to restore (missing directory, no checkpoint, a corrupt
+restore; zero-size arrays (which Orbax cannot write) are left out and
+restored as empty arrays. Every failure to restore (missing directory, no checkpoint, a corrupt
 or incompatible one) raises :class:`CheckpointError` naming the path and the
 problem.
 """
@@ -32,14 +33,25 @@ def _is_key(x) -> bool:
     return jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
 
 
+def _is_empty(x) -> bool:
+    return 0 in tuple(getattr(x, "shape", ()))
+
+
 def _to_saveable(tree):
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    # Orbax cannot save zero-size arrays (MuJoCo states have some, e.g. MJX's
+    # Data.act of a model without activations): they are stored as None and
+    # rebuilt from ``like`` on restore
+    return jax.tree.map(lambda x: None if _is_empty(x) else jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
 def _from_saveable(tree, like):
     # the key implementation comes from the dtype, which abstract (eval_shape) leaves have too
-    return jax.tree.map(lambda x, l: jax.random.wrap_key_data(x, impl=l.dtype._impl.name) if _is_key(l) else x,
-                        tree, like)
+    def leaf(l, x):
+        if _is_empty(l):
+            return jax.numpy.zeros(l.shape, l.dtype)
+        return jax.random.wrap_key_data(x, impl=l.dtype._impl.name) if _is_key(l) else x
+
+    return jax.tree.map(leaf, like, tree)
 
 
 class Checkpoints:

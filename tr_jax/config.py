@@ -30,8 +30,9 @@ RESUME_SAFE = ("total_env_steps", "chunk_iterations", "eval_every", "eval_episod
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # --- environment -------------------------------------------------------
-    env_name: str = "inverted_pendulum"
-    backend: str = "positional"
+    env_name: str = "inverted_pendulum"  # a brax.envs name, or "playground:<Name>" (tr_jax.envs.sources)
+    backend: str = "positional"      # Brax's physics pipeline (Brax envs only)
+    obs_key: Optional[str] = None    # entry of dict observations the agent sees (e.g. "state"); None: array obs
     episode_length: int = 1000
     action_repeat: int = 1
     num_envs: int = 64
@@ -158,7 +159,8 @@ def _positive(config, *names):
 def validate(config: TrainConfig) -> TrainConfig:
     """Raises ``ValueError`` naming the first problem; returns ``config``.
 
-    Environment names are checked against ``brax.envs`` by the env module.
+    Environment names are checked against the installed sources by
+    :func:`tr_jax.envs.sources.check_env` when the env is built.
     """
     for name, options in _choices().items():
         _choice(name, getattr(config, name), options)
@@ -168,6 +170,8 @@ def validate(config: TrainConfig) -> TrainConfig:
               "reward_scaling", "chunk_iterations", "eval_episodes", "keep_checkpoints")
     if config.num_devices < 0:
         raise ValueError(f"num_devices must be >= 0 (0: every device), got {config.num_devices}")
+    if config.obs_key is not None and not config.obs_key:
+        raise ValueError("obs_key must be a non-empty key of the env's observation dict, or None for array observations")
     if config.eval_every < 0 or config.checkpoint_every < 0:
         raise ValueError(f"eval_every and checkpoint_every must be >= 0 (0: at the end only), got "
                          f"{config.eval_every}, {config.checkpoint_every}")

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tr_jax.envs import normalize as N
+from tr_jax.envs.sources import split_env_name
 
 
 class Episode(NamedTuple):
@@ -57,6 +58,9 @@ def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed:
 
     trainer, state, meta = load_checkpoint(run_dir, checkpoint)
     config = trainer.config
+    if split_env_name(config.env_name)[0] != "brax":
+        raise ValueError(f"{run_dir}: rendering draws Brax systems; {config.env_name!r} is a MuJoCo Playground env "
+                         "(evaluate it with `tr-jax eval`, or render its states with the env's own render method)")
     num_seeds = state.iteration.shape[0]
     if not 0 <= policy_seed < num_seeds:
         raise ValueError(f"policy seed {policy_seed} out of range: {run_dir} has {num_seeds} seed(s)")

@@ -200,7 +200,7 @@ SWEEP_FILE = "sweep.json"
 def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1, run_dir: Optional[str] = None,
         resume: bool = False, overwrite: bool = False, progress: str = "auto",
         progress_fn: Optional[Callable[[int, dict], None]] = None, on_divergence: str = "raise",
-        runs_root: str = "runs") -> RunResult:
+        runs_root: str = "runs", env=None) -> RunResult:
     """Trains ``config`` for ``num_seeds`` seeds (vmapped) with progress, metrics files, evaluation and checkpoints.
 
     Args:
@@ -217,6 +217,10 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
         ``metrics`` maps names to the chunk's ``[num_seeds, n]`` arrays and, after
         an evaluation, ``eval/<name>`` to ``[num_seeds]`` means.
       on_divergence: "raise" (:class:`TrainingDiverged`) or "return".
+      env: an env object with the Brax ``Env`` API to train on instead of
+        ``config.env_name`` (see :func:`tr_jax.train.make_trainer`); the run
+        directory records only the config, so pass the same env again to
+        resume (and to :func:`load_checkpoint`).
     Returns:
       :class:`RunResult`.
     """
@@ -236,14 +240,14 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
             R.write_json(rd.config, config_to_dict(config))
             rd.write_info(seed, num_seeds)
             return [_Group("", config, rd, {})]
-    results = _run_groups(config, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence)
+    results = _run_groups(config, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env)
     return results[0]
 
 
 def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: int = 0, num_seeds: int = 1,
               run_dir: Optional[str] = None, resume: bool = False, overwrite: bool = False, progress: str = "auto",
               progress_fn: Optional[Callable[[int, dict], None]] = None, on_divergence: str = "raise",
-              runs_root: str = "runs") -> list:
+              runs_root: str = "runs", env=None) -> list:
     """Trains every setting of a hyperparameter grid x ``num_seeds`` seeds as ONE compiled program.
 
     ``sweep``: ``[(key, values), ...]`` over :data:`tr_jax.hyperparams.SWEEPABLE`
@@ -256,7 +260,8 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
     and ``tr-jax plot DIR/*`` draws one curve per setting. ``resume=True``
     continues all settings from their newest checkpoints (``config`` None or
     changed only in ``RESUME_SAFE`` fields, applied to every setting).
-    ``progress_fn`` gets ``[settings * num_seeds, n]`` arrays, setting-major.
+    ``progress_fn`` gets ``[settings * num_seeds, n]`` arrays, setting-major;
+    ``env`` as for :func:`run`.
 
     Returns one :class:`RunResult` per setting, in grid order.
     """
@@ -302,7 +307,7 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
                 rd.write_info(seed, num_seeds, {"label": label, "sweep": os.path.basename(top.path)})
                 out.append(_Group(label, c, rd, {}))
             return out
-    return _run_groups(base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence)
+    return _run_groups(base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env)
 
 
 def _check_options(on_divergence, num_seeds, resume, run_dir, config):
@@ -316,13 +321,13 @@ def _check_options(on_divergence, num_seeds, resume, run_dir, config):
         raise ValueError(f"num_seeds must be a positive int, got {num_seeds!r}")
 
 
-def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence) -> list:
+def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env) -> list:
     """Builds the trainer (checking the env before any file is written), then the groups' directories, then loops."""
     validate(config)
     from tr_jax.train import make_trainer
 
     with _MujocoLog() as mujoco_log:
-        trainer = make_trainer(config)
+        trainer = make_trainer(config, env)  # checks the env before any file is written
         groups = make_groups()
         mujoco_log.path = groups[0].rd.mujoco_log
         mujoco_log.flush()
@@ -544,8 +549,9 @@ def _write_summary(rd, config, result: RunResult, ckpt: Checkpoints):
     })
 
 
-def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None):
-    """Restores a checkpoint of ``run_dir`` (the newest by default).
+def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None, env=None):
+    """Restores a checkpoint of ``run_dir`` (the newest by default); ``env``: the
+    env object the run was trained on, if it was given one (see :func:`run`).
 
     Returns ``(trainer, state, meta)``: the run's :class:`~tr_jax.train.Trainer`
     (built from its ``config.json``), the TrainState with leaves
@@ -559,7 +565,7 @@ def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None):
     num_seeds = int(rd.info()["num_seeds"])
     with _MujocoLog() as mujoco_log:
         mujoco_log.path = rd.mujoco_log
-        trainer = make_trainer(config)
+        trainer = make_trainer(config, env)
     like = jax.eval_shape(jax.vmap(trainer.init), jax.random.split(jax.random.key(0), num_seeds))
     ckpt = Checkpoints(rd.checkpoints, keep=config.keep_checkpoints)
     try:
@@ -569,14 +575,15 @@ def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None):
     return trainer, state, meta
 
 
-def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int] = None, seed: int = 0) -> dict:
-    """Evaluates a checkpoint of ``run_dir`` (the newest by default).
+def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int] = None, seed: int = 0,
+                 env=None) -> dict:
+    """Evaluates a checkpoint of ``run_dir`` (the newest by default); ``env`` as for :func:`load_checkpoint`.
 
     Returns a dict with ``iteration``, ``env_steps`` and numpy arrays
     ``[num_seeds, num_episodes]``: ``deterministic_return``/``_length``
     (mean action) and ``stochastic_return``/``_length`` (sampled actions).
     """
-    trainer, state, meta = load_checkpoint(run_dir, checkpoint)
+    trainer, state, meta = load_checkpoint(run_dir, checkpoint, env)
     num_seeds = state.iteration.shape[0]
     keys = jax.random.split(jax.random.key(seed), num_seeds)
     out = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)(state, keys, num_episodes)

@@ -42,9 +42,9 @@ def versions() -> dict:
 
 
 def default_name(config) -> str:
-    """``<env>-<algorithm>[-<projection>-<cov_type>]-<YYYYmmdd-HHMMSS>``."""
+    """``<env>-<algorithm>[-<projection>-<cov_type>]-<YYYYmmdd-HHMMSS>`` (a source prefix's ':' becomes '-')."""
     label = config.algorithm + (f"-{config.projection}-{config.cov_type}" if config.algorithm == "trpl" else "")
-    return f"{config.env_name}-{label}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return f"{config.env_name.replace(':', '-')}-{label}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def clean(value):

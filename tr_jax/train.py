@@ -54,7 +54,7 @@ from tr_jax.algorithms.base import AlgoState
 from tr_jax.algorithms.core import make_batch, rollout
 from tr_jax.config import TrainConfig, validate
 from tr_jax.envs import normalize as N
-from tr_jax.envs.wrappers import EnvState, VecEnv, check_env, episode_stats, make_vec_env
+from tr_jax.envs.wrappers import EnvState, VecEnv, episode_stats, make_vec_env, wrap_env
 
 
 class TrainState(NamedTuple):
@@ -136,29 +136,46 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def _vec_env(config: TrainConfig, num_envs: int) -> VecEnv:
-    return make_vec_env(config.env_name, config.backend, num_envs, config.episode_length, config.action_repeat)
+def _vec_env(config: TrainConfig, env=None) -> VecEnv:
+    """The training :class:`VecEnv` of ``config.num_envs`` envs: built from
+    ``config.env_name`` when ``env`` is None, ``env`` itself when it is a
+    ``VecEnv`` (its batch must match), else ``env`` is an env object with the
+    Brax ``Env`` API, wrapped with the config's time limit, action repeat and
+    ``obs_key``."""
+    if env is None:
+        return make_vec_env(config.env_name, config.backend, config.num_envs, config.episode_length,
+                            config.action_repeat, config.obs_key)
+    if isinstance(env, VecEnv):
+        if env.num_envs != config.num_envs:
+            raise ValueError(f"the VecEnv passed has {env.num_envs} envs but config.num_envs is {config.num_envs}")
+        return env
+    return wrap_env(env, config.num_envs, config.episode_length, config.action_repeat, config.obs_key)
 
 
 def make_trainer(config: TrainConfig, env=None) -> Trainer:
     """Builds the :class:`Trainer` for ``config``.
 
-    Validates ``config`` and the env name/backend first (``ValueError`` before
-    anything is compiled). ``env``: an optional prebuilt
-    :class:`~tr_jax.envs.wrappers.VecEnv` matching the config.
+    Validates ``config`` and the env first (``ValueError`` before anything is
+    compiled). ``env``: None to build ``config.env_name`` (a Brax name or
+    ``"playground:<name>"``, see :mod:`tr_jax.envs.sources`); or any env
+    object with the Brax ``Env`` API (``reset(key) -> State``,
+    ``step(State, action) -> State``, ``action_size``), which is then trained
+    on instead (``config.env_name`` and ``config.backend`` are not used; dict
+    observations need ``config.obs_key``); or a prebuilt
+    :class:`~tr_jax.envs.wrappers.VecEnv` of ``config.num_envs`` envs.
+    Evaluation runs the same env object in a batch of its own
+    (``VecEnv.resized``).
     """
     from tr_jax.networks import make_policy, make_value
 
     validate(config)
-    check_env(config.env_name, config.backend)
     mesh = par.make_mesh(config.num_devices)
     num_devices = mesh.devices.size
     for what, n in (("num_envs", config.num_envs), ("the minibatch size", config.batch_size // config.num_minibatches)):
         if n % num_devices:
             raise ValueError(f"{what} ({n}) must divide by the number of devices ({num_devices}; "
                              f"num_devices={config.num_devices}, 0 means every device)")
-    if env is None:
-        env = _vec_env(config, config.num_envs)
+    env = _vec_env(config, env)
     policy = make_policy(config, env.obs_dim, env.action_dim)
     value = make_value(config, env.obs_dim)
     algorithm = make_algorithm(config, policy, value)  # exposed: plain single-device functions
@@ -282,7 +299,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         # one env batch (and one env step in the program) for both modes: the
         # first num_episodes envs act with the mean, the others sample
         n = 2 * num_episodes
-        eval_env = _vec_env(config, n)
+        eval_env = env.resized(n)
         deterministic = (jnp.arange(n) < num_episodes)[:, None]
         obs_norm = obs_normalizer(ts.obs_stats)
         num_steps = -(-config.episode_length // config.action_repeat)
@@ -328,12 +345,11 @@ def make_random_baseline(config: TrainConfig, num_steps: int = 200, env=None):
     """Builds ``baseline(key) -> (mean episode return, episodes)`` of uniform random
     actions in [-1, 1] on ``config``'s env (``num_envs`` envs, ``num_steps`` steps).
 
-    Jittable; only finished episodes count (NaN if none finished).
+    ``env``: as for :func:`make_trainer`. Jittable; only finished episodes
+    count (NaN if none finished).
     """
     validate(config)
-    check_env(config.env_name, config.backend)
-    if env is None:
-        env = _vec_env(config, config.num_envs)
+    env = _vec_env(config, env)
 
     def baseline(key):
         k0, k1 = jax.random.split(key)

@@ -1,68 +1,73 @@
-"""Vectorised Brax environments with auto-reset and episode bookkeeping.
+"""Vectorised environments with auto-reset and episode bookkeeping.
 
-:func:`make_vec_env` wraps one ``brax.envs`` environment into a
-:class:`VecEnv` of ``E`` copies stepped with ``jax.vmap``:
+:func:`wrap_env` wraps one env object with the Brax ``Env`` API
+(``reset(key) -> State``, ``step(State, action) -> State``, ``action_size``;
+``State`` a dataclass with ``obs``, ``reward``, ``done``, ``info`` and
+``metrics`` and a ``replace`` method) into a :class:`VecEnv` of ``E`` copies
+stepped with ``jax.vmap``; :func:`make_vec_env` does the same for an env name
+(see :mod:`tr_jax.envs.sources`). The same semantics hold for every source:
 
-* actions are clipped to Brax's action range ``[-1, 1]`` before stepping
-  (log-probabilities elsewhere use the unclipped Gaussian sample);
-* ``action_repeat`` physics-level env steps per agent step (rewards summed
-  until the episode ends inside the repeat);
-* the time limit (``episode_length`` env steps) is reported as
-  ``truncation``, separate from the environment's own ``termination``;
+* actions are clipped to ``[-1, 1]`` before stepping (log-probabilities
+  elsewhere use the unclipped Gaussian sample). Brax envs and the MuJoCo
+  Playground tasks both take actions in ``[-1, 1]`` (Playground's dm_control
+  actuators have that control range, and MuJoCo clamps to it as well);
+* ``action_repeat`` env steps per agent step (rewards summed until the
+  episode ends inside the repeat);
+* **termination** is the env's own ``State.done``. For Brax envs that is a
+  fall or an unhealthy state; for Playground's dm_control tasks it is only a
+  NaN in the physics state (their episodes otherwise end by the time limit),
+  for its locomotion tasks a fall. Use the raw env, not one wrapped for
+  Brax's or Playground's own training loops: those wrappers fold the time
+  limit into ``done`` and reset inside ``step``, and :func:`wrap_env` rejects
+  them (their ``info`` carries a ``"truncation"`` key);
+* **truncation** is tr_jax's time limit, ``episode_length`` env steps
+  (``TrainConfig.episode_length``), reported separately so that GAE
+  bootstraps a truncated step from the value of its last state and never a
+  terminated one. Playground's own ``episode_length`` config (and its
+  ``info["time_out"]`` key) is not used;
+* the episode return is the sum of the env's raw ``reward`` over the episode
+  (before tr_jax's reward scaling or normalisation): for Brax and
+  Playground alike the number the env reports per step;
 * finished episodes are reset automatically, to a pool of freshly sampled
   initial states that :meth:`VecEnv.refresh` re-draws (once per training
   iteration) so no reset is computed inside the per-step loop;
-* the return and length of every finished episode are reported.
+* observations: a ``[d]`` vector per env. An env whose ``obs`` is a dict
+  (Playground's locomotion tasks: ``"state"`` and ``"privileged_state"``)
+  needs ``obs_key`` (``TrainConfig.obs_key``) naming the entry the policy and
+  value function see; the env itself keeps getting its full dict back.
+  Observation normalisation (``TrainConfig.normalize_obs``) runs on that
+  vector in the trainer, the same for every source.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from tr_jax import parallel as par
-
-BACKENDS = ("generalized", "positional", "spring", "mjx")
-
-
-def env_names() -> tuple:
-    """Names registered in ``brax.envs``."""
-    from brax import envs
-
-    registry = getattr(envs, "_envs", None)
-    return tuple(sorted(registry)) if registry else ()
-
-
-def check_env(env_name: str, backend: str) -> None:
-    """Raises ``ValueError`` listing the options for an unknown env or backend."""
-    names = env_names()
-    if names and env_name not in names:
-        raise ValueError(f"unknown env {env_name!r}; brax.envs provides {names}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+from tr_jax.envs.sources import load_env
 
 
 class EnvState(NamedTuple):
     """State of ``E`` environments.
 
-    brax:      brax ``State`` with leaves ``[E, ...]`` (current episodes).
-    pool:      brax ``State`` ``[E, ...]``: initial states done envs reset to.
+    inner:     the wrapped env's ``State`` with leaves ``[E, ...]`` (current episodes).
+    pool:      the same ``[E, ...]``: initial states done envs reset to.
     steps:     [E] int32 env steps taken in the current episode (-1: pending
                a reset, done by the next ``refresh``).
     ep_return: [E] raw reward accumulated in the current episode.
+    obs:       [E, d] float32 raw observation of ``inner`` (its ``obs``, or
+               ``obs[obs_key]`` for dict observations).
     """
 
-    brax: Any
+    inner: Any
     pool: Any
     steps: jax.Array
     ep_return: jax.Array
-
-    @property
-    def obs(self) -> jax.Array:
-        """[E, d] raw observations."""
-        return self.brax.obs
+    obs: jax.Array
 
 
 class StepInfo(NamedTuple):
@@ -90,7 +95,7 @@ class StepInfo(NamedTuple):
 
 
 class VecEnv(NamedTuple):
-    """``E`` vectorised copies of a Brax env; all functions pure and jittable.
+    """``E`` vectorised copies of an env; all functions pure and jittable.
 
     reset(key) -> EnvState  (= refresh(placeholder(), key))
     placeholder() -> EnvState  (every env pending a reset; no reset computed)
@@ -100,6 +105,9 @@ class VecEnv(NamedTuple):
       keys are those of the same envs in a single-device run)
     step(state, action [E, k]) -> (EnvState, StepInfo)
     random_step(state, key) -> (EnvState, StepInfo)  (uniform actions in [-1, 1])
+    resized(num_envs) -> VecEnv  (the same env and settings with another batch
+      size, e.g. for evaluation; not jittable: it builds a VecEnv)
+    env: the wrapped (unbatched) env object.
     """
 
     reset: Callable
@@ -107,6 +115,7 @@ class VecEnv(NamedTuple):
     step: Callable
     refresh: Callable
     random_step: Callable
+    resized: Callable
     obs_dim: int
     action_dim: int
     num_envs: int
@@ -118,52 +127,94 @@ def _where(mask, a, b):
     return jax.tree.map(lambda x, y: jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y), a, b)
 
 
-def make_vec_env(env_name: str, backend: str = "positional", num_envs: int = 64, episode_length: int = 1000,
-                 action_repeat: int = 1, **env_kwargs) -> VecEnv:
-    """Builds a :class:`VecEnv` from ``brax.envs.get_environment(env_name, backend=...)``."""
-    check_env(env_name, backend)
-    from brax import envs
+def check_env_api(env) -> None:
+    """Raises ``ValueError`` naming what ``env`` lacks of the Brax ``Env`` API."""
+    missing = [name for name in ("reset", "step") if not callable(getattr(env, name, None))]
+    if not hasattr(env, "action_size"):
+        missing.append("action_size")
+    if missing:
+        raise ValueError(f"env {type(env).__name__} lacks {', '.join(missing)} of the Brax Env API "
+                         "(reset(key) -> State, step(State, action) -> State, action_size, observation_size)")
 
-    env = envs.get_environment(env_name, backend=backend, **env_kwargs)
+
+def select_obs(obs, obs_key: Optional[str]):
+    """The observation the agent sees: ``obs`` itself (an array), or
+    ``obs[obs_key]`` when the env gives a dict; ``ValueError`` when ``obs_key``
+    does not fit the observation's kind."""
+    if isinstance(obs, Mapping):
+        shapes = {k: tuple(getattr(v, "shape", ())) for k, v in obs.items()}
+        if obs_key is None:
+            raise ValueError(f"the env's observations are a dict {shapes}; set obs_key to the entry the agent "
+                             "should see (e.g. TrainConfig(obs_key='state'))")
+        if obs_key not in obs:
+            raise ValueError(f"obs_key {obs_key!r} is not in the env's observation dict {shapes}")
+        return obs[obs_key]
+    if obs_key is not None:
+        raise ValueError(f"obs_key {obs_key!r} is set but the env's observations are an array, not a dict; "
+                         "leave obs_key unset (None)")
+    return obs
+
+
+def wrap_env(env, num_envs: int = 64, episode_length: int = 1000, action_repeat: int = 1,
+             obs_key: Optional[str] = None) -> VecEnv:
+    """Wraps one env object with the Brax ``Env`` API into a :class:`VecEnv` of ``num_envs`` copies.
+
+    ``ValueError`` (before anything is compiled) if the env lacks the API, its
+    observations need an ``obs_key`` (or do not have one), the selected
+    observation is not one vector per env, or the env is already wrapped for
+    a training loop (time limit folded into ``done``).
+    """
+    check_env_api(env)
     action_dim = int(env.action_size)
-    obs_dim = int(env.observation_size)
 
-    # Brax envs may add info/metrics keys in step() that reset() lacks; carry the
+    first = jax.eval_shape(env.reset, jax.random.key(0))
+    for field in ("obs", "reward", "done", "info", "metrics"):
+        if not hasattr(first, field):
+            raise ValueError(f"env {type(env).__name__}'s State lacks the field {field!r} of the Brax State API")
+    if "truncation" in first.info:
+        raise ValueError(f"env {type(env).__name__} is already wrapped for a training loop (its info has "
+                         "'truncation': the time limit is folded into done and it resets itself); pass the raw "
+                         "env: tr_jax applies the time limit (episode_length) and auto-reset itself")
+    obs_shape = select_obs(first.obs, obs_key).shape
+    if len(obs_shape) != 1:
+        raise ValueError(f"the agent's observation must be one vector per env, got shape {obs_shape} "
+                         "(pass an unbatched env; pixel observations are not supported)")
+    obs_dim = int(obs_shape[0])
+    # Envs may add info/metrics keys in step() that reset() lacks; carry the
     # union (as produced by step) so the scan carry keeps one structure.
-    def _template():
-        s = env.reset(jax.random.key(0))
-        return env.step(s, jnp.zeros((action_dim,)))
-
-    template = jax.eval_shape(_template)
+    template = jax.eval_shape(lambda key: env.step(env.reset(key), jnp.zeros((action_dim,))), jax.random.key(0))
 
     def canon(s):
         def fill(d, t):
             return {k: (jnp.asarray(d[k], t[k].dtype) if k in d else jnp.zeros(t[k].shape, t[k].dtype)) for k in t}
 
         return s.replace(
-            obs=jnp.asarray(s.obs, jnp.float32),
+            obs=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), s.obs),
             reward=jnp.asarray(s.reward, jnp.float32),
             done=jnp.asarray(s.done, jnp.float32),
             info=fill(s.info, template.info),
             metrics=fill(s.metrics, template.metrics),
         )
 
+    def agent_obs(inner):
+        return select_obs(inner.obs, obs_key)
+
     v_reset = jax.vmap(lambda k: canon(env.reset(k)))
     v_step = jax.vmap(lambda s, a: canon(env.step(s, a)))
 
     def placeholder():
-        """All envs pending a reset (steps == -1); zeros in the brax state."""
+        """All envs pending a reset (steps == -1); zeros in the env state."""
 
         def zeros(x):
             if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-                return jax.random.wrap_key_data(jnp.zeros(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32))
+                return jnp.broadcast_to(jax.random.key(0), x.shape)  # keys carried in the state (Playground's info["rng"])
             return jnp.zeros(x.shape, x.dtype)
 
         # canon() gives reset and step states one structure: reuse step's shapes
         shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct((num_envs,) + x.shape, x.dtype), template)
-        bs = canon(jax.tree.map(zeros, shapes))
-        return EnvState(brax=bs, pool=bs, steps=jnp.full((num_envs,), -1, jnp.int32),
-                        ep_return=jnp.zeros((num_envs,), jnp.float32))
+        inner = canon(jax.tree.map(zeros, shapes))
+        return EnvState(inner=inner, pool=inner, steps=jnp.full((num_envs,), -1, jnp.int32),
+                        ep_return=jnp.zeros((num_envs,), jnp.float32), obs=agent_obs(inner))
 
     def refresh(state, key, axis_name=None):
         # One vmapped reset draws the new pool and, for envs pending a reset
@@ -177,16 +228,17 @@ def make_vec_env(env_name: str, backend: str = "positional", num_envs: int = 64,
                                         par.local_rows(jnp.roll(keys, 1, axis=0), axis_name)]))
         pool, shifted = (jax.tree.map(lambda x: x[i * n:(i + 1) * n], both) for i in range(2))
         pending = state.steps < 0
-        return EnvState(brax=_where(pending, shifted, state.brax), pool=pool,
-                        steps=jnp.where(pending, 0, state.steps), ep_return=state.ep_return)
+        inner = _where(pending, shifted, state.inner)
+        return EnvState(inner=inner, pool=pool, steps=jnp.where(pending, 0, state.steps), ep_return=state.ep_return,
+                        obs=agent_obs(inner))
 
     def reset(key):
         return refresh(placeholder(), key)
 
-    def physics(bs, action):
+    def physics(inner, action):
         if action_repeat == 1:
-            bs = v_step(bs, action)
-            return bs, bs.reward, bs.done
+            inner = v_step(inner, action)
+            return inner, inner.reward, inner.done
 
         def rep(carry, _):
             s, r, d = carry
@@ -194,28 +246,39 @@ def make_vec_env(env_name: str, backend: str = "positional", num_envs: int = 64,
             return (s, r + (1.0 - d) * s.reward, jnp.maximum(d, s.done)), None
 
         zero = jnp.zeros(action.shape[:1], jnp.float32)
-        (bs, reward, done), _ = jax.lax.scan(rep, (bs, zero, zero), None, length=action_repeat)
-        return bs, reward, done
+        (inner, reward, done), _ = jax.lax.scan(rep, (inner, zero, zero), None, length=action_repeat)
+        return inner, reward, done
 
     def step(state, action):
         action = jnp.clip(action, -1.0, 1.0)
-        bs, reward, termination = physics(state.brax, action)
+        inner, reward, termination = physics(state.inner, action)
         steps = state.steps + action_repeat
         ep_return = state.ep_return + reward
         truncation = jnp.where(steps >= episode_length, 1.0 - termination, 0.0)
         done = jnp.maximum(termination, truncation)
-        info = StepInfo(obs=state.brax.obs, reward=reward, termination=termination, truncation=truncation,
-                        done=done, final_obs=bs.obs, ep_return=ep_return, ep_length=steps)
+        info = StepInfo(obs=state.obs, reward=reward, termination=termination, truncation=truncation,
+                        done=done, final_obs=agent_obs(inner), ep_return=ep_return, ep_length=steps)
         is_done = done > 0
-        new = EnvState(brax=_where(is_done, state.pool, bs), pool=state.pool,
-                       steps=jnp.where(is_done, 0, steps), ep_return=jnp.where(is_done, 0.0, ep_return))
+        inner = _where(is_done, state.pool, inner)
+        new = EnvState(inner=inner, pool=state.pool, steps=jnp.where(is_done, 0, steps),
+                       ep_return=jnp.where(is_done, 0.0, ep_return), obs=agent_obs(inner))
         return new, info
 
     def random_step(state, key):
         return step(state, jax.random.uniform(key, (num_envs, action_dim), minval=-1.0, maxval=1.0))
 
-    return VecEnv(reset=reset, placeholder=placeholder, step=step, refresh=refresh, random_step=random_step, obs_dim=obs_dim,
-                  action_dim=action_dim, num_envs=num_envs, env=env)
+    def resized(n: int) -> VecEnv:
+        return wrap_env(env, n, episode_length, action_repeat, obs_key)
+
+    return VecEnv(reset=reset, placeholder=placeholder, step=step, refresh=refresh, random_step=random_step,
+                  resized=resized, obs_dim=obs_dim, action_dim=action_dim, num_envs=num_envs, env=env)
+
+
+def make_vec_env(env_name: str, backend: str = "positional", num_envs: int = 64, episode_length: int = 1000,
+                 action_repeat: int = 1, obs_key: Optional[str] = None, **env_kwargs) -> VecEnv:
+    """Builds a :class:`VecEnv` for ``env_name`` (a Brax name or ``"playground:<name>"``;
+    see :mod:`tr_jax.envs.sources`); ``env_kwargs`` go to the source's loader."""
+    return wrap_env(load_env(env_name, backend, **env_kwargs), num_envs, episode_length, action_repeat, obs_key)
 
 
 def episode_stats(info: StepInfo):
