@@ -103,8 +103,9 @@ class Checkpoints:
         # the mesh that saved it: a checkpoint written on 4 devices restores on 1 and vice versa
         first = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         abstract = jax.tree.map(
-            lambda x, a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=x.sharding if isinstance(x, jax.Array)
-                                              else first), like, jax.eval_shape(_to_saveable, like))
+            lambda a, x: None if a is None else jax.ShapeDtypeStruct(
+                a.shape, a.dtype, sharding=x.sharding if isinstance(x, jax.Array) else first),
+            jax.eval_shape(_to_saveable, like), like, is_leaf=lambda v: v is None)  # (None: a zero-size leaf)
         try:
             out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                       meta=ocp.args.JsonRestore()))
