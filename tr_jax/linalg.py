@@ -76,7 +76,7 @@ def _cholesky_loop(a):
         v = _col(a, j) - jnp.sum(l * _row(l, j)[..., None, :], axis=-1)
         d = jnp.sqrt(jax.lax.dynamic_index_in_dim(v, j, axis=v.ndim - 1, keepdims=True))
         col = jnp.where(idx > j, v / d, jnp.where(idx == j, d, 0.0))
-        return jnp.where(idx == j, col[..., :, None], l)
+        return jax.lax.dynamic_update_index_in_dim(l, col, j, axis=l.ndim - 1)
 
     return jax.lax.fori_loop(0, k, body, jnp.zeros_like(a))
 

@@ -21,9 +21,16 @@ and the bound reads
 g increasing in s. The root is found by a bracketed Newton iteration in
 (log s, log g) (exactly linear for small bounds, where g ~ s^2 sum(d^2)/4),
 started at that quadratic approximation, with a bisection fallback, a fixed
-number of iterations (so it jits, vmaps and always terminates), one logarithm
-per state and iteration (the log of a chunked product), and a last Newton
-step on a cancellation-free evaluation of g.
+number of iterations (so it jits, vmaps and always terminates), and a last
+Newton step on a cancellation-free evaluation of g.
+
+* Diagonal: one logarithm per state and iteration (the log of a chunked
+  product) in the iterations; the last step sums 1/p - 1 + log p without
+  cancellation.
+* Full: no eigenvalues. D = W - I is Householder-reduced to a tridiagonal T
+  once (same eigenvalues), and g(s) comes from the LDL^T pivots of I + s T as
+  a sum of non-negative terms (O(k) per evaluation, no cancellation;
+  :func:`_g_tridiagonal`), g'(s) by forward-mode differentiation of it.
 
 Gradients: ``s`` is returned by a small ``jax.custom_vjp`` function whose
 backward pass is the implicit function theorem on g(s; W) = eps,
@@ -31,10 +38,13 @@ backward pass is the implicit function theorem on g(s; W) = eps,
     ds/dW   = -s B / tr(B D),    ds/deps = 2 / (s tr(B D)),
     D = W - I,  B = P^-1 D P^-1,
 
-(diagonal: B = diag(d / p^2)); everything after s (P, its factorisation, the
-output scale) is ordinary differentiable JAX, so gradients flow to the new
-and old means and scales and to the bounds, and nothing differentiates an
-eigendecomposition (safe for repeated eigenvalues).
+(diagonal: B = diag(d / p^2)). For full covariances the same custom VJP also
+returns the inverse factor Y = U^-1 of P = U U^T that gives the output scale
+L_o Y^T, with a closed-form backward pass of matrix products only
+(:func:`_s_and_factor_bwd`; no Cholesky or triangular solve is
+differentiated). Everything else is ordinary differentiable JAX, so gradients
+flow to the new and old means and scales and to the bounds, and nothing
+differentiates an eigendecomposition (safe for repeated eigenvalues).
 
 NaN inputs: a NaN in any input of a state gives NaN in that state's outputs
 (the affected part); the solver runs a fixed number of iterations, so it never
@@ -59,6 +69,9 @@ __all__ = ["kl_projection", "kl_parts"]
 # for machine precision with condition numbers of the whitened target up to
 # 1e8, k <= 64 and 1e-8 <= eps <= KL(target || old) (see tests).
 _NEWTON_ITERS = 7
+# Distance outside the Newton bracket, in ulps of s, still read as rounding
+# of a converged iterate rather than an overshoot.
+_BRACKET_SLACK_ULPS = 8
 # Chunk length of the products whose logarithms give sum(log p) in float64.
 _LOG_CHUNK = 8
 _COV_TYPES = ("diag", "full")  # the last one is the default for matrix scales
@@ -94,50 +107,114 @@ def _g_terms(s, d):
     return g, gp
 
 
-def _root_s(lam, eps):
+def _g_terms_exact(s, d):
+    """Cancellation-free g(s) and g'(s) for whitened precisions p = 1 + s d."""
+    q = 1.0 / (1.0 + s * d)
+    dq = d * q
+    return 0.5 * jnp.sum(D.rm1_log(-s * dq)), 0.5 * s * jnp.sum(dq * dq)
+
+
+def _g_tridiagonal(s, c, b):
+    """g(s) for P = I + s T, T symmetric tridiagonal, from the LDL^T pivots of P.
+
+    ``c`` ``[k]`` diagonal and ``b`` ``[k-1]`` off-diagonal of T (T is the
+    whitened D = W - I in a rotated basis, so g is that of the eigenvalue
+    form). With pivots delta_j = 1 + u_j and unit bidiagonal L (l_j = s b_j /
+    delta_j), tr(P^-1) = sum_j (1 + rho_j) / delta_j where 1 + rho_j is the
+    squared norm of row j of L^-1, so
+
+        2 g = sum_j [phi(delta_j) + rho_j / delta_j],  phi(x) = 1/x - 1 + log x,
+
+    a sum of non-negative terms (no cancellation, O(k), no eigenvalues; P is
+    positive definite for s in [0, 1], so no pivot vanishes).
+    """
+    def step(carry, cb):
+        u, rho, total = carry
+        c_j, b_prev = cb
+        sb = s * b_prev
+        l = sb / (1.0 + u)
+        rho = l * l * (1.0 + rho)
+        u = s * c_j - sb * l
+        return (u, rho, total + D.rm1_log(-u / (1.0 + u)) + rho / (1.0 + u)), None
+
+    u = s * c[0]
+    init = (u, jnp.zeros_like(u), D.rm1_log(-u / (1.0 + u)))
+    (_, _, total), _ = jax.lax.scan(step, init, (c[1:], b))
+    return 0.5 * total
+
+
+def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps):
     """Solves g(s) = eps for s = 1/(1+eta) in (0, 1]; per state.
 
     Args:
-      lam: ``[k]`` eigenvalues of the whitened target precision W.
+      g_fast: s -> (g(s), g'(s)), used by the bracketed Newton iterations.
+      g_exact: s -> (g(s), g'(s)) without cancellation, for the last step.
+      sum_d2: ``[]`` sum of squared eigenvalues of D = W - I (||D||_F^2).
+      kl_target: ``[]`` g(1) = KL_Sigma(target || old).
       eps: ``[]`` covariance bound.
     Returns:
       ``[]`` s; exactly 1 where KL(target || old) <= eps (inactive), NaN if
-      ``lam`` or ``eps`` is NaN.
+      the inputs or ``eps`` are NaN.
     """
-    dtype = lam.dtype
-    d = lam - 1.0
-    kl_target = 0.5 * jnp.sum(D.rm1_log(-d / lam))
+    dtype = sum_d2.dtype
     active = jnp.logical_not(kl_target <= eps)  # NaN counts as active -> NaN out
     log_eps = jnp.log(eps)
-    sum_d2 = jnp.sum(d * d)
+    slack = _BRACKET_SLACK_ULPS * jnp.finfo(dtype).eps
     s0 = 2.0 * jnp.sqrt(eps / jnp.where(sum_d2 > 0, sum_d2, 1.0))
     s0 = jnp.clip(s0, jnp.finfo(dtype).tiny, 1.0)
 
     def newton(_, carry):
         s, lo, hi = carry
-        g, gp = _g_terms(s, d)
+        g, gp = g_fast(s)
         above = g > eps
         hi = jnp.where(above, s, hi)
         lo = jnp.where(above, lo, s)
         # Newton on log g as a function of log s.
         step = (jnp.log(g) - log_eps) * g / (s * gp)
         sn = s * jnp.exp(-step)
-        ok = (sn >= lo) & (sn <= hi)  # False for NaN; closed: a converged s sits on an end
-        return jnp.where(ok, sn, 0.5 * (lo + hi)), lo, hi
+        # A converged s sits on an end of the bracket, and rounding can put the
+        # Newton point an ulp outside it: that is not a reason to bisect (a jump
+        # to the middle of a wide bracket that the remaining iterations may not
+        # undo). Outside by more than rounding, or NaN: bisect.
+        clipped = jnp.clip(sn, lo, hi)
+        ok = jnp.abs(sn - clipped) <= slack * s
+        return jnp.where(ok, clipped, 0.5 * (lo + hi)), lo, hi
 
-    zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
-    s, lo, hi = jax.lax.fori_loop(0, _NEWTON_ITERS, newton, (s0, zero, one), unroll=True)
+    zero, one = jnp.zeros_like(s0), jnp.ones_like(s0)
+    s, lo, hi = jax.lax.fori_loop(0, _NEWTON_ITERS, newton, (s0, zero, one))
 
     # Final Newton step on the cancellation-free g.
-    q = 1.0 / (1.0 + s * d)
-    dq = d * q
-    g = 0.5 * jnp.sum(D.rm1_log(-s * dq))
-    gp = 0.5 * s * jnp.sum(dq * dq)
+    g, gp = g_exact(s)
     sn = s - (g - eps) / gp
     s = jnp.where(jnp.isfinite(sn) & (sn > 0) & (sn <= 1), sn, s)
 
     s = jnp.where(active, s, one)
     return jnp.where(jnp.isnan(kl_target) | jnp.isnan(eps), jnp.nan, s)
+
+
+def _root_s(lam, eps):
+    """s for whitened-target eigenvalues ``lam`` ``[k]`` (diagonal states: s_o^2 / s~^2)."""
+    d = lam - 1.0
+    kl_target = 0.5 * jnp.sum(D.rm1_log(-d / lam))
+    return _solve_s(lambda s: _g_terms(s, d), lambda s: _g_terms_exact(s, d), jnp.sum(d * d), kl_target, eps)
+
+
+def _root_s_full(w, eps):
+    """s for a whitened target precision ``w`` ``[k, k]``, without eigenvalues.
+
+    Householder-reduces D = W - I to tridiagonal T (same eigenvalues), then
+    runs the Newton iteration on g evaluated from T's LDL^T recurrence
+    (:func:`_g_tridiagonal`, derivative by forward-mode differentiation).
+    """
+    k = w.shape[-1]
+    c, b = LA.tridiagonalize(w - jnp.eye(k, dtype=w.dtype))
+
+    def g_and_slope(s):
+        return jax.jvp(lambda s: _g_tridiagonal(s, c, b), (s,), (jnp.ones_like(s),))
+
+    kl_target = _g_tridiagonal(jnp.ones((), w.dtype), c, b)
+    sum_d2 = jnp.sum(c * c) + 2.0 * jnp.sum(b * b)
+    return _solve_s(g_and_slope, g_and_slope, sum_d2, kl_target, eps)
 
 
 # ---------------------------------------------------------------------------
@@ -171,38 +248,66 @@ def _s_diag_bwd(res, ct):
 _s_diag.defvjp(_s_diag_fwd, _s_diag_bwd)
 
 
+def _upper_inverse_factor(p):
+    """``y = U^-1`` ``[k, k]`` (upper triangular) for SPD ``p = U U^T``, U upper.
+
+    U is the Cholesky factor of the flipped matrix, flipped back, so that
+    ``L U^-T`` is lower triangular for any lower L.
+    """
+    return LA.tril_inverse(LA.cholesky(p[::-1, ::-1]))[::-1, ::-1]
+
+
 @jax.custom_vjp
-def _s_full(w, eps):
-    """s for a full state: ``w`` ``[k, k]`` whitened target precision, ``eps`` ``[]``."""
-    return _root_s(LA.eigvalsh(w), eps)
+def _s_and_factor(w, eps):
+    """Root and factor of the projected precision of one full state.
+
+    Args:
+      w: ``[k, k]`` whitened target precision W = L_o^T Lambda~ L_o.
+      eps: ``[]`` covariance bound.
+    Returns:
+      ``(s [], y [k, k])``: s as in :func:`_root_s_full` (1 when inactive) and
+      y = U^-1 (upper), P(s) = (1 - s) I + s W = U U^T.
+    """
+    s = _root_s_full(w, eps)
+    k = w.shape[-1]
+    return s, _upper_inverse_factor((1.0 - s) * jnp.eye(k, dtype=w.dtype) + s * w)
 
 
-def _s_full_fwd(w, eps):
-    s = _s_full(w, eps)
-    return s, (w, s)
+def _s_and_factor_fwd(w, eps):
+    s, y = _s_and_factor(w, eps)
+    return (s, y), (w, s, y)
 
 
-def _s_full_bwd(res, ct):
-    w, s = res
+def _s_and_factor_bwd(res, cts):
+    """Closed-form VJP, matrix products only.
+
+    y: with Z = Y dP Y^T, dY = -Psi(Z) Y (Psi: upper triangle, halved
+    diagonal), so P_bar = -sym(Y^T Psi(Y_bar Y^T) Y); P = (1-s) I + s W gives
+    W_bar = s P_bar and s_bar += <P_bar, W - I>.
+    s: implicit function theorem on g(s; W) = eps (module docstring) with
+    B = P^-1 D P^-1 = Y^T X Y, X = Y D Y^T, tr(B D) = ||X||_F^2.
+    """
+    w, s, y = res
+    ct_s, ct_y = cts
     k = w.shape[-1]
     eye = jnp.eye(k, dtype=w.dtype)
     active = s < 1.0
     dmat = w - eye
-    p = (1.0 - s) * eye + s * w
-    chol = LA.cholesky(p)
-    # X = C^-1 D C^-T, B = P^-1 D P^-1 = C^-T X C^-1, tr(B D) = ||X||_F^2.
-    y = LA.solve_lower(chol, dmat)
-    x = LA.solve_lower(chol, y.T)
-    z = LA.solve_lower(chol, x, transpose=True)
-    b = LA.solve_lower(chol, z.T, transpose=True)
+    g = ct_y @ y.T
+    psi = jnp.triu(g) - 0.5 * jnp.diag(jnp.diagonal(g))
+    p_bar = -(y.T @ psi @ y)
+    p_bar = 0.5 * (p_bar + p_bar.T)
+    ct_s = ct_s + jnp.sum(p_bar * dmat)
+    x = y @ dmat @ y.T
+    b = y.T @ x @ y
     denom = jnp.where(active, jnp.sum(x * x), 1.0)
     b = 0.5 * (b + b.T)
-    ct_w = jnp.where(active, -ct * s / denom, 0.0) * b
-    ct_eps = jnp.where(active, 2.0 * ct / (s * denom), 0.0)
+    ct_w = s * p_bar + jnp.where(active, -ct_s * s / denom, 0.0) * b
+    ct_eps = jnp.where(active, 2.0 * ct_s / (s * denom), 0.0)
     return ct_w, ct_eps
 
 
-_s_full.defvjp(_s_full_fwd, _s_full_bwd)
+_s_and_factor.defvjp(_s_and_factor_fwd, _s_and_factor_bwd)
 
 
 # ---------------------------------------------------------------------------
@@ -222,20 +327,13 @@ def _cov_diag(std, old_std, eps):
 
 def _cov_full(chol, old_chol, eps):
     """``[k, k]`` projected lower Cholesky factor of one full state."""
-    k = chol.shape[-1]
-    eye = jnp.eye(k, dtype=chol.dtype)
     old_chol = jnp.tril(old_chol)  # (solve_lower reads only the lower triangle of its matrix argument)
     m = LA.solve_lower(chol, old_chol)  # L~^-1 L_o
     w = m.T @ m  # whitened target precision L_o^T Lambda~ L_o
-    s = _s_full(w, eps)
+    s, y = _s_and_factor(w, eps)
     active = jnp.logical_not(s >= 1.0)
-    s_safe = jnp.where(active, s, 1.0)
-    p = (1.0 - s_safe) * eye + s_safe * w  # whitened projected precision
-    # P = U U^T with U upper (Cholesky of the flipped matrix); then
-    # Sigma = L_o P^-1 L_o^T = (L_o U^-T)(L_o U^-T)^T and L_o U^-T is lower.
-    u = LA.cholesky(p[::-1, ::-1])[::-1, ::-1]
-    proj = LA.solve_lower(u.T, old_chol.T, transpose=True).T
-    proj = jnp.tril(proj)
+    # Sigma = L_o P^-1 L_o^T = (L_o U^-T)(L_o U^-T)^T and L_o U^-T = L_o Y^T is lower.
+    proj = jnp.tril(old_chol @ y.T)
     return jnp.where(active, proj, chol)
 
 
