@@ -65,7 +65,8 @@ from tr_jax.projections.mean import project_mean_part
 
 __all__ = ["kl_projection", "kl_parts"]
 
-# Newton iterations of the root solve (before the final accurate step). Enough
+# Newton iterations of the root solve at most (before the final accurate step;
+# fewer where every state of a batch has converged). Enough
 # for machine precision with condition numbers of the whitened target up to
 # 1e8, k <= 64 and 1e-8 <= eps <= KL(target || old) (see tests).
 _NEWTON_ITERS = 7
@@ -160,11 +161,12 @@ def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps):
     active = jnp.logical_not(kl_target <= eps)  # NaN counts as active -> NaN out
     log_eps = jnp.log(eps)
     slack = _BRACKET_SLACK_ULPS * jnp.finfo(dtype).eps
+    tol = jnp.sqrt(jnp.finfo(dtype).eps)
     s0 = 2.0 * jnp.sqrt(eps / jnp.where(sum_d2 > 0, sum_d2, 1.0))
     s0 = jnp.clip(s0, jnp.finfo(dtype).tiny, 1.0)
 
-    def newton(_, carry):
-        s, lo, hi = carry
+    def newton(carry):
+        i, s, lo, hi, _ = carry
         g, gp = g_fast(s)
         above = g > eps
         hi = jnp.where(above, s, hi)
@@ -178,10 +180,20 @@ def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps):
         # undo). Outside by more than rounding, or NaN: bisect.
         clipped = jnp.clip(sn, lo, hi)
         ok = jnp.abs(sn - clipped) <= slack * s
-        return jnp.where(ok, clipped, 0.5 * (lo + hi)), lo, hi
+        # Converged: the Newton step is below sqrt(machine eps) (relative), so the
+        # last step below (quadratic convergence) reaches machine precision.
+        done = ok & (jnp.abs(step) <= tol)
+        return i + 1, jnp.where(ok, clipped, 0.5 * (lo + hi)), lo, hi, done
 
+    def running(carry):
+        i, _, _, _, done = carry
+        return (i < _NEWTON_ITERS) & jnp.logical_not(done)
+
+    # At most _NEWTON_ITERS iterations; under vmap the loop runs until every
+    # active state of the batch has converged (a converged state keeps its value).
     zero, one = jnp.zeros_like(s0), jnp.ones_like(s0)
-    s, lo, hi = jax.lax.fori_loop(0, _NEWTON_ITERS, newton, (s0, zero, one))
+    init = (jnp.zeros((), jnp.int32), s0, zero, one, kl_target <= eps)  # inactive: nothing to solve
+    _, s, lo, hi, _ = jax.lax.while_loop(running, newton, init)
 
     # Final Newton step on the cancellation-free g.
     g, gp = g_exact(s)
