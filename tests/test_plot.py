@@ -9,7 +9,7 @@ import pytest
 import _line_env
 from tr_jax import cli
 from tr_jax.config import TrainConfig, config_to_dict
-from tr_jax.plot import PlotError, bootstrap_band, default_label, plot_runs
+from tr_jax.plot import PlotError, bootstrap_band, default_label, plot_runs, smooth_curve
 from tr_jax.run import run
 
 pytest.importorskip("matplotlib")
@@ -94,6 +94,35 @@ def test_grouping_pools_seeds_and_scales_bounds(tmp_path):
     # explicit labels regroup
     drawn = plot_runs([a, b, c], str(tmp_path / "y.png"), ["kl_max"], labels=["x", "y", "x"])
     assert {k: v.num_seeds for k, v in drawn["kl_max"].items()} == {"x": 2, "y": 1}
+
+
+def test_smoothing_and_bound_panel_headroom(tmp_path):
+    np.testing.assert_allclose(smooth_curve(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
+    np.testing.assert_array_equal(smooth_curve(np.array([1.0, 3.0]), 1), [1.0, 3.0])
+    trpl = LINE.replace(eps_mean=0.5, eps_cov=0.1)
+    row = lambda v: {"episode_return": v, "kl_max": 0.01, "mean_part_max": 0.5, "cov_part_max": 0.01}
+    run = _fake_run(tmp_path / "a", trpl, [[(10, row(0.0)), (20, row(4.0)), (30, row(8.0))]],
+                    eval_curves=[[(10, {"deterministic_return_mean": 0.0}), (30, {"deterministic_return_mean": 9.0})]])
+    drawn = plot_runs([run], str(tmp_path / "s.png"), ["return", "eval_return", "mean_bound"], smooth=2)
+    np.testing.assert_allclose(drawn["return"]["trpl-kl"].mean, [0.0, 2.0, 6.0])  # trailing 2-point mean
+    np.testing.assert_allclose(drawn["eval_return"]["trpl-kl"].mean, [0.0, 9.0])  # evaluations: never smoothed
+    with pytest.raises(PlotError, match="smooth"):
+        plot_runs([run], str(tmp_path / "s.png"), ["return"], smooth=0)
+    # a bound panel whose curve sits on the bound (1.0) leaves room above it
+    from matplotlib.figure import Figure
+    seen = {}
+    orig = Figure.savefig
+
+    def savefig(self, *a, **k):
+        seen["ylim"] = [ax.get_ylim() for ax in self.axes if ax.get_title().startswith("max mean part")]
+        return orig(self, *a, **k)
+
+    Figure.savefig = savefig
+    try:
+        plot_runs([run], str(tmp_path / "b.png"), ["mean_bound"])
+    finally:
+        Figure.savefig = orig
+    assert seen["ylim"] == [(0.0, 1.1)]
 
 
 def test_plot_a_real_run(line_run, tmp_path, capsys):

@@ -140,8 +140,22 @@ def bootstrap_band(values: np.ndarray, confidence: float = 0.95, num_resamples: 
     return mean, low, high
 
 
-def _series(run: Run, metric: str):
-    """Per seed ``(x [n], y [n])`` of ``metric`` in ``run`` (rows without a value dropped); None if it has none."""
+def smooth_curve(y: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average of ``y`` ``[n]`` over ``window`` points (fewer at the start)."""
+    if window <= 1:
+        return y
+    c = np.concatenate([[0.0], np.cumsum(y)])
+    i = np.arange(1, len(y) + 1)
+    lo = np.maximum(i - window, 0)
+    return (c[i] - c[lo]) / (i - lo)
+
+
+def _series(run: Run, metric: str, smooth: int = 1):
+    """Per seed ``(x [n], y [n])`` of ``metric`` in ``run`` (rows without a value dropped); None if it has none.
+
+    ``smooth`` > 1: per-iteration metrics (not evaluations) are averaged over
+    that many trailing iterations, per seed.
+    """
     if metric in DERIVED:
         source, column, _, bound = DERIVED[metric]
     else:
@@ -156,7 +170,7 @@ def _series(run: Run, metric: str):
                if r["seed"] == seed and isinstance(r.get(column), (int, float)) and not isinstance(r[column], bool)]
         if pts:
             x, y = np.array(pts, np.float64).T
-            out[seed] = (x, y * scale)
+            out[seed] = (x, smooth_curve(y, smooth if source == "metrics" else 1) * scale)
     return list(out.values()) or None
 
 
@@ -190,7 +204,7 @@ def available_metrics(runs: Sequence[Run]) -> list:
 
 
 def plot_runs(run_dirs: Sequence[str], out: str, metrics: Optional[Sequence[str]] = None,
-              labels: Optional[Sequence[str]] = None, confidence: float = 0.95) -> dict:
+              labels: Optional[Sequence[str]] = None, confidence: float = 0.95, smooth: int = 1) -> dict:
     """Draws the learning curves of ``run_dirs`` into ``out`` (``.png``, ``.pdf`` or ``.svg``).
 
     Args:
@@ -200,6 +214,10 @@ def plot_runs(run_dirs: Sequence[str], out: str, metrics: Optional[Sequence[str]
         eval_return, kl_max and, if any run is TRPL, mean_bound and cov_bound.
       labels: one label per run directory (runs with equal labels are pooled);
         default :func:`default_label` of each run's config.
+      confidence: of the bootstrap band.
+      smooth: per-iteration metrics (training return, KL, bounds) are
+        averaged over this many trailing iterations per seed before the band
+        (1: raw); evaluation returns are never smoothed.
     Returns:
       ``{metric: {label: Band}}``: what was drawn.
     Raises:
@@ -212,6 +230,8 @@ def plot_runs(run_dirs: Sequence[str], out: str, metrics: Optional[Sequence[str]
         raise PlotError(f"--out {out}: unknown file type {ext or '(none)'!r}; use one of {list(FORMATS)}")
     if not run_dirs:
         raise PlotError("no run directory given")
+    if not isinstance(smooth, int) or smooth < 1:
+        raise PlotError(f"smooth must be a whole number of iterations >= 1, got {smooth!r}")
     if labels and len(labels) != len(run_dirs):
         raise PlotError(f"got {len(labels)} labels for {len(run_dirs)} run directories; give one per run "
                         f"directory or none")
@@ -229,7 +249,7 @@ def plot_runs(run_dirs: Sequence[str], out: str, metrics: Optional[Sequence[str]
     for m in metrics:
         groups = {}
         for r in runs:
-            groups.setdefault(r.label, []).extend(_series(r, m) or [])
+            groups.setdefault(r.label, []).extend(_series(r, m, smooth) or [])
         drawn[m] = {label: band(curves, confidence) for label, curves in groups.items() if curves}
         if not drawn[m]:
             raise PlotError(f"metric {m!r}: no run has values for it yet")
@@ -259,7 +279,9 @@ def _draw(drawn: dict, out: str, confidence: float) -> None:
             ax.fill_between(b.x, b.low, b.high, color=colors[label], alpha=0.25, lw=0)
         if m in BOUND_METRICS:
             ax.axhline(1.0, color="k", ls="--", lw=1, label="bound")
-            ax.set_ylim(bottom=0)
+            # headroom above the bound, so curves that sit on it stay visible
+            top = max(float(np.nanmax(b.high)) for b in bands.values())
+            ax.set_ylim(0, 1.1 * max(1.0, top))
         ax.set_title(DERIVED[m][2] if m in DERIVED else m, fontsize=10)
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
