@@ -144,6 +144,28 @@ def test_bound_met_when_newton_lands_an_ulp_outside_its_bracket(proj, parts):
 
 
 @pytest.mark.parametrize("kind", ["diag", "full"])
+def test_bound_met_just_below_the_targets_kl(proj, parts, kind):
+    """eps a hair below KL(target || old): the root sits just under s = 1, where
+    Newton from below overshoots past the bracket every time. Bisection then
+    converged only linearly (2% short of the bound after the last iteration
+    at eps = KL (1 - 1e-10)); the secant fallback lands on the root. With
+    eps a hair above KL every state is inside: unchanged."""
+    rng = np.random.default_rng(3)
+    n, k = (2000, 17) if kind == "diag" else (200, 6)
+    args = make_diag(rng, n, k, inside_frac=0.0) if kind == "diag" else make_full(rng, n, k, cond=1e3, inside_frac=0.0)
+    m, s, om, os_ = args
+    _, kl = parts(m, s, om, os_)
+    kl = np.asarray(kl)
+    for f in (1 - 1e-10, 1 - 1e-6, 1 - 1e-3):
+        eps = kl * f
+        _, ps = proj(m, s, om, os_, 1e9, eps)
+        _, c1 = parts(m, ps, om, os_)
+        np.testing.assert_allclose(np.asarray(c1), eps, rtol=1e-9, err_msg=f"eps = KL * {f}")
+    _, ps = proj(m, s, om, os_, 1e9, kl * (1 + 1e-12))
+    np.testing.assert_array_equal(np.asarray(ps), np.asarray(s))
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
 def test_bound_met_float32(proj, parts, kind):
     rng = np.random.default_rng(7)
     n, k = 128, 6

@@ -144,7 +144,7 @@ def _g_tridiagonal(s, c, b):
     return 0.5 * total
 
 
-def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps):
+def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps, kl_margin=None):
     """Solves g(s) = eps for s = 1/(1+eta) in (0, 1]; per state.
 
     Args:
@@ -153,12 +153,19 @@ def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps):
       sum_d2: ``[]`` sum of squared eigenvalues of D = W - I (||D||_F^2).
       kl_target: ``[]`` g(1) = KL_Sigma(target || old).
       eps: ``[]`` covariance bound.
+      kl_margin: None if ``kl_target`` is exact; else ``[]`` a bound on its
+        error. Then only states with kl_target > eps + kl_margin are solved;
+        the others start at s = 1, where the last step evaluates the exact
+        g(1) = KL(target || old): they stay at exactly 1 if it is <= eps, and
+        take that Newton step from s = 1 if not (g(1) - eps is then within
+        2 kl_margin, so one step reaches machine precision).
     Returns:
       ``[]`` s; exactly 1 where KL(target || old) <= eps (inactive), NaN if
       the inputs or ``eps`` are NaN.
     """
     dtype = sum_d2.dtype
-    active = jnp.logical_not(kl_target <= eps)  # NaN counts as active -> NaN out
+    margin = jnp.zeros((), dtype) if kl_margin is None else kl_margin
+    solve = kl_target > eps + margin  # NaN: not solved; the exact g below gives NaN
     log_eps = jnp.log(eps)
     slack = _BRACKET_SLACK_ULPS * jnp.finfo(dtype).eps
     tol = jnp.sqrt(jnp.finfo(dtype).eps)
@@ -166,49 +173,67 @@ def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps):
     s0 = jnp.clip(s0, jnp.finfo(dtype).tiny, 1.0)
 
     def newton(carry):
-        i, s, lo, hi, _ = carry
+        i, s, lo, hi, g_lo, g_hi, _ = carry
         g, gp = g_fast(s)
         above = g > eps
-        hi = jnp.where(above, s, hi)
-        lo = jnp.where(above, lo, s)
+        hi, g_hi = jnp.where(above, s, hi), jnp.where(above, g, g_hi)
+        lo, g_lo = jnp.where(above, lo, s), jnp.where(above, g_lo, g)
         # Newton on log g as a function of log s.
         step = (jnp.log(g) - log_eps) * g / (s * gp)
         sn = s * jnp.exp(-step)
         # A converged s sits on an end of the bracket, and rounding can put the
-        # Newton point an ulp outside it: that is not a reason to bisect (a jump
-        # to the middle of a wide bracket that the remaining iterations may not
-        # undo). Outside by more than rounding, or NaN: bisect.
+        # Newton point an ulp outside it: that is not a reason to leave Newton.
         clipped = jnp.clip(sn, lo, hi)
         ok = jnp.abs(sn - clipped) <= slack * s
+        # Outside by more (Newton from below overshoots where g is convex, e.g.
+        # a root just under s = 1), or NaN: the secant of the bracket, which
+        # lands next to such a root at once; bisection if that is not inside.
+        secant = lo + (eps - g_lo) * (hi - lo) / (g_hi - g_lo)
+        inside = (secant > lo) & (secant < hi)  # False for NaN
+        fallback = jnp.where(inside, secant, 0.5 * (lo + hi))
         # Converged: the Newton step is below sqrt(machine eps) (relative), so the
         # last step below (quadratic convergence) reaches machine precision.
         done = ok & (jnp.abs(step) <= tol)
-        return i + 1, jnp.where(ok, clipped, 0.5 * (lo + hi)), lo, hi, done
+        return i + 1, jnp.where(ok, clipped, fallback), lo, hi, g_lo, g_hi, done
 
     def running(carry):
-        i, _, _, _, done = carry
-        return (i < _NEWTON_ITERS) & jnp.logical_not(done)
+        return (carry[0] < _NEWTON_ITERS) & jnp.logical_not(carry[-1])
 
     # At most _NEWTON_ITERS iterations; under vmap the loop runs until every
-    # active state of the batch has converged (a converged state keeps its value).
+    # state to solve has converged (a converged state keeps its value). The
+    # bracket [lo, hi] starts at [0, 1] with g(0) = 0, g(1) = kl_target.
     zero, one = jnp.zeros_like(s0), jnp.ones_like(s0)
-    init = (jnp.zeros((), jnp.int32), s0, zero, one, kl_target <= eps)  # inactive: nothing to solve
-    _, s, lo, hi, _ = jax.lax.while_loop(running, newton, init)
+    init = (jnp.zeros((), jnp.int32), s0, zero, one, zero, kl_target + zero, jnp.logical_not(solve))
+    s = jax.lax.while_loop(running, newton, init)[1]
+    s = jnp.where(solve, s, one)
 
-    # Final Newton step on the cancellation-free g.
+    # Final Newton step on the cancellation-free g (from s = 1 for unsolved states:
+    # sn >= 1 exactly when g(1) <= eps, and they stay at 1).
     g, gp = g_exact(s)
     sn = s - (g - eps) / gp
     s = jnp.where(jnp.isfinite(sn) & (sn > 0) & (sn <= 1), sn, s)
-
-    s = jnp.where(active, s, one)
-    return jnp.where(jnp.isnan(kl_target) | jnp.isnan(eps), jnp.nan, s)
+    if kl_margin is None:
+        s = jnp.where(solve, s, one)  # kl_target exact: inactive states are exactly 1 whatever g rounds to
+    return jnp.where(jnp.isnan(g) | jnp.isnan(kl_target) | jnp.isnan(eps), jnp.nan, s)
 
 
 def _root_s(lam, eps):
-    """s for whitened-target eigenvalues ``lam`` ``[k]`` (diagonal states: s_o^2 / s~^2)."""
+    """s for whitened-target eigenvalues ``lam`` ``[k]`` (diagonal states: s_o^2 / s~^2).
+
+    KL(target || old) = g(1) is taken in the fast form (no per-element
+    logarithm) with a bound on its rounding error; :func:`_solve_s` settles
+    the states within that bound of ``eps`` exactly.
+    """
     d = lam - 1.0
-    kl_target = 0.5 * jnp.sum(D.rm1_log(-d / lam))
-    return _solve_s(lambda s: _g_terms(s, d), lambda s: _g_terms_exact(s, d), jnp.sum(d * d), kl_target, eps)
+    k = d.shape[-1]
+    log_sum = _sum_log(lam)
+    dq = d / lam
+    kl_fast = 0.5 * (log_sum - jnp.sum(dq))
+    # rounding of the two sums (and of the chunked logs): a few ulps of their
+    # magnitudes per term, generously
+    margin = 16.0 * k * jnp.finfo(d.dtype).eps * (jnp.abs(log_sum) + jnp.sum(jnp.abs(dq)) + k)
+    return _solve_s(lambda s: _g_terms(s, d), lambda s: _g_terms_exact(s, d), jnp.sum(d * d), kl_fast, eps,
+                    kl_margin=margin)
 
 
 def _root_s_full(w, eps):
