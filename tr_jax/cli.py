@@ -5,6 +5,7 @@
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
     tr-jax plot RUN_DIR... [--out FILE] [--metric NAME ...] [--label LABEL ...]
     tr-jax render RUN_DIR [--out FILE.html] [--gif FILE.gif] [--checkpoint ITERATION] [--max-steps N]
+    tr-jax compare --envs ENV... --setups SETUP... --out DIR [--seeds N] [--env-steps N] [--report-only]
 
 ``train`` with no config file runs a built-in quick config (TRPL with the KL
 projection on Brax's inverted pendulum, 200-step episodes) that learns in a
@@ -109,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float, default=25.0, help="frames per second, at most 50 (default 25)")
     g.add_argument("--stride", type=int, default=None, metavar="K",
                    help="one frame every K env steps (default: the K that plays the episode closest to real time)")
+
+    from tr_jax import compare
+
+    c = sub.add_parser("compare", help="train setups x envs x seeds, then a table and plots",
+                       description=compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_arguments(c)
     return p
 
 
@@ -232,9 +239,15 @@ def _render(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from tr_jax.compare import run_compare
+
+    return run_compare(args)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return {"train": _train, "eval": _eval, "plot": _plot, "render": _render}[args.command](args)
+    return {"train": _train, "eval": _eval, "plot": _plot, "render": _render, "compare": _compare}[args.command](args)
 
 
 if __name__ == "__main__":
