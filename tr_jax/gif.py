@@ -4,9 +4,10 @@
 spheres, capsules, ellipsoids, cylinders, boxes and meshes, in their MJCF
 colours -- at the body poses of each state (``state.x``) with pytinyrenderer,
 a software rasterizer that needs no display and no OpenGL, seen from a camera
-at a fixed distance that follows the first body if it walks away. :func:`write_gif` writes the
-frames with Pillow. (Brax's own ``brax.io.image`` draws with MuJoCo's OpenGL
-renderer, which needs a display or an EGL/OSMesa library and ``MUJOCO_GL``.)
+at a fixed distance that follows the first body if it walks away
+(:func:`camera_path`). :func:`write_gif` writes the frames with Pillow.
+(Brax's own ``brax.io.image`` draws with MuJoCo's OpenGL renderer, which needs
+a display or an EGL/OSMesa library and ``MUJOCO_GL``.)
 Install the extra dependency with ``pip install 'tr_jax[render]'``.
 """
 
