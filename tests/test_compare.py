@@ -1,4 +1,5 @@
-"""experiments/compare.py: the table from real (tiny) runs, skipping finished runs, resuming a killed one."""
+"""``tr-jax compare`` (tr_jax/compare.py) and its script, experiments/compare.py: the table from real (tiny) runs,
+skipping finished runs, resuming a killed one."""
 
 import importlib.util
 import json
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import _line_env
+from tr_jax import cli, compare
 from tr_jax import rundir as R
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,13 +25,13 @@ _line_env.register()
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("compare", ROOT / "experiments" / "compare.py")
+    spec = importlib.util.spec_from_file_location("compare_script", ROOT / "experiments" / "compare.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-compare = _load()
+script = _load()  # experiments/compare.py: the runs below go through it, the CLI test through `tr-jax compare`
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def _argv(configs, out, *extra):
 @pytest.fixture(scope="module")
 def compared(configs, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    assert compare.main(_argv(configs, out)) == 0
+    assert script.main(_argv(configs, out)) == 0
     return out
 
 
@@ -88,7 +90,7 @@ def test_table_holds_what_the_runs_wrote(compared):
 def test_second_invocation_skips_finished_runs(compared, configs, capsys):
     before = {s: (compared / "runs" / ENV / s / "metrics.jsonl").read_text() for s in ("ppo", "trpl-kl")}
     table = (compared / "results.md").read_text()
-    assert compare.main(_argv(configs, compared)) == 0
+    assert script.main(_argv(configs, compared)) == 0
     printed = capsys.readouterr().out
     assert printed.count(": done (") == 2
     for s in ("ppo", "trpl-kl"):
@@ -116,10 +118,10 @@ def test_killed_run_resumes_from_its_checkpoint(compared, configs, tmp_path):
     with pytest.raises(ValueError, match="eps_cov"):  # a finished run of another config is not "done"
         compare.plan(str(out / "runs" / ENV / "ppo"), ppo.replace(eps_cov=0.5))
     assert _cells(out)["trpl-kl"]["status"] == "finished"
-    assert compare.main(_argv(configs, out, "--report-only")) == 0
+    assert script.main(_argv(configs, out, "--report-only")) == 0
     assert _cells(out)["trpl-kl"]["status"] == "partial"
 
-    assert compare.main(_argv(configs, out)) == 0
+    assert script.main(_argv(configs, out)) == 0
     assert (run_dir / "metrics.jsonl").read_text() == whole  # bit-exact continuation
     assert len(R.read_json(str(out / "timings.json"))[f"{ENV}/trpl-kl"]) == 2
     assert _cells(out)["trpl-kl"]["status"] == "finished"
@@ -137,7 +139,7 @@ def test_bound_use_counts_updates_over_the_bound():
 
 
 def test_bad_setup_fails_before_training(configs, tmp_path, capsys):
-    assert compare.main(["--envs", ENV, "--setups", "ppo", "nope", "--configs", configs, "--out",
+    assert script.main(["--envs", ENV, "--setups", "ppo", "nope", "--configs", configs, "--out",
                          str(tmp_path)]) == 2
     assert "nope.yaml" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
@@ -172,12 +174,37 @@ def test_concurrent_invocations_keep_each_others_timings(tmp_path):
 
 @pytest.mark.slow
 def test_table_at_an_earlier_step_count(compared, configs, capsys):
-    assert compare.main(_argv(configs, compared, "--report-only", "--table-at", "64")) == 0
+    assert script.main(_argv(configs, compared, "--report-only", "--table-at", "64")) == 0
     row = _cells(compared)["trpl-kl"]
     rd = R.RunDir(compared / "runs" / ENV / "trpl-kl")
     at_64 = [r["deterministic_return_mean"] for r in rd.read_eval() if r["env_steps"] == 64]
     assert len(at_64) == 2 and row["env steps per seed"] == "64" and row["status"] == "partial"
     assert row["final eval return"] == f"{np.mean(at_64):.1f} ± {np.std(at_64):.1f}"
     assert row["max KL"] == f"{max(r['kl_max'] for r in rd.read_metrics() if r['env_steps'] <= 64):.3g}"
-    assert compare.main(_argv(configs, compared, "--report-only")) == 0  # the whole runs again
+    assert script.main(_argv(configs, compared, "--report-only")) == 0  # the whole runs again
     assert _cells(compared)["trpl-kl"]["env steps per seed"] == "128"
+
+
+@pytest.mark.slow
+def test_cli_subcommand(compared, configs, tmp_path, monkeypatch, capsys):
+    table = (compared / "results.md").read_text()
+    argv = ["compare", "--envs", ENV, "--setups", "ppo", "trpl-kl", "--seeds", "2", "--out", str(compared),
+            "--progress", "none"]
+    assert cli.main([*argv, "--configs", configs]) == 0  # both runs done: nothing trains
+    printed = capsys.readouterr().out
+    assert printed.count(": done (") == 2 and table in printed
+    assert (compared / "results.md").read_text() == table
+    # --configs defaults to experiments/configs under the current directory
+    (tmp_path / "experiments").mkdir()
+    shutil.copytree(configs, tmp_path / "experiments" / "configs")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*argv, "--report-only"]) == 0 and table in capsys.readouterr().out
+
+
+def test_cli_without_a_config_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no experiments/configs here
+    assert cli.main(["compare", "--envs", ENV, "--setups", "ppo", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tr-jax compare: error: --configs experiments/configs: no such directory"), err
+    assert "--configs DIR" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

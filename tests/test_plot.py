@@ -170,5 +170,5 @@ def test_plot_and_render_help(capsys):
         assert e.value.code == 0
     text = capsys.readouterr().out
     for option in ("--out", "--metric", "--label", "eval_return", "mean_bound", "95% bootstrap", "--checkpoint",
-                   "--policy-seed", "FILE.html"):
+                   "--policy-seed", "FILE.html", "FILE.gif", "--max-steps", "--fps", "--stride", "tr_jax[render]"):
         assert option in text, option

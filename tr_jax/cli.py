@@ -4,7 +4,8 @@
     tr-jax train --resume RUN_DIR [--set key=value ...]
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
     tr-jax plot RUN_DIR... [--out FILE] [--metric NAME ...] [--label LABEL ...]
-    tr-jax render RUN_DIR --out FILE.html [--checkpoint ITERATION]
+    tr-jax render RUN_DIR [--out FILE.html] [--gif FILE.gif] [--checkpoint ITERATION] [--max-steps N]
+    tr-jax compare --envs ENV... --setups SETUP... --out DIR [--seeds N] [--env-steps N] [--report-only]
 
 ``train`` with no config file runs a built-in quick config (TRPL with the KL
 projection on Brax's inverted pendulum, 200-step episodes) that learns in a
@@ -89,16 +90,32 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--label", dest="labels", action="extend", nargs="+", default=None, metavar="LABEL",
                     help="one label per RUN_DIR, in order (default: algorithm + projection from config.json)")
 
-    r = sub.add_parser("render", help="one episode of a trained policy as an HTML page", description=(
+    r = sub.add_parser("render", help="one episode of a trained policy as an HTML page or a GIF", description=(
         "Plays one episode of the deterministic (mean action) policy of a checkpoint of RUN_DIR and writes it "
-        "as Brax's HTML viewer page (brax.io.html; the page loads the viewer script from Brax's CDN)."))
+        "as Brax's HTML viewer page (--out; brax.io.html, the page loads the viewer script from Brax's CDN) "
+        "and/or an animated GIF drawn on the CPU (--gif; needs pip install 'tr_jax[render]'). Brax envs only."))
     r.add_argument("run_dir", help="a run directory written by tr-jax train")
-    r.add_argument("--out", required=True, metavar="FILE.html", help="the page to write")
+    r.add_argument("--out", default=None, metavar="FILE.html", help="the HTML page to write")
+    r.add_argument("--gif", default=None, metavar="FILE.gif", help="the animated GIF to write")
     r.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION",
                    help="which checkpoint (default the newest)")
     r.add_argument("--policy-seed", type=int, default=0, metavar="I",
                    help="which of the run's seeds acts (0 .. num_seeds-1, default 0)")
     r.add_argument("--seed", type=int, default=0, help="seed of the episode's initial state (default 0)")
+    r.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="end the episode after at most N env steps (default the run's episode_length)")
+    g = r.add_argument_group("GIF")
+    g.add_argument("--width", type=int, default=320, help="frame width in pixels (default 320)")
+    g.add_argument("--height", type=int, default=240, help="frame height in pixels (default 240)")
+    g.add_argument("--fps", type=float, default=25.0, help="frames per second, at most 50 (default 25)")
+    g.add_argument("--stride", type=int, default=None, metavar="K",
+                   help="one frame every K env steps (default: the K that plays the episode closest to real time)")
+
+    from tr_jax import compare
+
+    c = sub.add_parser("compare", help="train setups x envs x seeds, then a table and plots",
+                       description=compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_arguments(c)
     return p
 
 
@@ -206,19 +223,31 @@ def _render(args) -> int:
     from tr_jax.render import render_run
 
     try:
-        ep = render_run(args.run_dir, args.out, args.checkpoint, args.policy_seed, args.seed)
+        done = render_run(args.run_dir, args.out, args.checkpoint, args.policy_seed, args.seed, gif=args.gif,
+                          max_steps=args.max_steps, width=args.width, height=args.height, fps=args.fps,
+                          stride=args.stride)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         print(f"tr-jax render: error: {e}", file=sys.stderr)
         return 2
-    end = "a terminal state" if ep.terminated else "the time limit"
-    print(f"wrote {args.out}: checkpoint at iteration {ep.iteration}, one deterministic episode of {ep.length} env "
-          f"steps (ended by {end}), return {ep.episode_return:.2f}")
+    ep = done.episode
+    end = "a terminal state" if ep.terminated else f"the {ep.length}-step limit"
+    print(f"wrote {', '.join(f for f in (args.out, args.gif) if f)}: checkpoint at iteration {ep.iteration}, one "
+          f"deterministic episode of {ep.length} env steps (ended by {end}), return {ep.episode_return:.2f}")
+    if args.gif:
+        print(f"{args.gif}: {done.gif_frames} frames of {args.width}x{args.height} pixels (one every {done.stride} "
+              f"env steps) at {args.fps:g} frames per second")
     return 0
+
+
+def _compare(args) -> int:
+    from tr_jax.compare import run_compare
+
+    return run_compare(args)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return {"train": _train, "eval": _eval, "plot": _plot, "render": _render}[args.command](args)
+    return {"train": _train, "eval": _eval, "plot": _plot, "render": _render, "compare": _compare}[args.command](args)
 
 
 if __name__ == "__main__":

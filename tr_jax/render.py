@@ -1,13 +1,14 @@
-"""One episode of a trained policy as Brax's HTML viewer page: ``tr-jax render RUN_DIR --out FILE.html``.
+"""One episode of a trained policy as Brax's HTML viewer page or an animated GIF: ``tr-jax render``.
 
 :func:`rollout_episode` restores a checkpoint of a run directory, resets the
 run's environment (the raw ``brax.envs`` env, no auto-reset) and steps it with
 the deterministic policy (the mean action, clipped to Brax's ``[-1, 1]`` as in
 training, each action held for ``action_repeat`` env steps) until the episode
-ends (a terminal state or ``episode_length`` env steps). :func:`render_run`
-writes the frames -- the reset state and the state after every env step -- as
-the page of :func:`brax.io.html.render` (the viewer script is loaded from
-Brax's CDN when the page is opened).
+ends (a terminal state or ``max_steps`` env steps, by default the run's
+``episode_length``). :func:`render_run` writes the states -- the reset state
+and the state after every env step -- as the page of :func:`brax.io.html.render`
+(the viewer script is loaded from Brax's CDN when the page is opened) and/or
+every ``stride``-th of them as a GIF drawn on the CPU (:mod:`tr_jax.gif`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tr_jax import rundir as R
 from tr_jax.envs import normalize as N
 from tr_jax.envs.sources import split_env_name
 
@@ -26,11 +28,11 @@ from tr_jax.envs.sources import split_env_name
 class Episode(NamedTuple):
     """One rendered episode.
 
-    env: the raw Brax env (``env.sys`` is the system the viewer draws).
+    env: the raw Brax env (``env.sys`` is the system the viewer draws, ``env.dt`` the seconds per env step).
     frames: list of ``length + 1`` pipeline states (the reset state, then one per env step).
-    length: env steps until the episode ended (terminal state or time limit).
+    length: env steps until the episode ended (terminal state or the step limit).
     episode_return: the sum of the env's rewards over those steps.
-    terminated: whether it ended by a terminal state (not the time limit).
+    terminated: whether it ended by a terminal state (not the step limit).
     iteration: the checkpoint's training iteration.
     """
 
@@ -43,7 +45,7 @@ class Episode(NamedTuple):
 
 
 def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed: int = 0,
-                    seed: int = 0) -> Episode:
+                    seed: int = 0, max_steps: Optional[int] = None) -> Episode:
     """Plays one episode of the deterministic policy of ``run_dir``'s checkpoint (the newest by default).
 
     Args:
@@ -51,23 +53,29 @@ def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed:
       checkpoint: the checkpoint's iteration (default the newest).
       policy_seed: which of the run's seeds (``0 .. num_seeds - 1``) acts.
       seed: PRNG seed of the episode's initial state.
+      max_steps: the most env steps the episode lasts (default the run's ``episode_length``).
     Returns:
       :class:`Episode`.
     """
     from tr_jax.run import load_checkpoint
 
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"--max-steps {max_steps}: an episode lasts at least 1 env step")
+    env_name = R.read_json(R.RunDir.existing(run_dir).config)["env_name"]  # refused before the env is built
+    if split_env_name(env_name)[0] != "brax":
+        raise ValueError(f"{run_dir}: rendering draws Brax systems; {env_name!r} is a MuJoCo Playground env "
+                         "(evaluate it with `tr-jax eval`, or render its states with the env's own render method)")
     trainer, state, meta = load_checkpoint(run_dir, checkpoint)
     config = trainer.config
-    if split_env_name(config.env_name)[0] != "brax":
-        raise ValueError(f"{run_dir}: rendering draws Brax systems; {config.env_name!r} is a MuJoCo Playground env "
-                         "(evaluate it with `tr-jax eval`, or render its states with the env's own render method)")
     num_seeds = state.iteration.shape[0]
     if not 0 <= policy_seed < num_seeds:
         raise ValueError(f"policy seed {policy_seed} out of range: {run_dir} has {num_seeds} seed(s)")
     state = jax.tree.map(lambda x: x[policy_seed], state)
     env = trainer.env.env
+    if not hasattr(env, "sys"):
+        raise ValueError(f"{run_dir}: the env {config.env_name!r} has no Brax system (env.sys) to draw")
     params, stats = state.algo.policy_params, state.obs_stats
-    repeat, num_steps = config.action_repeat, config.episode_length
+    repeat, num_steps = config.action_repeat, max_steps or config.episode_length
 
     def act(obs):
         obs = obs.astype(jnp.dtype(config.dtype))
@@ -96,16 +104,48 @@ def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed:
     return Episode(env, frames, length, float(np.asarray(reward)[:length].sum()), terminated, int(meta["iteration"]))
 
 
-def render_run(run_dir: str, out: str, checkpoint: Optional[int] = None, policy_seed: int = 0,
-               seed: int = 0) -> Episode:
-    """Writes one deterministic episode of ``run_dir`` to ``out`` (an ``.html`` page); returns the episode."""
-    if os.path.splitext(out)[1].lower() not in (".html", ".htm"):
-        raise ValueError(f"--out {out}: the page is HTML; name it FILE.html")
-    from brax.io import html
+class Rendered(NamedTuple):
+    """What :func:`render_run` wrote: the episode, and the GIF's frame count and stride (0, 0 without a GIF)."""
 
-    episode = rollout_episode(run_dir, checkpoint, policy_seed, seed)
-    page = html.render(episode.env.sys, episode.frames, height=480, colab=False)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        f.write(page)
-    return episode
+    episode: Episode
+    gif_frames: int
+    stride: int
+
+
+def render_run(run_dir: str, out: Optional[str] = None, checkpoint: Optional[int] = None, policy_seed: int = 0,
+               seed: int = 0, *, gif: Optional[str] = None, max_steps: Optional[int] = None, width: int = 320,
+               height: int = 240, fps: float = 25.0, stride: Optional[int] = None) -> Rendered:
+    """Writes one deterministic episode of ``run_dir`` (see :func:`rollout_episode` for the arguments they share)
+    to ``out`` (Brax's HTML viewer page) and/or ``gif`` (an animated GIF); at least one must be given.
+
+    The GIF shows every ``stride``-th state from the reset state on, ``ceil((length + 1) / stride)`` frames of
+    ``width`` x ``height`` pixels, at ``fps`` frames per second; the default stride plays the episode closest
+    to real time (``round(1 / (fps * env.dt))``, at least 1). Bad arguments, and a missing GIF renderer,
+    fail before the episode is played.
+    """
+    from tr_jax import gif as G
+
+    if out is None and gif is None:
+        raise ValueError("nothing to write: name an HTML page (--out FILE.html) and/or a GIF (--gif FILE.gif)")
+    if out is not None and os.path.splitext(out)[1].lower() not in (".html", ".htm"):
+        raise ValueError(f"--out {out}: the page is HTML; name it FILE.html")
+    if gif is not None:
+        if os.path.splitext(gif)[1].lower() != ".gif":
+            raise ValueError(f"--gif {gif}: the animation is a GIF; name it FILE.gif")
+        G.check_options(width, height, fps, stride)
+        G.import_renderer()
+    episode = rollout_episode(run_dir, checkpoint, policy_seed, seed, max_steps)
+    if out is not None:
+        from brax.io import html
+
+        page = html.render(episode.env.sys, episode.frames, height=480, colab=False)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            f.write(page)
+    if gif is None:
+        return Rendered(episode, 0, 0)
+    stride = stride or max(1, round(1 / (fps * float(episode.env.dt))))
+    images = G.render_frames(episode.env.sys, episode.frames[::stride], width, height)
+    os.makedirs(os.path.dirname(os.path.abspath(gif)), exist_ok=True)
+    G.write_gif(gif, images, fps)
+    return Rendered(episode, len(images), stride)

@@ -1,0 +1,358 @@
+"""Compares training setups: envs x setups x seeds at one env-step budget, as a markdown table and plots.
+
+    tr-jax compare --envs hopper --setups ppo trpl-kl trpl-w2 trpl-frob trpo \\
+        --seeds 3 --env-steps 2000000 --out results/hopper
+    tr-jax compare ... --report-only      # table and plots of what is there, no training
+
+(``python3 experiments/compare.py`` with the same arguments does the same from a checkout.)
+
+Setup ``S`` on env ``E`` is the config file ``CONFIGS/E/S.yaml`` (default
+``experiments/configs/`` under the current directory: the paper's setups in a
+checkout of tr_jax), with ``total_env_steps`` set to
+``--env-steps`` and any ``--set key=value``. Its run directory is
+``OUT/runs/E/S``; all ``--seeds`` seeds train at once (vmapped) through
+:func:`tr_jax.run.run`, one setup after another.
+
+Resumable: a run whose ``summary.json`` says it finished (or diverged) at the
+budget is skipped (if its config is the one asked for); a run with a checkpoint is resumed from its newest one (a
+killed or interrupted run, or a finished one given a larger budget -- note that
+a learning-rate decay then spans the new budget only from the resume on); a
+directory without a checkpoint is started again. Asking for a different
+config than a run directory holds is an error naming the differing fields.
+
+Writes ``OUT/results.md`` (the table, also printed), ``OUT/<env>.png``
+(learning curves, :func:`tr_jax.plot.plot_runs`) and ``OUT/timings.json``
+(wall time of every invocation per run, updated after every chunk so a kill
+loses at most one chunk's time). Invocations may train different setups into
+one OUT at the same time (never the same run). Exit status: 0 all done, 1 a run diverged or
+failed, 2 bad arguments or a missing config directory.
+
+Table columns (per env and setup, over seeds):
+
+* final / best eval return: deterministic (mean-action) evaluation return of
+  the last evaluation / the best one, mean +- std over seeds;
+* max KL: the largest per-state KL(new || old) of any update and seed;
+* bound use: the largest per-state trust-region distance over its bound, any
+  update and seed -- TRPL: ``max(mean part / eps_mean, cov part / eps_cov)``
+  of the projected policy (each per-state bound holds iff this is <= 1, up to
+  the solver's tolerance :data:`TOLERANCE`); TRPO bounds the *mean* KL over
+  states, so its column is ``max kl_mean / max_kl``; PPO has no bound;
+  ``(n over)`` counts the updates above ``1 + TOLERANCE``;
+* env steps/s: env steps of all seeds per second of training chunks
+  (compilation, evaluation and checkpoints excluded);
+* wall time: of every invocation that trained the run (compilation included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from tr_jax import rundir as R
+from tr_jax.config import load_config_file, parse_assignment
+
+DEFAULT_CONFIGS = os.path.join("experiments", "configs")  # relative to the current directory
+TOLERANCE = 1e-2  # relative slack of "bound held": the KL solver meets its bounds to ~1e-5 (5e-3 at eps 1e-6)
+
+
+class Row(NamedTuple):
+    """One table row: a setup on an env, summarised over its seeds.
+
+    final, best: ``[S]`` final / best deterministic eval return per seed (NaN: no evaluation yet).
+    env_steps: env steps per seed reached (latest evaluation); status: the run's state.
+    kl_max: largest per-state KL of any update (NaN: no update yet).
+    bound_use: largest distance/bound of any update (None: the algorithm has no bound).
+    over: updates (x seeds) with ``bound_use > 1 + TOLERANCE``.
+    steps_per_second, wall_seconds: over all recorded invocations (NaN: none recorded).
+    """
+
+    env: str
+    setup: str
+    status: str
+    num_seeds: int
+    env_steps: int
+    final: np.ndarray
+    best: np.ndarray
+    kl_max: float
+    bound_use: Optional[float]
+    over: int
+    steps_per_second: float
+    wall_seconds: float
+
+
+def config_path(configs: str, env: str, setup: str) -> str:
+    return os.path.join(configs, env, f"{setup}.yaml")
+
+
+def run_path(out: str, env: str, setup: str) -> str:
+    return os.path.join(out, "runs", env, setup)
+
+
+def make_config(configs: str, env: str, setup: str, env_steps: Optional[int], assignments: Sequence[str]):
+    """The TrainConfig of ``setup`` on ``env``: its config file, the budget, then ``--set`` assignments."""
+    config = load_config_file(config_path(configs, env, setup))
+    if env_steps is not None:
+        config = config.replace(total_env_steps=env_steps)
+    return config.replace(**dict(parse_assignment(a) for a in assignments))
+
+
+def plan(run_dir: str, config) -> str:
+    """What to do with ``run_dir`` for ``config``: "new", "resume", "restart" (no checkpoint to resume
+    from), "done" (finished at this budget) or "diverged". ``ValueError`` listing the fields if the
+    run directory holds a config that differs in more than the budget and the host-loop fields."""
+    from tr_jax.config import config_from_dict
+    from tr_jax.run import resume_config
+
+    rd = R.RunDir(run_dir)
+    if not os.path.exists(rd.config) or not os.path.exists(rd.run):
+        return "restart" if os.path.exists(rd.path) else "new"
+    resume_config(config_from_dict(R.read_json(rd.config), where=rd.config), config)
+    if os.path.exists(rd.summary):
+        summary = R.read_json(rd.summary)
+        if summary["status"] == "diverged":
+            return "diverged"
+        if summary["status"] == "finished" and summary["iterations"] >= config.num_iterations:
+            return "done"
+    from tr_jax.checkpoint import Checkpoints
+
+    ckpt = Checkpoints(rd.checkpoints)
+    try:
+        return "resume" if ckpt.latest() is not None else "restart"
+    finally:
+        ckpt.close()
+
+
+class Timings:
+    """``OUT/timings.json``: ``{run name: [{"started", "wall_seconds", "train_seconds", "env_steps"}, ...]}``,
+    one entry per invocation that trained the run; ``env_steps`` counts all seeds.
+
+    ``save`` re-reads the file and replaces only the runs this invocation trained, so invocations
+    training different setups into one OUT at the same time keep each other's timings.
+    """
+
+    def __init__(self, out: str):
+        self.path = os.path.join(out, "timings.json")
+        self.data = self._read()
+        self._mine = set()
+
+    def _read(self) -> dict:
+        return R.read_json(self.path) if os.path.exists(self.path) else {}
+
+    def start(self, name: str) -> dict:
+        entry = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "wall_seconds": 0.0,
+                 "train_seconds": 0.0, "env_steps": 0}
+        self.data.setdefault(name, []).append(entry)
+        self._mine.add(name)
+        return entry
+
+    def save(self) -> None:
+        self.data = {**self._read(), **{name: self.data[name] for name in self._mine}}
+        R.write_json(self.path, self.data)
+
+    def totals(self, name: str) -> tuple:
+        """``(env steps/s over training seconds, wall seconds)`` of every invocation of ``name``."""
+        entries = self.data.get(name, [])
+        train = sum(e["train_seconds"] for e in entries)
+        steps = sum(e["env_steps"] for e in entries)
+        wall = sum(e["wall_seconds"] for e in entries)
+        return (steps / train if train > 0 else float("nan")), (wall if entries else float("nan"))
+
+
+def train(run_dir: str, config, num_seeds: int, seed: int, action: str, timings: Timings, name: str,
+          progress: str) -> str:
+    """Trains (or resumes) one run, recording its wall time after every chunk; returns its status."""
+    from tr_jax.run import run
+
+    entry = timings.start(name)
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def record(env_steps, metrics):
+        now = time.perf_counter()
+        entry["wall_seconds"] = now - t0
+        # a chunk's training time is not reported per chunk: count the time since the previous chunk
+        # (evaluation and checkpoint included; compilation only in the first); replaced by the exact
+        # training time when the run returns
+        entry["train_seconds"] += now - last[0]
+        entry["env_steps"] += metrics["iteration"].size * config.batch_size * config.action_repeat
+        last[0] = now
+        timings.save()
+
+    result = run(config, seed=seed, num_seeds=num_seeds, run_dir=run_dir, resume=action == "resume",
+                 overwrite=action == "restart", progress=progress, progress_fn=record, on_divergence="return")
+    entry.update(wall_seconds=time.perf_counter() - t0, train_seconds=result.run_seconds)
+    timings.save()
+    return result.status
+
+
+def _bound_use(config: dict, rows: list) -> tuple:
+    """``(max distance/bound or None, updates over 1 + TOLERANCE)`` from ``metrics.jsonl`` rows."""
+    if config["algorithm"] == "trpl":
+        use = [max(r["mean_part_max"] / config["eps_mean"], r["cov_part_max"] / config["eps_cov"]) for r in rows
+               if r.get("mean_part_max") is not None and r.get("cov_part_max") is not None]
+    elif config["algorithm"] == "trpo":
+        use = [r["kl_mean"] / config["max_kl"] for r in rows if r.get("kl_mean") is not None]
+    else:
+        return None, 0
+    if not use:
+        return float("nan"), 0
+    return max(use), sum(u > 1 + TOLERANCE for u in use)
+
+
+def summarize(out: str, env: str, setup: str, timings: Timings, up_to: Optional[int] = None) -> Optional[Row]:
+    """The table row of ``OUT/runs/env/setup`` from its files (None if it has not started); with
+    ``up_to``, from its evaluations and updates at or before that many env steps per seed only."""
+    rd = R.RunDir(run_path(out, env, setup))
+    if not os.path.exists(rd.config) or not os.path.exists(rd.run):
+        return None
+    config, num_seeds = R.read_json(rd.config), int(rd.info()["num_seeds"])
+    evals, metrics = rd.read_eval(), rd.read_metrics()
+    if up_to is not None:
+        evals = [r for r in evals if r["env_steps"] <= up_to]
+        metrics = [r for r in metrics if r["env_steps"] <= up_to]
+    final, best = np.full(num_seeds, np.nan), np.full(num_seeds, np.nan)
+    for s in range(num_seeds):
+        det = [r["deterministic_return_mean"] for r in evals if r["seed"] == s]
+        if det:
+            final[s] = det[-1] if det[-1] is not None else np.nan
+            finite = [d for d in det if d is not None]
+            best[s] = max(finite) if finite else np.nan
+    kls = [r["kl_max"] for r in metrics if r.get("kl_max") is not None]
+    bound_use, over = _bound_use(config, metrics)
+    # the summary is written when an invocation stops: it is stale while a resumed run trains on
+    done_iterations = max((r["iteration"] for r in metrics), default=-1) + 1
+    summary = R.read_json(rd.summary) if os.path.exists(rd.summary) else None
+    status = summary["status"] if summary and summary["iterations"] == done_iterations else "partial"
+    steps_per_second, wall = timings.totals(f"{env}/{setup}")
+    return Row(env, setup, status, num_seeds, evals[-1]["env_steps"] if evals else 0, final, best,
+               max(kls) if kls else float("nan"), bound_use, over, steps_per_second, wall)
+
+
+def _pm(x: np.ndarray) -> str:
+    x = x[np.isfinite(x)]
+    return f"{x.mean():.1f} ± {x.std():.1f}" if x.size else "–"
+
+
+def _number(x: float, spec: str) -> str:
+    return format(x, spec) if np.isfinite(x) else "–"
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "–"
+    m = int(round(seconds / 60))
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{seconds / 60:.1f} min"
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The markdown table of ``rows`` (see the module docstring for the columns)."""
+    lines = ["| env | setup | seeds | env steps per seed | final eval return | best eval return | max KL | bound use "
+             "| env steps/s | wall time | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        use = "–" if r.bound_use is None or not np.isfinite(r.bound_use) else f"{r.bound_use:.3f} ({r.over} over)"
+        lines.append(f"| {r.env} | {r.setup} | {r.num_seeds} | {r.env_steps:,} | {_pm(r.final)} | {_pm(r.best)} "
+                     f"| {_number(r.kl_max, '.3g')} | {use} | {_number(r.steps_per_second, ',.0f')} "
+                     f"| {_duration(r.wall_seconds)} | {r.status} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(out: str, env: str, setups: Sequence[str]) -> Optional[str]:
+    """Learning curves of ``env``'s runs into ``OUT/<env>.png``; None if none has metrics yet."""
+    from tr_jax.plot import BOUND_METRICS, DEFAULT_METRICS, plot_runs
+
+    dirs = [run_path(out, env, s) for s in setups if R.read_jsonl(R.RunDir(run_path(out, env, s)).eval)]
+    if not dirs:
+        return None
+    trpl = any(R.read_json(R.RunDir(d).config)["algorithm"] == "trpl" for d in dirs)
+    metrics = list(DEFAULT_METRICS) + ["entropy"] + (list(BOUND_METRICS) if trpl else [])
+    path = os.path.join(out, f"{env}.png")
+    plot_runs(dirs, path, metrics)
+    return path
+
+
+def add_arguments(p: argparse.ArgumentParser, default_configs: str = DEFAULT_CONFIGS) -> None:
+    """The options of ``tr-jax compare`` (and ``experiments/compare.py``, whose ``default_configs`` is the config
+    tree beside it) on ``p``."""
+    p.add_argument("--envs", nargs="+", required=True, help="env names (directories of --configs)")
+    p.add_argument("--setups", nargs="+", required=True,
+                   help="setups (config file names without .yaml), e.g. ppo trpl-kl trpl-w2 trpl-frob trpo")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per run, trained at once (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--env-steps", type=int, default=None, metavar="N",
+                   help="env steps per seed (total_env_steps; default: the config files')")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a TrainConfig field in every run (repeatable)")
+    p.add_argument("--configs", default=default_configs, metavar="DIR",
+                   help=f"config directory holding ENV/SETUP.yaml (default {default_configs})")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (runs/, results.md, plots)")
+    p.add_argument("--report-only", action="store_true", help="train nothing: table and plots of what is there")
+    p.add_argument("--table-at", type=int, default=None, metavar="N",
+                   help="the table from evaluations and updates at or before N env steps per seed only (to "
+                        "compare runs of which some are still going at equal env steps)")
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
+                   help="progress display of each run (default auto)")
+
+
+def run_compare(args, prog: str = "tr-jax compare") -> int:
+    """Trains what ``args`` (parsed :func:`add_arguments` options) asks for, then writes the table and plots;
+    returns the exit status (errors go to stderr as ``prog: error: ...``)."""
+    if args.seeds < 1:
+        print(f"{prog}: error: --seeds must be >= 1", file=sys.stderr)
+        return 2
+    if not os.path.isdir(args.configs):
+        print(f"{prog}: error: --configs {args.configs}: no such directory (the default is experiments/configs "
+              "under the current directory, as in a checkout of tr_jax; name the config tree with --configs DIR)",
+              file=sys.stderr)
+        return 2
+    try:  # every config first: a typo fails before hours of training
+        configs = {(e, s): make_config(args.configs, e, s, args.env_steps, args.assignments)
+                   for e in args.envs for s in args.setups}
+    except (ValueError, TypeError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    timings = Timings(args.out)
+    failed = False
+    for (env, setup), config in configs.items():
+        if args.report_only:
+            break
+        run_dir = run_path(args.out, env, setup)
+        try:
+            action = plan(run_dir, config)
+            print(f"== {env} / {setup}: {action} ({run_dir})", flush=True)
+            if action in ("done", "diverged"):
+                failed |= action == "diverged"
+                continue
+            status = train(run_dir, config, args.seeds, args.seed, action, timings, f"{env}/{setup}", args.progress)
+        except (ValueError, RuntimeError) as e:  # a different config in the run directory, a bad checkpoint
+            print(f"{prog}: {env} / {setup} failed: {e}", file=sys.stderr)
+            failed = True
+            continue
+        failed |= status != "finished"
+        if status == "interrupted":
+            break
+    rows = [r for (env, setup) in configs
+            if (r := summarize(args.out, env, setup, timings, args.table_at)) is not None]
+    text = table(rows)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+    for env in args.envs:
+        path = plot(args.out, env, args.setups)
+        if path:
+            print(f"wrote {path}")
+    return 1 if failed else 0
+
+
+def main(argv=None, prog: str = "compare.py", default_configs: str = DEFAULT_CONFIGS) -> int:
+    """The command on its own (``experiments/compare.py``): parses ``argv`` and runs :func:`run_compare`."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p, default_configs)
+    return run_compare(p.parse_args(argv), prog)
