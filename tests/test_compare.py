@@ -208,3 +208,11 @@ def test_cli_without_a_config_directory(tmp_path, monkeypatch, capsys):
     assert err.startswith("tr-jax compare: error: --configs experiments/configs: no such directory"), err
     assert "--configs DIR" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_rejects_bad_smoothing(configs, tmp_path, capsys):
+    assert cli.main(["compare", "--envs", ENV, "--setups", "ppo", "--configs", str(configs), "--smooth", "0",
+                     "--out", str(tmp_path / "out")]) == 2
+    assert "--smooth must be >= 1" in capsys.readouterr().err
+    assert cli.main(["plot", str(tmp_path), "--smooth", "0"]) == 2
+    assert "smooth must be a whole number" in capsys.readouterr().err

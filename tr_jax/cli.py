@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="metrics to plot, one panel each (repeatable)")
     pl.add_argument("--label", dest="labels", action="extend", nargs="+", default=None, metavar="LABEL",
                     help="one label per RUN_DIR, in order (default: algorithm + projection from config.json)")
+    pl.add_argument("--smooth", type=int, default=1, metavar="N",
+                    help="average per-iteration metrics (training return, KL, bounds) over N trailing iterations "
+                         "per seed before the band; evaluation returns are never smoothed (default 1: raw)")
 
     r = sub.add_parser("render", help="one episode of a trained policy as an HTML page or a GIF", description=(
         "Plays one episode of the deterministic (mean action) policy of a checkpoint of RUN_DIR and writes it "
@@ -210,7 +213,7 @@ def _plot(args) -> int:
     from tr_jax.plot import PlotError, plot_runs
 
     try:
-        drawn = plot_runs(args.run_dirs, args.out, args.metrics, args.labels)
+        drawn = plot_runs(args.run_dirs, args.out, args.metrics, args.labels, smooth=args.smooth)
     except PlotError as e:
         print(f"tr-jax plot: error: {e}", file=sys.stderr)
         return 2

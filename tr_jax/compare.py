@@ -263,8 +263,11 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(out: str, env: str, setups: Sequence[str]) -> Optional[str]:
-    """Learning curves of ``env``'s runs into ``OUT/<env>.png``; None if none has metrics yet."""
+def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1) -> Optional[str]:
+    """Learning curves of ``env``'s runs into ``OUT/<env>.png``; None if none has metrics yet.
+
+    ``smooth``: per-iteration metrics averaged over that many trailing iterations (:func:`tr_jax.plot.plot_runs`).
+    """
     from tr_jax.plot import BOUND_METRICS, DEFAULT_METRICS, plot_runs
 
     dirs = [run_path(out, env, s) for s in setups if R.read_jsonl(R.RunDir(run_path(out, env, s)).eval)]
@@ -273,7 +276,7 @@ def plot(out: str, env: str, setups: Sequence[str]) -> Optional[str]:
     trpl = any(R.read_json(R.RunDir(d).config)["algorithm"] == "trpl" for d in dirs)
     metrics = list(DEFAULT_METRICS) + ["entropy"] + (list(BOUND_METRICS) if trpl else [])
     path = os.path.join(out, f"{env}.png")
-    plot_runs(dirs, path, metrics)
+    plot_runs(dirs, path, metrics, smooth=smooth)
     return path
 
 
@@ -298,6 +301,9 @@ def add_arguments(p: argparse.ArgumentParser, default_configs: str = DEFAULT_CON
                         "compare runs of which some are still going at equal env steps)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="progress display of each run (default auto)")
+    p.add_argument("--smooth", type=int, default=10, metavar="N",
+                   help="plots: per-iteration metrics (training return, KL, bounds, entropy) averaged over N "
+                        "trailing iterations per seed; evaluations are never smoothed (default 10; 1: raw)")
 
 
 def run_compare(args, prog: str = "tr-jax compare") -> int:
@@ -305,6 +311,9 @@ def run_compare(args, prog: str = "tr-jax compare") -> int:
     returns the exit status (errors go to stderr as ``prog: error: ...``)."""
     if args.seeds < 1:
         print(f"{prog}: error: --seeds must be >= 1", file=sys.stderr)
+        return 2
+    if args.smooth < 1:
+        print(f"{prog}: error: --smooth must be >= 1 (1: raw curves), got {args.smooth}", file=sys.stderr)
         return 2
     if not os.path.isdir(args.configs):
         print(f"{prog}: error: --configs {args.configs}: no such directory (the default is experiments/configs "
@@ -345,7 +354,7 @@ def run_compare(args, prog: str = "tr-jax compare") -> int:
         f.write(text)
     print(text)
     for env in args.envs:
-        path = plot(args.out, env, args.setups)
+        path = plot(args.out, env, args.setups, args.smooth)
         if path:
             print(f"wrote {path}")
     return 1 if failed else 0
