@@ -50,7 +50,7 @@ class Target(NamedTuple):
 
 TARGETS = (
     Target("KL diag N=65536 k=17", "diag", 65536, 17, 26.0, 261.0),
-    Target("KL full N=4096 k=17", "full", 4096, 17, 200.0, 1095.0),
+    Target("KL full N=4096 k=17", "full", 4096, 17, 219.0, 1095.0),  # the issue: 5x the C++ time
     Target("KL full N=65536 k=6", "full", 65536, 6, 420.0, 4262.0),
 )
 MAX_W2_RATIO = 5.0  # KL diag fwd+bwd <= 5x W2 diag fwd+bwd on the same inputs
