@@ -180,6 +180,18 @@ def batched(fn: Callable, batch_shape: tuple, *args):
     return jax.tree_util.tree_map(lambda o: jnp.reshape(o, tuple(batch_shape) + o.shape[1:]), out)
 
 
+def batched_flat(fn: Callable, batch_shape: tuple, *args):
+    """Applies ``fn`` to ``args`` with their batch dims flattened to one of
+    ``n`` states (a scalar state counts as ``n = 1``); outputs are reshaped back
+    to ``batch_shape + per-state shape``. Unlike :func:`batched`, ``fn`` maps
+    whole ``[n, ...]`` batches.
+    """
+    n = int(np.prod(batch_shape))
+    flat = [jnp.reshape(a, (n,) + jnp.shape(a)[len(batch_shape):]) for a in args]
+    out = fn(*flat)
+    return jax.tree_util.tree_map(lambda o: jnp.reshape(o, tuple(batch_shape) + o.shape[1:]), out)
+
+
 def check_flag(name: str, value) -> bool:
     """Validates a static boolean option (e.g. ``scale_prec``); returns it as bool."""
     if not isinstance(value, (bool, np.bool_)):

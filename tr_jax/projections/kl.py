@@ -20,35 +20,45 @@ and the bound reads
 
 g increasing in s. The root is found by a bracketed Newton iteration in
 (log s, log g) (exactly linear for small bounds, where g ~ s^2 sum(d^2)/4),
-started at that quadratic approximation, with a bisection fallback, a fixed
-number of iterations (so it jits, vmaps and always terminates), and a last
-Newton step on a cancellation-free evaluation of g.
+started at that quadratic approximation, with a secant/bisection fallback, at
+most a fixed number of iterations (so it jits, vmaps and always terminates),
+and a last Newton step on an accurate evaluation of g.
 
-* Diagonal: one logarithm per state and iteration (the log of a chunked
-  product) in the iterations; the last step sums 1/p - 1 + log p without
-  cancellation.
+* Diagonal: one logarithm per chunk of elements (the log of a product) in the
+  iterations; KL(target || old) and the last step sum log1p(y) - y / (1 + y),
+  y = s d, which never rounds p = 1 + y (:func:`_g_direct`). On CPU the
+  states are solved in blocks of ``_BLOCK`` (``lax.map``; one block on
+  GPU/TPU), and the covariance part has a hand-written VJP whose residuals
+  are the inputs and s, so the temporary memory of a forward+backward pass
+  stays a few block-sized arrays (:func:`_cov_diag`). That matters on CPU:
+  XLA allocates the temporaries of every call afresh, and above glibc's
+  mmap threshold (32 MiB) each call then pays page faults on all of them.
 * Full: no eigenvalues. D = W - I is Householder-reduced to a tridiagonal T
   once (same eigenvalues), and g(s) comes from the LDL^T pivots of I + s T as
   a sum of non-negative terms (O(k) per evaluation, no cancellation;
   :func:`_g_tridiagonal`), g'(s) by forward-mode differentiation of it.
 
-Gradients: ``s`` is returned by a small ``jax.custom_vjp`` function whose
-backward pass is the implicit function theorem on g(s; W) = eps,
+Gradients: the backward passes use the implicit function theorem on
+g(s; W) = eps,
 
     ds/dW   = -s B / tr(B D),    ds/deps = 2 / (s tr(B D)),
     D = W - I,  B = P^-1 D P^-1,
 
-(diagonal: B = diag(d / p^2)). For full covariances the same custom VJP also
-returns the inverse factor Y = U^-1 of P = U U^T that gives the output scale
+(diagonal: B = diag(d / p^2), in the VJP of the whole covariance part). For
+full covariances a custom VJP returns s and the inverse factor Y = U^-1 of P = U U^T that gives the output scale
 L_o Y^T, with a closed-form backward pass of matrix products only
 (:func:`_s_and_factor_bwd`; no Cholesky or triangular solve is
 differentiated). Everything else is ordinary differentiable JAX, so gradients
 flow to the new and old means and scales and to the bounds, and nothing
 differentiates an eigendecomposition (safe for repeated eigenvalues).
 
+Accuracy (float64): the covariance part meets its bound to a relative error
+of about 1e-16 sqrt(8 k / eps) (2e-14 at eps = 1e-3, k = 17; 1e-11 at
+eps = 1e-8), the same order as rounding the output scale itself.
+
 NaN inputs: a NaN in any input of a state gives NaN in that state's outputs
-(the affected part); the solver runs a fixed number of iterations, so it never
-hangs, under ``jit`` or not.
+(the affected part); the solver runs a bounded number of iterations, so it
+never hangs, under ``jit`` or not.
 """
 
 from __future__ import annotations
@@ -75,6 +85,8 @@ _NEWTON_ITERS = 7
 _BRACKET_SLACK_ULPS = 8
 # Chunk length of the products whose logarithms give sum(log p) in float64.
 _LOG_CHUNK = 8
+# States per block of the diagonal root solve on CPU (see _map_states).
+_BLOCK = 2048
 _COV_TYPES = ("diag", "full")  # the last one is the default for matrix scales
 
 
@@ -108,11 +120,18 @@ def _g_terms(s, d):
     return g, gp
 
 
-def _g_terms_exact(s, d):
-    """Cancellation-free g(s) and g'(s) for whitened precisions p = 1 + s d."""
-    q = 1.0 / (1.0 + s * d)
-    dq = d * q
-    return 0.5 * jnp.sum(D.rm1_log(-s * dq)), 0.5 * s * jnp.sum(dq * dq)
+def _g_direct(s, d):
+    """g(s) for whitened precisions p = 1 + y, y = s d (``d`` : ``[k]``), without
+    rounding p: 0.5 sum(log1p(y) - y / (1 + y)).
+
+    Its absolute error is a few ulps of sum(|y|), so its relative error is at
+    most about 1e-16 sqrt(8 k / g) in float64 (about 1e-12 at g = 1e-6): the
+    same order as the rounding of the output scale itself, whose covariance
+    part has that relative error whatever s is. (The fast form rounds p = 1 + y
+    first: an absolute error of about k ulps of 1, 1e-7 relative at g = 1e-8.)
+    """
+    y = s * d
+    return 0.5 * jnp.sum(jnp.log1p(y) - y / (1.0 + y))
 
 
 def _g_tridiagonal(s, c, b):
@@ -144,28 +163,23 @@ def _g_tridiagonal(s, c, b):
     return 0.5 * total
 
 
-def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps, kl_margin=None):
+def _solve_s(g_fast, g_last, sum_d2, kl_target, eps):
     """Solves g(s) = eps for s = 1/(1+eta) in (0, 1]; per state.
 
     Args:
       g_fast: s -> (g(s), g'(s)), used by the bracketed Newton iterations.
-      g_exact: s -> (g(s), g'(s)) without cancellation, for the last step.
+      g_last: s -> (g(s), g'(s) or None), as accurate as the inputs allow, for
+        the last Newton step (None: that step uses the slope of the last
+        iteration, which is converged to sqrt(machine eps) relative).
       sum_d2: ``[]`` sum of squared eigenvalues of D = W - I (||D||_F^2).
       kl_target: ``[]`` g(1) = KL_Sigma(target || old).
       eps: ``[]`` covariance bound.
-      kl_margin: None if ``kl_target`` is exact; else ``[]`` a bound on its
-        error. Then only states with kl_target > eps + kl_margin are solved;
-        the others start at s = 1, where the last step evaluates the exact
-        g(1) = KL(target || old): they stay at exactly 1 if it is <= eps, and
-        take that Newton step from s = 1 if not (g(1) - eps is then within
-        2 kl_margin, so one step reaches machine precision).
     Returns:
       ``[]`` s; exactly 1 where KL(target || old) <= eps (inactive), NaN if
       the inputs or ``eps`` are NaN.
     """
     dtype = sum_d2.dtype
-    margin = jnp.zeros((), dtype) if kl_margin is None else kl_margin
-    solve = kl_target > eps + margin  # NaN: not solved; the exact g below gives NaN
+    solve = kl_target > eps  # NaN: not solved, and NaN out below
     log_eps = jnp.log(eps)
     slack = _BRACKET_SLACK_ULPS * jnp.finfo(dtype).eps
     tol = jnp.sqrt(jnp.finfo(dtype).eps)
@@ -173,7 +187,7 @@ def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps, kl_margin=None):
     s0 = jnp.clip(s0, jnp.finfo(dtype).tiny, 1.0)
 
     def newton(carry):
-        i, s, lo, hi, g_lo, g_hi, _ = carry
+        i, s, lo, hi, g_lo, g_hi, _, _ = carry
         g, gp = g_fast(s)
         above = g > eps
         hi, g_hi = jnp.where(above, s, hi), jnp.where(above, g, g_hi)
@@ -194,7 +208,7 @@ def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps, kl_margin=None):
         # Converged: the Newton step is below sqrt(machine eps) (relative), so the
         # last step below (quadratic convergence) reaches machine precision.
         done = ok & (jnp.abs(step) <= tol)
-        return i + 1, jnp.where(ok, clipped, fallback), lo, hi, g_lo, g_hi, done
+        return i + 1, jnp.where(ok, clipped, fallback), lo, hi, g_lo, g_hi, gp, done
 
     def running(carry):
         return (carry[0] < _NEWTON_ITERS) & jnp.logical_not(carry[-1])
@@ -203,37 +217,28 @@ def _solve_s(g_fast, g_exact, sum_d2, kl_target, eps, kl_margin=None):
     # state to solve has converged (a converged state keeps its value). The
     # bracket [lo, hi] starts at [0, 1] with g(0) = 0, g(1) = kl_target.
     zero, one = jnp.zeros_like(s0), jnp.ones_like(s0)
-    init = (jnp.zeros((), jnp.int32), s0, zero, one, zero, kl_target + zero, jnp.logical_not(solve))
-    s = jax.lax.while_loop(running, newton, init)[1]
-    s = jnp.where(solve, s, one)
+    init = (jnp.zeros((), jnp.int32), s0, zero, one, zero, kl_target + zero, one, jnp.logical_not(solve))
+    out = jax.lax.while_loop(running, newton, init)
+    s, gp_last = jnp.where(solve, out[1], one), out[-2]
 
-    # Final Newton step on the cancellation-free g (from s = 1 for unsolved states:
-    # sn >= 1 exactly when g(1) <= eps, and they stay at 1).
-    g, gp = g_exact(s)
+    # Last Newton step on the accurate g.
+    g, gp = g_last(s)
+    gp = gp_last if gp is None else gp
     sn = s - (g - eps) / gp
-    s = jnp.where(jnp.isfinite(sn) & (sn > 0) & (sn <= 1), sn, s)
-    if kl_margin is None:
-        s = jnp.where(solve, s, one)  # kl_target exact: inactive states are exactly 1 whatever g rounds to
+    s = jnp.where(solve & jnp.isfinite(sn) & (sn > 0) & (sn <= 1), sn, s)
     return jnp.where(jnp.isnan(g) | jnp.isnan(kl_target) | jnp.isnan(eps), jnp.nan, s)
 
 
 def _root_s(lam, eps):
     """s for whitened-target eigenvalues ``lam`` ``[k]`` (diagonal states: s_o^2 / s~^2).
 
-    KL(target || old) = g(1) is taken in the fast form (no per-element
-    logarithm) with a bound on its rounding error; :func:`_solve_s` settles
-    the states within that bound of ``eps`` exactly.
+    The Newton iterations use the fast g (one logarithm per chunk of
+    elements); KL(target || old) = g(1) and the last step use the accurate
+    :func:`_g_direct`.
     """
     d = lam - 1.0
-    k = d.shape[-1]
-    log_sum = _sum_log(lam)
-    dq = d / lam
-    kl_fast = 0.5 * (log_sum - jnp.sum(dq))
-    # rounding of the two sums (and of the chunked logs): a few ulps of their
-    # magnitudes per term, generously
-    margin = 16.0 * k * jnp.finfo(d.dtype).eps * (jnp.abs(log_sum) + jnp.sum(jnp.abs(dq)) + k)
-    return _solve_s(lambda s: _g_terms(s, d), lambda s: _g_terms_exact(s, d), jnp.sum(d * d), kl_fast, eps,
-                    kl_margin=margin)
+    return _solve_s(lambda s: _g_terms(s, d), lambda s: (_g_direct(s, d), None), jnp.sum(d * d),
+                    _g_direct(jnp.ones((), d.dtype), d), eps)
 
 
 def _root_s_full(w, eps):
@@ -257,32 +262,6 @@ def _root_s_full(w, eps):
 # ---------------------------------------------------------------------------
 # s with implicit gradients
 # ---------------------------------------------------------------------------
-
-
-@jax.custom_vjp
-def _s_diag(lam, eps):
-    """s for a diagonal state: ``lam`` ``[k]`` = s_o^2 / s~^2, ``eps`` ``[]``."""
-    return _root_s(lam, eps)
-
-
-def _s_diag_fwd(lam, eps):
-    s = _root_s(lam, eps)
-    return s, (lam, s)
-
-
-def _s_diag_bwd(res, ct):
-    lam, s = res
-    active = s < 1.0
-    d = lam - 1.0
-    q = 1.0 / (1.0 + s * d)
-    a = d * q * q  # B = diag(d / p^2)
-    denom = jnp.where(active, jnp.sum(d * a), 1.0)
-    ct_lam = jnp.where(active, -ct * s / denom, 0.0) * a
-    ct_eps = jnp.where(active, 2.0 * ct / (s * denom), 0.0)
-    return ct_lam, ct_eps
-
-
-_s_diag.defvjp(_s_diag_fwd, _s_diag_bwd)
 
 
 def _upper_inverse_factor(p):
@@ -352,14 +331,88 @@ _s_and_factor.defvjp(_s_and_factor_fwd, _s_and_factor_bwd)
 # ---------------------------------------------------------------------------
 
 
-def _cov_diag(std, old_std, eps):
-    """``[k]`` projected std of one diagonal state."""
+def _map_states(fn, *args):
+    """``vmap(fn)`` over the leading (state) axis of ``args``.
+
+    On CPU in blocks of ``_BLOCK`` states (``lax.map``): a block's working set
+    stays in cache, the program's temporary memory is a block's, and each
+    block iterates only as long as its own states need. One block on GPU/TPU.
+    """
+    def blocked(*a):
+        return jax.lax.map(lambda x: fn(*x), a, batch_size=_BLOCK)
+
+    def whole(*a):
+        return jax.vmap(fn)(*a)
+
+    if args[0].shape[0] <= _BLOCK:
+        return whole(*args)
+    return jax.lax.platform_dependent(*args, cpu=blocked, default=whole)
+
+
+def _root_s_diag(std, old_std, eps):
+    """``[]`` s of one diagonal state (``std``, ``old_std`` ``[k]``, ``eps`` ``[]``)."""
+    return _root_s((old_std / std) ** 2, eps)
+
+
+def _cov_diag_parts(std, old_std, s):
+    """lam = s_o^2 / s~^2, d = lam - 1, p = 1 + s d and the projected std
+    s_o / sqrt(p) of active states; ``s`` ``[]`` or ``[n, 1]`` broadcasts
+    against ``[k]`` or ``[n, k]``."""
     lam = (old_std / std) ** 2
-    s = _s_diag(lam, eps)
+    d = lam - 1.0
+    p = 1.0 + s * d
+    # sqrt of a quotient, not rsqrt: the same rounding, and XLA:CPU's rsqrt is several times slower
+    return lam, d, p, jnp.sqrt(old_std * old_std / p)
+
+
+def _cov_diag_sums(std, old_std, ct, s):
+    """Per-state sums of the backward pass: ``(sum(ct proj d / p), sum(d^2 / p^2))``."""
+    _, d, p, proj = _cov_diag_parts(std, old_std, s)
+    return jnp.sum(ct * proj * d / p), jnp.sum((d / p) ** 2)
+
+
+@jax.custom_vjp
+def _cov_diag(std, old_std, eps):
+    """``[n, k]`` projected stds of ``n`` diagonal states (``std``, ``old_std``
+    ``[n, k]``, ``eps`` ``[n]``).
+
+    The per-state work (the root s, the sums of the backward pass) runs in
+    blocks of states (:func:`_map_states`); the elementwise results are one
+    pass over the batch. A custom VJP whose residuals are the inputs and
+    ``s``, so no ``[n, k]`` intermediate stays alive between the passes.
+    """
+    return _cov_diag_fwd(std, old_std, eps)[0]
+
+
+def _cov_diag_fwd(std, old_std, eps):
+    s = _map_states(_root_s_diag, std, old_std, eps)[:, None]
     active = jnp.logical_not(s >= 1.0)  # s == 1 exactly when inactive; NaN -> NaN out
-    s_safe = jnp.where(active, s, 1.0)
-    proj = old_std * jax.lax.rsqrt(1.0 + s_safe * (lam - 1.0))
-    return jnp.where(active, proj, std)
+    proj = _cov_diag_parts(std, old_std, jnp.where(active, s, 1.0))[-1]
+    return jnp.where(active, proj, std), (std, old_std, eps, s)
+
+
+def _cov_diag_bwd(res, ct):
+    """Chain rule through proj = s_o p^(-1/2), p = 1 + s d, and the implicit s:
+
+    ds/dlam = -s a / B, ds/deps = 2 / (s B), a = d / p^2, B = sum(d a);
+    with A = sum(ct proj d / p) and kappa = -A / (2 B):
+    dL/dlam = s (-ct proj / (2 p) - kappa a), then lam = (s_o / s~)^2.
+    """
+    std, old_std, eps, s = res
+    active = jnp.logical_not(s >= 1.0)
+    s_safe = jnp.where(active, s, 0.5)
+    sum_a, sum_b = _map_states(_cov_diag_sums, std, old_std, ct, s_safe)
+    sum_b = jnp.where(active[:, 0], sum_b, 1.0)
+    kappa = (-0.5 * sum_a / sum_b)[:, None]
+    lam, d, p, proj = _cov_diag_parts(std, old_std, s_safe)
+    ct_lam = s_safe * (-0.5 * ct * proj / p - kappa * d / (p * p))
+    ct_std = jnp.where(active, -2.0 * ct_lam * lam / std, ct)
+    ct_old = jnp.where(active, (ct * proj + 2.0 * ct_lam * lam) / old_std, 0.0)
+    ct_eps = jnp.where(active[:, 0], -sum_a / (s_safe[:, 0] * sum_b), 0.0)
+    return ct_std, ct_old, ct_eps.astype(eps.dtype)
+
+
+_cov_diag.defvjp(_cov_diag_fwd, _cov_diag_bwd)
 
 
 def _cov_full(chol, old_chol, eps):
@@ -377,14 +430,22 @@ def _cov_full(chol, old_chol, eps):
 @functools.partial(jax.jit, static_argnums=0)
 def _kl_batched(layout, mean, scale, old_mean, old_scale, eps_mean, eps_cov):
     """Validated inputs -> projection; jitted so eager calls compile once per shape."""
-    diag = layout.cov_type == "diag"
-    cov = _cov_diag if diag else _cov_full
+    def mean_part(mean, old_mean, old_scale, eps_mean):
+        return project_mean_part(mean, old_mean, old_scale, eps_mean, "mahalanobis", layout.cov_type, factor=0.5)
 
-    def state(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
-        mu = project_mean_part(mean, old_mean, old_scale, eps_mean, "mahalanobis", layout.cov_type, factor=0.5)
-        return mu, cov(scale, old_scale, eps_cov)
+    if layout.cov_type == "diag":
+        def states(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
+            return jax.vmap(mean_part)(mean, old_mean, old_scale, eps_mean), _cov_diag(scale, old_scale, eps_cov)
+    else:
+        def states(*args):
+            return jax.vmap(_kl_state_full)(*args)
 
-    return _checks.batched(state, layout.batch_shape, mean, scale, old_mean, old_scale, eps_mean, eps_cov)
+    return _checks.batched_flat(states, layout.batch_shape, mean, scale, old_mean, old_scale, eps_mean, eps_cov)
+
+
+def _kl_state_full(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
+    mu = project_mean_part(mean, old_mean, old_scale, eps_mean, "mahalanobis", "full", factor=0.5)
+    return mu, _cov_full(scale, old_scale, eps_cov)
 
 
 def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_type=None):
