@@ -14,7 +14,6 @@ separate parameters and optimisers (policy_lr / value_lr).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from tr_jax import distributions as D
