@@ -43,7 +43,6 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import jax
-import jax.numpy as jnp
 
 from tr_jax.config import TrainConfig
 from tr_jax.envs.sources import split_env_name

@@ -142,7 +142,8 @@ def project_mean_part(mean, old_mean, old_scale, eps, metric: str, cov_type: str
     ``factor * mean_distance(...) <= eps``; shapes as :func:`mean_projection`.
 
     Diagonal and Euclidean metrics go through a custom VJP whose residuals are
-    the inputs and per-state scalars (see :func:`_mean_vector_metric`)."""
+    the inputs and per-state scalars (see :func:`_mean_vector_metric`):
+    reverse-mode differentiable only."""
     if metric == "euclidean" or cov_type == "diag":
         return _mean_vector_metric(metric == "euclidean", factor, mean, old_mean, old_scale, eps)
     return project_mean(mean, old_mean, factor * _distance(mean, old_mean, old_scale, metric, cov_type), eps)
