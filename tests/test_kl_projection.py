@@ -537,9 +537,12 @@ def test_blocked_diag_solve_matches_one_block(monkeypatch):
     eps = random_eps(rng, n, lo=1e-6, hi=0.3)
     w = rng.normal(size=(n, k))
 
-    def run():  # a fresh trace, so the block size in effect is read again
+    def run_with_eps(eps):  # a fresh trace, so the block size in effect is read again
         fn = jax.jit(jax.value_and_grad(lambda *a: jnp.sum(w * K._cov_diag(*a)), argnums=(0, 1, 2)))
         return fn(s, os_, eps)
+
+    def run():
+        return run_with_eps(eps)
 
     monkeypatch.setattr(K, "_BLOCK", 10**6)
     one_value, one_grads = run()
@@ -551,6 +554,10 @@ def test_blocked_diag_solve_matches_one_block(monkeypatch):
     _, c0 = kl_parts(s, s, s, os_)
     assert 0 < np.sum(np.asarray(c0) <= eps) < n  # both kinds of states are in the batch
     np.testing.assert_array_equal(np.asarray(grads[2])[np.asarray(c0) <= eps], 0.0)
+    # Under vmap (e.g. seeds vmapped around a training step), blocks of 8.
+    fn = jax.jit(jax.vmap(jax.grad(lambda *a: jnp.sum(w * K._cov_diag(*a)), argnums=(0, 1, 2)), in_axes=(None, None, 0)))
+    for g, g1 in zip(fn(s, os_, np.stack([eps, 2.0 * eps])), zip(grads, run_with_eps(2.0 * eps)[1])):
+        np.testing.assert_allclose(g, np.stack(g1), rtol=1e-10, atol=1e-14)
 
 
 def test_diag_blocks_only_on_cpu():

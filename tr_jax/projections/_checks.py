@@ -174,10 +174,7 @@ def batched(fn: Callable, batch_shape: tuple, *args):
     """
     if len(batch_shape) == 0:
         return fn(*args)
-    n = int(np.prod(batch_shape))
-    flat = [jnp.reshape(a, (n,) + jnp.shape(a)[len(batch_shape):]) for a in args]
-    out = jax.vmap(fn)(*flat)
-    return jax.tree_util.tree_map(lambda o: jnp.reshape(o, tuple(batch_shape) + o.shape[1:]), out)
+    return batched_flat(jax.vmap(fn), batch_shape, *args)
 
 
 def batched_flat(fn: Callable, batch_shape: tuple, *args):
