@@ -524,56 +524,69 @@ def test_bad_input_raises():
 # ---------------------------------------------------------------------------
 
 
-def test_blocked_diag_solve_matches_one_block(monkeypatch):
-    """On CPU the diagonal covariance part solves its states in blocks
-    (``lax.map`` with a remainder block) and has a hand-written VJP. Blocks of
-    8 over 29 states give the values and the gradients w.r.t. all three inputs
-    (std, old std, bound) of a single block, active and inactive states."""
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_blocked_solve_matches_one_block(monkeypatch, kind):
+    """On CPU the covariance parts solve their states in blocks (``lax.map``
+    with a remainder block) and have hand-written VJPs for the whole batch.
+    Blocks of 8 (diag) or 16 (full) states over 37 give the values and the
+    gradients w.r.t. all three inputs (scale, old scale, bound) of a single
+    block, active and inactive states, also under vmap (e.g. seeds vmapped
+    around a training step)."""
     from tr_jax.projections import kl as K
 
     rng = np.random.default_rng(11)
-    n, k = 29, 5
-    _, s, _, os_ = make_diag(rng, n, k, inside_frac=0.3)
+    n, k = 37, (5 if kind == "diag" else 3)
+    if kind == "diag":
+        _, s, _, os_ = make_diag(rng, n, k, inside_frac=0.3)
+        cov, knob, small = K._cov_diag, "_BLOCK", 8
+    else:
+        _, s, _, os_ = make_full(rng, n, k, cond=1e3, inside_frac=0.3)
+        cov, knob, small = K._cov_full, "_BLOCK_NUMBERS_FULL", 1  # -> blocks of 16
     eps = random_eps(rng, n, lo=1e-6, hi=0.3)
-    w = rng.normal(size=(n, k))
+    w = rng.normal(size=s.shape)
+    loss = lambda *a: jnp.sum(w * cov(*a))  # noqa: E731
 
-    def run_with_eps(eps):  # a fresh trace, so the block size in effect is read again
-        fn = jax.jit(jax.value_and_grad(lambda *a: jnp.sum(w * K._cov_diag(*a)), argnums=(0, 1, 2)))
-        return fn(s, os_, eps)
+    def run(eps):  # a fresh trace, so the block size in effect is read again
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(s, os_, eps)
 
-    def run():
-        return run_with_eps(eps)
-
-    monkeypatch.setattr(K, "_BLOCK", 10**6)
-    one_value, one_grads = run()
-    monkeypatch.setattr(K, "_BLOCK", 8)
-    value, grads = run()
+    monkeypatch.setattr(K, knob, 10**9)
+    one_value, one_grads = run(eps)
+    _, two_grads = run(2.0 * eps)
+    monkeypatch.setattr(K, knob, small)
+    value, grads = run(eps)
     np.testing.assert_allclose(value, one_value, rtol=1e-12)
     for g, g1 in zip(grads, one_grads):
-        np.testing.assert_allclose(g, g1, rtol=1e-10, atol=1e-14)
-    _, c0 = kl_parts(s, s, s, os_)
-    assert 0 < np.sum(np.asarray(c0) <= eps) < n  # both kinds of states are in the batch
-    np.testing.assert_array_equal(np.asarray(grads[2])[np.asarray(c0) <= eps], 0.0)
-    # Under vmap (e.g. seeds vmapped around a training step), blocks of 8.
-    fn = jax.jit(jax.vmap(jax.grad(lambda *a: jnp.sum(w * K._cov_diag(*a)), argnums=(0, 1, 2)), in_axes=(None, None, 0)))
-    for g, g1 in zip(fn(s, os_, np.stack([eps, 2.0 * eps])), zip(grads, run_with_eps(2.0 * eps)[1])):
-        np.testing.assert_allclose(g, np.stack(g1), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(g, g1, rtol=1e-9, atol=1e-12)
+    z = np.zeros(s.shape[:2])
+    _, c0 = kl_parts(z, s, z, os_)
+    inside = np.asarray(c0) <= eps
+    assert 0 < inside.sum() < n  # both kinds of states are in the batch
+    np.testing.assert_array_equal(np.asarray(grads[2])[inside], 0.0)
+    vmapped = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1, 2)), in_axes=(None, None, 0)))
+    for g, g1, g2 in zip(vmapped(s, os_, np.stack([eps, 2.0 * eps])), one_grads, two_grads):
+        np.testing.assert_allclose(g, np.stack([g1, g2]), rtol=1e-9, atol=1e-12)
 
 
-def test_diag_blocks_only_on_cpu():
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_blocks_only_on_cpu(kind):
     """The blocks are for CPU caches: the cuda and tpu programs of the same
     KL projection (fwd+bwd, more states than one block) solve all states in
     one loop, the CPU program loops over blocks around it."""
     from tr_jax.projections import kl as K
 
-    n, k = K._BLOCK + 5, 3
+    k = 3
+    n = (K._BLOCK if kind == "diag" else K._block_full(k)) + 5
     x = jnp.ones((n, k))
+    scale = x if kind == "diag" else jnp.broadcast_to(jnp.eye(k), (n, k, k))
 
     def loss(m, s, om, os_):
         pm, ps = kl_projection(m, s, om, os_, 1e-3, 1e-3)
         return jnp.sum(pm) + jnp.sum(ps)
 
     fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
-    loops = {p: jax.export.export(fn, platforms=[p])(x, x, x, x).mlir_module().count("stablehlo.while")
+    loops = {p: jax.export.export(fn, platforms=[p])(x, scale, x, scale).mlir_module().count("stablehlo.while")
              for p in ("cpu", "cuda", "tpu")}
-    assert loops["cuda"] == loops["tpu"] == 1 and loops["cpu"] > 1, loops
+    if kind == "diag":
+        assert loops["cuda"] == loops["tpu"] == 1 and loops["cpu"] > 1, loops
+    else:  # (full: also the loops of the small-matrix routines)
+        assert loops["cuda"] == loops["tpu"] and loops["cpu"] > loops["cuda"], loops

@@ -44,11 +44,12 @@ g(s; W) = eps,
     ds/dW   = -s B / tr(B D),    ds/deps = 2 / (s tr(B D)),
     D = W - I,  B = P^-1 D P^-1,
 
-(diagonal: B = diag(d / p^2), in the VJP of the whole covariance part). For
-full covariances a custom VJP returns s and the inverse factor Y = U^-1 of
-P = U U^T that gives the output scale L_o Y^T, with a closed-form backward
-pass of matrix products only (:func:`_s_and_factor_bwd`; no Cholesky or
-triangular solve is differentiated). Gradients flow to the new and old means
+(diagonal: B = diag(d / p^2)). Both covariance parts have a hand-written VJP
+for the whole batch, whose residuals are the inputs, s and (full) the
+inverse factor Y = U^-1 of P = U U^T that gives the output scale L_o Y^T.
+The full one recomputes the whitening (a triangular solve) and is otherwise
+matrix products only (:func:`_factor_vjp`, :func:`_cov_full_state_vjp`; no
+Cholesky or triangular solve is differentiated). Gradients flow to the new and old means
 and scales and to the bounds, and nothing differentiates an
 eigendecomposition (safe for repeated eigenvalues). Reverse mode only.
 
@@ -86,8 +87,10 @@ _NEWTON_ITERS = 7
 _BRACKET_SLACK_ULPS = 8
 # Chunk length of the products whose logarithms give sum(log p) in float64.
 _LOG_CHUNK = 8
-# States per block of the diagonal root solve on CPU (see _map_states).
+# States per block of the diagonal root solve on CPU (see _map_states), and
+# about the numbers per block of full states (see _block_full).
 _BLOCK = 2048
+_BLOCK_NUMBERS_FULL = 16384
 _COV_TYPES = ("diag", "full")  # the last one is the default for matrix scales
 
 
@@ -274,38 +277,18 @@ def _upper_inverse_factor(p):
     return LA.tril_inverse(LA.cholesky(p[::-1, ::-1]))[::-1, ::-1]
 
 
-@jax.custom_vjp
-def _s_and_factor(w, eps):
-    """Root and factor of the projected precision of one full state.
-
-    Args:
-      w: ``[k, k]`` whitened target precision W = L_o^T Lambda~ L_o.
-      eps: ``[]`` covariance bound.
-    Returns:
-      ``(s [], y [k, k])``: s as in :func:`_root_s_full` (1 when inactive) and
-      y = U^-1 (upper), P(s) = (1 - s) I + s W = U U^T.
-    """
-    s = _root_s_full(w, eps)
-    k = w.shape[-1]
-    return s, _upper_inverse_factor((1.0 - s) * jnp.eye(k, dtype=w.dtype) + s * w)
-
-
-def _s_and_factor_fwd(w, eps):
-    s, y = _s_and_factor(w, eps)
-    return (s, y), (w, s, y)
-
-
-def _s_and_factor_bwd(res, cts):
-    """Closed-form VJP, matrix products only.
+def _factor_vjp(w, s, y, ct_y):
+    """VJP of ``y = U^-1`` (P(s) = (1 - s) I + s W = U U^T, s the root of g(s; W)
+    = eps) with respect to ``w`` ``[k, k]`` and ``eps`` ``[]``, given ``ct_y``;
+    closed form, matrix products only.
 
     y: with Z = Y dP Y^T, dY = -Psi(Z) Y (Psi: upper triangle, halved
     diagonal), so P_bar = -sym(Y^T Psi(Y_bar Y^T) Y); P = (1-s) I + s W gives
-    W_bar = s P_bar and s_bar += <P_bar, W - I>.
+    W_bar = s P_bar and s_bar = <P_bar, W - I>.
     s: implicit function theorem on g(s; W) = eps (module docstring) with
     B = P^-1 D P^-1 = Y^T X Y, X = Y D Y^T, tr(B D) = ||X||_F^2.
+    Returns ``(ct_w, ct_eps)``; zero through s for inactive states (s = 1).
     """
-    w, s, y = res
-    ct_s, ct_y = cts
     k = w.shape[-1]
     eye = jnp.eye(k, dtype=w.dtype)
     active = s < 1.0
@@ -314,7 +297,7 @@ def _s_and_factor_bwd(res, cts):
     psi = jnp.triu(g) - 0.5 * jnp.diag(jnp.diagonal(g))
     p_bar = -(y.T @ psi @ y)
     p_bar = 0.5 * (p_bar + p_bar.T)
-    ct_s = ct_s + jnp.sum(p_bar * dmat)
+    ct_s = jnp.sum(p_bar * dmat)
     x = y @ dmat @ y.T
     b = y.T @ x @ y
     denom = jnp.where(active, jnp.sum(x * x), 1.0)
@@ -324,28 +307,28 @@ def _s_and_factor_bwd(res, cts):
     return ct_w, ct_eps
 
 
-_s_and_factor.defvjp(_s_and_factor_fwd, _s_and_factor_bwd)
-
-
 # ---------------------------------------------------------------------------
 # Per-state projections
 # ---------------------------------------------------------------------------
 
 
-def _map_states(fn, *args):
+def _map_states(fn, *args, block=None):
     """``vmap(fn)`` over the leading (state) axis of ``args``.
 
-    On CPU in blocks of ``_BLOCK`` states (``lax.map``): a block's working set
-    stays in cache, the program's temporary memory is a block's, and each
-    block iterates only as long as its own states need. One block on GPU/TPU.
+    On CPU in blocks of ``block`` states (default ``_BLOCK``; ``lax.map``): a
+    block's working set stays in cache, the program's temporary memory is a
+    block's, and each block iterates only as long as its own states need. One
+    block on GPU/TPU.
     """
+    block = _BLOCK if block is None else block
+
     def blocked(*a):
-        return jax.lax.map(lambda x: fn(*x), a, batch_size=_BLOCK)
+        return jax.lax.map(lambda x: fn(*x), a, batch_size=block)
 
     def whole(*a):
         return jax.vmap(fn)(*a)
 
-    if args[0].shape[0] <= _BLOCK:
+    if args[0].shape[0] <= block:
         return whole(*args)
     return jax.lax.platform_dependent(*args, cpu=blocked, default=whole)
 
@@ -416,32 +399,88 @@ def _cov_diag_bwd(res, ct):
 _cov_diag.defvjp(_cov_diag_fwd, _cov_diag_bwd)
 
 
-def _cov_full(chol, old_chol, eps):
-    """``[k, k]`` projected lower Cholesky factor of one full state."""
+def _whitened(chol, old_chol):
+    """``(L_o, M, W)`` of one full state: L_o = tril(old_chol), M = L~^-1 L_o and
+    the whitened target precision W = M^T M = L_o^T Lambda~ L_o, all ``[k, k]``."""
     old_chol = jnp.tril(old_chol)  # (solve_lower reads only the lower triangle of its matrix argument)
-    m = LA.solve_lower(chol, old_chol)  # L~^-1 L_o
-    w = m.T @ m  # whitened target precision L_o^T Lambda~ L_o
-    s, y = _s_and_factor(w, eps)
+    m = LA.solve_lower(chol, old_chol)
+    return old_chol, m, m.T @ m
+
+
+def _cov_full_state(chol, old_chol, eps):
+    """One full state: ``(projected factor [k, k], s [], y [k, k])``."""
+    old_chol, _, w = _whitened(chol, old_chol)
+    s = _root_s_full(w, eps)
+    y = _upper_inverse_factor((1.0 - s) * jnp.eye(w.shape[-1], dtype=w.dtype) + s * w)
     active = jnp.logical_not(s >= 1.0)
     # Sigma = L_o P^-1 L_o^T = (L_o U^-T)(L_o U^-T)^T and L_o U^-T = L_o Y^T is lower.
-    proj = jnp.tril(old_chol @ y.T)
-    return jnp.where(active, proj, chol)
+    return jnp.where(active, jnp.tril(old_chol @ y.T), chol), s, y
+
+
+def _cov_full_state_vjp(chol, old_chol, eps, s, y, ct):
+    """VJP of one full state w.r.t. ``(chol, old_chol, eps)``, recomputing L_o,
+    M and W: with C = tril(ct), Y_bar = C^T L_o, (W_bar, eps_bar) from
+    :func:`_factor_vjp`, M_bar = M (W_bar + W_bar^T), G = L~^-T M_bar:
+    L_o_bar = tril(C Y + G), L~_bar = -tril(G M^T)."""
+    old_chol, m, w = _whitened(chol, old_chol)
+    active = jnp.logical_not(s >= 1.0)
+    c = jnp.tril(ct)
+    ct_w, ct_eps = _factor_vjp(w, s, y, c.T @ old_chol)
+    g = LA.solve_lower(chol, m @ (ct_w + ct_w.T), transpose=True)
+    return (jnp.where(active, -jnp.tril(g @ m.T), ct), jnp.where(active, jnp.tril(c @ y + g), 0.0),
+            jnp.where(active, ct_eps, 0.0))
+
+
+@jax.custom_vjp
+def _cov_full(chol, old_chol, eps):
+    """``[n, k, k]`` projected lower Cholesky factors of ``n`` full states
+    (``chol``, ``old_chol`` ``[n, k, k]``, ``eps`` ``[n]``).
+
+    Per-state work in blocks of states on CPU (:func:`_map_states`), forward
+    and backward. A custom VJP whose residuals are the inputs, ``s`` and
+    ``Y``: the backward pass recomputes the whitening (one triangular solve)
+    instead of keeping its intermediates of every state alive.
+    """
+    return _cov_full_fwd(chol, old_chol, eps)[0]
+
+
+def _block_full(k):
+    """States per CPU block for full ``[k, k]`` states: the power of two nearest
+    below 16384 / k^2 (at least 16), so batches of power-of-two sizes split
+    without a remainder block."""
+    n = max(16, _BLOCK_NUMBERS_FULL // (k * k))
+    return 1 << (n.bit_length() - 1)
+
+
+def _cov_full_fwd(chol, old_chol, eps):
+    proj, s, y = _map_states(_cov_full_state, chol, old_chol, eps, block=_block_full(chol.shape[-1]))
+    return proj, (chol, old_chol, eps, s, y)
+
+
+def _cov_full_bwd(res, ct):
+    k = ct.shape[-1]
+    ct_chol, ct_old, ct_eps = _map_states(_cov_full_state_vjp, *res, ct, block=_block_full(k))
+    return ct_chol, ct_old, ct_eps.astype(res[2].dtype)
+
+
+_cov_full.defvjp(_cov_full_fwd, _cov_full_bwd)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _kl_batched(layout, mean, scale, old_mean, old_scale, eps_mean, eps_cov):
     """Validated inputs -> projection; jitted so eager calls compile once per shape.
 
-    Diagonal: the mean part per state, the covariance part on the whole batch
-    (:func:`_cov_diag`); full: both per state.
+    The mean part per state, the covariance part on the whole batch
+    (:func:`_cov_diag`, :func:`_cov_full`).
     """
     if layout.cov_type == "diag":
         def states(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
             mu = jax.vmap(functools.partial(_kl_mean, cov_type="diag"))(mean, old_mean, old_scale, eps_mean)
             return mu, _cov_diag(scale, old_scale, eps_cov)
     else:
-        def states(*args):
-            return jax.vmap(_kl_state_full)(*args)
+        def states(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
+            mu = jax.vmap(functools.partial(_kl_mean, cov_type="full"))(mean, old_mean, old_scale, eps_mean)
+            return mu, _cov_full(scale, old_scale, eps_cov)
 
     return _checks.batched_flat(states, layout.batch_shape, mean, scale, old_mean, old_scale, eps_mean, eps_cov)
 
@@ -449,11 +488,6 @@ def _kl_batched(layout, mean, scale, old_mean, old_scale, eps_mean, eps_cov):
 def _kl_mean(mean, old_mean, old_scale, eps_mean, cov_type):
     """Mean part of one state: 0.5 (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) <= eps_mean."""
     return project_mean_part(mean, old_mean, old_scale, eps_mean, "mahalanobis", cov_type, factor=0.5)
-
-
-def _kl_state_full(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
-    """One full-covariance state: ``[k]`` means, ``[k, k]`` lower Cholesky factors."""
-    return _kl_mean(mean, old_mean, old_scale, eps_mean, "full"), _cov_full(scale, old_scale, eps_cov)
 
 
 def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_type=None):
