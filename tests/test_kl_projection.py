@@ -520,7 +520,7 @@ def test_bad_input_raises():
 
 
 # ---------------------------------------------------------------------------
-# Diagonal states in blocks (CPU)
+# States in blocks (CPU) and the hand-written VJPs of the covariance parts
 # ---------------------------------------------------------------------------
 
 

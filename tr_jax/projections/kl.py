@@ -49,8 +49,8 @@ for the whole batch, whose residuals are the inputs, s and (full) the
 inverse factor Y = U^-1 of P = U U^T that gives the output scale L_o Y^T.
 The full one recomputes the whitening (a triangular solve) and is otherwise
 matrix products only (:func:`_factor_vjp`, :func:`_cov_full_state_vjp`; no
-Cholesky or triangular solve is differentiated). Gradients flow to the new and old means
-and scales and to the bounds, and nothing differentiates an
+Cholesky or triangular solve is differentiated). Gradients flow to the new
+and old means and scales and to the bounds, and nothing differentiates an
 eigendecomposition (safe for repeated eigenvalues). Reverse mode only.
 
 Accuracy (float64): the covariance part meets its bound to a relative error
@@ -473,14 +473,11 @@ def _kl_batched(layout, mean, scale, old_mean, old_scale, eps_mean, eps_cov):
     The mean part per state, the covariance part on the whole batch
     (:func:`_cov_diag`, :func:`_cov_full`).
     """
-    if layout.cov_type == "diag":
-        def states(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
-            mu = jax.vmap(functools.partial(_kl_mean, cov_type="diag"))(mean, old_mean, old_scale, eps_mean)
-            return mu, _cov_diag(scale, old_scale, eps_cov)
-    else:
-        def states(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
-            mu = jax.vmap(functools.partial(_kl_mean, cov_type="full"))(mean, old_mean, old_scale, eps_mean)
-            return mu, _cov_full(scale, old_scale, eps_cov)
+    cov = _cov_diag if layout.cov_type == "diag" else _cov_full
+
+    def states(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
+        mu = jax.vmap(functools.partial(_kl_mean, cov_type=layout.cov_type))(mean, old_mean, old_scale, eps_mean)
+        return mu, cov(scale, old_scale, eps_cov)
 
     return _checks.batched_flat(states, layout.batch_shape, mean, scale, old_mean, old_scale, eps_mean, eps_cov)
 

@@ -145,42 +145,39 @@ def project_mean_part(mean, old_mean, old_scale, eps, metric: str, cov_type: str
     the inputs and per-state scalars (see :func:`_mean_vector_metric`):
     reverse-mode differentiable only."""
     if metric == "euclidean" or cov_type == "diag":
-        return _mean_vector_metric(metric == "euclidean", factor, mean, old_mean, old_scale, eps)
+        return _mean_vector_metric(metric, cov_type, factor, mean, old_mean, old_scale, eps)
     return project_mean(mean, old_mean, factor * _distance(mean, old_mean, old_scale, metric, cov_type), eps)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _mean_vector_metric(euclidean, factor, mean, old_mean, old_scale, eps):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _mean_vector_metric(metric, cov_type, factor, mean, old_mean, old_scale, eps):
     """Mean part of one state with dist = factor * sum((mu~ - mu_o)^2 / s_o^2)
-    (``euclidean``: s_o = 1). ``mean``, ``old_mean`` ``[k]``, ``old_scale``
-    ``[k]`` std vector (or any scale, unused, if ``euclidean``), ``eps`` ``[]``.
+    ("diag" Mahalanobis) or factor * ||mu~ - mu_o||^2 ("euclidean": the scale,
+    of any ``cov_type``, is unused). ``mean``, ``old_mean`` ``[k]``, ``eps`` ``[]``.
 
     The backward pass recomputes the elementwise quantities from the inputs,
     so no ``[k]``-sized intermediate of any state is kept between the passes.
     """
-    return _mean_vector_metric_fwd(euclidean, factor, mean, old_mean, old_scale, eps)[0]
+    return _mean_vector_metric_fwd(metric, cov_type, factor, mean, old_mean, old_scale, eps)[0]
 
 
-def _mean_vector_metric_fwd(euclidean, factor, mean, old_mean, old_scale, eps):
-    diff = mean - old_mean
-    z = diff if euclidean else diff / old_scale
-    dist = factor * jnp.sum(z * z)
-    active, w = shrink_weight(dist, eps)
-    out = jnp.where(active, old_mean + w * diff, mean)
-    return out, (mean, old_mean, old_scale, eps, dist, w, active)
+def _mean_vector_metric_fwd(metric, cov_type, factor, mean, old_mean, old_scale, eps):
+    dist = factor * _distance(mean, old_mean, old_scale, metric, cov_type)
+    return project_mean(mean, old_mean, dist, eps), (mean, old_mean, old_scale, eps, dist)
 
 
-def _mean_vector_metric_bwd(euclidean, factor, res, ct):
+def _mean_vector_metric_bwd(metric, cov_type, factor, res, ct):
     """With c = ct and delta = mu~ - mu_o (active states; inactive: identity):
     d(mu)/d(mu~) c = w c - (c.delta) (factor w / dist) delta / s_o^2, the rest of
     c goes to mu_o, d/d(s_o) = (c.delta) (factor w / dist) delta^2 / s_o^3 and
     d/d(eps) = (c.delta) w / (2 eps)."""
-    mean, old_mean, old_scale, eps, dist, w, active = res
+    mean, old_mean, old_scale, eps, dist = res
+    euclidean = metric == "euclidean"
+    active, w = shrink_weight(dist, eps)
     diff = mean - old_mean
     c_dot = jnp.sum(ct * diff)
     coef = jnp.where(active, c_dot * factor * w / jnp.where(active, dist, 1.0), 0.0)
     inv_var = 1.0 if euclidean else 1.0 / (old_scale * old_scale)
-    w = jnp.where(active, w, 1.0)
     ct_mean = w * ct - coef * diff * inv_var
     ct_old_mean = ct - ct_mean
     if euclidean:
