@@ -170,7 +170,7 @@ def test_corrupt_or_missing_checkpoint_names_the_file(two_seeds, tmp_path):
     for path in data:  # garble every data file of the newest checkpoint
         with open(path, "r+b") as f:
             f.write(b"\xff" * 64)
-    with pytest.raises(CheckpointError, match=f"cannot restore checkpoint {copy}/checkpoints/24"):
+    with pytest.raises(CheckpointError, match=f"checkpoint {copy}/checkpoints/24 is broken"):
         run(None, run_dir=copy, resume=True, progress="none")
     shutil.rmtree(os.path.join(copy, "checkpoints"))
     with pytest.raises(CheckpointError, match=f"no checkpoint in {copy}/checkpoints"):

@@ -13,12 +13,20 @@ Typed PRNG keys are stored as their raw ``uint32`` key data and re-wrapped on
 restore; zero-size arrays (which Orbax cannot write) are left out and
 restored as empty arrays. Every failure to restore (missing directory, no checkpoint, a corrupt
 or incompatible one) raises :class:`CheckpointError` naming the path and the
-problem.
+problem in one line, and the older checkpoints there are (``.older``). A save
+that fails for lack of space or permission raises ``OSError`` (errno ENOSPC,
+EROFS, EACCES) naming the checkpoint, and removes its unfinished directory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
+import shutil
+import sys
+import tempfile
 from typing import Any, Optional
 
 import jax
@@ -26,7 +34,57 @@ import numpy as np
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or does not fit the state it should restore."""
+    """A checkpoint is missing, corrupt or does not fit the state it should restore; ``older``: the
+    checkpoints (iterations, ascending) older than the one that failed."""
+
+    def __init__(self, message: str, older: Optional[list] = None):
+        super().__init__(message)
+        self.older = list(older or [])
+
+
+# how TensorStore/Orbax spell the write failures an OSError would carry
+_WRITE_ERRNOS = (("RESOURCE_EXHAUSTED", errno.ENOSPC), ("No space left", errno.ENOSPC),
+                 ("Read-only file system", errno.EROFS), ("PERMISSION_DENIED", errno.EACCES),
+                 ("Permission denied", errno.EACCES))
+
+
+def _write_errno(e: Exception) -> Optional[int]:
+    """The errno of a failed write (ENOSPC, EROFS, EACCES, ...), also as TensorStore spells it; else None."""
+    if isinstance(e, OSError):
+        return e.errno
+    return next((code for text, code in _WRITE_ERRNOS if text in str(e)), None)
+
+
+@contextlib.contextmanager
+def _quiet_write_failures():
+    """Holds back what is written to file descriptor 2 and passes it on, unless a write failure is raised
+    (Orbax's threads, absl and asyncio then report every failed write, hundreds of lines for one full disk):
+    then it is dropped, as are asyncio's later reports of the save's unretrieved futures."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        quiet = False
+        try:
+            yield
+        except Exception as e:
+            quiet = _write_errno(e) is not None
+            if quiet:
+                logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            if not quiet:
+                held.seek(0)
+                os.write(saved, held.read())
+            os.close(saved)
+
+
+def _reason(e: Exception, limit: int = 200) -> str:
+    """The first line of an (Orbax/TensorStore) error, at most ``limit`` characters."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: " + (text if len(text) <= limit else text[:limit] + "...")
 
 
 def _is_key(x) -> bool:
@@ -73,10 +131,24 @@ class Checkpoints:
 
     def save(self, step: int, state, meta: dict) -> str:
         ocp = self._ocp
-        self._manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(_to_saveable(state)),
-                                                              meta=ocp.args.JsonSave(meta)), force=True)
-        self._manager.wait_until_finished()
+        try:
+            with _quiet_write_failures():
+                self._manager.save(int(step), args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(_to_saveable(state)), meta=ocp.args.JsonSave(meta)), force=True)
+                self._manager.wait_until_finished()
+        except Exception as e:
+            code = _write_errno(e)
+            if code is None:
+                raise
+            for name in os.listdir(self.directory):  # Orbax's unfinished "<step>.orbax-checkpoint-tmp..."
+                if name.startswith(f"{int(step)}.orbax-checkpoint-tmp"):
+                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+            raise OSError(code, os.strerror(code), self.path(step)) from None
         return self.path(step)
+
+    def delete(self, step: int) -> None:
+        """Removes checkpoint ``step``."""
+        self._manager.delete(int(step))
 
     def path(self, step: int) -> str:
         return os.path.join(self.directory, str(int(step)))
@@ -110,13 +182,16 @@ class Checkpoints:
             out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                       meta=ocp.args.JsonRestore()))
         except Exception as e:  # Orbax raises many types; all mean "this checkpoint cannot be used"
-            raise CheckpointError(f"cannot restore checkpoint {self.path(step)}: {type(e).__name__}: {e}") from e
+            older = [s for s in steps if s < step]
+            raise CheckpointError(f"checkpoint {self.path(step)} is broken ({_reason(e)}); "
+                                  + (f"older checkpoints: {', '.join(map(str, older))}" if older
+                                     else "there is no older checkpoint"), older) from e
         state = out["state"]
         got = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), state)
         want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), abstract)
         if jax.tree.structure(state) != jax.tree.structure(abstract) or got != want:
             raise CheckpointError(f"checkpoint {self.path(step)} does not fit this run's state "
-                                  f"(different config or tr_jax version?)")
+                                  f"(different config or tr_jax version?)", [s for s in steps if s < step])
         return _from_saveable(state, like), dict(out["meta"])
 
     def close(self):

@@ -1,7 +1,7 @@
 """The ``tr-jax`` command (also ``python -m tr_jax``).
 
     tr-jax train [CONFIG_FILE] [--set key=value ...] [--sweep key=v1,v2 ...] [--seeds N] [--seed S] [--run-dir DIR]
-    tr-jax train --resume RUN_DIR [--set key=value ...]
+    tr-jax train --resume RUN_DIR [--checkpoint ITERATION] [--set key=value ...]
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
     tr-jax plot RUN_DIR... [--out FILE] [--metric NAME ...] [--label LABEL ...]
     tr-jax render RUN_DIR [--out FILE.html] [--gif FILE.gif] [--checkpoint ITERATION] [--max-steps N]
@@ -10,7 +10,8 @@
 ``train`` with no config file runs a built-in quick config (TRPL with the KL
 projection on Brax's inverted pendulum, 200-step episodes) that learns in a
 few minutes on two CPU cores. Exit status: 0 done, 1 training diverged, 2 bad arguments or
-files, 130 interrupted (a checkpoint was written; continue with ``--resume``).
+files, a run directory in use by another process, or a write that failed (full disk, read-only),
+130 interrupted (a checkpoint was written; continue with ``--resume``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directory (default runs/<env>-<algorithm>-<time>)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR (a run or a sweep directory) from its newest checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="start an existing run directory again from scratch")
+    t.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION",
+                   help="with --resume: continue from this checkpoint instead of the newest (e.g. when the newest "
+                        "is broken); the newer checkpoints and rows are removed")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start an existing run directory again from scratch (only a tr_jax run or sweep "
+                        "directory holding nothing else)")
     t.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="a live bar on a terminal, one line per chunk otherwise (default auto)")
     d = t.add_argument_group("several hosts (jax.distributed; start the same command on every host)")
@@ -171,7 +177,8 @@ def _train(args) -> int:
         config = _config(args)
         sweep = [parse_sweep(x) for x in args.sweeps]
         options = dict(seed=args.seed, num_seeds=args.seeds, run_dir=args.resume or args.run_dir,
-                       resume=bool(args.resume), overwrite=args.overwrite, progress=args.progress)
+                       resume=bool(args.resume), overwrite=args.overwrite, progress=args.progress,
+                       checkpoint=args.checkpoint)
         if sweep or (args.resume and os.path.exists(os.path.join(args.resume, SWEEP_FILE))):
             results = run_sweep(config, sweep, **options)
         else:
@@ -179,7 +186,7 @@ def _train(args) -> int:
     except TrainingDiverged as e:
         print(f"tr-jax train: {e}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
         print(f"tr-jax train: error: {e}", file=sys.stderr)
         return 2
     result = results[0]

@@ -340,23 +340,29 @@ def run_compare(args, prog: str = "tr-jax compare") -> int:
                 failed |= action == "diverged"
                 continue
             status = train(run_dir, config, args.seeds, args.seed, action, timings, f"{env}/{setup}", args.progress)
-        except (ValueError, RuntimeError) as e:  # a different config in the run directory, a bad checkpoint
+        except (ValueError, RuntimeError, OSError) as e:  # a different config, a bad checkpoint, a full disk
             print(f"{prog}: {env} / {setup} failed: {e}", file=sys.stderr)
             failed = True
             continue
         failed |= status != "finished"
         if status == "interrupted":
             break
-    rows = [r for (env, setup) in configs
-            if (r := summarize(args.out, env, setup, timings, args.table_at)) is not None]
-    text = table(rows)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(text)
-    print(text)
-    for env in args.envs:
-        path = plot(args.out, env, args.setups, args.smooth)
-        if path:
-            print(f"wrote {path}")
+    from tr_jax.plot import PlotError
+
+    try:
+        rows = [r for (env, setup) in configs
+                if (r := summarize(args.out, env, setup, timings, args.table_at)) is not None]
+        text = table(rows)
+        with open(os.path.join(args.out, "results.md"), "w") as f:
+            f.write(text)
+        print(text)
+        for env in args.envs:
+            path = plot(args.out, env, args.setups, args.smooth)
+            if path:
+                print(f"wrote {path}")
+    except (R.RunDirError, PlotError) as e:  # e.g. an iteration written twice (two processes at once)
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     return 1 if failed else 0
 
 

@@ -96,7 +96,7 @@ def default_label(config: dict) -> str:
 
 
 def load_run(path: str, label: Optional[str] = None) -> Run:
-    """Reads a run directory; ``PlotError`` if it is not one."""
+    """Reads a run directory; ``PlotError`` if it is not one, or its rows are damaged or duplicated."""
     try:
         rd = R.RunDir.existing(path)
     except FileNotFoundError as e:
@@ -105,7 +105,10 @@ def load_run(path: str, label: Optional[str] = None) -> Run:
     if label is None:  # a sweep's setting adds its own label ("eps_cov=0.001") to the default
         setting = rd.info().get("label")
         label = default_label(config) + (f" {setting}" if setting else "")
-    return Run(rd.path, config, label, rd.read_metrics(), rd.read_eval())
+    try:
+        return Run(rd.path, config, label, rd.read_metrics(), rd.read_eval())
+    except R.RunDirError as e:  # an iteration written twice, a line that is not JSON
+        raise PlotError(str(e)) from None
 
 
 def bootstrap_band(values: np.ndarray, confidence: float = 0.95, num_resamples: int = 2000,

@@ -15,13 +15,18 @@ Faults: a NaN (the trainer's guard) stops the run at the end of its chunk
 (:class:`TrainingDiverged`, naming the iteration; the last good checkpoint
 stays). The first Ctrl-C (SIGINT) finishes the chunk in flight, writes a
 checkpoint and returns (status "interrupted"); a second one exits at once.
-A resumed run (``resume=True``) restores the newest checkpoint, cuts the
-``.jsonl`` files back to it and continues bit-exactly: the same parameters and
-metrics as a run that was never stopped.
+A resumed run (``resume=True``) restores the newest checkpoint (or
+``checkpoint=N``, removing the newer ones), cuts the ``.jsonl`` files back to it
+and continues bit-exactly: the same parameters and metrics as a run that was
+never stopped. The run (or sweep) directory is locked for the whole run
+(:class:`tr_jax.rundir.RunLock`: a second process fails at once naming the
+holder); a write that fails (full disk, read-only) raises
+:class:`tr_jax.rundir.RunDirWriteError`, one line saying what is intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -194,13 +199,13 @@ class _Group(NamedTuple):
     changed: dict
 
 
-SWEEP_FILE = "sweep.json"
+SWEEP_FILE = R.SWEEP_FILE
 
 
 def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1, run_dir: Optional[str] = None,
         resume: bool = False, overwrite: bool = False, progress: str = "auto",
         progress_fn: Optional[Callable[[int, dict], None]] = None, on_divergence: str = "raise",
-        runs_root: str = "runs", env=None) -> RunResult:
+        runs_root: str = "runs", env=None, checkpoint: Optional[int] = None) -> RunResult:
     """Trains ``config`` for ``num_seeds`` seeds (vmapped) with progress, metrics files, evaluation and checkpoints.
 
     Args:
@@ -211,7 +216,8 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
       run_dir: the run directory (default ``runs_root/<env>-<algo>-<time>``).
       resume: continue ``run_dir`` from its newest checkpoint (seed and
         num_seeds come from the run directory).
-      overwrite: start ``run_dir`` again even if it exists.
+      overwrite: start ``run_dir`` again even if it exists (only a tr_jax run
+        directory holding nothing else is emptied; anything else is an error).
       progress: "auto" (a bar on a terminal, lines otherwise), "bar", "lines", "none".
       progress_fn: ``progress_fn(env_steps, metrics)`` after every chunk, where
         ``metrics`` maps names to the chunk's ``[num_seeds, n]`` arrays and, after
@@ -221,10 +227,13 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
         ``config.env_name`` (see :func:`tr_jax.train.make_trainer`); the run
         directory records only the config, so pass the same env again to
         resume (and to :func:`load_checkpoint`).
+      checkpoint: with ``resume``, the iteration of the checkpoint to continue
+        from instead of the newest (e.g. when the newest is broken); the newer
+        checkpoints and rows are removed.
     Returns:
       :class:`RunResult`.
     """
-    _check_options(on_divergence, num_seeds, resume, run_dir, config)
+    _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint)
     if resume:
         rd = R.RunDir.existing(run_dir)
         if os.path.exists(os.path.join(rd.path, SWEEP_FILE)):
@@ -233,21 +242,24 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
         config, changed = resume_config(saved, config)
         info = rd.info()
         seed, num_seeds = int(info["seed"]), int(info["num_seeds"])
-        groups = lambda: [_Group("", config, rd, changed)]
+        def groups(hold):
+            hold(rd.path)
+            return [_Group("", config, rd, changed)]
     else:
-        def groups():
-            rd = R.RunDir.create(run_dir or os.path.join(runs_root, R.default_name(config)), overwrite=overwrite)
+        def groups(hold):
+            rd = R.RunDir.create(run_dir or os.path.join(runs_root, R.default_name(config)), overwrite, hold)
             R.write_json(rd.config, config_to_dict(config))
             rd.write_info(seed, num_seeds)
             return [_Group("", config, rd, {})]
-    results = _run_groups(config, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env)
+    results = _run_groups(config, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env,
+                          checkpoint)
     return results[0]
 
 
 def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: int = 0, num_seeds: int = 1,
               run_dir: Optional[str] = None, resume: bool = False, overwrite: bool = False, progress: str = "auto",
               progress_fn: Optional[Callable[[int, dict], None]] = None, on_divergence: str = "raise",
-              runs_root: str = "runs", env=None) -> list:
+              runs_root: str = "runs", env=None, checkpoint: Optional[int] = None) -> list:
     """Trains every setting of a hyperparameter grid x ``num_seeds`` seeds as ONE compiled program.
 
     ``sweep``: ``[(key, values), ...]`` over :data:`tr_jax.hyperparams.SWEEPABLE`
@@ -259,7 +271,8 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
     (``eps_cov=0.0001,eps_mean=0.01``): ``tr-jax eval/plot/render`` work on each,
     and ``tr-jax plot DIR/*`` draws one curve per setting. ``resume=True``
     continues all settings from their newest checkpoints (``config`` None or
-    changed only in ``RESUME_SAFE`` fields, applied to every setting).
+    changed only in ``RESUME_SAFE`` fields, applied to every setting; ``checkpoint``
+    as for :func:`run`). The sweep directory and every setting's are locked.
     ``progress_fn`` gets ``[settings * num_seeds, n]`` arrays, setting-major;
     ``env`` as for :func:`run`.
 
@@ -267,7 +280,7 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
     """
     from tr_jax.hyperparams import sweep_configs
 
-    _check_options(on_divergence, num_seeds, resume, run_dir, config)
+    _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint)
     if resume:
         path = os.path.abspath(run_dir)
         try:
@@ -286,31 +299,35 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
             c, changed = resume_config(saved, given)
             groups_now.append(_Group(label, c, rd, changed))
         base = groups_now[0].config
-        groups = lambda: groups_now
+
+        def groups(hold):
+            for d in (path, *(g.rd.path for g in groups_now)):
+                hold(d)
+            return groups_now
     else:
         if not sweep:
             raise ValueError("run_sweep needs at least one (key, values) to sweep; use run for a single setting")
         settings = sweep_configs(config, sweep)
         base = settings[0][1]
 
-        def groups():
+        def groups(hold):
             name = R.default_name(config).rsplit("-", 2)
             path = run_dir or os.path.join(runs_root, f"{name[0]}-sweep-{name[1]}-{name[2]}")
-            top = R.RunDir.create(path, overwrite=overwrite)
+            top = R.RunDir.create(path, overwrite, hold)
             R.write_json(os.path.join(top.path, SWEEP_FILE), {
                 "sweep": [[k, list(v)] for k, v in sweep], "settings": [label for label, _ in settings],
                 "seed": seed, "num_seeds": num_seeds, "versions": R.versions()})
             out = []
             for label, c in settings:
-                rd = R.RunDir.create(os.path.join(top.path, label))
+                rd = R.RunDir.create(os.path.join(top.path, label), hold=hold)
                 R.write_json(rd.config, config_to_dict(c))
                 rd.write_info(seed, num_seeds, {"label": label, "sweep": os.path.basename(top.path)})
                 out.append(_Group(label, c, rd, {}))
             return out
-    return _run_groups(base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env)
+    return _run_groups(base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint)
 
 
-def _check_options(on_divergence, num_seeds, resume, run_dir, config):
+def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint):
     if on_divergence not in ("raise", "return"):
         raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
     if resume and run_dir is None:
@@ -319,32 +336,54 @@ def _check_options(on_divergence, num_seeds, resume, run_dir, config):
         raise ValueError("run needs a config (or resume=True)")
     if not isinstance(num_seeds, int) or num_seeds < 1:
         raise ValueError(f"num_seeds must be a positive int, got {num_seeds!r}")
+    if checkpoint is not None and not resume:
+        raise ValueError("checkpoint (--checkpoint) chooses where a resumed run continues: it needs resume")
 
 
-def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env) -> list:
-    """Builds the trainer (checking the env before any file is written), then the groups' directories, then loops."""
+def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env,
+                checkpoint) -> list:
+    """Builds the trainer (checking the env before any file is written), then the groups' directories (each
+    locked by ``make_groups(hold)`` calling ``hold(directory)`` before it writes or cuts anything there), then
+    loops; the locks are released at the end. A failed write becomes a one-line :class:`R.RunDirWriteError`."""
     validate(config)
     from tr_jax.train import make_trainer
 
-    with _MujocoLog() as mujoco_log:
-        trainer = make_trainer(config, env)  # checks the env before any file is written
-        groups = make_groups()
-        mujoco_log.path = groups[0].rd.mujoco_log
-        mujoco_log.flush()
-        display = make_progress(progress)
-        with _Interrupts(display.log) as interrupts:
-            try:
-                return _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn,
-                             on_divergence)
-            finally:
-                display.close()
+    groups = []
+    try:
+        with _MujocoLog() as mujoco_log, contextlib.ExitStack() as held:
+            trainer = make_trainer(config, env)  # checks the env before any file is written
+            locks = []
+            groups = make_groups(lambda path: locks.append(held.enter_context(R.RunLock(path))))
+            mujoco_log.path = groups[0].rd.mujoco_log
+            mujoco_log.flush()
+            display = make_progress(progress)
+            for lock in locks:
+                if lock.note:
+                    display.log(lock.note)
+            with _Interrupts(display.log) as interrupts:
+                try:
+                    return _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn,
+                                 on_divergence, checkpoint)
+                finally:
+                    display.close()
+    except OSError as e:
+        failure = R.write_failure(e, groups[0].rd.checkpoints, _resume_dir(groups)) if groups else \
+            R.write_failure(e, None, None)
+        if failure is None:
+            raise
+        raise R.RunDirWriteError(failure, e) from e
+
+
+def _resume_dir(groups) -> str:
+    """The directory ``--resume`` takes: the run directory, or a sweep's."""
+    return groups[0].rd.path if len(groups) == 1 and not groups[0].label else os.path.dirname(groups[0].rd.path)
 
 
 def _slice(tree, g: int, n: int):
     return jax.tree.map(lambda x: x[g * n:(g + 1) * n], tree)
 
 
-def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn, on_divergence):
+def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn, on_divergence, checkpoint):
     from tr_jax.hyperparams import SWEEPABLE, Hyperparams
 
     config = trainer.config
@@ -369,22 +408,38 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
     if resume:
         parts, its = [], set()
         for g, ckpt in zip(groups, ckpts):
-            part, meta = ckpt.restore(None, _slice(state, groups.index(g), n))
+            try:
+                part, meta = ckpt.restore(checkpoint, _slice(state, groups.index(g), n))
+            except CheckpointError as e:
+                if not e.older:
+                    raise
+                raise CheckpointError(f"{e}: resume from one with tr-jax train --resume {_resume_dir(groups)} "
+                                      f"--checkpoint {e.older[-1]} (the iterations after it are trained again)",
+                                      e.older) from e
             parts.append(part)
             its.add(int(meta["iteration"]))
         if len(its) != 1:
             raise CheckpointError(f"the settings' newest checkpoints are at different iterations {sorted(its)}")
         it = its.pop()
+        for g, ckpt in zip(groups, ckpts):  # newer than the one chosen: they would collide with the new saves
+            newer = [s for s in ckpt.steps() if s > it]
+            for s in newer:
+                ckpt.delete(s)
+            if newer:
+                display.log(f"removed the checkpoints newer than {it} from {where(g)}: {', '.join(map(str, newer))}")
         state = jax.device_put(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0],
                                shardings)
         for g in groups:
-            dropped = g.rd.cut(g.rd.metrics, it) + g.rd.cut(g.rd.eval, it)
+            notes = g.rd.cut(g.rd.metrics, it, n, every_iteration=True) + g.rd.cut(g.rd.eval, it, n, False)
             if g.changed:  # only once the checkpoint is known to restore
                 R.write_json(g.rd.config, config_to_dict(g.config))
             display.log(f"resumed {where(g)} at iteration {it} ({it * steps_per_it:,} env steps)"
-                        + (f"; dropped {dropped} lines written after that checkpoint" if dropped else "")
+                        + "".join(f"; {x}" for x in notes if not x.startswith("warning"))
                         + (f"; changed {', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in g.changed.items())}"
                            if g.changed else ""))
+            for x in notes:
+                if x.startswith("warning"):
+                    display.log(x)
     else:
         display.log(f"run directory {groups[0].rd.path}" if S == 1 else
                     f"sweep of {S} settings x {n} seed(s) in {os.path.dirname(groups[0].rd.path)}")
@@ -488,8 +543,8 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
             break
         if interrupts.requested:
             status = "interrupted"
-            target = groups[0].rd.path if S == 1 else os.path.dirname(groups[0].rd.path)
-            display.log(f"interrupted at iteration {it}; checkpoint written; continue with: tr-jax train --resume {target}")
+            display.log(f"interrupted at iteration {it}; checkpoint written; continue with: tr-jax train --resume "
+                        f"{_resume_dir(groups)}")
             break
 
     loop_s = time.perf_counter() - wall_start - compile_s
