@@ -61,7 +61,8 @@ class RunResult(NamedTuple):
     """What :func:`run` returns.
 
     state: final TrainState, leaves with a leading ``[num_seeds]`` dim.
-    metrics: dict of numpy arrays ``[num_seeds, iterations run by this call]``.
+    metrics: dict of numpy arrays ``[num_seeds, iterations run by this call]``; empty when the call had
+      nothing to do (a finished run resumed).
     evals: the rows written to ``eval.jsonl`` by this call.
     status: "finished", "interrupted" (SIGINT), "preempted" (SIGTERM or SIGUSR1) or "diverged".
     iteration: iterations done (the checkpoint step at the end).
