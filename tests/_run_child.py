@@ -3,6 +3,11 @@
 Registers the line env (tests/_line_env.py) and runs the ``tr-jax`` CLI's main
 with ``train`` plus the given arguments; with ``TR_JAX_TEST_SLEEP`` set, every
 chunk ends with that many seconds of sleep (so a test can kill it mid-run).
+With ``TR_JAX_TEST_WAIT_AT=STEPS`` and ``TR_JAX_TEST_MARKER=PATH``, the chunk
+that ends at env step STEPS writes ``PATH`` and then waits for
+``TR_JAX_TEST_WAIT_SIGNALS`` (default 1) signals to arrive, writing
+``PATH.<i>`` after the i-th (so a test signals at a known iteration, with no
+timing involved).
 """
 
 import os
@@ -19,11 +24,35 @@ from tr_jax import run as run_module  # noqa: E402
 from tr_jax.cli import main  # noqa: E402
 
 SLEEP = float(os.environ.get("TR_JAX_TEST_SLEEP", "0"))
-if SLEEP:
+WAIT_AT = int(os.environ.get("TR_JAX_TEST_WAIT_AT", "0"))
+MARKER = os.environ.get("TR_JAX_TEST_MARKER", "")
+WAIT_SIGNALS = int(os.environ.get("TR_JAX_TEST_WAIT_SIGNALS", "1"))
+arrived = []
+
+if WAIT_AT:
+    _handler = run_module._Interrupts._handler
+
+    def counting_handler(self, signum, frame):
+        _handler(self, signum, frame)
+        arrived.append(signum)
+        open(f"{MARKER}.{len(arrived)}", "w").close()
+
+    run_module._Interrupts._handler = counting_handler
+
+
+def progress_fn(steps, metrics):
+    time.sleep(SLEEP)
+    if steps == WAIT_AT:
+        open(MARKER, "w").close()
+        while len(arrived) < WAIT_SIGNALS:
+            time.sleep(0.01)
+
+
+if SLEEP or WAIT_AT:
     _run = run_module.run
 
     def slow_run(*args, **kwargs):
-        return _run(*args, progress_fn=lambda steps, metrics: time.sleep(SLEEP), **kwargs)
+        return _run(*args, progress_fn=progress_fn, **kwargs)
 
     run_module.run = slow_run
 

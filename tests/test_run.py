@@ -278,6 +278,116 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(config_file, tmp_path):
     assert [r["iteration"] for r in rows] == list(range(summary["iterations"]))
 
 
+def _signal_child(run_dir, marker, wait_at, *args, signals=1):
+    """A child that pauses after the chunk ending at env step ``wait_at`` until ``signals`` signals arrived."""
+    env = dict(os.environ, TR_JAX_TEST_WAIT_AT=str(wait_at), TR_JAX_TEST_MARKER=marker,
+               TR_JAX_TEST_WAIT_SIGNALS=str(signals), PYTHONPATH=os.pathsep.join(
+                   filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])))
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "_run_child.py"), "train", *args,
+                             "--run-dir", run_dir, "--progress", "lines"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_file(path, proc, timeout=300):
+    t0 = time.time()
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise AssertionError(f"child ended before writing {path}:\n{proc.stdout.read()}")
+        if time.time() - t0 > timeout:
+            proc.kill()
+            raise AssertionError(f"no {path} within the timeout")
+        time.sleep(0.02)
+
+
+def test_sigterm_checkpoints_where_it_stopped_and_resume_is_exact(two_seeds, config_file, tmp_path):
+    """SIGTERM after iteration 6 (checkpoint_every 4), twice (as a scheduler's batch shell may forward it):
+    checkpoint 6, summary "preempted", exit 75; --resume then ends exactly as the uninterrupted run."""
+    _, ref, _ = two_seeds
+    d, marker = str(tmp_path / "term"), str(tmp_path / "marker")
+    p = _signal_child(d, marker, 6 * 32, config_file, "--seeds", "2", "--seed", "3", signals=2)
+    _wait_for_file(marker, p)
+    p.send_signal(signal.SIGTERM)
+    _wait_for_file(marker + ".1", p)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 75, out
+    assert "SIGTERM: finishing this chunk and writing a checkpoint" in out
+    assert "SIGTERM: already stopping (SIGTERM)" in out
+    assert f"preempted at iteration 6 (192 env steps) by SIGTERM; checkpoint {d}/checkpoints/6 written; " \
+           f"continue with: tr-jax train --resume {d}" in out
+    summary = json.load(open(os.path.join(d, "summary.json")))
+    assert (summary["status"], summary["signal"], summary["iterations"]) == ("preempted", "SIGTERM", 6)
+    assert summary["checkpoints"] == [4, 6]  # 6: written because of the signal
+    assert [(r["iteration"], r["seed"]) for r in read_jsonl(os.path.join(d, "metrics.jsonl"))] == \
+        [(i, s) for i in range(6) for s in range(2)]
+
+    p_res = subprocess.run([sys.executable, os.path.join(HERE, "_run_child.py"), "train", "--resume", d,
+                            "--progress", "lines"], capture_output=True, text=True, timeout=300)
+    assert p_res.returncode == 0, p_res.stdout + p_res.stderr
+    assert "resumed" in p_res.stdout and "finished: 24 iterations" in p_res.stdout
+    assert read_jsonl(os.path.join(ref, "metrics.jsonl")) == read_jsonl(os.path.join(d, "metrics.jsonl"))
+    assert read_jsonl(os.path.join(ref, "eval.jsonl")) == read_jsonl(os.path.join(d, "eval.jsonl"))
+    jax.tree.map(np.testing.assert_array_equal, _params(ref)[0], _params(d)[0])
+    summary = json.load(open(os.path.join(d, "summary.json")))
+    assert (summary["status"], summary["signal"], summary["iterations"]) == ("finished", None, 24)
+
+
+def test_sigusr1_stops_with_a_checkpoint(config_file, tmp_path):
+    """SLURM's --signal=USR1@T warning: the same as SIGTERM, after the first chunk (iteration 2)."""
+    d, marker = str(tmp_path / "usr1"), str(tmp_path / "marker")
+    p = _signal_child(d, marker, 2 * 32, config_file)
+    _wait_for_file(marker, p)
+    p.send_signal(signal.SIGUSR1)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 75, out
+    assert "SIGUSR1: finishing this chunk" in out and "preempted at iteration 2 (64 env steps) by SIGUSR1" in out
+    assert "preempted: 2 iterations" in out
+    summary = json.load(open(os.path.join(d, "summary.json")))
+    assert (summary["status"], summary["signal"], summary["checkpoints"]) == ("preempted", "SIGUSR1", [2])
+
+
+def _snapshot(path):
+    """Every file under ``path``: its bytes and modification time."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            full = os.path.join(root, f)
+            out[os.path.relpath(full, path)] = (open(full, "rb").read(), os.stat(full).st_mtime_ns)
+    return out
+
+
+def test_resuming_a_finished_run_changes_nothing(two_seeds, tmp_path, capsys):
+    import shutil
+
+    _, d, _ = two_seeds
+    copy = str(tmp_path / "done")
+    shutil.copytree(d, copy)
+    before = _snapshot(copy)
+    assert cli.main(["train", "--resume", copy, "--progress", "lines"]) == 0
+    out = capsys.readouterr().out
+    assert f"run {copy} is already finished at iteration 24 (768 env steps); nothing to do" in out
+    assert f"finished: 24 iterations, nothing to do; run directory {copy}" in out and "nan" not in out
+    assert _snapshot(copy) == before
+    # a budget below the iteration reached is an error, before config.json is touched
+    assert cli.main(["train", "--resume", copy, "--set", "total_env_steps=320", "--progress", "lines"]) == 2
+    err = capsys.readouterr().err
+    assert f"{copy} is at iteration 24 (768 env steps): total_env_steps=320 (10 iterations) is below that" in err
+    assert len(err.strip().splitlines()) == 1 and _snapshot(copy) == before
+
+
+def test_bound_fields_after_a_nan():
+    from tr_jax.run import _bound_fields
+
+    eps = {"eps_mean": np.array([0.1, 0.1]), "eps_cov": np.array([0.01, 0.01]), "max_kl": np.array([0.1, 0.1])}
+    nan = np.array([np.nan, np.nan])
+    assert _bound_fields(LINE, {"mean_part_max": nan, "cov_part_max": nan}, eps) == {"mean/cov part": ""}
+    assert _bound_fields(LINE, {"mean_part_max": nan, "cov_part_max": np.array([0.005, np.nan])}, eps) == \
+        {"mean/cov part": "-/50% of bound"}
+    assert _bound_fields(LINE, {"mean_part_max": np.array([0.02, 0.04]), "cov_part_max": np.array([0.01, 0.01])},
+                         eps) == {"mean/cov part": "30%/100% of bound"}
+    assert _bound_fields(LINE.replace(algorithm="trpo"), {"kl_mean": nan}, eps) == {"kl/max_kl": ""}
+
+
 # ----------------------------------------------------------------------------
 # CLI
 
@@ -321,6 +431,40 @@ def test_config_file_errors_name_file_and_key(tmp_path, capsys):
     bad.write_text('env_name = "hopper"\nnum_env = 8\n')
     assert cli.main(["train", str(bad), "--run-dir", str(tmp_path / "r")]) == 2
     assert f"{bad}: unknown key(s) ['num_env']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--seeds", "3"], "--seeds cannot be given with --resume"),
+    (["--seed", "7"], "--seed cannot be given with --resume"),
+    (["--overwrite"], "--overwrite cannot be given with --resume"),
+    (["--seed", "0", "--seeds", "1"], "--seeds and --seed cannot be given with --resume"),
+    (["--sweep", "eps_cov=1e-3,1e-2"], "--sweep cannot be given with --resume"),
+    (["--run-dir", "elsewhere"], "--run-dir and --resume name different directories"),
+    (["--set", "eps_cov=0.5"], "--set eps_cov: swept in"),
+])
+def test_cli_flags_that_conflict_with_resume(flags, match, tmp_path, capsys):
+    d = tmp_path / "sweep"
+    d.mkdir()
+    (d / "sweep.json").write_text(json.dumps({"sweep": [["eps_cov", [1e-3, 1e-2]]], "seed": 0, "num_seeds": 1,
+                                              "settings": ["eps_cov=0.001", "eps_cov=0.01"]}))
+    before = sorted(os.listdir(d))
+    assert cli.main(["train", "--resume", str(d), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tr-jax train: error: ") and match in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(os.listdir(d)) == before
+
+
+def test_malformed_config_files_are_named(tmp_path, capsys):
+    cases = {"bad.toml": 'env_name = "hopper"\nnum_envs = ?\n', "bad.json": '{"env_name": "hopper",\n "num_envs": }',
+             "top.yaml": "base: bad.json\neps_cov: 0.001\n"}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+    for name, bad in (("bad.toml", "bad.toml"), ("bad.json", "bad.json"), ("top.yaml", "bad.json")):
+        assert cli.main(["train", str(tmp_path / name), "--run-dir", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert f"error: config file {tmp_path / bad} does not parse: " in err and "line 2" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "r")
 
 
 def test_cli_eval(two_seeds, capsys):

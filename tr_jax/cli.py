@@ -9,14 +9,19 @@
 
 ``train`` with no config file runs a built-in quick config (TRPL with the KL
 projection on Brax's inverted pendulum, 200-step episodes) that learns in a
-few minutes on two CPU cores. Exit status: 0 done, 1 training diverged, 2 bad arguments or
-files, a run directory in use by another process, or a write that failed (full disk, read-only),
-130 interrupted (a checkpoint was written; continue with ``--resume``).
+few minutes on two CPU cores. Exit status of ``train``: 0 done (or nothing left to do), 1
+training diverged, 2 bad arguments or files, a run directory in use by another process, or a write
+that failed (full disk, read-only), 130 interrupted by Ctrl-C, 75 stopped by SIGTERM or SIGUSR1
+(preempted). After 130 and 75 a checkpoint at the iteration reached was written: continue with
+``--resume``. 75 is sysexits' EX_TEMPFAIL ("temporary failure; retry"): a batch script can requeue
+on it, and it differs from 143, which a shell reports for a process that SIGTERM killed before it
+could save anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from tr_jax.config import QUICK_CONFIG, RESUME_SAFE, field_names, load_config_file, parse_assignment, type_name
@@ -50,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every combination of these values (repeatable; keys: " + ", ".join(SWEEPABLE)
                         + ") x --seeds seeds as ONE compiled program; RUN_DIR gets one run directory per setting, "
                           "e.g. --sweep eps_cov=1e-4,1e-3,1e-2 --sweep eps_mean=0.01,0.03")
-    t.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds trained at once with jax.vmap (default 1)")
-    t.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    t.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="seeds trained at once with jax.vmap (default 1; not with --resume)")
+    t.add_argument("--seed", type=int, default=None, help="base seed (default 0; not with --resume)")
     t.add_argument("--run-dir", default=None, metavar="DIR",
                    help="run directory (default runs/<env>-<algorithm>-<time>)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -61,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "is broken); the newer checkpoints and rows are removed")
     t.add_argument("--overwrite", action="store_true",
                    help="start an existing run directory again from scratch (only a tr_jax run or sweep "
-                        "directory holding nothing else)")
+                        "directory holding nothing else; not with --resume)")
     t.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="a live bar on a terminal, one line per chunk otherwise (default auto)")
     d = t.add_argument_group("several hosts (jax.distributed; start the same command on every host)")
@@ -133,15 +139,17 @@ def _config(args):
     if args.resume and not args.config_file and not args.assignments:
         return None
     if args.resume and not args.config_file:
-        import os
-
         from tr_jax.config import config_from_dict
         from tr_jax.rundir import RunDir, read_json
         from tr_jax.run import SWEEP_FILE
 
         path = args.resume
         if os.path.exists(os.path.join(path, SWEEP_FILE)):  # a sweep: the first setting's config carries the rest
-            path = os.path.join(path, read_json(os.path.join(path, SWEEP_FILE))["settings"][0])
+            meta = read_json(os.path.join(path, SWEEP_FILE))
+            swept = sorted({k for k, _ in meta["sweep"]} & {parse_assignment(a)[0] for a in args.assignments})
+            if swept:
+                raise ValueError(f"--set {', '.join(swept)}: swept in {path}; a resumed sweep keeps its values")
+            path = os.path.join(path, meta["settings"][0])
         rd = RunDir.existing(path)
         config = config_from_dict(read_json(rd.config), where=rd.config)
     else:
@@ -150,20 +158,12 @@ def _config(args):
 
 
 def _train(args) -> int:
-    import os
-
     from tr_jax.hyperparams import parse_sweep
     from tr_jax.run import SWEEP_FILE, TrainingDiverged, run, run_sweep
 
-    if args.seeds < 1:
-        print("tr-jax train: error: --seeds must be >= 1", file=sys.stderr)
-        return 2
-    if args.resume and args.run_dir and args.run_dir != args.resume:
-        print("tr-jax train: error: --run-dir and --resume name different directories", file=sys.stderr)
-        return 2
-    if args.resume and args.sweeps:
-        print("tr-jax train: error: --sweep cannot change on --resume (the sweep is saved in the directory)",
-              file=sys.stderr)
+    problem = _train_conflict(args)
+    if problem:
+        print(f"tr-jax train: error: {problem}", file=sys.stderr)
         return 2
     explicit = (args.coordinator, args.num_processes, args.process_id)
     if any(x is not None for x in explicit) and not all(x is not None for x in explicit):
@@ -176,7 +176,7 @@ def _train(args) -> int:
             jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         config = _config(args)
         sweep = [parse_sweep(x) for x in args.sweeps]
-        options = dict(seed=args.seed, num_seeds=args.seeds, run_dir=args.resume or args.run_dir,
+        options = dict(seed=args.seed or 0, num_seeds=args.seeds or 1, run_dir=args.resume or args.run_dir,
                        resume=bool(args.resume), overwrite=args.overwrite, progress=args.progress,
                        checkpoint=args.checkpoint)
         if sweep or (args.resume and os.path.exists(os.path.join(args.resume, SWEEP_FILE))):
@@ -191,9 +191,30 @@ def _train(args) -> int:
         return 2
     result = results[0]
     dirs = result.run_dir if len(results) == 1 else f"{len(results)} run directories in {os.path.dirname(result.run_dir)}"
-    print(f"{result.status}: {result.iteration} iterations, {result.steps_per_second:,.0f} env steps/s "
-          f"(compile {result.compile_seconds:.1f} s); {dirs if len(results) > 1 else 'run directory ' + dirs}")
-    return 130 if result.status == "interrupted" else 0
+    done = (f"{result.steps_per_second:,.0f} env steps/s (compile {result.compile_seconds:.1f} s)" if result.metrics
+            else "nothing to do")  # (no metrics: a finished run resumed, no iteration trained)
+    print(f"{result.status}: {result.iteration} iterations, {done}; "
+          f"{dirs if len(results) > 1 else 'run directory ' + dirs}")
+    return EXIT_STATUS.get(result.status, 0)
+
+
+EXIT_STATUS = {"interrupted": 130, "preempted": 75}  # see the module docstring
+
+
+def _train_conflict(args) -> str:
+    """The problem with ``tr-jax train``'s flags taken together ("" if none)."""
+    if args.seeds is not None and args.seeds < 1:
+        return "--seeds must be >= 1"
+    if not args.resume:
+        return ""
+    given = [flag for flag, present in (("--seeds", args.seeds is not None), ("--seed", args.seed is not None),
+                                        ("--overwrite", args.overwrite), ("--sweep", bool(args.sweeps))) if present]
+    if given:
+        return (f"{' and '.join(given)} cannot be given with --resume (a resumed run keeps its seeds and sweep; "
+                f"to start {args.resume} again from scratch, leave out --resume and pass --run-dir and --overwrite)")
+    if args.run_dir and os.path.abspath(args.run_dir) != os.path.abspath(args.resume):
+        return "--run-dir and --resume name different directories"
+    return ""
 
 
 def _eval(args) -> int:

@@ -345,7 +345,7 @@ def run_compare(args, prog: str = "tr-jax compare") -> int:
             failed = True
             continue
         failed |= status != "finished"
-        if status == "interrupted":
+        if status in ("interrupted", "preempted"):  # stopped by a signal: the runs after it wait for the next call
             break
     from tr_jax.plot import PlotError
 

@@ -296,6 +296,8 @@ def _read_mapping(path: str) -> dict:
             raw = f.read()
     except OSError as e:
         raise ValueError(f"cannot read config file {path}: {e.strerror}") from None
+    if ext not in (".json", ".toml", ".yaml", ".yml"):
+        raise ValueError(f"config file {path}: unknown format {ext!r}; use .json, .toml or .yaml")
     try:
         if ext == ".json":
             d = json.loads(raw)
@@ -303,15 +305,11 @@ def _read_mapping(path: str) -> dict:
             import tomllib
 
             d = tomllib.loads(raw.decode())
-        elif ext in (".yaml", ".yml"):
+        else:
             import yaml
 
             d = yaml.safe_load(raw)
-        else:
-            raise ValueError(f"config file {path}: unknown format {ext!r}; use .json, .toml or .yaml")
-    except ValueError:
-        raise
-    except Exception as e:  # a parser's own error type
+    except Exception as e:  # a parser's own error (JSON's and TOML's are ValueErrors), or bad UTF-8
         raise ValueError(f"config file {path} does not parse: {e}") from None
     if not isinstance(d, dict):
         raise ValueError(f"config file {path} must hold a mapping of TrainConfig fields, got {type(d).__name__}")

@@ -5,7 +5,8 @@
 ``update(done_steps, steps_per_s, eta_s, fields)`` after every chunk,
 ``log(text)`` for events (compilation, resume, divergence), ``close()``.
 ``fields`` is a dict of already-formatted strings (missing values are empty
-strings, never "nan"). Speed and ETA come from the caller, which knows how
+strings, never "nan", and the field is left out; a field of several parts
+shows a missing part as "-", see :func:`fmt_parts`). Speed and ETA come from the caller, which knows how
 much of the wall time was compilation.
 """
 
@@ -25,6 +26,12 @@ def fmt(value, spec: str = ".4g") -> str:
     except (TypeError, ValueError):
         return str(value)
     return "" if not math.isfinite(v) else format(v, spec)
+
+
+def fmt_parts(values, spec: str = ".4g", suffix: str = "", sep: str = "/") -> str:
+    """Several numbers as one field, e.g. ``"12%/80%"``: a missing (None/NaN) part is ``"-"``; all missing gives ""."""
+    parts = [fmt(v, spec) for v in values]
+    return sep.join(p + suffix if p else "-" for p in parts) if any(parts) else ""
 
 
 def _eta(seconds) -> str:

@@ -13,15 +13,23 @@ last chunk compiles once more), all seeds vmapped. After every chunk:
 
 Faults: a NaN (the trainer's guard) stops the run at the end of its chunk
 (:class:`TrainingDiverged`, naming the iteration; the last good checkpoint
-stays). The first Ctrl-C (SIGINT) finishes the chunk in flight, writes a
-checkpoint and returns (status "interrupted"); a second one exits at once.
-A resumed run (``resume=True``) restores the newest checkpoint (or
-``checkpoint=N``, removing the newer ones), cuts the ``.jsonl`` files back to it
-and continues bit-exactly: the same parameters and metrics as a run that was
-never stopped. The run (or sweep) directory is locked for the whole run
-(:class:`tr_jax.rundir.RunLock`: a second process fails at once naming the
-holder); a write that fails (full disk, read-only) raises
-:class:`tr_jax.rundir.RunDirWriteError`, one line saying what is intact.
+stays). A stop signal finishes the chunk in flight, writes a checkpoint at
+the iteration reached, writes ``summary.json`` and returns: Ctrl-C (SIGINT)
+with status "interrupted" (a second Ctrl-C exits at once); SIGTERM (a
+scheduler's preemption, ``kill``) or SIGUSR1 (SLURM's ``--signal=USR1@T``
+warning ahead of the time limit) with status "preempted" (a repeated
+SIGTERM/SIGUSR1 is only noted: a scheduler sends SIGKILL after its grace
+period anyway, and exiting early would lose the checkpoint). The signal's name
+is ``RunResult.signal`` and summary.json's ``signal``. A resumed run
+(``resume=True``) restores the newest checkpoint (or ``checkpoint=N``,
+removing the newer ones), cuts the ``.jsonl`` files back to it and continues
+bit-exactly: the same parameters and metrics as a run that was never stopped.
+Resuming a run that is already at its ``total_env_steps`` changes no file; a
+budget below the iteration reached is a ``ValueError``. The run (or sweep)
+directory is locked for the whole run (:class:`tr_jax.rundir.RunLock`: a
+second process fails at once naming the holder); a write that fails (full
+disk, read-only) raises :class:`tr_jax.rundir.RunDirWriteError`, one line
+saying what is intact.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from tr_jax import parallel as par
 from tr_jax import rundir as R
 from tr_jax.checkpoint import CheckpointError, Checkpoints
 from tr_jax.config import RESUME_SAFE, TrainConfig, config_from_dict, config_to_dict, validate
-from tr_jax.progress import fmt, make_progress
+from tr_jax.progress import fmt, fmt_parts, make_progress
 
 _EVAL_STREAM = 0x5EED  # fold_in tag: evaluation keys never touch the training key stream
 
@@ -58,9 +66,10 @@ class RunResult(NamedTuple):
     """What :func:`run` returns.
 
     state: final TrainState, leaves with a leading ``[num_seeds]`` dim.
-    metrics: dict of numpy arrays ``[num_seeds, iterations run by this call]``.
+    metrics: dict of numpy arrays ``[num_seeds, iterations run by this call]``; empty when the call had
+      nothing to do (a finished run resumed).
     evals: the rows written to ``eval.jsonl`` by this call.
-    status: "finished", "interrupted" or "diverged".
+    status: "finished", "interrupted" (SIGINT), "preempted" (SIGTERM or SIGUSR1) or "diverged".
     iteration: iterations done (the checkpoint step at the end).
     steps_per_second: env steps per second of training (compile excluded).
     compile_seconds: compiling the chunk(s) and the evaluation.
@@ -70,6 +79,7 @@ class RunResult(NamedTuple):
     eval_checkpoint_seconds: the part of ``loop_seconds`` spent evaluating and checkpointing.
     diverged_at: ``[num_seeds]`` iteration where the NaN guard fired, -1 where fine.
     run_dir: the run directory.
+    signal: the name of the signal that stopped the run ("SIGINT", "SIGTERM", "SIGUSR1"), else None.
     """
 
     state: Any
@@ -84,6 +94,7 @@ class RunResult(NamedTuple):
     eval_checkpoint_seconds: float
     diverged_at: np.ndarray
     run_dir: str
+    signal: Optional[str] = None
 
 
 def resume_config(saved: TrainConfig, given: Optional[TrainConfig]) -> tuple[TrainConfig, dict]:
@@ -105,33 +116,72 @@ def resume_config(saved: TrainConfig, given: Optional[TrainConfig]) -> tuple[Tra
 
 
 class _Interrupts:
-    """First SIGINT sets ``requested``; after it the default handler is back, so a second one exits at once."""
+    """Stop requests by signal: SIGINT (Ctrl-C), SIGTERM and SIGUSR1 (where the platform has it).
+
+    The first one sets ``signal`` (its name); the loop then finishes the chunk
+    in flight, checkpoints and stops. After it SIGINT's default handler is back,
+    so a second Ctrl-C exits at once; a repeated SIGTERM/SIGUSR1 is only noted
+    (SLURM sends SIGTERM after its USR1 warning, and to the batch shell, which
+    may forward it: the checkpoint must still be written; SIGKILL follows the
+    grace period anyway). The handler only records: ``poll()`` (called while
+    waiting for a chunk, so promptly) logs what arrived, outside the handler.
+    """
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGUSR1")
 
     def __init__(self, log: Callable[[str], None]):
-        self.requested = False
+        self.signal: Optional[str] = None
         self._log = log
-        self._previous = None
+        self._previous = {}
+        self._arrived, self._logged = [], 0  # names of the signals in order; how many of them were logged
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def status(self) -> str:
+        """The run's status once stopped: "interrupted" (Ctrl-C) or "preempted" (SIGTERM, SIGUSR1)."""
+        return "interrupted" if self.signal == "SIGINT" else "preempted"
 
     def _handler(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        self._log("interrupt: finishing this chunk and writing a checkpoint (Ctrl-C again to exit at once)")
+        name = signal.Signals(signum).name
+        self._arrived.append(name)
+        if self.signal is None:
+            self.signal = name
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def poll(self):
+        """Logs the signals that arrived since the last call."""
+        while self._logged < len(self._arrived):  # (the handler only appends)
+            name, first = self._arrived[self._logged], self._logged == 0
+            self._logged += 1
+            if not first:
+                self._log(f"{name}: already stopping ({self.signal}); still finishing the chunk and the checkpoint")
+            else:
+                self._log(f"{name}: finishing this chunk and writing a checkpoint"
+                          + (" (Ctrl-C again to exit at once)" if name == "SIGINT" else ""))
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            for name in self.NAMES:
+                if hasattr(signal, name):
+                    sig = getattr(signal, name)
+                    self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def _wait(tree, interrupts: _Interrupts):
-    """Blocks until ``tree`` is computed, polling so that a SIGINT is handled promptly."""
+    """Blocks until ``tree`` is computed, polling so that a signal is handled (and logged) promptly."""
     leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "is_ready")]  # (typed PRNG keys have none)
     while not all(x.is_ready() for x in leaves):
+        interrupts.poll()
         time.sleep(0.02)
+    interrupts.poll()
     return jax.block_until_ready(tree)
 
 
@@ -172,14 +222,30 @@ def _due(every: int, before: int, after: int, last: bool) -> bool:
     return last or (every > 0 and after // every > before // every)
 
 
+def _check_budget(groups, it: int, steps_per_it: int) -> bool:
+    """On resume at iteration ``it``: True if every setting is at its budget already (nothing to do).
+
+    A budget below ``it`` is a ``ValueError`` (a run cannot go back; this is
+    checked before any file of the run directory is touched).
+    """
+    for g in groups:
+        if g.config.num_iterations < it:
+            raise ValueError(
+                f"{g.rd.path} is at iteration {it} ({it * steps_per_it:,} env steps): total_env_steps="
+                f"{g.config.total_env_steps} ({g.config.num_iterations} iterations) is below that; a resumed run "
+                f"can only continue (total_env_steps >= {it * steps_per_it})")
+    return all(g.config.num_iterations == it for g in groups)
+
+
 def _bound_fields(config: TrainConfig, m: dict, eps: dict) -> dict:
     """Trust-region usage of the latest iteration (mean over runs, each against its own bound), as display strings.
 
     ``m``: metric -> ``[runs]``; ``eps``: ``eps_mean``/``eps_cov``/``max_kl`` -> ``[runs]``.
     """
     if config.algorithm == "trpl":
-        return {"mean/cov part": f"{fmt(100 * _mean(m['mean_part_max'] / eps['eps_mean']), '.0f')}%/"
-                                 f"{fmt(100 * _mean(m['cov_part_max'] / eps['eps_cov']), '.0f')}% of bound"}
+        used = fmt_parts([100 * _mean(m["mean_part_max"] / eps["eps_mean"]),
+                          100 * _mean(m["cov_part_max"] / eps["eps_cov"])], ".0f", "%")
+        return {"mean/cov part": f"{used} of bound" if used else ""}
     if config.algorithm == "trpo":
         return {"kl/max_kl": fmt(_mean(m["kl_mean"] / eps["max_kl"]), ".2f")}
     return {}
@@ -421,14 +487,30 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
         if len(its) != 1:
             raise CheckpointError(f"the settings' newest checkpoints are at different iterations {sorted(its)}")
         it = its.pop()
+        state = jax.device_put(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0],
+                               shardings)
+        try:
+            done = _check_budget(groups, it, steps_per_it)
+        except ValueError:
+            for ckpt in ckpts:
+                ckpt.close()
+            raise
+        if done:  # nothing to do: no file is touched
+            display.log(f"run {_resume_dir(groups)} is already finished at iteration {it} "
+                        f"({it * steps_per_it:,} env steps); nothing to do" + ("; the changed settings were not saved" if groups[0].changed else ""))
+            for ckpt in ckpts:
+                ckpt.close()
+            diverged_at = par.to_host(state.diverged_at)
+            return [RunResult(state=_slice(state, gi, n), metrics={}, evals=[], status="finished", iteration=it,
+                              steps_per_second=float("nan"), compile_seconds=0.0, run_seconds=0.0, loop_seconds=0.0,
+                              eval_checkpoint_seconds=0.0, diverged_at=diverged_at[gi * n:(gi + 1) * n],
+                              run_dir=g.rd.path) for gi, g in enumerate(groups)]
         for g, ckpt in zip(groups, ckpts):  # newer than the one chosen: they would collide with the new saves
             newer = [s for s in ckpt.steps() if s > it]
             for s in newer:
                 ckpt.delete(s)
             if newer:
                 display.log(f"removed the checkpoints newer than {it} from {where(g)}: {', '.join(map(str, newer))}")
-        state = jax.device_put(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0],
-                               shardings)
         for g in groups:
             notes = g.rd.cut(g.rd.metrics, it, n, every_iteration=True) + g.rd.cut(g.rd.eval, it, n, False)
             if g.changed:  # only once the checkpoint is known to restore
@@ -493,7 +575,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
 
     eps = {f: np.asarray(getattr(hparams, f), np.float64) for f in ("eps_mean", "eps_cov", "max_kl")}
     display.start(total_its * steps_per_it, it * steps_per_it)
-    chunks, evals, status, run_s = [], [[] for _ in groups], "finished", 0.0
+    chunks, evals, status, run_s, saved = [], [[] for _ in groups], "finished", 0.0, it
     it_start, wall_start = it, time.perf_counter()
     latest_eval = None
     while it < total_its:
@@ -523,13 +605,14 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                 latest_eval = [r for group_rows in rows for r in group_rows]
                 info = {f"eval/{name}": np.array([r[name] for r in latest_eval]) for name in latest_eval[0]
                         if name.endswith("_mean")}
-            if _due(config.checkpoint_every, before, it, last) or interrupts.requested:
+            if _due(config.checkpoint_every, before, it, last):
                 save(it)
+                saved = it
         latest = {name: v[:, -1] for name, v in metrics.items()}
         fields = {"iteration": f"{it}/{total_its}", "train return": fmt(_mean(latest["episode_return"]), ".1f")}
         if latest_eval:
-            fields["eval return det/sto"] = (f"{fmt(_mean([r['deterministic_return_mean'] for r in latest_eval]), '.1f')}/"
-                                             f"{fmt(_mean([r['stochastic_return_mean'] for r in latest_eval]), '.1f')}")
+            fields["eval return det/sto"] = fmt_parts([_mean([r[f"{mode}_return_mean"] for r in latest_eval])
+                                                       for mode in ("deterministic", "stochastic")], ".1f")
         fields["kl_max"] = fmt(_mean(latest.get("kl_max", np.nan)), ".3g")
         fields.update(_bound_fields(config, latest, eps))
         # speed over all runs and ETA from the wall time since the start, compilation excluded
@@ -541,10 +624,14 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
             progress_fn(it * steps_per_it, {**metrics, **info})
         if status == "diverged":
             break
-        if interrupts.requested:
-            status = "interrupted"
-            display.log(f"interrupted at iteration {it}; checkpoint written; continue with: tr-jax train --resume "
-                        f"{_resume_dir(groups)}")
+        interrupts.poll()
+        if interrupts.requested and not last:  # (a signal during the last chunk: the run is finished anyway)
+            if saved != it:  # the signal may have come after this chunk's checkpoint decision
+                save(it)
+            status = interrupts.status
+            display.log(f"{status} at iteration {it} ({it * steps_per_it:,} env steps) by {interrupts.signal}; "
+                        f"checkpoint {ckpts[0].path(it) if S == 1 else it} written; "
+                        f"continue with: tr-jax train --resume {_resume_dir(groups)}")
             break
 
     loop_s = time.perf_counter() - wall_start - compile_s
@@ -557,7 +644,8 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                            iteration=it, steps_per_second=its_run * steps_per_it * S * n / run_s if run_s > 0
                            else float("nan"), compile_seconds=compile_s, run_seconds=run_s, loop_seconds=loop_s,
                            eval_checkpoint_seconds=side_s, diverged_at=diverged_at[gi * n:(gi + 1) * n],
-                           run_dir=g.rd.path)
+                           run_dir=g.rd.path, signal=interrupts.signal if status in ("interrupted", "preempted")
+                           else None)
         _write_summary(g.rd, g.config, result, ckpt)
         ckpt.close()
         results.append(result)
@@ -599,7 +687,7 @@ def _write_summary(rd, config, result: RunResult, ckpt: Checkpoints):
         "status": result.status, "iterations": result.iteration,
         "env_steps": result.iteration * config.batch_size * config.action_repeat,
         "env_steps_per_second": R.clean(result.steps_per_second), "compile_seconds": result.compile_seconds,
-        "run_seconds": result.run_seconds, "seeds": per_seed, "checkpoints": ckpt.steps(),
+        "run_seconds": result.run_seconds, "signal": result.signal, "seeds": per_seed, "checkpoints": ckpt.steps(),
         "versions": R.versions(),
     })
 
