@@ -328,7 +328,8 @@ def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress
 
     with _MujocoLog() as mujoco_log:
         trainer = make_trainer(config, env)  # checks the env before any file is written
-        groups = make_groups()
+        with par.fail_together("creating the run directory"):  # only process 0 writes: it alone can fail
+            groups = make_groups()
         mujoco_log.path = groups[0].rd.mujoco_log
         mujoco_log.flush()
         display = make_progress(progress)
@@ -375,8 +376,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
         if len(its) != 1:
             raise CheckpointError(f"the settings' newest checkpoints are at different iterations {sorted(its)}")
         it = its.pop()
-        state = jax.device_put(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0],
-                               shardings)
+        state = par.reshard(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0], shardings)
         for g in groups:
             dropped = g.rd.cut(g.rd.metrics, it) + g.rd.cut(g.rd.eval, it)
             if g.changed:  # only once the checkpoint is known to restore
