@@ -13,7 +13,8 @@ against ONE process with two forced CPU devices (the same total device count, th
 * the checkpoints restore, in one process (1 device) and as ``--resume`` of both processes after the newest
   checkpoint is lost, ending with exactly the uninterrupted run;
 * an error that only process 0 can meet (the run directory exists) ends both processes at once with its message,
-  instead of leaving process 1 waiting in a collective.
+  instead of leaving process 1 waiting in a collective;
+* a SIGINT that reaches process 0 alone (after its first chunk) stops both at the same chunk end, checkpointed.
 """
 
 import json
@@ -22,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -64,20 +66,22 @@ def _start(args, cwd, env, umask="022"):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _pair(tmp, name, args):
-    """Starts processes 0 and 1 of ``tr-jax ARGS`` (process 1 with umask 077, each in its own empty cwd)."""
+def _pair(tmp, name, args, env0=()):
+    """Starts processes 0 and 1 of ``tr-jax ARGS`` (process 1 with umask 077, each in its own empty cwd;
+    ``env0``: extra environment of process 0)."""
     port = _free_port()
     extra = ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--progress", "lines"]
-    return [_start([*args, *extra, "--process-id", str(i)], str(tmp / f"{name}-cwd{i}"), _env(tmp),
-                   umask="077" if i else "022") for i in (0, 1)]
+    return [_start([*args, *extra, "--process-id", str(i)], str(tmp / f"{name}-cwd{i}"),
+                   {**_env(tmp), **(dict(env0) if i == 0 else {})}, umask="077" if i else "022") for i in (0, 1)]
 
 
 def _finish(procs):
-    """[(returncode, stdout, stderr)] of every process (killed after TIMEOUT seconds)."""
-    out = []
+    """[(returncode, stdout, stderr)] of every process (all killed TIMEOUT seconds from now: a process waiting
+    in a collective for one that has gone ignores SIGTERM, which JAX's preemption notifier catches)."""
+    out, deadline = [], time.monotonic() + TIMEOUT
     for p in procs:
         try:
-            o, e = p.communicate(timeout=TIMEOUT)
+            o, e = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             o, e = p.communicate()
@@ -90,19 +94,22 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multihost")
     cfg = tmp / "config.json"
     cfg.write_text(json.dumps(CONFIG))
-    d = {"single": tmp / "single", "two": tmp / "two", "resumed": tmp / "resumed", "tmp": tmp}
+    d = {"single": tmp / "single", "two": tmp / "two", "resumed": tmp / "resumed", "sigint": tmp / "sigint",
+         "tmp": tmp}
     single = _start(["train", str(cfg), "--run-dir", str(d["single"]), "--progress", "lines"], str(tmp / "single-cwd"),
                     _env(tmp, devices=2))
     two = _pair(tmp, "two", ["train", str(cfg), "--run-dir", str(d["two"])])
     d["single_out"], d["two_out"] = _finish([single])[0], _finish(two)
     assert [r[0] for r in (d["single_out"], *d["two_out"])] == [0, 0, 0], (d["single_out"], d["two_out"])
     # a copy of the 2-process run that lost its newest checkpoint (killed while writing it), resumed by both;
-    # at the same time, the first run's directory again without --overwrite: only process 0 can see the error
+    # at the same time, the first run's directory again without --overwrite: only process 0 can see the error;
+    # and a new run whose process 0 alone gets a SIGINT
     shutil.copytree(d["two"], d["resumed"])
     shutil.rmtree(d["resumed"] / "checkpoints" / "6")
     resumed = _pair(tmp, "resumed", ["train", "--resume", str(d["resumed"])])
     exists = _pair(tmp, "exists", ["train", str(cfg), "--run-dir", str(d["two"])])
-    d["resumed_out"], d["exists_out"] = _finish(resumed), _finish(exists)
+    sigint = _pair(tmp, "sigint", ["train", str(cfg), "--run-dir", str(d["sigint"])], {"TR_JAX_TEST_SIGINT": "1"})
+    d["resumed_out"], d["exists_out"], d["sigint_out"] = _finish(resumed), _finish(exists), _finish(sigint)
     return d
 
 
@@ -179,3 +186,17 @@ def test_an_error_only_process_0_meets_stops_both(runs):
     assert err0.strip().splitlines()[-1].startswith(f"tr-jax train: error: run directory {runs['two']} exists")
     assert err1.strip().splitlines()[-1].startswith(
         f"tr-jax train: error: process 0 failed creating the run directory: run directory {runs['two']} exists")
+
+
+def test_sigint_to_process_0_alone_stops_both_at_the_same_chunk(runs):
+    """Process 0 asks to stop after chunk 1 (iterations 0-1), while chunk 2 runs; the request is shared at
+    the end of chunk 2, so both save checkpoint 4 and stop there (before: process 0 stopped alone and
+    process 1 waited in chunk 3's collectives for it)."""
+    assert [r[0] for r in runs["sigint_out"]] == [130, 130], runs["sigint_out"]
+    for rc, out, err in runs["sigint_out"]:
+        assert "interrupted at iteration 4; checkpoint written" in out + err
+    d = runs["sigint"]
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["iterations"] == 4 and summary["checkpoints"][-1] == 4
+    rows = (d / "metrics.jsonl").read_text().splitlines()
+    assert rows == (runs["single"] / "metrics.jsonl").read_text().splitlines()[:4]

@@ -134,6 +134,17 @@ def reshard(tree: Any, shardings: Any) -> Any:
     return jax.jit(lambda t: t, out_shardings=shardings)(tree)
 
 
+def any_process(flag: bool) -> bool:
+    """True if ``flag`` is True in any process (multi-host: every process calls it at the same point;
+    one small ``process_allgather``). One host alone: ``flag``."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.asarray(flag, np.int32))).any())
+
+
 def is_primary() -> bool:
     """True in the process that writes files (process 0; always True on one host)."""
     return jax.process_index() == 0

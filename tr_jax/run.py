@@ -447,6 +447,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
         t0 = time.perf_counter()
         state, metrics = _wait(fn(state), interrupts)
         run_s += time.perf_counter() - t0
+        stop = par.any_process(interrupts.requested)  # read once; several processes stop at the same chunk end
         metrics = par.to_host(metrics)
         chunks.append(metrics)
         for gi, g in enumerate(groups):
@@ -468,7 +469,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                 latest_eval = [r for group_rows in rows for r in group_rows]
                 info = {f"eval/{name}": np.array([r[name] for r in latest_eval]) for name in latest_eval[0]
                         if name.endswith("_mean")}
-            if _due(config.checkpoint_every, before, it, last) or interrupts.requested:
+            if _due(config.checkpoint_every, before, it, last) or stop:
                 save(it)
         latest = {name: v[:, -1] for name, v in metrics.items()}
         fields = {"iteration": f"{it}/{total_its}", "train return": fmt(_mean(latest["episode_return"]), ".1f")}
@@ -486,7 +487,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
             progress_fn(it * steps_per_it, {**metrics, **info})
         if status == "diverged":
             break
-        if interrupts.requested:
+        if stop:
             status = "interrupted"
             target = groups[0].rd.path if S == 1 else os.path.dirname(groups[0].rd.path)
             display.log(f"interrupted at iteration {it}; checkpoint written; continue with: tr-jax train --resume {target}")
