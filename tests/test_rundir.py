@@ -118,6 +118,15 @@ def test_lock_is_exclusive_names_the_holder_and_is_released(tmp_path):
         assert again.note is None
 
 
+def test_only_the_primary_process_locks(tmp_path, monkeypatch):
+    """Multi-host: process 0 holds the lock; the others take none (tests/test_multihost.py runs two processes)."""
+    d = str(tmp_path)
+    with R.RunLock(d):
+        monkeypatch.setattr(R, "_writer", lambda: False)
+        with R.RunLock(d) as other:  # would raise RunDirLocked if it tried
+            assert other._fd is None
+
+
 def test_a_second_process_on_a_locked_run_fails_and_takes_over_after_kill(config_file, tmp_path):
     """Issue 17, case 2: the first process is stopped (SIGSTOP, a job the scheduler believes dead); a resume of
     its directory must fail naming it, and, once it is killed, take its lock over and finish the run."""

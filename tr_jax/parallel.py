@@ -25,7 +25,8 @@ operation.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+from typing import Any, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -127,6 +128,66 @@ def to_host(tree: Any) -> Any:
     return jax.tree.map(get, tree)
 
 
+def reshard(tree: Any, shardings: Any) -> Any:
+    """``tree``'s arrays placed as ``shardings`` says (a matching pytree); unlike ``jax.device_put``, also
+    for arrays and shardings that span several processes (multi-host: every process calls it)."""
+    return jax.jit(lambda t: t, out_shardings=shardings)(tree)
+
+
+def any_process(flag: bool) -> bool:
+    """True if ``flag`` is True in any process (multi-host: every process calls it at the same point;
+    one small ``process_allgather``). One host alone: ``flag``."""
+    return max_process(int(bool(flag))) > 0
+
+
+def max_process(value: int) -> int:
+    """The largest of every process's ``value`` (multi-host: every process calls it at the same point;
+    one small ``process_allgather``). One host alone: ``value``."""
+    if jax.process_count() == 1:
+        return int(value)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return int(np.asarray(multihost_utils.process_allgather(np.asarray(value, np.int32))).max())
+
+
 def is_primary() -> bool:
     """True in the process that writes files (process 0; always True on one host)."""
     return jax.process_index() == 0
+
+
+_MESSAGE_BYTES = 1024  # of each process's error message shared by fail_together
+
+
+@contextlib.contextmanager
+def fail_together(what: str) -> Iterator[None]:
+    """Multi-host: the block fails in every process if it fails in any (one host alone, it is the block).
+
+    Work only process 0 does (creating the run directory, which can fail: it exists, is locked, is
+    read-only) would otherwise leave the other processes waiting in the first collective for a process
+    that has exited. After the block every process shares whether, and why, it failed (one small
+    ``process_allgather``); a process whose block raised re-raises its error, the others raise
+    ``RuntimeError("process <i> failed <what>: <its error>")``.
+    """
+    if jax.process_count() == 1:
+        yield
+        return
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    error = None
+    try:
+        yield
+    except BaseException as e:  # noqa: BLE001 (shared, then re-raised as it is)
+        error = e
+    text = b"" if error is None else str(error).encode()[:_MESSAGE_BYTES] or type(error).__name__.encode()
+    mine = np.zeros(_MESSAGE_BYTES + 1, np.uint8)
+    mine[0], mine[1:1 + len(text)] = error is not None, np.frombuffer(text, np.uint8)
+    everyone = np.asarray(multihost_utils.process_allgather(mine))  # [processes, 1 + _MESSAGE_BYTES]
+    if error is not None:
+        raise error
+    failed = [i for i in range(everyone.shape[0]) if everyone[i, 0]]
+    if failed:
+        i = failed[0]
+        message = everyone[i, 1:].tobytes().rstrip(b"\0").decode(errors="replace")
+        raise RuntimeError(f"process {i} failed {what}: {message}")

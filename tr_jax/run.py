@@ -140,6 +140,16 @@ class _Interrupts:
         return self.signal is not None
 
     @property
+    def code(self) -> int:
+        """0 for no signal, else 1 + the signal's index in ``NAMES`` (shared between processes)."""
+        return 0 if self.signal is None else 1 + self.NAMES.index(self.signal)
+
+    def share(self, code: int) -> None:
+        """Takes the signal of another process (``code`` as :attr:`code`) if this one got none."""
+        if self.signal is None and code > 0:
+            self.signal = self.NAMES[code - 1]
+
+    @property
     def status(self) -> str:
         """The run's status once stopped: "interrupted" (Ctrl-C) or "preempted" (SIGTERM, SIGUSR1)."""
         return "interrupted" if self.signal == "SIGINT" else "preempted"
@@ -419,7 +429,8 @@ def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress
         with _MujocoLog() as mujoco_log, contextlib.ExitStack() as held:
             trainer = make_trainer(config, env)  # checks the env before any file is written
             locks = []
-            groups = make_groups(lambda path: locks.append(held.enter_context(R.RunLock(path))))
+            with par.fail_together("creating the run directory"):  # only process 0 writes: it alone can fail
+                groups = make_groups(lambda path: locks.append(held.enter_context(R.RunLock(path))))
             mujoco_log.path = groups[0].rd.mujoco_log
             mujoco_log.flush()
             display = make_progress(progress)
@@ -487,8 +498,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
         if len(its) != 1:
             raise CheckpointError(f"the settings' newest checkpoints are at different iterations {sorted(its)}")
         it = its.pop()
-        state = jax.device_put(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0],
-                               shardings)
+        state = par.reshard(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0], shardings)
         try:
             done = _check_budget(groups, it, steps_per_it)
         except ValueError:
@@ -497,7 +507,8 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
             raise
         if done:  # nothing to do: no file is touched
             display.log(f"run {_resume_dir(groups)} is already finished at iteration {it} "
-                        f"({it * steps_per_it:,} env steps); nothing to do" + ("; the changed settings were not saved" if groups[0].changed else ""))
+                        f"({it * steps_per_it:,} env steps); nothing to do"
+                        + ("; the changed settings were not saved" if groups[0].changed else ""))
             for ckpt in ckpts:
                 ckpt.close()
             diverged_at = par.to_host(state.diverged_at)
@@ -625,7 +636,10 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
         if status == "diverged":
             break
         interrupts.poll()
-        if interrupts.requested and not last:  # (a signal during the last chunk: the run is finished anyway)
+        # read once per chunk, by every process at the same point: several processes stop at the same chunk end,
+        # each with the signal one of them got (a signal during the last chunk: the run is finished anyway)
+        interrupts.share(par.max_process(interrupts.code))
+        if interrupts.requested and not last:
             if saved != it:  # the signal may have come after this chunk's checkpoint decision
                 save(it)
             status = interrupts.status
