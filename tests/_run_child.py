@@ -56,4 +56,4 @@ if SLEEP or WAIT_AT:
 
     run_module.run = slow_run
 
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # (argv from sys.argv: the child is the command, as tr-jax is)

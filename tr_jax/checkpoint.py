@@ -42,6 +42,12 @@ class CheckpointError(RuntimeError):
         self.older = list(older or [])
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (``errno`` ENOSPC, EROFS, EACCES; ``filename``: the checkpoint).
+    Orbax's writer threads may still report the failure while the interpreter shuts down (tracebacks of
+    "Event loop is closed"): a command-line program ends with ``os._exit`` after its one-line error."""
+
+
 # how TensorStore/Orbax spell the write failures an OSError would carry
 _WRITE_ERRNOS = (("RESOURCE_EXHAUSTED", errno.ENOSPC), ("No space left", errno.ENOSPC),
                  ("Read-only file system", errno.EROFS), ("PERMISSION_DENIED", errno.EACCES),
@@ -143,7 +149,7 @@ class Checkpoints:
             for name in os.listdir(self.directory):  # Orbax's unfinished "<step>.orbax-checkpoint-tmp..."
                 if name.startswith(f"{int(step)}.orbax-checkpoint-tmp"):
                     shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
-            raise OSError(code, os.strerror(code), self.path(step)) from None
+            raise CheckpointWriteError(code, os.strerror(code), self.path(step)) from None
         return self.path(step)
 
     def delete(self, step: int) -> None:

@@ -188,6 +188,12 @@ def _train(args) -> int:
         return 1
     except (ValueError, TypeError, OSError, RuntimeError) as e:
         print(f"tr-jax train: error: {e}", file=sys.stderr)
+        from tr_jax.checkpoint import CheckpointWriteError
+
+        if isinstance(e.__cause__, CheckpointWriteError) and args.program:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)  # not through the interpreter's shutdown, where Orbax's threads print their failures
         return 2
     result = results[0]
     dirs = result.run_dir if len(results) == 1 else f"{len(results)} run directories in {os.path.dirname(result.run_dir)}"
@@ -278,6 +284,7 @@ def _compare(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.program = argv is None  # the process is this command (not a call from Python): it may end it
     return {"train": _train, "eval": _eval, "plot": _plot, "render": _render, "compare": _compare}[args.command](args)
 
 
