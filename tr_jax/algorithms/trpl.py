@@ -2,7 +2,7 @@
 
 Per minibatch (``num_epochs`` x ``num_minibatches`` Optax steps through
 :func:`~tr_jax.algorithms.core.actor_critic_epochs`; the value function takes
-``value_epochs`` x ``num_minibatches``, after the policy epochs when the counts
+``value_epochs`` x ``value_minibatches``, after the policy epochs when the counts
 differ), with the network output
 p~ = (mu~, A~) and the behaviour policy q = (mu_o, A_o) of each state:
 
@@ -61,7 +61,7 @@ import optax
 from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage
+from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage, value_optimizer
 from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
 from tr_jax.projections import canonical_name, entropy_projection, parts, project
 
@@ -85,8 +85,8 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
 
     Uses config.projection, scale_prec, entropy_schedule, target_entropy,
     entropy_temperature, entropy_equality, extra_regression_steps,
-    normalize_advantage, num_epochs, value_epochs, num_minibatches, lr_decay,
-    max_grad_norm, value_clip; eps_mean, eps_cov, trust_region_coef,
+    normalize_advantage, num_epochs, value_epochs, num_minibatches, value_minibatches, lr_decay,
+    value_lr_decay, lr_decay_steps, max_grad_norm, value_clip; eps_mean, eps_cov, trust_region_coef,
     entropy_coef, policy_lr and value_lr come from the update's
     :class:`~tr_jax.hyperparams.Hyperparams`.
     """
@@ -97,7 +97,6 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     num_mb = config.num_minibatches
     n_reg = config.extra_regression_steps
     policy_steps = config.num_epochs * num_mb + n_reg
-    value_steps = config.num_value_epochs * num_mb
 
     def to_proj(scale):
         """Policy scale -> projection scale ([..., k] or [..., k, k])."""
@@ -123,9 +122,9 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     def init(policy_params, value_params):
         dtype = jax.tree.leaves(policy_params)[0].dtype
         h0 = jnp.asarray(gaussian_entropy(policy.action_dim, config.init_std), dtype)
-        return AlgoState(policy_params, value_params, make_optimizer(config, config.policy_lr, policy_steps).init(
-            policy_params), make_optimizer(config, config.value_lr, value_steps).init(value_params),
-            {"initial_entropy": h0})
+        return AlgoState(policy_params, value_params,
+                         make_optimizer(config, config.policy_lr, policy_steps, config.lr_decay).init(policy_params),
+                         value_optimizer(config, config.value_lr).init(value_params), {"initial_entropy": h0})
 
     def loss_fn(pp, mb: Batch, beta, hp):
         raw, (pm, ps) = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta, hp)
@@ -142,11 +141,11 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
                              config.entropy_temperature, iteration, config.num_iterations)
         batch = batch._replace(old_scale=to_proj(batch.old_scale))
         key_epochs, key_reg = jax.random.split(key)
-        policy_opt = make_optimizer(config, hp.policy_lr, policy_steps)
+        policy_opt = make_optimizer(config, hp.policy_lr, policy_steps, config.lr_decay)
         state, metrics = actor_critic_epochs(key_epochs, state, batch, config.num_epochs, config.num_value_epochs,
-                                             num_mb, lambda pp, mb: loss_fn(pp, mb, beta, hp), value.apply,
+                                             num_mb, config.num_value_minibatches, lambda pp, mb: loss_fn(pp, mb, beta, hp), value.apply,
                                              config.value_clip, policy_opt,
-                                             make_optimizer(config, hp.value_lr, value_steps), axis_name)
+                                             value_optimizer(config, hp.value_lr), axis_name)
         pp, vp, po, vo = state.policy_params, state.value_params, state.policy_opt, state.value_opt
 
         if n_reg > 0:
