@@ -81,3 +81,111 @@ def test_shipped_configs_share_one_lr_horizon():
     for p in paths:
         c = load_config_file(p)
         assert c.lr_decay_iterations == 1465 and c.replace(total_env_steps=2_000_000).lr_decay_iterations == 1465, p
+
+
+# ----------------------------------------------------------------------------
+# the acting policy's bound use
+
+
+def test_bound_metrics_over_states_of_every_device():
+    from tr_jax.algorithms.trpl import BOUND_TOLERANCE, bound_metrics
+
+    eps_m, eps_c = 0.1, 0.01
+    mean_part = eps_m * jnp.array([0.5, 1.0, 1 + BOUND_TOLERANCE / 2, 1.2, 3.0, 0.0])  # 2 of 6 over
+    cov_part = eps_c * jnp.array([0.0, 0.0, 0.0, 0.0, 0.0, 2.0])  # 1 of 6 over
+    want = {"x_mean_part_mean": float(mean_part.mean()), "x_mean_part_max": 0.3, "x_mean_part_over": 2 / 6,
+            "x_cov_part_mean": float(cov_part.mean()), "x_cov_part_max": 0.02, "x_cov_part_over": 1 / 6}
+    got = bound_metrics("x_", mean_part, cov_part, eps_m, eps_c)
+    assert {k: float(v) for k, v in got.items()} == pytest.approx(want, rel=1e-6)
+    # data parallelism: two devices (a named vmap axis) with 3 states each report the statistics of all 6
+    split = jax.vmap(lambda m, c: bound_metrics("x_", m, c, eps_m, eps_c, "d"), axis_name="d")(
+        mean_part.reshape(2, 3), cov_part.reshape(2, 3))
+    for k, v in split.items():
+        np.testing.assert_allclose(np.asarray(v), want[k], rtol=1e-6, err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def runaway_trpl():
+    """Two TRPL iterations whose network output leaves the trust region: no regression loss, a huge lr."""
+    from tr_jax.train import make_trainer
+
+    config = LINE.replace(algorithm="trpl", projection="kl", trust_region_coef=0.0, policy_lr=0.3, eps_mean=1e-3,
+                          eps_cov=1e-4, num_epochs=4, contextual_cov=True, lr_decay=False)
+    trainer = make_trainer(config)
+    _, metrics = jax.jit(trainer.train_chunk, static_argnums=1)(trainer.init(jax.random.key(0)), 2)
+    return config, {k: np.asarray(v) for k, v in metrics.items()}
+
+
+def test_acting_bound_metrics_detect_a_network_outside_the_trust_region(runaway_trpl):
+    from tr_jax.algorithms.trpl import BOUND_TOLERANCE
+
+    config, m = runaway_trpl
+    tol = 1 + BOUND_TOLERANCE
+    for part, eps in (("mean_part", config.eps_mean), ("cov_part", config.eps_cov)):
+        # the projected policy meets its bounds in every state ...
+        assert np.all(m[f"{part}_max"] <= eps * tol) and np.all(m[f"{part}_over"] == 0), part
+        assert np.all(m[f"{part}_mean"] <= m[f"{part}_max"])
+        # ... the acting one (the network output) does not
+        assert np.all(m[f"raw_{part}_max"] > eps * tol) and np.all(m[f"raw_{part}_over"] > 0.5), part
+        assert np.all(m[f"raw_{part}_mean"] > eps) and np.all(m[f"raw_{part}_over"] <= 1)
+    assert np.all(m["acting_kl_max"] > m["kl_max"]) and np.all(m["acting_kl_mean"] >= m["raw_mean_part_mean"])
+    assert np.all(m["kl_max"] <= (config.eps_mean + config.eps_cov) * tol)
+
+
+# ----------------------------------------------------------------------------
+# statistics (tr_jax.stats)
+
+X = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+Y = np.array([0.5, 2.5, 3.5, 1.0, 2.0])
+
+
+def test_statistics_agree_with_rliable():
+    from rliable import library, metrics
+
+    from tr_jax import stats
+
+    est = stats.iqm(X, reps=300, seed=3)
+    assert est.point == pytest.approx(3.0)  # the middle three of five
+    np.random.seed(3)  # rliable resamples with numpy's global generator
+    points, cis = library.get_interval_estimates({"x": X[:, None]}, lambda s: np.array([metrics.aggregate_iqm(s)]),
+                                                 reps=300, random_state=np.random.RandomState(3))
+    assert (est.low, est.high) == (cis["x"][0, 0], cis["x"][1, 0]) and est.low < 3.0 < est.high
+
+    poi = stats.probability_of_improvement(X, Y, reps=300, seed=3)
+    assert poi.point == pytest.approx(18 / 25)  # 17 pairs won, 2 ties, of 25
+    np.random.seed(3)
+    points, cis = library.get_interval_estimates(
+        {"xy": [X[:, None], Y[:, None]]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+        reps=300, random_state=np.random.RandomState(3))
+    assert (poi.low, poi.high) == (cis["xy"][0, 0], cis["xy"][1, 0]) and poi.low < 18 / 25 < poi.high
+    # non-finite seeds (diverged) are left out; nothing left: NaN
+    assert stats.iqm(np.append(X, np.nan), reps=300, seed=3) == est
+    assert all(np.isnan(stats.probability_of_improvement(X, [np.nan], reps=10)))
+
+
+def test_statistics_without_rliable_say_what_to_install(monkeypatch):
+    import sys
+
+    from tr_jax import stats
+
+    monkeypatch.setitem(sys.modules, "rliable", None)
+    with pytest.raises(ImportError, match=r"pip install 'tr_jax\[stats\]'"):
+        stats.iqm(X)
+
+
+def test_seed_score_is_the_mean_over_the_last_tenth(tmp_path):
+    import json
+
+    from tr_jax import rundir as R
+    from tr_jax import stats
+
+    # seed 0 finished at 1000 steps: its evaluations at 900, 950 and 1000 count (>= 0.9 * 1000), 850 does not;
+    # seed 1 stopped at 500 (a partial run): 450 and 500 count; seed 2 has a diverged evaluation in its window
+    rows = [(0, 850, 1.0), (0, 900, 2.0), (0, 950, 4.0), (0, 1000, 6.0), (1, 400, 1.0), (1, 450, 3.0),
+            (1, 500, 5.0), (2, 900, 1.0), (2, 1000, None), (0, 100, 100.0)]
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps({"iteration": s // 10, "env_steps": s, "seed": seed,
+                                        "deterministic_return_mean": r}) + "\n" for seed, s, r in rows))
+    scores = stats.seed_scores(R.read_jsonl(str(path)), 4)
+    np.testing.assert_array_equal(scores[:2], [4.0, 4.0])
+    assert np.isnan(scores[2]) and np.isnan(scores[3])  # diverged; no evaluation

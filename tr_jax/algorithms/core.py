@@ -246,6 +246,8 @@ def value_loss(value_fn, value_params, mb: Batch, clip):
 def policy_divergence(policy, params, batch: Batch, axis_name: Optional[str] = None):
     """KL(new || old) per state over ``batch``: mean/max of the total and its parts, entropy (scalars).
 
+    ``acting_kl_mean``/``acting_kl_max`` repeat ``kl_mean``/``kl_max``: the name every algorithm reports for
+    the KL of the policy that acts in the next rollout (TRPL's is its network output, not the projection).
     With ``axis_name``, ``batch`` is this device's rows and the statistics are over all devices'.
     """
     mean, scale = policy.apply(params, batch.obs)
@@ -253,7 +255,7 @@ def policy_divergence(policy, params, batch: Batch, axis_name: Optional[str] = N
     kl = m + c
     avg, top = (lambda x: par.mean(x, axis_name)), (lambda x: par.max(x, axis_name))
     return {
-        "kl_mean": avg(kl), "kl_max": top(kl),
+        "kl_mean": avg(kl), "kl_max": top(kl), "acting_kl_mean": avg(kl), "acting_kl_max": top(kl),
         "kl_mean_part_mean": avg(m), "kl_mean_part_max": top(m),
         "kl_cov_part_mean": avg(c), "kl_cov_part_max": top(c),
         "entropy": avg(distributions.entropy(scale, policy.cov_type)),
