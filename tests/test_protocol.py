@@ -52,7 +52,8 @@ def test_lr_decay_steps_fixes_the_schedule_whatever_the_budget():
     np.testing.assert_allclose(c, 1e-3 * np.maximum(1 - np.arange(n) / (5 * 4), 0), rtol=1e-4, atol=1e-9)
     assert not np.allclose(a, c)
     # beyond the horizon the lr stays 0
-    assert abs(c[-1]) < 1e-9 and _lrs(make_optimizer(fixed[0], 1e-3, 4, False), 3).tolist() == pytest.approx([1e-3] * 3, rel=1e-4)
+    assert abs(c[-1]) < 1e-9
+    assert _lrs(make_optimizer(fixed[0], 1e-3, 4, False), 3).tolist() == pytest.approx([1e-3] * 3, rel=1e-4)
 
 
 def test_value_lr_decay_and_value_minibatches():

@@ -147,6 +147,18 @@ class TrainConfig:
         return dataclasses.replace(self, **kw)
 
 
+def critic(config) -> dict:
+    """The critic's settings that take effect for ``config`` (a TrainConfig or its dict): network, value lr and
+    its schedule, reward normalisation/scaling, value clipping, value epochs and minibatches, gradient clipping
+    (shared with the policy). Two runs with equal ``critic`` train their value functions alike."""
+    c = config if isinstance(config, TrainConfig) else config_from_dict(config)
+    return {"value_hidden": list(c.value_hidden), "value_lr": c.value_lr, "value_lr_decay": c.decay_value_lr,
+            "lr_decay_steps": c.lr_decay_steps if c.decay_value_lr else None,
+            "normalize_reward": c.normalize_reward, "reward_scaling": c.reward_scaling, "value_clip": c.value_clip,
+            "value_epochs": c.num_value_epochs, "value_minibatches": c.num_value_minibatches,
+            "max_grad_norm": c.max_grad_norm, "orthogonal_init": c.orthogonal_init}
+
+
 # The built-in config of `tr-jax train` without a config file: TRPL with the KL
 # projection on Brax's inverted pendulum with a 200-step time limit (maximum
 # return 200), so that it visibly learns within a few minutes on two CPU cores

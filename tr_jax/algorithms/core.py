@@ -328,7 +328,8 @@ def fit_value(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, num
 
 
 def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, value_epochs: int,
-                        num_minibatches: int, value_minibatches: int, policy_loss_fn: Callable, value_fn: Callable, value_clip,
+                        num_minibatches: int, value_minibatches: int, policy_loss_fn: Callable, value_fn: Callable,
+                        value_clip,
                         policy_opt: optax.GradientTransformation, value_opt: optax.GradientTransformation,
                         axis_name: Optional[str] = None):
     """Minibatch epochs of policy and value steps (PPO's and TRPL's update).

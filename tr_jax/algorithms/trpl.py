@@ -86,7 +86,8 @@ def projection_cov_type(policy_cov_type: str, projection: str) -> str:
     return "full"
 
 
-BOUND_TOLERANCE = 1e-2  # relative slack of "inside the bound": the KL solver meets its bounds to ~1e-5 (5e-3 at eps 1e-6)
+# relative slack of "inside the bound": the KL solver meets its bounds to ~1e-5 (5e-3 at eps 1e-6)
+BOUND_TOLERANCE = 1e-2
 
 
 def bound_metrics(prefix: str, mean_part: jax.Array, cov_part: jax.Array, eps_mean, eps_cov,
@@ -173,7 +174,8 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         key_epochs, key_reg = jax.random.split(key)
         policy_opt = make_optimizer(config, hp.policy_lr, policy_steps, config.lr_decay)
         state, metrics = actor_critic_epochs(key_epochs, state, batch, config.num_epochs, config.num_value_epochs,
-                                             num_mb, config.num_value_minibatches, lambda pp, mb: loss_fn(pp, mb, beta, hp), value.apply,
+                                             num_mb, config.num_value_minibatches,
+                                             lambda pp, mb: loss_fn(pp, mb, beta, hp), value.apply,
                                              config.value_clip, policy_opt,
                                              value_optimizer(config, hp.value_lr), axis_name)
         pp, vp, po, vo = state.policy_params, state.value_params, state.policy_opt, state.value_opt
