@@ -2,17 +2,23 @@
 bound use, the statistics of ``tr-jax compare`` (rliable), the shared critic and the "minimal" (-m) configs of
 the implementation-choices ablation."""
 
+import glob
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import _line_env
+from tr_jax import compare
 from tr_jax.algorithms.core import make_optimizer, value_optimizer
-from tr_jax.config import TrainConfig, validate
+from tr_jax.config import TrainConfig, critic, load_config_file, validate
 
 _line_env.register()
 
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs")
 LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=50, num_envs=4, unroll_length=8,
                    total_env_steps=4 * 8 * 10, num_epochs=2, num_minibatches=2, policy_hidden=(8,),
                    value_hidden=(8,))
@@ -70,13 +76,7 @@ def test_value_lr_decay_and_value_minibatches():
 
 def test_shipped_configs_share_one_lr_horizon():
     """Every shipped config anneals over the reference's 1465 iterations, whatever its budget or batch."""
-    import glob
-    import os
-
-    from tr_jax.config import load_config_file
-
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs")
-    paths = [p for p in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True)
+    paths = [p for p in glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True)
              if not os.path.basename(os.path.dirname(p)).startswith("_") and not os.path.basename(p).startswith("_")]
     assert len(paths) > 50
     for p in paths:
@@ -190,3 +190,114 @@ def test_seed_score_is_the_mean_over_the_last_tenth(tmp_path):
     scores = stats.seed_scores(R.read_jsonl(str(path)), 4)
     np.testing.assert_array_equal(scores[:2], [4.0, 4.0])
     assert np.isnan(scores[2]) and np.isnan(scores[3])  # diverged; no evaluation
+
+
+# ----------------------------------------------------------------------------
+# the shared critic and the "minimal" (-m) configs
+
+MINIMAL = [os.path.join(CONFIGS, env, f"{s}-m.yaml") for env in ("hopper", "walker2d")
+           for s in ("ppo", "trpl-kl", "trpl-frob")]
+
+
+@pytest.mark.parametrize("tree", ["", "gpu"])
+def test_every_setup_of_an_env_uses_the_same_critic(tree):
+    for env in ("hopper", "walker2d", "halfcheetah", "ant", "humanoid"):
+        files = sorted(glob.glob(os.path.join(CONFIGS, tree, env, "*.yaml")))
+        full = {str(critic(load_config_file(p))) for p in files if not p.endswith("-m.yaml")}
+        minimal = {str(critic(load_config_file(p))) for p in files if p.endswith("-m.yaml")}
+        assert len(files) >= 7 and len(full) == 1 and len(minimal) <= 1, (tree, env, full, minimal)
+    # the reference TRPL critic differs in what the issue names
+    own = load_config_file(os.path.join(CONFIGS, "_critics", "trpl-reference.yaml"),
+                           load_config_file(os.path.join(CONFIGS, "hopper", "trpl-kl.yaml")))
+    shared = critic(load_config_file(os.path.join(CONFIGS, "hopper", "ppo.yaml")))
+    assert {k for k, v in critic(own).items() if shared[k] != v} == {
+        "value_lr", "value_lr_decay", "lr_decay_steps", "normalize_reward", "value_clip", "value_minibatches"}
+
+
+def test_compare_says_which_critic():
+    from types import SimpleNamespace as NS
+
+    c = critic(TrainConfig())
+    assert compare._critic_note([NS(critic=c), NS(critic=dict(c))]).startswith("critic: the same in every run: ")
+    note = compare._critic_note([NS(critic=c), NS(critic={**c, "value_lr": 1.0, "value_clip": None})])
+    assert note.startswith("critic: differs between runs in value_clip, value_lr ")
+
+
+def _trace(config):
+    """What the trainer built from ``config`` (on the line env, whose dynamics do not matter here) really does:
+    records, while ``train_chunk`` is traced (not compiled), the calls of the functions behind each switch; and
+    returns the initial networks and optimiser states."""
+    from tr_jax.algorithms import core, ppo, trpl
+    from tr_jax.envs import normalize as N
+    from tr_jax.train import make_trainer
+
+    calls = {"obs_clip": [], "reward_norm": 0, "value_clip": [], "advantage_norm": 0}
+    real = (N.normalize, N.update_reward_norm, core.value_loss, ppo.normalize_advantage)
+
+    def normalize(stats, x, clip=10.0, eps=1e-8):
+        calls["obs_clip"].append(clip)
+        return real[0](stats, x, clip, eps)
+
+    def update_reward_norm(*a, **k):
+        calls["reward_norm"] += 1
+        return real[1](*a, **k)
+
+    def value_loss(fn, params, mb, clip):
+        calls["value_clip"].append(clip)
+        return real[2](fn, params, mb, clip)
+
+    def normalize_advantage(*a, **k):
+        calls["advantage_norm"] += 1
+        return real[3](*a, **k)
+
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(N, "normalize", normalize)
+        mp.setattr(N, "update_reward_norm", update_reward_norm)
+        mp.setattr(core, "value_loss", value_loss)
+        for module in (ppo, trpl):
+            mp.setattr(module, "normalize_advantage", normalize_advantage)
+        trainer = make_trainer(config.replace(num_devices=1), env=_line_env.LineEnv())
+        state = trainer.init(jax.random.key(0))
+        jax.eval_shape(lambda s: trainer.train_chunk(s, 1), state)
+    finally:
+        mp.undo()
+    return calls, trainer, state
+
+
+def _schedules(opt_state) -> int:
+    return len([x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+                if isinstance(x, optax.ScaleByScheduleState)])
+
+
+def _orthogonal(trainer) -> tuple:
+    """(hidden kernel orthogonal with gain sqrt 2, mean head scaled to 0.01) of the built policy network."""
+    p = trainer.policy.init(jax.random.key(1))["params"]
+    k = np.asarray(p["trunk"]["Dense_0"]["kernel"])  # [d, 64], d < 64: orthonormal rows times sqrt 2
+    return np.allclose(k @ k.T, 2 * np.eye(k.shape[0]), atol=1e-4), np.abs(np.asarray(p["mean_head"]["kernel"])).max()
+
+
+@pytest.mark.parametrize("path", MINIMAL + [p.replace("-m.yaml", ".yaml") for p in MINIMAL[:3]],
+                         ids=lambda p: "/".join(p.split(os.sep)[-2:]))
+def test_minimal_configs_switch_every_choice_off_in_the_built_trainer(path):
+    config = validate(load_config_file(path))
+    calls, trainer, state = _trace(config)
+    opts = (state.algo.policy_opt, state.algo.value_opt)
+    orthogonal, head = _orthogonal(trainer)
+    seen = {"obs normalisation": bool(calls["obs_clip"]),
+            "obs clipping": any(c is not None for c in calls["obs_clip"]),
+            "reward normalisation": calls["reward_norm"] > 0,
+            "value clipping": any(c is not None for c in calls["value_clip"]),
+            "orthogonal init": orthogonal, "scaled output layer": head <= 0.01 + 1e-6,
+            "lr annealing": any(_schedules(o) for o in opts if not isinstance(o, optax.EmptyState)),
+            "gradient clipping": any(len(o) > 1 for o in opts if isinstance(o, tuple)),
+            "advantage normalisation": calls["advantage_norm"] > 0}
+    assert calls["value_clip"], "the value loss was traced"
+    if path.endswith("-m.yaml"):
+        assert not any(seen.values()), {k: v for k, v in seen.items() if v}
+        full = load_config_file(path.replace("-m.yaml", ".yaml"))  # the rest of the setup is unchanged
+        switches = {"normalize_obs", "obs_clip", "normalize_reward", "reward_scaling", "value_clip",
+                    "orthogonal_init", "lr_decay", "value_lr_decay", "max_grad_norm", "normalize_advantage"}
+        assert {k for k in full.__dataclass_fields__ if getattr(full, k) != getattr(config, k)} <= switches
+    else:  # the full setups have them on (gradient clipping: no shipped setup clips)
+        assert {k for k, v in seen.items() if not v} == {"gradient clipping"}
