@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import _line_env
-from tr_jax import cli, compare
+from tr_jax import cli, compare, stats
 from tr_jax import rundir as R
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def compared(configs, tmp_path_factory):
 
 def _cells(out):
     """The table's rows as {setup: {column: cell}}."""
-    lines = (out / "results.md").read_text().strip().splitlines()
+    lines = [ln for ln in (out / "results.md").read_text().strip().splitlines() if ln.startswith("|")]
     head = [c.strip() for c in lines[0].strip("|").split("|")]
     return {r[1]: dict(zip(head, r)) for r in ([c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:])}
 
@@ -71,14 +71,35 @@ def test_table_holds_what_the_runs_wrote(compared):
         rd = R.RunDir(compared / "runs" / ENV / setup)
         evals, metrics = rd.read_eval(), rd.read_metrics()
         final = [[r for r in evals if r["seed"] == s][-1]["deterministic_return_mean"] for s in (0, 1)]
-        best = [max(r["deterministic_return_mean"] for r in evals if r["seed"] == s) for s in (0, 1)]
         assert row["final eval return"] == f"{np.mean(final):.1f} ± {np.std(final):.1f}"
-        assert row["best eval return"] == f"{np.mean(best):.1f} ± {np.std(best):.1f}"
-        assert row["max KL"] == f"{max(r['kl_max'] for r in metrics):.3g}"
+        # the score: evaluations at >= 90% of 128 env steps, i.e. the last one (evaluations every 64 steps)
+        iqm = stats.iqm(final)  # two seeds: the IQM is the mean
+        assert row["score IQM [95% CI]"] == f"{iqm.point:.1f} [{iqm.low:.1f}, {iqm.high:.1f}]"
+        assert iqm.point == pytest.approx(np.mean(final))
+        acting = "acting_kl_max"  # the acting policy's KL (TRPL: the network output's, above the projected one)
+        assert row["max acting KL"] == f"{max(r[acting] for r in metrics):.3g}"
         assert row["seeds"] == "2" and row["env steps per seed"] == "128" and row["status"] == "finished"
         assert row["env steps/s"] != "–" and float(row["env steps/s"].replace(",", "")) > 0
         assert row["wall time"].endswith("min")
     assert cells["ppo"]["bound use"] == "–"  # PPO has no trust region
+    assert cells["ppo"]["P(improvement over ppo) [95% CI]"] == "–"
+    ppo = [[r for r in R.RunDir(compared / "runs" / ENV / "ppo").read_eval() if r["seed"] == s][-1]
+           ["deterministic_return_mean"] for s in (0, 1)]
+    trpl = [[r for r in R.RunDir(compared / "runs" / ENV / "trpl-kl").read_eval() if r["seed"] == s][-1]
+            ["deterministic_return_mean"] for s in (0, 1)]
+    poi = stats.probability_of_improvement(trpl, ppo)
+    assert cells["trpl-kl"]["P(improvement over ppo) [95% CI]"] == f"{poi.point:.2f} [{poi.low:.2f}, {poi.high:.2f}]"
+    # the acting policy's parts over their bounds: max / mean / fraction of states over, over every update
+    rows = R.RunDir(compared / "runs" / ENV / "trpl-kl").read_metrics()
+    cfg = R.read_json(R.RunDir(compared / "runs" / ENV / "trpl-kl").config)
+    for part, eps in (("mean_part", cfg["eps_mean"]), ("cov_part", cfg["eps_cov"])):
+        want = (f"{max(r[f'raw_{part}_max'] for r in rows) / eps:.2f} / "
+                f"{np.mean([r[f'raw_{part}_mean'] for r in rows]) / eps:.2f} / "
+                f"{100 * np.mean([r[f'raw_{part}_over'] for r in rows]):.0f}%")
+        assert cells["trpl-kl"][f"acting {part.replace('_', ' ')} / eps_{part[:-5]}: max / mean / over"] == want
+    assert cells["ppo"]["acting mean part / eps_mean: max / mean / over"] == "–"
+    # both setups use the shared critic of experiments/configs/_common.yaml; the table says so
+    assert "critic: the same in every run: " in (compared / "results.md").read_text()
     config = R.read_json(R.RunDir(compared / "runs" / ENV / "trpl-kl").config)
     use = max(max(r["mean_part_max"] / config["eps_mean"], r["cov_part_max"] / config["eps_cov"])
               for r in R.RunDir(compared / "runs" / ENV / "trpl-kl").read_metrics())
@@ -156,7 +177,7 @@ def test_run_without_metrics_yet_is_restarted_and_shown_empty(compared, configs,
     assert compare.plan(str(fresh), compare.make_config(configs, ENV, "trpl-kl", None, [])) == "restart"
     row = compare.summarize(str(out), ENV, "trpl-kl", compare.Timings(str(out)))
     cells = compare.table([row]).splitlines()[2].strip("|").split("|")
-    assert [c.strip() for c in cells] == [ENV, "trpl-kl", "2", "0", "–", "–", "–", "–", "–", "–", "partial"]
+    assert [c.strip() for c in cells] == [ENV, "trpl-kl", "2", "0"] + ["–"] * 9 + ["partial"]
 
 
 def test_concurrent_invocations_keep_each_others_timings(tmp_path):
@@ -180,7 +201,7 @@ def test_table_at_an_earlier_step_count(compared, configs, capsys):
     at_64 = [r["deterministic_return_mean"] for r in rd.read_eval() if r["env_steps"] == 64]
     assert len(at_64) == 2 and row["env steps per seed"] == "64" and row["status"] == "partial"
     assert row["final eval return"] == f"{np.mean(at_64):.1f} ± {np.std(at_64):.1f}"
-    assert row["max KL"] == f"{max(r['kl_max'] for r in rd.read_metrics() if r['env_steps'] <= 64):.3g}"
+    assert row["max acting KL"] == f"{max(r['acting_kl_max'] for r in rd.read_metrics() if r['env_steps'] <= 64):.3g}"
     assert script.main(_argv(configs, compared, "--report-only")) == 0  # the whole runs again
     assert _cells(compared)["trpl-kl"]["env steps per seed"] == "128"
 

@@ -131,7 +131,7 @@ def test_plot_a_real_run(line_run, tmp_path, capsys):
     with open(out, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(out) > 10_000
-    assert "return, eval_return, kl_max, mean_bound, cov_bound for trpl-kl" in capsys.readouterr().out
+    assert "return, eval_return, kl_max, mean_bound, cov_bound, acting_mean_bound, acting_cov_bound for trpl-kl" in capsys.readouterr().out
     drawn = plot_runs([line_run], str(tmp_path / "c.pdf"), ["eval_return", "entropy"])
     e = drawn["eval_return"]["trpl-kl"]
     assert e.num_seeds == 2 and list(e.x) == [4 * 32, 8 * 32]  # evaluations at iterations 4 and 8

@@ -15,8 +15,9 @@ checkout of tr_jax), with ``total_env_steps`` set to
 
 Resumable: a run whose ``summary.json`` says it finished (or diverged) at the
 budget is skipped (if its config is the one asked for); a run with a checkpoint is resumed from its newest one (a
-killed or interrupted run, or a finished one given a larger budget -- note that
-a learning-rate decay then spans the new budget only from the resume on); a
+killed or interrupted run, or a finished one given a larger budget -- a learning-rate decay keeps its
+horizon ``lr_decay_steps`` when it is set, as in the shipped configs; without it the decay spans the new
+budget only from the resume on); a
 directory without a checkpoint is started again. Asking for a different
 config than a run directory holds is an error naming the differing fields.
 
@@ -29,18 +30,31 @@ failed, 2 bad arguments or a missing config directory.
 
 Table columns (per env and setup, over seeds):
 
-* final / best eval return: deterministic (mean-action) evaluation return of
-  the last evaluation / the best one, mean +- std over seeds;
-* max KL: the largest per-state KL(new || old) of any update and seed;
-* bound use: the largest per-state trust-region distance over its bound, any
-  update and seed -- TRPL: ``max(mean part / eps_mean, cov part / eps_cov)``
-  of the projected policy (each per-state bound holds iff this is <= 1, up to
-  the solver's tolerance :data:`TOLERANCE`); TRPO bounds the *mean* KL over
-  states, so its column is ``max kl_mean / max_kl``; PPO has no bound;
-  ``(n over)`` counts the updates above ``1 + TOLERANCE``;
+* score IQM [95% CI]: the score of a seed is the mean of its deterministic (mean-action) evaluation returns
+  over the last 10% of its run (:func:`tr_jax.stats.seed_score` states the exact rule); the column is the
+  interquartile mean of the seeds' scores with a 95% stratified-bootstrap confidence interval (rliable,
+  :mod:`tr_jax.stats`; diverged seeds have no score and are left out);
+* P(improvement over ppo) [95% CI]: the probability that a random seed of the setup scores above a random
+  seed of the setup named ``ppo`` on the same env (ties count half), with its CI; "–" for ppo itself or
+  without a ppo row;
+* final eval return: the last deterministic evaluation, mean ± std over seeds;
+* max acting KL: the largest per-state KL(new || old) of the policy that acts in the next rollout, any
+  update and seed (``acting_kl_max``: TRPL's network output, not its projection; PPO's and TRPO's policy);
+* bound use: the largest per-state trust-region distance over its bound, any update and seed, of the
+  policy the update optimised -- TRPL: ``max(mean part / eps_mean, cov part / eps_cov)`` of the projected
+  policy (each per-state bound holds iff this is <= 1, up to the solver's tolerance :data:`TOLERANCE`, so
+  it cannot exceed 1 by construction); TRPO bounds the *mean* KL over states, so its column is
+  ``max kl_mean / max_kl``; PPO has no bound; ``(n over)`` counts the updates above ``1 + TOLERANCE``;
+* acting mean part / eps_mean, acting cov part / eps_cov (TRPL): the same distances of the acting policy
+  (the network output, which only the regression loss keeps near its projection): the max over states and
+  updates, the mean over states and updates, and the fraction of states above ``1 + TOLERANCE`` times the
+  bound (over every update's states);
 * env steps/s: env steps of all seeds per second of training chunks
   (compilation, evaluation and checkpoints excluded);
 * wall time: of every invocation that trained the run (compilation included).
+
+Under the table a line says which critic the runs use (:func:`tr_jax.config.critic`): the same in every
+run, or the fields in which they differ.
 """
 
 from __future__ import annotations
@@ -55,20 +69,27 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from tr_jax import rundir as R
-from tr_jax.config import load_config_file, parse_assignment
+from tr_jax import stats
+from tr_jax.algorithms.trpl import BOUND_TOLERANCE as TOLERANCE  # relative slack of "bound held"
+from tr_jax.config import critic, load_config_file, parse_assignment
 
 DEFAULT_CONFIGS = os.path.join("experiments", "configs")  # relative to the current directory
-TOLERANCE = 1e-2  # relative slack of "bound held": the KL solver meets its bounds to ~1e-5 (5e-3 at eps 1e-6)
+BASELINE = "ppo"  # the setup the probability of improvement compares every setup with
 
 
 class Row(NamedTuple):
     """One table row: a setup on an env, summarised over its seeds.
 
-    final, best: ``[S]`` final / best deterministic eval return per seed (NaN: no evaluation yet).
+    scores: ``[S]`` the score of each seed (:func:`tr_jax.stats.seed_score`; NaN: no evaluation yet, or diverged).
+    final: ``[S]`` final deterministic eval return per seed (NaN: no evaluation yet).
     env_steps: env steps per seed reached (latest evaluation); status: the run's state.
-    kl_max: largest per-state KL of any update (NaN: no update yet).
+    kl_max: largest per-state KL of the acting policy of any update (NaN: no update yet).
     bound_use: largest distance/bound of any update (None: the algorithm has no bound).
     over: updates (x seeds) with ``bound_use > 1 + TOLERANCE``.
+    acting_mean, acting_cov: TRPL's acting policy (the network output), its mean / cov part over its bound:
+      ``(max over states and updates, mean over states and updates, fraction of states over the bound)``;
+      None for other algorithms (NaNs: no such metrics in the run).
+    critic: the critic's settings (:func:`tr_jax.config.critic`).
     steps_per_second, wall_seconds: over all recorded invocations (NaN: none recorded).
     """
 
@@ -77,11 +98,14 @@ class Row(NamedTuple):
     status: str
     num_seeds: int
     env_steps: int
+    scores: np.ndarray
     final: np.ndarray
-    best: np.ndarray
     kl_max: float
     bound_use: Optional[float]
     over: int
+    acting_mean: Optional[tuple]
+    acting_cov: Optional[tuple]
+    critic: dict
     steps_per_second: float
     wall_seconds: float
 
@@ -216,22 +240,43 @@ def summarize(out: str, env: str, setup: str, timings: Timings, up_to: Optional[
     if up_to is not None:
         evals = [r for r in evals if r["env_steps"] <= up_to]
         metrics = [r for r in metrics if r["env_steps"] <= up_to]
-    final, best = np.full(num_seeds, np.nan), np.full(num_seeds, np.nan)
+    final = np.full(num_seeds, np.nan)
     for s in range(num_seeds):
         det = [r["deterministic_return_mean"] for r in evals if r["seed"] == s]
         if det:
             final[s] = det[-1] if det[-1] is not None else np.nan
-            finite = [d for d in det if d is not None]
-            best[s] = max(finite) if finite else np.nan
-    kls = [r["kl_max"] for r in metrics if r.get("kl_max") is not None]
     bound_use, over = _bound_use(config, metrics)
+    trpl = config["algorithm"] == "trpl"
     # the summary is written when an invocation stops: it is stale while a resumed run trains on
     done_iterations = max((r["iteration"] for r in metrics), default=-1) + 1
     summary = R.read_json(rd.summary) if os.path.exists(rd.summary) else None
     status = summary["status"] if summary and summary["iterations"] == done_iterations else "partial"
     steps_per_second, wall = timings.totals(f"{env}/{setup}")
-    return Row(env, setup, status, num_seeds, evals[-1]["env_steps"] if evals else 0, final, best,
-               max(kls) if kls else float("nan"), bound_use, over, steps_per_second, wall)
+    return Row(env, setup, status, num_seeds, evals[-1]["env_steps"] if evals else 0,
+               stats.seed_scores(evals, num_seeds), final, _acting_kl_max(config, metrics), bound_use, over,
+               _acting_part(metrics, "mean_part", config["eps_mean"]) if trpl else None,
+               _acting_part(metrics, "cov_part", config["eps_cov"]) if trpl else None,
+               critic(config), steps_per_second, wall)
+
+
+def _column(rows: list, name: str) -> np.ndarray:
+    return np.array([r[name] for r in rows if r.get(name) is not None], np.float64)
+
+
+def _acting_kl_max(config: dict, rows: list) -> float:
+    """The largest per-state KL of the acting policy in any update (``acting_kl_max``; runs written before it
+    existed: TRPL's ``raw_kl_max``, the others' ``kl_max``)."""
+    old = "raw_kl_max" if config["algorithm"] == "trpl" else "kl_max"
+    kls = _column(rows, "acting_kl_max" if any("acting_kl_max" in r for r in rows) else old)
+    return float(kls.max()) if kls.size else float("nan")
+
+
+def _acting_part(rows: list, part: str, eps: float) -> tuple:
+    """TRPL's acting policy: ``(max, mean, fraction over)`` of ``raw_<part>`` over its bound ``eps``, over the
+    states of every update and seed (each update's batch has equally many states); NaN where missing."""
+    top, avg, over = (_column(rows, f"raw_{part}_{k}") for k in ("max", "mean", "over"))
+    return (top.max() / eps if top.size else np.nan, avg.mean() / eps if avg.size else np.nan,
+            over.mean() if over.size else np.nan)
 
 
 def _pm(x: np.ndarray) -> str:
@@ -250,17 +295,48 @@ def _duration(seconds: float) -> str:
     return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{seconds / 60:.1f} min"
 
 
-def table(rows: Sequence[Row]) -> str:
-    """The markdown table of ``rows`` (see the module docstring for the columns)."""
-    lines = ["| env | setup | seeds | env steps per seed | final eval return | best eval return | max KL | bound use "
-             "| env steps/s | wall time | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+def _estimate(e: stats.Estimate, spec: str) -> str:
+    return "–" if not np.isfinite(e.point) else f"{e.point:{spec}} [{e.low:{spec}}, {e.high:{spec}}]"
+
+
+def _acting(part: Optional[tuple]) -> str:
+    if part is None or not np.isfinite(part[0]):
+        return "–"
+    top, avg, over = part
+    return f"{top:.2f} / {avg:.2f} / {100 * over:.0f}%"
+
+
+def _critic_note(rows: Sequence[Row]) -> str:
+    """Which critic the rows' runs use: one line."""
+    if not rows:
+        return ""
+    first = rows[0].critic
+    differ = sorted({k for r in rows for k in first if r.critic[k] != first[k]})
+    if not differ:
+        return "critic: the same in every run: " + ", ".join(f"{k}={v}" for k, v in first.items()) + "\n"
+    return (f"critic: differs between runs in {', '.join(differ)} (a difference in return is not the policy "
+            "update's alone)\n")
+
+
+def table(rows: Sequence[Row], reps: int = stats.REPS) -> str:
+    """The markdown table of ``rows`` and a line naming the critic (see the module docstring for the columns).
+
+    ``reps``: bootstrap resamples of the confidence intervals (:mod:`tr_jax.stats`).
+    """
+    lines = ["| env | setup | seeds | env steps per seed | score IQM [95% CI] | P(improvement over ppo) [95% CI] "
+             "| final eval return | max acting KL | bound use | acting mean part / eps_mean: max / mean / over "
+             "| acting cov part / eps_cov: max / mean / over | env steps/s | wall time | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    baseline = {r.env: r.scores for r in rows if r.setup == BASELINE}
     for r in rows:
         use = "–" if r.bound_use is None or not np.isfinite(r.bound_use) else f"{r.bound_use:.3f} ({r.over} over)"
-        lines.append(f"| {r.env} | {r.setup} | {r.num_seeds} | {r.env_steps:,} | {_pm(r.final)} | {_pm(r.best)} "
-                     f"| {_number(r.kl_max, '.3g')} | {use} | {_number(r.steps_per_second, ',.0f')} "
+        poi = (stats.probability_of_improvement(r.scores, baseline[r.env], reps) if r.env in baseline
+               and r.setup != BASELINE else stats.NAN)
+        lines.append(f"| {r.env} | {r.setup} | {r.num_seeds} | {r.env_steps:,} "
+                     f"| {_estimate(stats.iqm(r.scores, reps), '.1f')} | {_estimate(poi, '.2f')} | {_pm(r.final)} | {_number(r.kl_max, '.3g')} | {use} "
+                     f"| {_acting(r.acting_mean)} | {_acting(r.acting_cov)} | {_number(r.steps_per_second, ',.0f')} "
                      f"| {_duration(r.wall_seconds)} | {r.status} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + _critic_note(rows)
 
 
 def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1) -> Optional[str]:
@@ -268,13 +344,17 @@ def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1) -> Optional
 
     ``smooth``: per-iteration metrics averaged over that many trailing iterations (:func:`tr_jax.plot.plot_runs`).
     """
-    from tr_jax.plot import BOUND_METRICS, DEFAULT_METRICS, plot_runs
+    from tr_jax.plot import ACTING_BOUND_METRICS, BOUND_METRICS, DEFAULT_METRICS, plot_runs
 
     dirs = [run_path(out, env, s) for s in setups if R.read_jsonl(R.RunDir(run_path(out, env, s)).eval)]
     if not dirs:
         return None
     trpl = any(R.read_json(R.RunDir(d).config)["algorithm"] == "trpl" for d in dirs)
     metrics = list(DEFAULT_METRICS) + ["entropy"] + (list(BOUND_METRICS) if trpl else [])
+    # the acting policy's KL and (TRPL) bound use, in runs that record them
+    has = {k for d in dirs for k in (R.RunDir(d).read_metrics()[:1] or [{}])[0]}
+    metrics += ["acting_kl_max"] * ("acting_kl_max" in has) + list(ACTING_BOUND_METRICS) * (
+        trpl and "raw_mean_part_max" in has)
     path = os.path.join(out, f"{env}.png")
     plot_runs(dirs, path, metrics, smooth=smooth)
     return path

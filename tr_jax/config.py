@@ -39,6 +39,8 @@ class TrainConfig:
     unroll_length: int = 64          # steps per env per iteration (T)
     total_env_steps: int = 1_000_000  # num_iterations = total // (num_envs * unroll_length * action_repeat)
     normalize_obs: bool = True
+    obs_clip: Optional[float] = 10.0  # normalised observations clipped to +-obs_clip; None: no clipping
+                                      # (raw observations, normalize_obs=False, are never clipped)
     reward_scaling: float = 1.0
     normalize_reward: bool = False   # divide rewards by a running std of the discounted return
 
@@ -49,10 +51,16 @@ class TrainConfig:
     normalize_advantage: bool = True
     num_epochs: int = 10             # policy epochs per iteration (PPO, TRPL); TRPO: value epochs unless value_epochs
     value_epochs: Optional[int] = None  # value-function epochs per iteration; None: num_epochs (one joint pass)
+    value_minibatches: Optional[int] = None  # minibatches per value epoch; None: num_minibatches
     num_minibatches: int = 32
     policy_lr: float = 3e-4
     value_lr: float = 3e-4
-    lr_decay: bool = True            # linear decay to 0 over the run
+    lr_decay: bool = True            # policy (and value, see value_lr_decay) lr: linear decay to 0 over lr_decay_steps
+    value_lr_decay: Optional[bool] = None  # the value lr's decay; None: as lr_decay
+    # horizon of the lr decay in env steps per seed (the lr reaches 0 there and stays 0 after it); None:
+    # total_env_steps. Fixing it keeps the schedule when a budget is cut or extended (a run stopped at 2M of
+    # a 3M horizon ends at lr/3, not at 0).
+    lr_decay_steps: Optional[int] = None
     max_grad_norm: Optional[float] = 0.5  # None: no clipping
     value_clip: Optional[float] = 0.2     # None: no value clipping
     entropy_coef: float = 0.0
@@ -85,6 +93,9 @@ class TrainConfig:
     policy_hidden: tuple = (64, 64)
     value_hidden: tuple = (64, 64)
     activation: str = "tanh"
+    # orthogonal init (gain sqrt 2 hidden, 0.01 policy mean head, 1 value head), zero biases; False: Flax's
+    # default (LeCun normal kernels, zero biases) with no output-layer scaling
+    orthogonal_init: bool = True
     init_std: float = 1.0
     min_std: float = 1e-4
 
@@ -113,11 +124,39 @@ class TrainConfig:
         return self.num_epochs if self.value_epochs is None else self.value_epochs
 
     @property
+    def num_value_minibatches(self) -> int:
+        """Minibatches per value epoch (``value_minibatches``, or ``num_minibatches`` when None)."""
+        return self.num_minibatches if self.value_minibatches is None else self.value_minibatches
+
+    @property
+    def decay_value_lr(self) -> bool:
+        """Whether the value lr decays (``value_lr_decay``, or ``lr_decay`` when None)."""
+        return self.lr_decay if self.value_lr_decay is None else self.value_lr_decay
+
+    @property
     def num_iterations(self) -> int:
         return self.total_env_steps // (self.batch_size * self.action_repeat)
 
+    @property
+    def lr_decay_iterations(self) -> int:
+        """Iterations the lr decay spans: ``lr_decay_steps`` (or ``total_env_steps``) // env steps per iteration."""
+        steps = self.total_env_steps if self.lr_decay_steps is None else self.lr_decay_steps
+        return steps // (self.batch_size * self.action_repeat)
+
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
+
+
+def critic(config) -> dict:
+    """The critic's settings that take effect for ``config`` (a TrainConfig or its dict): network, value lr and
+    its schedule, reward normalisation/scaling, value clipping, value epochs and minibatches, gradient clipping
+    (shared with the policy). Two runs with equal ``critic`` train their value functions alike."""
+    c = config if isinstance(config, TrainConfig) else config_from_dict(config)
+    return {"value_hidden": list(c.value_hidden), "value_lr": c.value_lr, "value_lr_decay": c.decay_value_lr,
+            "lr_decay_steps": c.lr_decay_steps if c.decay_value_lr else None,
+            "normalize_reward": c.normalize_reward, "reward_scaling": c.reward_scaling, "value_clip": c.value_clip,
+            "value_epochs": c.num_value_epochs, "value_minibatches": c.num_value_minibatches,
+            "max_grad_norm": c.max_grad_norm, "orthogonal_init": c.orthogonal_init}
 
 
 # The built-in config of `tr-jax train` without a config file: TRPL with the KL
@@ -181,7 +220,15 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"backtrack_coef must be in (0, 1), got {config.backtrack_coef}")
     if config.value_epochs is not None and not config.value_epochs > 0:
         raise ValueError(f"value_epochs must be positive or None (None: num_epochs), got {config.value_epochs}")
-    for n in ("max_grad_norm", "value_clip"):
+    if config.value_minibatches is not None and (
+            not config.value_minibatches > 0 or config.batch_size % config.value_minibatches):
+        raise ValueError(f"value_minibatches ({config.value_minibatches}) must be None (None: num_minibatches) or "
+                         f"a positive divisor of the batch size num_envs * unroll_length = {config.batch_size}")
+    if config.lr_decay_steps is not None and config.lr_decay_iterations < 1:
+        raise ValueError(f"lr_decay_steps ({config.lr_decay_steps}) must be None (None: total_env_steps) or at "
+                         f"least one iteration (num_envs * unroll_length * action_repeat = "
+                         f"{config.batch_size * config.action_repeat} env steps)")
+    for n in ("max_grad_norm", "value_clip", "obs_clip"):
         v = getattr(config, n)
         if v is not None and not v > 0:
             raise ValueError(f"{n} must be positive or None, got {v}")

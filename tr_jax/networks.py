@@ -25,8 +25,11 @@ either one global parameter vector (``contextual_cov=False``; parameter
 ``params["params"]["cov"]``) or a zero-initialised linear head on the policy
 trunk (``contextual_cov=True``; module ``params["params"]["cov_head"]``).
 
-Initialisation: orthogonal, gain sqrt(2) for hidden layers, 0.01 for the
-mean head, 1.0 for the value head; zero biases.
+Initialisation (``config.orthogonal_init``, default True): orthogonal, gain
+sqrt(2) for hidden layers, 0.01 for the mean head, 1.0 for the value head;
+zero biases. With ``orthogonal_init=False`` (the implementation-choices
+ablation): Flax's default LeCun-normal kernels for every layer (no scaled
+output layers), zero biases.
 
 The policy and value networks are always separate (there is no shared-trunk
 option): TRPO's and TRPL's trust regions constrain the policy update only;
@@ -129,11 +132,13 @@ def scale_to_raw(scale, cov_type: str, shift: float, min_std: float, floor: floa
 # --------------------------------------------------------------------------------------
 
 
-def _dense(features: int, gain: float, dtype, name=None) -> nn.Dense:
+def _dense(features: int, gain: float, dtype, name=None, orthogonal: bool = True) -> nn.Dense:
+    """A dense layer with zero biases and orthogonal kernels of ``gain`` (``orthogonal`` False: Flax's
+    default LeCun-normal kernels, ``gain`` unused)."""
     return nn.Dense(
         features,
         name=name,
-        kernel_init=nn.initializers.orthogonal(gain),
+        kernel_init=nn.initializers.orthogonal(gain) if orthogonal else nn.initializers.lecun_normal(),
         bias_init=nn.initializers.zeros,
         dtype=dtype,
         param_dtype=dtype,
@@ -146,11 +151,12 @@ class MLP(nn.Module):
     hidden: tuple
     activation: Callable
     dtype: jnp.dtype = jnp.float32
+    orthogonal: bool = True
 
     @nn.compact
     def __call__(self, x):
         for i, h in enumerate(self.hidden):
-            x = self.activation(_dense(h, math.sqrt(2.0), self.dtype)(x))
+            x = self.activation(_dense(h, math.sqrt(2.0), self.dtype, orthogonal=self.orthogonal)(x))
         return x
 
 
@@ -163,11 +169,12 @@ class GaussianPolicyNet(nn.Module):
     activation: Callable
     contextual: bool
     dtype: jnp.dtype = jnp.float32
+    orthogonal: bool = True
 
     @nn.compact
     def __call__(self, obs):
-        h = MLP(self.hidden, self.activation, self.dtype, name="trunk")(obs)
-        mean = _dense(self.action_dim, 0.01, self.dtype, name="mean_head")(h)
+        h = MLP(self.hidden, self.activation, self.dtype, self.orthogonal, name="trunk")(obs)
+        mean = _dense(self.action_dim, 0.01, self.dtype, name="mean_head", orthogonal=self.orthogonal)(h)
         if self.contextual:
             raw = nn.Dense(
                 self.n_cov,
@@ -189,11 +196,12 @@ class ValueNet(nn.Module):
     hidden: tuple
     activation: Callable
     dtype: jnp.dtype = jnp.float32
+    orthogonal: bool = True
 
     @nn.compact
     def __call__(self, obs):
-        h = MLP(self.hidden, self.activation, self.dtype, name="trunk")(obs)
-        return _dense(1, 1.0, self.dtype, name="value_head")(h)[..., 0]
+        h = MLP(self.hidden, self.activation, self.dtype, self.orthogonal, name="trunk")(obs)
+        return _dense(1, 1.0, self.dtype, name="value_head", orthogonal=self.orthogonal)(h)[..., 0]
 
 
 # --------------------------------------------------------------------------------------
@@ -234,7 +242,7 @@ def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
     """Builds the Gaussian MLP policy described by ``config``.
 
     Uses config.cov_type, contextual_cov, policy_hidden, activation,
-    init_std, min_std, dtype.
+    orthogonal_init, init_std, min_std, dtype.
     """
     cov_type = D.check_cov_type(config.cov_type)
     if config.activation not in _ACTIVATIONS:
@@ -252,6 +260,7 @@ def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
         activation=_ACTIVATIONS[config.activation],
         contextual=contextual,
         dtype=dtype,
+        orthogonal=bool(config.orthogonal_init),
     )
 
     def init(key):
@@ -276,11 +285,11 @@ def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
 
 
 def make_value(config, obs_dim: int) -> Value:
-    """Builds the value MLP (config.value_hidden, activation, dtype)."""
+    """Builds the value MLP (config.value_hidden, activation, orthogonal_init, dtype)."""
     if config.activation not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {config.activation!r}; expected one of {ACTIVATIONS}")
     dtype = jnp.dtype(config.dtype)
-    net = ValueNet(tuple(config.value_hidden), _ACTIVATIONS[config.activation], dtype)
+    net = ValueNet(tuple(config.value_hidden), _ACTIVATIONS[config.activation], dtype, bool(config.orthogonal_init))
 
     def init(key):
         return net.init(key, jnp.zeros((1, obs_dim), dtype))

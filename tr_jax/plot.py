@@ -20,11 +20,18 @@ Metrics (``--metric``), one panel each:
   and covariance part of the projection's distance as a fraction of its bound
   (``mean_part_max / eps_mean``, ``cov_part_max / eps_cov``; at most 1 up to
   the solver's tolerance, a dashed line marks 1);
+* ``acting_mean_bound``, ``acting_cov_bound`` (TRPL runs only): the same for
+  the policy that acts in the next rollout, the network output (not
+  projected: only the regression loss keeps it near its projection), from
+  ``raw_mean_part_max`` / ``raw_cov_part_max``; ``acting_kl_max``: the largest
+  per-state KL of the acting policy (every algorithm; TRPL's ``kl_max`` is
+  the projected policy's);
 * any other column of ``metrics.jsonl`` or ``eval.jsonl`` by its name
   (``entropy``, ``value_loss``, ``stochastic_length_mean``, ...).
 
 The default is ``return``, ``eval_return``, ``kl_max`` and, when any run is
-TRPL, ``mean_bound`` and ``cov_bound``. The file type follows the extension of
+TRPL, ``mean_bound`` and ``cov_bound`` (and the acting ones where a run has
+them). The file type follows the extension of
 ``--out``: ``.png``, ``.pdf`` or ``.svg``. Needs matplotlib (``pip install
 'tr_jax[plot]'``).
 """
@@ -48,8 +55,14 @@ DERIVED = {
     "kl_max": ("metrics", "kl_max", "max KL(new || old) per update", None),
     "mean_bound": ("metrics", "mean_part_max", "max mean part / eps_mean", "eps_mean"),
     "cov_bound": ("metrics", "cov_part_max", "max cov part / eps_cov", "eps_cov"),
+    "acting_mean_bound": ("metrics", "raw_mean_part_max", "acting policy: max mean part / eps_mean", "eps_mean"),
+    "acting_cov_bound": ("metrics", "raw_cov_part_max", "acting policy: max cov part / eps_cov", "eps_cov"),
+    "acting_kl_max": ("metrics", "acting_kl_max", "acting policy: max KL(new || old) per update", None),
 }
 BOUND_METRICS = ("mean_bound", "cov_bound")
+# the same for the policy that acts next (TRPL: the network output, which is not projected); runs written
+# before these metrics existed have none
+ACTING_BOUND_METRICS = ("acting_mean_bound", "acting_cov_bound")
 DEFAULT_METRICS = ("return", "eval_return", "kl_max")
 
 
@@ -164,7 +177,8 @@ def _series(run: Run, metric: str, smooth: int = 1):
     else:
         source, column, bound = ("eval" if any(metric in r for r in run.evals[:1]) else "metrics"), metric, None
     rows = run.evals if source == "eval" else run.metrics
-    if not rows or column not in rows[0] or (metric in BOUND_METRICS and run.config["algorithm"] != "trpl"):
+    if not rows or column not in rows[0] or (metric in BOUND_METRICS + ACTING_BOUND_METRICS
+                                             and run.config["algorithm"] != "trpl"):
         return None
     scale = 1.0 / run.config[bound] if bound else 1.0
     out = {}
@@ -214,7 +228,8 @@ def plot_runs(run_dirs: Sequence[str], out: str, metrics: Optional[Sequence[str]
       run_dirs: run directories written by ``tr-jax train``.
       out: the output file; its extension picks the format.
       metrics: metric names (see the module docstring); default: return,
-        eval_return, kl_max and, if any run is TRPL, mean_bound and cov_bound.
+        eval_return, kl_max and, if any run is TRPL, mean_bound and cov_bound
+        (and acting_mean_bound, acting_cov_bound where a run has them).
       labels: one label per run directory (runs with equal labels are pooled);
         default :func:`default_label` of each run's config.
       confidence: of the bootstrap band.
@@ -242,7 +257,7 @@ def plot_runs(run_dirs: Sequence[str], out: str, metrics: Optional[Sequence[str]
     if not metrics:
         metrics = list(DEFAULT_METRICS)
         if any(r.config["algorithm"] == "trpl" for r in runs):
-            metrics += list(BOUND_METRICS)
+            metrics += list(BOUND_METRICS) + [m for m in ACTING_BOUND_METRICS if any(_series(r, m) for r in runs)]
     known = available_metrics(runs)
     unknown = [m for m in metrics if m not in known]
     if unknown:
@@ -280,7 +295,7 @@ def _draw(drawn: dict, out: str, confidence: float) -> None:
             b = bands[label]
             ax.plot(b.x, b.mean, color=colors[label], lw=1.5, label=f"{label} (n={b.num_seeds})")
             ax.fill_between(b.x, b.low, b.high, color=colors[label], alpha=0.25, lw=0)
-        if m in BOUND_METRICS:
+        if m in BOUND_METRICS + ACTING_BOUND_METRICS:
             ax.axhline(1.0, color="k", ls="--", lw=1, label="bound")
             # headroom above the bound, so curves that sit on it stay visible
             top = max(float(np.nanmax(b.high)) for b in bands.values())

@@ -185,7 +185,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
 
     def obs_normalizer(obs_stats):
         if config.normalize_obs:
-            return lambda o: N.normalize(obs_stats, o.astype(dtype))
+            return lambda o: N.normalize(obs_stats, o.astype(dtype), config.obs_clip)
         return lambda o: o.astype(dtype)
 
     def init(key, hparams=None) -> TrainState:

@@ -206,23 +206,31 @@ def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_param
     return env_state, tr, info
 
 
-def make_optimizer(config, lr: float, steps_per_iteration: int) -> optax.GradientTransformation:
-    """Adam with optional global-norm clipping and linear decay to 0 over the run.
+def make_optimizer(config, lr: float, steps_per_iteration: int, decay: bool) -> optax.GradientTransformation:
+    """Adam with optional global-norm clipping (``max_grad_norm``) and, with ``decay``, linear decay to 0.
 
-    ``steps_per_iteration``: Optax updates per training iteration (the decay
-    spans ``config.num_iterations * steps_per_iteration`` updates). ``lr`` may
-    be a traced scalar (:class:`~tr_jax.hyperparams.Hyperparams`): the
-    optimiser state does not depend on it, so an algorithm builds the
-    optimiser with the config's value for ``init`` and with the run's value
-    inside ``update``.
+    ``steps_per_iteration``: Optax updates per training iteration; the decay
+    spans ``config.lr_decay_iterations * steps_per_iteration`` updates (the
+    ``lr_decay_steps`` horizon, ``total_env_steps`` by default) and the lr
+    stays 0 after it. ``decay``: ``config.lr_decay`` for the policy,
+    ``config.decay_value_lr`` for the value function. ``lr`` may be a traced
+    scalar (:class:`~tr_jax.hyperparams.Hyperparams`): the optimiser state does
+    not depend on it, so an algorithm builds the optimiser with the config's
+    value for ``init`` and with the run's value inside ``update``.
     """
-    if config.lr_decay:
-        lr = optax.linear_schedule(lr, 0.0, max(1, config.num_iterations * steps_per_iteration))
+    if decay:
+        lr = optax.linear_schedule(lr, 0.0, max(1, config.lr_decay_iterations * steps_per_iteration))
     parts = []
     if config.max_grad_norm is not None:
         parts.append(optax.clip_by_global_norm(config.max_grad_norm))
     parts.append(optax.adam(lr, eps=1e-5))
     return optax.chain(*parts)
+
+
+def value_optimizer(config, lr: float) -> optax.GradientTransformation:
+    """The value function's optimiser: ``value_epochs x value_minibatches`` steps per iteration,
+    decaying iff ``config.decay_value_lr``."""
+    return make_optimizer(config, lr, config.num_value_epochs * config.num_value_minibatches, config.decay_value_lr)
 
 
 def value_loss(value_fn, value_params, mb: Batch, clip):
@@ -238,6 +246,8 @@ def value_loss(value_fn, value_params, mb: Batch, clip):
 def policy_divergence(policy, params, batch: Batch, axis_name: Optional[str] = None):
     """KL(new || old) per state over ``batch``: mean/max of the total and its parts, entropy (scalars).
 
+    ``acting_kl_mean``/``acting_kl_max`` repeat ``kl_mean``/``kl_max``: the name every algorithm reports for
+    the KL of the policy that acts in the next rollout (TRPL's is its network output, not the projection).
     With ``axis_name``, ``batch`` is this device's rows and the statistics are over all devices'.
     """
     mean, scale = policy.apply(params, batch.obs)
@@ -245,7 +255,7 @@ def policy_divergence(policy, params, batch: Batch, axis_name: Optional[str] = N
     kl = m + c
     avg, top = (lambda x: par.mean(x, axis_name)), (lambda x: par.max(x, axis_name))
     return {
-        "kl_mean": avg(kl), "kl_max": top(kl),
+        "kl_mean": avg(kl), "kl_max": top(kl), "acting_kl_mean": avg(kl), "acting_kl_max": top(kl),
         "kl_mean_part_mean": avg(m), "kl_mean_part_max": top(m),
         "kl_cov_part_mean": avg(c), "kl_cov_part_max": top(c),
         "entropy": avg(distributions.entropy(scale, policy.cov_type)),
@@ -318,19 +328,21 @@ def fit_value(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, num
 
 
 def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, value_epochs: int,
-                        num_minibatches: int, policy_loss_fn: Callable, value_fn: Callable, value_clip,
+                        num_minibatches: int, value_minibatches: int, policy_loss_fn: Callable, value_fn: Callable,
+                        value_clip,
                         policy_opt: optax.GradientTransformation, value_opt: optax.GradientTransformation,
                         axis_name: Optional[str] = None):
     """Minibatch epochs of policy and value steps (PPO's and TRPL's update).
 
-    With ``value_epochs == num_epochs``: ``num_epochs`` passes in which every
-    minibatch takes one ``policy_opt`` step on ``policy_loss_fn`` and one
-    ``value_opt`` step on :func:`value_loss` (one joint ``value_and_grad``).
-    Otherwise (the reference TRPL setup: 20 policy, 10 value epochs):
-    ``num_epochs`` passes of policy steps, then ``value_epochs`` passes of
-    value steps (:func:`fit_value`) on their own permutations. Either way the
-    policy optimiser takes ``num_epochs * num_minibatches`` steps and the value
-    optimiser ``value_epochs * num_minibatches``.
+    With ``value_epochs == num_epochs`` and ``value_minibatches ==
+    num_minibatches``: ``num_epochs`` passes in which every minibatch takes one
+    ``policy_opt`` step on ``policy_loss_fn`` and one ``value_opt`` step on
+    :func:`value_loss` (one joint ``value_and_grad``). Otherwise (the
+    reference TRPL setup: 20 policy, 10 value epochs): ``num_epochs`` passes of
+    policy steps, then ``value_epochs`` passes of ``value_minibatches`` value
+    steps (:func:`fit_value`) on their own permutations. Either way the policy
+    optimiser takes ``num_epochs * num_minibatches`` steps and the value
+    optimiser ``value_epochs * value_minibatches``.
 
     Args:
       key: PRNG key for the minibatch permutations.
@@ -345,7 +357,7 @@ def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs
       ``value_loss`` and ``value_grad_norm``, each the mean over its minibatch steps (and devices).
     """
     carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
-    joint = value_epochs == num_epochs
+    joint = value_epochs == num_epochs and value_minibatches == num_minibatches
     step = _minibatch_step(policy_loss_fn, value_fn if joint else None, value_clip, policy_opt, value_opt, axis_name)
     key_policy, key_value = (key, None) if joint else jax.random.split(key)
     (pp, vp, po, vo), metrics = minibatch_epochs(key_policy, batch, num_epochs, num_minibatches, step, carry,
@@ -353,7 +365,7 @@ def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs
     state = AlgoState(pp, vp, po, vo, state.extra)
     metrics = par.pmean(jax.tree.map(jnp.mean, metrics), axis_name)
     if not joint:
-        state, value_metrics = fit_value(key_value, state, batch, value_epochs, num_minibatches, value_fn,
+        state, value_metrics = fit_value(key_value, state, batch, value_epochs, value_minibatches, value_fn,
                                          value_clip, value_opt, axis_name)
         metrics.update(value_metrics)
     return state, metrics

@@ -2,13 +2,13 @@
 
 Per iteration: ``num_epochs`` x ``num_minibatches`` Optax steps (via
 :func:`~tr_jax.algorithms.core.actor_critic_epochs`; the value function takes
-``value_epochs`` x ``num_minibatches``, jointly when the counts agree) on
+``value_epochs`` x ``value_minibatches``, jointly when the counts agree) on
 
     L = -mean(min(rho A, clip(rho, 1 - c, 1 + c) A)) - entropy_coef * H
         + value loss (optionally clipped around the old value),
 
 with per-minibatch advantage normalisation, global-norm gradient clipping and
-a linear learning-rate decay to zero over the run. Policy and value have
+a linear learning-rate decay to zero over ``lr_decay_steps`` (each as configured). Policy and value have
 separate parameters and optimisers (policy_lr / value_lr).
 """
 
@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage, policy_divergence
+from tr_jax.algorithms.core import (actor_critic_epochs, make_optimizer, normalize_advantage, policy_divergence,
+                                    value_optimizer)
 
 
 def make_ppo(config, policy, value, axis_name=None) -> Algorithm:
@@ -29,12 +30,12 @@ def make_ppo(config, policy, value, axis_name=None) -> Algorithm:
     :class:`~tr_jax.hyperparams.Hyperparams`.
     """
     policy_steps = config.num_epochs * config.num_minibatches
-    value_steps = config.num_value_epochs * config.num_minibatches
     cov_type = policy.cov_type
 
     def init(policy_params, value_params):
-        return AlgoState(policy_params, value_params, make_optimizer(config, config.policy_lr, policy_steps).init(
-            policy_params), make_optimizer(config, config.value_lr, value_steps).init(value_params))
+        return AlgoState(policy_params, value_params,
+                         make_optimizer(config, config.policy_lr, policy_steps, config.lr_decay).init(policy_params),
+                         value_optimizer(config, config.value_lr).init(value_params))
 
     def loss_fn(pp, mb: Batch, hp):
         mean, scale = policy.apply(pp, mb.obs)
@@ -57,8 +58,8 @@ def make_ppo(config, policy, value, axis_name=None) -> Algorithm:
         del iteration  # the Optax schedules count steps themselves
         state, metrics = actor_critic_epochs(
             key, state, batch, config.num_epochs, config.num_value_epochs, config.num_minibatches,
-            lambda pp, mb: loss_fn(pp, mb, hp), value.apply, config.value_clip,
-            make_optimizer(config, hp.policy_lr, policy_steps), make_optimizer(config, hp.value_lr, value_steps),
+            config.num_value_minibatches, lambda pp, mb: loss_fn(pp, mb, hp), value.apply, config.value_clip,
+            make_optimizer(config, hp.policy_lr, policy_steps, config.lr_decay), value_optimizer(config, hp.value_lr),
             axis_name)
         metrics.update(policy_divergence(policy, state.policy_params, par.local_rows(batch, axis_name), axis_name))
         return state, metrics

@@ -2,7 +2,7 @@
 
 Per minibatch (``num_epochs`` x ``num_minibatches`` Optax steps through
 :func:`~tr_jax.algorithms.core.actor_critic_epochs`; the value function takes
-``value_epochs`` x ``num_minibatches``, after the policy epochs when the counts
+``value_epochs`` x ``value_minibatches``, after the policy epochs when the counts
 differ), with the network output
 p~ = (mu~, A~) and the behaviour policy q = (mu_o, A_o) of each state:
 
@@ -43,10 +43,16 @@ Metrics (after the update, on the full batch; "projected" = the policy p the
 update optimised, "raw" = the network output p~ that the next rollout acts
 with; KL is KL(new || old), as for PPO and TRPO):
   kl_mean, kl_max: KL(p || q) mean/max over states;
-  mean_part_mean/max, cov_part_mean/max: the projection's own distance parts
-    between q and p -- never above eps_mean / eps_cov (solver tolerance)
-    without an entropy schedule;
-  raw_kl_mean/max, raw_mean_part_max, raw_cov_part_max: the same for p~;
+  mean_part_mean/max/over, cov_part_mean/max/over: the projection's own
+    distance parts between q and p, mean and max over states and the fraction
+    of states above the bound (``over``, see :func:`bound_metrics`) -- never
+    above eps_mean / eps_cov (solver tolerance) without an entropy schedule;
+  acting_kl_mean/max, raw_mean_part_mean/max/over, raw_cov_part_mean/max/over:
+    the same for the acting policy p~ (after the global covariance write-back).
+    These are what the trust region is about: p~ is not projected, and only
+    the regression loss (trust_region_coef, extra_regression_steps) pulls it
+    towards p, so its parts can exceed the bounds. ``acting_kl_*`` is the
+    metric PPO and TRPO report under the same name (their policy acts);
   entropy (of p), entropy_bound (beta_t; only with a schedule),
   policy_loss, trust_region_loss, value_loss (means over minibatches),
   regression_loss (mean over the extra steps; 0 without them).
@@ -61,7 +67,7 @@ import optax
 from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage
+from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage, value_optimizer
 from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
 from tr_jax.projections import canonical_name, entropy_projection, parts, project
 
@@ -80,13 +86,38 @@ def projection_cov_type(policy_cov_type: str, projection: str) -> str:
     return "full"
 
 
+# relative slack of "inside the bound": the KL solver meets its bounds to ~1e-5 (5e-3 at eps 1e-6)
+BOUND_TOLERANCE = 1e-2
+
+
+def bound_metrics(prefix: str, mean_part: jax.Array, cov_part: jax.Array, eps_mean, eps_cov,
+                  axis_name=None) -> dict:
+    """Per-state trust-region distances against their bounds, over the states of a batch (of every device).
+
+    Args:
+      prefix: of the metric names ("" for the projected policy, "raw_" for the network output).
+      mean_part, cov_part: ``[n]`` the projection's mean and covariance distance per state.
+      eps_mean, eps_cov: the bounds (scalars).
+    Returns:
+      ``{prefix}mean_part_mean``, ``_max`` (mean and max over states), ``_over`` (the fraction of states
+      with ``part > eps * (1 + BOUND_TOLERANCE)``: strictly above the bound beyond the solver's tolerance),
+      and the same three for ``cov_part``; scalars.
+    """
+    out = {}
+    for part, x, eps in (("mean_part", mean_part, eps_mean), ("cov_part", cov_part, eps_cov)):
+        over = (x > eps * (1 + BOUND_TOLERANCE)).astype(x.dtype)
+        out.update({f"{prefix}{part}_mean": par.mean(x, axis_name), f"{prefix}{part}_max": par.max(x, axis_name),
+                    f"{prefix}{part}_over": par.mean(over, axis_name)})
+    return out
+
+
 def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     """Builds TRPL for ``config`` over a policy/value pair from :mod:`tr_jax.networks`.
 
     Uses config.projection, scale_prec, entropy_schedule, target_entropy,
     entropy_temperature, entropy_equality, extra_regression_steps,
-    normalize_advantage, num_epochs, value_epochs, num_minibatches, lr_decay,
-    max_grad_norm, value_clip; eps_mean, eps_cov, trust_region_coef,
+    normalize_advantage, num_epochs, value_epochs, num_minibatches, value_minibatches, lr_decay,
+    value_lr_decay, lr_decay_steps, max_grad_norm, value_clip; eps_mean, eps_cov, trust_region_coef,
     entropy_coef, policy_lr and value_lr come from the update's
     :class:`~tr_jax.hyperparams.Hyperparams`.
     """
@@ -97,7 +128,6 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     num_mb = config.num_minibatches
     n_reg = config.extra_regression_steps
     policy_steps = config.num_epochs * num_mb + n_reg
-    value_steps = config.num_value_epochs * num_mb
 
     def to_proj(scale):
         """Policy scale -> projection scale ([..., k] or [..., k, k])."""
@@ -123,9 +153,9 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     def init(policy_params, value_params):
         dtype = jax.tree.leaves(policy_params)[0].dtype
         h0 = jnp.asarray(gaussian_entropy(policy.action_dim, config.init_std), dtype)
-        return AlgoState(policy_params, value_params, make_optimizer(config, config.policy_lr, policy_steps).init(
-            policy_params), make_optimizer(config, config.value_lr, value_steps).init(value_params),
-            {"initial_entropy": h0})
+        return AlgoState(policy_params, value_params,
+                         make_optimizer(config, config.policy_lr, policy_steps, config.lr_decay).init(policy_params),
+                         value_optimizer(config, config.value_lr).init(value_params), {"initial_entropy": h0})
 
     def loss_fn(pp, mb: Batch, beta, hp):
         raw, (pm, ps) = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta, hp)
@@ -142,11 +172,12 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
                              config.entropy_temperature, iteration, config.num_iterations)
         batch = batch._replace(old_scale=to_proj(batch.old_scale))
         key_epochs, key_reg = jax.random.split(key)
-        policy_opt = make_optimizer(config, hp.policy_lr, policy_steps)
+        policy_opt = make_optimizer(config, hp.policy_lr, policy_steps, config.lr_decay)
         state, metrics = actor_critic_epochs(key_epochs, state, batch, config.num_epochs, config.num_value_epochs,
-                                             num_mb, lambda pp, mb: loss_fn(pp, mb, beta, hp), value.apply,
+                                             num_mb, config.num_value_minibatches,
+                                             lambda pp, mb: loss_fn(pp, mb, beta, hp), value.apply,
                                              config.value_clip, policy_opt,
-                                             make_optimizer(config, hp.value_lr, value_steps), axis_name)
+                                             value_optimizer(config, hp.value_lr), axis_name)
         pp, vp, po, vo = state.policy_params, state.value_params, state.policy_opt, state.value_opt
 
         if n_reg > 0:
@@ -181,12 +212,12 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
             pp = policy.set_global_scale(pp, jax.lax.stop_gradient(from_proj(global_scale)))
             mean, scale = policy.apply(pp, batch.obs)
             raw = (mean, to_proj(scale))
-        metrics.update(_final_metrics(raw, proj, batch))
+        metrics.update(_final_metrics(raw, proj, batch, hp))
         if schedule != "none":  # (-inf otherwise; the training loop treats non-finite metrics as divergence)
             metrics["entropy_bound"] = beta
         return AlgoState(pp, vp, po, vo, state.extra), metrics
 
-    def _final_metrics(raw, proj, batch: Batch):
+    def _final_metrics(raw, proj, batch: Batch, hp):
         (rm, rs), (pm, ps) = raw, proj
         mp, cp = parts(name, pm, ps, batch.old_mean, batch.old_scale, **options)
         rmp, rcp = parts(name, rm, rs, batch.old_mean, batch.old_scale, **options)
@@ -198,10 +229,9 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         avg, top = (lambda x: par.mean(x, axis_name)), (lambda x: par.max(x, axis_name))
         return {
             "kl_mean": avg(kl), "kl_max": top(kl),
-            "mean_part_mean": avg(mp), "mean_part_max": top(mp),
-            "cov_part_mean": avg(cp), "cov_part_max": top(cp),
-            "raw_kl_mean": avg(raw_kl), "raw_kl_max": top(raw_kl),
-            "raw_mean_part_max": top(rmp), "raw_cov_part_max": top(rcp),
+            "acting_kl_mean": avg(raw_kl), "acting_kl_max": top(raw_kl),
+            **bound_metrics("", mp, cp, hp.eps_mean, hp.eps_cov, axis_name),
+            **bound_metrics("raw_", rmp, rcp, hp.eps_mean, hp.eps_cov, axis_name),
             "entropy": avg(D.entropy(ps, proj_cov_type)),
         }
 

@@ -20,9 +20,9 @@ KL direction: KL(pi_new || pi_old) per state, averaged over the batch -- the
 same quantity every algorithm in tr_jax reports as ``kl_mean``. Its Hessian at
 ``theta_old`` (the Fisher) is the same for either direction.
 
-Value function: ``value_epochs`` (default ``num_epochs``) x ``num_minibatches``
-Adam steps (``value_lr``, linear decay, global-norm clipping as configured) on
-the PPO value loss (optionally clipped), through
+Value function: ``value_epochs`` (default ``num_epochs``) x ``value_minibatches``
+(default ``num_minibatches``) Adam steps (``value_lr``, linear decay, global-norm
+clipping as configured) on the PPO value loss (optionally clipped), through
 :func:`~tr_jax.algorithms.core.fit_value`.
 """
 
@@ -36,7 +36,7 @@ from jax.flatten_util import ravel_pytree
 from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import fit_value, make_optimizer, normalize_advantage, policy_divergence
+from tr_jax.algorithms.core import fit_value, normalize_advantage, policy_divergence, value_optimizer
 
 
 def conjugate_gradient(matvec, b, iters: int, tol: float = 1e-10):
@@ -75,18 +75,18 @@ def make_trpo(config, policy, value, axis_name=None) -> Algorithm:
 
     Uses config.cg_iters, cg_damping, line_search_steps, backtrack_coef,
     normalize_advantage and, for the value function, value_epochs (or
-    num_epochs), num_minibatches, lr_decay, max_grad_norm, value_clip;
+    num_epochs), value_minibatches (or num_minibatches), value_lr_decay (or lr_decay), lr_decay_steps,
+    max_grad_norm, value_clip;
     max_kl, entropy_coef and value_lr come from the update's
     :class:`~tr_jax.hyperparams.Hyperparams`. With ``axis_name`` the policy
     step runs on each device's rows: gradients, Fisher-vector products and the
     line search's surrogate and KL are averaged over devices.
     """
     cov_type = policy.cov_type
-    value_steps = config.num_value_epochs * config.num_minibatches
 
     def init(policy_params, value_params):
         return AlgoState(policy_params, value_params, optax.EmptyState(),
-                         make_optimizer(config, config.value_lr, value_steps).init(value_params))
+                         value_optimizer(config, config.value_lr).init(value_params))
 
     def policy_step(params, batch: Batch, hp):
         max_kl = hp.max_kl
@@ -164,8 +164,8 @@ def make_trpo(config, policy, value, axis_name=None) -> Algorithm:
         local = par.local_rows(batch, axis_name)
         pp, pmetrics = policy_step(state.policy_params, local, hp)
         state, metrics = fit_value(key, state._replace(policy_params=pp), batch, config.num_value_epochs,
-                                   config.num_minibatches, value.apply, config.value_clip,
-                                   make_optimizer(config, hp.value_lr, value_steps), axis_name)
+                                   config.num_value_minibatches, value.apply, config.value_clip,
+                                   value_optimizer(config, hp.value_lr), axis_name)
         metrics.update(pmetrics)
         metrics.update(policy_divergence(policy, pp, local, axis_name))
         return state, metrics

@@ -49,9 +49,10 @@ def update_stats(stats: RunningStats, x: jax.Array, axis_name: Optional[str] = N
     return RunningStats(mean=mean, var=m2 / total, count=total)
 
 
-def normalize(stats: RunningStats, x: jax.Array, clip: float = 10.0, eps: float = 1e-8) -> jax.Array:
-    """(x - mean) / sqrt(var + eps), clipped to [-clip, clip]; ``x`` ``[..., *shape]``."""
-    return jnp.clip((x - stats.mean) / jnp.sqrt(stats.var + eps), -clip, clip)
+def normalize(stats: RunningStats, x: jax.Array, clip: Optional[float] = 10.0, eps: float = 1e-8) -> jax.Array:
+    """(x - mean) / sqrt(var + eps), clipped to [-clip, clip] (``clip`` None: not clipped); ``x`` ``[..., *shape]``."""
+    z = (x - stats.mean) / jnp.sqrt(stats.var + eps)
+    return z if clip is None else jnp.clip(z, -clip, clip)
 
 
 class RewardNorm(NamedTuple):
