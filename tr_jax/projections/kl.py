@@ -58,6 +58,15 @@ of about 1e-16 sqrt(8 k / eps) (4e-14 at eps = 1e-3, k = 17, where the
 benchmark measures 2.6e-14; 1e-11 at eps = 1e-8), the same order as
 rounding the output scale itself.
 
+Float32: the Newton iterations use the accurate g (:func:`_g_terms`), so the
+bound is met to about 1e-5 relative at eps = 1e-3 and 3e-3 at eps = 1e-8 (the
+rounding of the output scale, about 6e-8 sqrt(8 k / eps) relative). Bounds
+below ``_checks.BOUND_FLOOR`` (float32 1e-8, float64 1e-12, where the float64
+iterations' fast g stops converging) are refused when concrete; a traced zero
+bound gives s = 0 and the old scale exactly. The precisions p are formed
+without cancellation (:func:`_precision`) and s g'(s) stays finite, so
+diagonal target stds from 1e-9 to past 1e9 times the old ones work in float32.
+
 NaN inputs: a NaN in any input of a state gives NaN in that state's outputs
 (the affected part); the solver runs a bounded number of iterations, so it
 never hangs, under ``jit`` or not.
@@ -558,10 +567,14 @@ def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_ty
       are returned unchanged in value and gradient. Differentiable (reverse
       mode) w.r.t. all inputs including the bounds; the covariance bound is met
       to about 1e-12 relative in float64 (see the module docstring for float32).
+      A traced zero ``eps_cov`` returns the old scale exactly.
       NaN in a state's inputs gives NaN in its outputs; never hangs.
     Raises:
       ValueError: mismatched shapes or dtypes, a scale of the wrong rank,
-        non-float inputs, non-positive or badly shaped bounds, an unknown or
+        non-float inputs, non-positive or badly shaped bounds, a concrete
+        ``eps_cov`` below ``bound_floor(dtype)`` (float32 1e-8, float64 1e-12),
+        dtypes other than float32/float64, concrete stds (or diagonal
+        entries of factors) <= 0, an unknown or
         unsupported ``cov_type``, a concrete "full" scale with non-zero entries
         above the diagonal. Under ``jit`` the values cannot be checked: entries
         above the diagonal are then ignored (read as zero), except that states
