@@ -25,8 +25,10 @@ most a fixed number of iterations (so it jits, vmaps and always terminates),
 and a last Newton step on an accurate evaluation of g.
 
 * Diagonal: one logarithm per chunk of elements (the log of a product) in the
-  iterations; KL(target || old) and the last step sum log1p(y) - y / (1 + y),
-  y = s d, which never rounds p = 1 + y (:func:`_g_direct`). On CPU the
+  float64 iterations; the last step sums log1p(y) - y / p, y = s d, with
+  p = (1 - s) + s lam, which never rounds p = 1 + y (:func:`_g_direct`), and
+  KL(target || old) = g(1) sums log lam - d / lam (:func:`_g_one`). No pass
+  over the elements has a select (see :func:`_precision`). On CPU the
   states are solved in blocks of ``_BLOCK`` (``lax.map``; one block on
   GPU/TPU), and the covariance part has a hand-written VJP whose residuals
   are the inputs and s, so the temporary memory of a forward+backward pass
@@ -58,7 +60,8 @@ of about 1e-16 sqrt(8 k / eps) (4e-14 at eps = 1e-3, k = 17, where the
 benchmark measures 2.6e-14; 1e-11 at eps = 1e-8), the same order as
 rounding the output scale itself.
 
-Float32: the Newton iterations use the accurate g (:func:`_g_terms`), so the
+Float32: the Newton iterations use a g as accurate as the last step's
+(log1p per element, :func:`_g_terms`), so the
 bound is met to about 1e-5 relative at eps = 1e-3 and 3e-3 at eps = 1e-8 (the
 rounding of the output scale, about 6e-8 sqrt(8 k / eps) relative). Bounds
 below ``_checks.BOUND_FLOOR`` (float32 1e-8, float64 1e-12, where the float64
@@ -125,62 +128,64 @@ def _sum_log(p):
 
 
 def _precision(s, d, lam):
-    """``(y, p)``: p = 1 + s d = (1 - s) + s lam, the whitened projected
-    precisions of eigenvalues ``lam`` (``d = lam - 1``), and y = s d = p - 1.
+    """``(y, p)``: y = s d and p = (1 - s) + s lam = 1 + y, the whitened
+    projected precisions of eigenvalues ``lam`` (``d = lam - 1``).
 
-    p is 1 + y where y >= -1/2 (one rounding), and (1 - s) + s lam otherwise,
-    a sum of non-negative terms: accurate even where lam << 1 and s -> 1, where
-    1 + s d would cancel to 0 (a target std 1e4 times the old one in float32).
+    p is a sum of two non-negative terms, so it is correct to a few ulps
+    whatever s and lam are (1 + s d would cancel to 0 where lam << 1 and
+    s -> 1: a target std 1e4 times the old one in float32), and it costs about
+    the same as 1 + s d (1 - s is one number per state; no select: XLA:CPU
+    does not vectorise an elementwise select inside these fused reductions,
+    which made such a pass 5-10 times slower).
+    """
+    return s * d, (1.0 - s) + s * lam
+
+
+def _g_terms(s, d):
+    """g(s) and s g'(s) of the Newton iterations for p = 1 + y, y = s d (``d`` ``[k]``).
+
+    s g'(s) = 0.5 sum((y / p)^2), finite where d^2 would overflow. p = 1 + y
+    is rounded (no select, :func:`_precision`), which only matters where
+    lam << 1 and s -> 1; the last step on :func:`_g_direct` has the exact p.
+    float64: one logarithm per chunk of elements (:func:`_sum_log`; absolute
+    error about k ulps of 1, refined by that last step); float32: one log1p
+    per element, as accurate as :func:`_g_direct` (needed: k ulps of 1 would
+    exceed bounds below about 1e-6).
     """
     y = s * d
-    return y, jnp.where(y >= -0.5, 1.0 + y, (1.0 - s) + s * lam)
-
-
-def _log_precision(y, p, q):
-    """log p to a few ulps of max(|y|, |log p|), one logarithm per element:
-    log1p(y) where p >= 1/2, -log1p(q - 1) (q = 1 / p) where p < 1/2."""
-    small = p < 0.5
-    return jnp.where(small, -1.0, 1.0) * jnp.log1p(jnp.where(small, q - 1.0, y))
-
-
-def _g_terms(s, d, lam):
-    """Fast g(s) and s g'(s) for whitened precisions p = 1 + s d (``d``, ``lam`` : ``[k]``).
-
-    float64: one logarithm per chunk of elements (:func:`_sum_log`; absolute
-    error about k ulps of 1, refined by the last step on :func:`_g_direct`);
-    float32: the accurate :func:`_g_direct` sum, which costs one logarithm per
-    element too and is needed there: k ulps of 1 would exceed bounds below
-    about 1e-6.
-    """
-    y, p = _precision(s, d, lam)
-    q = 1.0 / p
-    dq = d * q
-    yq = y * q
-    slope = 0.5 * jnp.sum(yq * yq)  # s g'(s) = 0.5 s^2 sum(d^2 / p^2): finite where d^2 overflows
+    p = 1.0 + y
+    yq = y / p
+    slope = 0.5 * jnp.sum(yq * yq)
     if p.dtype != jnp.float64:
-        return _g_sum(y, p, q), slope
-    return 0.5 * (_sum_log(p) - s * jnp.sum(dq)), slope
+        return 0.5 * jnp.sum(jnp.log1p(y) - yq), slope
+    return 0.5 * (_sum_log(p) - jnp.sum(yq)), slope
 
 
 def _g_direct(s, d, lam):
     """g(s) for whitened precisions p = 1 + y, y = s d (``d``, ``lam`` : ``[k]``),
-    without rounding p: 0.5 sum(log p - y / p), log p from y (or 1 / p where
-    p < 1/2; :func:`_log_precision`).
+    without rounding p = 1 + y: 0.5 sum(log1p(y) - y / p), p from
+    :func:`_precision`; for ``s < 1`` (g(1) is :func:`_g_one`).
 
     Its absolute error is a few ulps of sum(|y|), so its relative error is at
     most about u sqrt(8 k / g), u the unit roundoff (1e-16 in float64, about
     1e-12 at g = 1e-6; 6e-8 in float32): the same order as the rounding of the
     output scale itself, whose covariance part has that relative error
     whatever s is. (The fast float64 form rounds p = 1 + y first: an absolute
-    error of about k ulps of 1, 1e-7 relative at g = 1e-8.)
+    error of about k ulps of 1, 1e-7 relative at g = 1e-8.) Where p << 1
+    (lam << 1, s -> 1) the rounding of y costs log1p(y) about u / p, a few
+    ulps of the term 1 / p - 1 + log p of g, and y / p uses the exact p.
     """
     y, p = _precision(s, d, lam)
-    return _g_sum(y, p, 1.0 / p)
+    return 0.5 * jnp.sum(jnp.log1p(y) - y / p)
 
 
-def _g_sum(y, p, q):
-    """0.5 sum(log p - y q) for ``y``, ``p``, ``q = 1 / p`` ``[k]`` (see :func:`_g_direct`)."""
-    return 0.5 * jnp.sum(_log_precision(y, p, q) - y * q)
+def _g_one(d, lam):
+    """g(1) = KL_Sigma(target || old) = 0.5 sum(log lam - d / lam) for ``d``,
+    ``lam`` ``[k]``: p = lam is exact there, so log lam is accurate to ulps of
+    |log lam| (about |d| near lam = 1), and no log1p(d) meets d = -1 when
+    lam is below the rounding of 1 (a target std 1e4 times the old one in
+    float32)."""
+    return 0.5 * jnp.sum(jnp.log(lam) - d / lam)
 
 
 def _g_tridiagonal(s, c, b):
@@ -222,7 +227,8 @@ def _norm(x):
     """Euclidean norm of ``x`` ``[m]`` without overflow of the squares."""
     big = jnp.max(jnp.abs(x))
     scale = jnp.where(big > 0, big, 1.0)
-    return scale * jnp.sqrt(jnp.sum((x / scale) ** 2))
+    scaled = x * (1.0 / scale)  # one division per vector, not per element
+    return scale * jnp.sqrt(jnp.sum(scaled * scaled))
 
 
 def _solve_s(g_fast, g_last, norm_d, kl_target, eps):
@@ -297,13 +303,11 @@ def _solve_s(g_fast, g_last, norm_d, kl_target, eps):
 def _root_s(lam, eps):
     """s for whitened-target eigenvalues ``lam`` ``[k]`` (diagonal states: s_o^2 / s~^2).
 
-    The Newton iterations use the fast g (one logarithm per chunk of
-    elements); KL(target || old) = g(1) and the last step use the accurate
-    :func:`_g_direct`.
+    The Newton iterations use :func:`_g_terms`; the last step the accurate
+    :func:`_g_direct` and KL(target || old) = g(1) :func:`_g_one`.
     """
     d = lam - 1.0
-    return _solve_s(lambda s: _g_terms(s, d, lam), lambda s: (_g_direct(s, d, lam), None), _norm(d),
-                    _g_direct(jnp.ones((), d.dtype), d, lam), eps)
+    return _solve_s(lambda s: _g_terms(s, d), lambda s: (_g_direct(s, d, lam), None), _norm(d), _g_one(d, lam), eps)
 
 
 def _root_s_full(w, eps):
