@@ -175,6 +175,66 @@ def test_bound_met_float32(proj, parts, kind):
     _check_bounds(proj, parts, args, eps_m.astype(np.float32), eps_c.astype(np.float32), rtol=F32_RTOL)
 
 
+def _cov_part_f64(parts, ps, os_):
+    """KL_Sigma(projected || old) of float32 results, evaluated in float64."""
+    zeros = np.zeros(os_.shape[:2])
+    return np.asarray(parts(zeros, np.asarray(ps, np.float64), zeros, np.asarray(os_, np.float64))[1])
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_tiny_bound_met_float32(proj, parts, kind):
+    """Issue 17, case 4: at eps_cov = 1e-8 (the float32 floor) the covariance
+    part was 1.7e6 times the bound (diag; the fast g cancelled); now within 1%."""
+    rng = np.random.default_rng(3)
+    n, k = 256, 6
+    args = make_diag(rng, n, k, inside_frac=0.0) if kind == "diag" else make_full(rng, n, k, cond=1e2, inside_frac=0.0)
+    m, s, om, os_ = (np.asarray(a, np.float32) for a in args)
+    eps = np.float32([1e-8, 1e-7, 1e-6, 1e-8])[np.arange(n) % 4]
+    ratio = _cov_part_f64(parts, proj(m, s, om, os_, 0.03, eps)[1], os_) / eps
+    assert np.all(np.abs(ratio - 1.0) <= 1e-2), (ratio.min(), ratio.max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bound_below_the_floor_raises(dtype):
+    from tr_jax.projections import bound_floor
+
+    m, s, om, os_ = (np.asarray(a, dtype) for a in make_diag(np.random.default_rng(0), 4, 3))
+    floor = bound_floor(dtype)
+    kl_projection(m, s, om, os_, 0.1, floor)
+    with pytest.raises(ValueError, match="eps_cov = .* is below"):
+        kl_projection(m, s, om, os_, 0.1, floor / 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_zero_bound_under_jit_gives_the_old_scale(kind, dtype):
+    """A traced zero bound: s = 0, the old scale bit for bit (was a cov part of 0.0024 in float32)."""
+    rng = np.random.default_rng(5)
+    args = make_diag(rng, 64, 6, inside_frac=0.0) if kind == "diag" else make_full(rng, 64, 6, cond=1e2, inside_frac=0.0)
+    m, s, om, os_ = (np.asarray(a, dtype) for a in args)
+    ps = jax.jit(lambda e: kl_projection(m, s, om, os_, 0.1, e)[1])(dtype(0.0))
+    np.testing.assert_array_equal(np.asarray(ps), os_)
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_large_std_ratios_float32(proj, parts, kind):
+    """Issue 17, case 7: a target std 1e4 (and up to 1e8, or 1e-8) times the
+    old one gave NaN in float32 (p = 1 + s d cancelled to 0); the bound is met."""
+    ratios = np.array([1e4, 1e6, 1e8, 1e-4, 1e-8, 3.0], np.float64)
+    n, k = ratios.size, 3
+    old = np.array([1.0, 0.5, 2.0])
+    std = np.stack([old * np.array([r, 1.0, 1.5]) for r in ratios])
+    os_ = np.broadcast_to(old, (n, k))
+    if kind == "full":  # Cholesky factors that are not diagonal
+        low = np.tril(np.full((k, k), 0.2), -1)
+        std, os_ = (np.eye(k) * x[:, None, :] + low for x in (std, os_))
+    m, s, om, o = (np.asarray(a, np.float32) for a in (np.zeros((n, k)), std, np.zeros((n, k)), os_))
+    eps = 0.05
+    ps = proj(m, s, om, o, 0.1, eps)[1]
+    assert np.all(np.isfinite(np.asarray(ps)))
+    np.testing.assert_allclose(_cov_part_f64(parts, ps, o), eps, rtol=1e-4)
+
+
 def test_passthrough_gradient(proj):
     rng = np.random.default_rng(3)
     for maker in (make_diag, make_full):

@@ -131,6 +131,12 @@ def _bad_inputs():
         "int scale": ((m, s, om, os.astype(np.int32), 0.1, 0.1), "floating dtype"),
         "complex": ((m.astype(np.complex64), s, om, os, 0.1, 0.1), "floating dtype"),
         "bool mean": ((m > 0, s, om, os, 0.1, 0.1), "floating dtype"),
+        "list mean": (([[0.0, 0.0]] * 3, s, om, os, 0.1, 0.1), "must be an array, got a Python list"),
+        "bfloat16": (tuple(x.astype(jnp.bfloat16) for x in ok[:4]) + (0.1, 0.1), "float32 or float64 only"),
+        "float16": (tuple(x.astype(np.float16) for x in ok[:4]) + (0.1, 0.1), "float32 or float64 only"),
+        "negative old std": ((m, s, om, os * np.float32([[1, 1], [1, -1], [1, 1]]), 0.1, 0.1), "std <= 0"),
+        "zero old std": ((m, s, om, os * np.float32([[0, 1], [1, 1], [1, 1]]), 0.1, 0.1), "std <= 0"),
+        "negative new std": ((m, -s, om, os, 0.1, 0.1), "std <= 0"),
         "eps_mean 0": (ok[:4] + (0.0, 0.1), "eps_mean must be positive"),
         "eps_mean < 0": (ok[:4] + (-1.0, 0.1), "eps_mean must be positive"),
         "eps_mean nan": (ok[:4] + (float("nan"), 0.1), "eps_mean must be positive and finite"),
@@ -156,7 +162,7 @@ def test_bad_input_raises_value_error(name):
     if name != "mean":
         cases.update(cov_cases)
     for what, (args, match) in cases.items():
-        if name == "mean" and what == "diag vs full":
+        if name == "mean" and what in ("diag vs full", "negative new std"):
             continue  # mean_projection takes no new scale
         if name == "mean" and what in ("scale rank 3", "scale rank 1", "non-square", "int scale"):
             # mean_projection takes only old_scale; build the same mistake there.
@@ -164,6 +170,48 @@ def test_bad_input_raises_value_error(name):
         with pytest.raises((ValueError, TypeError), match=match) as info:
             fn(*args)
         assert info.type is ValueError, (what, info.value)
+
+
+@pytest.mark.parametrize("name", ["kl", "w2", "frob"])
+def test_factor_with_a_non_positive_diagonal_raises(name):
+    """Issue 17, case 9 for matrix scales (not diagonal): a Cholesky factor (KL,
+    Frobenius) or symmetric sqrt (W2) with a diagonal entry <= 0."""
+    m, _, om, _ = gaussians(batch=(2,), k=3)
+    good = _spd_sqrt(2, 3, 1).astype(np.float32)
+    if name != "w2":
+        good = np.linalg.cholesky(good @ good).astype(np.float32)
+    bad = good.copy()
+    bad[1, 2, 2] = -bad[1, 2, 2] if name != "w2" else 0.0
+    for args in ((m, good, om, bad), (m, bad, om, good)):
+        with pytest.raises(ValueError, match="diagonal entry .* <= 0"):
+            PROJECTIONS[name](*args, 0.1, 0.1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["w2", "frob"])
+def test_zero_bound_under_jit_gives_the_old_scale(name, dtype):
+    """A traced zero bound returns the old scale bit for bit (full Frobenius
+    returned chol(L_o L_o^T), 1e-7 off in float32); matrices not diagonal."""
+    m, _, om, _ = gaussians(batch=(4,), k=3, dtype=dtype)
+    s, os_ = _spd_sqrt(4, 3, 2), _spd_sqrt(4, 3, 3)
+    if name == "frob":
+        s, os_ = np.linalg.cholesky(s @ s), np.linalg.cholesky(os_ @ os_)
+    s, os_ = s.astype(dtype), os_.astype(dtype)
+    with jax.enable_x64(dtype == np.float64):
+        ps = tjit(lambda e: CLOSED[name](m, s, om, os_, 0.1, e)[1])(dtype(0.0))
+    np.testing.assert_array_equal(np.asarray(ps), os_)
+
+
+def test_config_refuses_bounds_below_the_floor():
+    import dataclasses
+
+    from tr_jax.config import TrainConfig, validate
+
+    validate(dataclasses.replace(TrainConfig(), eps_cov=1e-8, eps_mean=1e-8))
+    validate(dataclasses.replace(TrainConfig(), eps_cov=1e-12, dtype="float64"))
+    for field in ("eps_cov", "eps_mean"):
+        with pytest.raises(ValueError, match=f"{field} = 1e-09 is below 1e-08"):
+            validate(dataclasses.replace(TrainConfig(), **{field: 1e-9}))
 
 
 @pytest.mark.parametrize("name", ["w2", "frob"])

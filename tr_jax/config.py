@@ -20,6 +20,8 @@ import os
 import typing
 from typing import Any, Optional
 
+from tr_jax.projections import bound_floor
+
 DTYPES = ("float32", "float64")
 # Host-loop fields: they change when things are reported/saved, not what is
 # computed, so a resumed run may change them (and total_env_steps, to extend a run).
@@ -207,6 +209,11 @@ def validate(config: TrainConfig) -> TrainConfig:
               "num_epochs", "num_minibatches", "policy_lr", "value_lr", "clip_ratio", "max_kl",
               "cg_iters", "line_search_steps", "eps_mean", "eps_cov", "init_std", "min_std",
               "reward_scaling", "chunk_iterations", "eval_episodes", "keep_checkpoints")
+    for n in ("eps_mean", "eps_cov"):
+        floor = bound_floor(config.dtype)
+        if getattr(config, n) < floor:
+            raise ValueError(f"{n} = {getattr(config, n):g} is below {floor:g}, the smallest bound the projections "
+                             f"meet in {config.dtype} (tr_jax.projections.bound_floor)")
     if config.num_devices < 0:
         raise ValueError(f"num_devices must be >= 0 (0: every device), got {config.num_devices}")
     if config.obs_key is not None and not config.obs_key:

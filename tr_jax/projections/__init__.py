@@ -15,15 +15,22 @@ and ``mean_projection`` need the ``cov_type`` of a matrix scale. Concrete
 matrices that are not of their ``cov_type`` raise ValueError; traced ones
 cannot be checked (a "full" scale is then read as its lower triangle).
 
-Bad input (mismatched shapes, a scale of the wrong rank, non-float dtypes,
-non-positive or non-finite concrete bounds, unknown names or cov_types) raises ValueError
-while tracing. Bounds that are traced (e.g. jit arguments) cannot be checked:
-a zero bound gives (about) the old Gaussian, a negative or NaN one gives NaN.
+Bad input (mismatched shapes, a scale of the wrong rank, Python lists,
+dtypes other than float32/float64 (bfloat16 and float16 are refused: the
+bounds are not met in them), non-positive or non-finite concrete bounds,
+concrete stds or factor diagonals <= 0, unknown names or cov_types) raises
+ValueError while tracing. KL also refuses a concrete eps_cov below
+:func:`bound_floor` (float32 1e-8, float64 1e-12), where rounding alone breaks
+the bound. Bounds that are traced (e.g. jit arguments) cannot be checked:
+a zero bound gives the old covariance exactly (every projection, under jit
+too), a negative or NaN one gives NaN; traced stds <= 0 are not checked
+(meaningless output).
 NaN in a state's inputs gives NaN in that state's outputs, under jit too; the
 closed forms do not iterate and the KL solver runs a bounded number of
 iterations, so nothing hangs.
 """
 
+from tr_jax.projections._checks import bound_floor
 from tr_jax.projections.dispatch import NAMES, canonical_name, get_parts, get_projection, parts, project
 from tr_jax.projections.entropy import entropy_projection
 from tr_jax.projections.frobenius import frobenius_parts, frobenius_projection
@@ -33,6 +40,7 @@ from tr_jax.projections.wasserstein import wasserstein_parts, wasserstein_projec
 
 __all__ = [
     "NAMES",
+    "bound_floor",
     "canonical_name",
     "entropy_projection",
     "frobenius_parts",

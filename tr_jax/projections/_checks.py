@@ -31,10 +31,56 @@ class Layout(NamedTuple):
     batch_shape: tuple
 
 
+# The smallest bounds (eps_mean, eps_cov) each dtype meets: below them the
+# rounding of the outputs alone is about 1% of the bound or more (float32:
+# 0.3% at 1e-8, 3% at 1e-10, 30% at 1e-12; see tr_jax.projections.kl).
+BOUND_FLOOR = {"float32": 1e-8, "float64": 1e-12}
+_DTYPES = tuple(BOUND_FLOOR)
+
+
 def _check_float(name: str, x) -> None:
+    if isinstance(x, (list, tuple)):
+        raise ValueError(f"{name} must be an array, got a Python {type(x).__name__}; convert it with jnp.asarray")
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"{name} must have a floating dtype (float32/float64), got {dtype}")
+    if str(dtype) not in _DTYPES:
+        raise ValueError(
+            f"{name} has dtype {dtype}; the projections compute in float32 or float64 only (their bounds are not "
+            "met in lower precision): cast the inputs with .astype(jnp.float32)"
+        )
+
+
+def bound_floor(dtype) -> float:
+    """The smallest bound the projections meet in ``dtype`` (float32: 1e-8, float64: 1e-12)."""
+    return BOUND_FLOOR[str(jnp.dtype(dtype))]
+
+
+def check_bound_floor(name: str, eps, dtype, what: str) -> None:
+    """Raises ``ValueError`` if a concrete positive bound is below :func:`bound_floor` of ``dtype``."""
+    if isinstance(eps, jax.core.Tracer):
+        return
+    floor = bound_floor(dtype)
+    value = np.asarray(eps, dtype=np.float64)
+    if np.any(value < floor):
+        raise ValueError(
+            f"{what}: {name} = {float(np.min(value)):.3g} is below {floor:g}, the smallest bound it meets in "
+            f"{jnp.dtype(dtype)} (rounding alone would break it); use a larger bound or float64"
+        )
+
+
+def check_positive_scale(scale, cov_type: str, name: str) -> None:
+    """Raises ``ValueError`` if a concrete ``scale`` has a std (diagonal) or a
+    diagonal entry of its factor (full, sqrt) that is <= 0. NaN passes (NaN
+    in, NaN out); traced scales cannot be checked."""
+    if isinstance(scale, jax.core.Tracer):
+        return
+    x = np.asarray(scale)
+    diag = x if cov_type == "diag" else np.diagonal(x, axis1=-2, axis2=-1)
+    bad = diag <= 0
+    if np.any(bad):
+        what = "std" if cov_type == "diag" else f"diagonal entry of a cov_type={cov_type!r} factor"
+        raise ValueError(f"{name} has a {what} <= 0 (smallest {float(np.min(diag[bad])):.3g}); scales must be positive")
 
 
 def resolve_cov_type(cov_type, is_matrix: bool, allowed: tuple, matrix_default, what: str) -> str:
@@ -105,6 +151,7 @@ def check_old(old_mean, old_scale, cov_type, allowed: tuple, matrix_default, wha
         raise ValueError(f"old_scale dtype {jnp.result_type(old_scale)} differs from old_mean {jnp.result_type(old_mean)}")
     cov_type = resolve_cov_type(cov_type, is_matrix, allowed, matrix_default, what)
     D.check_scale(old_scale, cov_type, "old_scale")
+    check_positive_scale(old_scale, cov_type, "old_scale")
     return Layout(cov_type, tuple(jnp.shape(old_mean)[:-1]))
 
 
@@ -128,8 +175,9 @@ def check_pair(mean, scale, old_mean, old_scale, cov_type, allowed: tuple, matri
         raise ValueError(f"mean, scale, old_mean and old_scale must share one dtype, got {sorted(map(str, dtypes))}")
     assert new == old
     cov_type = resolve_cov_type(cov_type, new, allowed, matrix_default, what)
-    D.check_scale(scale, cov_type, "scale")
-    D.check_scale(old_scale, cov_type, "old_scale")
+    for value, name in ((scale, "scale"), (old_scale, "old_scale")):
+        D.check_scale(value, cov_type, name)
+        check_positive_scale(value, cov_type, name)
     return Layout(cov_type, tuple(jnp.shape(mean)[:-1]))
 
 

@@ -58,7 +58,8 @@ def _frobenius_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov
     else:
         old_lower = jnp.tril(old_scale)
         cov = old_lower @ old_lower.T + w * diff
-        projected = LA.cholesky(0.5 * (cov + cov.T))
+        # A zero bound (w = 0) gives the old factor itself, not chol(L_o L_o^T) rounded.
+        projected = jnp.where(w == 0, old_lower, LA.cholesky(0.5 * (cov + cov.T)))
     return new_mean, jnp.where(active, projected, scale)
 
 

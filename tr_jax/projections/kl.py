@@ -25,8 +25,10 @@ most a fixed number of iterations (so it jits, vmaps and always terminates),
 and a last Newton step on an accurate evaluation of g.
 
 * Diagonal: one logarithm per chunk of elements (the log of a product) in the
-  iterations; KL(target || old) and the last step sum log1p(y) - y / (1 + y),
-  y = s d, which never rounds p = 1 + y (:func:`_g_direct`). On CPU the
+  float64 iterations; the last step sums log1p(y) - y / p, y = s d, with
+  p = (1 - s) + s lam, which never rounds p = 1 + y (:func:`_g_direct`), and
+  KL(target || old) = g(1) sums log lam - d / lam (:func:`_g_one`). No pass
+  over the elements has a select (see :func:`_precision`). On CPU the
   states are solved in blocks of ``_BLOCK`` (``lax.map``; one block on
   GPU/TPU), and the covariance part has a hand-written VJP whose residuals
   are the inputs and s, so the temporary memory of a forward+backward pass
@@ -57,6 +59,16 @@ Accuracy (float64): the covariance part meets its bound to a relative error
 of about 1e-16 sqrt(8 k / eps) (4e-14 at eps = 1e-3, k = 17, where the
 benchmark measures 2.6e-14; 1e-11 at eps = 1e-8), the same order as
 rounding the output scale itself.
+
+Float32: the Newton iterations use a g as accurate as the last step's
+(log1p per element, :func:`_g_terms`), so the
+bound is met to about 1e-5 relative at eps = 1e-3 and 3e-3 at eps = 1e-8 (the
+rounding of the output scale, about 6e-8 sqrt(8 k / eps) relative). Bounds
+below ``_checks.BOUND_FLOOR`` (float32 1e-8, float64 1e-12, where the float64
+iterations' fast g stops converging) are refused when concrete; a traced zero
+bound gives s = 0 and the old scale exactly. The precisions p are formed
+without cancellation (:func:`_precision`) and s g'(s) stays finite, so
+diagonal target stds from 1e-9 to past 1e9 times the old ones work in float32.
 
 NaN inputs: a NaN in any input of a state gives NaN in that state's outputs
 (the affected part); the solver runs a bounded number of iterations, so it
@@ -115,27 +127,65 @@ def _sum_log(p):
     return jnp.sum(jnp.log(jnp.prod(padded.reshape(n, _LOG_CHUNK), axis=-1)))
 
 
+def _precision(s, d, lam):
+    """``(y, p)``: y = s d and p = (1 - s) + s lam = 1 + y, the whitened
+    projected precisions of eigenvalues ``lam`` (``d = lam - 1``).
+
+    p is a sum of two non-negative terms, so it is correct to a few ulps
+    whatever s and lam are (1 + s d would cancel to 0 where lam << 1 and
+    s -> 1: a target std 1e4 times the old one in float32), and it costs about
+    the same as 1 + s d (1 - s is one number per state; no select: XLA:CPU
+    does not vectorise an elementwise select inside these fused reductions,
+    which made such a pass 5-10 times slower).
+    """
+    return s * d, (1.0 - s) + s * lam
+
+
 def _g_terms(s, d):
-    """Fast g(s) and g'(s) for whitened precisions p = 1 + s d (``d`` : ``[k]``)."""
-    q = 1.0 / (1.0 + s * d)
-    dq = d * q
-    g = 0.5 * (_sum_log(1.0 + s * d) - s * jnp.sum(dq))
-    gp = 0.5 * s * jnp.sum(dq * dq)
-    return g, gp
+    """g(s) and s g'(s) of the Newton iterations for p = 1 + y, y = s d (``d`` ``[k]``).
 
-
-def _g_direct(s, d):
-    """g(s) for whitened precisions p = 1 + y, y = s d (``d`` : ``[k]``), without
-    rounding p: 0.5 sum(log1p(y) - y / (1 + y)).
-
-    Its absolute error is a few ulps of sum(|y|), so its relative error is at
-    most about 1e-16 sqrt(8 k / g) in float64 (about 1e-12 at g = 1e-6): the
-    same order as the rounding of the output scale itself, whose covariance
-    part has that relative error whatever s is. (The fast form rounds p = 1 + y
-    first: an absolute error of about k ulps of 1, 1e-7 relative at g = 1e-8.)
+    s g'(s) = 0.5 sum((y / p)^2), finite where d^2 would overflow. p = 1 + y
+    is rounded (no select, :func:`_precision`), which only matters where
+    lam << 1 and s -> 1; the last step on :func:`_g_direct` has the exact p.
+    float64: one logarithm per chunk of elements (:func:`_sum_log`; absolute
+    error about k ulps of 1, refined by that last step); float32: one log1p
+    per element, as accurate as :func:`_g_direct` (needed: k ulps of 1 would
+    exceed bounds below about 1e-6).
     """
     y = s * d
-    return 0.5 * jnp.sum(jnp.log1p(y) - y / (1.0 + y))
+    p = 1.0 + y
+    yq = y / p
+    slope = 0.5 * jnp.sum(yq * yq)
+    if p.dtype != jnp.float64:
+        return 0.5 * jnp.sum(jnp.log1p(y) - yq), slope
+    return 0.5 * (_sum_log(p) - jnp.sum(yq)), slope
+
+
+def _g_direct(s, d, lam):
+    """g(s) for whitened precisions p = 1 + y, y = s d (``d``, ``lam`` : ``[k]``),
+    without rounding p = 1 + y: 0.5 sum(log1p(y) - y / p), p from
+    :func:`_precision`; for ``s < 1`` (g(1) is :func:`_g_one`).
+
+    Its absolute error is a few ulps of sum(|y|), so its relative error is at
+    most about u sqrt(8 k / g), u the unit roundoff (1e-16 in float64, about
+    1e-12 at g = 1e-6; 6e-8 in float32): the same order as the rounding of the
+    output scale itself, whose covariance part has that relative error
+    whatever s is. (The fast float64 form rounds p = 1 + y first: an absolute
+    error of about k ulps of 1, 1e-7 relative at g = 1e-8.) Where p << 1
+    (lam << 1, s -> 1) the rounding of y costs log1p(y) about u / p, a few
+    ulps of the term 1 / p - 1 + log p of g, and y / p uses the exact p.
+    """
+    y, p = _precision(s, d, lam)
+    return 0.5 * jnp.sum(jnp.log1p(y) - y / p)
+
+
+def _g_one(d, lam):
+    """g(1) = KL_Sigma(target || old) = 0.5 sum(log lam - d / lam) for ``d``,
+    ``lam`` ``[k]``: p = lam is exact there, so log lam is accurate to ulps of
+    |log lam| (about |d| near lam = 1), and no log1p(d) meets d = -1 when
+    lam is below the rounding of 1 (a target std 1e4 times the old one in
+    float32)."""
+    return 0.5 * jnp.sum(jnp.log(lam) - d / lam)
 
 
 def _g_tridiagonal(s, c, b):
@@ -150,54 +200,69 @@ def _g_tridiagonal(s, c, b):
         2 g = sum_j [phi(delta_j) + rho_j / delta_j],  phi(x) = 1/x - 1 + log x,
 
     a sum of non-negative terms (no cancellation, O(k), no eigenvalues; P is
-    positive definite for s in [0, 1], so no pivot vanishes).
+    positive definite for s in [0, 1], so no pivot vanishes). A pivot is
+    kept >= machine eps: an eigenvalue of W below that is lost in W - I (a
+    target std 1e4 times the old one in float32), and rounding would otherwise
+    make the pivot of s = 1 zero or negative (NaN); the root lies where g = eps,
+    far from such pivots, and only g(1) = KL(target || old) is then a lower bound.
     """
+    floor = jnp.finfo(c.dtype).eps - 1.0
+
     def step(carry, cb):
         u, rho, total = carry
         c_j, b_prev = cb
         sb = s * b_prev
         l = sb / (1.0 + u)
         rho = l * l * (1.0 + rho)
-        u = s * c_j - sb * l
+        u = jnp.maximum(s * c_j - sb * l, floor)
         return (u, rho, total + D.rm1_log(-u / (1.0 + u)) + rho / (1.0 + u)), None
 
-    u = s * c[0]
+    u = jnp.maximum(s * c[0], floor)
     init = (u, jnp.zeros_like(u), D.rm1_log(-u / (1.0 + u)))
     (_, _, total), _ = jax.lax.scan(step, init, (c[1:], b))
     return 0.5 * total
 
 
-def _solve_s(g_fast, g_last, sum_d2, kl_target, eps):
+def _norm(x):
+    """Euclidean norm of ``x`` ``[m]`` without overflow of the squares."""
+    big = jnp.max(jnp.abs(x))
+    scale = jnp.where(big > 0, big, 1.0)
+    scaled = x * (1.0 / scale)  # one division per vector, not per element
+    return scale * jnp.sqrt(jnp.sum(scaled * scaled))
+
+
+def _solve_s(g_fast, g_last, norm_d, kl_target, eps):
     """Solves g(s) = eps for s = 1/(1+eta) in (0, 1]; per state.
 
     Args:
-      g_fast: s -> (g(s), g'(s)), used by the bracketed Newton iterations.
-      g_last: s -> (g(s), g'(s) or None), as accurate as the inputs allow, for
-        the last Newton step (None: that step uses the slope of the last
+      g_fast: s -> (g(s), s g'(s)), used by the bracketed Newton iterations
+        (s g'(s) rather than g'(s): it stays finite where d^2 overflows).
+      g_last: s -> (g(s), s g'(s) or None), as accurate as the inputs allow,
+        for the last Newton step (None: that step uses the slope of the last
         iteration, which is converged to sqrt(machine eps) relative).
-      sum_d2: ``[]`` sum of squared eigenvalues of D = W - I (||D||_F^2).
+      norm_d: ``[]`` ||D||_F, the norm of the eigenvalues of D = W - I.
       kl_target: ``[]`` g(1) = KL_Sigma(target || old).
       eps: ``[]`` covariance bound.
     Returns:
-      ``[]`` s; exactly 1 where KL(target || old) <= eps (inactive), NaN if
-      the inputs or ``eps`` are NaN.
+      ``[]`` s; exactly 1 where KL(target || old) <= eps (inactive), exactly 0
+      where eps = 0 < KL(target || old), NaN if the inputs or ``eps`` are NaN.
     """
-    dtype = sum_d2.dtype
+    dtype = norm_d.dtype
     solve = kl_target > eps  # NaN: not solved, and NaN out below
     log_eps = jnp.log(eps)
     slack = _BRACKET_SLACK_ULPS * jnp.finfo(dtype).eps
     tol = jnp.sqrt(jnp.finfo(dtype).eps)
-    s0 = 2.0 * jnp.sqrt(eps / jnp.where(sum_d2 > 0, sum_d2, 1.0))
+    s0 = 2.0 * jnp.sqrt(eps) / jnp.where(norm_d > 0, norm_d, 1.0)
     s0 = jnp.clip(s0, jnp.finfo(dtype).tiny, 1.0)
 
     def newton(carry):
         i, s, lo, hi, g_lo, g_hi, _, _ = carry
-        g, gp = g_fast(s)
+        g, sgp = g_fast(s)
         above = g > eps
         hi, g_hi = jnp.where(above, s, hi), jnp.where(above, g, g_hi)
         lo, g_lo = jnp.where(above, lo, s), jnp.where(above, g_lo, g)
         # Newton on log g as a function of log s.
-        step = (jnp.log(g) - log_eps) * g / (s * gp)
+        step = (jnp.log(g) - log_eps) * g / sgp
         sn = s * jnp.exp(-step)
         # A converged s sits on an end of the bracket, and rounding can put the
         # Newton point an ulp outside it: that is not a reason to leave Newton.
@@ -212,7 +277,7 @@ def _solve_s(g_fast, g_last, sum_d2, kl_target, eps):
         # Converged: the Newton step is below sqrt(machine eps) (relative), so the
         # last step below (quadratic convergence) reaches machine precision.
         done = ok & (jnp.abs(step) <= tol)
-        return i + 1, jnp.where(ok, clipped, fallback), lo, hi, g_lo, g_hi, gp, done
+        return i + 1, jnp.where(ok, clipped, fallback), lo, hi, g_lo, g_hi, sgp, done
 
     def running(carry):
         return (carry[0] < _NEWTON_ITERS) & jnp.logical_not(carry[-1])
@@ -223,26 +288,26 @@ def _solve_s(g_fast, g_last, sum_d2, kl_target, eps):
     zero, one = jnp.zeros_like(s0), jnp.ones_like(s0)
     init = (jnp.zeros((), jnp.int32), s0, zero, one, zero, kl_target + zero, one, jnp.logical_not(solve))
     out = jax.lax.while_loop(running, newton, init)
-    s, gp_last = jnp.where(solve, out[1], one), out[-2]
+    s, sgp_last = jnp.where(solve, out[1], one), out[-2]
 
     # Last Newton step on the accurate g.
-    g, gp = g_last(s)
-    gp = gp_last if gp is None else gp
-    sn = s - (g - eps) / gp
+    g, sgp = g_last(s)
+    sgp = sgp_last if sgp is None else sgp
+    sn = s - s * (g - eps) / sgp
     s = jnp.where(solve & jnp.isfinite(sn) & (sn > 0) & (sn <= 1), sn, s)
-    return jnp.where(jnp.isnan(g) | jnp.isnan(kl_target) | jnp.isnan(eps), jnp.nan, s)
+    s = jnp.where(jnp.isnan(g) | jnp.isnan(kl_target) | jnp.isnan(eps), jnp.nan, s)
+    # A zero bound (possible when traced): s = 0 exactly, P = I, the old covariance.
+    return jnp.where((eps == 0) & solve, 0.0, s)
 
 
 def _root_s(lam, eps):
     """s for whitened-target eigenvalues ``lam`` ``[k]`` (diagonal states: s_o^2 / s~^2).
 
-    The Newton iterations use the fast g (one logarithm per chunk of
-    elements); KL(target || old) = g(1) and the last step use the accurate
-    :func:`_g_direct`.
+    The Newton iterations use :func:`_g_terms`; the last step the accurate
+    :func:`_g_direct` and KL(target || old) = g(1) :func:`_g_one`.
     """
     d = lam - 1.0
-    return _solve_s(lambda s: _g_terms(s, d), lambda s: (_g_direct(s, d), None), jnp.sum(d * d),
-                    _g_direct(jnp.ones((), d.dtype), d), eps)
+    return _solve_s(lambda s: _g_terms(s, d), lambda s: (_g_direct(s, d, lam), None), _norm(d), _g_one(d, lam), eps)
 
 
 def _root_s_full(w, eps):
@@ -256,11 +321,11 @@ def _root_s_full(w, eps):
     c, b = LA.tridiagonalize(w - jnp.eye(k, dtype=w.dtype))
 
     def g_and_slope(s):
-        return jax.jvp(lambda s: _g_tridiagonal(s, c, b), (s,), (jnp.ones_like(s),))
+        return jax.jvp(lambda s: _g_tridiagonal(s, c, b), (s,), (s,))  # (g, s g'(s))
 
     kl_target = _g_tridiagonal(jnp.ones((), w.dtype), c, b)
-    sum_d2 = jnp.sum(c * c) + 2.0 * jnp.sum(b * b)
-    return _solve_s(g_and_slope, g_and_slope, sum_d2, kl_target, eps)
+    norm_d = _norm(jnp.concatenate([c, jnp.sqrt(2.0) * b]))
+    return _solve_s(g_and_slope, g_and_slope, norm_d, kl_target, eps)
 
 
 # ---------------------------------------------------------------------------
@@ -344,7 +409,7 @@ def _cov_diag_parts(std, old_std, s):
     against ``[k]`` or ``[n, k]``."""
     lam = (old_std / std) ** 2
     d = lam - 1.0
-    p = 1.0 + s * d
+    p = _precision(s, d, lam)[1]
     # sqrt of a quotient, not rsqrt: the same rounding, and XLA:CPU's rsqrt is several times slower
     return lam, d, p, jnp.sqrt(old_std * old_std / p)
 
@@ -506,10 +571,14 @@ def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_ty
       are returned unchanged in value and gradient. Differentiable (reverse
       mode) w.r.t. all inputs including the bounds; the covariance bound is met
       to about 1e-12 relative in float64 (see the module docstring for float32).
+      A traced zero ``eps_cov`` returns the old scale exactly.
       NaN in a state's inputs gives NaN in its outputs; never hangs.
     Raises:
       ValueError: mismatched shapes or dtypes, a scale of the wrong rank,
-        non-float inputs, non-positive or badly shaped bounds, an unknown or
+        non-float inputs, non-positive or badly shaped bounds, a concrete
+        ``eps_cov`` below ``bound_floor(dtype)`` (float32 1e-8, float64 1e-12),
+        dtypes other than float32/float64, concrete stds (or diagonal
+        entries of factors) <= 0, an unknown or
         unsupported ``cov_type``, a concrete "full" scale with non-zero entries
         above the diagonal. Under ``jit`` the values cannot be checked: entries
         above the diagonal are then ignored (read as zero), except that states
@@ -518,6 +587,7 @@ def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_ty
     layout, em, ec = _checks.check_projection(
         mean, scale, old_mean, old_scale, eps_mean, eps_cov, cov_type, _COV_TYPES, "full", "kl_projection"
     )
+    _checks.check_bound_floor("eps_cov", eps_cov, ec.dtype, "kl_projection")
     return _kl_batched(layout, mean, scale, old_mean, old_scale, em, ec)
 
 
