@@ -235,6 +235,49 @@ def test_large_std_ratios_float32(proj, parts, kind):
     np.testing.assert_allclose(_cov_part_f64(parts, ps, o), eps, rtol=1e-4)
 
 
+def _large_bound_states(kind, dtype):
+    """Whitened target eigenvalues lam = (1/r^2, 1, 1/2.25) for r in 1e2..1e6
+    (a target std r times the old one along one direction) times bounds eps in
+    0.1..100 (at most KL(target || old)); "full": a rotated basis and an old
+    factor that is not diagonal. Returns ``(std, old_std, eps)``, 16 states, k = 3."""
+    rng = np.random.default_rng(11)
+    k = 3
+    rs, epss = np.repeat([1e2, 1e3, 1e4, 1e6], 4), np.tile([0.1, 1.0, 10.0, 100.0], 4)
+    old_std = np.exp(rng.uniform(-1, 1, (rs.size, k)))
+    if kind == "diag":
+        return old_std * np.stack([rs, np.ones_like(rs), np.full_like(rs, 1.5)], -1), old_std, epss
+    old = np.eye(k) * old_std[:, None, :] + np.tril(rng.normal(size=(rs.size, k, k)) * 0.3, -1)
+    q = np.linalg.qr(rng.normal(size=(rs.size, k, k)))[0]
+    inv_lam = np.stack([rs**2, np.ones_like(rs), np.full_like(rs, 2.25)], -1)
+    target = old @ (q * inv_lam[:, None, :]) @ np.swapaxes(q, 1, 2) @ np.swapaxes(old, 1, 2)
+    return np.linalg.cholesky(target), old, epss
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_large_bounds_with_large_std_ratios(proj, parts, kind, dtype):
+    """Bounds up to 100 with target stds up to 1e6 times the old ones (whitened
+    condition numbers up to 1e12): Newton started at s = 1 next to the pole of g
+    (p = 1 + s d -> 0) stopped on a tiny step in log s; the cov part was 10.27
+    at eps = 10, r = 1e3 (float64), 5e7 (the target itself) at r = 1e4
+    (float32). Now met from both sides, with finite gradients."""
+    std, old, eps = _large_bound_states(kind, np.float64)
+    zeros = np.zeros(std.shape[:2])
+    eps = np.minimum(eps, np.asarray(parts(zeros, std, zeros, old)[1]))
+    s, o, e, z = (np.asarray(a, dtype) for a in (std, old, eps, zeros))
+    kl0 = _cov_part_f64(parts, s, o)
+    ps = proj(z, s, z, o, 0.1, e)[1]
+    cov = _cov_part_f64(parts, ps, o)
+    tol = 1e-9 if dtype == np.float64 else F32_RTOL
+    e64 = e.astype(np.float64)
+    assert np.all(kl0 > e64)
+    assert np.all(cov <= e64 * (1 + tol)), (cov / e64).max()
+    assert np.all(cov >= e64 * (1 - tol)), (cov / e64).min()
+    ct = np.asarray(np.random.default_rng(1).normal(size=s.shape), dtype)
+    grads = jax.grad(lambda *a: jnp.sum(ct * proj(*a)[1]), argnums=(1, 3, 5))(z, s, z, o, 0.1, e)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+
+
 def test_passthrough_gradient(proj):
     rng = np.random.default_rng(3)
     for maker in (make_diag, make_full):
