@@ -278,6 +278,19 @@ def test_large_bounds_with_large_std_ratios(proj, parts, kind, dtype):
     assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
 
 
+def test_bound_out_of_float32_reach_is_kept_not_the_target(proj, parts):
+    """Float32, target std 1e4 times the old one (KL 5e7): no s < 1 reaches
+    bounds between about 8e6 and the KL (p_min >= 2^-24); the projection stays
+    below the bound instead of returning the target (s = 1: cov part 1.11 eps)."""
+    old = np.ones((2, 3))
+    std = old * np.array([1e4, 1.0, 1.5])
+    z = np.zeros((2, 3), np.float32)
+    kl = _cov_part_f64(parts, std, old)
+    eps = np.float32(kl * np.array([0.9, 1 - 1e-6]))
+    cov = _cov_part_f64(parts, proj(z, np.float32(std), z, np.float32(old), 0.1, eps)[1], old)
+    assert np.all(cov <= eps), cov / eps
+
+
 def test_passthrough_gradient(proj):
     rng = np.random.default_rng(3)
     for maker in (make_diag, make_full):

@@ -78,7 +78,9 @@ Large bounds with such ratios: where the root is next to a pole (a target std
 r >> 1 times the old one and eps >> 1), p_min ~ 1 / (2 eps) and one ulp of s
 (2^-24 in float32) changes g by about 2^-24 * 2 eps relative, so float32 meets
 the bound to about max(1e-5, 1.2e-7 eps) relative (1.2e-4 at eps = 1e3;
-float64: 2.2e-16 eps).
+float64: 2.2e-16 eps). Bounds no s < 1 reaches (float32, between about
+2^23 and KL(target || old) for a target std past 3e3 times the old one) give
+the largest s < 1: the bound is met, not reached (never the target itself).
 
 NaN inputs: a NaN in any input of a state gives NaN in that state's outputs
 (the affected part); the solver runs a bounded number of iterations, so it
@@ -317,6 +319,10 @@ def _solve_s(g_fast, g_last, norm_d, kl_target, eps):
     sgp = sgp_last if sgp is None else sgp
     sn = s - s * (g - eps) / sgp
     s = jnp.where(solve & jnp.isfinite(sn) & (sn > 0) & (sn <= 1), sn, s)
+    # s = 1 means "inside" (the target comes back): a state to solve stays below it,
+    # on the safe side of the bound where no s < 1 reaches it (float32: p_min >=
+    # 2^-24, so g(s < 1) stays below about 2^23 per tiny lam_i while g(1) is larger).
+    s = jnp.where(solve, jnp.minimum(s, jnp.nextafter(one, zero)), s)
     s = jnp.where(jnp.isnan(g) | jnp.isnan(kl_target) | jnp.isnan(eps), jnp.nan, s)
     # A zero bound (possible when traced): s = 0 exactly, P = I, the old covariance.
     return jnp.where((eps == 0) & solve, 0.0, s)
