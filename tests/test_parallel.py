@@ -13,6 +13,8 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# one xdist worker runs this module (--dist loadgroup): its module fixture (child) is computed once
+pytestmark = pytest.mark.xdist_group("parallel")
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from tr_jax.config import TrainConfig
 from tr_jax.envs import episode_stats
 from tr_jax.run import run
 from tr_jax.train import make_trainer
+# one xdist worker runs this module (--dist loadgroup): its module fixture (trained) is computed once
+pytestmark = pytest.mark.xdist_group("train_ppo")
 
 CONFIG = TrainConfig(
     env_name="inverted_pendulum", backend="positional", episode_length=200, num_envs=32, unroll_length=32,
