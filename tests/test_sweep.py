@@ -40,6 +40,7 @@ def sweep(tmp_path_factory):
     return root, results
 
 
+@pytest.mark.slow
 def test_a_sweep_equals_separate_runs(sweep):
     root, results = sweep
     assert [os.path.basename(r.run_dir) for r in results] == [f"eps_mean={e:g}" for e in EPS]

@@ -60,6 +60,7 @@ def _train_all():
                 random_episodes=int(count), random_info=jax.tree.map(np.asarray, info))
 
 
+@pytest.mark.slow
 def test_ppo_improves_over_random(trained):
     _, m = trained["out0"]
     assert m["episode_return"].shape == (CONFIG.num_iterations,)
@@ -73,6 +74,7 @@ def test_ppo_improves_over_random(trained):
     np.testing.assert_array_equal(m["env_steps"], (np.arange(CONFIG.num_iterations) + 1) * CONFIG.batch_size)
 
 
+@pytest.mark.slow
 def test_ppo_reports_kl_and_losses(trained):
     _, m = trained["out0"]
     for name in ("kl_mean", "kl_max", "entropy", "policy_loss", "value_loss", "clip_fraction"):
@@ -80,6 +82,7 @@ def test_ppo_reports_kl_and_losses(trained):
     assert np.all(m["kl_mean"] >= 0) and np.all(m["kl_max"] >= m["kl_mean"])
 
 
+@pytest.mark.slow
 def test_same_key_same_result(trained):
     (s0, m0), (s1, m1) = trained["out0"], trained["again"]
     for k in m0:
@@ -87,6 +90,7 @@ def test_same_key_same_result(trained):
     jax.tree.map(np.testing.assert_array_equal, s0.algo.policy_params, s1.algo.policy_params)
 
 
+@pytest.mark.slow
 def test_vmap_over_seeds_equals_separate_runs(trained):
     # float64: the two programs differ only by rounding (measured: episode returns
     # equal, parameters within 3e-9), so seeds that share keys or state, or a vmap
@@ -103,6 +107,7 @@ def test_vmap_over_seeds_equals_separate_runs(trained):
     assert not np.allclose(vm["episode_return"][0], vm["episode_return"][1])
 
 
+@pytest.mark.slow
 def test_brax_wrapper_random_actions(trained):
     info = trained["random_info"]
     assert np.all(np.isfinite(info.obs)) and info.obs.shape == (200, CONFIG.num_envs, 4)
