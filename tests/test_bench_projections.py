@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# one xdist worker runs this module (--dist loadgroup): its module fixture (quick_result) is computed once
+pytestmark = pytest.mark.xdist_group("bench_projections")
 
 
 def _load_bench():

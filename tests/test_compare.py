@@ -22,6 +22,8 @@ TINY = {"env_name": ENV, "episode_length": 20, "num_envs": 4, "unroll_length": 8
         "chunk_iterations": 2, "eval_every": 2, "checkpoint_every": 2, "eval_episodes": 2}
 
 _line_env.register()
+# one xdist worker runs this module (--dist loadgroup): its module fixture (compared) is computed once
+pytestmark = pytest.mark.xdist_group("compare")
 
 
 def _load():

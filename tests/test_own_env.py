@@ -78,6 +78,7 @@ def test_env_objects_that_do_not_fit_are_rejected_with_the_reason():
         make_trainer(CFG, env=batched)
 
 
+@pytest.mark.slow
 def test_the_host_loop_trains_resumes_and_restores_an_env_object(tmp_path):
     from tr_jax.run import evaluate_run, run
 

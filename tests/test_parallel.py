@@ -13,6 +13,11 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# A hang backstop, not a time limit: the child compiles three trainers on 1 and on 4 devices (minutes on a
+# loaded 2-core machine; it ran out of the old 540 s there while both xdist workers ran it at once).
+CHILD_TIMEOUT_S = 1800
+# one xdist worker runs this module (--dist loadgroup): its module fixture (child) is computed once
+pytestmark = [pytest.mark.xdist_group("parallel"), pytest.mark.timeout(CHILD_TIMEOUT_S + 60)]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +25,7 @@ def child():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
     p = subprocess.run([sys.executable, os.path.join(HERE, "_parallel_child.py")], env=env, capture_output=True,
-                       text=True, timeout=540)
+                       text=True, timeout=CHILD_TIMEOUT_S)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     assert p.returncode == 0 and lines, p.stderr[-4000:]
     return json.loads(lines[-1][len("RESULT "):])

@@ -14,6 +14,8 @@ from tr_jax.run import run
 
 pytest.importorskip("matplotlib")
 _line_env.register()
+# one xdist worker runs this module (--dist loadgroup): its module fixture (line_run) is computed once
+pytestmark = pytest.mark.xdist_group("plot")
 
 LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=20, num_envs=4, unroll_length=8,
                    total_env_steps=4 * 8 * 8, num_epochs=2, num_minibatches=2, policy_hidden=(8,), value_hidden=(8,),

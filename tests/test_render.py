@@ -15,6 +15,8 @@ import pytest
 
 from tr_jax import cli
 from tr_jax.config import TrainConfig
+# one xdist worker runs this module (--dist loadgroup): its module fixture (rendered) is computed once
+pytestmark = pytest.mark.xdist_group("render")
 
 PENDULUM = TrainConfig(env_name="inverted_pendulum", backend="positional", episode_length=30, num_envs=4,
                        unroll_length=8, total_env_steps=4 * 8 * 2, algorithm="ppo", num_epochs=1, num_minibatches=2,

@@ -19,6 +19,8 @@ from tr_jax.rundir import read_jsonl  # noqa: E402
 from tr_jax.run import run, run_sweep  # noqa: E402
 
 register()
+# one xdist worker runs this module (--dist loadgroup): its module fixture (sweep) is computed once
+pytestmark = pytest.mark.xdist_group("sweep")
 # large steps so that the mean bound is active at every setting
 LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=20, num_envs=4, unroll_length=8, total_env_steps=4 * 8 * 4,
                    num_epochs=2, num_minibatches=2, policy_hidden=(8,), value_hidden=(8,), algorithm="trpl",
@@ -38,6 +40,7 @@ def sweep(tmp_path_factory):
     return root, results
 
 
+@pytest.mark.slow
 def test_a_sweep_equals_separate_runs(sweep):
     root, results = sweep
     assert [os.path.basename(r.run_dir) for r in results] == [f"eps_mean={e:g}" for e in EPS]

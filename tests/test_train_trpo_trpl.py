@@ -35,6 +35,7 @@ def random_return():
     return float(ret)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(RUNS))
 def test_learns_and_respects_trust_region(name, random_return):
     """One test per run (not one fixture shared by several tests), so that
