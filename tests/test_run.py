@@ -397,7 +397,7 @@ def test_cli_help_and_bad_arguments(capsys):
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
         assert e.value.code == 0
-    text = capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())  # (argparse wraps the text at the terminal's width)
     for option in ("--set", "--seeds", "--run-dir", "--resume", "--overwrite", "--episodes", "--checkpoint",
                    "eps_cov (float)", "max_grad_norm (float or null)", "policy_hidden (list of ints)"):
         assert option in text, option
