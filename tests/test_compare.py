@@ -239,3 +239,20 @@ def test_cli_rejects_bad_smoothing(configs, tmp_path, capsys):
     assert "--smooth must be >= 1" in capsys.readouterr().err
     assert cli.main(["plot", str(tmp_path), "--smooth", "0"]) == 2
     assert "smooth must be a whole number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("status, code", [("preempted", 75), ("interrupted", 130)])
+def test_a_run_stopped_by_a_signal_stops_compare_with_trains_exit_status(configs, tmp_path, monkeypatch, status,
+                                                                         code):
+    """A run stopped with a checkpoint (SIGTERM/SIGUSR1: preempted, Ctrl-C: interrupted; tests/test_run.py sends
+    the real signals to tr-jax train) ends the comparison there, with tr-jax train's exit status, so that a batch
+    script can requeue it; the setups after it are not started."""
+    started = []
+
+    def stopped(run_dir, *args, **kwargs):
+        started.append(run_dir)
+        return status
+
+    monkeypatch.setattr(compare, "train", stopped)
+    assert compare.main(_argv(configs, tmp_path)) == code
+    assert len(started) == 1

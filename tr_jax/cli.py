@@ -159,7 +159,7 @@ def _config(args):
 
 def _train(args) -> int:
     from tr_jax.hyperparams import parse_sweep
-    from tr_jax.run import SWEEP_FILE, TrainingDiverged, run, run_sweep
+    from tr_jax.run import EXIT_STATUS, SWEEP_FILE, TrainingDiverged, run, run_sweep
 
     problem = _train_conflict(args)
     if problem:
@@ -202,9 +202,6 @@ def _train(args) -> int:
     print(f"{result.status}: {result.iteration} iterations, {done}; "
           f"{dirs if len(results) > 1 else 'run directory ' + dirs}")
     return EXIT_STATUS.get(result.status, 0)
-
-
-EXIT_STATUS = {"interrupted": 130, "preempted": 75}  # see the module docstring
 
 
 def _train_conflict(args) -> str:

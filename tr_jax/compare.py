@@ -26,7 +26,8 @@ Writes ``OUT/results.md`` (the table, also printed), ``OUT/<env>.png``
 (wall time of every invocation per run, updated after every chunk so a kill
 loses at most one chunk's time). Invocations may train different setups into
 one OUT at the same time (never the same run). Exit status: 0 all done, 1 a run diverged or
-failed, 2 bad arguments or a missing config directory.
+failed, 2 bad arguments or a missing config directory, 130 / 75 a run stopped by Ctrl-C / SIGTERM
+or SIGUSR1 with a checkpoint (as ``tr-jax train``; the next call resumes it).
 
 Table columns (per env and setup, over seeds):
 
@@ -408,7 +409,7 @@ def run_compare(args, prog: str = "tr-jax compare") -> int:
         return 2
     os.makedirs(args.out, exist_ok=True)
     timings = Timings(args.out)
-    failed = False
+    failed, stopped = False, None
     for (env, setup), config in configs.items():
         if args.report_only:
             break
@@ -426,6 +427,7 @@ def run_compare(args, prog: str = "tr-jax compare") -> int:
             continue
         failed |= status != "finished"
         if status in ("interrupted", "preempted"):  # stopped by a signal: the runs after it wait for the next call
+            stopped = status
             break
     from tr_jax.plot import PlotError
 
@@ -443,7 +445,9 @@ def run_compare(args, prog: str = "tr-jax compare") -> int:
     except (R.RunDirError, PlotError) as e:  # e.g. an iteration written twice (two processes at once)
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    return 1 if failed else 0
+    from tr_jax.run import EXIT_STATUS
+
+    return EXIT_STATUS[stopped] if stopped else 1 if failed else 0
 
 
 def main(argv=None, prog: str = "compare.py", default_configs: str = DEFAULT_CONFIGS) -> int:

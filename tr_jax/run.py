@@ -54,6 +54,12 @@ from tr_jax.progress import fmt, fmt_parts, make_progress
 _EVAL_STREAM = 0x5EED  # fold_in tag: evaluation keys never touch the training key stream
 
 
+EXIT_STATUS = {"interrupted": 130, "preempted": 75}
+"""Exit status of a command whose run stopped with this status (Ctrl-C: 130; SIGTERM/SIGUSR1: 75, sysexits'
+EX_TEMPFAIL, "retry": a batch script requeues on it; 143 stays what a shell reports for a process that SIGTERM
+killed before it could save). A checkpoint at the iteration reached was written."""
+
+
 class TrainingDiverged(RuntimeError):
     """Raised by :func:`run` when the NaN guard fired; ``.result`` holds the run."""
 
