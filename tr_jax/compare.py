@@ -353,7 +353,7 @@ def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1) -> Optional
     trpl = any(R.read_json(R.RunDir(d).config)["algorithm"] == "trpl" for d in dirs)
     metrics = list(DEFAULT_METRICS) + ["entropy"] + (list(BOUND_METRICS) if trpl else [])
     # the acting policy's KL and (TRPL) bound use, in runs that record them
-    has = {k for d in dirs for k in (R.RunDir(d).read_metrics()[:1] or [{}])[0]}
+    has = {k for d in dirs for k in R.first_row(R.RunDir(d).metrics)}
     metrics += ["acting_kl_max"] * ("acting_kl_max" in has) + list(ACTING_BOUND_METRICS) * (
         trpl and "raw_mean_part_max" in has)
     path = os.path.join(out, f"{env}.png")

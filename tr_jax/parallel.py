@@ -134,12 +134,6 @@ def reshard(tree: Any, shardings: Any) -> Any:
     return jax.jit(lambda t: t, out_shardings=shardings)(tree)
 
 
-def any_process(flag: bool) -> bool:
-    """True if ``flag`` is True in any process (multi-host: every process calls it at the same point;
-    one small ``process_allgather``). One host alone: ``flag``."""
-    return max_process(int(bool(flag))) > 0
-
-
 def max_process(value: int) -> int:
     """The largest of every process's ``value`` (multi-host: every process calls it at the same point;
     one small ``process_allgather``). One host alone: ``value``."""

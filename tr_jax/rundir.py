@@ -147,6 +147,15 @@ def read_jsonl(path: str) -> list:
     return rows
 
 
+def first_row(path: str) -> dict:
+    """The first row of ``path`` without reading the rest ({} if the file is missing or has no complete line)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        line = f.readline()
+    return _row(path, 1, line) if line.endswith("\n") else {}
+
+
 def _row(path: str, number: int, line: str) -> dict:
     try:
         return json.loads(line)
