@@ -37,7 +37,7 @@ def flat(tree):
 def train(cfg, iterations=3):
     tr = make_trainer(cfg)
     keys = jax.random.split(jax.random.key(0), 2)
-    state = jax.jit(jax.vmap(tr.init), out_shardings=tr.state_shardings(batched=True))(keys)
+    state = jax.jit(tr.init_runs, out_shardings=tr.state_shardings(batched=True))(keys)
     out, metrics = jax.jit(jax.vmap(tr.train_chunk, in_axes=(0, None)), static_argnums=1)(state, iterations)
     return tr, state, out, metrics
 

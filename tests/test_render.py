@@ -38,7 +38,7 @@ def pendulum_run(tmp_path_factory):
     rd = R.RunDir.create(str(tmp_path_factory.mktemp("runs") / "pendulum"))
     R.write_json(rd.config, config_to_dict(PENDULUM))
     rd.write_info(seed=0, num_seeds=2)
-    state = jax.jit(jax.vmap(make_trainer(PENDULUM).init))(jax.random.split(jax.random.key(0), 2))
+    state = jax.jit(make_trainer(PENDULUM).init_runs)(jax.random.split(jax.random.key(0), 2))
     state = jax.tree_util.tree_map_with_path(
         lambda path, x: x + 1 if "'mean_head'" in jax.tree_util.keystr(path) and "'bias'" in jax.tree_util.keystr(path)
         else x, state)

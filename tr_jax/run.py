@@ -479,7 +479,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
     hparams = Hyperparams(*(np.repeat(np.asarray([getattr(g.config, f) for g in groups], dtype), n)
                             for f in SWEEPABLE))
     shardings = trainer.state_shardings(batched=True)
-    init = jax.jit(jax.vmap(trainer.init), out_shardings=shardings)
+    init = jax.jit(trainer.init_runs, out_shardings=shardings)
     chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)), static_argnums=1)
     eval_fn = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)
     eval_root = jax.random.fold_in(jax.random.key(seed), _EVAL_STREAM)

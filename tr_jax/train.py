@@ -2,8 +2,9 @@
 
 * ``init(key, hparams=None) -> TrainState``: a fresh run (the iteration
   counter and the :class:`~tr_jax.hyperparams.Hyperparams` live in the state;
-  ``jax.vmap(init)(keys, hparams)`` starts runs with different settings that
-  then train in one program).
+  :meth:`Trainer.init_runs` ``(keys, hparams)`` starts runs with different
+  settings that then train in one program; it maps ``init`` over the runs
+  rather than vmapping it, see its docstring).
 * ``train_chunk(state, num_iterations) -> (state, metrics)``: ``num_iterations``
   (static) iterations as one ``lax.scan``; metrics stacked ``[num_iterations]``.
   ``jax.vmap(train_chunk, in_axes=(0, None))`` trains several seeds at once.
@@ -111,6 +112,16 @@ class Trainer(NamedTuple):
     value: Any
     algorithm: Algorithm
     mesh: jax.sharding.Mesh
+
+    def init_runs(self, keys: jax.Array, hparams=None) -> TrainState:
+        """``init`` for a batch of runs: ``keys`` ``[R]`` (and ``hparams`` with a leading ``[R]``, or None) ->
+        TrainState with leaves ``[R, ...]``, one run after another (``lax.map``). Not ``jax.vmap(init)``: that
+        batches the orthogonal initialiser's LAPACK QR, and on CPU (jaxlib 0.10) two batched LAPACK kernels
+        scheduled at once can deadlock (seen: a 2-seed run hung at its first chunk, two threads in
+        ``lapack_sgeqrf``; :mod:`tr_jax.linalg` keeps the training step free of such kernels)."""
+        if hparams is None:
+            return jax.lax.map(self.init, keys)
+        return jax.lax.map(lambda a: self.init(*a), (keys, hparams))
 
     def state_specs(self, batched: bool = False) -> TrainState:
         like = jax.eval_shape(self.init, jax.random.key(0))
