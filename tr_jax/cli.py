@@ -2,6 +2,8 @@
 
     tr-jax train [CONFIG_FILE] [--set key=value ...] [--sweep key=v1,v2 ...] [--seeds N] [--seed S] [--run-dir DIR]
     tr-jax train --resume RUN_DIR [--checkpoint ITERATION] [--set key=value ...]
+    tr-jax train ... --log tensorboard[,wandb] [--log-dir DIR]
+    tr-jax export-tb RUN_DIR [--out DIR]
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
     tr-jax plot RUN_DIR... [--out FILE] [--metric NAME ...] [--label LABEL ...]
     tr-jax render RUN_DIR [--out FILE.html] [--gif FILE.gif] [--checkpoint ITERATION] [--max-steps N]
@@ -70,12 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory holding nothing else; not with --resume)")
     t.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="a live bar on a terminal, one line per chunk otherwise (default auto)")
+    t.add_argument("--log", default=None, metavar="TRACKERS",
+                   help="also log every metrics.jsonl/eval.jsonl row to these trackers, comma-separated: tensorboard "
+                        "(event files), wandb (offline; wandb sync uploads); one tracker run per seed and setting")
+    t.add_argument("--log-dir", default=None, metavar="DIR",
+                   help="where --log writes (default: inside each run directory)")
     d = t.add_argument_group("several hosts (jax.distributed; start the same command on every host)")
     d.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() (detects SLURM, Open MPI, TPU pods)")
     d.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="coordinator address (process 0's host)")
     d.add_argument("--num-processes", type=int, default=None, metavar="N", help="number of processes (hosts)")
     d.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's index, 0 .. N-1")
+
+    x = sub.add_parser("export-tb", help="TensorBoard event files of a run made without --log", description=(
+        "Writes the TensorBoard event files that --log tensorboard writes (train/<metric> and eval/<column> per "
+        "seed, step = env_steps, the config as HParams) from a run or sweep directory's metrics.jsonl and "
+        "eval.jsonl. Then: tensorboard --logdir RUN_DIR"))
+    x.add_argument("run_dir", help="a run (or sweep) directory written by tr-jax train")
+    x.add_argument("--out", default=None, metavar="DIR", help="log directory (default: RUN_DIR/tensorboard)")
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint", description=(
         "Loads a checkpoint of RUN_DIR and prints the deterministic (mean action) and stochastic (sampled) "
@@ -176,9 +190,11 @@ def _train(args) -> int:
             jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         config = _config(args)
         sweep = [parse_sweep(x) for x in args.sweeps]
+        from tr_jax.loggers import make_loggers
+
         options = dict(seed=args.seed or 0, num_seeds=args.seeds or 1, run_dir=args.resume or args.run_dir,
                        resume=bool(args.resume), overwrite=args.overwrite, progress=args.progress,
-                       checkpoint=args.checkpoint)
+                       checkpoint=args.checkpoint, loggers=make_loggers(args.log, args.log_dir) if args.log else ())
         if sweep or (args.resume and os.path.exists(os.path.join(args.resume, SWEEP_FILE))):
             results = run_sweep(config, sweep, **options)
         else:
@@ -186,7 +202,7 @@ def _train(args) -> int:
     except TrainingDiverged as e:
         print(f"tr-jax train: {e}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
         print(f"tr-jax train: error: {e}", file=sys.stderr)
         from tr_jax.checkpoint import CheckpointWriteError
 
@@ -218,6 +234,19 @@ def _train_conflict(args) -> str:
     if args.run_dir and os.path.abspath(args.run_dir) != os.path.abspath(args.resume):
         return "--run-dir and --resume name different directories"
     return ""
+
+
+def _export_tb(args) -> int:
+    from tr_jax.loggers import export_tensorboard
+
+    try:
+        written = export_tensorboard(args.run_dir, args.out)
+    except (ValueError, OSError, ImportError) as e:
+        print(f"tr-jax export-tb: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote TensorBoard event files to {written[0] if len(written) == 1 else f'{len(written)} directories'}; "
+          f"view with: tensorboard --logdir {args.out or args.run_dir}")
+    return 0
 
 
 def _eval(args) -> int:
@@ -282,7 +311,8 @@ def _compare(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.program = argv is None  # the process is this command (not a call from Python): it may end it
-    return {"train": _train, "eval": _eval, "plot": _plot, "render": _render, "compare": _compare}[args.command](args)
+    return {"train": _train, "export-tb": _export_tb, "eval": _eval, "plot": _plot, "render": _render,
+            "compare": _compare}[args.command](args)
 
 
 if __name__ == "__main__":

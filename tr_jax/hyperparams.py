@@ -64,20 +64,25 @@ def parse_sweep(text: str) -> tuple[str, tuple]:
     return key, tuple(out)
 
 
-def sweep_configs(base, sweeps) -> list[tuple[str, object]]:
+def sweep_configs(base, sweeps, labels=None) -> list[tuple[str, object]]:
     """The grid of ``sweeps`` (``[(key, values), ...]``, each key once) over ``base``.
 
     Returns ``[(label, config), ...]`` in row-major order of ``sweeps``; the label
     is ``"key=value,key=value"`` (``""`` for no sweep). Each config is validated.
+    ``labels`` given (one per setting, distinct): no grid, setting ``i`` takes value ``i`` of every key (all
+    ``values`` as long as ``labels``) and is named ``labels[i]``.
     """
     from tr_jax.config import validate
 
     keys = [k for k, _ in sweeps]
     if len(set(keys)) != len(keys):
         raise ValueError(f"a key is swept twice: {keys}")
-    out = []
-    for values in itertools.product(*(v for _, v in sweeps)):
-        setting = dict(zip(keys, values))
-        config = validate(base.replace(**setting))
-        out.append((",".join(f"{k}={v:g}" for k, v in setting.items()), config))
-    return out
+    if labels is None:
+        combos = list(itertools.product(*(v for _, v in sweeps)))
+        labels = [",".join(f"{k}={v:g}" for k, v in zip(keys, values)) for values in combos]
+    else:
+        if any(len(v) != len(labels) for _, v in sweeps) or len(set(labels)) != len(labels):
+            raise ValueError(f"{len(labels)} labels (distinct) need as many values of every key: "
+                             f"{[(k, len(v)) for k, v in sweeps]}")
+        combos = list(zip(*(v for _, v in sweeps)))
+    return [(label, validate(base.replace(**dict(zip(keys, values))))) for label, values in zip(labels, combos)]

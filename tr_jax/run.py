@@ -49,6 +49,7 @@ from tr_jax import parallel as par
 from tr_jax import rundir as R
 from tr_jax.checkpoint import CheckpointError, Checkpoints
 from tr_jax.config import RESUME_SAFE, TrainConfig, config_from_dict, config_to_dict, validate
+from tr_jax.loggers import Run as LogRun
 from tr_jax.progress import fmt, fmt_parts, make_progress
 
 _EVAL_STREAM = 0x5EED  # fold_in tag: evaluation keys never touch the training key stream
@@ -287,7 +288,7 @@ SWEEP_FILE = R.SWEEP_FILE
 def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1, run_dir: Optional[str] = None,
         resume: bool = False, overwrite: bool = False, progress: str = "auto",
         progress_fn: Optional[Callable[[int, dict], None]] = None, on_divergence: str = "raise",
-        runs_root: str = "runs", env=None, checkpoint: Optional[int] = None) -> RunResult:
+        runs_root: str = "runs", env=None, checkpoint: Optional[int] = None, loggers: Sequence = ()) -> RunResult:
     """Trains ``config`` for ``num_seeds`` seeds (vmapped) with progress, metrics files, evaluation and checkpoints.
 
     Args:
@@ -304,7 +305,8 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
       progress_fn: ``progress_fn(env_steps, metrics)`` after every chunk, where
         ``metrics`` maps names to the chunk's ``[num_seeds, n]`` arrays and, after
         an evaluation, ``eval/<name>`` to ``[num_seeds]`` means.
-      on_divergence: "raise" (:class:`TrainingDiverged`) or "return".
+      on_divergence: "raise" (:class:`TrainingDiverged`), "return", or "continue" (train to the end: a
+        diverged seed stays at its last good state, the others go on; status "diverged"; tr-jax tune's batches).
       env: an env object with the Brax ``Env`` API to train on instead of
         ``config.env_name`` (see :func:`tr_jax.train.make_trainer`); the run
         directory records only the config, so pass the same env again to
@@ -312,6 +314,8 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
       checkpoint: with ``resume``, the iteration of the checkpoint to continue
         from instead of the newest (e.g. when the newest is broken); the newer
         checkpoints and rows are removed.
+      loggers: :class:`tr_jax.loggers.Logger` objects (TensorBoard, W&B) that get the rows of
+        ``metrics.jsonl``/``eval.jsonl`` as they are written, between chunks; closed when the run stops.
     Returns:
       :class:`RunResult`.
     """
@@ -334,14 +338,15 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
             rd.write_info(seed, num_seeds)
             return [_Group("", config, rd, {})]
     results = _run_groups(config, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env,
-                          checkpoint)
+                          checkpoint, loggers)
     return results[0]
 
 
 def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: int = 0, num_seeds: int = 1,
               run_dir: Optional[str] = None, resume: bool = False, overwrite: bool = False, progress: str = "auto",
               progress_fn: Optional[Callable[[int, dict], None]] = None, on_divergence: str = "raise",
-              runs_root: str = "runs", env=None, checkpoint: Optional[int] = None) -> list:
+              runs_root: str = "runs", env=None, checkpoint: Optional[int] = None, loggers: Sequence = (),
+              labels: Optional[Sequence[str]] = None) -> list:
     """Trains every setting of a hyperparameter grid x ``num_seeds`` seeds as ONE compiled program.
 
     ``sweep``: ``[(key, values), ...]`` over :data:`tr_jax.hyperparams.SWEEPABLE`
@@ -356,7 +361,8 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
     changed only in ``RESUME_SAFE`` fields, applied to every setting; ``checkpoint``
     as for :func:`run`). The sweep directory and every setting's are locked.
     ``progress_fn`` gets ``[settings * num_seeds, n]`` arrays, setting-major;
-    ``env`` as for :func:`run`.
+    ``env`` and ``loggers`` as for :func:`run`. ``labels`` given: not a grid but one setting per label, setting
+    ``i`` taking value ``i`` of every key (:func:`tr_jax.hyperparams.sweep_configs`).
 
     Returns one :class:`RunResult` per setting, in grid order.
     """
@@ -389,7 +395,7 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
     else:
         if not sweep:
             raise ValueError("run_sweep needs at least one (key, values) to sweep; use run for a single setting")
-        settings = sweep_configs(config, sweep)
+        settings = sweep_configs(config, sweep, labels)
         base = settings[0][1]
 
         def groups(hold):
@@ -406,12 +412,13 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
                 rd.write_info(seed, num_seeds, {"label": label, "sweep": os.path.basename(top.path)})
                 out.append(_Group(label, c, rd, {}))
             return out
-    return _run_groups(base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint)
+    return _run_groups(base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint,
+                       loggers)
 
 
 def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint):
-    if on_divergence not in ("raise", "return"):
-        raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
+    if on_divergence not in ("raise", "return", "continue"):
+        raise ValueError(f"on_divergence must be 'raise', 'return' or 'continue', got {on_divergence!r}")
     if resume and run_dir is None:
         raise ValueError("resume needs the run directory to continue")
     if not resume and config is None:
@@ -423,7 +430,7 @@ def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint
 
 
 def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env,
-                checkpoint) -> list:
+                checkpoint, loggers=()) -> list:
     """Builds the trainer (checking the env before any file is written), then the groups' directories (each
     locked by ``make_groups(hold)`` calling ``hold(directory)`` before it writes or cuts anything there), then
     loops; the locks are released at the end. A failed write becomes a one-line :class:`R.RunDirWriteError`."""
@@ -446,9 +453,11 @@ def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress
             with _Interrupts(display.log) as interrupts:
                 try:
                     return _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn,
-                                 on_divergence, checkpoint)
+                                 on_divergence, checkpoint, loggers)
                 finally:
                     display.close()
+                    for logger in loggers:
+                        logger.close()
     except OSError as e:
         failure = R.write_failure(e, groups[0].rd.checkpoints, _resume_dir(groups)) if groups else \
             R.write_failure(e, None, None)
@@ -466,7 +475,8 @@ def _slice(tree, g: int, n: int):
     return jax.tree.map(lambda x: x[g * n:(g + 1) * n], tree)
 
 
-def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn, on_divergence, checkpoint):
+def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn, on_divergence, checkpoint,
+          loggers=()):
     from tr_jax.hyperparams import SWEEPABLE, Hyperparams
 
     config = trainer.config
@@ -578,6 +588,8 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                                 f"{mode}_length_mean": ln.mean()})
                 group_rows.append(row)
             g.rd.append(g.rd.eval, group_rows)
+            for logger in loggers:
+                logger.evals(gi, group_rows)
             rows.append(group_rows)
         side_s += time.perf_counter() - t_start
         return rows
@@ -591,6 +603,10 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
         side_s += time.perf_counter() - t_start
 
     eps = {f: np.asarray(getattr(hparams, f), np.float64) for f in ("eps_mean", "eps_cov", "max_kl")}
+    for logger in loggers:
+        logger.open([LogRun(g.rd.path, g.label, config_to_dict(g.config), n,
+                            os.path.basename(os.path.dirname(g.rd.path)) if g.label else "") for g in groups],
+                    it * steps_per_it)
     display.start(total_its * steps_per_it, it * steps_per_it)
     chunks, evals, status, run_s, saved = [], [[] for _ in groups], "finished", 0.0, it
     it_start, wall_start = it, time.perf_counter()
@@ -604,17 +620,19 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
         metrics = par.to_host(metrics)
         chunks.append(metrics)
         for gi, g in enumerate(groups):
-            g.rd.append(g.rd.metrics, (
-                {"iteration": int(metrics["iteration"][r, i]), "seed": s, "env_steps": int(metrics["env_steps"][r, i]),
-                 **{name: v[r, i] for name, v in metrics.items() if name not in ("iteration", "env_steps")}}
-                for i in range(k) for s, r in ((s, gi * n + s) for s in range(n))))
+            rows = [{"iteration": int(metrics["iteration"][r, i]), "seed": s, "env_steps": int(metrics["env_steps"][r, i]),
+                     **{name: v[r, i] for name, v in metrics.items() if name not in ("iteration", "env_steps")}}
+                    for i in range(k) for s, r in ((s, gi * n + s) for s in range(n))]
+            g.rd.append(g.rd.metrics, rows)
+            for logger in loggers:
+                logger.metrics(gi, rows)
         before, it = it, it + k
         diverged_at = par.to_host(state.diverged_at)
         last = it >= total_its
         info = {}
         if (diverged_at >= 0).any():
             status = "diverged"
-        else:
+        if status != "diverged" or on_divergence == "continue":  # continue: the diverged seeds stay frozen
             if _due(config.eval_every, before, it, last):
                 rows = evaluate(it)
                 for gi in range(S):
@@ -639,7 +657,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
         display.update(it * steps_per_it, speed, eta, fields)
         if progress_fn is not None:
             progress_fn(it * steps_per_it, {**metrics, **info})
-        if status == "diverged":
+        if status == "diverged" and on_divergence != "continue":
             break
         interrupts.poll()
         # read once per chunk, by every process at the same point: several processes stop at the same chunk end,
@@ -680,7 +698,8 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                               else "no checkpoint had been written yet"))
         first = int(diverged_at[diverged_at >= 0].min())
         head = f"training diverged at iteration {first} ({'; '.join(w for w, _ in lines)}): losses or parameters " \
-               f"became non-finite; stopped at the end of the chunk. "
+               f"became non-finite; " + ("the seed(s) stayed at their last good state. " if on_divergence == "continue"
+                                         else "stopped at the end of the chunk. ")
         message = head + (lines[0][1][0].upper() + lines[0][1][1:] + "." if S == 1 else
                           "; ".join(f"{w.split(':')[0]}: {k}" for w, k in lines) + ".")
         display.log(message)

@@ -44,7 +44,7 @@ import numpy as np
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".lock"
 _RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "eval.jsonl", "summary.json", "mujoco.log", LOCK_FILE)
-_RUN_DIRS = ("checkpoints",)
+_RUN_DIRS = ("checkpoints", "tensorboard", "wandb")  # (the last two: tr_jax.loggers)
 
 
 class RunDirError(ValueError):
