@@ -4,6 +4,8 @@
     tr-jax train --resume RUN_DIR [--checkpoint ITERATION] [--set key=value ...]
     tr-jax train ... --log tensorboard[,wandb] [--log-dir DIR]
     tr-jax export-tb RUN_DIR [--out DIR]
+    tr-jax tune [CONFIG_FILE] --param NAME=log:LOW:HIGH ... [--trials N] [--batch B] [--seeds N] [--sampler tpe]
+    tr-jax tune --resume TUNE_DIR [--trials N]
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
     tr-jax plot RUN_DIR... [--out FILE] [--metric NAME ...] [--label LABEL ...]
     tr-jax render RUN_DIR [--out FILE.html] [--gif FILE.gif] [--checkpoint ITERATION] [--max-steps N]
@@ -90,6 +92,34 @@ def build_parser() -> argparse.ArgumentParser:
         "eval.jsonl. Then: tensorboard --logdir RUN_DIR"))
     x.add_argument("run_dir", help="a run (or sweep) directory written by tr-jax train")
     x.add_argument("--out", default=None, metavar="DIR", help="log directory (default: RUN_DIR/tensorboard)")
+
+    from tr_jax.tune import OBJECTIVES, SAMPLERS
+
+    tu = sub.add_parser("tune", help="hyperparameter search (Optuna), each batch of trials one compiled program",
+                        description=(
+        "Asks Optuna for --batch trials at a time and trains them x --seeds seeds as ONE sweep program, until "
+        "--trials trials are done; the objective is the mean over seeds of the mean deterministic eval return "
+        "over the last 10% of each run (a diverged seed fails its trial). TUNE_DIR holds study.db (Optuna's "
+        "SQLite storage), one sweep directory per batch, trials.csv, best_config.json (for tr-jax train) and "
+        "history/importances/slice PNGs. Searchable: " + ", ".join(SWEEPABLE) + ". Needs pip install "
+        "'tr_jax[tune]'."))
+    tu.add_argument("config_file", nargs="?", default=None, help="config file (default: the built-in quick config)")
+    tu.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=SCALE:LOW:HIGH",
+                    help="a hyperparameter to search (repeatable), SCALE log or uniform, e.g. eps_mean=log:0.003:0.3")
+    tu.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a TrainConfig field of every trial (repeatable)")
+    tu.add_argument("--trials", type=int, default=None, help="trials in all (default 16; with --resume: more to "
+                                                             "continue further)")
+    tu.add_argument("--batch", type=int, default=8, help="trials trained at once, as one program (default 8)")
+    tu.add_argument("--seeds", type=int, default=1, help="seeds per trial (default 1)")
+    tu.add_argument("--objective", choices=OBJECTIVES, default="eval_return", help="what is maximised")
+    tu.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                    help="Optuna sampler: tpe (with constant liar, for batches), random or cmaes (default tpe)")
+    tu.add_argument("--seed", type=int, default=0, help="training seed of every trial and the sampler's (default 0)")
+    tu.add_argument("--dir", default=None, metavar="TUNE_DIR", help="default runs/tune-<env>-<algorithm>-<time>")
+    tu.add_argument("--resume", default=None, metavar="TUNE_DIR",
+                    help="continue a search: finished trials stay, a stopped batch resumes from its checkpoints")
+    tu.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint", description=(
         "Loads a checkpoint of RUN_DIR and prints the deterministic (mean action) and stochastic (sampled) "
@@ -249,6 +279,38 @@ def _export_tb(args) -> int:
     return 0
 
 
+def _tune(args) -> int:
+    from tr_jax.run import EXIT_STATUS
+    from tr_jax.tune import parse_param, tune
+
+    try:
+        if args.resume:
+            given = [f for f, x in (("CONFIG_FILE", args.config_file), ("--param", args.params),
+                                    ("--set", args.assignments), ("--dir", args.dir)) if x]
+            if given:
+                raise ValueError(f"{' and '.join(given)} cannot be given with --resume (a resumed search keeps its "
+                                 f"config and parameters; only --trials may change)")
+            result = tune(trials=args.trials, directory=args.resume, resume=True, progress=args.progress)
+        else:
+            config = load_config_file(args.config_file) if args.config_file else QUICK_CONFIG
+            config = config.replace(**dict(parse_assignment(a) for a in args.assignments))
+            params = [parse_param(x, config) for x in args.params]
+            result = tune(config, params, args.trials, args.batch, args.seeds, args.objective, args.sampler,
+                          args.seed, args.dir, progress=args.progress)
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
+        print(f"tr-jax tune: error: {e}", file=sys.stderr)
+        return 2
+    if result.status != "finished":
+        print(f"{result.status}: continue with tr-jax tune --resume {result.directory}")
+        return EXIT_STATUS[result.status]
+    if result.best is None:
+        print(f"no trial finished (every one failed); see {result.directory}/trials.csv")
+        return 1
+    print(f"best: trial {result.best['number']}, value {result.best['value']:.4g}; train it with: "
+          f"tr-jax train {result.best_config}")
+    return 0
+
+
 def _eval(args) -> int:
     from tr_jax.run import evaluate_run
 
@@ -311,7 +373,7 @@ def _compare(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.program = argv is None  # the process is this command (not a call from Python): it may end it
-    return {"train": _train, "export-tb": _export_tb, "eval": _eval, "plot": _plot, "render": _render,
+    return {"train": _train, "export-tb": _export_tb, "tune": _tune, "eval": _eval, "plot": _plot, "render": _render,
             "compare": _compare}[args.command](args)
 
 
