@@ -357,3 +357,36 @@ def test_minimal_configs_switch_every_choice_off_in_the_built_trainer(path):
         assert {k for k in full.__dataclass_fields__ if getattr(full, k) != getattr(config, k)} <= switches
     else:  # the full setups have them on (gradient clipping: no shipped setup clips)
         assert {k for k, v in seen.items() if not v} == {"gradient clipping"}
+
+
+# ----------------------------------------------------------------------------
+# contextual covariance (claim 3): the configs build a policy whose covariance depends on the state
+
+CONTEXTUAL = [os.path.join(CONFIGS, "hopper", f"{s}-ctx-{c}.yaml") for s in ("ppo", "trpl-kl") for c in ("full", "diag")]
+
+
+@pytest.mark.parametrize("path", CONTEXTUAL, ids=lambda p: os.path.basename(p))
+def test_contextual_configs_build_a_state_dependent_covariance(path):
+    from tr_jax.train import make_trainer
+
+    config = validate(load_config_file(path))
+    plain = load_config_file(path.replace(path[path.index("-ctx-"):], ".yaml"))
+    # one factor changes: the covariance's parametrisation
+    assert {k for k in plain.__dataclass_fields__ if getattr(plain, k) != getattr(config, k)} <= {
+        "contextual_cov", "cov_type"}
+    trainer = make_trainer(config.replace(num_devices=1), env=_line_env.LineEnv())
+    policy, k = trainer.policy, trainer.policy.action_dim
+    assert policy.contextual and policy.cov_type == config.cov_type == path.split("-")[-1][:-5]
+    params = policy.init(jax.random.key(0))
+    assert "cov_head" in params["params"] and "cov" not in params["params"]
+    # give the covariance head weights: two states then get different covariances (a global one could not)
+    head = params["params"]["cov_head"]
+    kernel = jax.random.normal(jax.random.key(1), head["kernel"].shape) * 0.5
+    params = {**params, "params": {**params["params"], "cov_head": {**head, "kernel": kernel}}}
+    obs = jax.random.normal(jax.random.key(2), (2, policy.obs_dim))
+    _, scale = policy.apply(params, obs)
+    assert scale.shape == ((2, k) if config.cov_type == "diag" else (2, k, k))
+    assert not np.allclose(scale[0], scale[1])
+    # and the trainer trains it: the update traces with this policy (TRPL does not overwrite a global std)
+    state = trainer.init(jax.random.key(0))
+    jax.eval_shape(lambda s: trainer.train_chunk(s, 1), state)
