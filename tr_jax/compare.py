@@ -344,11 +344,11 @@ def _duration(seconds: float) -> str:
     return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{seconds / 60:.1f} min"
 
 
-def _estimate(e: stats.Estimate, spec: str) -> str:
+def estimate_text(e: stats.Estimate, spec: str) -> str:
     return "–" if not np.isfinite(e.point) else f"{e.point:{spec}} [{e.low:{spec}}, {e.high:{spec}}]"
 
 
-def _acting(part: Optional[tuple]) -> str:
+def acting_text(part: Optional[tuple]) -> str:
     if part is None or not np.isfinite(part[0]):
         return "–"
     top, avg, over = part
@@ -381,7 +381,7 @@ def _cell(r: Row, scores: np.ndarray, reps: int) -> str:
     if not stats.complete(scores):
         reached = int(np.sum(~np.isnan(scores)))
         return f"incomplete ({reached}/{r.num_seeds} seeds at the budget)"
-    return _estimate(stats.iqm(scores, reps), ".1f")
+    return estimate_text(stats.iqm(scores, reps), ".1f")
 
 
 def score_note(rows: Sequence[Row]) -> str:
@@ -412,21 +412,23 @@ def table(rows: Sequence[Row], reps: int = stats.REPS) -> str:
         poi = (stats.probability_of_improvement(scores[(r.env, r.setup)], base, reps)
                if base is not None and r.setup != BASELINE else stats.NAN)
         lines.append(f"| {r.env} | {r.setup} | {r.num_seeds} | {r.env_steps:,} "
-                     f"| {_cell(r, scores[(r.env, r.setup)], reps)} | {_estimate(poi, '.2f')} | {_pm(r.final)} "
+                     f"| {_cell(r, scores[(r.env, r.setup)], reps)} | {estimate_text(poi, '.2f')} | {_pm(r.final)} "
                      f"| {_number(r.kl_max, '.3g')} | {use} "
-                     f"| {_acting(r.acting_mean)} | {_acting(r.acting_cov)} | {_number(r.steps_per_second, ',.0f')} "
+                     f"| {acting_text(r.acting_mean)} | {acting_text(r.acting_cov)} | {_number(r.steps_per_second, ',.0f')} "
                      f"| {_duration(r.wall_seconds)} | {r.status} |")
     return "\n".join(lines) + "\n\n" + score_note(rows) + "\n" + _critic_note(rows)
 
 
-def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1) -> Optional[str]:
-    """Learning curves of ``env``'s runs into ``OUT/<env>.png``; None if none has metrics yet.
+def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1, path: Optional[str] = None) -> Optional[str]:
+    """Learning curves of ``env``'s runs into ``path`` (default ``OUT/<env>.png``), one group per setup; None if
+    none has metrics yet.
 
     ``smooth``: per-iteration metrics averaged over that many trailing iterations (:func:`tr_jax.plot.plot_runs`).
     """
     from tr_jax.plot import ACTING_BOUND_METRICS, BOUND_METRICS, DEFAULT_METRICS, plot_runs
 
-    dirs = [run_path(out, env, s) for s in setups if R.read_jsonl(R.RunDir(run_path(out, env, s)).eval)]
+    present = [s for s in setups if R.read_jsonl(R.RunDir(run_path(out, env, s)).eval)]
+    dirs = [run_path(out, env, s) for s in present]
     if not dirs:
         return None
     trpl = any(R.read_json(R.RunDir(d).config)["algorithm"] == "trpl" for d in dirs)
@@ -435,8 +437,8 @@ def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1) -> Optional
     has = {k for d in dirs for k in R.first_row(R.RunDir(d).metrics)}
     metrics += ["acting_kl_max"] * ("acting_kl_max" in has) + list(ACTING_BOUND_METRICS) * (
         trpl and "raw_mean_part_max" in has)
-    path = os.path.join(out, f"{env}.png")
-    plot_runs(dirs, path, metrics, smooth=smooth)
+    path = path or os.path.join(out, f"{env}.png")
+    plot_runs(dirs, path, metrics, labels=present, smooth=smooth)  # by setup: ppo-m is not pooled with ppo
     return path
 
 

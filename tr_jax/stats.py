@@ -7,7 +7,9 @@ Edge of the Statistical Precipice", NeurIPS 2021).
 * :func:`iqm`: interquartile mean over seeds (the mean of the middle 50%: ``scipy.stats.trim_mean`` cutting
   25% at each end, so with fewer than 4 seeds it is the mean) and its CI;
 * :func:`probability_of_improvement`: ``P(X > Y) + P(X = Y) / 2`` for a random seed of setup X against one of
-  setup Y (the Mann-Whitney U statistic over ``|X| |Y|``) and its CI.
+  setup Y (the Mann-Whitney U statistic over ``|X| |Y|``) and its CI;
+* :func:`relative_drop`, :func:`drop_difference`: how much of its IQM a setup loses without its
+  implementation choices (the ablation), and the difference of two such losses, with CIs.
 
 The intervals are rliable's percentile intervals of ``reps`` stratified bootstrap resamples (seeds resampled
 with replacement within each env; for the probability of improvement, independently for the two setups),
@@ -163,3 +165,31 @@ def probability_of_improvement(scores_x, scores_y, reps: int = REPS, seed: int =
         return NAN
     _, metrics = _rliable()
     return _interval({"x,y": [x, y]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps, seed)
+
+
+def _iqm_of(x: np.ndarray) -> float:
+    _, metrics = _rliable()
+    return metrics.aggregate_iqm(x)
+
+
+def relative_drop(full, minimal, reps: int = REPS, seed: int = 0) -> Estimate:
+    """``1 - IQM(minimal) / IQM(full)`` of two cells' seed scores (``[S]``, ``[S']``: a setup and its variant
+    with the implementation choices off) with its CI (the two cells resampled independently); NaN if either
+    is incomplete. 0: no loss; 0.5: the variant keeps half of the setup's IQM."""
+    x, y = _column(full), _column(minimal)
+    if x is None or y is None:
+        return NAN
+    return _interval({"x,y": [x, y]}, lambda a, b: np.array([1 - _iqm_of(b) / _iqm_of(a)]), reps, seed)
+
+
+def drop_difference(full_a, minimal_a, full_b, minimal_b, reps: int = REPS, seed: int = 0) -> Estimate:
+    """:func:`relative_drop` of setup A minus that of setup B with its CI (the four cells resampled
+    independently); > 0: A loses more of its score than B without the implementation choices."""
+    cells = [_column(c) for c in (full_a, minimal_a, full_b, minimal_b)]
+    if any(c is None for c in cells):
+        return NAN
+
+    def func(a, am, b, bm):
+        return np.array([(1 - _iqm_of(am) / _iqm_of(a)) - (1 - _iqm_of(bm) / _iqm_of(b))])
+
+    return _interval({"cells": cells}, func, reps, seed)
