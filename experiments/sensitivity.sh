@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Bound sensitivity (issue 18, item 4), the sweep design: per env, ONE vmapped program per setup sweeps its bound
 # (TRPL-KL: eps_mean = 0.01, 0.03, 0.1, 0.3; PPO, for the same tuning budget: clip_ratio = 0.1, 0.2, 0.3) x 3 seeds
-# at 1M env steps each (the lr horizon stays the configs' 3M, lr_decay_steps). Everything else is the study's config.
+# at 1M env steps each (the lr horizon stays the configs' 3M, lr_decay_steps); on hopper also TRPL-KL's regression
+# coefficient trust_region_coef = 1, 8, 32 (1: the shipped value; 8: the reference's contextual config). Everything
+# else is the study's config.
 # Writes OUT/sensitivity/runs/<env>/<setup>-<key>/ (a sweep directory: sweep.json and one run directory per setting,
 # e.g. eps_mean=0.01/), which experiments/study_export.py and experiments/study_report.py read.
 # Resumable: run it again after a kill; a finished sweep is left as it is, a started one resumes from its
@@ -38,5 +40,10 @@ sweep() {  # env setup key values
 for env in "${ENVS[@]}"; do
     sweep "$env" trpl-kl eps_mean 0.01,0.03,0.1,0.3
     sweep "$env" ppo clip_ratio 0.1,0.2,0.3
+done
+# the regression coefficient (the paper's mechanism that keeps the acting network output near its projection),
+# hopper only: what it does to the acting policy's bound use and to the score
+for env in "${ENVS[@]}"; do
+    [ "$env" = hopper ] && sweep hopper trpl-kl trust_region_coef 1,8,32
 done
 exit $status

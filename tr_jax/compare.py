@@ -459,8 +459,9 @@ def add_arguments(p: argparse.ArgumentParser, default_configs: str = DEFAULT_CON
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (runs/, results.md, plots)")
     p.add_argument("--report-only", action="store_true", help="train nothing: table and plots of what is there")
     p.add_argument("--table-at", type=int, default=None, metavar="N",
-                   help="the table from evaluations and updates at or before N env steps per seed only (to "
-                        "compare runs of which some are still going at equal env steps)")
+                   help="the table at a budget of N env steps per seed: seeds scored over the last 10%% of N, "
+                        "columns from evaluations and updates at or before N (to compare runs of which some are "
+                        "still going at equal env steps)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="progress display of each run (default auto)")
     p.add_argument("--smooth", type=int, default=10, metavar="N",
