@@ -234,7 +234,7 @@ def figure_ablation(st: Study, path: str) -> Optional[str]:
         ax.set_yticks(y, ABLATION)
         ax.axvline(0, color="gray", lw=0.8)
         ax.set_title(env)
-        ax.set_xlabel("drop of the score IQM without the implementation choices (%), 95% CI")
+        ax.set_xlabel("IQM drop without the implementation choices (%, 95% CI)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
