@@ -5,6 +5,7 @@ the report needs (the metric summary is computed before thinning), and the ablat
 import dataclasses
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,19 @@ def test_report_without_a_study_is_one_line(tmp_path, capsys):
     assert export_script.main([str(tmp_path), str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith(("study_report.py: error:", "study_export.py: error:")) for e in err)
+
+
+@pytest.mark.slow
+def test_committed_results_page_is_regenerated_from_the_committed_study(tmp_path):
+    """docs/results.md is what `python3 experiments/study_report.py` makes of experiments/study/ (the figures go
+    beside it): regenerate both after a new export or a change of the report."""
+    study = ROOT / "experiments" / "study"
+    if not (study / "runs").is_dir():
+        pytest.skip("no exported study committed")
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)  # the report also writes STUDY/results.md: not into the checkout
+    assert report_script.main([str(copy), "--docs", str(tmp_path / "docs")]) == 0
+    assert (tmp_path / "docs" / "results.md").read_text() == (ROOT / "docs" / "results.md").read_text()
+    assert (copy / "results.md").read_text() == (study / "results.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "docs" / "study").iterdir()) == sorted(
+        p.name for p in (ROOT / "docs" / "study").iterdir())
