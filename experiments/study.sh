@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
-# The comparison of issue 18 (main table and implementation-choices ablation) in one command: hopper and
-# walker2d x PPO, TRPO, TRPL-KL, TRPL-Frob, TRPL-W2 and the minimal (-m) variants, 5 seeds, 2M env steps each
-# (the lr horizon stays the configs' 3M, lr_decay_steps), one shared critic (experiments/configs/_common.yaml).
-# Setups run in this order (env-major), the cells of the main claims first.
-# Resumable: run it again after a kill and it skips finished runs and resumes the others from their checkpoints.
+# The study of issue 18 in one command, every part resumable (run it again after a kill: finished runs are skipped,
+# the others resume from their checkpoints), 5 seeds, 2M env steps per seed, the lr horizon the configs' 3M
+# (lr_decay_steps), one shared critic (experiments/configs/_common.yaml). In this order:
+#   1. main table and implementation-choices ablation: hopper and walker2d x PPO, TRPL-KL and their minimal (-m)
+#      variants first (the cells of the main claims), then TRPL-Frob(-m), TRPO, TRPL-W2;
+#   2. contextual covariance on hopper: PPO and TRPL-KL with a state-dependent full covariance;
+#   3. bound sensitivity (experiments/sensitivity.sh: eps_mean and clip_ratio sweeps, 3 seeds, 1M steps);
+#   4. contextual covariance on hopper, diagonal.
+# Each compare step rewrites OUT/results.md with its own rows; the study's tables and figures are made by
+# experiments/study_export.py and experiments/study_report.py (docs/results.md).
 #   experiments/study.sh [OUT [compare options...]]   (default OUT: results/study; e.g. OUT --report-only)
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
-exec nice -n 10 python3 experiments/compare.py --envs hopper walker2d \
-    --setups ppo trpl-kl ppo-m trpl-kl-m trpl-frob trpl-frob-m trpo trpl-w2 \
-    --seeds 5 --env-steps 2000000 --out "${1:-results/study}" --progress lines "${@:2}"
+OUT="${1:-results/study}"
+
+step() {  # stops the study on a signal (75/130: the next call resumes) or bad arguments (2); goes on after a
+    "$@"  # diverged or failed run (1), which the report shows
+    local rc=$?
+    case $rc in 0|1) ;; *) exit $rc ;; esac
+}
+
+compare() {
+    step nice -n 10 python3 experiments/compare.py --seeds 5 --env-steps 2000000 --out "$OUT" --progress lines "$@"
+}
+
+compare --envs hopper walker2d --setups ppo trpl-kl ppo-m trpl-kl-m trpl-frob trpl-frob-m trpo trpl-w2 "${@:2}"
+compare --envs hopper --setups ppo-ctx-full trpl-kl-ctx-full "${@:2}"
+case " ${*:2} " in *" --report-only "*) ;; *) step experiments/sensitivity.sh "$OUT" ;; esac
+compare --envs hopper --setups ppo-ctx-diag trpl-kl-ctx-diag "${@:2}"

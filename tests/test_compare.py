@@ -179,7 +179,8 @@ def test_run_without_metrics_yet_is_restarted_and_shown_empty(compared, configs,
     assert compare.plan(str(fresh), compare.make_config(configs, ENV, "trpl-kl", None, [])) == "restart"
     row = compare.summarize(str(out), ENV, "trpl-kl", compare.Timings(str(out)))
     cells = compare.table([row]).splitlines()[2].strip("|").split("|")
-    assert [c.strip() for c in cells] == [ENV, "trpl-kl", "2", "0"] + ["–"] * 9 + ["partial"]
+    assert [c.strip() for c in cells] == ([ENV, "trpl-kl", "2", "0", "incomplete (0/2 seeds at the budget)"]
+                                          + ["–"] * 8 + ["partial"])
 
 
 def test_concurrent_invocations_keep_each_others_timings(tmp_path):

@@ -159,9 +159,12 @@ def test_statistics_agree_with_rliable():
         {"xy": [X[:, None], Y[:, None]]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
         reps=300, random_state=np.random.RandomState(3))
     assert (poi.low, poi.high) == (cis["xy"][0, 0], cis["xy"][1, 0]) and poi.low < 18 / 25 < poi.high
-    # non-finite seeds (diverged) are left out; nothing left: NaN
-    assert stats.iqm(np.append(X, np.nan), reps=300, seed=3) == est
-    assert all(np.isnan(stats.probability_of_improvement(X, [np.nan], reps=10)))
+    # a seed without a score (short of the budget) is never dropped: the cell has no statistic
+    assert all(np.isnan(stats.iqm(np.append(X, np.nan), reps=300, seed=3)))
+    assert all(np.isnan(stats.probability_of_improvement(X, np.append(Y, np.nan), reps=10)))
+    # a failed seed must be imputed first
+    with pytest.raises(ValueError, match="impute_failures"):
+        stats.iqm(np.append(X, stats.FAILED))
 
 
 def test_statistics_without_rliable_say_what_to_install(monkeypatch):
@@ -174,22 +177,75 @@ def test_statistics_without_rliable_say_what_to_install(monkeypatch):
         stats.iqm(X)
 
 
-def test_seed_score_is_the_mean_over_the_last_tenth(tmp_path):
-    import json
-
-    from tr_jax import rundir as R
+def test_seed_score_at_the_common_budget():
     from tr_jax import stats
 
-    # seed 0 finished at 1000 steps: its evaluations at 900, 950 and 1000 count (>= 0.9 * 1000), 850 does not;
-    # seed 1 stopped at 500 (a partial run): 450 and 500 count; seed 2 has a diverged evaluation in its window
-    rows = [(0, 850, 1.0), (0, 900, 2.0), (0, 950, 4.0), (0, 1000, 6.0), (1, 400, 1.0), (1, 450, 3.0),
-            (1, 500, 5.0), (2, 900, 1.0), (2, 1000, None), (0, 100, 100.0)]
-    path = tmp_path / "eval.jsonl"
-    path.write_text("".join(json.dumps({"iteration": s // 10, "env_steps": s, "seed": seed,
-                                        "deterministic_return_mean": r}) + "\n" for seed, s, r in rows))
-    scores = stats.seed_scores(R.read_jsonl(str(path)), 4)
-    np.testing.assert_array_equal(scores[:2], [4.0, 4.0])
-    assert np.isnan(scores[2]) and np.isnan(scores[3])  # diverged; no evaluation
+    def evals(*pairs):
+        return [{"env_steps": s, "deterministic_return_mean": r} for s, r in pairs]
+
+    done = evals((100, 100.0), (850, 1.0), (900, 2.0), (950, 4.0), (1000, 6.0))
+    # the last 10% of the budget: 900, 950 and 1000 count, 850 does not
+    assert stats.seed_score(done, 1000) == pytest.approx(4.0)
+    # a seed that stopped at 500 is short of the budget (its own last 10% would have scored 4.0): no score
+    short = evals((400, 1.0), (450, 3.0), (500, 5.0))
+    assert np.isnan(stats.seed_score(short, 1000)) and np.isnan(stats.seed_score([], 1000))
+    # ... but it is scored at a budget it reached (--table-at), from evaluations up to that budget only
+    assert stats.seed_score(evals((400, 1.0), (450, 3.0), (500, 5.0), (600, 9.0)), 500) == pytest.approx(4.0)
+    # diverged at or before the budget: a failure, however well it did before (its last finite window was 4.0)
+    assert stats.seed_score(done, 1000, diverged_at=1000) == stats.FAILED
+    assert stats.seed_score(short, 1000, diverged_at=600) == stats.FAILED
+    assert stats.seed_score(evals((900, 1.0), (1000, None)), 1000) == stats.FAILED  # a NaN evaluation
+    # diverged after the budget: scored at the budget
+    assert stats.seed_score(done, 1000, diverged_at=1100) == pytest.approx(4.0)
+    # reached the budget but no evaluation in the window (500 is past it; 100 before it): no score
+    assert np.isnan(stats.seed_score(done, 450)) and stats.seed_score(done, 100) == 100.0
+    # a cell: per seed, with divergence steps
+    rows = [{**r, "seed": 0} for r in done] + [{**r, "seed": 1} for r in short] + [{**r, "seed": 2} for r in done]
+    got = stats.seed_scores(rows, 4, 1000, diverged_at=[None, None, 950, None])
+    assert got[0] == pytest.approx(4.0) and np.isnan(got[1]) and got[2] == stats.FAILED and np.isnan(got[3])
+    assert not stats.complete(got) and stats.complete([1.0, stats.FAILED])
+    # worst-case imputation; the lowest evaluation return at or before the budget
+    assert stats.lowest_return(done) == 1.0 and stats.lowest_return(done, 800) == 100.0
+    assert stats.lowest_return(evals((1, None))) != stats.lowest_return(evals((1, None)))  # NaN: none
+    np.testing.assert_array_equal(stats.impute_failures([3.0, stats.FAILED, np.nan], -5.0), [3.0, -5.0, np.nan])
+
+
+def _row(setup, scores, floor=0.0, budget=1000, env="e"):
+    from tr_jax.config import TrainConfig
+
+    return compare.Row(env, setup, "finished", len(scores), budget, budget, np.array(scores, float), floor,
+                       np.zeros(len(scores)), np.nan, None, 0, None, None, critic(TrainConfig()), np.nan, np.nan)
+
+
+def _table_cells(text):
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    return {r[1]: dict(zip(head, r)) for r in ([c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:])}
+
+
+def test_table_scores_failed_seeds_as_failures_and_marks_incomplete_cells():
+    from tr_jax import stats
+
+    ppo = [10.0, 20.0, 30.0, 40.0, 50.0]
+    # trpl: four good seeds and one that diverged; the env's lowest evaluation (floor) is 1.0 (in ppo's run)
+    rows = [_row("ppo", ppo, floor=1.0), _row("trpl", [60.0, 70.0, 80.0, 90.0, stats.FAILED], floor=5.0),
+            _row("short", [60.0, 70.0, np.nan, 90.0, 100.0], floor=5.0),
+            _row("other-budget", [1.0] * 5, budget=500)]
+    text = compare.table(rows, reps=50)
+    cells = _table_cells(text)
+    imputed = [60.0, 70.0, 80.0, 90.0, 1.0]
+    want = stats.iqm(imputed, reps=50)
+    assert cells["trpl"]["score IQM [95% CI]"] == f"{want.point:.1f} [{want.low:.1f}, {want.high:.1f}]"
+    assert want.point == pytest.approx(np.mean([60.0, 70.0, 80.0]))  # not the IQM of the four that finished (75)
+    poi = stats.probability_of_improvement(imputed, ppo, reps=50)
+    assert poi.point == pytest.approx(20 / 25)  # the failed seed loses against every ppo seed
+    assert cells["trpl"]["P(improvement over ppo) [95% CI]"] == f"{poi.point:.2f} [{poi.low:.2f}, {poi.high:.2f}]"
+    # a seed short of the budget: no score and no P(improvement), whatever the other four did
+    assert cells["short"]["score IQM [95% CI]"] == "incomplete (4/5 seeds at the budget)"
+    assert cells["short"]["P(improvement over ppo) [95% CI]"] == "–"
+    # no ppo row at the same budget: no P(improvement)
+    assert cells["other-budget"]["P(improvement over ppo) [95% CI]"] == "–"
+    assert "Failed seeds: e/trpl seed 4." in text and "worst-case imputation" in text
 
 
 # ----------------------------------------------------------------------------
@@ -301,3 +357,36 @@ def test_minimal_configs_switch_every_choice_off_in_the_built_trainer(path):
         assert {k for k in full.__dataclass_fields__ if getattr(full, k) != getattr(config, k)} <= switches
     else:  # the full setups have them on (gradient clipping: no shipped setup clips)
         assert {k for k, v in seen.items() if not v} == {"gradient clipping"}
+
+
+# ----------------------------------------------------------------------------
+# contextual covariance (claim 3): the configs build a policy whose covariance depends on the state
+
+CONTEXTUAL = [os.path.join(CONFIGS, "hopper", f"{s}-ctx-{c}.yaml") for s in ("ppo", "trpl-kl") for c in ("full", "diag")]
+
+
+@pytest.mark.parametrize("path", CONTEXTUAL, ids=lambda p: os.path.basename(p))
+def test_contextual_configs_build_a_state_dependent_covariance(path):
+    from tr_jax.train import make_trainer
+
+    config = validate(load_config_file(path))
+    plain = load_config_file(path.replace(path[path.index("-ctx-"):], ".yaml"))
+    # one factor changes: the covariance's parametrisation
+    assert {k for k in plain.__dataclass_fields__ if getattr(plain, k) != getattr(config, k)} <= {
+        "contextual_cov", "cov_type"}
+    trainer = make_trainer(config.replace(num_devices=1), env=_line_env.LineEnv())
+    policy, k = trainer.policy, trainer.policy.action_dim
+    assert policy.contextual and policy.cov_type == config.cov_type == path.split("-")[-1][:-5]
+    params = policy.init(jax.random.key(0))
+    assert "cov_head" in params["params"] and "cov" not in params["params"]
+    # give the covariance head weights: two states then get different covariances (a global one could not)
+    head = params["params"]["cov_head"]
+    kernel = jax.random.normal(jax.random.key(1), head["kernel"].shape) * 0.5
+    params = {**params, "params": {**params["params"], "cov_head": {**head, "kernel": kernel}}}
+    obs = jax.random.normal(jax.random.key(2), (2, policy.obs_dim))
+    _, scale = policy.apply(params, obs)
+    assert scale.shape == ((2, k) if config.cov_type == "diag" else (2, k, k))
+    assert not np.allclose(scale[0], scale[1])
+    # and the trainer trains it: the update traces with this policy (TRPL does not overwrite a global std)
+    state = trainer.init(jax.random.key(0))
+    jax.eval_shape(lambda s: trainer.train_chunk(s, 1), state)

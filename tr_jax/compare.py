@@ -31,13 +31,18 @@ or SIGUSR1 with a checkpoint (as ``tr-jax train``; the next call resumes it).
 
 Table columns (per env and setup, over seeds):
 
-* score IQM [95% CI]: the score of a seed is the mean of its deterministic (mean-action) evaluation returns
-  over the last 10% of its run (:func:`tr_jax.stats.seed_score` states the exact rule); the column is the
-  interquartile mean of the seeds' scores with a 95% stratified-bootstrap confidence interval (rliable,
-  :mod:`tr_jax.stats`; diverged seeds have no score and are left out);
+* score IQM [95% CI]: every seed is scored at the same budget, the run's ``total_env_steps`` (with
+  ``--table-at N``: N): the mean of its deterministic (mean-action) evaluation returns over the last 10% of
+  the budget (:func:`tr_jax.stats.seed_score` states the exact rule). A seed that diverged before the budget
+  counts as a failure with the lowest evaluation return seen on the env in the table (worst-case
+  imputation, :func:`tr_jax.stats.impute_failures`); a cell with a seed short of the budget (still
+  running, or stopped with a run in which another seed diverged) is *incomplete*: no score, the column says
+  how many seeds reached the budget. The column is the interquartile mean of the seeds' scores with a 95%
+  stratified-bootstrap confidence interval (rliable, :mod:`tr_jax.stats`); a footnote under the table states
+  the rule and names the failed seeds;
 * P(improvement over ppo) [95% CI]: the probability that a random seed of the setup scores above a random
-  seed of the setup named ``ppo`` on the same env (ties count half), with its CI; "–" for ppo itself or
-  without a ppo row;
+  seed of the setup named ``ppo`` on the same env at the same budget (ties count half), with its CI; "–"
+  for ppo itself, without a ppo row at that budget, or when either cell is incomplete;
 * final eval return: the last deterministic evaluation, mean ± std over seeds;
 * max acting KL: the largest per-state KL(new || old) of the policy that acts in the next rollout, any
   update and seed (``acting_kl_max``: TRPL's network output, not its projection; PPO's and TRPO's policy);
@@ -81,7 +86,11 @@ BASELINE = "ppo"  # the setup the probability of improvement compares every setu
 class Row(NamedTuple):
     """One table row: a setup on an env, summarised over its seeds.
 
-    scores: ``[S]`` the score of each seed (:func:`tr_jax.stats.seed_score`; NaN: no evaluation yet, or diverged).
+    budget: env steps per seed at which the seeds are scored (``total_env_steps`` rounded down to whole
+      iterations, or ``--table-at``).
+    scores: ``[S]`` the score of each seed at ``budget`` (:func:`tr_jax.stats.seed_score`: NaN short of the
+      budget, :data:`tr_jax.stats.FAILED` diverged).
+    floor: the lowest finite evaluation return of the run at or before ``budget`` (NaN: none).
     final: ``[S]`` final deterministic eval return per seed (NaN: no evaluation yet).
     env_steps: env steps per seed reached (latest evaluation); status: the run's state.
     kl_max: largest per-state KL of the acting policy of any update (NaN: no update yet).
@@ -99,7 +108,9 @@ class Row(NamedTuple):
     status: str
     num_seeds: int
     env_steps: int
+    budget: int
     scores: np.ndarray
+    floor: float
     final: np.ndarray
     kl_max: float
     bound_use: Optional[float]
@@ -236,8 +247,20 @@ def summarize(out: str, env: str, setup: str, timings: Timings, up_to: Optional[
     rd = R.RunDir(run_path(out, env, setup))
     if not os.path.exists(rd.config) or not os.path.exists(rd.run):
         return None
+    from tr_jax.config import config_from_dict
+
     config, num_seeds = R.read_json(rd.config), int(rd.info()["num_seeds"])
-    evals, metrics = rd.read_eval(), rd.read_metrics()
+    all_evals, metrics = rd.read_eval(), rd.read_metrics()
+    c = config_from_dict(config, where=rd.config)
+    per_iteration = c.batch_size * c.action_repeat
+    budget = c.num_iterations * per_iteration if up_to is None else up_to
+    summary = R.read_json(rd.summary) if os.path.exists(rd.summary) else None
+    diverged_at = [None] * num_seeds
+    for seed in (summary or {}).get("seeds", []):
+        if seed.get("diverged_at") is not None:  # the iteration whose update failed
+            diverged_at[seed["seed"]] = (seed["diverged_at"] + 1) * per_iteration
+    scores = stats.seed_scores(all_evals, num_seeds, budget, diverged_at=diverged_at)
+    evals = all_evals
     if up_to is not None:
         evals = [r for r in evals if r["env_steps"] <= up_to]
         metrics = [r for r in metrics if r["env_steps"] <= up_to]
@@ -246,18 +269,43 @@ def summarize(out: str, env: str, setup: str, timings: Timings, up_to: Optional[
         det = [r["deterministic_return_mean"] for r in evals if r["seed"] == s]
         if det:
             final[s] = det[-1] if det[-1] is not None else np.nan
+    exported = os.path.join(rd.path, METRIC_SUMMARY)
+    if up_to is None and os.path.exists(exported):  # an exported run: its metrics.jsonl is thinned
+        m = _from_json(R.read_json(exported))
+    else:
+        m = metric_summary(config, metrics)
+    # the summary is written when an invocation stops: it is stale while a resumed run trains on
+    status = summary["status"] if summary and summary["iterations"] == m["iterations"] else "partial"
+    steps_per_second, wall = timings.totals(f"{env}/{setup}")
+    return Row(env, setup, status, num_seeds, evals[-1]["env_steps"] if evals else 0, budget, scores,
+               stats.lowest_return(all_evals, budget), final,
+               *(m[k] for k in ("kl_max", "bound_use", "over", "acting_mean", "acting_cov")),
+               critic(config), steps_per_second, wall)
+
+
+METRIC_SUMMARY = "metric_summary.json"  # in an exported run (experiments/study_export.py): metric_summary()
+
+
+def _from_json(m: dict) -> dict:
+    """:func:`metric_summary` as read back from JSON (which wrote NaN as null)."""
+    def nan(x):
+        return np.nan if x is None else x
+
+    return {**m, "kl_max": nan(m["kl_max"]),
+            **{k: None if m[k] is None else tuple(nan(x) for x in m[k]) for k in ("acting_mean", "acting_cov")}}
+
+
+def metric_summary(config: dict, metrics: list) -> dict:
+    """The table's columns that come from a run's ``metrics.jsonl`` rows (every iteration and seed):
+    ``{"iterations": iterations done, "kl_max", "bound_use", "over", "acting_mean", "acting_cov"}`` (see
+    :class:`Row`). An exported run keeps these, computed from its whole metrics, in ``METRIC_SUMMARY``
+    beside a thinned ``metrics.jsonl``."""
     bound_use, over = _bound_use(config, metrics)
     trpl = config["algorithm"] == "trpl"
-    # the summary is written when an invocation stops: it is stale while a resumed run trains on
-    done_iterations = max((r["iteration"] for r in metrics), default=-1) + 1
-    summary = R.read_json(rd.summary) if os.path.exists(rd.summary) else None
-    status = summary["status"] if summary and summary["iterations"] == done_iterations else "partial"
-    steps_per_second, wall = timings.totals(f"{env}/{setup}")
-    return Row(env, setup, status, num_seeds, evals[-1]["env_steps"] if evals else 0,
-               stats.seed_scores(evals, num_seeds), final, _acting_kl_max(config, metrics), bound_use, over,
-               _acting_part(metrics, "mean_part", config["eps_mean"]) if trpl else None,
-               _acting_part(metrics, "cov_part", config["eps_cov"]) if trpl else None,
-               critic(config), steps_per_second, wall)
+    return {"iterations": max((r["iteration"] for r in metrics), default=-1) + 1,
+            "kl_max": _acting_kl_max(config, metrics), "bound_use": bound_use, "over": over,
+            "acting_mean": _acting_part(metrics, "mean_part", config["eps_mean"]) if trpl else None,
+            "acting_cov": _acting_part(metrics, "cov_part", config["eps_cov"]) if trpl else None}
 
 
 def _column(rows: list, name: str) -> np.ndarray:
@@ -296,11 +344,11 @@ def _duration(seconds: float) -> str:
     return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{seconds / 60:.1f} min"
 
 
-def _estimate(e: stats.Estimate, spec: str) -> str:
+def estimate_text(e: stats.Estimate, spec: str) -> str:
     return "–" if not np.isfinite(e.point) else f"{e.point:{spec}} [{e.low:{spec}}, {e.high:{spec}}]"
 
 
-def _acting(part: Optional[tuple]) -> str:
+def acting_text(part: Optional[tuple]) -> str:
     if part is None or not np.isfinite(part[0]):
         return "–"
     top, avg, over = part
@@ -319,8 +367,36 @@ def _critic_note(rows: Sequence[Row]) -> str:
             "update's alone)\n")
 
 
+def scored(rows: Sequence[Row]) -> dict:
+    """``{(env, setup): [S] scores}`` of ``rows`` with failed seeds imputed (:func:`tr_jax.stats.impute_failures`:
+    the lowest evaluation return of any row of the same env and budget); NaN stays NaN (an incomplete cell)."""
+    floors = {}
+    for r in rows:
+        floors.setdefault((r.env, r.budget), []).append(r.floor)
+    floors = {k: min((x for x in v if np.isfinite(x)), default=np.nan) for k, v in floors.items()}
+    return {(r.env, r.setup): stats.impute_failures(r.scores, floors[(r.env, r.budget)]) for r in rows}
+
+
+def _cell(r: Row, scores: np.ndarray, reps: int) -> str:
+    if not stats.complete(scores):
+        reached = int(np.sum(~np.isnan(scores)))
+        return f"incomplete ({reached}/{r.num_seeds} seeds at the budget)"
+    return estimate_text(stats.iqm(scores, reps), ".1f")
+
+
+def score_note(rows: Sequence[Row]) -> str:
+    """The footnote of the score columns: the rule, and which seeds failed."""
+    failed = [f"{r.env}/{r.setup} seed {s}" for r in rows for s in np.flatnonzero(r.scores == stats.FAILED)]
+    return (f"score: every seed at its row's budget (env steps per seed), the mean deterministic evaluation return "
+            f"over the last {stats.SCORE_WINDOW:.0%} of the budget; a seed that diverged before the budget counts "
+            "as a failure with the lowest evaluation return recorded on its env in this table (worst-case "
+            "imputation); a cell with a seed short of the budget is incomplete and not scored. Failed seeds: "
+            f"{', '.join(failed) if failed else 'none'}.\n")
+
+
 def table(rows: Sequence[Row], reps: int = stats.REPS) -> str:
-    """The markdown table of ``rows`` and a line naming the critic (see the module docstring for the columns).
+    """The markdown table of ``rows``, a footnote on the score and a line naming the critic (see the module
+    docstring for the columns).
 
     ``reps``: bootstrap resamples of the confidence intervals (:mod:`tr_jax.stats`).
     """
@@ -328,26 +404,31 @@ def table(rows: Sequence[Row], reps: int = stats.REPS) -> str:
              "| final eval return | max acting KL | bound use | acting mean part / eps_mean: max / mean / over "
              "| acting cov part / eps_cov: max / mean / over | env steps/s | wall time | status |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    baseline = {r.env: r.scores for r in rows if r.setup == BASELINE}
+    scores = scored(rows)
+    baseline = {(r.env, r.budget): scores[(r.env, r.setup)] for r in rows if r.setup == BASELINE}
     for r in rows:
         use = "–" if r.bound_use is None or not np.isfinite(r.bound_use) else f"{r.bound_use:.3f} ({r.over} over)"
-        poi = (stats.probability_of_improvement(r.scores, baseline[r.env], reps) if r.env in baseline
-               and r.setup != BASELINE else stats.NAN)
+        base = baseline.get((r.env, r.budget))
+        poi = (stats.probability_of_improvement(scores[(r.env, r.setup)], base, reps)
+               if base is not None and r.setup != BASELINE else stats.NAN)
         lines.append(f"| {r.env} | {r.setup} | {r.num_seeds} | {r.env_steps:,} "
-                     f"| {_estimate(stats.iqm(r.scores, reps), '.1f')} | {_estimate(poi, '.2f')} | {_pm(r.final)} | {_number(r.kl_max, '.3g')} | {use} "
-                     f"| {_acting(r.acting_mean)} | {_acting(r.acting_cov)} | {_number(r.steps_per_second, ',.0f')} "
+                     f"| {_cell(r, scores[(r.env, r.setup)], reps)} | {estimate_text(poi, '.2f')} | {_pm(r.final)} "
+                     f"| {_number(r.kl_max, '.3g')} | {use} "
+                     f"| {acting_text(r.acting_mean)} | {acting_text(r.acting_cov)} | {_number(r.steps_per_second, ',.0f')} "
                      f"| {_duration(r.wall_seconds)} | {r.status} |")
-    return "\n".join(lines) + "\n\n" + _critic_note(rows)
+    return "\n".join(lines) + "\n\n" + score_note(rows) + "\n" + _critic_note(rows)
 
 
-def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1) -> Optional[str]:
-    """Learning curves of ``env``'s runs into ``OUT/<env>.png``; None if none has metrics yet.
+def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1, path: Optional[str] = None) -> Optional[str]:
+    """Learning curves of ``env``'s runs into ``path`` (default ``OUT/<env>.png``), one group per setup; None if
+    none has metrics yet.
 
     ``smooth``: per-iteration metrics averaged over that many trailing iterations (:func:`tr_jax.plot.plot_runs`).
     """
     from tr_jax.plot import ACTING_BOUND_METRICS, BOUND_METRICS, DEFAULT_METRICS, plot_runs
 
-    dirs = [run_path(out, env, s) for s in setups if R.read_jsonl(R.RunDir(run_path(out, env, s)).eval)]
+    present = [s for s in setups if R.read_jsonl(R.RunDir(run_path(out, env, s)).eval)]
+    dirs = [run_path(out, env, s) for s in present]
     if not dirs:
         return None
     trpl = any(R.read_json(R.RunDir(d).config)["algorithm"] == "trpl" for d in dirs)
@@ -356,8 +437,8 @@ def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1) -> Optional
     has = {k for d in dirs for k in R.first_row(R.RunDir(d).metrics)}
     metrics += ["acting_kl_max"] * ("acting_kl_max" in has) + list(ACTING_BOUND_METRICS) * (
         trpl and "raw_mean_part_max" in has)
-    path = os.path.join(out, f"{env}.png")
-    plot_runs(dirs, path, metrics, smooth=smooth)
+    path = path or os.path.join(out, f"{env}.png")
+    plot_runs(dirs, path, metrics, labels=present, smooth=smooth)  # by setup: ppo-m is not pooled with ppo
     return path
 
 
@@ -378,8 +459,9 @@ def add_arguments(p: argparse.ArgumentParser, default_configs: str = DEFAULT_CON
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (runs/, results.md, plots)")
     p.add_argument("--report-only", action="store_true", help="train nothing: table and plots of what is there")
     p.add_argument("--table-at", type=int, default=None, metavar="N",
-                   help="the table from evaluations and updates at or before N env steps per seed only (to "
-                        "compare runs of which some are still going at equal env steps)")
+                   help="the table at a budget of N env steps per seed: seeds scored over the last 10%% of N, "
+                        "columns from evaluations and updates at or before N (to compare runs of which some are "
+                        "still going at equal env steps)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="progress display of each run (default auto)")
     p.add_argument("--smooth", type=int, default=10, metavar="N",

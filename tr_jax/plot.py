@@ -268,7 +268,8 @@ def plot_runs(run_dirs: Sequence[str], out: str, metrics: Optional[Sequence[str]
         groups = {}
         for r in runs:
             groups.setdefault(r.label, []).extend(_series(r, m, smooth) or [])
-        drawn[m] = {label: band(curves, confidence) for label, curves in groups.items() if curves}
+        # a group whose seeds share no env-step range (e.g. one point each at different steps) has no band
+        drawn[m] = {label: b for label, curves in groups.items() if curves and (b := band(curves, confidence)).x.size}
         if not drawn[m]:
             raise PlotError(f"metric {m!r}: no run has values for it yet")
     _draw(drawn, out, confidence)

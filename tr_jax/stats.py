@@ -2,11 +2,14 @@
 95% stratified-bootstrap confidence intervals (``rliable``; Agarwal et al., "Deep Reinforcement Learning at the
 Edge of the Statistical Precipice", NeurIPS 2021).
 
-* :func:`seed_score`: the score of one seed from its ``eval.jsonl`` rows;
+* :func:`seed_score`: the score of one seed from its ``eval.jsonl`` rows at the comparison's common budget:
+  scored, failed (diverged: it counts, :func:`impute_failures`) or short (its cell is incomplete, no statistic);
 * :func:`iqm`: interquartile mean over seeds (the mean of the middle 50%: ``scipy.stats.trim_mean`` cutting
   25% at each end, so with fewer than 4 seeds it is the mean) and its CI;
 * :func:`probability_of_improvement`: ``P(X > Y) + P(X = Y) / 2`` for a random seed of setup X against one of
-  setup Y (the Mann-Whitney U statistic over ``|X| |Y|``) and its CI.
+  setup Y (the Mann-Whitney U statistic over ``|X| |Y|``) and its CI;
+* :func:`relative_drop`, :func:`drop_difference`: how much of its IQM a setup loses without its
+  implementation choices (the ablation), and the difference of two such losses, with CIs.
 
 The intervals are rliable's percentile intervals of ``reps`` stratified bootstrap resamples (seeds resampled
 with replacement within each env; for the probability of improvement, independently for the two setups),
@@ -17,11 +20,12 @@ a table is reproducible. rliable is an optional dependency
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-SCORE_WINDOW = 0.1  # the score averages the evaluations in the last 10% of the run
+SCORE_WINDOW = 0.1  # the score averages the evaluations in the last 10% of the budget
+FAILED = float("-inf")  # the score of a seed that diverged (seed_score), until impute_failures
 CONFIDENCE = 0.95
 REPS = 2000  # bootstrap resamples (rliable's default 50,000 takes minutes per cell on 2 cores)
 
@@ -46,34 +50,85 @@ def _rliable():
     return library, metrics
 
 
-def seed_score(evals: Sequence[dict], window: float = SCORE_WINDOW) -> float:
-    """The score of one seed: the mean deterministic evaluation return over the last ``window`` of its run.
+def seed_score(evals: Sequence[dict], budget: int, window: float = SCORE_WINDOW,
+               diverged_at: Optional[int] = None) -> float:
+    """The score of one seed at the common ``budget`` (env steps per seed) of its comparison.
 
-    Rule: with ``T`` the ``env_steps`` of the seed's latest evaluation (the end of the run once it has
-    finished), the score is the mean of ``deterministic_return_mean`` over the seed's evaluations with
-    ``env_steps >= (1 - window) * T`` (so it always includes the latest one). NaN if the seed has no
-    evaluation or one in the window has no finite return (a diverged run).
+    Rule, the same for every seed of every setup:
+
+    * **scored**: the seed has an evaluation at ``env_steps >= budget`` (it ran the budget) and did not
+      diverge before it: its score is the mean ``deterministic_return_mean`` over its evaluations with
+      ``(1 - window) * budget <= env_steps <= budget`` (the last 10% of the budget, not of whatever the seed
+      reached);
+    * **failed** (:data:`FAILED`, ``-inf``): the seed diverged at or before the budget -- ``diverged_at`` (the
+      env steps at which its NaN guard fired, from ``summary.json``) ``<= budget``, or an evaluation in its
+      window has no finite return. It counts, as a failure: :func:`impute_failures` gives it the worst score
+      of its env (worst-case imputation, see there);
+    * **short** (NaN): neither -- the seed has not reached the budget (still running, stopped, or stopped with
+      a run in which another seed diverged), or it has no evaluation in the window. Its cell is *incomplete*:
+      :func:`iqm` and :func:`probability_of_improvement` give NaN for it rather than a score of the seeds that
+      happened to finish (no survivorship).
 
     Args:
       evals: the ``eval.jsonl`` rows of ONE seed (any order).
+      budget: env steps per seed at which every seed of the comparison is scored.
+      diverged_at: env steps at which the seed diverged, None if it did not.
     """
-    if not evals:
+    if diverged_at is not None and diverged_at <= budget:
+        return FAILED
+    if not any(r["env_steps"] >= budget for r in evals):
         return float("nan")
-    end = max(r["env_steps"] for r in evals)
-    window_rows = [r["deterministic_return_mean"] for r in evals if r["env_steps"] >= (1 - window) * end]
-    values = np.array([np.nan if v is None else v for v in window_rows], np.float64)
-    return float(values.mean()) if np.all(np.isfinite(values)) else float("nan")
+    in_window = [r["deterministic_return_mean"] for r in evals if (1 - window) * budget <= r["env_steps"] <= budget]
+    values = np.array([np.nan if v is None else v for v in in_window], np.float64)
+    if not values.size:
+        return float("nan")
+    return float(values.mean()) if np.all(np.isfinite(values)) else FAILED
 
 
-def seed_scores(evals: Sequence[dict], num_seeds: int, window: float = SCORE_WINDOW) -> np.ndarray:
-    """``[num_seeds]`` :func:`seed_score` of each seed in a run's ``eval.jsonl`` rows."""
-    return np.array([seed_score([r for r in evals if r["seed"] == s], window) for s in range(num_seeds)])
+def seed_scores(evals: Sequence[dict], num_seeds: int, budget: int, window: float = SCORE_WINDOW,
+                diverged_at: Optional[Sequence[Optional[int]]] = None) -> np.ndarray:
+    """``[num_seeds]`` :func:`seed_score` of each seed in a run's ``eval.jsonl`` rows at ``budget``;
+    ``diverged_at``: ``[num_seeds]`` env steps of each seed's divergence (None: did not diverge)."""
+    diverged_at = [None] * num_seeds if diverged_at is None else diverged_at
+    return np.array([seed_score([r for r in evals if r["seed"] == s], budget, window, diverged_at[s])
+                     for s in range(num_seeds)])
 
 
-def _finite(scores) -> np.ndarray:
-    """``[S, 1]`` the finite scores of ``scores`` ``[S]`` (one env: one column for rliable)."""
+def lowest_return(evals: Sequence[dict], budget: Optional[int] = None) -> float:
+    """The lowest finite ``deterministic_return_mean`` of ``evals`` (at or before ``budget``); NaN if none."""
+    x = np.array([r["deterministic_return_mean"] for r in evals if r["deterministic_return_mean"] is not None
+                  and (budget is None or r["env_steps"] <= budget)], np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.min()) if x.size else float("nan")
+
+
+def impute_failures(scores, floor: float) -> np.ndarray:
+    """``scores`` ``[S]`` with every :data:`FAILED` seed given the score ``floor``.
+
+    The comparison passes as ``floor`` the lowest evaluation return recorded on the env by any seed of any
+    setup in it (:func:`lowest_return`; in practice an early-training evaluation): worst-case imputation, the
+    conservative treatment of a failed unit. A failed seed ranks at or below every seed that did not fail,
+    so the probability of improvement counts it as a loss (a tie at worst) against each of them, and the IQM
+    trims it away only while fewer than a quarter of the seeds fail (then its value matters). It can never
+    raise a setup's score, and a setup cannot lose a diverging seed from its sample.
+    """
+    x = np.asarray(scores, np.float64).copy()
+    x[x == FAILED] = floor
+    return x
+
+
+def complete(scores) -> bool:
+    """Whether every seed of ``scores`` ``[S]`` has a score (none short of the budget; :func:`seed_score`)."""
     x = np.asarray(scores, np.float64).ravel()
-    return x[np.isfinite(x)][:, None]
+    return bool(x.size) and not np.isnan(x).any()
+
+
+def _column(scores) -> Optional[np.ndarray]:
+    """``[S, 1]`` the scores of one cell (one env: one column for rliable), None if it is incomplete."""
+    x = np.asarray(scores, np.float64).ravel()
+    if np.isinf(x).any():
+        raise ValueError("failed seeds (FAILED, -inf) must be given a score first: stats.impute_failures")
+    return x[:, None] if complete(x) else None
 
 
 def _interval(score_dict: dict, func, reps: int, seed: int) -> Estimate:
@@ -93,19 +148,48 @@ def _interval(score_dict: dict, func, reps: int, seed: int) -> Estimate:
 
 
 def iqm(scores, reps: int = REPS, seed: int = 0) -> Estimate:
-    """IQM of the finite ``scores`` ``[S]`` (one per seed) with its stratified-bootstrap CI; NaN if none."""
-    x = _finite(scores)
-    if not x.size:
+    """IQM of ``scores`` ``[S]`` (one per seed) with its stratified-bootstrap CI; NaN if a seed has no score
+    (an incomplete cell: NaN is never dropped). ``ValueError`` for a :data:`FAILED` seed not yet imputed."""
+    x = _column(scores)
+    if x is None:
         return NAN
     _, metrics = _rliable()
     return _interval({"x": x}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps, seed)
 
 
 def probability_of_improvement(scores_x, scores_y, reps: int = REPS, seed: int = 0) -> Estimate:
-    """P(X > Y) of the finite seed scores ``scores_x`` ``[S]`` over ``scores_y`` ``[S']`` with its CI; NaN if
-    either has none."""
-    x, y = _finite(scores_x), _finite(scores_y)
-    if not x.size or not y.size:
+    """P(X > Y) of the seed scores ``scores_x`` ``[S]`` over ``scores_y`` ``[S']`` with its CI; NaN if either
+    cell is incomplete (as :func:`iqm`)."""
+    x, y = _column(scores_x), _column(scores_y)
+    if x is None or y is None:
         return NAN
     _, metrics = _rliable()
     return _interval({"x,y": [x, y]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps, seed)
+
+
+def _iqm_of(x: np.ndarray) -> float:
+    _, metrics = _rliable()
+    return metrics.aggregate_iqm(x)
+
+
+def relative_drop(full, minimal, reps: int = REPS, seed: int = 0) -> Estimate:
+    """``1 - IQM(minimal) / IQM(full)`` of two cells' seed scores (``[S]``, ``[S']``: a setup and its variant
+    with the implementation choices off) with its CI (the two cells resampled independently); NaN if either
+    is incomplete. 0: no loss; 0.5: the variant keeps half of the setup's IQM."""
+    x, y = _column(full), _column(minimal)
+    if x is None or y is None:
+        return NAN
+    return _interval({"x,y": [x, y]}, lambda a, b: np.array([1 - _iqm_of(b) / _iqm_of(a)]), reps, seed)
+
+
+def drop_difference(full_a, minimal_a, full_b, minimal_b, reps: int = REPS, seed: int = 0) -> Estimate:
+    """:func:`relative_drop` of setup A minus that of setup B with its CI (the four cells resampled
+    independently); > 0: A loses more of its score than B without the implementation choices."""
+    cells = [_column(c) for c in (full_a, minimal_a, full_b, minimal_b)]
+    if any(c is None for c in cells):
+        return NAN
+
+    def func(a, am, b, bm):
+        return np.array([(1 - _iqm_of(am) / _iqm_of(a)) - (1 - _iqm_of(bm) / _iqm_of(b))])
+
+    return _interval({"cells": cells}, func, reps, seed)

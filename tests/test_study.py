@@ -1,0 +1,216 @@
+"""The study's export and report (experiments/study_export.py, experiments/study_report.py) on a synthetic study
+whose scores are known: the verdicts follow the stated rules, incomplete cells are pending, the export keeps what
+the report needs (the metric summary is computed before thinning), and the ablation statistics agree with rliable."""
+
+import dataclasses
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tr_jax import stats
+from tr_jax.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PER_IT, ITS = 32, 10  # 4 envs x 8 steps per iteration, 10 iterations: budget 320 env steps per seed
+pytestmark = pytest.mark.xdist_group("study")
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+export_script, report_script = _script("study_export"), _script("study_report")
+
+
+def _write_run(path: Path, algorithm: str, finals: list, diverged: dict = None, short: set = ()):
+    """A run directory with ``len(finals)`` seeds: seed s evaluates 0.5 * finals[s] at 160 env steps and
+    finals[s] at 320 (None: a NaN evaluation); seeds in ``short`` stopped at 160; ``diverged``: {seed: iteration}."""
+    path.mkdir(parents=True)
+    config = dataclasses.asdict(TrainConfig(env_name="hopper", algorithm=algorithm, num_envs=4, unroll_length=8,
+                                            total_env_steps=PER_IT * ITS))
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "run.json").write_text(json.dumps({"seed": 0, "num_seeds": len(finals)}))
+    evals, metrics = [], []
+    for s, final in enumerate(finals):
+        last = 5 if s in short else ITS
+        for it in (4, 9):
+            if it < last:
+                ret = None if final is None else (final if it == 9 else 0.5 * final)
+                evals.append({"iteration": it, "env_steps": (it + 1) * PER_IT, "seed": s,
+                              "deterministic_return_mean": ret})
+        for it in range(last):
+            row = {"iteration": it, "seed": s, "env_steps": (it + 1) * PER_IT, "episode_return": float(it),
+                   "entropy": 1.0, "kl_mean": 0.01, "kl_max": 0.02, "acting_kl_max": 0.01 * (it + 1) * (s + 1)}
+            if algorithm == "trpl":  # the acting mean part: 2x the bound in iteration 3 of seed 1 only
+                over = it == 3 and s == 1
+                row.update(mean_part_max=0.03, cov_part_max=1e-3, raw_mean_part_max=0.06 if over else 0.015,
+                           raw_mean_part_mean=0.002 * (it + 1), raw_mean_part_over=0.5 if over else 0.0,
+                           raw_cov_part_max=5e-4, raw_cov_part_mean=2e-4, raw_cov_part_over=0.0)
+            metrics.append(row)
+    (path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sorted(evals, key=lambda r: r["iteration"])))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sorted(
+        metrics, key=lambda r: (r["iteration"], r["seed"]))))
+    seeds = [{"seed": s, "diverged_at": (diverged or {}).get(s)} for s in range(len(finals))]
+    status = "diverged" if diverged else "finished"
+    (path / "summary.json").write_text(json.dumps({"status": status, "iterations": ITS, "seeds": seeds}))
+
+
+PPO = [10.0, 20.0, 30.0, 40.0, 50.0]
+TRPL = [100.0, 110.0, 120.0, 130.0, 140.0]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """hopper: ppo < trpl-kl (claim 1 met), ppo-m loses ~90%, trpl-kl-m ~4% (claim 2 met); trpl-kl-ctx-full has a
+    diverged seed, ppo-ctx-full a NaN evaluation; trpl-frob-m has a seed short of the budget; walker2d: only ppo."""
+    out = tmp_path_factory.mktemp("study")
+    runs = out / "runs"
+    _write_run(runs / "hopper" / "ppo", "ppo", PPO)
+    _write_run(runs / "hopper" / "trpl-kl", "trpl", TRPL)
+    _write_run(runs / "hopper" / "ppo-m", "ppo", [1.0, 2.0, 3.0, 4.0, 5.0])
+    _write_run(runs / "hopper" / "trpl-kl-m", "trpl", [95.0, 105.0, 115.0, 125.0, 135.0])
+    _write_run(runs / "hopper" / "trpl-frob-m", "trpl", TRPL, short={2})
+    _write_run(runs / "hopper" / "ppo-ctx-full", "ppo", [5.0, 6.0, None, 8.0, 9.0])
+    _write_run(runs / "hopper" / "trpl-kl-ctx-full", "trpl", [60.0, 70.0, 80.0, 90.0, 100.0], diverged={4: 7})
+    _write_run(runs / "walker2d" / "ppo", "ppo", PPO)
+    sweep = out / "sensitivity" / "runs" / "hopper" / "trpl-kl-eps_mean"
+    for v, scores in (("0.01", PPO), ("0.1", TRPL)):
+        _write_run(sweep / f"eps_mean={v}", "trpl", scores)
+    (sweep / "sweep.json").write_text(json.dumps({"sweep": [["eps_mean", [0.01, 0.1]]],
+                                                  "settings": ["eps_mean=0.01", "eps_mean=0.1"]}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(study, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("exported")
+    assert export_script.main([str(study), str(dest)]) == 0
+    return dest
+
+
+@pytest.fixture(scope="module")
+def page(exported, tmp_path_factory):
+    docs = tmp_path_factory.mktemp("docs")
+    assert report_script.main([str(exported), "--docs", str(docs), "--reps", "200"]) == 0
+    return docs, (docs / "results.md").read_text()
+
+
+def _verdicts(text):
+    rows = [ln.strip("|").split("|") for ln in text.splitlines() if ln.startswith("| 1.") or ln.startswith("| 2.")
+            or ln.startswith("| 3.")]
+    return {(r[0].strip()[:1], r[1].strip()): r[3].strip() for r in rows}
+
+
+def test_verdicts_follow_the_rules(page):
+    _, text = page
+    v = _verdicts(text)
+    assert v[("1", "hopper")] == "**met** (TRPL-KL better than PPO)"  # every trpl seed beats every ppo seed
+    assert v[("2", "hopper")] == "**met** (TRPL-KL loses less than PPO)"
+    assert v[("1", "walker2d")] == "pending: walker2d/trpl-kl (not started)"
+    assert v[("2", "walker2d")].startswith("pending: walker2d/ppo-m (not started)")
+    # contextual: ppo's NaN evaluation and trpl's divergence are both failures, scored 0.5 (the lowest evaluation
+    # on hopper: ppo-m seed 0 at 160 steps): P = (20 wins + 1 tie / 2) / 25; the CI decides
+    poi = stats.probability_of_improvement([60.0, 70.0, 80.0, 90.0, 0.5], [5.0, 6.0, 0.5, 8.0, 9.0], reps=200)
+    assert poi.point == pytest.approx(20.5 / 25)
+    want = "**met** (TRPL-KL better than PPO)" if poi.low > 0.5 else "**inconclusive** (the CI contains 0.5)"
+    assert v[("3", "hopper")] == want
+    assert f"P(TRPL-KL > PPO, contextual full) = {poi.point:.2f} [{poi.low:.2f}, {poi.high:.2f}]" in text
+    assert "failed seeds: PPO 1, TRPL-KL 1" in text
+
+
+def test_tables_hold_the_statistics_of_the_scores(page, study):
+    _, text = page
+    iqm = stats.iqm(TRPL, reps=200)
+    assert f"| hopper | trpl-kl | 5/5 | 0 | {iqm.point:.1f} [{iqm.low:.1f}, {iqm.high:.1f}] | 1.00 [1.00, 1.00] |" in text
+    # a seed short of the budget: the cell is pending, not the IQM of the other four
+    assert "| hopper | trpl-frob-m | 4/5 | 0 | pending (4/5 seeds at the budget) |" in text
+    # the ablation: drop = 1 - IQM(-m) / IQM(full)
+    drop = stats.relative_drop(PPO, [1.0, 2.0, 3.0, 4.0, 5.0], reps=200)
+    assert drop.point == pytest.approx(0.9)
+    assert f"| hopper | ppo | {_iqm_text(PPO)} | {_iqm_text([1.0, 2.0, 3.0, 4.0, 5.0])} | 90% [" in text
+    # the diverged seed is imputed with the env's lowest evaluation return (ppo-m seed 0 at 160 steps: 0.5)
+    imputed = stats.iqm([60.0, 70.0, 80.0, 90.0, 0.5], reps=200)
+    assert f"| trpl-kl-ctx-full | {imputed.point:.1f} [{imputed.low:.1f}, {imputed.high:.1f}] | 1 |" in text
+    # sensitivity, scored at the sweep's budget
+    assert f"| hopper | trpl-kl | eps_mean = 0.1 | {_iqm_text(TRPL)} |" in text
+
+
+def _iqm_text(x):
+    e = stats.iqm(x, reps=200)
+    return f"{e.point:.1f} [{e.low:.1f}, {e.high:.1f}]"
+
+
+def test_acting_bound_use_is_exact_after_thinning(page, study, exported):
+    _, text = page
+    # max over updates 0.06 / 0.03 = 2; mean 0.011 / 0.03; over: one update of 50 with half its states over
+    assert "| hopper | trpl-kl | 5 | complete | 1.000 | 2.00 / 0.37 / 1% |" in text
+    rd = exported / "runs" / "hopper" / "trpl-kl"
+    thinned = [json.loads(ln) for ln in (rd / "metrics.jsonl").read_text().splitlines()]
+    assert len(thinned) == 5 and all(r["block_rows"] == ITS for r in thinned)  # one 20-iteration block per seed
+    assert thinned[1]["raw_mean_part_max"] == 0.06 and thinned[1]["raw_mean_part_mean"] == pytest.approx(0.011)
+    # the report of the export equals that of the original study where the table is concerned (trpl-frob-m's
+    # short seed makes a shorter block: the mean of block means would not be the mean over updates)
+    a = report_script.Study(str(study), reps=50)
+    b = report_script.Study(str(exported), reps=50)
+    for key, row in a.rows.items():
+        other = b.rows[key]
+        for field in ("kl_max", "bound_use", "over", "acting_mean", "acting_cov", "budget", "num_seeds"):
+            np.testing.assert_equal(getattr(other, field), getattr(row, field), err_msg=f"{key} {field}")
+        np.testing.assert_array_equal(b.scores[key], a.scores[key])
+    assert not (exported / "runs" / "hopper" / "ppo" / "checkpoints").exists()
+
+
+def test_figures_and_full_table_are_written(page, exported):
+    docs, text = page
+    for name in ("ablation", "contextual", "sensitivity", "curves_hopper", "curves_walker2d"):
+        assert (docs / "study" / f"{name}.png").stat().st_size > 5_000, name
+        assert f"(study/{name}.png)" in text
+    full = (exported / "results.md").read_text()
+    assert "| hopper | trpl-kl-ctx-full |" in full and "Failed seeds: hopper/ppo-ctx-full seed 2, " \
+        "hopper/trpl-kl-ctx-full seed 4." in full
+
+
+def test_ablation_statistics_agree_with_rliable():
+    from rliable import library, metrics
+
+    full, minimal = np.array(TRPL), np.array([95.0, 105.0, 115.0, 125.0, 180.0])
+    est = stats.relative_drop(full, minimal, reps=100, seed=1)
+    np.random.seed(1)
+    _, cis = library.get_interval_estimates(
+        {"d": [full[:, None], minimal[:, None]]},
+        lambda a, b: np.array([1 - metrics.aggregate_iqm(b) / metrics.aggregate_iqm(a)]), reps=100,
+        random_state=np.random.RandomState(1))
+    assert est.point == pytest.approx(1 - 115 / 120) and (est.low, est.high) == (cis["d"][0, 0], cis["d"][1, 0])
+    diff = stats.drop_difference(PPO, [1.0, 2.0, 3.0, 4.0, 5.0], full, minimal, reps=100, seed=1)
+    assert diff.point == pytest.approx(0.9 - (1 - 115 / 120)) and diff.low < diff.point < diff.high
+    assert all(np.isnan(stats.relative_drop(full, [1.0, np.nan], reps=10)))
+
+
+def test_report_without_a_study_is_one_line(tmp_path, capsys):
+    assert report_script.main([str(tmp_path), "--docs", str(tmp_path / "docs")]) == 2
+    assert export_script.main([str(tmp_path), str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith(("study_report.py: error:", "study_export.py: error:")) for e in err)
+
+
+@pytest.mark.slow
+def test_committed_results_page_is_regenerated_from_the_committed_study(tmp_path):
+    """docs/results.md is what `python3 experiments/study_report.py` makes of experiments/study/ (the figures go
+    beside it): regenerate both after a new export or a change of the report."""
+    study = ROOT / "experiments" / "study"
+    if not (study / "runs").is_dir():
+        pytest.skip("no exported study committed")
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)  # the report also writes STUDY/results.md: not into the checkout
+    assert report_script.main([str(copy), "--docs", str(tmp_path / "docs")]) == 0
+    assert (tmp_path / "docs" / "results.md").read_text() == (ROOT / "docs" / "results.md").read_text()
+    assert (copy / "results.md").read_text() == (study / "results.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "docs" / "study").iterdir()) == sorted(
+        p.name for p in (ROOT / "docs" / "study").iterdir())
