@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-MODULES = ["tr_jax.trpl"]
+MODULES = ["tr_jax.trpl", "tr_jax.layers"]
 
 
 @pytest.mark.parametrize("name", MODULES)
