@@ -62,3 +62,6 @@ class TrustRegionLayer(nnx.Module):
                                          cov_type=self.cov_type, entropy_bound=entropy_bound,
                                          entropy_equality=self.entropy_equality, scale_prec=self.scale_prec)
         return projected
+
+
+__all__ = ["TrustRegionLayer"]
