@@ -116,6 +116,19 @@ def test_export_loads_without_tr_jax_and_acts_bit_identically(run_dir, tmp_path,
     np.testing.assert_array_equal(got, expected)
 
 
+def test_onnx_export_matches_load_policy(run_dir, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    path, _ = run_dir
+    out = str(tmp_path / "policy.onnx")
+    assert cli.main(["export", path, "--out", out]) == 0
+    session = ort.InferenceSession(out)
+    obs = _obs(13, seed=4)
+    got = session.run(["action"], {"obs": obs})[0]
+    expected = np.asarray(jax.jit(tr_jax.load_policy(path).act)(obs))
+    assert got.shape == (13, 1) and np.abs(expected).max() > 0.01
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)  # float32 rounding, not bit-exact
+
+
 @pytest.mark.parametrize("args,message", [(["--platforms", "gpu"], "--platforms gpu: expected some of"),
                                           (["--seed", "5"], "policy seed 5 out of range")])
 def test_export_errors(run_dir, tmp_path, capsys, args, message):

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         "included) of a checkpoint of RUN_DIR with jax.export, for any batch size; load it with "
         "jax.export.deserialize(open(FILE, 'rb').read()).call(obs)."))
     x.add_argument("run_dir", help="a run directory written by tr-jax train")
-    x.add_argument("--out", required=True, metavar="FILE.jaxexport", help="the file to write")
+    x.add_argument("--out", required=True, metavar="FILE.jaxexport",
+                   help="the file to write; FILE.onnx: an ONNX model instead (pip install 'tr_jax[onnx]')")
     x.add_argument("--platforms", default="cpu", metavar="P,...",
                    help="comma-separated platforms it runs on: cpu, cuda, rocm, tpu (default cpu)")
     x.add_argument("--seed", type=int, default=0, metavar="I", help="which of the run's seeds (default 0)")

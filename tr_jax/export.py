@@ -8,6 +8,11 @@ needs jax only (not tr_jax, flax or brax)::
     from jax import export
     act = export.deserialize(open("policy.jaxexport", "rb").read())
     action = act.call(obs)   # obs float32 [b, obs_dim], any b >= 1
+
+An ``out`` ending in ``.onnx`` writes an ONNX model of the same function instead (through ``jax2onnx``:
+``pip install 'tr_jax[onnx]'``; input ``obs`` float32 ``[b, obs_dim]``, symbolic ``b``); ``platforms`` do
+not apply to it. onnxruntime's actions match :func:`tr_jax.load_policy`'s to float32 rounding (the tests
+allow 1e-5), not bit for bit.
 """
 
 from __future__ import annotations
@@ -42,11 +47,21 @@ def export_policy(run_dir: str, out: str, platforms: Sequence[str] = ("cpu",), s
     bad = [p for p in platforms if p not in PLATFORMS]
     if not platforms or bad:
         raise ValueError(f"--platforms {','.join(platforms)}: expected some of {', '.join(PLATFORMS)}")
+    onnx = out.lower().endswith(".onnx")
+    if onnx:
+        try:
+            import jax2onnx
+        except ImportError:
+            raise ValueError("the ONNX export needs jax2onnx: pip install 'tr_jax[onnx]'") from None
     policy = load_policy(run_dir, seed, checkpoint)
-    (b,) = jax.export.symbolic_shape("b")
-    spec = jax.ShapeDtypeStruct((b, policy.obs_dim), jnp.float32)
-    exp = jax.export.export(jax.jit(lambda obs: policy.act(obs)), platforms=platforms)(spec)
-    data = exp.serialize()
+    if onnx:
+        model = jax2onnx.to_onnx(lambda obs: policy.act(obs), [("b", policy.obs_dim)], model_name="tr_jax_policy",
+                                 input_names=["obs"], output_names=["action"])
+        data, platforms = model.SerializeToString(), ("onnx",)
+    else:
+        (b,) = jax.export.symbolic_shape("b")
+        spec = jax.ShapeDtypeStruct((b, policy.obs_dim), jnp.float32)
+        data = jax.export.export(jax.jit(lambda obs: policy.act(obs)), platforms=platforms)(spec).serialize()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "wb") as f:
         f.write(data)
