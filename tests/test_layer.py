@@ -77,6 +77,7 @@ def test_gradients_match_finite_differences_float64(projection, cov_type):
             pm, ps = layer(mean, scale, old_mean, old_scale)
             return jnp.sum(jnp.sin(pm * w[0, :1] if cov_type != "diag" else pm * w[0])) + jnp.sum(ps * w[1])
 
+        f = jax.jit(f)
         if cov_type == "full":  # perturb only the lower triangle (the factor's parameters)
             check_grads(lambda m, lo: f(m, jnp.tril(lo)), (mean, scale), order=1, modes=["rev"], atol=1e-5, rtol=1e-5)
         elif cov_type == "sqrt":  # and keep the root symmetric
