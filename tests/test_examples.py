@@ -72,14 +72,16 @@ def test_ppo_example_runs():
 @pytest.mark.slow
 def test_trpl_example_learns_and_its_acting_policy_stays_in_the_trust_region():
     module = _load("trpl")
-    config = {**module.CONFIG, **TINY, "TOTAL_TIMESTEPS": 16 * 16 * 20}
+    config = {**module.CONFIG, **TINY, "TOTAL_TIMESTEPS": 16 * 16 * 20, "ENT_COEF": 0.05, "LR": 3e-3}  # entropy pushes the std out
     _, m = jax.jit(module.make_train(config))(jax.random.key(0))
     m = jax.tree.map(np.asarray, m)
     random = _random_return()
     assert np.mean(m["episode_return"][-5:]) > random + 2.0, (m["episode_return"], random)
     # the acting (written-back) std is the projected one: its cov part is within the bound at every state
+    # (without the write-back, the entropy bonus pushes it out: seen failing)
     assert np.all(m["cov_part_max"] <= config["EPS_COV"] * (1 + 1e-3)), m["cov_part_max"]
     assert m["cov_part_max"].max() > 0.1 * config["EPS_COV"]  # and it moved
     # the acting mean is the network's: only the regression loss pulls it towards the projection (measured on
-    # this run: mean part over states 1.0 eps_mean on average, 13x without the regression loss)
+    # this run: the mean part over states is 1.1 eps_mean on average over iterations; ~13x without the
+    # regression loss (TR_COEF 0, no entropy bonus))
     assert np.mean(m["mean_part_mean"]) <= 1.5 * config["EPS_MEAN"], m["mean_part_mean"]
