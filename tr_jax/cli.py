@@ -9,6 +9,7 @@
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
     tr-jax plot RUN_DIR... [--out FILE] [--metric NAME ...] [--label LABEL ...]
     tr-jax render RUN_DIR [--out FILE.html] [--gif FILE.gif] [--checkpoint ITERATION] [--max-steps N]
+    tr-jax export RUN_DIR --out FILE.jaxexport [--platforms cpu,cuda,tpu] [--seed S] [--checkpoint ITERATION]
     tr-jax compare --envs ENV... --setups SETUP... --out DIR [--seeds N] [--env-steps N] [--report-only]
 
 ``train`` with no config file runs a built-in quick config (TRPL with the KL
@@ -169,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float, default=25.0, help="frames per second, at most 50 (default 25)")
     g.add_argument("--stride", type=int, default=None, metavar="K",
                    help="one frame every K env steps (default: the K that plays the episode closest to real time)")
+
+    x = sub.add_parser("export", help="a trained policy as a file that needs only JAX (jax.export)", description=(
+        "Serialises the deterministic policy (mean action clipped to [-1, 1], observation normalisation "
+        "included) of a checkpoint of RUN_DIR with jax.export, for any batch size; load it with "
+        "jax.export.deserialize(open(FILE, 'rb').read()).call(obs)."))
+    x.add_argument("run_dir", help="a run directory written by tr-jax train")
+    x.add_argument("--out", required=True, metavar="FILE.jaxexport",
+                   help="the file to write; FILE.onnx: an ONNX model instead (pip install 'tr_jax[onnx]')")
+    x.add_argument("--platforms", default="cpu", metavar="P,...",
+                   help="comma-separated platforms it runs on: cpu, cuda, rocm, tpu (default cpu)")
+    x.add_argument("--seed", type=int, default=0, metavar="I", help="which of the run's seeds (default 0)")
+    x.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION",
+                   help="which checkpoint (default the newest)")
 
     from tr_jax import compare
 
@@ -364,6 +378,20 @@ def _render(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from tr_jax.export import export_policy
+
+    try:
+        done = export_policy(args.run_dir, args.out, [p.strip() for p in args.platforms.split(",")], args.seed,
+                             args.checkpoint)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+        print(f"tr-jax export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {done.path} ({done.size:,} bytes): seed {args.seed}, checkpoint at iteration {done.iteration}, "
+          f"act(obs [b, {done.obs_dim}]) -> action [b, {done.action_dim}] on {','.join(done.platforms)}")
+    return 0
+
+
 def _compare(args) -> int:
     from tr_jax.compare import run_compare
 
@@ -374,6 +402,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.program = argv is None  # the process is this command (not a call from Python): it may end it
     return {"train": _train, "export-tb": _export_tb, "tune": _tune, "eval": _eval, "plot": _plot, "render": _render,
+            "export": _export,
             "compare": _compare}[args.command](args)
 
 

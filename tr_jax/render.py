@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from tr_jax import rundir as R
-from tr_jax.envs import normalize as N
 from tr_jax.envs.sources import split_env_name
 
 
@@ -57,7 +56,7 @@ def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed:
     Returns:
       :class:`Episode`.
     """
-    from tr_jax.run import load_checkpoint
+    from tr_jax.inference import load_policy
 
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"--max-steps {max_steps}: an episode lasts at least 1 env step")
@@ -65,22 +64,13 @@ def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed:
     if split_env_name(env_name)[0] != "brax":
         raise ValueError(f"{run_dir}: rendering draws Brax systems; {env_name!r} is a MuJoCo Playground env "
                          "(evaluate it with `tr-jax eval`, or render its states with the env's own render method)")
-    trainer, state, meta = load_checkpoint(run_dir, checkpoint)
-    config = trainer.config
-    num_seeds = state.iteration.shape[0]
-    if not 0 <= policy_seed < num_seeds:
-        raise ValueError(f"policy seed {policy_seed} out of range: {run_dir} has {num_seeds} seed(s)")
-    state = jax.tree.map(lambda x: x[policy_seed], state)
-    env = trainer.env.env
+    policy = load_policy(run_dir, policy_seed, checkpoint)
+    config = policy.config
+    env = policy.env.env
     if not hasattr(env, "sys"):
         raise ValueError(f"{run_dir}: the env {config.env_name!r} has no Brax system (env.sys) to draw")
-    params, stats = state.algo.policy_params, state.obs_stats
     repeat, num_steps = config.action_repeat, max_steps or config.episode_length
-
-    def act(obs):
-        obs = obs.astype(jnp.dtype(config.dtype))
-        mean, _ = trainer.policy.apply(params, N.normalize(stats, obs) if config.normalize_obs else obs)
-        return jnp.clip(mean, -1.0, 1.0)
+    act = policy.act  # the mean action, clipped to Brax's [-1, 1]
 
     def step(carry, t):
         s, action = carry
@@ -101,7 +91,7 @@ def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed:
     length = int(np.argmax(done)) + 1 if terminated else num_steps
     first, frames = jax.tree.map(np.asarray, (first, frames))
     frames = [first] + [jax.tree.map(lambda x, i=i: x[i], frames) for i in range(length)]
-    return Episode(env, frames, length, float(np.asarray(reward)[:length].sum()), terminated, int(meta["iteration"]))
+    return Episode(env, frames, length, float(np.asarray(reward)[:length].sum()), terminated, policy.iteration)
 
 
 class Rendered(NamedTuple):

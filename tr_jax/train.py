@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tr_jax import distributions
+from tr_jax import acting, distributions
 from tr_jax import hyperparams as H
 from tr_jax import parallel as par
 from tr_jax.algorithms import Algorithm, make_algorithm
@@ -195,9 +195,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
     steps_per_iteration = config.batch_size * config.action_repeat
 
     def obs_normalizer(obs_stats):
-        if config.normalize_obs:
-            return lambda o: N.normalize(obs_stats, o.astype(dtype), config.obs_clip)
-        return lambda o: o.astype(dtype)
+        return acting.obs_normalizer(obs_stats, config.normalize_obs, config.obs_clip, dtype)
 
     def init(key, hparams=None) -> TrainState:
         k_pol, k_val, key = jax.random.split(key, 3)
@@ -312,12 +310,12 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         n = 2 * num_episodes
         eval_env = env.resized(n)
         deterministic = (jnp.arange(n) < num_episodes)[:, None]
-        obs_norm = obs_normalizer(ts.obs_stats)
+        pi = acting.acting_policy(policy, ts.algo.policy_params, ts.obs_stats, config)
         num_steps = -(-config.episode_length // config.action_repeat)
 
         def step(carry, k):
             state, alive, ret, length = carry
-            mean, scale = policy.apply(ts.algo.policy_params, obs_norm(state.obs))
+            mean, scale = pi.distribution(state.obs)
             action = jnp.where(deterministic, mean, distributions.sample(k, mean, scale, policy.cov_type))
             state, info = eval_env.step(state, action)
             ret = ret + jnp.where(alive, info.reward, 0.0)

@@ -7,20 +7,19 @@ Per iteration: ``num_epochs`` x ``num_minibatches`` Optax steps (via
     L = -mean(min(rho A, clip(rho, 1 - c, 1 + c) A)) - entropy_coef * H
         + value loss (optionally clipped around the old value),
 
-with per-minibatch advantage normalisation, global-norm gradient clipping and
+(:func:`tr_jax.trpl.ppo_clipped_surrogate`) with per-minibatch advantage normalisation, global-norm gradient clipping and
 a linear learning-rate decay to zero over ``lr_decay_steps`` (each as configured). Policy and value have
 separate parameters and optimisers (policy_lr / value_lr).
 """
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
 from tr_jax.algorithms.core import (actor_critic_epochs, make_optimizer, normalize_advantage, policy_divergence,
                                     value_optimizer)
+from tr_jax.trpl import ppo_clipped_surrogate
 
 
 def make_ppo(config, policy, value, axis_name=None) -> Algorithm:
@@ -39,20 +38,12 @@ def make_ppo(config, policy, value, axis_name=None) -> Algorithm:
 
     def loss_fn(pp, mb: Batch, hp):
         mean, scale = policy.apply(pp, mb.obs)
-        log_prob = D.log_prob(mb.action, mean, scale, cov_type)
-        log_ratio = log_prob - mb.log_prob
-        ratio = jnp.exp(log_ratio)
         adv = normalize_advantage(mb.advantage, axis_name=axis_name) if config.normalize_advantage else mb.advantage
-        surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - hp.clip_ratio, 1 + hp.clip_ratio) * adv)
-        pg_loss = -surrogate.mean()
+        pg_loss, aux = ppo_clipped_surrogate(D.log_prob(mb.action, mean, scale, cov_type), mb.log_prob, adv,
+                                             hp.clip_ratio)
         entropy = D.entropy(scale, cov_type).mean()
         total = pg_loss - hp.entropy_coef * entropy
-        aux = {
-            "policy_loss": pg_loss,
-            "approx_kl": ((ratio - 1) - log_ratio).mean(),
-            "clip_fraction": (jnp.abs(ratio - 1) > hp.clip_ratio).mean(),
-        }
-        return total, aux
+        return total, {"policy_loss": pg_loss, **aux}
 
     def update(key, state: AlgoState, batch: Batch, iteration, hp):
         del iteration  # the Optax schedules count steps themselves

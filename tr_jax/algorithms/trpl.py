@@ -1,4 +1,5 @@
-"""Trust-region projection layers (TRPL) as an :class:`~tr_jax.algorithms.base.Algorithm`.
+"""Trust-region projection layers (TRPL) as an :class:`~tr_jax.algorithms.base.Algorithm`, built from the
+public building blocks of :mod:`tr_jax.trpl`.
 
 Per minibatch (``num_epochs`` x ``num_minibatches`` Optax steps through
 :func:`~tr_jax.algorithms.core.actor_critic_epochs`; the value function takes
@@ -68,22 +69,9 @@ from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
 from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage, value_optimizer
-from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
-from tr_jax.projections import canonical_name, entropy_projection, parts, project
-
-
-def projection_cov_type(policy_cov_type: str, projection: str) -> str:
-    """Scale parameterisation the projection works on (see the module docstring)."""
-    name = canonical_name(projection)
-    D.check_cov_type(policy_cov_type)
-    if policy_cov_type == "diag":
-        return "diag"
-    if name == "w2":
-        if policy_cov_type != "sqrt":
-            raise ValueError("the W2 projection on a full covariance works on the symmetric sqrt: "
-                             "use cov_type='sqrt' (got cov_type='full')")
-        return "sqrt"
-    return "full"
+from tr_jax.projections import canonical_name, parts
+from tr_jax.trpl import (entropy_bound, gaussian_entropy, global_scale, project_gaussians, projection_cov_type,
+                         to_projection_scale, trpl_surrogate, trust_region_loss)
 
 
 # relative slack of "inside the bound": the KL solver meets its bounds to ~1e-5 (5e-3 at eps 1e-6)
@@ -131,24 +119,19 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
 
     def to_proj(scale):
         """Policy scale -> projection scale ([..., k] or [..., k, k])."""
-        return scale if proj_cov_type == policy.cov_type else D.cholesky(scale, policy.cov_type)
-
-    def from_proj(scale):
-        return scale if proj_cov_type == policy.cov_type else D.convert_scale(scale, proj_cov_type, policy.cov_type)
+        return to_projection_scale(scale, policy.cov_type, name)
 
     def project_policy(pp, obs, old_mean, old_scale, beta, hp):
-        """Returns ((mu~, A~), (mu, A)): network output and its projection, both in proj_cov_type."""
+        """Returns ((mu~, A~), (mu, A)): network output and its projection, both in proj_cov_type
+        (``old_scale`` in the policy's cov_type)."""
         mean, scale = policy.apply(pp, obs)
-        scale = to_proj(scale)
-        pm, ps = project(name, mean, scale, old_mean, old_scale, hp.eps_mean, hp.eps_cov, **options)
-        if schedule != "none":
-            ps = entropy_projection(ps, beta, config.entropy_equality, cov_type=proj_cov_type)
-        return (mean, scale), (pm, ps)
+        projected, raw = project_gaussians(name, mean, scale, old_mean, old_scale, hp.eps_mean, hp.eps_cov,
+                                           cov_type=policy.cov_type, entropy_bound=None if schedule == "none" else beta,
+                                           entropy_equality=config.entropy_equality, scale_prec=config.scale_prec)
+        return raw, projected
 
     def tr_loss(raw, proj):
-        m, c = parts(name, raw[0], raw[1], jax.lax.stop_gradient(proj[0]), jax.lax.stop_gradient(proj[1]),
-                     **options)
-        return jnp.mean(m + c)
+        return trust_region_loss(name, raw, proj, cov_type=policy.cov_type, scale_prec=config.scale_prec)
 
     def init(policy_params, value_params):
         dtype = jax.tree.leaves(policy_params)[0].dtype
@@ -159,9 +142,8 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
 
     def loss_fn(pp, mb: Batch, beta, hp):
         raw, (pm, ps) = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta, hp)
-        ratio = jnp.exp(D.log_prob(mb.action, pm, ps, proj_cov_type) - mb.log_prob)
         adv = normalize_advantage(mb.advantage, axis_name=axis_name) if config.normalize_advantage else mb.advantage
-        pg_loss = -jnp.mean(ratio * adv)
+        pg_loss = trpl_surrogate(D.log_prob(mb.action, pm, ps, proj_cov_type), mb.log_prob, adv)
         trl = tr_loss(raw, (pm, ps))
         entropy = D.entropy(ps, proj_cov_type).mean()
         total = pg_loss + hp.trust_region_coef * trl - hp.entropy_coef * entropy
@@ -170,7 +152,6 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     def update(key, state: AlgoState, batch: Batch, iteration, hp):
         beta = entropy_bound(schedule, state.extra["initial_entropy"], config.target_entropy,
                              config.entropy_temperature, iteration, config.num_iterations)
-        batch = batch._replace(old_scale=to_proj(batch.old_scale))
         key_epochs, key_reg = jax.random.split(key)
         policy_opt = make_optimizer(config, hp.policy_lr, policy_steps, config.lr_decay)
         state, metrics = actor_critic_epochs(key_epochs, state, batch, config.num_epochs, config.num_value_epochs,
@@ -208,11 +189,11 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         batch = par.local_rows(batch, axis_name)
         raw, proj = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta, hp)
         if not policy.contextual:
-            global_scale = par.pmean(proj[1].mean(axis=0), axis_name)
-            pp = policy.set_global_scale(pp, jax.lax.stop_gradient(from_proj(global_scale)))
+            pp = policy.set_global_scale(pp, global_scale(proj[1], cov_type=policy.cov_type, projection=name,
+                                                          axis_name=axis_name))
             mean, scale = policy.apply(pp, batch.obs)
             raw = (mean, to_proj(scale))
-        metrics.update(_final_metrics(raw, proj, batch, hp))
+        metrics.update(_final_metrics(raw, proj, batch._replace(old_scale=to_proj(batch.old_scale)), hp))
         if schedule != "none":  # (-inf otherwise; the training loop treats non-finite metrics as divergence)
             metrics["entropy_bound"] = beta
         return AlgoState(pp, vp, po, vo, state.extra), metrics
