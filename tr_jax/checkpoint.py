@@ -135,7 +135,10 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
-    def save(self, step: int, state, meta: dict) -> str:
+    def save(self, step: int, state: Any, meta: dict) -> str:
+        """Writes checkpoint ``step`` (an iteration count) of ``state`` with the JSON-able ``meta``; returns its
+        path. A write that fails for lack of space or permission raises :class:`CheckpointWriteError` and leaves
+        no unfinished checkpoint."""
         ocp = self._ocp
         try:
             with _quiet_write_failures():
@@ -157,13 +160,16 @@ class Checkpoints:
         self._manager.delete(int(step))
 
     def path(self, step: int) -> str:
+        """The directory of checkpoint ``step``."""
         return os.path.join(self.directory, str(int(step)))
 
-    def steps(self) -> list:
+    def steps(self) -> list[int]:
+        """The steps of the complete checkpoints on disk, ascending."""
         self._manager.reload()
         return sorted(int(s) for s in self._manager.all_steps())
 
     def latest(self) -> Optional[int]:
+        """The newest complete checkpoint's step, or None."""
         steps = self.steps()
         return steps[-1] if steps else None
 
@@ -200,6 +206,7 @@ class Checkpoints:
                                   f"(different config or tr_jax version?)", [s for s in steps if s < step])
         return _from_saveable(state, like), dict(out["meta"])
 
-    def close(self):
+    def close(self) -> None:
+        """Releases Orbax's checkpoint manager."""
         self._manager.close()
 

@@ -40,6 +40,7 @@ def _fields_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tr-jax`` argument parser (every subcommand and option)."""
     p = _Parser(prog="tr-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -280,6 +281,7 @@ def _compare(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Runs ``tr-jax`` with ``argv`` (None: the command line) and returns its exit status."""
     args = build_parser().parse_args(argv)
     args.program = argv is None  # the process is this command (not a call from Python): it may end it
     return {"train": _train, "eval": _eval, "plot": _plot, "render": _render, "compare": _compare}[args.command](args)

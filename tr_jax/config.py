@@ -31,6 +31,10 @@ RESUME_SAFE = ("total_env_steps", "chunk_iterations", "eval_every", "eval_episod
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """Everything that defines a training run: environment, algorithm, projection, network, optimisation and
+    host-loop settings, one field each (the comment beside a field says what it is). Frozen; :func:`validate` (which
+    ``make_trainer`` calls) raises ``ValueError`` naming a bad value. ``tr-jax train --set FIELD=VALUE`` sets any
+    field."""
     # --- environment -------------------------------------------------------
     env_name: str = "inverted_pendulum"  # a brax.envs name, or "playground:<Name>" (tr_jax.envs.sources)
     backend: str = "positional"      # Brax's physics pipeline (Brax envs only)
@@ -137,6 +141,7 @@ class TrainConfig:
 
     @property
     def num_iterations(self) -> int:
+        """Training iterations of the run: ``total_env_steps`` // env steps per iteration."""
         return self.total_env_steps // (self.batch_size * self.action_repeat)
 
     @property
@@ -146,6 +151,7 @@ class TrainConfig:
         return steps // (self.batch_size * self.action_repeat)
 
     def replace(self, **kw) -> "TrainConfig":
+        """A copy with the fields ``kw`` changed."""
         return dataclasses.replace(self, **kw)
 
 
@@ -269,6 +275,7 @@ def _hints() -> dict:
 
 
 def field_names() -> tuple:
+    """The names of every ``TrainConfig`` field, in declaration order."""
     return tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 

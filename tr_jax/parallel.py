@@ -53,22 +53,27 @@ def make_mesh(num_devices: int) -> jax.sharding.Mesh:
 
 
 def axis_size(axis_name: Optional[str]) -> int:
+    """The number of devices along ``axis_name`` (1 outside ``shard_map``: ``axis_name`` None)."""
     return 1 if axis_name is None else jax.lax.axis_size(axis_name)
 
 
 def axis_index(axis_name: Optional[str]) -> jax.Array:
+    """This device's index along ``axis_name`` (0 when ``axis_name`` is None)."""
     return jnp.asarray(0, jnp.int32) if axis_name is None else jax.lax.axis_index(axis_name)
 
 
 def psum(x: Any, axis_name: Optional[str]) -> Any:
+    """``jax.lax.psum`` over ``axis_name``; ``x`` itself when ``axis_name`` is None."""
     return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
 def pmean(x: Any, axis_name: Optional[str]) -> Any:
+    """``jax.lax.pmean`` over ``axis_name``; ``x`` itself when ``axis_name`` is None."""
     return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
 
 def pmax(x: Any, axis_name: Optional[str]) -> Any:
+    """``jax.lax.pmax`` over ``axis_name``; ``x`` itself when ``axis_name`` is None."""
     return x if axis_name is None else jax.lax.pmax(x, axis_name)
 
 
@@ -78,6 +83,7 @@ def mean(x: jax.Array, axis_name: Optional[str]) -> jax.Array:
 
 
 def max(x: jax.Array, axis_name: Optional[str]) -> jax.Array:  # noqa: A001 (the collective's name)
+    """Max of every entry of ``x`` over all devices."""
     return pmax(jnp.max(x), axis_name)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import math
 import sys
+from typing import Optional, Protocol, TextIO
 
 
 def fmt(value, spec: str = ".4g") -> str:
@@ -47,28 +48,49 @@ def summary_line(done: int, total: int, steps_per_s: float, eta_s, fields: dict)
     return " | ".join(parts)
 
 
-class PlainProgress:
+class Progress(Protocol):
+    """What every progress display takes (:class:`PlainProgress`, :class:`RichProgress`, :class:`NoProgress`)."""
+
+    def start(self, total: int, done: int = 0) -> None:
+        """Starts the display of a run of ``total`` env steps (per seed), ``done`` of them already done."""
+
+    def status(self, text: str) -> None:
+        """Shows what the run is doing now (e.g. "compiling")."""
+
+    def log(self, text: str) -> None:
+        """Reports an event (compilation, resume, divergence) on a line of its own."""
+
+    def update(self, done: int, steps_per_s: float, eta_s: Optional[float], fields: dict[str, str]) -> None:
+        """After a chunk: env steps done (per seed), speed (env steps/s over all seeds), ETA in seconds (None:
+        unknown) and formatted fields (empty strings are left out)."""
+
+    def close(self) -> None:
+        """Ends the display."""
+
+
+class PlainProgress(Progress):
     """One line per update (for logs and pipes)."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream: Optional[TextIO] = None):
         self.stream = stream or sys.stdout
 
-    def start(self, total: int, done: int = 0):
+    def start(self, total: int, done: int = 0) -> None:
         self.total = total
 
-    def status(self, text: str):
+    def status(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    log = status
+    def log(self, text: str) -> None:
+        self.status(text)
 
-    def update(self, done: int, steps_per_s: float, eta_s, fields: dict):
+    def update(self, done: int, steps_per_s: float, eta_s: Optional[float], fields: dict[str, str]) -> None:
         print(summary_line(done, self.total, steps_per_s, eta_s, fields), file=self.stream, flush=True)
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
-class RichProgress:
+class RichProgress(Progress):
     """A live bar (env steps, steps/s, ETA) with the latest fields on a line below it."""
 
     def __init__(self):
@@ -86,41 +108,44 @@ class RichProgress:
         self._live = Live(Group(self._bar, self._info), console=self.console, refresh_per_second=4)
         self._task = None
 
-    def start(self, total: int, done: int = 0):
+    def start(self, total: int, done: int = 0) -> None:
         self._live.start()
         self._task = self._bar.add_task("train", total=total, completed=done, speed="", eta="")
 
-    def status(self, text: str):
+    def status(self, text: str) -> None:
         self._info.plain = text
 
-    def log(self, text: str):
+    def log(self, text: str) -> None:
         self.console.print(text)
 
-    def update(self, done: int, steps_per_s: float, eta_s, fields: dict):
+    def update(self, done: int, steps_per_s: float, eta_s: Optional[float], fields: dict[str, str]) -> None:
         self._bar.update(self._task, completed=done, speed=f"{fmt(steps_per_s, ',.0f')} steps/s", eta=_eta(eta_s))
         self._info.plain = "  ".join(f"{k} {v}" for k, v in fields.items() if v != "")
 
-    def close(self):
+    def close(self) -> None:
         self._live.stop()
 
 
-class NoProgress:
-    def start(self, total, done=0):
+class NoProgress(Progress):
+    """Shows nothing (``progress="none"``)."""
+
+    def start(self, total: int, done: int = 0) -> None:
         pass
 
-    def status(self, text):
+    def status(self, text: str) -> None:
         pass
 
-    log = status
-
-    def update(self, done, steps_per_s, eta_s, fields):
+    def log(self, text: str) -> None:
         pass
 
-    def close(self):
+    def update(self, done: int, steps_per_s: float, eta_s: Optional[float], fields: dict[str, str]) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
-def make_progress(kind: str = "auto"):
+def make_progress(kind: str = "auto") -> Progress:
     """``"auto"`` (a bar on a terminal, lines otherwise), ``"bar"``, ``"lines"`` or ``"none"``."""
     if kind == "auto":
         kind = "bar" if sys.stdout.isatty() else "lines"
