@@ -15,10 +15,14 @@ from __future__ import annotations
 import datetime
 import math
 import sys
-from typing import Optional, Protocol, TextIO
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
-def fmt(value, spec: str = ".4g") -> str:
+def fmt(value: Any, spec: str = ".4g") -> str:
     """Formats a number; None/NaN (a value that does not exist yet) gives ""."""
     if value is None:
         return ""
@@ -29,21 +33,24 @@ def fmt(value, spec: str = ".4g") -> str:
     return "" if not math.isfinite(v) else format(v, spec)
 
 
-def fmt_parts(values, spec: str = ".4g", suffix: str = "", sep: str = "/") -> str:
+def fmt_parts(values: Iterable[object], spec: str = ".4g", suffix: str = "", sep: str = "/") -> str:
     """Several numbers as one field, e.g. ``"12%/80%"``: a missing (None/NaN) part is ``"-"``; all missing gives ""."""
     parts = [fmt(v, spec) for v in values]
     return sep.join(p + suffix if p else "-" for p in parts) if any(parts) else ""
 
 
-def _eta(seconds) -> str:
+def _eta(seconds: float | None) -> str:
     return "" if seconds is None or not math.isfinite(seconds) else str(datetime.timedelta(seconds=int(seconds)))
 
 
-def summary_line(done: int, total: int, steps_per_s: float, eta_s, fields: dict) -> str:
+def summary_line(done: int, total: int, steps_per_s: float, eta_s: float | None, fields: dict[str, str]) -> str:
     """One plain line: env steps (per seed), speed (env steps/s over all seeds), ETA, then
     ``name value`` for every non-empty field."""
-    parts = [f"{done:>{len(str(total)) + 3},}/{total:,} steps", f"{fmt(steps_per_s, ',.0f'):>7} steps/s",
-             f"ETA {_eta(eta_s):>8}"]
+    parts = [
+        f"{done:>{len(str(total)) + 3},}/{total:,} steps",
+        f"{fmt(steps_per_s, ',.0f'):>7} steps/s",
+        f"ETA {_eta(eta_s):>8}",
+    ]
     parts += [f"{k} {v}" for k, v in fields.items() if v != ""]
     return " | ".join(parts)
 
@@ -60,7 +67,7 @@ class Progress(Protocol):
     def log(self, text: str) -> None:
         """Reports an event (compilation, resume, divergence) on a line of its own."""
 
-    def update(self, done: int, steps_per_s: float, eta_s: Optional[float], fields: dict[str, str]) -> None:
+    def update(self, done: int, steps_per_s: float, eta_s: float | None, fields: dict[str, str]) -> None:
         """After a chunk: env steps done (per seed), speed (env steps/s over all seeds), ETA in seconds (None:
         unknown) and formatted fields (empty strings are left out)."""
 
@@ -71,7 +78,7 @@ class Progress(Protocol):
 class PlainProgress(Progress):
     """One line per update (for logs and pipes)."""
 
-    def __init__(self, stream: Optional[TextIO] = None):
+    def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
 
     def start(self, total: int, done: int = 0) -> None:
@@ -83,7 +90,7 @@ class PlainProgress(Progress):
     def log(self, text: str) -> None:
         self.status(text)
 
-    def update(self, done: int, steps_per_s: float, eta_s: Optional[float], fields: dict[str, str]) -> None:
+    def update(self, done: int, steps_per_s: float, eta_s: float | None, fields: dict[str, str]) -> None:
         print(summary_line(done, self.total, steps_per_s, eta_s, fields), file=self.stream, flush=True)
 
     def close(self) -> None:
@@ -93,7 +100,7 @@ class PlainProgress(Progress):
 class RichProgress(Progress):
     """A live bar (env steps, steps/s, ETA) with the latest fields on a line below it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         from rich.console import Console, Group
         from rich.live import Live
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -101,12 +108,17 @@ class RichProgress(Progress):
 
         self.console = Console()
         self._bar = Progress(
-            TextColumn("[bold]train"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"), TextColumn("{task.fields[speed]}"),
-            TextColumn("ETA {task.fields[eta]}"), console=self.console)
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+            TextColumn("{task.fields[speed]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=self.console,
+        )
         self._info = Text("")
         self._live = Live(Group(self._bar, self._info), console=self.console, refresh_per_second=4)
-        self._task = None
+        self._task: TaskID | None = None
 
     def start(self, total: int, done: int = 0) -> None:
         self._live.start()
@@ -118,7 +130,9 @@ class RichProgress(Progress):
     def log(self, text: str) -> None:
         self.console.print(text)
 
-    def update(self, done: int, steps_per_s: float, eta_s: Optional[float], fields: dict[str, str]) -> None:
+    def update(self, done: int, steps_per_s: float, eta_s: float | None, fields: dict[str, str]) -> None:
+        if self._task is None:
+            raise RuntimeError("RichProgress.update before start")
         self._bar.update(self._task, completed=done, speed=f"{fmt(steps_per_s, ',.0f')} steps/s", eta=_eta(eta_s))
         self._info.plain = "  ".join(f"{k} {v}" for k, v in fields.items() if v != "")
 
@@ -138,7 +152,7 @@ class NoProgress(Progress):
     def log(self, text: str) -> None:
         pass
 
-    def update(self, done: int, steps_per_s: float, eta_s: Optional[float], fields: dict[str, str]) -> None:
+    def update(self, done: int, steps_per_s: float, eta_s: float | None, fields: dict[str, str]) -> None:
         pass
 
     def close(self) -> None:

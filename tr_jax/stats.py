@@ -17,7 +17,8 @@ a table is reproducible. rliable is an optional dependency
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,12 +38,13 @@ class Estimate(NamedTuple):
 NAN = Estimate(float("nan"), float("nan"), float("nan"))
 
 
-def _rliable():
+def _rliable() -> Any:
     try:
         from rliable import library, metrics
     except ImportError as e:  # rliable itself, or its arch/pandas (arch<8 fails to import with pandas 3)
-        raise ImportError(f"the statistics of tr-jax compare need rliable (with arch<8, pandas<3): "
-                          f"pip install 'tr_jax[stats]' ({e})") from None
+        raise ImportError(
+            f"the statistics of tr-jax compare need rliable (with arch<8, pandas<3): pip install 'tr_jax[stats]' ({e})"
+        ) from None
     return library, metrics
 
 
@@ -70,29 +72,29 @@ def seed_scores(evals: Sequence[dict], num_seeds: int, window: float = SCORE_WIN
     return np.array([seed_score([r for r in evals if r["seed"] == s], window) for s in range(num_seeds)])
 
 
-def _finite(scores) -> np.ndarray:
+def _finite(scores: Sequence[float] | np.ndarray) -> np.ndarray:
     """``[S, 1]`` the finite scores of ``scores`` ``[S]`` (one env: one column for rliable)."""
     x = np.asarray(scores, np.float64).ravel()
     return x[np.isfinite(x)][:, None]
 
 
-def _interval(score_dict: dict, func, reps: int, seed: int) -> Estimate:
+def _interval(score_dict: dict[str, Any], func: Any, reps: int, seed: int) -> Estimate:
     library, _ = _rliable()
     # rliable's resampling draws from numpy's global generator (np.random.choice), whatever random_state says:
     # seed that for a reproducible table, and give the caller's generator state back
-    saved = np.random.get_state()
-    np.random.seed(seed)
+    saved = np.random.get_state()  # noqa: NPY002 (rliable's global generator, see above)
+    np.random.seed(seed)  # noqa: NPY002
     try:
-        points, intervals = library.get_interval_estimates(score_dict, func, reps=reps,
-                                                           confidence_interval_size=CONFIDENCE,
-                                                           random_state=np.random.RandomState(seed))
+        points, intervals = library.get_interval_estimates(
+            score_dict, func, reps=reps, confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed)
+        )
     finally:
-        np.random.set_state(saved)
+        np.random.set_state(saved)  # noqa: NPY002
     (point,), ((low,), (high,)) = next(iter(points.values())), next(iter(intervals.values()))
     return Estimate(float(point), float(low), float(high))
 
 
-def iqm(scores, reps: int = REPS, seed: int = 0) -> Estimate:
+def iqm(scores: Sequence[float] | np.ndarray, reps: int = REPS, seed: int = 0) -> Estimate:
     """IQM of the finite ``scores`` ``[S]`` (one per seed) with its stratified-bootstrap CI; NaN if none."""
     x = _finite(scores)
     if not x.size:
@@ -101,7 +103,9 @@ def iqm(scores, reps: int = REPS, seed: int = 0) -> Estimate:
     return _interval({"x": x}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps, seed)
 
 
-def probability_of_improvement(scores_x, scores_y, reps: int = REPS, seed: int = 0) -> Estimate:
+def probability_of_improvement(
+    scores_x: Sequence[float] | np.ndarray, scores_y: Sequence[float] | np.ndarray, reps: int = REPS, seed: int = 0
+) -> Estimate:
     """P(X > Y) of the finite seed scores ``scores_x`` ``[S]`` over ``scores_y`` ``[S']`` with its CI; NaN if
     either has none."""
     x, y = _finite(scores_x), _finite(scores_y)

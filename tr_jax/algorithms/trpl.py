@@ -72,7 +72,7 @@ from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
 from tr_jax.projections import canonical_name, entropy_projection, parts, project
 
 
-def projection_cov_type(policy_cov_type: str, projection: str) -> str:
+def projection_cov_type(policy_cov_type: str, projection: str) -> D.CovType:
     """Scale parameterisation the projection works on (see the module docstring)."""
     name = canonical_name(projection)
     D.check_cov_type(policy_cov_type)
