@@ -36,3 +36,14 @@ def test_train_help_prints_one_line_per_field_grouped():
     assert "    eps_cov (float) = 0.001: bound on each state's covariance part" in fields
     assert fields.index("  algorithm: TRPL:") < fields.index("    eps_cov (float) = 0.001: "
                                                             "bound on each state's covariance part")
+
+
+def test_optional_fields_read_in_both_spellings():
+    """``Optional[X]`` and ``X | None`` (what ``ruff check --fix`` writes, UP045) are the same field type."""
+    from typing import Optional
+
+    from tr_jax.config import _optional
+
+    assert _optional(Optional[float]) is float
+    assert _optional(float | None) is float
+    assert _optional(float) is None

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import os
+import types
 import typing
 from typing import Any, Optional
 
@@ -281,7 +282,7 @@ def field_names() -> tuple:
 
 def _optional(hint):
     """``X`` for ``Optional[X]``, else None."""
-    if typing.get_origin(hint) is typing.Union:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Optional[X] or X | None
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) == 1:
             return args[0]
