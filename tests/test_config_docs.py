@@ -44,6 +44,6 @@ def test_optional_fields_read_in_both_spellings():
 
     from tr_jax.config import _optional
 
-    assert _optional(Optional[float]) is float
+    assert _optional(Optional[float]) is float  # noqa: UP045 (the spelling under test)
     assert _optional(float | None) is float
     assert _optional(float) is None
