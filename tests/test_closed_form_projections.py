@@ -54,10 +54,6 @@ _PARTS = {
 }
 
 
-def x64():
-    return jax.enable_x64(True)
-
-
 # ----------------------------------------------------------------------------
 # Independent numpy reference (float64)
 
@@ -173,22 +169,22 @@ def _rel_errors(proj, diag, prec, out, args, active_m, active_c):
 # Bounds met, pass-through
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("proj,diag,prec", CONFIGS, ids=CONFIG_IDS)
 def test_bound_met_float64(proj, diag, prec):
     n_active = [0, 0]
-    with x64():
-        for k in K_LIST:
-            args, act_m, act_c = cases(proj, diag, prec, k)
-            out = _JIT[proj](*args, scale_prec=prec)
-            assert out[0].dtype == jnp.float64 and out[1].dtype == jnp.float64
-            err_m, err_c, _, _ = _rel_errors(proj, diag, prec, out, args, act_m, act_c)
-            assert np.all(err_m < 1e-6), (k, err_m.max())
-            assert np.all(err_c < 1e-6), (k, err_c.max())
-            # Inactive parts pass through bit for bit.
-            np.testing.assert_array_equal(np.asarray(out[0])[~act_m], args[0][~act_m])
-            np.testing.assert_array_equal(np.asarray(out[1])[~act_c], args[1][~act_c])
-            n_active[0] += act_m.sum()
-            n_active[1] += act_c.sum()
+    for k in K_LIST:
+        args, act_m, act_c = cases(proj, diag, prec, k)
+        out = _JIT[proj](*args, scale_prec=prec)
+        assert out[0].dtype == jnp.float64 and out[1].dtype == jnp.float64
+        err_m, err_c, _, _ = _rel_errors(proj, diag, prec, out, args, act_m, act_c)
+        assert np.all(err_m < 1e-6), (k, err_m.max())
+        assert np.all(err_c < 1e-6), (k, err_c.max())
+        # Inactive parts pass through bit for bit.
+        np.testing.assert_array_equal(np.asarray(out[0])[~act_m], args[0][~act_m])
+        np.testing.assert_array_equal(np.asarray(out[1])[~act_c], args[1][~act_c])
+        n_active[0] += act_m.sum()
+        n_active[1] += act_c.sum()
     total = len(K_LIST) * N_PER_K
     assert 0.3 * total < n_active[0] < 0.9 * total and 0.3 * total < n_active[1] < 0.9 * total
 
@@ -215,27 +211,27 @@ def test_bound_met_float32(proj, diag, prec):
     assert worst < F32_TOL_BIG_STEP and worst_scaled < F32_TOL_SCALED, (worst, worst_scaled)
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("proj,diag,prec", CONFIGS, ids=CONFIG_IDS)
 def test_pass_through_gradient_exact(proj, diag, prec):
     """Inside the region, d out / d new = identity and d out / d (old, eps) = 0, exactly."""
-    with x64():
-        args, act_m, act_c = cases(proj, diag, prec, 5)
-        fn = lambda *a: _FNS[proj](*a, scale_prec=prec)  # noqa: E731
-        vjp = tjit(lambda ct, *a: jax.vjp(fn, *a)[1](ct))
-        rng = np.random.default_rng(0)
-        ct_m, ct_s = rng.standard_normal(args[0].shape), rng.standard_normal(args[1].shape)
-        g = vjp((np.zeros_like(ct_m), ct_s), *args)  # cotangent on the scale only
-        in_c = ~act_c
-        assert in_c.sum() > 3
-        np.testing.assert_array_equal(np.asarray(g[1])[in_c], ct_s[in_c])
-        for i in (0, 2, 3, 4, 5):
-            np.testing.assert_array_equal(np.asarray(g[i])[in_c], 0.0)
-        g = vjp((ct_m, np.zeros_like(ct_s)), *args)  # cotangent on the mean only
-        in_m = ~act_m
-        assert in_m.sum() > 3
-        np.testing.assert_array_equal(np.asarray(g[0])[in_m], ct_m[in_m])
-        for i in (1, 2, 3, 4, 5):
-            np.testing.assert_array_equal(np.asarray(g[i])[in_m], 0.0)
+    args, act_m, act_c = cases(proj, diag, prec, 5)
+    fn = lambda *a: _FNS[proj](*a, scale_prec=prec)  # noqa: E731
+    vjp = tjit(lambda ct, *a: jax.vjp(fn, *a)[1](ct))
+    rng = np.random.default_rng(0)
+    ct_m, ct_s = rng.standard_normal(args[0].shape), rng.standard_normal(args[1].shape)
+    g = vjp((np.zeros_like(ct_m), ct_s), *args)  # cotangent on the scale only
+    in_c = ~act_c
+    assert in_c.sum() > 3
+    np.testing.assert_array_equal(np.asarray(g[1])[in_c], ct_s[in_c])
+    for i in (0, 2, 3, 4, 5):
+        np.testing.assert_array_equal(np.asarray(g[i])[in_c], 0.0)
+    g = vjp((ct_m, np.zeros_like(ct_s)), *args)  # cotangent on the mean only
+    in_m = ~act_m
+    assert in_m.sum() > 3
+    np.testing.assert_array_equal(np.asarray(g[0])[in_m], ct_m[in_m])
+    for i in (1, 2, 3, 4, 5):
+        np.testing.assert_array_equal(np.asarray(g[i])[in_m], 0.0)
 
 
 # ----------------------------------------------------------------------------
@@ -296,54 +292,54 @@ def _feasible(x, center, dist, eps):
     return center + (x - center) * min(1.0, np.sqrt(eps / dist(x, center)) * (1 - 1e-12))
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("proj,diag,prec", CONFIGS, ids=CONFIG_IDS)
 def test_optimal_vs_scipy(proj, diag, prec):
     """Each part minimises the projection's own distance to the new Gaussian
     subject to the bound on the distance to the old one (KKT check, and scipy, small k)."""
     compared = checked = 0
-    with x64():
-        for k in (1, 2, 3):
-            args, act_m, act_c = cases(proj, diag, prec, k, n=16, max_cond=1e2)
-            mean, scale, old_mean, old_scale, eps_m, eps_c = args
-            out_m, out_s = (np.asarray(o) for o in _JIT[proj](*args, scale_prec=prec))
-            for i in np.flatnonzero(act_m | act_c)[:5]:
-                # Mean: min d(mu, mu~) s.t. d(mu, mu_o) <= eps (d from the projection's metric).
-                if prec:
-                    cov_o = _np_cov(old_scale[i], proj, diag)
-                    metric = np.diag(1 / cov_o) if diag else np.linalg.inv(cov_o)
+    for k in (1, 2, 3):
+        args, act_m, act_c = cases(proj, diag, prec, k, n=16, max_cond=1e2)
+        mean, scale, old_mean, old_scale, eps_m, eps_c = args
+        out_m, out_s = (np.asarray(o) for o in _JIT[proj](*args, scale_prec=prec))
+        for i in np.flatnonzero(act_m | act_c)[:5]:
+            # Mean: min d(mu, mu~) s.t. d(mu, mu_o) <= eps (d from the projection's metric).
+            if prec:
+                cov_o = _np_cov(old_scale[i], proj, diag)
+                metric = np.diag(1 / cov_o) if diag else np.linalg.inv(cov_o)
+            else:
+                metric = np.eye(k)
+            dm = lambda x, y: (x - y) @ metric @ (x - y)  # noqa: E731
+            if act_m[i]:
+                compared += _check_against_oracle(f"k={k} state {i} mean", out_m[i], mean[i], old_mean[i], dm,
+                                                  eps_m[i], old_mean[i])
+            else:
+                np.testing.assert_array_equal(out_m[i], mean[i])
+            # Covariance part in the projection's own variables.
+            if diag:
+                to_var = (lambda v: v**2) if proj == "frob" else (lambda v: v)
+                unpack = lambda x: x  # noqa: E731
+                x0 = to_var(old_scale[i])
+                target, old, ours = to_var(scale[i]), to_var(old_scale[i]), to_var(out_s[i])
+                w = 1 / old**2 if (proj == "w2" and prec) else np.ones(k)
+                dc = lambda a, b: np.sum(w * (a - b) ** 2)  # noqa: E731
+            else:
+                unpack = lambda x: _sym_from_vec(x, k)  # noqa: E731
+                if proj == "frob":
+                    target, old, ours = (a @ a.T for a in (scale[i], old_scale[i], out_s[i]))
+                    dc = lambda a, b: np.sum((a - b) ** 2)  # noqa: E731
                 else:
-                    metric = np.eye(k)
-                dm = lambda x, y: (x - y) @ metric @ (x - y)  # noqa: E731
-                if act_m[i]:
-                    compared += _check_against_oracle(f"k={k} state {i} mean", out_m[i], mean[i], old_mean[i], dm,
-                                                      eps_m[i], old_mean[i])
-                else:
-                    np.testing.assert_array_equal(out_m[i], mean[i])
-                # Covariance part in the projection's own variables.
-                if diag:
-                    to_var = (lambda v: v**2) if proj == "frob" else (lambda v: v)
-                    unpack = lambda x: x  # noqa: E731
-                    x0 = to_var(old_scale[i])
-                    target, old, ours = to_var(scale[i]), to_var(old_scale[i]), to_var(out_s[i])
-                    w = 1 / old**2 if (proj == "w2" and prec) else np.ones(k)
-                    dc = lambda a, b: np.sum(w * (a - b) ** 2)  # noqa: E731
-                else:
-                    unpack = lambda x: _sym_from_vec(x, k)  # noqa: E731
-                    if proj == "frob":
-                        target, old, ours = (a @ a.T for a in (scale[i], old_scale[i], out_s[i]))
-                        dc = lambda a, b: np.sum((a - b) ** 2)  # noqa: E731
-                    else:
-                        target, old, ours = scale[i], old_scale[i], out_s[i]
-                        sinv = np.linalg.inv(old) if prec else np.eye(k)
-                        dc = lambda a, b: np.sum((sinv @ (a - b)) ** 2)  # noqa: E731
-                    x0 = old[np.triu_indices(k)]
-                if act_c[i]:
-                    compared += _check_against_oracle(f"k={k} state {i} cov", ours, target, old, dc, eps_c[i], x0,
-                                                      unpack)
-                    assert dc(ours, old) <= eps_c[i] * (1 + 1e-9)
-                else:
-                    np.testing.assert_array_equal(out_s[i], scale[i])
-                checked += 1
+                    target, old, ours = scale[i], old_scale[i], out_s[i]
+                    sinv = np.linalg.inv(old) if prec else np.eye(k)
+                    dc = lambda a, b: np.sum((sinv @ (a - b)) ** 2)  # noqa: E731
+                x0 = old[np.triu_indices(k)]
+            if act_c[i]:
+                compared += _check_against_oracle(f"k={k} state {i} cov", ours, target, old, dc, eps_c[i], x0,
+                                                  unpack)
+                assert dc(ours, old) <= eps_c[i] * (1 + 1e-9)
+            else:
+                np.testing.assert_array_equal(out_s[i], scale[i])
+            checked += 1
     assert checked >= 8 and compared >= 8, (checked, compared)
 
 
@@ -386,20 +382,20 @@ def _grad_case(proj, diag, prec, k=3, seed=3):
     return mean, scale, old_mean, old_scale, mp * np.array([0.3, 3, 0.3, 3]), cp * np.array([0.3, 0.3, 3, 3])
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("proj,diag", [(p, d) for p in ("w2", "frob") for d in (True, False)])
 def test_grads_finite_differences(proj, diag):
     """Reverse-mode gradients w.r.t. all six arguments (eps included) against
     finite differences, float64, active and inactive parts."""
-    with x64():
-        for prec in (True, False):
-            args = tuple(jnp.asarray(a) for a in _grad_case(proj, diag, prec))
-            fn = functools.partial(_FNS[proj], scale_prec=prec)
-            if proj == "w2" and not diag:
-                # The W2 scale is a symmetric square root: differentiate in symmetric
-                # directions (Cholesky-based solves read one triangle).
-                sym = lambda a: 0.5 * (a + jnp.swapaxes(a, -1, -2))  # noqa: E731
-                fn = functools.partial(lambda f, m, s, om, os, *e: f(m, sym(s), om, sym(os), *e), fn)
-            check_grads(jax.jit(fn), args, order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+    for prec in (True, False):
+        args = tuple(jnp.asarray(a) for a in _grad_case(proj, diag, prec))
+        fn = functools.partial(_FNS[proj], scale_prec=prec)
+        if proj == "w2" and not diag:
+            # The W2 scale is a symmetric square root: differentiate in symmetric
+            # directions (Cholesky-based solves read one triangle).
+            sym = lambda a: 0.5 * (a + jnp.swapaxes(a, -1, -2))  # noqa: E731
+            fn = functools.partial(lambda f, m, s, om, os, *e: f(m, sym(s), om, sym(os), *e), fn)
+        check_grads(jax.jit(fn), args, order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
 def _loss(proj, prec):
@@ -432,66 +428,66 @@ def test_no_nan_equal_or_repeated(proj, diag, prec, dtype):
         assert all(np.all(np.isfinite(o)) for o in out)
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("proj,prec", [(p, s) for p in ("w2", "frob") for s in (True, False)])
 def test_full_on_diagonal_inputs_equals_diag(proj, prec):
-    with x64():
-        for k in (2, 5):
-            args, _, _ = cases(proj, True, prec, k)
-            mean, scale, old_mean, old_scale, eps_m, eps_c = args
-            dm, ds = _JIT[proj](*args, scale_prec=prec)
-            full = (mean, D.convert_scale(scale, "diag", "full"), old_mean, D.convert_scale(old_scale, "diag", "full"), eps_m, eps_c)
-            fm, fs = _JIT[proj](*full, scale_prec=prec)
-            np.testing.assert_allclose(fm, dm, rtol=1e-12, atol=1e-14)
-            np.testing.assert_allclose(fs, np.asarray(D.convert_scale(ds, "diag", "full")), rtol=1e-12, atol=1e-14)
+    for k in (2, 5):
+        args, _, _ = cases(proj, True, prec, k)
+        mean, scale, old_mean, old_scale, eps_m, eps_c = args
+        dm, ds = _JIT[proj](*args, scale_prec=prec)
+        full = (mean, D.convert_scale(scale, "diag", "full"), old_mean, D.convert_scale(old_scale, "diag", "full"), eps_m, eps_c)
+        fm, fs = _JIT[proj](*full, scale_prec=prec)
+        np.testing.assert_allclose(fm, dm, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(fs, np.asarray(D.convert_scale(ds, "diag", "full")), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("proj,diag", [(p, d) for p in ("w2", "frob") for d in (True, False)])
 def test_vmap_jit_match_loop(proj, diag):
-    with x64():
-        args, _, _ = cases(proj, diag, True, 3, n=12)
-        batch = (3, 4)
-        shaped = [np.reshape(a, batch + a.shape[1:]) for a in args]
-        out = _JIT[proj](*shaped, scale_prec=True)
-        single = jax.jit(_FNS[proj], static_argnames=("scale_prec",))  # one state, no batch dims
-        for i in range(3):
-            for j in range(4):
-                one = single(*[a[i, j] for a in shaped], scale_prec=True)
-                np.testing.assert_allclose(out[0][i, j], one[0], rtol=1e-13, atol=1e-15)
-                np.testing.assert_allclose(out[1][i, j], one[1], rtol=1e-13, atol=1e-15)
-        # An explicit outer vmap gives the same numbers too.
-        vm = jax.vmap(lambda *a: _FNS[proj](*a, scale_prec=True))(*shaped)
-        np.testing.assert_allclose(vm[0], out[0], rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(vm[1], out[1], rtol=1e-13, atol=1e-15)
+    args, _, _ = cases(proj, diag, True, 3, n=12)
+    batch = (3, 4)
+    shaped = [np.reshape(a, batch + a.shape[1:]) for a in args]
+    out = _JIT[proj](*shaped, scale_prec=True)
+    single = jax.jit(_FNS[proj], static_argnames=("scale_prec",))  # one state, no batch dims
+    for i in range(3):
+        for j in range(4):
+            one = single(*[a[i, j] for a in shaped], scale_prec=True)
+            np.testing.assert_allclose(out[0][i, j], one[0], rtol=1e-13, atol=1e-15)
+            np.testing.assert_allclose(out[1][i, j], one[1], rtol=1e-13, atol=1e-15)
+    # An explicit outer vmap gives the same numbers too.
+    vm = jax.vmap(lambda *a: _FNS[proj](*a, scale_prec=True))(*shaped)
+    np.testing.assert_allclose(vm[0], out[0], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(vm[1], out[1], rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.usefixtures("x64")
 def test_parts_match_design_formulas():
     """wasserstein_parts/frobenius_parts equal the trace formulas of DESIGN.md."""
-    with x64():
-        for k in (1, 3, 6):
-            for diag in (True, False):
-                # W2: tr(I + S_o^-1 Sigma S_o^-1 - 2 S_o^-1 S) and tr(Sigma_o + Sigma - 2 S_o S).
-                args, _, _ = cases("w2", diag, True, k, n=8, max_cond=10.0)
-                mean, s, old_mean, so = args[:4]
-                S, So = (np.apply_along_axis(np.diag, -1, a) if diag else a for a in (s, so))
-                soi = np.linalg.inv(So)
-                eye = np.eye(k)
-                prec = np.trace(eye + soi @ S @ S @ soi - 2 * soi @ S, axis1=-2, axis2=-1)
-                eucl = np.trace(So @ So + S @ S - 2 * So @ S, axis1=-2, axis2=-1)
-                maha = np.einsum("ni,nij,nj->n", mean - old_mean, soi @ soi, mean - old_mean)
-                m1, c1 = _PARTS["w2"](mean, s, old_mean, so, scale_prec=True)
-                m2, c2 = _PARTS["w2"](mean, s, old_mean, so, scale_prec=False)
-                np.testing.assert_allclose(c1, prec, rtol=1e-8, atol=1e-12)
-                np.testing.assert_allclose(c2, eucl, rtol=1e-8, atol=1e-12)
-                np.testing.assert_allclose(m1, maha, rtol=1e-10)
-                np.testing.assert_allclose(m2, np.sum((mean - old_mean) ** 2, -1), rtol=1e-12)
-                # Frobenius.
-                args, _, _ = cases("frob", diag, True, k, n=8, max_cond=10.0)
-                mean, s, old_mean, so = args[:4]
-                cov, cov_o = (np.apply_along_axis(np.diag, -1, a**2) if diag else a @ _mT(a) for a in (s, so))
-                m1, c1 = _PARTS["frob"](mean, s, old_mean, so)
-                np.testing.assert_allclose(c1, np.sum((cov - cov_o) ** 2, axis=(-2, -1)), rtol=1e-10, atol=1e-14)
-                maha = np.einsum("ni,nij,nj->n", mean - old_mean, np.linalg.inv(cov_o), mean - old_mean)
-                np.testing.assert_allclose(m1, maha, rtol=1e-9)
+    for k in (1, 3, 6):
+        for diag in (True, False):
+            # W2: tr(I + S_o^-1 Sigma S_o^-1 - 2 S_o^-1 S) and tr(Sigma_o + Sigma - 2 S_o S).
+            args, _, _ = cases("w2", diag, True, k, n=8, max_cond=10.0)
+            mean, s, old_mean, so = args[:4]
+            S, So = (np.apply_along_axis(np.diag, -1, a) if diag else a for a in (s, so))
+            soi = np.linalg.inv(So)
+            eye = np.eye(k)
+            prec = np.trace(eye + soi @ S @ S @ soi - 2 * soi @ S, axis1=-2, axis2=-1)
+            eucl = np.trace(So @ So + S @ S - 2 * So @ S, axis1=-2, axis2=-1)
+            maha = np.einsum("ni,nij,nj->n", mean - old_mean, soi @ soi, mean - old_mean)
+            m1, c1 = _PARTS["w2"](mean, s, old_mean, so, scale_prec=True)
+            m2, c2 = _PARTS["w2"](mean, s, old_mean, so, scale_prec=False)
+            np.testing.assert_allclose(c1, prec, rtol=1e-8, atol=1e-12)
+            np.testing.assert_allclose(c2, eucl, rtol=1e-8, atol=1e-12)
+            np.testing.assert_allclose(m1, maha, rtol=1e-10)
+            np.testing.assert_allclose(m2, np.sum((mean - old_mean) ** 2, -1), rtol=1e-12)
+            # Frobenius.
+            args, _, _ = cases("frob", diag, True, k, n=8, max_cond=10.0)
+            mean, s, old_mean, so = args[:4]
+            cov, cov_o = (np.apply_along_axis(np.diag, -1, a**2) if diag else a @ _mT(a) for a in (s, so))
+            m1, c1 = _PARTS["frob"](mean, s, old_mean, so)
+            np.testing.assert_allclose(c1, np.sum((cov - cov_o) ** 2, axis=(-2, -1)), rtol=1e-10, atol=1e-14)
+            maha = np.einsum("ni,nij,nj->n", mean - old_mean, np.linalg.inv(cov_o), mean - old_mean)
+            np.testing.assert_allclose(m1, maha, rtol=1e-9)
 
 
 # ----------------------------------------------------------------------------
@@ -530,7 +526,7 @@ def _entropy_cases(kind, n=24, k=5, seed=0):
 def test_entropy_projection(kind):
     """Inequality form: rescaled to entropy beta only below beta, else bit-exact
     pass-through; equality form: always entropy beta. kind given or inferred."""
-    with x64():
+    with jax.enable_x64(True):
         scale, beta, h = _entropy_cases(kind)
         below = h < beta
         assert 4 < below.sum() < len(below) - 4
@@ -546,19 +542,19 @@ def test_entropy_projection(kind):
     np.testing.assert_allclose(_np_entropy(out32, kind), 1.5, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("kind", ["diag", "full", "sqrt"])
 def test_entropy_gradients(kind):
-    with x64():
-        scale, beta, h = _entropy_cases(kind, n=4, k=3, seed=1)
-        below = h < beta
-        for eq in (False, True):
-            fn = jax.jit(functools.partial(P.entropy_projection, equality=eq, cov_type=kind))
-            check_grads(fn, (scale, beta), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
-        # Pass-through gradient at or above beta is exact; no NaN at H == beta.
-        vjp = tjit(lambda ct, s, b: jax.vjp(lambda s, b: P.entropy_projection(s, b, cov_type=kind), s, b)[1](ct))
-        ct = np.random.default_rng(2).standard_normal(scale.shape)
-        gs, gb = vjp(ct, scale, beta)
-        np.testing.assert_array_equal(np.asarray(gs)[~below], ct[~below])
-        np.testing.assert_array_equal(np.asarray(gb)[~below], 0.0)
-        gs, gb = vjp(ct, scale, h)
-        assert np.all(np.isfinite(gs)) and np.all(np.isfinite(gb))
+    scale, beta, h = _entropy_cases(kind, n=4, k=3, seed=1)
+    below = h < beta
+    for eq in (False, True):
+        fn = jax.jit(functools.partial(P.entropy_projection, equality=eq, cov_type=kind))
+        check_grads(fn, (scale, beta), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+    # Pass-through gradient at or above beta is exact; no NaN at H == beta.
+    vjp = tjit(lambda ct, s, b: jax.vjp(lambda s, b: P.entropy_projection(s, b, cov_type=kind), s, b)[1](ct))
+    ct = np.random.default_rng(2).standard_normal(scale.shape)
+    gs, gb = vjp(ct, scale, beta)
+    np.testing.assert_array_equal(np.asarray(gs)[~below], ct[~below])
+    np.testing.assert_array_equal(np.asarray(gb)[~below], 0.0)
+    gs, gb = vjp(ct, scale, h)
+    assert np.all(np.isfinite(gs)) and np.all(np.isfinite(gb))

@@ -9,10 +9,7 @@ import pytest
 from tr_jax import distributions as D
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py: float64 inside each test only
 
 
 def _random_cov(rng, batch, k, cond=100.0):

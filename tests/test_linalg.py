@@ -18,10 +18,7 @@ class _Jitted:
 LA = _Jitted()
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py: float64 inside each test only
 
 
 def _spd(rng, n, k, cond):

@@ -159,9 +159,8 @@ def test_shared_trunk_is_not_an_option():
         TrainConfig(shared_trunk=True)
 
 
+@pytest.mark.usefixtures("x64")  # it skipped in every run before (x64 is never on globally)
 def test_float64_params():
-    if not jax.config.x64_enabled:
-        pytest.skip("needs jax_enable_x64")
     pol = make_policy(_cfg("full", False, dtype="float64"), OBS, K)
     params = pol.init(jax.random.PRNGKey(0))
     assert all(x.dtype == jnp.float64 for x in jax.tree_util.tree_leaves(params))

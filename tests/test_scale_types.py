@@ -30,10 +30,7 @@ from tr_jax import projections as P
 N, K = 6, 4
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py: float64 inside each test only
 
 
 def _covs(rng, n=N, k=K, cond=30.0):

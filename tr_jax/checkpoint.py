@@ -27,7 +27,8 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -37,7 +38,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the state it should restore; ``older``: the
     checkpoints (iterations, ascending) older than the one that failed."""
 
-    def __init__(self, message: str, older: Optional[list] = None):
+    def __init__(self, message: str, older: list | None = None):
         super().__init__(message)
         self.older = list(older or [])
 
@@ -49,12 +50,16 @@ class CheckpointWriteError(OSError):
 
 
 # how TensorStore/Orbax spell the write failures an OSError would carry
-_WRITE_ERRNOS = (("RESOURCE_EXHAUSTED", errno.ENOSPC), ("No space left", errno.ENOSPC),
-                 ("Read-only file system", errno.EROFS), ("PERMISSION_DENIED", errno.EACCES),
-                 ("Permission denied", errno.EACCES))
+_WRITE_ERRNOS = (
+    ("RESOURCE_EXHAUSTED", errno.ENOSPC),
+    ("No space left", errno.ENOSPC),
+    ("Read-only file system", errno.EROFS),
+    ("PERMISSION_DENIED", errno.EACCES),
+    ("Permission denied", errno.EACCES),
+)
 
 
-def _write_errno(e: Exception) -> Optional[int]:
+def _write_errno(e: Exception) -> int | None:
     """The errno of a failed write (ENOSPC, EROFS, EACCES, ...), also as TensorStore spells it; else None."""
     if isinstance(e, OSError):
         return e.errno
@@ -62,7 +67,7 @@ def _write_errno(e: Exception) -> Optional[int]:
 
 
 @contextlib.contextmanager
-def _quiet_write_failures():
+def _quiet_write_failures() -> Iterator[None]:
     """Holds back what is written to file descriptor 2 and passes it on, unless a write failure is raised
     (Orbax's threads, absl and asyncio then report every failed write, hundreds of lines for one full disk):
     then it is dropped, as are asyncio's later reports of the save's unretrieved futures."""
@@ -93,24 +98,24 @@ def _reason(e: Exception, limit: int = 200) -> str:
     return f"{type(e).__name__}: " + (text if len(text) <= limit else text[:limit] + "...")
 
 
-def _is_key(x) -> bool:
+def _is_key(x: object) -> bool:
     return jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
 
 
-def _is_empty(x) -> bool:
+def _is_empty(x: object) -> bool:
     return 0 in tuple(getattr(x, "shape", ()))
 
 
-def _to_saveable(tree):
+def _to_saveable(tree: Any) -> Any:
     # Orbax cannot save zero-size arrays (MuJoCo states have some, e.g. MJX's
     # Data.act of a model without activations): they are stored as None and
     # rebuilt from ``like`` on restore
     return jax.tree.map(lambda x: None if _is_empty(x) else jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
-def _from_saveable(tree, like):
+def _from_saveable(tree: Any, like: Any) -> Any:
     # the key implementation comes from the dtype, which abstract (eval_shape) leaves have too
-    def leaf(l, x):
+    def leaf(l: Any, x: Any) -> Any:
         if _is_empty(l):
             return jax.numpy.zeros(l.shape, l.dtype)
         return jax.random.wrap_key_data(x, impl=l.dtype._impl.name) if _is_key(l) else x
@@ -135,12 +140,20 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
-    def save(self, step: int, state, meta: dict) -> str:
+    def save(self, step: int, state: Any, meta: dict) -> str:
+        """Writes checkpoint ``step`` (an iteration count) of ``state`` with the JSON-able ``meta``; returns its
+        path. A write that fails for lack of space or permission raises :class:`CheckpointWriteError` and leaves
+        no unfinished checkpoint."""
         ocp = self._ocp
         try:
             with _quiet_write_failures():
-                self._manager.save(int(step), args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(_to_saveable(state)), meta=ocp.args.JsonSave(meta)), force=True)
+                self._manager.save(
+                    int(step),
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(_to_saveable(state)), meta=ocp.args.JsonSave(meta)
+                    ),
+                    force=True,
+                )
                 self._manager.wait_until_finished()
         except Exception as e:
             code = _write_errno(e)
@@ -157,17 +170,20 @@ class Checkpoints:
         self._manager.delete(int(step))
 
     def path(self, step: int) -> str:
+        """The directory of checkpoint ``step``."""
         return os.path.join(self.directory, str(int(step)))
 
-    def steps(self) -> list:
+    def steps(self) -> list[int]:
+        """The steps of the complete checkpoints on disk, ascending."""
         self._manager.reload()
         return sorted(int(s) for s in self._manager.all_steps())
 
-    def latest(self) -> Optional[int]:
+    def latest(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def restore(self, step: Optional[int], like) -> tuple[Any, dict]:
+    def restore(self, step: int | None, like: Any) -> tuple[Any, dict]:
         """Restores checkpoint ``step`` (None: the newest) into the structure of ``like``."""
         ocp = self._ocp
         steps = self.steps()
@@ -181,25 +197,36 @@ class Checkpoints:
         # the mesh that saved it: a checkpoint written on 4 devices restores on 1 and vice versa
         first = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         abstract = jax.tree.map(
-            lambda a, x: None if a is None else jax.ShapeDtypeStruct(
-                a.shape, a.dtype, sharding=x.sharding if isinstance(x, jax.Array) else first),
-            jax.eval_shape(_to_saveable, like), like, is_leaf=lambda v: v is None)  # (None: a zero-size leaf)
+            lambda a, x: (
+                None
+                if a is None
+                else jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=x.sharding if isinstance(x, jax.Array) else first)
+            ),
+            jax.eval_shape(_to_saveable, like),
+            like,
+            is_leaf=lambda v: v is None,
+        )  # (None: a zero-size leaf)
         try:
-            out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                      meta=ocp.args.JsonRestore()))
+            out = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+            )
         except Exception as e:  # Orbax raises many types; all mean "this checkpoint cannot be used"
             older = [s for s in steps if s < step]
-            raise CheckpointError(f"checkpoint {self.path(step)} is broken ({_reason(e)}); "
-                                  + (f"older checkpoints: {', '.join(map(str, older))}" if older
-                                     else "there is no older checkpoint"), older) from e
+            raise CheckpointError(
+                f"checkpoint {self.path(step)} is broken ({_reason(e)}); "
+                + (f"older checkpoints: {', '.join(map(str, older))}" if older else "there is no older checkpoint"),
+                older,
+            ) from e
         state = out["state"]
         got = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), state)
         want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), abstract)
-        if jax.tree.structure(state) != jax.tree.structure(abstract) or got != want:
-            raise CheckpointError(f"checkpoint {self.path(step)} does not fit this run's state "
-                                  f"(different config or tr_jax version?)", [s for s in steps if s < step])
+        if jax.tree.structure(state) != jax.tree.structure(abstract) or got != want:  # type: ignore[operator]
+            raise CheckpointError(
+                f"checkpoint {self.path(step)} does not fit this run's state (different config or tr_jax version?)",
+                [s for s in steps if s < step],
+            )
         return _from_saveable(state, like), dict(out["meta"])
 
-    def close(self):
+    def close(self) -> None:
+        """Releases Orbax's checkpoint manager."""
         self._manager.close()
-

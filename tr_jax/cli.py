@@ -30,6 +30,7 @@ import os
 import sys
 
 from tr_jax.config import QUICK_CONFIG, RESUME_SAFE, field_names, load_config_file, parse_assignment, type_name
+from tr_jax.config import TrainConfig, field_docs
 from tr_jax.hyperparams import SWEEPABLE
 
 
@@ -41,16 +42,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fields_help() -> str:
-    return "TrainConfig fields (--set key=value): " + ", ".join(f"{n} ({type_name(n)})" for n in field_names())
+    """Every TrainConfig field, one line each (name (type) = default: description), grouped as in the class."""
+    lines, group = ["TrainConfig fields (--set KEY=VALUE, or a config file):"], None
+    defaults = TrainConfig()
+    for name in field_names():
+        where, doc = field_docs()[name]
+        if where != group:
+            lines.append(f"  {where}:")
+            group = where
+        lines.append(f"    {name} ({type_name(name)}) = {getattr(defaults, name)!r}: {doc}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tr-jax`` argument parser (every subcommand and option)."""
     p = _Parser(prog="tr-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train (or resume) a run", description=(
         "Trains seeds in jitted chunks, showing progress, writing metrics.jsonl/eval.jsonl, evaluating and "
-        "checkpointing into a run directory. " + _fields_help()))
+        "checkpointing into a run directory."), epilog=_fields_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("config_file", nargs="?", default=None,
                    help="config file (.json, .toml, .yaml): TrainConfig fields; default: the built-in quick config")
     t.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
@@ -399,6 +411,7 @@ def _compare(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Runs ``tr-jax`` with ``argv`` (None: the command line) and returns its exit status."""
     args = build_parser().parse_args(argv)
     args.program = argv is None  # the process is this command (not a call from Python): it may end it
     return {"train": _train, "export-tb": _export_tb, "tune": _tune, "eval": _eval, "plot": _plot, "render": _render,

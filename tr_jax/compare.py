@@ -123,10 +123,12 @@ class Row(NamedTuple):
 
 
 def config_path(configs: str, env: str, setup: str) -> str:
+    """The config file of ``setup`` on ``env``: ``CONFIGS/<env>/<setup>.yaml``."""
     return os.path.join(configs, env, f"{setup}.yaml")
 
 
 def run_path(out: str, env: str, setup: str) -> str:
+    """The run directory of ``setup`` on ``env``: ``OUT/runs/<env>/<setup>``."""
     return os.path.join(out, "runs", env, setup)
 
 
@@ -181,6 +183,7 @@ class Timings:
         return R.read_json(self.path) if os.path.exists(self.path) else {}
 
     def start(self, name: str) -> dict:
+        """A new timing entry for run ``name`` (this invocation); the caller fills it in."""
         entry = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "wall_seconds": 0.0,
                  "train_seconds": 0.0, "env_steps": 0}
         self.data.setdefault(name, []).append(entry)
@@ -188,6 +191,7 @@ class Timings:
         return entry
 
     def save(self) -> None:
+        """Writes the file, keeping the entries of the runs other invocations trained."""
         self.data = {**self._read(), **{name: self.data[name] for name in self._mine}}
         R.write_json(self.path, self.data)
 

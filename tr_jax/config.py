@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import os
+import types
 import typing
 from typing import Any, Optional
 
@@ -31,78 +32,82 @@ RESUME_SAFE = ("total_env_steps", "chunk_iterations", "eval_every", "eval_episod
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """Everything that defines a training run: environment, algorithm, projection, network, optimisation and
+    host-loop settings, one field each (the comment beside a field says what it is). Frozen; :func:`validate` (which
+    ``make_trainer`` calls) raises ``ValueError`` naming a bad value. ``tr-jax train --set FIELD=VALUE`` sets any
+    field."""
     # --- environment -------------------------------------------------------
     env_name: str = "inverted_pendulum"  # a brax.envs name, or "playground:<Name>" (tr_jax.envs.sources)
     backend: str = "positional"      # Brax's physics pipeline (Brax envs only)
     obs_key: Optional[str] = None    # entry of dict observations the agent sees (e.g. "state"); None: array obs
-    episode_length: int = 1000
-    action_repeat: int = 1
-    num_envs: int = 64
+    episode_length: int = 1000       # env steps per episode (the time limit, a truncation)
+    action_repeat: int = 1           # env steps each action is held for
+    num_envs: int = 64               # envs stepped in parallel per seed (E)
     unroll_length: int = 64          # steps per env per iteration (T)
     total_env_steps: int = 1_000_000  # num_iterations = total // (num_envs * unroll_length * action_repeat)
-    normalize_obs: bool = True
+    normalize_obs: bool = True       # observations normalised by a running mean and std
     obs_clip: Optional[float] = 10.0  # normalised observations clipped to +-obs_clip; None: no clipping
                                       # (raw observations, normalize_obs=False, are never clipped)
-    reward_scaling: float = 1.0
+    reward_scaling: float = 1.0      # rewards multiplied by this
     normalize_reward: bool = False   # divide rewards by a running std of the discounted return
 
     # --- algorithm -----------------------------------------------------------
-    algorithm: str = "ppo"
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    normalize_advantage: bool = True
+    algorithm: str = "ppo"           # "ppo", "trpo" or "trpl"
+    gamma: float = 0.99              # discount factor
+    gae_lambda: float = 0.95         # GAE lambda
+    normalize_advantage: bool = True  # advantages normalised per minibatch (PPO, TRPL)
     num_epochs: int = 10             # policy epochs per iteration (PPO, TRPL); TRPO: value epochs unless value_epochs
     value_epochs: Optional[int] = None  # value-function epochs per iteration; None: num_epochs (one joint pass)
     value_minibatches: Optional[int] = None  # minibatches per value epoch; None: num_minibatches
-    num_minibatches: int = 32
-    policy_lr: float = 3e-4
-    value_lr: float = 3e-4
+    num_minibatches: int = 32        # minibatches per policy epoch
+    policy_lr: float = 3e-4          # policy learning rate (Adam)
+    value_lr: float = 3e-4           # value-function learning rate (Adam)
     lr_decay: bool = True            # policy (and value, see value_lr_decay) lr: linear decay to 0 over lr_decay_steps
     value_lr_decay: Optional[bool] = None  # the value lr's decay; None: as lr_decay
     # horizon of the lr decay in env steps per seed (the lr reaches 0 there and stays 0 after it); None:
     # total_env_steps. Fixing it keeps the schedule when a budget is cut or extended (a run stopped at 2M of
     # a 3M horizon ends at lr/3, not at 0).
     lr_decay_steps: Optional[int] = None
-    max_grad_norm: Optional[float] = 0.5  # None: no clipping
-    value_clip: Optional[float] = 0.2     # None: no value clipping
-    entropy_coef: float = 0.0
+    max_grad_norm: Optional[float] = 0.5  # gradients clipped to this global norm; None: no clipping
+    value_clip: Optional[float] = 0.2     # clipped value loss (values within +-this of the old ones); None: no clipping
+    entropy_coef: float = 0.0        # entropy bonus in the policy loss (PPO, TRPL)
 
     # PPO
-    clip_ratio: float = 0.2
+    clip_ratio: float = 0.2          # PPO's ratio clipping: rho clipped to [1 - c, 1 + c]
 
     # TRPO
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 0.1
-    line_search_steps: int = 10
-    backtrack_coef: float = 0.5
+    max_kl: float = 0.01             # TRPO's bound on the mean KL over states
+    cg_iters: int = 10               # conjugate-gradient iterations on Fisher-vector products
+    cg_damping: float = 0.1          # damping added to the Fisher-vector products
+    line_search_steps: int = 10      # backtracking line-search steps
+    backtrack_coef: float = 0.5      # step shrink factor per line-search step
 
     # TRPL
-    projection: str = "kl"
-    eps_mean: float = 0.03
-    eps_cov: float = 1e-3
-    scale_prec: bool = True
+    projection: str = "kl"           # "kl", "w2" or "frob"
+    eps_mean: float = 0.03           # bound on each state's mean part
+    eps_cov: float = 1e-3            # bound on each state's covariance part
+    scale_prec: bool = True          # W2/Frobenius distances whitened by the old policy; False: Euclidean
     trust_region_coef: float = 1.0   # alpha of the regression loss
-    entropy_schedule: str = "none"
+    entropy_schedule: str = "none"   # "none", "linear" or "exp": the entropy projection's bound beta over the run
     target_entropy: float = 0.0      # beta at the end of the run (linear/exp)
     entropy_temperature: float = 0.5  # exp schedule temperature
-    entropy_equality: bool = False
-    extra_regression_steps: int = 0
+    entropy_equality: bool = False   # entropy projection in equality form (always rescaled to beta)
+    extra_regression_steps: int = 0  # regression-loss steps after the policy epochs
 
     # --- networks ------------------------------------------------------------
-    cov_type: str = "diag"
-    contextual_cov: bool = False
-    policy_hidden: tuple = (64, 64)
-    value_hidden: tuple = (64, 64)
-    activation: str = "tanh"
+    cov_type: str = "diag"           # "diag" (std), "full" (Cholesky) or "sqrt" (symmetric square root)
+    contextual_cov: bool = False     # covariance from the network per state; False: one learned global scale
+    policy_hidden: tuple = (64, 64)  # policy MLP hidden layer sizes
+    value_hidden: tuple = (64, 64)   # value MLP hidden layer sizes
+    activation: str = "tanh"         # "tanh" or "relu"
     # orthogonal init (gain sqrt 2 hidden, 0.01 policy mean head, 1 value head), zero biases; False: Flax's
     # default (LeCun normal kernels, zero biases) with no output-layer scaling
     orthogonal_init: bool = True
-    init_std: float = 1.0
-    min_std: float = 1e-4
+    init_std: float = 1.0            # the policy's std at initialisation
+    min_std: float = 1e-4            # lower bound on every std (every eigenvalue for sqrt)
 
     # --- misc -----------------------------------------------------------------
-    dtype: str = "float32"
+    dtype: str = "float32"           # "float32" or "float64" (float64 needs jax.enable_x64)
     # devices the envs and the batch are split over (tr_jax.parallel): 0 = every device JAX sees
     # (jax.devices(), all hosts), 1 = one device; num_envs and the minibatch size must divide by it.
     # The result does not depend on it (up to summation order), so a resumed run may change it.
@@ -137,6 +142,7 @@ class TrainConfig:
 
     @property
     def num_iterations(self) -> int:
+        """Training iterations of the run: ``total_env_steps`` // env steps per iteration."""
         return self.total_env_steps // (self.batch_size * self.action_repeat)
 
     @property
@@ -146,6 +152,7 @@ class TrainConfig:
         return steps // (self.batch_size * self.action_repeat)
 
     def replace(self, **kw) -> "TrainConfig":
+        """A copy with the fields ``kw`` changed."""
         return dataclasses.replace(self, **kw)
 
 
@@ -269,12 +276,13 @@ def _hints() -> dict:
 
 
 def field_names() -> tuple:
+    """The names of every ``TrainConfig`` field, in declaration order."""
     return tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def _optional(hint):
     """``X`` for ``Optional[X]``, else None."""
-    if typing.get_origin(hint) is typing.Union:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Optional[X] or X | None
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) == 1:
             return args[0]
@@ -289,6 +297,41 @@ def type_name(name: str) -> str:
     if hint is tuple or typing.get_origin(hint) is tuple:
         return "list of ints"
     return hint.__name__
+
+
+@functools.cache
+def field_docs() -> dict:
+    """``{field: (group, description)}`` for every ``TrainConfig`` field, read from the class's source (what
+    ``tr-jax train --help`` prints): the group is the ``# --- group ---`` heading above the field (with a one-word
+    sub-heading such as ``# PPO`` appended), the description the full-line comments right above the field and
+    its trailing comment (with the comment lines indented under it)."""
+    import inspect
+    import re
+
+    docs: dict = {}
+    group = sub = ""
+    above: list = []
+    last = None  # the field of the previous line, whose trailing comment a deeper-indented comment continues
+    for line in inspect.getsource(TrainConfig).splitlines()[1:]:
+        text = line.strip()
+        field = re.match(r"(\w+): [^=]+=.*?(?:\s+#\s*(.*))?$", text)
+        if text.startswith("# ---"):
+            group, sub, above, last = text.strip("# -").split(" (")[0], "", [], None
+        elif text.startswith("#") and last is not None and len(line) - len(line.lstrip()) > 4:
+            g, d = docs[last]
+            docs[last] = (g, f"{d} {text.lstrip('# ')}".strip())
+        elif re.fullmatch(r"# [A-Z]\w*", text):
+            sub, above, last = text[2:], [], None
+        elif text.startswith("#"):
+            above.append(text.lstrip("# "))
+            last = None
+        elif field and field.group(1) in {f.name for f in dataclasses.fields(TrainConfig)}:
+            last = field.group(1)
+            docs[last] = (f"{group}: {sub}" if sub else group, " ".join(above + [field.group(2) or ""]).strip())
+            above = []
+        else:
+            above, last = [], None
+    return docs
 
 
 def _coerce(name: str, value: Any, where: str):

@@ -28,30 +28,34 @@ meaningless results.
 from __future__ import annotations
 
 import math
+from typing import Literal, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from tr_jax import linalg as LA
 
 COV_TYPES = ("diag", "full", "sqrt")
+CovType = Literal["diag", "full", "sqrt"]
+"""A scale parameterisation: std vector, lower Cholesky factor, symmetric square root."""
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def check_cov_type(cov_type: str) -> str:
+def check_cov_type(cov_type: str) -> CovType:
     """Returns ``cov_type`` or raises ``ValueError`` naming the valid ones."""
     if not isinstance(cov_type, str) or cov_type not in COV_TYPES:
         raise ValueError(f"unknown scale parameterisation cov_type={cov_type!r}; expected one of {COV_TYPES}")
-    return cov_type
+    return cast(CovType, cov_type)
 
 
-def _is_concrete(x) -> bool:
+def _is_concrete(x: object) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_scale(scale, cov_type: str, name: str = "scale") -> None:
+def check_scale(scale: ArrayLike, cov_type: CovType, name: str = "scale") -> None:
     """Raises ``ValueError`` if a concrete ``scale`` is clearly not of ``cov_type``.
 
     ``cov_type`` must be valid. Checks the rank (a vector for "diag", square
@@ -93,25 +97,25 @@ def check_scale(scale, cov_type: str, name: str = "scale") -> None:
         )
 
 
-def event_dim(scale: jax.Array, cov_type: str) -> int:
+def event_dim(scale: jax.Array, cov_type: CovType) -> int:
     """Action dimension k of a scale of the given ``cov_type``."""
     check_scale(scale, cov_type)
     return scale.shape[-1]
 
 
-def _diag_matrix(v):
+def _diag_matrix(v: jax.Array) -> jax.Array:
     return v[..., :, None] * jnp.eye(v.shape[-1], dtype=v.dtype)
 
 
-def _mT(x):
+def _mT(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, -1, -2)
 
 
-def _sym(x):
+def _sym(x: jax.Array) -> jax.Array:
     return 0.5 * (x + _mT(x))
 
 
-def covariance(scale: jax.Array, cov_type: str) -> jax.Array:
+def covariance(scale: jax.Array, cov_type: CovType) -> jax.Array:
     """Covariance matrix Sigma.
 
     Args:
@@ -129,7 +133,7 @@ def covariance(scale: jax.Array, cov_type: str) -> jax.Array:
     return _sym(scale @ scale)
 
 
-def variance(scale: jax.Array, cov_type: str) -> jax.Array:
+def variance(scale: jax.Array, cov_type: CovType) -> jax.Array:
     """Marginal variances diag(Sigma), ``[..., k]``."""
     check_scale(scale, cov_type)
     if cov_type == "diag":
@@ -139,7 +143,7 @@ def variance(scale: jax.Array, cov_type: str) -> jax.Array:
     return jnp.sum(scale * scale, axis=-2)
 
 
-def cholesky(scale: jax.Array, cov_type: str) -> jax.Array:
+def cholesky(scale: jax.Array, cov_type: CovType) -> jax.Array:
     """Lower Cholesky factor of Sigma, ``[..., k, k]``."""
     check_scale(scale, cov_type)
     if cov_type == "full":
@@ -147,7 +151,7 @@ def cholesky(scale: jax.Array, cov_type: str) -> jax.Array:
     return LA.cholesky(covariance(scale, cov_type))
 
 
-def precision(scale: jax.Array, cov_type: str) -> jax.Array:
+def precision(scale: jax.Array, cov_type: CovType) -> jax.Array:
     """Precision matrix Sigma^-1, ``[..., k, k]`` (diag: a diagonal matrix)."""
     check_scale(scale, cov_type)
     if cov_type == "diag":
@@ -159,7 +163,7 @@ def precision(scale: jax.Array, cov_type: str) -> jax.Array:
     return _sym(sinv @ sinv)
 
 
-def log_det_cov(scale: jax.Array, cov_type: str) -> jax.Array:
+def log_det_cov(scale: jax.Array, cov_type: CovType) -> jax.Array:
     """log det Sigma, ``[...]``."""
     check_scale(scale, cov_type)
     if cov_type == "diag":
@@ -169,7 +173,7 @@ def log_det_cov(scale: jax.Array, cov_type: str) -> jax.Array:
     return 2.0 * LA.spd_logdet(scale)
 
 
-def whiten(x: jax.Array, scale: jax.Array, cov_type: str) -> jax.Array:
+def whiten(x: jax.Array, scale: jax.Array, cov_type: CovType) -> jax.Array:
     """Solves scale-factor systems: returns z with Sigma = A A^T and A z = x.
 
     For diag this is x / s, for full L^-1 x, for sqrt S^-1 x. ``x``: ``[..., k]``;
@@ -184,25 +188,27 @@ def whiten(x: jax.Array, scale: jax.Array, cov_type: str) -> jax.Array:
     return solve(scale, x[..., None])[..., 0]  # explicit column: batch dims broadcast
 
 
-def mahalanobis(x: jax.Array, mean: jax.Array, scale: jax.Array, cov_type: str) -> jax.Array:
+def mahalanobis(x: jax.Array, mean: jax.Array, scale: jax.Array, cov_type: CovType) -> jax.Array:
     """Squared Mahalanobis distance (x - mean)^T Sigma^-1 (x - mean), ``[...]``."""
     z = whiten(x - mean, scale, cov_type)
     return jnp.sum(z**2, axis=-1)
 
 
-def entropy(scale: jax.Array, cov_type: str) -> jax.Array:
+def entropy(scale: jax.Array, cov_type: CovType) -> jax.Array:
     """Differential entropy 0.5 log det(2 pi e Sigma), ``[...]``."""
     k = event_dim(scale, cov_type)
     return 0.5 * (k * (1.0 + _LOG_2PI) + log_det_cov(scale, cov_type))
 
 
-def log_prob(x: jax.Array, mean: jax.Array, scale: jax.Array, cov_type: str) -> jax.Array:
+def log_prob(x: jax.Array, mean: jax.Array, scale: jax.Array, cov_type: CovType) -> jax.Array:
     """Log density of x (``[..., k]``) under N(mean, Sigma), ``[...]``."""
     k = event_dim(scale, cov_type)
     return -0.5 * (mahalanobis(x, mean, scale, cov_type) + log_det_cov(scale, cov_type) + k * _LOG_2PI)
 
 
-def sample(key: jax.Array, mean: jax.Array, scale: jax.Array, cov_type: str, sample_shape=()) -> jax.Array:
+def sample(
+    key: jax.Array, mean: jax.Array, scale: jax.Array, cov_type: CovType, sample_shape: tuple[int, ...] = ()
+) -> jax.Array:
     """Draws samples of shape ``sample_shape + batch + [k]`` by mean + A eps."""
     check_scale(scale, cov_type)
     batch = jnp.broadcast_shapes(mean.shape, scale.shape[: mean.ndim] if cov_type != "diag" else scale.shape)
@@ -214,7 +220,7 @@ def sample(key: jax.Array, mean: jax.Array, scale: jax.Array, cov_type: str, sam
     return mean + (scale @ eps[..., None])[..., 0]
 
 
-def kl(mean_p, scale_p, mean_q, scale_q, cov_type: str) -> jax.Array:
+def kl(mean_p: jax.Array, scale_p: jax.Array, mean_q: jax.Array, scale_q: jax.Array, cov_type: CovType) -> jax.Array:
     """KL(p || q) between two Gaussians with the same parameterisation, ``[...]``.
 
     Returns the total; see :func:`kl_decomposed` for the mean and covariance parts.
@@ -223,7 +229,9 @@ def kl(mean_p, scale_p, mean_q, scale_q, cov_type: str) -> jax.Array:
     return m + c
 
 
-def kl_decomposed(mean_p, scale_p, mean_q, scale_q, cov_type: str):
+def kl_decomposed(
+    mean_p: jax.Array, scale_p: jax.Array, mean_q: jax.Array, scale_q: jax.Array, cov_type: CovType
+) -> tuple[jax.Array, jax.Array]:
     """Mean and covariance parts of KL(p || q), each ``[...]``.
 
     mean part: 0.5 (mu_p - mu_q)^T Sigma_q^-1 (mu_p - mu_q)
@@ -251,7 +259,7 @@ def kl_decomposed(mean_p, scale_p, mean_q, scale_q, cov_type: str):
     return mean_part, cov_part
 
 
-def rm1_log(u):
+def rm1_log(u: ArrayLike) -> jax.Array:
     """r - 1 - log r for r = 1 + u (elementwise), accurate for small |u|.
 
     With t = u / (2 + u): log r = 2 atanh t, u = 2t / (1 - t), so
@@ -280,7 +288,7 @@ def sqrtm_psd(cov: jax.Array) -> jax.Array:
     return LA.sqrtm_spd(cov)
 
 
-def convert_scale(scale: jax.Array, from_cov_type: str, to_cov_type: str) -> jax.Array:
+def convert_scale(scale: jax.Array, from_cov_type: CovType, to_cov_type: CovType) -> jax.Array:
     """Converts a scale between parameterisations (diag -> full/sqrt is exact;
     full <-> sqrt goes through the covariance; to diag keeps the marginal stds).
 

@@ -14,7 +14,9 @@ Install the extra dependency with ``pip install 'tr_jax[render]'``.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
 import jax
 import numpy as np
@@ -29,7 +31,7 @@ _TILE = 1.0  # ground tile edge in metres
 _HFOV = 58.0
 
 
-def import_renderer():
+def import_renderer() -> ModuleType:
     """The ``pytinyrenderer`` module; ``RuntimeError`` naming the install command if it is missing."""
     try:
         import pytinyrenderer
@@ -38,18 +40,20 @@ def import_renderer():
     return pytinyrenderer
 
 
-def check_options(width: int, height: int, fps: float, stride: Optional[int]) -> None:
+def check_options(width: int, height: int, fps: float, stride: int | None) -> None:
     """``ValueError`` naming the first bad GIF option: frame size, frames per second, state stride (None: default)."""
     if width < 1 or height < 1:
         raise ValueError(f"--width {width} --height {height}: a frame is at least 1x1 pixels")
     if not 0 < fps <= MAX_FPS:
-        raise ValueError(f"--fps {fps}: a GIF plays at most {MAX_FPS} frames per second (viewers slow down shorter "
-                         "frames) and more than 0; show fewer states with a larger --stride")
+        raise ValueError(
+            f"--fps {fps}: a GIF plays at most {MAX_FPS} frames per second (viewers slow down shorter "
+            "frames) and more than 0; show fewer states with a larger --stride"
+        )
     if stride is not None and stride < 1:
         raise ValueError(f"--stride {stride}: every stride-th state is a frame; it is at least 1")
 
 
-def geom_poses(sys, states: Sequence) -> tuple:
+def geom_poses(sys: Any, states: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """World poses of every geom of ``sys`` in each of the ``F`` states.
 
     Returns ``(pos [F, G, 3], quat [F, G, 4])`` (quaternions ``w, x, y, z``), ``G = sys.ngeom``; a geom
@@ -59,8 +63,9 @@ def geom_poses(sys, states: Sequence) -> tuple:
 
     num = len(states)
     body_pos = np.concatenate([np.zeros((num, 1, 3)), np.stack([np.asarray(s.x.pos) for s in states])], axis=1)
-    body_rot = np.concatenate([np.tile([1.0, 0.0, 0.0, 0.0], (num, 1, 1)),
-                               np.stack([np.asarray(s.x.rot) for s in states])], axis=1)
+    body_rot = np.concatenate(
+        [np.tile([1.0, 0.0, 0.0, 0.0], (num, 1, 1)), np.stack([np.asarray(s.x.rot) for s in states])], axis=1
+    )
     body = np.asarray(sys.geom_bodyid)
     rot = body_rot[:, body].reshape(-1, 4)  # [F * G, 4]
     local_pos = np.tile(np.asarray(sys.geom_pos, np.float64), (num, 1))
@@ -91,8 +96,12 @@ def _cylinder(radius: float, half_length: float, sides: int = 24) -> tuple:
     i, j = np.arange(sides), (np.arange(sides) + 1) % sides
     side = np.concatenate([np.stack([i, j, sides + j], 1), np.stack([i, sides + j, sides + i], 1)])
     centre = 4 * sides
-    caps = np.concatenate([np.stack([np.full(sides, centre), 2 * sides + j, 2 * sides + i], 1),
-                           np.stack([np.full(sides, centre + 1), 3 * sides + i, 3 * sides + j], 1)])
+    caps = np.concatenate(
+        [
+            np.stack([np.full(sides, centre), 2 * sides + j, 2 * sides + i], 1),
+            np.stack([np.full(sides, centre + 1), 3 * sides + i, 3 * sides + j], 1),
+        ]
+    )
     return vert, np.concatenate([side, caps])
 
 
@@ -107,12 +116,12 @@ class _Scene:
     """A pytinyrenderer scene with one object instance per geom of a Brax system (``instances[g]`` is geom
     ``g``'s, None for a geom not drawn)."""
 
-    def __init__(self, ptr, sys):
+    def __init__(self, ptr: ModuleType, sys: Any):
         import mujoco
 
         self.scene = ptr.TinySceneRenderer()
         kinds, mj = mujoco.mjtGeom, sys.mj_model
-        self.instances = []
+        self.instances: list[Any] = []
         for g in range(sys.ngeom):
             kind, size = int(sys.geom_type[g]), [float(s) for s in sys.geom_size[g]]
             rgba = tuple(float(c) for c in mj.geom_rgba[g])
@@ -135,20 +144,28 @@ class _Scene:
                     vert, face = _cylinder(size[0], size[1])
                 else:
                     m = int(sys.geom_dataid[g])
-                    vert = np.asarray(mj.mesh_vert[mj.mesh_vertadr[m]:mj.mesh_vertadr[m] + mj.mesh_vertnum[m]])
-                    face = np.asarray(mj.mesh_face[mj.mesh_faceadr[m]:mj.mesh_faceadr[m] + mj.mesh_facenum[m]])
-                model = self.scene.create_mesh(vert.ravel().tolist(), _vertex_normals(vert, face).ravel().tolist(),
-                                               [0.0] * (2 * len(vert)), face.ravel().tolist(), *tex, 1.0)
+                    vert = np.asarray(mj.mesh_vert[mj.mesh_vertadr[m] : mj.mesh_vertadr[m] + mj.mesh_vertnum[m]])
+                    face = np.asarray(mj.mesh_face[mj.mesh_faceadr[m] : mj.mesh_faceadr[m] + mj.mesh_facenum[m]])
+                model = self.scene.create_mesh(
+                    vert.ravel().tolist(),
+                    _vertex_normals(vert, face).ravel().tolist(),
+                    [0.0] * (2 * len(vert)),
+                    face.ravel().tolist(),
+                    *tex,
+                    1.0,
+                )
             else:
-                raise ValueError(f"geom {g} of the system is a {mujoco.mjtGeom(kind).name[7:].lower()}, which "
-                                 "the GIF renderer does not draw")
+                raise ValueError(
+                    f"geom {g} of the system is a {mujoco.mjtGeom(kind).name[7:].lower()}, which "
+                    "the GIF renderer does not draw"
+                )
             instance = self.scene.create_object_instance(model)
             self.scene.set_object_segmentation_uid(instance, g + 1)  # 0 is the background
             if kind == kinds.mjGEOM_ELLIPSOID:
                 self.scene.set_object_local_scaling(instance, size)
             self.instances.append(instance)
 
-    def draw(self, pos: np.ndarray, quat: np.ndarray, light, camera) -> np.ndarray:
+    def draw(self, pos: np.ndarray, quat: np.ndarray, light: Any, camera: Any) -> np.ndarray:
         """One image ``[camera height, camera width, 3]`` uint8 with geom ``g`` at ``pos[g]``, ``quat[g]``
         (``w, x, y, z``)."""
         drawn = []
@@ -164,7 +181,7 @@ class _Scene:
         return image
 
 
-def camera_path(sys, pos: np.ndarray, root: np.ndarray, fov: float) -> tuple:
+def camera_path(sys: Any, pos: np.ndarray, root: np.ndarray, fov: float) -> tuple[np.ndarray, float]:
     """Where the camera looks in each of ``F`` states and from how far: ``(target [F, 3], distance)``.
 
     ``pos [F, G, 3]``: the geoms' positions (:func:`geom_poses`); ``root [F, 3]``: the first body's; ``fov``: the
@@ -184,7 +201,9 @@ def camera_path(sys, pos: np.ndarray, root: np.ndarray, fov: float) -> tuple:
     return middle + shift, 1.3 * extent / math.tan(math.radians(fov / 2))
 
 
-def render_frames(sys, states: Sequence, width: int = 320, height: int = 240, supersample: int = 2) -> np.ndarray:
+def render_frames(
+    sys: Any, states: Sequence[Any], width: int = 320, height: int = 240, supersample: int = 2
+) -> np.ndarray:
     """Images ``[F, height, width, 3]`` (uint8 RGB) of the ``F`` Brax pipeline states ``states`` of ``sys``, seen
     from the side and a little above (:func:`camera_path`). Each image is drawn at ``supersample`` times the
     size and shrunk (anti-aliasing)."""
@@ -199,13 +218,24 @@ def render_frames(sys, states: Sequence, width: int = 320, height: int = 240, su
     view = distance * np.array([0.35, -1.0, 0.3]) / np.linalg.norm([0.35, -1.0, 0.3])
     frames = np.empty((len(states), height, width, 3), np.uint8)
     for f, target in enumerate(targets.tolist()):
-        light = ptr.TinyRenderLight(direction=[0.57735, -0.57735, 0.57735], ambient=0.8, diffuse=0.8, specular=0.6,
-                                    shadowmap_center=target)
-        camera = ptr.TinyRenderCamera(viewWidth=width * supersample, viewHeight=height * supersample,
-                                      position=(targets[f] + view).tolist(), target=target, up=[0.0, 0.0, 1.0],
-                                      hfov=_HFOV, vfov=vfov)
+        light = ptr.TinyRenderLight(
+            direction=[0.57735, -0.57735, 0.57735], ambient=0.8, diffuse=0.8, specular=0.6, shadowmap_center=target
+        )
+        camera = ptr.TinyRenderCamera(
+            viewWidth=width * supersample,
+            viewHeight=height * supersample,
+            position=(targets[f] + view).tolist(),
+            target=target,
+            up=[0.0, 0.0, 1.0],
+            hfov=_HFOV,
+            vfov=vfov,
+        )
         image = scene.draw(pos[f], quat[f], light, camera)
-        frames[f] = np.asarray(Image.fromarray(image).resize((width, height), Image.BOX)) if supersample > 1 else image
+        frames[f] = (
+            np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BOX))
+            if supersample > 1
+            else image
+        )
     return frames
 
 

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax.numpy as jnp
+
+if TYPE_CHECKING:  # config imports this module
+    from tr_jax.config import TrainConfig
 
 
 class Hyperparams(NamedTuple):
@@ -37,7 +41,7 @@ class Hyperparams(NamedTuple):
 SWEEPABLE = Hyperparams._fields
 
 
-def from_config(config) -> Hyperparams:
+def from_config(config: TrainConfig) -> Hyperparams:
     """The config's values as scalar arrays of ``config.dtype``."""
     dtype = jnp.dtype(config.dtype)
     return Hyperparams(*(jnp.asarray(getattr(config, f), dtype) for f in SWEEPABLE))
@@ -64,7 +68,8 @@ def parse_sweep(text: str) -> tuple[str, tuple]:
     return key, tuple(out)
 
 
-def sweep_configs(base, sweeps, labels=None) -> list[tuple[str, object]]:
+def sweep_configs(base: TrainConfig, sweeps: Sequence[tuple[str, Sequence[float]]],
+                  labels: Sequence[str] | None = None) -> list[tuple[str, TrainConfig]]:
     """The grid of ``sweeps`` (``[(key, values), ...]``, each key once) over ``base``.
 
     Returns ``[(label, config), ...]`` in row-major order of ``sweeps``; the label

@@ -30,16 +30,16 @@ import jax
 import jax.numpy as jnp
 
 
-def _mT(x):
+def _mT(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, -1, -2)
 
 
-def _col(x, j):
+def _col(x: jax.Array, j: int | jax.Array) -> jax.Array:
     """Column ``j`` (traced index) of ``[..., k, m]`` -> ``[..., k]``."""
     return jax.lax.dynamic_index_in_dim(x, j, axis=x.ndim - 1, keepdims=False)
 
 
-def _row(x, i):
+def _row(x: jax.Array, i: int | jax.Array) -> jax.Array:
     """Row ``i`` (traced index) of ``[..., k, m]`` -> ``[..., m]``."""
     return jax.lax.dynamic_index_in_dim(x, i, axis=x.ndim - 2, keepdims=False)
 
@@ -51,7 +51,7 @@ def _row(x, i):
 UNROLL_MAX_K = 8
 
 
-def _cholesky_unrolled(a):
+def _cholesky_unrolled(a: jax.Array) -> jax.Array:
     """Right-looking Cholesky on shrinking trailing blocks (lower triangle read)."""
     k = a.shape[-1]
     cols = []
@@ -64,14 +64,14 @@ def _cholesky_unrolled(a):
     return jnp.stack(cols, axis=-1)
 
 
-def _cholesky_loop(a):
+def _cholesky_loop(a: jax.Array) -> jax.Array:
     """Left-looking Cholesky, one ``fori_loop`` step a column (lower triangle of ``a`` read)."""
     k = a.shape[-1]
     if k <= UNROLL_MAX_K:
         return _cholesky_unrolled(a)
     idx = jnp.arange(k)
 
-    def body(j, l):
+    def body(j: jax.Array, l: jax.Array) -> jax.Array:
         # v = a[:, j] - L[:, :j] L[j, :j]^T; columns >= j of L are still zero.
         v = _col(a, j) - jnp.sum(l * _row(l, j)[..., None, :], axis=-1)
         d = jnp.sqrt(jax.lax.dynamic_index_in_dim(v, j, axis=v.ndim - 1, keepdims=True))
@@ -81,19 +81,19 @@ def _cholesky_loop(a):
     return jax.lax.fori_loop(0, k, body, jnp.zeros_like(a))
 
 
-def _sym_from_lower(a):
+def _sym_from_lower(a: jax.Array) -> jax.Array:
     """The symmetric matrix whose lower triangle is that of ``a``."""
     return jnp.tril(a) + _mT(jnp.tril(a, -1))
 
 
 @jax.custom_jvp
-def _cholesky_jnp(a):
+def _cholesky_jnp(a: jax.Array) -> jax.Array:
     """Pure-jnp Cholesky: a rolled loop; derivative dL = L Phi(L^-1 dA L^-T)."""
     return _cholesky_loop(a)
 
 
 @_cholesky_jnp.defjvp
-def _cholesky_jvp(primals, tangents):
+def _cholesky_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
     (a,), (da,) = primals, tangents
     l = _cholesky_jnp(a)
     da = _sym_from_lower(da)
@@ -104,16 +104,16 @@ def _cholesky_jvp(primals, tangents):
     return l, l @ phi
 
 
-def _substitute_unrolled(l, b, transpose: bool):
+def _substitute_unrolled(l: jax.Array, b: jax.Array, transpose: bool) -> jax.Array:
     """Column-oriented substitution unrolled in Python (small k)."""
     k = l.shape[-1]
-    xs = [None] * k
+    xs: list[jax.Array] = [b[..., 0, :]] * k  # every entry is replaced
     r = b
     if not transpose:
         for i in range(k):
             xi = r[..., 0, :] / l[..., i, i][..., None]
             xs[i] = xi
-            r = r[..., 1:, :] - l[..., i + 1:, i][..., :, None] * xi[..., None, :]
+            r = r[..., 1:, :] - l[..., i + 1 :, i][..., :, None] * xi[..., None, :]
     else:
         for i in reversed(range(k)):  # row i of L is column i of L^T
             xi = r[..., i, :] / l[..., i, i][..., None]
@@ -122,7 +122,7 @@ def _substitute_unrolled(l, b, transpose: bool):
     return jnp.stack(xs, axis=-2)
 
 
-def _substitute(l, b, transpose: bool):
+def _substitute(l: jax.Array, b: jax.Array, transpose: bool) -> jax.Array:
     """Forward (``L x = b``) or back (``L^T x = b``) substitution; b ``[..., k, m]``.
 
     One ``fori_loop`` step a row (unrolled on shrinking blocks for small k);
@@ -133,7 +133,7 @@ def _substitute(l, b, transpose: bool):
         return _substitute_unrolled(l, b, transpose)
     idx = jnp.arange(k)
 
-    def body(step, x):
+    def body(step: jax.Array, x: jax.Array) -> jax.Array:
         i = k - 1 - step if transpose else step
         if transpose:  # row i of L^T = column i of L, below the diagonal
             coeffs = jnp.where(idx > i, _col(l, i), 0.0)
@@ -146,7 +146,7 @@ def _substitute(l, b, transpose: bool):
     return jax.lax.fori_loop(0, k, body, jnp.zeros_like(b))
 
 
-def _solve_lower_jnp(l, r, transpose: bool):
+def _solve_lower_jnp(l: jax.Array, r: jax.Array, transpose: bool) -> jax.Array:
     """Pure-jnp triangular solve, l ``[..., k, k]``, r ``[..., k, m]`` (same batch dims).
 
     The substitution loop runs inside ``lax.custom_linear_solve``:
@@ -155,7 +155,7 @@ def _solve_lower_jnp(l, r, transpose: bool):
     """
     lower = jnp.tril(l)
 
-    def matvec(x):
+    def matvec(x: jax.Array) -> jax.Array:
         return (_mT(lower) if transpose else lower) @ x
 
     return jax.lax.custom_linear_solve(
@@ -166,11 +166,11 @@ def _solve_lower_jnp(l, r, transpose: bool):
     )
 
 
-def _cholesky_vendor(a):
+def _cholesky_vendor(a: jax.Array) -> jax.Array:
     return jax.lax.linalg.cholesky(_sym_from_lower(a), symmetrize_input=False)
 
 
-def _solve_lower_vendor(l, r, transpose: bool):
+def _solve_lower_vendor(l: jax.Array, r: jax.Array, transpose: bool) -> jax.Array:
     return jax.lax.linalg.triangular_solve(l, r, left_side=True, lower=True, transpose_a=transpose)
 
 
@@ -207,7 +207,8 @@ def solve_lower(l: jax.Array, b: jax.Array, transpose: bool = False) -> jax.Arra
     l = jnp.broadcast_to(l, batch + l.shape[-2:])
     r = jnp.broadcast_to(r, batch + r.shape[-2:])
     x = jax.lax.platform_dependent(
-        l, r,
+        l,
+        r,
         cpu=lambda l, r: _solve_lower_jnp(l, r, transpose),
         default=lambda l, r: _solve_lower_vendor(l, r, transpose),
     )
@@ -241,7 +242,7 @@ def spd_logdet(a: jax.Array) -> jax.Array:
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(cholesky(a), axis1=-2, axis2=-1)), axis=-1)
 
 
-def tridiagonalize(a: jax.Array):
+def tridiagonalize(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Householder reduction of symmetric ``a`` ``[..., k, k]`` to tridiagonal form.
 
     Returns ``(d, e)``: the diagonal ``[..., k]`` and off-diagonal ``[..., k-1]``
@@ -253,7 +254,7 @@ def tridiagonalize(a: jax.Array):
     rest = 0.5 * (a + _mT(a))
     idx = jnp.arange(k)
 
-    def body(j, rest):
+    def body(j: jax.Array, rest: jax.Array) -> jax.Array:
         # Reflect the column below row j onto e_{j+1}; rows/cols <= j are done
         # (the update leaves entries (i, i) and (i + 1, i), i <= j, as they are).
         x = jnp.where(idx > j, _col(rest, j), 0.0)
@@ -274,7 +275,7 @@ def tridiagonalize(a: jax.Array):
     return d, e
 
 
-def _sturm_count(d, e2, x, pivmin):
+def _sturm_count(d: jax.Array, e2: jax.Array, x: jax.Array, pivmin: jax.Array) -> jax.Array:
     """Number of eigenvalues of the tridiagonal (d, e^2) below each ``x``.
 
     d ``[..., k]``, e2 ``[..., k-1]`` (squared off-diagonal), x ``[..., m]`` -> ``[..., m]``.
@@ -284,7 +285,7 @@ def _sturm_count(d, e2, x, pivmin):
     count = (q < 0).astype(jnp.int32)
     for i in range(1, k):
         q = jnp.where(jnp.abs(q) < pivmin, -pivmin, q)
-        q = d[..., i:i + 1] - x - e2[..., i - 1:i] / q
+        q = d[..., i : i + 1] - x - e2[..., i - 1 : i] / q
         count = count + (q < 0)
     return count
 
@@ -320,7 +321,8 @@ def eigvalsh_jnp(a: jax.Array, iterations: int | None = None) -> jax.Array:
         iterations = finfo.nmant + 8
     abs_e = jnp.abs(e)
     radius = jnp.concatenate([abs_e, jnp.zeros_like(abs_e[..., :1])], -1) + jnp.concatenate(
-        [jnp.zeros_like(abs_e[..., :1]), abs_e], -1)
+        [jnp.zeros_like(abs_e[..., :1]), abs_e], -1
+    )
     lo = jnp.min(d - radius, axis=-1, keepdims=True)
     hi = jnp.max(d + radius, axis=-1, keepdims=True)
     scale = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
@@ -331,7 +333,7 @@ def eigvalsh_jnp(a: jax.Array, iterations: int | None = None) -> jax.Array:
     e2 = e * e
     pivmin = jnp.maximum(finfo.tiny, finfo.eps * finfo.eps * scale * scale)
 
-    def body(_, bounds):
+    def body(_: jax.Array, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         lo, hi = bounds
         mid = 0.5 * (lo + hi)
         above = _sturm_count(d, e2, mid, pivmin) >= target
@@ -354,7 +356,7 @@ def sqrtm_spd(a: jax.Array, iterations: int = 40) -> jax.Array:
     norm = jnp.sqrt(jnp.sum(a * a, axis=(-2, -1)))[..., None, None]
     y, z = a / norm, jnp.broadcast_to(eye, a.shape)
 
-    def body(_, yz):
+    def body(_: jax.Array, yz: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         y, z = yz
         t = 0.5 * (3.0 * eye - z @ y)
         return y @ t, t @ z

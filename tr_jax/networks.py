@@ -224,7 +224,7 @@ class Policy(NamedTuple):
 
     init: Callable
     apply: Callable
-    cov_type: str
+    cov_type: D.CovType
     contextual: bool
     set_global_scale: Callable
     action_dim: int

@@ -26,7 +26,8 @@ operation.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -52,36 +53,42 @@ def make_mesh(num_devices: int) -> jax.sharding.Mesh:
     return jax.make_mesh((n,), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:n])
 
 
-def axis_size(axis_name: Optional[str]) -> int:
+def axis_size(axis_name: str | None) -> int:
+    """The number of devices along ``axis_name`` (1 outside ``shard_map``: ``axis_name`` None)."""
     return 1 if axis_name is None else jax.lax.axis_size(axis_name)
 
 
-def axis_index(axis_name: Optional[str]) -> jax.Array:
+def axis_index(axis_name: str | None) -> jax.Array:
+    """This device's index along ``axis_name`` (0 when ``axis_name`` is None)."""
     return jnp.asarray(0, jnp.int32) if axis_name is None else jax.lax.axis_index(axis_name)
 
 
-def psum(x: Any, axis_name: Optional[str]) -> Any:
+def psum(x: Any, axis_name: str | None) -> Any:
+    """``jax.lax.psum`` over ``axis_name``; ``x`` itself when ``axis_name`` is None."""
     return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
-def pmean(x: Any, axis_name: Optional[str]) -> Any:
+def pmean(x: Any, axis_name: str | None) -> Any:
+    """``jax.lax.pmean`` over ``axis_name``; ``x`` itself when ``axis_name`` is None."""
     return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
 
-def pmax(x: Any, axis_name: Optional[str]) -> Any:
+def pmax(x: Any, axis_name: str | None) -> Any:
+    """``jax.lax.pmax`` over ``axis_name``; ``x`` itself when ``axis_name`` is None."""
     return x if axis_name is None else jax.lax.pmax(x, axis_name)
 
 
-def mean(x: jax.Array, axis_name: Optional[str]) -> jax.Array:
+def mean(x: jax.Array, axis_name: str | None) -> jax.Array:
     """Mean of every entry of ``x`` over all devices (equal-sized shards)."""
     return pmean(jnp.mean(x), axis_name)
 
 
-def max(x: jax.Array, axis_name: Optional[str]) -> jax.Array:  # noqa: A001 (the collective's name)
+def max(x: jax.Array, axis_name: str | None) -> jax.Array:  # noqa: A001 (the collective's name)
+    """Max of every entry of ``x`` over all devices."""
     return pmax(jnp.max(x), axis_name)
 
 
-def mean_grads(grads: Any, axis_name: Optional[str]) -> Any:
+def mean_grads(grads: Any, axis_name: str | None) -> Any:
     """The mean of a gradient pytree over devices as ONE all-reduce (leaves raveled into one vector)."""
     if axis_name is None:
         return grads
@@ -89,20 +96,20 @@ def mean_grads(grads: Any, axis_name: Optional[str]) -> Any:
     return unravel(jax.lax.pmean(flat, axis_name))
 
 
-def gather_rows(tree: Any, axis_name: Optional[str]) -> Any:
+def gather_rows(tree: Any, axis_name: str | None) -> Any:
     """Concatenates every device's leaves ``[n, ...]`` along rows, in device order: ``[D * n, ...]``."""
     if axis_name is None:
         return tree
     return jax.tree.map(lambda x: jax.lax.all_gather(x, axis_name, tiled=True), tree)
 
 
-def local_rows(tree: Any, axis_name: Optional[str], axis: int = 0) -> Any:
+def local_rows(tree: Any, axis_name: str | None, axis: int = 0) -> Any:
     """This device's contiguous ``1/D`` block of every leaf along ``axis`` (its length must divide by D)."""
     if axis_name is None:
         return tree
     d, i = axis_size(axis_name), axis_index(axis_name)
 
-    def take(x):
+    def take(x: jax.Array) -> jax.Array:
         n = x.shape[axis]
         if n % d:
             raise ValueError(f"cannot split {n} rows over {d} devices")
@@ -116,7 +123,7 @@ def to_host(tree: Any) -> Any:
     sharded one is gathered from every process (``multihost_utils.process_allgather``)."""
     import numpy as np
 
-    def get(x):
+    def get(x: Any) -> np.ndarray:
         if not isinstance(x, jax.Array) or x.is_fully_addressable:
             return np.asarray(x)
         if x.sharding.is_fully_replicated:
@@ -176,7 +183,7 @@ def fail_together(what: str) -> Iterator[None]:
         error = e
     text = b"" if error is None else str(error).encode()[:_MESSAGE_BYTES] or type(error).__name__.encode()
     mine = np.zeros(_MESSAGE_BYTES + 1, np.uint8)
-    mine[0], mine[1:1 + len(text)] = error is not None, np.frombuffer(text, np.uint8)
+    mine[0], mine[1 : 1 + len(text)] = error is not None, np.frombuffer(text, np.uint8)
     everyone = np.asarray(multihost_utils.process_allgather(mine))  # [processes, 1 + _MESSAGE_BYTES]
     if error is not None:
         raise error

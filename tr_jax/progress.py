@@ -15,9 +15,14 @@ from __future__ import annotations
 import datetime
 import math
 import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
-def fmt(value, spec: str = ".4g") -> str:
+def fmt(value: Any, spec: str = ".4g") -> str:
     """Formats a number; None/NaN (a value that does not exist yet) gives ""."""
     if value is None:
         return ""
@@ -28,50 +33,74 @@ def fmt(value, spec: str = ".4g") -> str:
     return "" if not math.isfinite(v) else format(v, spec)
 
 
-def fmt_parts(values, spec: str = ".4g", suffix: str = "", sep: str = "/") -> str:
+def fmt_parts(values: Iterable[object], spec: str = ".4g", suffix: str = "", sep: str = "/") -> str:
     """Several numbers as one field, e.g. ``"12%/80%"``: a missing (None/NaN) part is ``"-"``; all missing gives ""."""
     parts = [fmt(v, spec) for v in values]
     return sep.join(p + suffix if p else "-" for p in parts) if any(parts) else ""
 
 
-def _eta(seconds) -> str:
+def _eta(seconds: float | None) -> str:
     return "" if seconds is None or not math.isfinite(seconds) else str(datetime.timedelta(seconds=int(seconds)))
 
 
-def summary_line(done: int, total: int, steps_per_s: float, eta_s, fields: dict) -> str:
+def summary_line(done: int, total: int, steps_per_s: float, eta_s: float | None, fields: dict[str, str]) -> str:
     """One plain line: env steps (per seed), speed (env steps/s over all seeds), ETA, then
     ``name value`` for every non-empty field."""
-    parts = [f"{done:>{len(str(total)) + 3},}/{total:,} steps", f"{fmt(steps_per_s, ',.0f'):>7} steps/s",
-             f"ETA {_eta(eta_s):>8}"]
+    parts = [
+        f"{done:>{len(str(total)) + 3},}/{total:,} steps",
+        f"{fmt(steps_per_s, ',.0f'):>7} steps/s",
+        f"ETA {_eta(eta_s):>8}",
+    ]
     parts += [f"{k} {v}" for k, v in fields.items() if v != ""]
     return " | ".join(parts)
 
 
-class PlainProgress:
+class Progress(Protocol):
+    """What every progress display takes (:class:`PlainProgress`, :class:`RichProgress`, :class:`NoProgress`)."""
+
+    def start(self, total: int, done: int = 0) -> None:
+        """Starts the display of a run of ``total`` env steps (per seed), ``done`` of them already done."""
+
+    def status(self, text: str) -> None:
+        """Shows what the run is doing now (e.g. "compiling")."""
+
+    def log(self, text: str) -> None:
+        """Reports an event (compilation, resume, divergence) on a line of its own."""
+
+    def update(self, done: int, steps_per_s: float, eta_s: float | None, fields: dict[str, str]) -> None:
+        """After a chunk: env steps done (per seed), speed (env steps/s over all seeds), ETA in seconds (None:
+        unknown) and formatted fields (empty strings are left out)."""
+
+    def close(self) -> None:
+        """Ends the display."""
+
+
+class PlainProgress(Progress):
     """One line per update (for logs and pipes)."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
 
-    def start(self, total: int, done: int = 0):
+    def start(self, total: int, done: int = 0) -> None:
         self.total = total
 
-    def status(self, text: str):
+    def status(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    log = status
+    def log(self, text: str) -> None:
+        self.status(text)
 
-    def update(self, done: int, steps_per_s: float, eta_s, fields: dict):
+    def update(self, done: int, steps_per_s: float, eta_s: float | None, fields: dict[str, str]) -> None:
         print(summary_line(done, self.total, steps_per_s, eta_s, fields), file=self.stream, flush=True)
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
-class RichProgress:
+class RichProgress(Progress):
     """A live bar (env steps, steps/s, ETA) with the latest fields on a line below it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         from rich.console import Console, Group
         from rich.live import Live
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -79,48 +108,58 @@ class RichProgress:
 
         self.console = Console()
         self._bar = Progress(
-            TextColumn("[bold]train"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"), TextColumn("{task.fields[speed]}"),
-            TextColumn("ETA {task.fields[eta]}"), console=self.console)
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+            TextColumn("{task.fields[speed]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=self.console,
+        )
         self._info = Text("")
         self._live = Live(Group(self._bar, self._info), console=self.console, refresh_per_second=4)
-        self._task = None
+        self._task: TaskID | None = None
 
-    def start(self, total: int, done: int = 0):
+    def start(self, total: int, done: int = 0) -> None:
         self._live.start()
         self._task = self._bar.add_task("train", total=total, completed=done, speed="", eta="")
 
-    def status(self, text: str):
+    def status(self, text: str) -> None:
         self._info.plain = text
 
-    def log(self, text: str):
+    def log(self, text: str) -> None:
         self.console.print(text)
 
-    def update(self, done: int, steps_per_s: float, eta_s, fields: dict):
+    def update(self, done: int, steps_per_s: float, eta_s: float | None, fields: dict[str, str]) -> None:
+        if self._task is None:
+            raise RuntimeError("RichProgress.update before start")
         self._bar.update(self._task, completed=done, speed=f"{fmt(steps_per_s, ',.0f')} steps/s", eta=_eta(eta_s))
         self._info.plain = "  ".join(f"{k} {v}" for k, v in fields.items() if v != "")
 
-    def close(self):
+    def close(self) -> None:
         self._live.stop()
 
 
-class NoProgress:
-    def start(self, total, done=0):
+class NoProgress(Progress):
+    """Shows nothing (``progress="none"``)."""
+
+    def start(self, total: int, done: int = 0) -> None:
         pass
 
-    def status(self, text):
+    def status(self, text: str) -> None:
         pass
 
-    log = status
-
-    def update(self, done, steps_per_s, eta_s, fields):
+    def log(self, text: str) -> None:
         pass
 
-    def close(self):
+    def update(self, done: int, steps_per_s: float, eta_s: float | None, fields: dict[str, str]) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
-def make_progress(kind: str = "auto"):
+def make_progress(kind: str = "auto") -> Progress:
     """``"auto"`` (a bar on a terminal, lines otherwise), ``"bar"``, ``"lines"`` or ``"none"``."""
     if kind == "auto":
         kind = "bar" if sys.stdout.isatty() else "lines"

@@ -71,6 +71,7 @@ VERSIONED = ("tr_jax", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "orba
 
 
 def versions() -> dict:
+    """The installed versions of tr_jax and the packages it runs on (``run.json``)."""
     out = {}
     for name in VERSIONED:
         try:
@@ -129,6 +130,7 @@ def _remove(path: str) -> None:
 
 
 def read_json(path: str):
+    """The JSON document in ``path``."""
     with open(path) as f:
         return json.load(f)
 
@@ -344,9 +346,11 @@ class RunDir:
         return unique_rows(self.eval, read_jsonl(self.eval))
 
     def info(self) -> dict:
+        """The contents of ``run.json``."""
         return read_json(self.run)
 
     def write_info(self, seed: int, num_seeds: int, extra: Optional[dict] = None) -> None:
+        """Writes ``run.json``: seed, number of seeds, creation time, package versions and ``extra``."""
         write_json(self.run, {"seed": seed, "num_seeds": num_seeds,
                               "created": datetime.datetime.now().isoformat(timespec="seconds"),
                               "versions": versions(), **(extra or {})})
@@ -373,6 +377,7 @@ class RunLock:
         self._fd: Optional[int] = None
 
     def acquire(self) -> "RunLock":
+        """Takes the lock (raises :class:`RunDirLocked` naming the holder when another process has it); returns self."""
         if not _writer():
             return self
         while True:
@@ -407,6 +412,7 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        """Releases the lock and removes the lock file (no-op when not held)."""
         if self._fd is None:
             return
         _remove(self.path)  # before unlocking: a process that opened the old file sees it gone and retries

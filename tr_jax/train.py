@@ -124,10 +124,12 @@ class Trainer(NamedTuple):
         return jax.lax.map(lambda a: self.init(*a), (keys, hparams))
 
     def state_specs(self, batched: bool = False) -> TrainState:
+        """The TrainState of PartitionSpecs (``batched``: with a leading unsharded runs dim)."""
         like = jax.eval_shape(self.init, jax.random.key(0))
         return _state_specs(like, batched)
 
     def state_shardings(self, batched: bool = False) -> TrainState:
+        """:meth:`state_specs` as NamedShardings on ``mesh``."""
         return jax.tree.map(lambda p: NamedSharding(self.mesh, p), self.state_specs(batched))
 
 

@@ -164,7 +164,7 @@ def minibatch_epochs(key: jax.Array, batch: Any, num_epochs: int, num_minibatche
     return jax.lax.scan(epoch, carry, jax.random.split(key, num_epochs))
 
 
-def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_params, cov_type: str,
+def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_params, cov_type: distributions.CovType,
             obs_norm: Callable[[jax.Array], jax.Array], num_steps: int, axis_name: Optional[str] = None):
     """Collects ``num_steps`` vectorised env steps with the Gaussian policy.
 

@@ -31,6 +31,7 @@ class RunningStats(NamedTuple):
 
 
 def init_stats(shape=(), dtype=jnp.float32) -> RunningStats:
+    """Running statistics of nothing yet: mean 0, variance 1, a tiny count (no division by zero)."""
     return RunningStats(mean=jnp.zeros(shape, dtype), var=jnp.ones(shape, dtype), count=jnp.asarray(1e-4, dtype))
 
 
@@ -63,6 +64,7 @@ class RewardNorm(NamedTuple):
 
 
 def init_reward_norm(num_envs: int, dtype=jnp.float32) -> RewardNorm:
+    """Reward normalisation state of ``num_envs`` envs: discounted returns ``[num_envs]`` zero, fresh statistics."""
     return RewardNorm(ret=jnp.zeros((num_envs,), dtype), stats=init_stats((), dtype))
 
 

@@ -9,13 +9,16 @@ arrays); traced bounds can only be checked for shape and dtype.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from tr_jax import distributions as D
+from tr_jax.distributions import CovType
 
 
 class Layout(NamedTuple):
@@ -27,8 +30,8 @@ class Layout(NamedTuple):
     batch_shape: the leading batch dimensions ``[...]``.
     """
 
-    cov_type: str
-    batch_shape: tuple
+    cov_type: CovType
+    batch_shape: tuple[int, ...]
 
 
 # The smallest bounds (eps_mean, eps_cov) each dtype meets: below them the
@@ -38,7 +41,7 @@ BOUND_FLOOR = {"float32": 1e-8, "float64": 1e-12}
 _DTYPES = tuple(BOUND_FLOOR)
 
 
-def _check_float(name: str, x) -> None:
+def _check_float(name: str, x: Any) -> None:
     if isinstance(x, (list, tuple)):
         raise ValueError(f"{name} must be an array, got a Python {type(x).__name__}; convert it with jnp.asarray")
     dtype = jnp.result_type(x)
@@ -51,12 +54,12 @@ def _check_float(name: str, x) -> None:
         )
 
 
-def bound_floor(dtype) -> float:
+def bound_floor(dtype: DTypeLike) -> float:
     """The smallest bound the projections meet in ``dtype`` (float32: 1e-8, float64: 1e-12)."""
     return BOUND_FLOOR[str(jnp.dtype(dtype))]
 
 
-def check_bound_floor(name: str, eps, dtype, what: str) -> None:
+def check_bound_floor(name: str, eps: Any, dtype: DTypeLike, what: str) -> None:
     """Raises ``ValueError`` if a concrete positive bound is below :func:`bound_floor` of ``dtype``."""
     if isinstance(eps, jax.core.Tracer):
         return
@@ -69,7 +72,7 @@ def check_bound_floor(name: str, eps, dtype, what: str) -> None:
         )
 
 
-def check_positive_scale(scale, cov_type: str, name: str) -> None:
+def check_positive_scale(scale: Any, cov_type: CovType, name: str) -> None:
     """Raises ``ValueError`` if a concrete ``scale`` has a std (diagonal) or a
     diagonal entry of its factor (full, sqrt) that is <= 0. NaN passes (NaN
     in, NaN out); traced scales cannot be checked."""
@@ -83,7 +86,9 @@ def check_positive_scale(scale, cov_type: str, name: str) -> None:
         raise ValueError(f"{name} has a {what} <= 0 (smallest {float(np.min(diag[bad])):.3g}); scales must be positive")
 
 
-def resolve_cov_type(cov_type, is_matrix: bool, allowed: tuple, matrix_default, what: str) -> str:
+def resolve_cov_type(
+    cov_type: str | None, is_matrix: bool, allowed: tuple[str, ...], matrix_default: CovType | None, what: str
+) -> CovType:
     """The scale parameterisation of a function's input.
 
     Args:
@@ -103,7 +108,7 @@ def resolve_cov_type(cov_type, is_matrix: bool, allowed: tuple, matrix_default, 
                 "(lower Cholesky factor, Sigma = L L^T) or cov_type='sqrt' (symmetric square root, Sigma = S S)"
             )
         return matrix_default
-    D.check_cov_type(cov_type)
+    cov_type = D.check_cov_type(cov_type)
     if cov_type not in allowed:
         raise ValueError(f"{what} does not take cov_type={cov_type!r}; it takes one of {allowed}")
     if (cov_type != "diag") != is_matrix:
@@ -112,7 +117,7 @@ def resolve_cov_type(cov_type, is_matrix: bool, allowed: tuple, matrix_default, 
     return cov_type
 
 
-def check_gaussian(mean, scale, name: str = "") -> bool:
+def check_gaussian(mean: Any, scale: Any, name: str = "") -> bool:
     """Validates the shapes and dtypes of one batch of Gaussians.
 
     mean: ``[..., k]``; scale: ``[..., k]`` (diag std) or ``[..., k, k]``.
@@ -144,18 +149,36 @@ def check_gaussian(mean, scale, name: str = "") -> bool:
     )
 
 
-def check_old(old_mean, old_scale, cov_type, allowed: tuple, matrix_default, what: str) -> Layout:
+def check_old(
+    old_mean: Any,
+    old_scale: Any,
+    cov_type: str | None,
+    allowed: tuple[str, ...],
+    matrix_default: CovType | None,
+    what: str,
+) -> Layout:
     """Validates one (old) Gaussian and resolves its ``cov_type``; checks concrete values."""
     is_matrix = check_gaussian(old_mean, old_scale, "old")
     if jnp.result_type(old_scale) != jnp.result_type(old_mean):
-        raise ValueError(f"old_scale dtype {jnp.result_type(old_scale)} differs from old_mean {jnp.result_type(old_mean)}")
+        raise ValueError(
+            f"old_scale dtype {jnp.result_type(old_scale)} differs from old_mean {jnp.result_type(old_mean)}"
+        )
     cov_type = resolve_cov_type(cov_type, is_matrix, allowed, matrix_default, what)
     D.check_scale(old_scale, cov_type, "old_scale")
     check_positive_scale(old_scale, cov_type, "old_scale")
     return Layout(cov_type, tuple(jnp.shape(old_mean)[:-1]))
 
 
-def check_pair(mean, scale, old_mean, old_scale, cov_type, allowed: tuple, matrix_default, what: str) -> Layout:
+def check_pair(
+    mean: Any,
+    scale: Any,
+    old_mean: Any,
+    old_scale: Any,
+    cov_type: str | None,
+    allowed: tuple[str, ...],
+    matrix_default: CovType | None,
+    what: str,
+) -> Layout:
     """Validates new and old Gaussians, that they match in shape and dtype, and
     resolves their ``cov_type`` (see :func:`resolve_cov_type`).
 
@@ -181,7 +204,7 @@ def check_pair(mean, scale, old_mean, old_scale, cov_type, allowed: tuple, matri
     return Layout(cov_type, tuple(jnp.shape(mean)[:-1]))
 
 
-def check_bound(name: str, eps, batch_shape: tuple):
+def check_bound(name: str, eps: Any, batch_shape: tuple[int, ...]) -> None:
     """Validates a bound: a scalar or one value per state (``batch_shape``).
 
     Raises ``ValueError`` for non-float/int dtypes, wrong shapes, and, when the
@@ -200,7 +223,8 @@ def check_bound(name: str, eps, batch_shape: tuple):
     shape = jnp.shape(eps)
     if shape not in ((), tuple(batch_shape)):
         raise ValueError(
-            f"{name} must be a scalar or have the batch shape {tuple(batch_shape)} (one bound per state), got shape {shape}"
+            f"{name} must be a scalar or have the batch shape {tuple(batch_shape)} (one bound per state), "
+            f"got shape {shape}"
         )
     if not isinstance(eps, jax.core.Tracer):
         value = np.asarray(eps, dtype=np.float64)
@@ -209,12 +233,12 @@ def check_bound(name: str, eps, batch_shape: tuple):
             raise ValueError(f"{name} must be positive and finite, got {value if value.ndim == 0 else value[~ok][:5]}")
 
 
-def as_bound(eps, batch_shape: tuple, dtype) -> jax.Array:
+def as_bound(eps: ArrayLike, batch_shape: tuple[int, ...], dtype: DTypeLike) -> jax.Array:
     """Broadcasts a validated bound to ``batch_shape`` in ``dtype``."""
     return jnp.broadcast_to(jnp.asarray(eps, dtype=dtype), batch_shape)
 
 
-def batched(fn: Callable, batch_shape: tuple, *args):
+def batched(fn: Callable[..., Any], batch_shape: tuple[int, ...], *args: ArrayLike) -> Any:
     """Applies a per-state ``fn`` over any number of leading batch dims.
 
     Every array in ``args`` must start with ``batch_shape``; outputs are
@@ -225,26 +249,37 @@ def batched(fn: Callable, batch_shape: tuple, *args):
     return batched_flat(jax.vmap(fn), batch_shape, *args)
 
 
-def batched_flat(fn: Callable, batch_shape: tuple, *args):
+def batched_flat(fn: Callable[..., Any], batch_shape: tuple[int, ...], *args: ArrayLike) -> Any:
     """Applies ``fn`` to ``args`` with their batch dims flattened to one of
     ``n`` states (a scalar state counts as ``n = 1``); outputs are reshaped back
     to ``batch_shape + per-state shape``. Unlike :func:`batched`, ``fn`` maps
     whole ``[n, ...]`` batches.
     """
     n = int(np.prod(batch_shape))
-    flat = [jnp.reshape(a, (n,) + jnp.shape(a)[len(batch_shape):]) for a in args]
+    flat = [jnp.reshape(a, (n,) + jnp.shape(a)[len(batch_shape) :]) for a in args]
     out = fn(*flat)
     return jax.tree_util.tree_map(lambda o: jnp.reshape(o, tuple(batch_shape) + o.shape[1:]), out)
 
 
-def check_flag(name: str, value) -> bool:
+def check_flag(name: str, value: object) -> bool:
     """Validates a static boolean option (e.g. ``scale_prec``); returns it as bool."""
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be a Python bool (a static option), got {type(value).__name__} {value!r}")
     return bool(value)
 
 
-def check_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, cov_type, allowed, matrix_default, what):
+def check_projection(
+    mean: Any,
+    scale: Any,
+    old_mean: Any,
+    old_scale: Any,
+    eps_mean: Any,
+    eps_cov: Any,
+    cov_type: str | None,
+    allowed: tuple[str, ...],
+    matrix_default: CovType | None,
+    what: str,
+) -> tuple[Layout, jax.Array, jax.Array]:
     """Validates the arguments of a mean + covariance projection.
 
     Returns ``(layout, eps_mean, eps_cov)`` with both bounds broadcast to
@@ -262,8 +297,20 @@ def check_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, cov_ty
     )
 
 
-def run_projection(state_fn: Callable, mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_type,
-                   allowed: tuple, what: str, **static):
+def run_projection(
+    state_fn: Callable[..., tuple[jax.Array, jax.Array]],
+    mean: Any,
+    scale: Any,
+    old_mean: Any,
+    old_scale: Any,
+    eps_mean: Any,
+    eps_cov: Any,
+    *,
+    cov_type: str | None,
+    allowed: tuple[str, ...],
+    what: str,
+    **static: bool,
+) -> tuple[jax.Array, jax.Array]:
     """Validates a projection's arguments and maps ``state_fn`` over the batch.
 
     ``state_fn(mean [k], scale [k] or [k, k], old_mean, old_scale, eps_mean [],
@@ -272,7 +319,7 @@ def run_projection(state_fn: Callable, mean, scale, old_mean, old_scale, eps_mea
     holds boolean flags (checked with :func:`check_flag`).
     """
     layout, eps_m, eps_c = check_projection(
-        mean, scale, old_mean, old_scale, eps_mean, eps_cov, cov_type, allowed, allowed[-1], what
+        mean, scale, old_mean, old_scale, eps_mean, eps_cov, cov_type, allowed, D.check_cov_type(allowed[-1]), what
     )
     flags = {name: check_flag(name, value) for name, value in static.items()}
     fn = functools.partial(state_fn, cov_type=layout.cov_type, **flags)

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
+from typing import Any, Literal, cast
+
+import jax
+from jax.typing import ArrayLike
 
 NAMES = ("kl", "w2", "frob")
+ProjectionName = Literal["kl", "w2", "frob", "wasserstein", "frobenius"]
+"""A projection's name: one of :data:`NAMES` or an alias (any letter case is accepted at run time)."""
 _ALIASES = {"wasserstein": "w2", "frobenius": "frob"}
 # name -> (module, projection function, parts function)
 _TABLE = {
@@ -19,34 +26,34 @@ _TABLE = {
 }
 
 
-def canonical_name(name: str) -> str:
+def canonical_name(name: str) -> Literal["kl", "w2", "frob"]:
     """Returns the canonical projection name or raises ``ValueError``."""
     if not isinstance(name, str):
         raise ValueError(f"projection name must be a string, got {type(name).__name__} {name!r}")
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _TABLE:
         raise ValueError(f"unknown projection {name!r}; expected one of {NAMES} (aliases: {sorted(_ALIASES)})")
-    return key
+    return cast(Literal["kl", "w2", "frob"], key)
 
 
-def _lookup(name: str, which: int):
+def _lookup(name: str, which: int) -> Callable[..., Any]:
     module, *fns = _TABLE[canonical_name(name)]
     return getattr(importlib.import_module(module), fns[which])
 
 
-def get_projection(name: str):
+def get_projection(name: str) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """The projection function for ``name``; signature
     ``(mean, scale, old_mean, old_scale, eps_mean, eps_cov, **options)``."""
     return _lookup(name, 0)
 
 
-def get_parts(name: str):
+def get_parts(name: str) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """The distance-parts function for ``name``; signature
     ``(mean, scale, old_mean, old_scale, **options)`` -> ``(mean_part, cov_part)``."""
     return _lookup(name, 1)
 
 
-def _check_options(fn, name: str, given: dict, positional: int) -> None:
+def _check_options(fn: Callable[..., Any], name: str, given: dict[str, Any], positional: int) -> None:
     params = list(inspect.signature(fn).parameters.values())
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return
@@ -58,7 +65,16 @@ def _check_options(fn, name: str, given: dict, positional: int) -> None:
         )
 
 
-def project(name: str, mean, scale, old_mean, old_scale, eps_mean, eps_cov, **options):
+def project(
+    name: ProjectionName,
+    mean: ArrayLike,
+    scale: ArrayLike,
+    old_mean: ArrayLike,
+    old_scale: ArrayLike,
+    eps_mean: ArrayLike,
+    eps_cov: ArrayLike,
+    **options: Any,
+) -> tuple[jax.Array, jax.Array]:
     """Trust-region projection chosen by name.
 
     Args:
@@ -79,7 +95,9 @@ def project(name: str, mean, scale, old_mean, old_scale, eps_mean, eps_cov, **op
     return fn(mean, scale, old_mean, old_scale, eps_mean, eps_cov, **options)
 
 
-def parts(name: str, mean, scale, old_mean, old_scale, **options):
+def parts(
+    name: ProjectionName, mean: ArrayLike, scale: ArrayLike, old_mean: ArrayLike, old_scale: ArrayLike, **options: Any
+) -> tuple[jax.Array, jax.Array]:
     """The ``(mean_part, cov_part)`` distances, each ``[...]``, that projection
     ``name`` bounds. Arguments as in :func:`project`."""
     fn = get_parts(name)

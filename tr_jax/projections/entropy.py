@@ -20,15 +20,17 @@ from __future__ import annotations
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from tr_jax import distributions as D
 from tr_jax import linalg as LA
+from tr_jax.distributions import CovType
 from tr_jax.projections import _checks
 
 
-
-def _log_det_factor(scale, cov_type: str):
+def _log_det_factor(scale: jax.Array, cov_type: CovType) -> jax.Array:
     """log|det A| for one state's scale factor (so log det Sigma = 2 * this)."""
     if cov_type == "diag":
         return jnp.sum(jnp.log(jnp.abs(scale)))
@@ -38,7 +40,7 @@ def _log_det_factor(scale, cov_type: str):
     return 0.5 * LA.spd_logdet(scale @ scale.T)
 
 
-def _entropy_state(scale, beta, *, cov_type: str, equality: bool):
+def _entropy_state(scale: jax.Array, beta: jax.Array, *, cov_type: CovType, equality: bool) -> jax.Array:
     k = scale.shape[-1]
     entropy = 0.5 * k * (1.0 + math.log(2.0 * math.pi)) + _log_det_factor(scale, cov_type)
     gap = beta - entropy
@@ -50,14 +52,14 @@ def _entropy_state(scale, beta, *, cov_type: str, equality: bool):
     return jnp.where(active, scale * factor, scale)
 
 
-def _layout(scale, cov_type):
+def _layout(scale: ArrayLike, cov_type: str | None) -> tuple[CovType, tuple[int, ...]]:
     _checks._check_float("scale", scale)
     shape = jnp.shape(scale)
     given = cov_type is not None
-    if not given:
+    if cov_type is None:
         # Some matrix factor A: the "sqrt" formula log|det A| = 0.5 log det(A A^T) holds for all of them.
         cov_type = "sqrt" if len(shape) >= 2 and shape[-1] == shape[-2] else "diag"
-    D.check_cov_type(cov_type)
+    cov_type = D.check_cov_type(cov_type)
     if cov_type == "diag":
         if len(shape) < 1 or shape[-1] < 1:
             raise ValueError(f"a diagonal scale must have shape [..., k] with k >= 1, got {shape}")
@@ -69,7 +71,9 @@ def _layout(scale, cov_type):
     return cov_type, tuple(shape[:-2])
 
 
-def entropy_projection(scale, beta, equality=False, *, cov_type=None):
+def entropy_projection(
+    scale: ArrayLike, beta: ArrayLike, equality: bool = False, *, cov_type: CovType | None = None
+) -> jax.Array:
     """Projects the scale so that the entropy is >= beta (or == beta).
 
     Args:

@@ -21,16 +21,21 @@ NaN inputs: NaN is propagated to the outputs of the affected states (under
 
 from __future__ import annotations
 
+from typing import Literal
+
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from tr_jax import linalg as LA
+from tr_jax.distributions import CovType
 from tr_jax.projections import _checks
 from tr_jax.projections.mean import _distance, metric_name, project_mean_part, shrink_weight
 
 _COV_TYPES = ("diag", "full")  # the last one is the default for matrix scales
 
 
-def _cov_diff(scale, old_scale, diag: bool):
+def _cov_diff(scale: jax.Array, old_scale: jax.Array, diag: bool) -> jax.Array:
     """Sigma~ - Sigma_o: ``[..., k]`` (diagonal entries) or ``[..., k, k]``.
 
     Matrix scales are Cholesky factors: only their lower triangles are read.
@@ -41,12 +46,22 @@ def _cov_diff(scale, old_scale, diag: bool):
     return scale @ jnp.swapaxes(scale, -1, -2) - old_scale @ jnp.swapaxes(old_scale, -1, -2)
 
 
-def _cov_distance(diff, diag: bool):
+def _cov_distance(diff: jax.Array, diag: bool) -> jax.Array:
     axes = -1 if diag else (-2, -1)
     return jnp.sum(diff**2, axis=axes)
 
 
-def _frobenius_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_type: str, scale_prec: bool):
+def _frobenius_state(
+    mean: jax.Array,
+    scale: jax.Array,
+    old_mean: jax.Array,
+    old_scale: jax.Array,
+    eps_mean: jax.Array,
+    eps_cov: jax.Array,
+    *,
+    cov_type: CovType,
+    scale_prec: bool,
+) -> tuple[jax.Array, jax.Array]:
     """One state: mean ``[k]``, scale ``[k]`` or ``[k, k]`` (Cholesky), scalar bounds."""
     diag = cov_type == "diag"
     new_mean = project_mean_part(mean, old_mean, old_scale, eps_mean, metric_name(scale_prec), cov_type)
@@ -63,7 +78,17 @@ def _frobenius_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov
     return new_mean, jnp.where(active, projected, scale)
 
 
-def frobenius_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, scale_prec=True, *, cov_type=None):
+def frobenius_projection(
+    mean: ArrayLike,
+    scale: ArrayLike,
+    old_mean: ArrayLike,
+    old_scale: ArrayLike,
+    eps_mean: ArrayLike,
+    eps_cov: ArrayLike,
+    scale_prec: bool = True,
+    *,
+    cov_type: Literal["diag", "full"] | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """Frobenius trust-region projection of N(mean, scale) around the old Gaussian.
 
     Args:
@@ -89,12 +114,29 @@ def frobenius_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, sc
         that states inside both bounds pass through unchanged.
     """
     return _checks.run_projection(
-        _frobenius_state, mean, scale, old_mean, old_scale, eps_mean, eps_cov,
-        cov_type=cov_type, allowed=_COV_TYPES, what="frobenius_projection", scale_prec=scale_prec,
+        _frobenius_state,
+        mean,
+        scale,
+        old_mean,
+        old_scale,
+        eps_mean,
+        eps_cov,
+        cov_type=cov_type,
+        allowed=_COV_TYPES,
+        what="frobenius_projection",
+        scale_prec=scale_prec,
     )
 
 
-def frobenius_parts(mean, scale, old_mean, old_scale, scale_prec=True, *, cov_type=None):
+def frobenius_parts(
+    mean: ArrayLike,
+    scale: ArrayLike,
+    old_mean: ArrayLike,
+    old_scale: ArrayLike,
+    scale_prec: bool = True,
+    *,
+    cov_type: Literal["diag", "full"] | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """The two distances the Frobenius projection bounds, each ``[...]``.
 
     mean part: (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) (``scale_prec``) or
@@ -106,6 +148,7 @@ def frobenius_parts(mean, scale, old_mean, old_scale, scale_prec=True, *, cov_ty
     layout = _checks.check_pair(mean, scale, old_mean, old_scale, cov_type, _COV_TYPES, "full", "frobenius_parts")
     scale_prec = _checks.check_flag("scale_prec", scale_prec)
     diag = layout.cov_type == "diag"
+    mean, scale, old_mean, old_scale = (jnp.asarray(x) for x in (mean, scale, old_mean, old_scale))
     mean_part = _distance(mean, old_mean, old_scale, metric_name(scale_prec), layout.cov_type)
     cov_part = _cov_distance(_cov_diff(scale, old_scale, diag), diag)
     return mean_part, cov_part

@@ -90,12 +90,16 @@ never hangs, under ``jit`` or not.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from tr_jax import distributions as D
 from tr_jax import linalg as LA
+from tr_jax.distributions import CovType
 from tr_jax.projections import _checks
 from tr_jax.projections.mean import project_mean_part
 
@@ -124,7 +128,7 @@ _COV_TYPES = ("diag", "full")  # the last one is the default for matrix scales
 # ---------------------------------------------------------------------------
 
 
-def _sum_log(p):
+def _sum_log(p: jax.Array) -> jax.Array:
     """sum(log p) over the last axis of a positive ``[k]`` vector.
 
     float64: logs of products of chunks of ``_LOG_CHUNK`` (one log per chunk
@@ -140,7 +144,7 @@ def _sum_log(p):
     return jnp.sum(jnp.log(jnp.prod(padded.reshape(n, _LOG_CHUNK), axis=-1)))
 
 
-def _precision(s, d, lam):
+def _precision(s: jax.Array, d: jax.Array, lam: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(y, p)``: y = s d and p = (1 - s) + s lam = 1 + y, the whitened
     projected precisions of eigenvalues ``lam`` (``d = lam - 1``).
 
@@ -154,7 +158,7 @@ def _precision(s, d, lam):
     return s * d, (1.0 - s) + s * lam
 
 
-def _g_terms(s, d):
+def _g_terms(s: jax.Array, d: jax.Array) -> tuple[jax.Array, jax.Array]:
     """g(s) and s g'(s) of the Newton iterations for p = 1 + y, y = s d (``d`` ``[k]``).
 
     s g'(s) = 0.5 sum((y / p)^2), finite where d^2 would overflow. p = 1 + y
@@ -174,7 +178,7 @@ def _g_terms(s, d):
     return 0.5 * (_sum_log(p) - jnp.sum(yq)), slope
 
 
-def _g_direct(s, d, lam):
+def _g_direct(s: jax.Array, d: jax.Array, lam: jax.Array) -> jax.Array:
     """g(s) for whitened precisions p = 1 + y, y = s d (``d``, ``lam`` : ``[k]``),
     without rounding p = 1 + y: 0.5 sum(log1p(y) - y / p), p from
     :func:`_precision`; for ``s < 1`` (g(1) is :func:`_g_one`).
@@ -192,7 +196,7 @@ def _g_direct(s, d, lam):
     return 0.5 * jnp.sum(jnp.log1p(y) - y / p)
 
 
-def _g_one(d, lam):
+def _g_one(d: jax.Array, lam: jax.Array) -> jax.Array:
     """g(1) = KL_Sigma(target || old) = 0.5 sum(log lam - d / lam) for ``d``,
     ``lam`` ``[k]``: p = lam is exact there, so log lam is accurate to ulps of
     |log lam| (about |d| near lam = 1), and no log1p(d) meets d = -1 when
@@ -201,7 +205,7 @@ def _g_one(d, lam):
     return 0.5 * jnp.sum(jnp.log(lam) - d / lam)
 
 
-def _g_tridiagonal(s, c, b):
+def _g_tridiagonal(s: jax.Array, c: jax.Array, b: jax.Array) -> jax.Array:
     """g(s) for P = I + s T, T symmetric tridiagonal, from the LDL^T pivots of P.
 
     ``c`` ``[k]`` diagonal and ``b`` ``[k-1]`` off-diagonal of T (T is the
@@ -221,7 +225,9 @@ def _g_tridiagonal(s, c, b):
     """
     floor = jnp.finfo(c.dtype).eps - 1.0
 
-    def step(carry, cb):
+    def step(
+        carry: tuple[jax.Array, jax.Array, jax.Array], cb: tuple[jax.Array, jax.Array]
+    ) -> tuple[tuple[jax.Array, jax.Array, jax.Array], None]:
         u, rho, total = carry
         c_j, b_prev = cb
         sb = s * b_prev
@@ -236,7 +242,7 @@ def _g_tridiagonal(s, c, b):
     return 0.5 * total
 
 
-def _norm(x):
+def _norm(x: jax.Array) -> jax.Array:
     """Euclidean norm of ``x`` ``[m]`` without overflow of the squares."""
     big = jnp.max(jnp.abs(x))
     scale = jnp.where(big > 0, big, 1.0)
@@ -244,7 +250,13 @@ def _norm(x):
     return scale * jnp.sqrt(jnp.sum(scaled * scaled))
 
 
-def _solve_s(g_fast, g_last, norm_d, kl_target, eps):
+def _solve_s(
+    g_fast: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    g_last: Callable[[jax.Array], tuple[jax.Array, jax.Array | None]],
+    norm_d: jax.Array,
+    kl_target: jax.Array,
+    eps: jax.Array,
+) -> jax.Array:
     """Solves g(s) = eps for s = 1/(1+eta) in (0, 1]; per state.
 
     Args:
@@ -270,7 +282,7 @@ def _solve_s(g_fast, g_last, norm_d, kl_target, eps):
     t0 = 2.0 * jnp.sqrt(eps) / jnp.where(norm_d > 0, norm_d, 1.0)
     s0 = jnp.clip(t0 / (1.0 + t0), jnp.finfo(dtype).tiny, 1.0)
 
-    def newton(carry):
+    def newton(carry: tuple[Any, ...]) -> tuple[Any, ...]:
         i, s, lo, hi, g_lo, g_hi, _, _ = carry
         g, sgp = g_fast(s)
         above = g > eps
@@ -303,7 +315,7 @@ def _solve_s(g_fast, g_last, norm_d, kl_target, eps):
         done = ok & (jnp.abs(step) <= tol) & (jnp.abs(log_ratio) <= 2.0 * tol)
         return i + 1, jnp.where(ok, clipped, fallback), lo, hi, g_lo, g_hi, sgp, done
 
-    def running(carry):
+    def running(carry: tuple[Any, ...]) -> jax.Array:
         return (carry[0] < _NEWTON_ITERS) & jnp.logical_not(carry[-1])
 
     # At most _NEWTON_ITERS iterations; under vmap the loop runs until every
@@ -328,7 +340,7 @@ def _solve_s(g_fast, g_last, norm_d, kl_target, eps):
     return jnp.where((eps == 0) & solve, 0.0, s)
 
 
-def _root_s(lam, eps):
+def _root_s(lam: jax.Array, eps: jax.Array) -> jax.Array:
     """s for whitened-target eigenvalues ``lam`` ``[k]`` (diagonal states: s_o^2 / s~^2).
 
     The Newton iterations use :func:`_g_terms`; the last step the accurate
@@ -338,7 +350,7 @@ def _root_s(lam, eps):
     return _solve_s(lambda s: _g_terms(s, d), lambda s: (_g_direct(s, d, lam), None), _norm(d), _g_one(d, lam), eps)
 
 
-def _root_s_full(w, eps):
+def _root_s_full(w: jax.Array, eps: jax.Array) -> jax.Array:
     """s for a whitened target precision ``w`` ``[k, k]``, without eigenvalues.
 
     Householder-reduces D = W - I to tridiagonal T (same eigenvalues), then
@@ -348,7 +360,7 @@ def _root_s_full(w, eps):
     k = w.shape[-1]
     c, b = LA.tridiagonalize(w - jnp.eye(k, dtype=w.dtype))
 
-    def g_and_slope(s):
+    def g_and_slope(s: jax.Array) -> tuple[jax.Array, jax.Array]:
         return jax.jvp(lambda s: _g_tridiagonal(s, c, b), (s,), (s,))  # (g, s g'(s))
 
     kl_target = _g_tridiagonal(jnp.ones((), w.dtype), c, b)
@@ -361,7 +373,7 @@ def _root_s_full(w, eps):
 # ---------------------------------------------------------------------------
 
 
-def _upper_inverse_factor(p):
+def _upper_inverse_factor(p: jax.Array) -> jax.Array:
     """``y = U^-1`` ``[k, k]`` (upper triangular) for SPD ``p = U U^T``, U upper.
 
     U is the Cholesky factor of the flipped matrix, flipped back, so that
@@ -370,7 +382,7 @@ def _upper_inverse_factor(p):
     return LA.tril_inverse(LA.cholesky(p[::-1, ::-1]))[::-1, ::-1]
 
 
-def _factor_vjp(w, s, y, ct_y):
+def _factor_vjp(w: jax.Array, s: jax.Array, y: jax.Array, ct_y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """VJP of ``y = U^-1`` (P(s) = (1 - s) I + s W = U U^T, s the root of g(s; W)
     = eps) with respect to ``w`` ``[k, k]`` and ``eps`` ``[]``, given ``ct_y``;
     closed form, matrix products only.
@@ -405,7 +417,7 @@ def _factor_vjp(w, s, y, ct_y):
 # ---------------------------------------------------------------------------
 
 
-def _map_states(fn, *args, block=None):
+def _map_states(fn: Callable[..., Any], *args: jax.Array, block: int | None = None) -> Any:
     """``vmap(fn)`` over the leading (state) axis of ``args``.
 
     On CPU in blocks of ``block`` states (default ``_BLOCK``; ``lax.map``): a
@@ -415,10 +427,10 @@ def _map_states(fn, *args, block=None):
     """
     block = _BLOCK if block is None else block
 
-    def blocked(*a):
+    def blocked(*a: jax.Array) -> Any:
         return jax.lax.map(lambda x: fn(*x), a, batch_size=block)
 
-    def whole(*a):
+    def whole(*a: jax.Array) -> Any:
         return jax.vmap(fn)(*a)
 
     if args[0].shape[0] <= block:
@@ -426,12 +438,14 @@ def _map_states(fn, *args, block=None):
     return jax.lax.platform_dependent(*args, cpu=blocked, default=whole)
 
 
-def _root_s_diag(std, old_std, eps):
+def _root_s_diag(std: jax.Array, old_std: jax.Array, eps: jax.Array) -> jax.Array:
     """``[]`` s of one diagonal state (``std``, ``old_std`` ``[k]``, ``eps`` ``[]``)."""
     return _root_s((old_std / std) ** 2, eps)
 
 
-def _cov_diag_parts(std, old_std, s):
+def _cov_diag_parts(
+    std: jax.Array, old_std: jax.Array, s: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """lam = s_o^2 / s~^2, d = lam - 1, p = 1 + s d and the projected std
     s_o / sqrt(p) of active states; ``s`` ``[]`` or ``[n, 1]`` broadcasts
     against ``[k]`` or ``[n, k]``."""
@@ -442,14 +456,14 @@ def _cov_diag_parts(std, old_std, s):
     return lam, d, p, jnp.sqrt(old_std * old_std / p)
 
 
-def _cov_diag_sums(std, old_std, ct, s):
+def _cov_diag_sums(std: jax.Array, old_std: jax.Array, ct: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per-state sums of the backward pass: ``(sum(ct proj d / p), sum(d^2 / p^2))``."""
     _, d, p, proj = _cov_diag_parts(std, old_std, s)
     return jnp.sum(ct * proj * d / p), jnp.sum((d / p) ** 2)
 
 
 @jax.custom_vjp
-def _cov_diag(std, old_std, eps):
+def _cov_diag(std: jax.Array, old_std: jax.Array, eps: jax.Array) -> jax.Array:
     """``[n, k]`` projected stds of ``n`` diagonal states (``std``, ``old_std``
     ``[n, k]``, ``eps`` ``[n]``).
 
@@ -461,14 +475,14 @@ def _cov_diag(std, old_std, eps):
     return _cov_diag_fwd(std, old_std, eps)[0]
 
 
-def _cov_diag_fwd(std, old_std, eps):
+def _cov_diag_fwd(std: jax.Array, old_std: jax.Array, eps: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     s = _map_states(_root_s_diag, std, old_std, eps)[:, None]
     active = jnp.logical_not(s >= 1.0)  # s == 1 exactly when inactive; NaN -> NaN out
     proj = _cov_diag_parts(std, old_std, jnp.where(active, s, 1.0))[-1]
     return jnp.where(active, proj, std), (std, old_std, eps, s)
 
 
-def _cov_diag_bwd(res, ct):
+def _cov_diag_bwd(res: tuple[jax.Array, ...], ct: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Chain rule through proj = s_o p^(-1/2), p = 1 + s d, and the implicit s:
 
     ds/dlam = -s a / B, ds/deps = 2 / (s B), a = d / p^2, B = sum(d a);
@@ -492,7 +506,7 @@ def _cov_diag_bwd(res, ct):
 _cov_diag.defvjp(_cov_diag_fwd, _cov_diag_bwd)
 
 
-def _whitened(chol, old_chol):
+def _whitened(chol: jax.Array, old_chol: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(L_o, M, W)`` of one full state: L_o = tril(old_chol), M = L~^-1 L_o and
     the whitened target precision W = M^T M = L_o^T Lambda~ L_o, all ``[k, k]``."""
     old_chol = jnp.tril(old_chol)  # (solve_lower reads only the lower triangle of its matrix argument)
@@ -500,7 +514,7 @@ def _whitened(chol, old_chol):
     return old_chol, m, m.T @ m
 
 
-def _cov_full_state(chol, old_chol, eps):
+def _cov_full_state(chol: jax.Array, old_chol: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One full state: ``(projected factor [k, k], s [], y [k, k])``."""
     old_chol, _, w = _whitened(chol, old_chol)
     s = _root_s_full(w, eps)
@@ -510,7 +524,9 @@ def _cov_full_state(chol, old_chol, eps):
     return jnp.where(active, jnp.tril(old_chol @ y.T), chol), s, y
 
 
-def _cov_full_state_vjp(chol, old_chol, eps, s, y, ct):
+def _cov_full_state_vjp(
+    chol: jax.Array, old_chol: jax.Array, eps: jax.Array, s: jax.Array, y: jax.Array, ct: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """VJP of one full state w.r.t. ``(chol, old_chol, eps)``, recomputing L_o,
     M and W: with C = tril(ct), Y_bar = C^T L_o, (W_bar, eps_bar) from
     :func:`_factor_vjp`, M_bar = M (W_bar + W_bar^T), G = L~^-T M_bar:
@@ -520,12 +536,15 @@ def _cov_full_state_vjp(chol, old_chol, eps, s, y, ct):
     c = jnp.tril(ct)
     ct_w, ct_eps = _factor_vjp(w, s, y, c.T @ old_chol)
     g = LA.solve_lower(chol, m @ (ct_w + ct_w.T), transpose=True)
-    return (jnp.where(active, -jnp.tril(g @ m.T), ct), jnp.where(active, jnp.tril(c @ y + g), 0.0),
-            jnp.where(active, ct_eps, 0.0))
+    return (
+        jnp.where(active, -jnp.tril(g @ m.T), ct),
+        jnp.where(active, jnp.tril(c @ y + g), 0.0),
+        jnp.where(active, ct_eps, 0.0),
+    )
 
 
 @jax.custom_vjp
-def _cov_full(chol, old_chol, eps):
+def _cov_full(chol: jax.Array, old_chol: jax.Array, eps: jax.Array) -> jax.Array:
     """``[n, k, k]`` projected lower Cholesky factors of ``n`` full states
     (``chol``, ``old_chol`` ``[n, k, k]``, ``eps`` ``[n]``).
 
@@ -537,7 +556,7 @@ def _cov_full(chol, old_chol, eps):
     return _cov_full_fwd(chol, old_chol, eps)[0]
 
 
-def _block_full(k):
+def _block_full(k: int) -> int:
     """States per CPU block for full ``[k, k]`` states: the power of two nearest
     below 16384 / k^2 (at least 16), so batches of power-of-two sizes split
     without a remainder block."""
@@ -545,12 +564,12 @@ def _block_full(k):
     return 1 << (n.bit_length() - 1)
 
 
-def _cov_full_fwd(chol, old_chol, eps):
+def _cov_full_fwd(chol: jax.Array, old_chol: jax.Array, eps: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     proj, s, y = _map_states(_cov_full_state, chol, old_chol, eps, block=_block_full(chol.shape[-1]))
     return proj, (chol, old_chol, eps, s, y)
 
 
-def _cov_full_bwd(res, ct):
+def _cov_full_bwd(res: tuple[jax.Array, ...], ct: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     k = ct.shape[-1]
     ct_chol, ct_old, ct_eps = _map_states(_cov_full_state_vjp, *res, ct, block=_block_full(k))
     return ct_chol, ct_old, ct_eps.astype(res[2].dtype)
@@ -560,7 +579,15 @@ _cov_full.defvjp(_cov_full_fwd, _cov_full_bwd)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _kl_batched(layout, mean, scale, old_mean, old_scale, eps_mean, eps_cov):
+def _kl_batched(
+    layout: _checks.Layout,
+    mean: jax.Array,
+    scale: jax.Array,
+    old_mean: jax.Array,
+    old_scale: jax.Array,
+    eps_mean: jax.Array,
+    eps_cov: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
     """Validated inputs -> projection; jitted so eager calls compile once per shape.
 
     The mean part per state, the covariance part on the whole batch
@@ -568,19 +595,37 @@ def _kl_batched(layout, mean, scale, old_mean, old_scale, eps_mean, eps_cov):
     """
     cov = _cov_diag if layout.cov_type == "diag" else _cov_full
 
-    def states(mean, scale, old_mean, old_scale, eps_mean, eps_cov):
+    def states(
+        mean: jax.Array,
+        scale: jax.Array,
+        old_mean: jax.Array,
+        old_scale: jax.Array,
+        eps_mean: jax.Array,
+        eps_cov: jax.Array,
+    ) -> tuple[jax.Array, jax.Array]:
         mu = jax.vmap(functools.partial(_kl_mean, cov_type=layout.cov_type))(mean, old_mean, old_scale, eps_mean)
         return mu, cov(scale, old_scale, eps_cov)
 
     return _checks.batched_flat(states, layout.batch_shape, mean, scale, old_mean, old_scale, eps_mean, eps_cov)
 
 
-def _kl_mean(mean, old_mean, old_scale, eps_mean, cov_type):
+def _kl_mean(
+    mean: jax.Array, old_mean: jax.Array, old_scale: jax.Array, eps_mean: jax.Array, cov_type: CovType
+) -> jax.Array:
     """Mean part of one state: 0.5 (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) <= eps_mean."""
     return project_mean_part(mean, old_mean, old_scale, eps_mean, "mahalanobis", cov_type, factor=0.5)
 
 
-def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_type=None):
+def kl_projection(
+    mean: ArrayLike,
+    scale: ArrayLike,
+    old_mean: ArrayLike,
+    old_scale: ArrayLike,
+    eps_mean: ArrayLike,
+    eps_cov: ArrayLike,
+    *,
+    cov_type: Literal["diag", "full"] | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """KL trust-region projection of a batch of Gaussians.
 
     Args:
@@ -620,11 +665,20 @@ def kl_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_ty
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _kl_parts_batched(cov_type, mean, scale, old_mean, old_scale):
+def _kl_parts_batched(
+    cov_type: CovType, mean: jax.Array, scale: jax.Array, old_mean: jax.Array, old_scale: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     return D.kl_decomposed(mean, scale, old_mean, old_scale, cov_type)
 
 
-def kl_parts(mean, scale, old_mean, old_scale, *, cov_type=None):
+def kl_parts(
+    mean: ArrayLike,
+    scale: ArrayLike,
+    old_mean: ArrayLike,
+    old_scale: ArrayLike,
+    *,
+    cov_type: Literal["diag", "full"] | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """The two quantities :func:`kl_projection` bounds, each ``[...]``.
 
     Args:

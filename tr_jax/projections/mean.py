@@ -12,17 +12,26 @@ no NaN leaks into gradients.
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from tr_jax import distributions as D
+from tr_jax.distributions import CovType
 from tr_jax.projections import _checks
 
 METRICS = ("mahalanobis", "euclidean")
 
 
-def mean_distance(mean, old_mean, old_scale, metric: str = "mahalanobis", cov_type: str | None = None):
+def mean_distance(
+    mean: ArrayLike,
+    old_mean: ArrayLike,
+    old_scale: ArrayLike,
+    metric: Literal["mahalanobis", "euclidean"] = "mahalanobis",
+    cov_type: CovType | None = None,
+) -> jax.Array:
     """Squared distance between means, ``[...]``.
 
     Args:
@@ -43,10 +52,13 @@ def mean_distance(mean, old_mean, old_scale, metric: str = "mahalanobis", cov_ty
     if metric not in METRICS:
         raise ValueError(f"unknown mean metric {metric!r}; expected one of {METRICS}")
     layout = _check_mean_args(mean, old_mean, old_scale, cov_type, "mean_distance")
+    mean, old_mean, old_scale = jnp.asarray(mean), jnp.asarray(old_mean), jnp.asarray(old_scale)
     return _distance(mean, old_mean, old_scale, metric, layout.cov_type)
 
 
-def _check_mean_args(mean, old_mean, old_scale, cov_type, what):
+def _check_mean_args(
+    mean: ArrayLike, old_mean: ArrayLike, old_scale: ArrayLike, cov_type: CovType | None, what: str
+) -> _checks.Layout:
     layout = _checks.check_old(old_mean, old_scale, cov_type, D.COV_TYPES, None, what)
     _checks._check_float("mean", mean)
     if jnp.shape(mean) != jnp.shape(old_mean) or jnp.result_type(mean) != jnp.result_type(old_mean):
@@ -57,7 +69,7 @@ def _check_mean_args(mean, old_mean, old_scale, cov_type, what):
     return layout
 
 
-def _distance(mean, old_mean, old_scale, metric: str, cov_type: str):
+def _distance(mean: jax.Array, old_mean: jax.Array, old_scale: jax.Array, metric: str, cov_type: CovType) -> jax.Array:
     """:func:`mean_distance` on validated inputs (no checks)."""
     diff = mean - old_mean
     if metric == "euclidean":
@@ -70,7 +82,7 @@ def metric_name(scale_prec: bool) -> str:
     return "mahalanobis" if scale_prec else "euclidean"
 
 
-def shrink_weight(dist, eps):
+def shrink_weight(dist: jax.Array, eps: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """Interpolation weight of every closed-form projection.
 
     Args:
@@ -92,7 +104,7 @@ def shrink_weight(dist, eps):
     return active, w
 
 
-def project_mean(mean, old_mean, dist, eps):
+def project_mean(mean: jax.Array, old_mean: jax.Array, dist: jax.Array, eps: ArrayLike) -> jax.Array:
     """Projects ``mean`` given its precomputed distance ``dist`` to ``old_mean``.
 
     Args:
@@ -111,8 +123,15 @@ def project_mean(mean, old_mean, dist, eps):
 
 
 def mean_projection(
-    mean, old_mean, old_scale, eps_mean, metric: str = "mahalanobis", factor: float = 1.0, *, cov_type=None
-):
+    mean: ArrayLike,
+    old_mean: ArrayLike,
+    old_scale: ArrayLike,
+    eps_mean: ArrayLike,
+    metric: Literal["mahalanobis", "euclidean"] = "mahalanobis",
+    factor: float = 1.0,
+    *,
+    cov_type: CovType | None = None,
+) -> jax.Array:
     """Mean trust-region projection, ``[..., k]``.
 
     Bounds ``factor * mean_distance(mean, old_mean, old_scale, metric, cov_type) <= eps_mean``.
@@ -133,11 +152,20 @@ def mean_projection(
     layout = _check_mean_args(mean, old_mean, old_scale, cov_type, "mean_projection")
     _checks.check_bound("eps_mean", eps_mean, layout.batch_shape)
     eps = _checks.as_bound(eps_mean, layout.batch_shape, jnp.result_type(mean))
+    mean, old_mean, old_scale = jnp.asarray(mean), jnp.asarray(old_mean), jnp.asarray(old_scale)
     dist = factor * _distance(mean, old_mean, old_scale, metric, layout.cov_type)
     return project_mean(mean, old_mean, dist, eps)
 
 
-def project_mean_part(mean, old_mean, old_scale, eps, metric: str, cov_type: str, factor: float = 1.0):
+def project_mean_part(
+    mean: jax.Array,
+    old_mean: jax.Array,
+    old_scale: jax.Array,
+    eps: jax.Array,
+    metric: str,
+    cov_type: CovType,
+    factor: float = 1.0,
+) -> jax.Array:
     """Mean part of a projection on validated inputs: bounds
     ``factor * mean_distance(...) <= eps``; shapes as :func:`mean_projection`.
 
@@ -150,7 +178,15 @@ def project_mean_part(mean, old_mean, old_scale, eps, metric: str, cov_type: str
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _mean_vector_metric(metric, cov_type, factor, mean, old_mean, old_scale, eps):
+def _mean_vector_metric(
+    metric: str,
+    cov_type: CovType,
+    factor: float,
+    mean: jax.Array,
+    old_mean: jax.Array,
+    old_scale: jax.Array,
+    eps: jax.Array,
+) -> jax.Array:
     """Mean part of one state with dist = factor * sum((mu~ - mu_o)^2 / s_o^2)
     ("diag" Mahalanobis) or factor * ||mu~ - mu_o||^2 ("euclidean": the scale,
     of any ``cov_type``, is unused). ``mean``, ``old_mean`` ``[k]``, ``eps`` ``[]``.
@@ -161,12 +197,22 @@ def _mean_vector_metric(metric, cov_type, factor, mean, old_mean, old_scale, eps
     return _mean_vector_metric_fwd(metric, cov_type, factor, mean, old_mean, old_scale, eps)[0]
 
 
-def _mean_vector_metric_fwd(metric, cov_type, factor, mean, old_mean, old_scale, eps):
+def _mean_vector_metric_fwd(
+    metric: str,
+    cov_type: CovType,
+    factor: float,
+    mean: jax.Array,
+    old_mean: jax.Array,
+    old_scale: jax.Array,
+    eps: jax.Array,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     dist = factor * _distance(mean, old_mean, old_scale, metric, cov_type)
     return project_mean(mean, old_mean, dist, eps), (mean, old_mean, old_scale, eps, dist)
 
 
-def _mean_vector_metric_bwd(metric, cov_type, factor, res, ct):
+def _mean_vector_metric_bwd(
+    metric: str, cov_type: CovType, factor: float, res: tuple[jax.Array, ...], ct: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """With c = ct and delta = mu~ - mu_o (active states; inactive: identity):
     d(mu)/d(mu~) c = w c - (c.delta) (factor w / dist) delta / s_o^2, the rest of
     c goes to mu_o, d/d(s_o) = (c.delta) (factor w / dist) delta^2 / s_o^3 and

@@ -24,16 +24,21 @@ NaN inputs: NaN is propagated to the outputs of the affected states (under
 
 from __future__ import annotations
 
+from typing import Literal
+
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from tr_jax import linalg as LA
+from tr_jax.distributions import CovType
 from tr_jax.projections import _checks
 from tr_jax.projections.mean import _distance, metric_name, project_mean_part, shrink_weight
 
 _COV_TYPES = ("diag", "sqrt")  # the last one is the default for matrix scales
 
 
-def _cov_distance(scale, old_scale, diag: bool, scale_prec: bool):
+def _cov_distance(scale: jax.Array, old_scale: jax.Array, diag: bool, scale_prec: bool) -> jax.Array:
     """Commutative squared W2 covariance distance, ``[...]``."""
     diff = scale - old_scale
     if diag:
@@ -45,7 +50,17 @@ def _cov_distance(scale, old_scale, diag: bool, scale_prec: bool):
     return jnp.sum(diff**2, axis=(-2, -1))
 
 
-def _wasserstein_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, cov_type: str, scale_prec: bool):
+def _wasserstein_state(
+    mean: jax.Array,
+    scale: jax.Array,
+    old_mean: jax.Array,
+    old_scale: jax.Array,
+    eps_mean: jax.Array,
+    eps_cov: jax.Array,
+    *,
+    cov_type: CovType,
+    scale_prec: bool,
+) -> tuple[jax.Array, jax.Array]:
     """One state: mean ``[k]``, scale ``[k]`` (std) or ``[k, k]`` (sqrt), scalar bounds."""
     new_mean = project_mean_part(mean, old_mean, old_scale, eps_mean, metric_name(scale_prec), cov_type)
     active, w = shrink_weight(_cov_distance(scale, old_scale, cov_type == "diag", scale_prec), eps_cov)
@@ -53,7 +68,17 @@ def _wasserstein_state(mean, scale, old_mean, old_scale, eps_mean, eps_cov, *, c
     return new_mean, jnp.where(active, projected, scale)
 
 
-def wasserstein_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, scale_prec=True, *, cov_type=None):
+def wasserstein_projection(
+    mean: ArrayLike,
+    scale: ArrayLike,
+    old_mean: ArrayLike,
+    old_scale: ArrayLike,
+    eps_mean: ArrayLike,
+    eps_cov: ArrayLike,
+    scale_prec: bool = True,
+    *,
+    cov_type: Literal["diag", "sqrt"] | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """W2 (commutative) trust-region projection of N(mean, scale) around the old Gaussian.
 
     Args:
@@ -81,12 +106,29 @@ def wasserstein_projection(mean, scale, old_mean, old_scale, eps_mean, eps_cov, 
         scale then gives a meaningless result.
     """
     return _checks.run_projection(
-        _wasserstein_state, mean, scale, old_mean, old_scale, eps_mean, eps_cov,
-        cov_type=cov_type, allowed=_COV_TYPES, what="wasserstein_projection", scale_prec=scale_prec,
+        _wasserstein_state,
+        mean,
+        scale,
+        old_mean,
+        old_scale,
+        eps_mean,
+        eps_cov,
+        cov_type=cov_type,
+        allowed=_COV_TYPES,
+        what="wasserstein_projection",
+        scale_prec=scale_prec,
     )
 
 
-def wasserstein_parts(mean, scale, old_mean, old_scale, scale_prec=True, *, cov_type=None):
+def wasserstein_parts(
+    mean: ArrayLike,
+    scale: ArrayLike,
+    old_mean: ArrayLike,
+    old_scale: ArrayLike,
+    scale_prec: bool = True,
+    *,
+    cov_type: Literal["diag", "sqrt"] | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """The two distances the W2 projection bounds, each ``[...]``.
 
     mean part: (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) (``scale_prec``) or
@@ -98,6 +140,7 @@ def wasserstein_parts(mean, scale, old_mean, old_scale, scale_prec=True, *, cov_
     """
     layout = _checks.check_pair(mean, scale, old_mean, old_scale, cov_type, _COV_TYPES, "sqrt", "wasserstein_parts")
     scale_prec = _checks.check_flag("scale_prec", scale_prec)
+    mean, scale, old_mean, old_scale = (jnp.asarray(x) for x in (mean, scale, old_mean, old_scale))
     mean_part = _distance(mean, old_mean, old_scale, metric_name(scale_prec), layout.cov_type)
     cov_part = _cov_distance(scale, old_scale, layout.cov_type == "diag", scale_prec)
     return mean_part, cov_part
