@@ -21,9 +21,10 @@ def obs_normalizer(obs_stats: N.RunningStats, normalize_obs: bool, obs_clip: Opt
     ``normalize_obs``) standardised by the running statistics and clipped to ``+-obs_clip`` (None: not
     clipped).
 
-    >>> stats = N.RunningStats(mean=jnp.array([1.0, 0.0]), var=jnp.array([4.0, 1.0]), count=jnp.array(10.0))
-    >>> print(obs_normalizer(stats, True, 2.0, "float32")(jnp.array([[3.0, -5.0]])))
-    [[ 1. -2.]]
+    Examples:
+        >>> stats = N.RunningStats(mean=jnp.array([1.0, 0.0]), var=jnp.array([4.0, 1.0]), count=jnp.array(10.0))
+        >>> print(obs_normalizer(stats, True, 2.0, "float32")(jnp.array([[3.0, -5.0]])))
+        [[ 1. -2.]]
     """
     dtype = jnp.dtype(dtype)
     if normalize_obs:
@@ -40,8 +41,9 @@ class ActingPolicy(NamedTuple):
       (unclipped) Gaussian the actions come from.
     cov_type: the scale parameterisation (:mod:`tr_jax.distributions`).
 
-    >>> ActingPolicy._fields  # built by acting_policy (see its example)
-    ('act', 'distribution', 'cov_type')
+    Examples:
+        >>> ActingPolicy._fields  # built by acting_policy (see its example)
+        ('act', 'distribution', 'cov_type')
     """
 
     act: Callable
@@ -53,16 +55,17 @@ def acting_policy(policy, params, obs_stats: N.RunningStats, config) -> ActingPo
     """Binds ``policy`` (:func:`tr_jax.networks.make_policy`), its ``params`` and the run's observation
     statistics into an :class:`ActingPolicy` (``config``: normalize_obs, obs_clip, dtype).
 
-    >>> from tr_jax.config import TrainConfig
-    >>> from tr_jax.networks import make_policy
-    >>> config = TrainConfig(policy_hidden=(8,), init_std=0.5)
-    >>> policy = make_policy(config, obs_dim=3, action_dim=2)
-    >>> pi = acting_policy(policy, policy.init(jax.random.key(0)), N.init_stats((3,)), config)
-    >>> obs = jnp.ones((4, 3))
-    >>> pi.act(obs).shape, bool(jnp.all(pi.act(obs) == jnp.clip(pi.distribution(obs)[0], -1, 1)))
-    ((4, 2), True)
-    >>> print(jnp.round(pi.distribution(obs)[1][0], 4))
-    [0.5 0.5]
+    Examples:
+        >>> from tr_jax.config import TrainConfig
+        >>> from tr_jax.networks import make_policy
+        >>> config = TrainConfig(policy_hidden=(8,), init_std=0.5)
+        >>> policy = make_policy(config, obs_dim=3, action_dim=2)
+        >>> pi = acting_policy(policy, policy.init(jax.random.key(0)), N.init_stats((3,)), config)
+        >>> obs = jnp.ones((4, 3))
+        >>> pi.act(obs).shape, bool(jnp.all(pi.act(obs) == jnp.clip(pi.distribution(obs)[0], -1, 1)))
+        ((4, 2), True)
+        >>> print(jnp.round(pi.distribution(obs)[1][0], 4))
+        [0.5 0.5]
     """
     normalize = obs_normalizer(obs_stats, config.normalize_obs, config.obs_clip, config.dtype)
 

@@ -349,10 +349,12 @@ def _duration(seconds: float) -> str:
 
 
 def estimate_text(e: stats.Estimate, spec: str) -> str:
+    """``"point [low, high]"`` of ``e`` with the format ``spec`` (e.g. ``".1f"``); "–" when it has no value."""
     return "–" if not np.isfinite(e.point) else f"{e.point:{spec}} [{e.low:{spec}}, {e.high:{spec}}]"
 
 
 def acting_text(part: Optional[tuple]) -> str:
+    """``"max / mean / fraction over"`` of an acting-policy bound use ``(max, mean, fraction)``; "–" if none."""
     if part is None or not np.isfinite(part[0]):
         return "–"
     top, avg, over = part

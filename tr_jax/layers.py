@@ -35,11 +35,12 @@ class TrustRegionLayer(nnx.Module):
     ``"sqrt"`` network under KL/Frobenius, whose projection is its Cholesky factor). A Gaussian already inside
     the trust region passes through unchanged. Bad settings raise ValueError at construction.
 
-    >>> import jax.numpy as jnp
-    >>> layer = TrustRegionLayer("kl", "diag", eps_mean=0.05, eps_cov=0.05)
-    >>> mean, std = layer(jnp.array([[3.0]]), jnp.array([[0.2]]), jnp.zeros((1, 1)), jnp.ones((1, 1)))
-    >>> print(jnp.round(mean, 3), jnp.round(std, 3))
-    [[0.316]] [[0.785]]
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> layer = TrustRegionLayer("kl", "diag", eps_mean=0.05, eps_cov=0.05)
+        >>> mean, std = layer(jnp.array([[3.0]]), jnp.array([[0.2]]), jnp.zeros((1, 1)), jnp.ones((1, 1)))
+        >>> print(jnp.round(mean, 3), jnp.round(std, 3))
+        [[0.316]] [[0.785]]
     """
 
     def __init__(self, projection: str = "kl", cov_type: str = "diag", *, eps_mean: Optional[float] = None,

@@ -63,19 +63,22 @@ class Logger:
     """The calls the host loop makes (see the module docstring); the base class ignores them all."""
 
     def open(self, runs: Sequence[Run], env_steps: int) -> None:
-        pass
+        """Called once before the first chunk: ``runs`` the run directories trained, ``env_steps`` where the
+        call starts (> 0 on resume)."""
 
     def metrics(self, run: int, rows: Sequence[dict]) -> None:
+        """Called after each chunk with the rows appended to ``runs[run]``'s ``metrics.jsonl``."""
         self._write(run, rows, "train")
 
     def evals(self, run: int, rows: Sequence[dict]) -> None:
+        """Called after each evaluation with the rows appended to ``runs[run]``'s ``eval.jsonl``."""
         self._write(run, rows, "eval")
 
     def _write(self, run: int, rows: Sequence[dict], prefix: str) -> None:
         """Logs ``rows`` of ``runs[run]`` with their values named ``<prefix>/<column>``."""
 
     def close(self) -> None:
-        pass
+        """Called when the run stops (finished, diverged, interrupted or failed)."""
 
 
 def _values(rows: Sequence[dict], prefix: str):
@@ -126,6 +129,7 @@ class TensorBoardLogger(Logger):
         return os.path.join(self.log_dir, *((run.sweep,) if run.sweep else ()), os.path.basename(run.path))
 
     def open(self, runs: Sequence[Run], env_steps: int) -> None:
+        """Opens one event-file writer per (run, seed); a run from the start writes its HParams and config."""
         from tensorboardX.summary import hparams
 
         if not _primary():
@@ -155,12 +159,14 @@ class TensorBoardLogger(Logger):
                 w.add_scalar(tag, v, step)
 
     def metrics(self, run: int, rows: Sequence[dict]) -> None:
+        """Writes ``rows`` as ``train/<metric>`` scalars and flushes the run's event files."""
         super().metrics(run, rows)
         for seeds in self.writers[run:run + 1]:
             for w in seeds:
                 w.flush()
 
     def close(self) -> None:
+        """Closes every event-file writer."""
         for seeds in self.writers:
             for w in seeds:
                 w.close()
@@ -184,6 +190,7 @@ class WandbLogger(Logger):
                                         save_code=False, disable_git=True, console="off")
 
     def open(self, runs: Sequence[Run], env_steps: int) -> None:
+        """Starts one offline W&B run per (run, seed), its config the resolved config."""
         if not _primary():
             return
         for run in runs:
@@ -210,6 +217,7 @@ class WandbLogger(Logger):
             self.runs[run][seed].log({"env_steps": step, **values})
 
     def close(self) -> None:
+        """Finishes every W&B run."""
         for seeds in self.runs:
             for r in seeds:
                 r.finish()

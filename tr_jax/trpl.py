@@ -48,8 +48,9 @@ def projection_cov_type(cov_type: str, projection: str) -> str:
     KL and Frobenius projections and in its symmetric square root (``"sqrt"``) by W2, which refuses
     ``"full"`` (it needs the symmetric root: use ``cov_type="sqrt"``).
 
-    >>> projection_cov_type("sqrt", "kl"), projection_cov_type("sqrt", "w2"), projection_cov_type("diag", "frob")
-    ('full', 'sqrt', 'diag')
+    Examples:
+        >>> projection_cov_type("sqrt", "kl"), projection_cov_type("sqrt", "w2"), projection_cov_type("diag", "frob")
+        ('full', 'sqrt', 'diag')
     """
     name = canonical_name(projection)
     D.check_cov_type(cov_type)
@@ -67,10 +68,11 @@ def to_projection_scale(scale: jax.Array, cov_type: str, projection: str) -> jax
     """``scale`` (``[..., k]`` or ``[..., k, k]`` of ``cov_type``) in :func:`projection_cov_type`: itself, or
     for a ``"sqrt"`` scale under KL/Frobenius the Cholesky factor of the same covariance (differentiable).
 
-    >>> s = jnp.array([[2.0, 1.0], [1.0, 2.0]])            # symmetric sqrt: Sigma = s @ s
-    >>> L = to_projection_scale(s, "sqrt", "kl")
-    >>> bool(jnp.allclose(L @ L.T, s @ s)), bool(L[0, 1] == 0)
-    (True, True)
+    Examples:
+        >>> s = jnp.array([[2.0, 1.0], [1.0, 2.0]])            # symmetric sqrt: Sigma = s @ s
+        >>> L = to_projection_scale(s, "sqrt", "kl")
+        >>> bool(jnp.allclose(L @ L.T, s @ s)), bool(L[0, 1] == 0)
+        (True, True)
     """
     work = projection_cov_type(cov_type, projection)
     return scale if work == cov_type else D.cholesky(scale, cov_type)
@@ -81,10 +83,11 @@ def from_projection_scale(scale: jax.Array, cov_type: str, projection: str) -> j
     ``cov_type`` (for a Cholesky factor to ``"sqrt"``: an eigendecomposition; use it for acting and
     write-back, not inside a loss you differentiate).
 
-    >>> L = jnp.array([[2.0, 0.0], [1.0, 1.0]])
-    >>> s = from_projection_scale(L, "sqrt", "kl")
-    >>> bool(jnp.allclose(s @ s, L @ L.T, atol=1e-5)), bool(jnp.allclose(s, s.T))
-    (True, True)
+    Examples:
+        >>> L = jnp.array([[2.0, 0.0], [1.0, 1.0]])
+        >>> s = from_projection_scale(L, "sqrt", "kl")
+        >>> bool(jnp.allclose(s @ s, L @ L.T, atol=1e-5)), bool(jnp.allclose(s, s.T))
+        (True, True)
     """
     work = projection_cov_type(cov_type, projection)
     return scale if work == cov_type else D.convert_scale(scale, work, cov_type)
@@ -116,15 +119,16 @@ def project_gaussians(projection: str, mean: jax.Array, scale: jax.Array, old_me
       themselves unless a ``"sqrt"`` scale went to its Cholesky factor). Differentiable in ``mean`` and
       ``scale``.
 
-    >>> old_mean, old_std = jnp.zeros((2, 1)), jnp.ones((2, 1))
-    >>> mean, std = jnp.array([[0.01], [3.0]]), jnp.array([[1.0], [0.2]])
-    >>> (pm, ps), (rm, rs) = project_gaussians("kl", mean, std, old_mean, old_std, 0.05, 0.05, cov_type="diag")
-    >>> print(jnp.round(pm[:, 0], 3), jnp.round(ps[:, 0], 3))  # state 0 is inside: it passes unchanged
-    [0.01  0.316] [1.    0.785]
-    >>> from tr_jax.projections import kl_parts
-    >>> mp, cp = kl_parts(pm, ps, old_mean, old_std)
-    >>> print(jnp.round(mp, 3), jnp.round(cp, 3))
-    [0.    0.05] [0.   0.05]
+    Examples:
+        >>> old_mean, old_std = jnp.zeros((2, 1)), jnp.ones((2, 1))
+        >>> mean, std = jnp.array([[0.01], [3.0]]), jnp.array([[1.0], [0.2]])
+        >>> (pm, ps), (rm, rs) = project_gaussians("kl", mean, std, old_mean, old_std, 0.05, 0.05, cov_type="diag")
+        >>> print(jnp.round(pm[:, 0], 3), jnp.round(ps[:, 0], 3))  # state 0 is inside: it passes unchanged
+        [0.01  0.316] [1.    0.785]
+        >>> from tr_jax.projections import kl_parts
+        >>> mp, cp = kl_parts(pm, ps, old_mean, old_std)
+        >>> print(jnp.round(mp, 3), jnp.round(cp, 3))
+        [0.    0.05] [0.   0.05]
     """
     name = canonical_name(projection)
     work = projection_cov_type(cov_type, name)
@@ -148,9 +152,10 @@ def trust_region_loss(projection: str, raw: Gaussian, projected: Gaussian, *, co
     Returns:
       scalar; its gradient reaches ``raw`` only.
 
-    >>> raw = (jnp.array([[1.0]]), jnp.array([[1.0]]))
-    >>> print(trust_region_loss("kl", raw, (jnp.zeros((1, 1)), jnp.ones((1, 1))), cov_type="diag"))
-    0.5
+    Examples:
+        >>> raw = (jnp.array([[1.0]]), jnp.array([[1.0]]))
+        >>> print(trust_region_loss("kl", raw, (jnp.zeros((1, 1)), jnp.ones((1, 1))), cov_type="diag"))
+        0.5
     """
     name = canonical_name(projection)
     work = projection_cov_type(cov_type, name)
@@ -170,8 +175,9 @@ def trpl_surrogate(log_prob: jax.Array, old_log_prob: jax.Array, advantage: jax.
     Returns:
       scalar loss to minimise.
 
-    >>> print(trpl_surrogate(jnp.log(jnp.array([2.0, 0.5])), jnp.zeros(2), jnp.array([1.0, -1.0])))
-    -0.75
+    Examples:
+        >>> print(trpl_surrogate(jnp.log(jnp.array([2.0, 0.5])), jnp.zeros(2), jnp.array([1.0, -1.0])))
+        -0.75
     """
     return -jnp.mean(jnp.exp(log_prob - old_log_prob) * advantage)
 
@@ -189,9 +195,10 @@ def ppo_clipped_surrogate(log_prob: jax.Array, old_log_prob: jax.Array, advantag
       ``(loss, metrics)``: scalar loss to minimise; ``metrics`` ``approx_kl`` (``mean((rho - 1) - log rho)``)
       and ``clip_fraction`` (fraction of ``|rho - 1| > c``), scalars.
 
-    >>> loss, m = ppo_clipped_surrogate(jnp.log(jnp.array([2.0, 0.5])), jnp.zeros(2), jnp.array([1.0, -1.0]), 0.2)
-    >>> print(f'{loss:.4f} {m["clip_fraction"]:.2f}')
-    -0.2000 1.00
+    Examples:
+        >>> loss, m = ppo_clipped_surrogate(jnp.log(jnp.array([2.0, 0.5])), jnp.zeros(2), jnp.array([1.0, -1.0]), 0.2)
+        >>> print(f'{loss:.4f} {m["clip_fraction"]:.2f}')
+        -0.2000 1.00
     """
     log_ratio = log_prob - old_log_prob
     ratio = jnp.exp(log_ratio)
@@ -204,8 +211,9 @@ def gaussian_entropy(k: int, std: float) -> float:
     """Entropy of N(., std^2 I_k): ``0.5 k (1 + log 2 pi) + k log std`` (the initial entropy of a policy that
     starts at ``init_std``; the anchor of :func:`entropy_bound`).
 
-    >>> round(gaussian_entropy(2, 1.0), 4)
-    2.8379
+    Examples:
+        >>> round(gaussian_entropy(2, 1.0), 4)
+        2.8379
     """
     return 0.5 * k * (1.0 + math.log(2.0 * math.pi)) + k * math.log(std)
 
@@ -219,8 +227,9 @@ def entropy_bound(schedule: str, initial_entropy, target_entropy: float, tempera
     ``"exp"``: ``beta_T + (H0 - beta_T) temperature ** (10 f)``. Pass it to :func:`project_gaussians` as
     ``entropy_bound`` (None for ``"none"``).
 
-    >>> print(f'{entropy_bound("linear", 2.0, -1.0, 0.5, 50, 100):.4f} {entropy_bound("exp", 2.0, -1.0, 0.5, 100, 100):.4f}')
-    0.5000 -0.9971
+    Examples:
+        >>> print(f'{entropy_bound("linear", 2.0, -1.0, 0.5, 50, 100):.4f} {entropy_bound("exp", 2.0, -1.0, 0.5, 100, 100):.4f}')
+        0.5000 -0.9971
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown entropy_schedule {schedule!r}; expected one of {SCHEDULES}")
@@ -245,8 +254,9 @@ def global_scale(projected_scale: jax.Array, *, cov_type: str, projection: str,
     Returns:
       ``[k]`` or ``[k, k]`` of ``cov_type``.
 
-    >>> print(global_scale(jnp.array([[1.0, 2.0], [3.0, 2.0]]), cov_type="diag", projection="kl"))
-    [2. 2.]
+    Examples:
+        >>> print(global_scale(jnp.array([[1.0, 2.0], [3.0, 2.0]]), cov_type="diag", projection="kl"))
+        [2. 2.]
     """
     mean = par.pmean(projected_scale.mean(axis=0), axis_name)
     return jax.lax.stop_gradient(from_projection_scale(mean, cov_type, projection))
