@@ -57,7 +57,8 @@ def main() -> None:
         from tr_jax.rundir import read_jsonl
         from tr_jax.stats import seed_scores
 
-        scores.append(float(seed_scores(read_jsonl(os.path.join(d, "eval.jsonl")), a.seeds).mean()))
+        evals = read_jsonl(os.path.join(d, "eval.jsonl"))
+        scores.append(float(seed_scores(evals, a.seeds, max(r["env_steps"] for r in evals)).mean()))
     out = {"trials": a.trials, "seeds": a.seeds, "iterations": a.iterations,
            "batched_seconds": batched, "single_seconds": single,
            "batched_trials_per_hour": a.trials * 3600 / batched, "single_trials_per_hour": a.trials * 3600 / single,

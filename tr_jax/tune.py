@@ -319,7 +319,10 @@ def _tell(optuna, study, trial, result, num_seeds: int) -> None:
         values = [r["deterministic_return_mean"] for r in evals if r["env_steps"] == steps]
         if all(v is not None for v in values):
             trial.report(float(np.mean(values)), steps)
-    scores = seed_scores(evals, num_seeds)
+    # every seed trains to the end (on_divergence='continue': a diverged seed is frozen, and fails the trial
+    # below), so the budget is where the evaluations end
+    budget = max((r["env_steps"] for r in evals), default=0)
+    scores = seed_scores(evals, num_seeds, budget)
     trial.set_user_attr("seed_scores", [None if not np.isfinite(s) else float(s) for s in scores])
     trial.set_user_attr("run_dir", result.run_dir)
     bad = [f"seed {s} diverged at iteration {int(i)}" for s, i in enumerate(result.diverged_at) if i >= 0]
