@@ -1,7 +1,8 @@
 """The host loop: ``run(config, ...)`` trains in jitted chunks and reports, evaluates and saves between them.
 
-One compiled program per chunk length (``config.chunk_iterations``; a shorter
-last chunk compiles once more), all seeds vmapped. After every chunk:
+One compiled program per run: a chunk of ``config.chunk_iterations``
+iterations, all seeds vmapped; a shorter last chunk runs the same program for
+fewer iterations (``Trainer.train_chunk``'s ``active``). After every chunk:
 
 * ``metrics.jsonl`` gets one line per iteration and seed (flushed);
 * every ``eval_every`` iterations (at the first chunk end at or after each
@@ -428,8 +429,10 @@ def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress
     locked by ``make_groups(hold)`` calling ``hold(directory)`` before it writes or cuts anything there), then
     loops; the locks are released at the end. A failed write becomes a one-line :class:`R.RunDirWriteError`."""
     validate(config)
+    from tr_jax import compile_cache
     from tr_jax.train import make_trainer
 
+    compile_cache.ensure()  # before anything compiles (on by default; docs/startup.md)
     groups = []
     try:
         with _MujocoLog() as mujoco_log, contextlib.ExitStack() as held:
@@ -480,7 +483,7 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                             for f in SWEEPABLE))
     shardings = trainer.state_shardings(batched=True)
     init = jax.jit(trainer.init_runs, out_shardings=shardings)
-    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)), static_argnums=1)
+    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None, None)), static_argnums=1)
     eval_fn = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)
     eval_root = jax.random.fold_in(jax.random.key(seed), _EVAL_STREAM)
     ckpts = [Checkpoints(g.rd.checkpoints, keep=config.keep_checkpoints) for g in groups]
@@ -546,16 +549,18 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
     devices = trainer.mesh.devices.size
     compiled, compile_s, side_s = {}, 0.0, 0.0  # side: evaluation and checkpoints (eval compile excluded)
 
-    def program(k):
+    chunk_len = min(config.chunk_iterations, total_its)  # one program; a shorter last chunk runs fewer of its loops
+
+    def program():
         nonlocal compile_s
-        if k not in compiled:
-            display.status(f"compiling a {k}-iteration chunk ({S * n} run(s), {devices} device(s))...")
+        if "chunk" not in compiled:
+            display.status(f"compiling a {chunk_len}-iteration chunk ({S * n} run(s), {devices} device(s))...")
             t0 = time.perf_counter()
-            compiled[k] = chunk_fn.lower(state, k).compile()
+            compiled["chunk"] = chunk_fn.lower(state, chunk_len, np.int32(chunk_len)).compile()
             compile_s += time.perf_counter() - t0
-            display.log(f"compiled a {k}-iteration chunk ({S * n} run(s) on {devices} device(s)) in "
+            display.log(f"compiled a {chunk_len}-iteration chunk ({S * n} run(s) on {devices} device(s)) in "
                         f"{time.perf_counter() - t0:.1f} s")
-        return compiled[k]
+        return compiled["chunk"]
 
     def evaluate(it):
         nonlocal compile_s, side_s
@@ -596,12 +601,12 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
     it_start, wall_start = it, time.perf_counter()
     latest_eval = None
     while it < total_its:
-        k = min(config.chunk_iterations, total_its - it)
-        fn = program(k)
+        k = min(chunk_len, total_its - it)
+        fn = program()
         t0 = time.perf_counter()
-        state, metrics = _wait(fn(state), interrupts)
+        state, metrics = _wait(fn(state, np.int32(k)), interrupts)
         run_s += time.perf_counter() - t0
-        metrics = par.to_host(metrics)
+        metrics = {name: v[:, :k] for name, v in par.to_host(metrics).items()}
         chunks.append(metrics)
         for gi, g in enumerate(groups):
             g.rd.append(g.rd.metrics, (
