@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import jax
 import jax.monitoring
@@ -37,12 +38,13 @@ UNEVEN = TrainConfig(env_name="tr_jax_test_line", episode_length=50, num_envs=4,
 
 @contextlib.contextmanager
 def compiled_functions():
-    """Yields a list that collects the name of every function XLA compiles meanwhile (in this process)."""
+    """Yields a list that collects ``(function name, thread name)`` of every program XLA compiles meanwhile (in
+    this process)."""
     names = []
 
     def listener(event, duration, **kwargs):
         if event == BACKEND_COMPILE:
-            names.append(str(kwargs.get("fun_name")))
+            names.append((str(kwargs.get("fun_name")), threading.current_thread().name))
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
@@ -51,10 +53,15 @@ def compiled_functions():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
-def test_uneven_run_compiles_one_chunk_program(tmp_path):
+def test_uneven_run_compiles_one_chunk_program_and_evaluation_in_the_background(tmp_path, capsys):
     with compiled_functions() as names:
-        result = run(UNEVEN, seed=1, num_seeds=2, run_dir=str(tmp_path / "r"), progress="none")
-    assert [x for x in names if "train_chunk" in x] == ["jit(train_chunk)"], names
+        result = run(UNEVEN, seed=1, num_seeds=2, run_dir=str(tmp_path / "r"), progress="lines")
+    main = threading.main_thread().name
+    assert [x for x in names if "train_chunk" in x[0]] == [("jit(train_chunk)", main)], names
+    # the evaluation program compiled once, in the loop's background thread, and the display said so
+    assert [x for x in names if "evaluate" in x[0]] == [("jit(evaluate)", "tr_jax-compile_0")], names
+    out = capsys.readouterr().out
+    assert "compiling the evaluation in the background" in out and "compiled the evaluation program in" in out
     # exactly the iterations run: 5, the last chunk's padding dropped
     assert result.iteration == 5 and result.metrics["kl_max"].shape == (2, 5)
     np.testing.assert_array_equal(np.asarray(result.state.iteration), [5, 5])

@@ -35,6 +35,7 @@ saying what is intact.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -79,9 +80,10 @@ class RunResult(NamedTuple):
     status: "finished", "interrupted" (SIGINT), "preempted" (SIGTERM or SIGUSR1) or "diverged".
     iteration: iterations done (the checkpoint step at the end).
     steps_per_second: env steps per second of training (compile excluded).
-    compile_seconds: compiling the chunk(s) and the evaluation.
+    compile_seconds: compiling the chunk program and the evaluation (the evaluation's compilation runs in a
+      background thread while the first chunks train; only the wait for it is excluded from the speeds).
     run_seconds: wall time of the training chunks.
-    loop_seconds: wall time of the whole loop, compilation excluded (chunks, files,
+    loop_seconds: wall time of the whole loop, waiting for compilation excluded (chunks, files,
       progress, evaluations, checkpoints).
     eval_checkpoint_seconds: the part of ``loop_seconds`` spent evaluating and checkpointing.
     diverged_at: ``[num_seeds]`` iteration where the NaN guard fired, -1 where fine.
@@ -547,31 +549,54 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                     f"sweep of {S} settings x {n} seed(s) in {os.path.dirname(groups[0].rd.path)}")
 
     devices = trainer.mesh.devices.size
-    compiled, compile_s, side_s = {}, 0.0, 0.0  # side: evaluation and checkpoints (eval compile excluded)
-
+    # compile_s: every program's compile time (the evaluation's in the background included); waited_s: the part
+    # the loop waited for (excluded from speeds); side: evaluation and checkpoints (eval compile excluded)
+    compiled, compile_s, waited_s, side_s = {}, 0.0, 0.0, 0.0
+    background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tr_jax-compile")
     chunk_len = min(config.chunk_iterations, total_its)  # one program; a shorter last chunk runs fewer of its loops
 
+    def eval_keys(it):
+        ekeys = jax.random.split(jax.random.fold_in(eval_root, it), n)
+        return jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(ekeys)), (S, 1)))
+
+    def compile_eval(like, keys_like):
+        """(in the background thread: tracing holds the GIL, XLA's compilation does not)"""
+        t0 = time.perf_counter()
+        return eval_fn.lower(like, keys_like, config.eval_episodes).compile(), time.perf_counter() - t0
+
     def program():
-        nonlocal compile_s
+        nonlocal compile_s, waited_s
         if "chunk" not in compiled:
             display.status(f"compiling a {chunk_len}-iteration chunk ({S * n} run(s), {devices} device(s))...")
             t0 = time.perf_counter()
             compiled["chunk"] = chunk_fn.lower(state, chunk_len, np.int32(chunk_len)).compile()
             compile_s += time.perf_counter() - t0
+            waited_s += time.perf_counter() - t0
             display.log(f"compiled a {chunk_len}-iteration chunk ({S * n} run(s) on {devices} device(s)) in "
-                        f"{time.perf_counter() - t0:.1f} s")
+                        f"{time.perf_counter() - t0:.1f} s; compiling the evaluation in the background")
+            compiled["eval"] = background.submit(compile_eval, state, eval_keys(0))  # while the first chunks train
         return compiled["chunk"]
 
-    def evaluate(it):
-        nonlocal compile_s, side_s
-        ekeys = jax.random.split(jax.random.fold_in(eval_root, it), n)
-        ekeys = jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(ekeys)), (S, 1)))
-        if "eval" not in compiled:
+    def eval_program():
+        """The evaluation program, waiting for its compilation if it is still running."""
+        nonlocal compile_s, waited_s
+        if isinstance(compiled["eval"], concurrent.futures.Future):
+            if not compiled["eval"].done():
+                display.status("waiting for the evaluation program to compile (in the background)...")
             t0 = time.perf_counter()
-            compiled["eval"] = eval_fn.lower(state, ekeys, config.eval_episodes).compile()
-            compile_s += time.perf_counter() - t0
+            compiled["eval"], seconds = compiled["eval"].result()
+            waited_s += time.perf_counter() - t0
+            compile_s += seconds
+            display.log(f"compiled the evaluation program in {seconds:.1f} s (in the background; waited "
+                        f"{time.perf_counter() - t0:.1f} s for it)")
+        return compiled["eval"]
+
+    def evaluate(it):
+        nonlocal side_s
+        ekeys = eval_keys(it)
+        fn = eval_program()
         t_start = time.perf_counter()
-        out = par.to_host(_wait(compiled["eval"](state, ekeys), interrupts))
+        out = par.to_host(_wait(fn(state, ekeys), interrupts))
         rows = []
         for gi, g in enumerate(groups):
             group_rows = []
@@ -637,8 +662,10 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                                                        for mode in ("deterministic", "stochastic")], ".1f")
         fields["kl_max"] = fmt(_mean(latest.get("kl_max", np.nan)), ".3g")
         fields.update(_bound_fields(config, latest, eps))
-        # speed over all runs and ETA from the wall time since the start, compilation excluded
-        wall = time.perf_counter() - wall_start - compile_s
+        if isinstance(compiled.get("eval"), concurrent.futures.Future) and not compiled["eval"].done():
+            fields["compiling"] = "evaluation (in the background)"
+        # speed over all runs and ETA from the wall time since the start, waiting for compilation excluded
+        wall = time.perf_counter() - wall_start - waited_s
         speed = (it - it_start) * steps_per_it * S * n / wall if wall > 0 else float("nan")
         eta = (total_its - it) * steps_per_it * S * n / speed if speed > 0 else None
         display.update(it * steps_per_it, speed, eta, fields)
@@ -659,7 +686,8 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                         f"continue with: tr-jax train --resume {_resume_dir(groups)}")
             break
 
-    loop_s = time.perf_counter() - wall_start - compile_s
+    background.shutdown(wait=False)  # (a run stopped early: the evaluation's compilation ends on its own)
+    loop_s = time.perf_counter() - wall_start - waited_s
     metrics = {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]} if chunks else {}
     diverged_at = par.to_host(state.diverged_at)
     its_run = sum(c["iteration"].shape[1] for c in chunks)
