@@ -8,6 +8,8 @@ compilation cache (cold) and once more with the cache that run left (warm), and 
   compile_s      the run's compile seconds (summary.json: the chunk program(s) and the evaluation)
   total_s        the whole process, wall time
   train_s        the training chunks' wall time (summary.json's run_seconds)
+  cpu_s          the process's CPU seconds (user + system, all threads): the work done, much less sensitive to
+                 the load of a shared machine than the wall times
 
 ``--code LABEL=DIR`` (repeatable) runs the same with the tr_jax of another checkout (e.g. ``before=/work/main``)
 first, back to back, so that before/after figures meet the same machine load; the load average is recorded
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +43,7 @@ def startup_run(code: str, config: str, steps: int, cache: str, run_dir: str) ->
     """One ``tr-jax train`` process with the tr_jax of ``code`` and the compilation cache in ``cache``."""
     env = dict(os.environ, PYTHONPATH=os.path.abspath(code), TR_JAX_COMPILE_CACHE=cache)
     load = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "tr_jax", "train", config, "--set", f"total_env_steps={steps}",
                           "--run-dir", run_dir, "--progress", "lines"], env=env, stdout=subprocess.PIPE,
@@ -52,10 +56,12 @@ def startup_run(code: str, config: str, steps: int, cache: str, run_dir: str) ->
     if p.wait() != 0:
         raise RuntimeError(f"tr-jax train failed ({p.returncode}):\n{''.join(lines[-20:])}")
     total = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     compiles = [x.strip() for x in lines if x.startswith("compiled")]
     return dict(first_chunk_s=first, compile_s=summary["compile_seconds"], total_s=total,
-                train_s=summary["run_seconds"], load_before=load, load_after=os.getloadavg()[0], compiles=compiles)
+                train_s=summary["run_seconds"],
+                cpu_s=cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, load_before=load, load_after=os.getloadavg()[0], compiles=compiles)
 
 
 def main(argv=None):
@@ -80,7 +86,8 @@ def main(argv=None):
                     r = startup_run(code, config, args.steps or steps, cache, os.path.join(tmp, f"{name}-{label}-{mode}"))
                     out[f"{name}/{label}/{mode}"] = r
                     print(f"{name:>22} {label:>8} {mode}: first chunk {r['first_chunk_s']:6.1f} s, compile "
-                          f"{r['compile_s']:5.1f} s, train {r['train_s']:5.1f} s, process {r['total_s']:6.1f} s "
+                          f"{r['compile_s']:5.1f} s, train {r['train_s']:5.1f} s, process {r['total_s']:6.1f} s, "
+                          f"cpu {r['cpu_s']:6.1f} s "
                           f"(load {r['load_before']:.1f} -> {r['load_after']:.1f}); " + "; ".join(r["compiles"]),
                           flush=True)
     with open(args.json, "w") as f:

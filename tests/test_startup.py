@@ -112,3 +112,14 @@ def test_cache_directory_from_the_environment(tmp_path):
         assert compile_cache.cache_dir({"TR_JAX_COMPILE_CACHE": off}) is None
     assert compile_cache.cache_dir({"XDG_CACHE_HOME": "/x"}) == "/x/tr_jax/jax_compile"
     assert compile_cache.cache_dir({"HOME": "/h"}).endswith(os.path.join(".cache", "tr_jax", "jax_compile"))
+
+
+def test_divergence_message_from_structured_data():
+    from tr_jax.run import Divergence, divergence_message
+
+    one = divergence_message([Divergence("", [(0, 6), (1, 9)], "/r/checkpoints/6")], sweep=False)
+    assert one == ("training diverged at iteration 6 (seed 0: iteration 6, seed 1: iteration 9): losses or parameters "
+                   "became non-finite; stopped at the end of the chunk. The last good checkpoint is /r/checkpoints/6.")
+    two = divergence_message([Divergence("eps=1", [(1, 4)], None), Divergence("eps=2", [(0, 3)], "/s/c/2")], True)
+    assert two.startswith("training diverged at iteration 3 (eps=1: seed 1: iteration 4; eps=2: seed 0: iteration 3)")
+    assert two.endswith("chunk. eps=1: no checkpoint had been written yet; eps=2: the last good checkpoint is /s/c/2.")
