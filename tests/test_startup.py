@@ -15,6 +15,7 @@ import threading
 import jax
 import jax.monitoring
 import numpy as np
+import pytest
 
 import _line_env
 from tr_jax import compile_cache
@@ -53,6 +54,7 @@ def compiled_functions():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
+@pytest.mark.slow
 def test_uneven_run_compiles_one_chunk_program_and_evaluation_in_the_background(tmp_path, capsys):
     with compiled_functions() as names:
         result = run(UNEVEN, seed=1, num_seeds=2, run_dir=str(tmp_path / "r"), progress="lines")
@@ -91,6 +93,7 @@ def _child(tmp_path, name, config_file, *flags, **env):
     return json.loads(events.read_text()), rows
 
 
+@pytest.mark.slow
 def test_a_second_process_loads_the_programs_from_the_cache(tmp_path):
     config_file = tmp_path / "uneven.json"
     config_file.write_text(json.dumps(config_to_dict(UNEVEN)))
