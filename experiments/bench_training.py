@@ -25,6 +25,7 @@ and writes JSON.
     python experiments/bench_training.py --env halfcheetah --num-envs 2048 --iterations 20
     python experiments/bench_training.py --only env_raw,ppo,trpl_kl_diag
     python experiments/bench_training.py --devices 1,2,4   # data-parallel scaling (bench_devices.py)
+    python experiments/bench_training.py --startup         # time to first step, cold/warm cache (bench_startup.py)
     # envs side by side (MuJoCo Playground next to Brax; needs the playground extra)
     python experiments/bench_training.py --only env_raw,env_wrapped,ppo \\
         --env playground:CheetahRun,halfcheetah/positional,halfcheetah/generalized
@@ -261,6 +262,11 @@ def main(argv=None):
         import bench_devices
 
         return bench_devices.main(argv)
+    if "--startup" in argv:  # time to first step, cold and warm compilation cache (experiments/bench_startup.py)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_startup
+
+        return bench_startup.main(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="inverted_pendulum",
                    help="env name, or several comma-separated to compare envs in one process; each NAME or "

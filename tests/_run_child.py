@@ -7,7 +7,9 @@ With ``TR_JAX_TEST_WAIT_AT=STEPS`` and ``TR_JAX_TEST_MARKER=PATH``, the chunk
 that ends at env step STEPS writes ``PATH`` and then waits for
 ``TR_JAX_TEST_WAIT_SIGNALS`` (default 1) signals to arrive, writing
 ``PATH.<i>`` after the i-th (so a test signals at a known iteration, with no
-timing involved).
+timing involved). With ``TR_JAX_TEST_EVENTS=PATH``, JAX's monitoring events
+(e.g. ``/jax/compilation_cache/cache_hits``) are counted into the JSON file
+``PATH`` at exit.
 """
 
 import os
@@ -22,6 +24,17 @@ _line_env.register()
 
 from tr_jax import run as run_module  # noqa: E402
 from tr_jax.cli import main  # noqa: E402
+
+if os.environ.get("TR_JAX_TEST_EVENTS"):  # JAX's monitoring events of this process, counted, to this JSON file
+    import atexit
+    import collections
+    import json
+
+    import jax.monitoring
+
+    events = collections.Counter()
+    jax.monitoring.register_event_listener(lambda event, **kwargs: events.update([event]))
+    atexit.register(lambda: json.dump(events, open(os.environ["TR_JAX_TEST_EVENTS"], "w")))
 
 SLEEP = float(os.environ.get("TR_JAX_TEST_SLEEP", "0"))
 WAIT_AT = int(os.environ.get("TR_JAX_TEST_WAIT_AT", "0"))

@@ -1,4 +1,4 @@
-"""Suite-wide collection order, and the x64 fixture.
+"""Suite-wide collection order, compilation cache, and the x64 fixture.
 
 pytest-xdist (``-n 2 --dist loadgroup``, pyproject) hands out tests in collection order, after the
 ``xdist_group`` groups (the modules whose module fixture compiles a trainer, biggest group first). Modules with
@@ -6,8 +6,32 @@ a test marked ``slow`` go first, so that a long test does not start last and lea
 at the end of the run. Each module's tests stay together, in their order, so module fixtures are built once.
 """
 
+import os
+import shutil
+import tempfile
+
 import jax
 import pytest
+
+_CACHE = "TR_JAX_COMPILE_CACHE"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One fresh persistent compilation cache per suite run (tr_jax/compile_cache.py), shared by the xdist
+    workers and the processes the tests start (they inherit the environment): a program one of them compiled
+    loads in the others (the kill/resume tests' processes), and nothing depends on, or goes to, the user's cache."""
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist), before workers start
+        config._tr_jax_cache = os.environ.get(_CACHE)
+        os.environ[_CACHE] = tempfile.mkdtemp(prefix="tr_jax_test_compile_cache_")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "_tr_jax_cache"):
+        shutil.rmtree(os.environ[_CACHE], ignore_errors=True)
+        if config._tr_jax_cache is None:
+            del os.environ[_CACHE]
+        else:
+            os.environ[_CACHE] = config._tr_jax_cache
 
 
 @pytest.fixture

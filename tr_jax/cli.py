@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(event files), wandb (offline; wandb sync uploads); one tracker run per seed and setting")
     t.add_argument("--log-dir", default=None, metavar="DIR",
                    help="where --log writes (default: inside each run directory)")
+    t.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use JAX's persistent compilation cache (default: on, in $TR_JAX_COMPILE_CACHE or "
+                        "~/.cache/tr_jax/jax_compile; TR_JAX_COMPILE_CACHE=off turns it off; docs/startup.md)")
     d = t.add_argument_group("several hosts (jax.distributed; start the same command on every host)")
     d.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() (detects SLURM, Open MPI, TPU pods)")
@@ -244,6 +247,10 @@ def _train(args) -> int:
             import jax
 
             jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        if args.no_compile_cache:
+            from tr_jax import compile_cache
+
+            compile_cache.setup(enabled=False)
         config = _config(args)
         sweep = [parse_sweep(x) for x in args.sweeps]
         from tr_jax.loggers import make_loggers

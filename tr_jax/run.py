@@ -1,7 +1,8 @@
 """The host loop: ``run(config, ...)`` trains in jitted chunks and reports, evaluates and saves between them.
 
-One compiled program per chunk length (``config.chunk_iterations``; a shorter
-last chunk compiles once more), all seeds vmapped. After every chunk:
+One compiled program per run: a chunk of ``config.chunk_iterations``
+iterations, all seeds vmapped; a shorter last chunk runs the same program for
+fewer iterations (``Trainer.train_chunk``'s ``active``). After every chunk:
 
 * ``metrics.jsonl`` gets one line per iteration and seed (flushed);
 * every ``eval_every`` iterations (at the first chunk end at or after each
@@ -34,6 +35,7 @@ saying what is intact.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -62,11 +64,13 @@ killed before it could save). A checkpoint at the iteration reached was written.
 
 
 class TrainingDiverged(RuntimeError):
-    """Raised by :func:`run` when the NaN guard fired; ``.result`` holds the run."""
+    """Raised by :func:`run` when the NaN guard fired; ``.result`` holds the run (a list of them for a sweep),
+    ``.diverged`` a :class:`Divergence` per setting that diverged."""
 
-    def __init__(self, message, result):
+    def __init__(self, message, result, diverged=()):
         super().__init__(message)
         self.result = result
+        self.diverged = list(diverged)
 
 
 class RunResult(NamedTuple):
@@ -79,9 +83,10 @@ class RunResult(NamedTuple):
     status: "finished", "interrupted" (SIGINT), "preempted" (SIGTERM or SIGUSR1) or "diverged".
     iteration: iterations done (the checkpoint step at the end).
     steps_per_second: env steps per second of training (compile excluded).
-    compile_seconds: compiling the chunk(s) and the evaluation.
+    compile_seconds: compiling the chunk program and the evaluation (the evaluation's compilation runs in a
+      background thread while the first chunks train; only the wait for it is excluded from the speeds).
     run_seconds: wall time of the training chunks.
-    loop_seconds: wall time of the whole loop, compilation excluded (chunks, files,
+    loop_seconds: wall time of the whole loop, waiting for compilation excluded (chunks, files,
       progress, evaluations, checkpoints).
     eval_checkpoint_seconds: the part of ``loop_seconds`` spent evaluating and checkpointing.
     diverged_at: ``[num_seeds]`` iteration where the NaN guard fired, -1 where fine.
@@ -435,8 +440,10 @@ def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress
     locked by ``make_groups(hold)`` calling ``hold(directory)`` before it writes or cuts anything there), then
     loops; the locks are released at the end. A failed write becomes a one-line :class:`R.RunDirWriteError`."""
     validate(config)
+    from tr_jax import compile_cache
     from tr_jax.train import make_trainer
 
+    compile_cache.ensure()  # before anything compiles (on by default; docs/startup.md)
     groups = []
     try:
         with _MujocoLog() as mujoco_log, contextlib.ExitStack() as held:
@@ -452,8 +459,9 @@ def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress
                     display.log(lock.note)
             with _Interrupts(display.log) as interrupts:
                 try:
-                    return _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn,
-                                 on_divergence, checkpoint, loggers)
+                    options = LoopOptions(seed, num_seeds, resume, progress_fn, on_divergence, checkpoint,
+                                          tuple(loggers))
+                    return _Loop(trainer, groups, options, display, interrupts).run()
                 finally:
                     display.close()
                     for logger in loggers:
@@ -475,34 +483,115 @@ def _slice(tree, g: int, n: int):
     return jax.tree.map(lambda x: x[g * n:(g + 1) * n], tree)
 
 
-def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progress_fn, on_divergence, checkpoint,
-          loggers=()):
-    from tr_jax.hyperparams import SWEEPABLE, Hyperparams
+class LoopOptions(NamedTuple):
+    """What :func:`run`/:func:`run_sweep` ask of the host loop besides the trainer and the run directories."""
 
-    config = trainer.config
-    S, n = len(groups), num_seeds
-    total_its = max(g.config.num_iterations for g in groups)
-    steps_per_it = config.batch_size * config.action_repeat
-    seed_keys = jax.random.split(jax.random.key(seed), n)
-    keys = jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(seed_keys)), (S, 1)))
-    dtype = np.dtype(config.dtype)
-    hparams = Hyperparams(*(np.repeat(np.asarray([getattr(g.config, f) for g in groups], dtype), n)
-                            for f in SWEEPABLE))
-    shardings = trainer.state_shardings(batched=True)
-    init = jax.jit(trainer.init_runs, out_shardings=shardings)
-    chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)), static_argnums=1)
-    eval_fn = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)
-    eval_root = jax.random.fold_in(jax.random.key(seed), _EVAL_STREAM)
-    ckpts = [Checkpoints(g.rd.checkpoints, keep=config.keep_checkpoints) for g in groups]
-    where = lambda g: f"{g.rd.path}" if not g.label else f"{g.rd.path} ({g.label})"
+    seed: int
+    num_seeds: int
+    resume: bool
+    progress_fn: Optional[Callable[[int, dict], None]]
+    on_divergence: str
+    checkpoint: Optional[int]
+    loggers: tuple = ()  # tr_jax.loggers.Logger objects fed the rows written (open, metrics, evals; closed by the caller)
 
-    state = init(keys, hparams)
-    it = 0
-    if resume:
+
+class Divergence(NamedTuple):
+    """One setting in which the NaN guard fired: its label ("" for a plain run), ``(seed, iteration)`` of each
+    diverged seed, and the newest checkpoint kept (its path; None if none had been written)."""
+
+    label: str
+    seeds: list
+    kept: Optional[str]
+
+
+def divergence_message(diverged: Sequence[Divergence], sweep: bool, frozen: bool = False) -> str:
+    """The one message :class:`TrainingDiverged` carries (and the log shows) for the settings in ``diverged``
+    (``sweep``: of a sweep, each named by its label; ``frozen``: on_divergence="continue", the diverged seeds
+    stayed at their last good state while the others trained on)."""
+    where = [", ".join(f"seed {s}: iteration {i}" for s, i in d.seeds) for d in diverged]
+    where = [f"{d.label}: {w}" if sweep else w for d, w in zip(diverged, where)]
+    kept = [f"the last good checkpoint is {d.kept}" if d.kept is not None else "no checkpoint had been written yet"
+            for d in diverged]
+    first = min(i for d in diverged for _, i in d.seeds)
+    head = (f"training diverged at iteration {first} ({'; '.join(where)}): losses or parameters became non-finite; "
+            + ("the seed(s) stayed at their last good state. " if frozen else "stopped at the end of the chunk. "))
+    return head + (kept[0][0].upper() + kept[0][1:] + "." if not sweep else
+                   "; ".join(f"{d.label}: {k}" for d, k in zip(diverged, kept)) + ".")
+
+
+class _Loop:
+    """The host loop of one run or sweep (``S`` settings x ``n`` seeds, one vmapped batch of runs).
+
+    :meth:`run` builds or restores the state (:meth:`restore`), then repeats :meth:`train_chunk` (compiling the
+    chunk program once, :meth:`program`) and :meth:`after_chunk` (metrics rows, evaluation, checkpoint,
+    progress and ``progress_fn``, stop requests) until the budget, a divergence or a stop signal, then
+    :meth:`finish` writes summary.json and builds the results.
+    """
+
+    def __init__(self, trainer, groups: list, options: LoopOptions, display, interrupts: _Interrupts):
+        from tr_jax.hyperparams import SWEEPABLE, Hyperparams
+
+        self.trainer, self.groups, self.options, self.display, self.interrupts = (trainer, groups, options, display,
+                                                                                  interrupts)
+        config = self.config = trainer.config
+        S, n = self.S, self.n = len(groups), options.num_seeds
+        self.total_its = max(g.config.num_iterations for g in groups)
+        self.steps_per_it = config.batch_size * config.action_repeat
+        seed_keys = jax.random.split(jax.random.key(options.seed), n)
+        self.keys = jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(seed_keys)), (S, 1)))
+        dtype = np.dtype(config.dtype)
+        self.hparams = Hyperparams(*(np.repeat(np.asarray([getattr(g.config, f) for g in groups], dtype), n)
+                                     for f in SWEEPABLE))
+        self.shardings = trainer.state_shardings(batched=True)
+        self.init_fn = jax.jit(trainer.init_runs, out_shardings=self.shardings)
+        self.chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None, None)), static_argnums=1)
+        self.eval_fn = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)
+        self.eval_root = jax.random.fold_in(jax.random.key(options.seed), _EVAL_STREAM)
+        self.ckpts = [Checkpoints(g.rd.checkpoints, keep=config.keep_checkpoints) for g in groups]
+        self.eps = {f: np.asarray(getattr(self.hparams, f), np.float64) for f in ("eps_mean", "eps_cov", "max_kl")}
+        self.chunk_len = min(config.chunk_iterations, self.total_its)  # one program; a shorter last chunk runs
+        # fewer of its loops
+        self.state, self.it, self.saved = None, 0, 0
+        # compile_s: every program's compile time (the evaluation's in the background included); waited_s: the
+        # part the loop waited for (excluded from speeds); side_s: evaluation and checkpoints (eval compile excluded)
+        self.compiled, self.compile_s, self.waited_s, self.side_s, self.run_s = {}, 0.0, 0.0, 0.0, 0.0
+        self.background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tr_jax-compile")
+        self.chunks, self.evals, self.latest_eval, self.status = [], [[] for _ in groups], None, "finished"
+
+    def where(self, g: _Group) -> str:
+        return f"{g.rd.path}" if not g.label else f"{g.rd.path} ({g.label})"
+
+    def run(self) -> list:
+        self.state = self.init_fn(self.keys, self.hparams)
+        if self.options.resume:
+            done = self.restore()
+            if done is not None:
+                return done
+        else:
+            self.display.log(f"run directory {self.groups[0].rd.path}" if self.S == 1 else
+                             f"sweep of {self.S} settings x {self.n} seed(s) in "
+                             f"{os.path.dirname(self.groups[0].rd.path)}")
+        for logger in self.options.loggers:
+            logger.open([LogRun(g.rd.path, g.label, config_to_dict(g.config), self.n,
+                                os.path.basename(os.path.dirname(g.rd.path)) if g.label else "") for g in self.groups],
+                        self.it * self.steps_per_it)
+        self.display.start(self.total_its * self.steps_per_it, self.it * self.steps_per_it)
+        self.saved, self.it_start, self.wall_start = self.it, self.it, time.perf_counter()
+        while self.it < self.total_its:
+            before = self.it
+            metrics = self.train_chunk()
+            if self.after_chunk(before, metrics):
+                break
+        return self.finish()
+
+    def restore(self) -> Optional[list]:
+        """Restores the checkpoint to continue from and cuts the files back to it; returns the results when the run
+        is at its budget already (nothing is touched then), else None."""
+        groups, ckpts, n, S, display = self.groups, self.ckpts, self.n, self.S, self.display
         parts, its = [], set()
-        for g, ckpt in zip(groups, ckpts):
+        for gi, (g, ckpt) in enumerate(zip(groups, ckpts)):
             try:
-                part, meta = ckpt.restore(checkpoint, _slice(state, groups.index(g), n))
+                part, meta = ckpt.restore(self.options.checkpoint, _slice(self.state, gi, n))
             except CheckpointError as e:
                 if not e.older:
                     raise
@@ -513,8 +602,10 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
             its.add(int(meta["iteration"]))
         if len(its) != 1:
             raise CheckpointError(f"the settings' newest checkpoints are at different iterations {sorted(its)}")
-        it = its.pop()
-        state = par.reshard(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0], shardings)
+        it = self.it = its.pop()
+        self.state = par.reshard(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0],
+                                 self.shardings)
+        steps_per_it = self.steps_per_it
         try:
             done = _check_budget(groups, it, steps_per_it)
         except ValueError:
@@ -527,8 +618,8 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
                         + ("; the changed settings were not saved" if groups[0].changed else ""))
             for ckpt in ckpts:
                 ckpt.close()
-            diverged_at = par.to_host(state.diverged_at)
-            return [RunResult(state=_slice(state, gi, n), metrics={}, evals=[], status="finished", iteration=it,
+            diverged_at = par.to_host(self.state.diverged_at)
+            return [RunResult(state=_slice(self.state, gi, n), metrics={}, evals=[], status="finished", iteration=it,
                               steps_per_second=float("nan"), compile_seconds=0.0, run_seconds=0.0, loop_seconds=0.0,
                               eval_checkpoint_seconds=0.0, diverged_at=diverged_at[gi * n:(gi + 1) * n],
                               run_dir=g.rd.path) for gi, g in enumerate(groups)]
@@ -537,175 +628,206 @@ def _loop(trainer, groups, seed, num_seeds, resume, display, interrupts, progres
             for s in newer:
                 ckpt.delete(s)
             if newer:
-                display.log(f"removed the checkpoints newer than {it} from {where(g)}: {', '.join(map(str, newer))}")
+                display.log(f"removed the checkpoints newer than {it} from {self.where(g)}: "
+                            f"{', '.join(map(str, newer))}")
         for g in groups:
             notes = g.rd.cut(g.rd.metrics, it, n, every_iteration=True) + g.rd.cut(g.rd.eval, it, n, False)
             if g.changed:  # only once the checkpoint is known to restore
                 R.write_json(g.rd.config, config_to_dict(g.config))
-            display.log(f"resumed {where(g)} at iteration {it} ({it * steps_per_it:,} env steps)"
+            display.log(f"resumed {self.where(g)} at iteration {it} ({it * steps_per_it:,} env steps)"
                         + "".join(f"; {x}" for x in notes if not x.startswith("warning"))
                         + (f"; changed {', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in g.changed.items())}"
                            if g.changed else ""))
             for x in notes:
                 if x.startswith("warning"):
                     display.log(x)
-    else:
-        display.log(f"run directory {groups[0].rd.path}" if S == 1 else
-                    f"sweep of {S} settings x {n} seed(s) in {os.path.dirname(groups[0].rd.path)}")
+        return None
 
-    devices = trainer.mesh.devices.size
-    compiled, compile_s, side_s = {}, 0.0, 0.0  # side: evaluation and checkpoints (eval compile excluded)
-
-    def program(k):
-        nonlocal compile_s
-        if k not in compiled:
-            display.status(f"compiling a {k}-iteration chunk ({S * n} run(s), {devices} device(s))...")
+    def program(self):
+        """The chunk program (compiled on the first call, which then starts the evaluation's compilation in the
+        background)."""
+        if "chunk" not in self.compiled:
+            runs, devices = self.S * self.n, self.trainer.mesh.devices.size
+            self.display.status(f"compiling a {self.chunk_len}-iteration chunk ({runs} run(s), {devices} "
+                                f"device(s))...")
             t0 = time.perf_counter()
-            compiled[k] = chunk_fn.lower(state, k).compile()
-            compile_s += time.perf_counter() - t0
-            display.log(f"compiled a {k}-iteration chunk ({S * n} run(s) on {devices} device(s)) in "
-                        f"{time.perf_counter() - t0:.1f} s")
-        return compiled[k]
+            self.compiled["chunk"] = self.chunk_fn.lower(self.state, self.chunk_len, np.int32(self.chunk_len)).compile()
+            seconds = time.perf_counter() - t0
+            self.compile_s += seconds
+            self.waited_s += seconds
+            self.display.log(f"compiled a {self.chunk_len}-iteration chunk ({runs} run(s) on {devices} device(s)) in "
+                             f"{seconds:.1f} s; compiling the evaluation in the background")
+            self.compiled["eval"] = self.background.submit(self._compile_eval, self.state, self.eval_keys(0))
+        return self.compiled["chunk"]
 
-    def evaluate(it):
-        nonlocal compile_s, side_s
-        ekeys = jax.random.split(jax.random.fold_in(eval_root, it), n)
-        ekeys = jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(ekeys)), (S, 1)))
-        if "eval" not in compiled:
+    def _compile_eval(self, like, keys_like):
+        """(in the background thread: tracing holds the GIL, XLA's compilation does not)"""
+        t0 = time.perf_counter()
+        return self.eval_fn.lower(like, keys_like, self.config.eval_episodes).compile(), time.perf_counter() - t0
+
+    def eval_program(self):
+        """The evaluation program, waiting for its compilation if it is still running."""
+        pending = self.compiled["eval"]
+        if isinstance(pending, concurrent.futures.Future):
+            if not pending.done():
+                self.display.status("waiting for the evaluation program to compile (in the background)...")
             t0 = time.perf_counter()
-            compiled["eval"] = eval_fn.lower(state, ekeys, config.eval_episodes).compile()
-            compile_s += time.perf_counter() - t0
+            self.compiled["eval"], seconds = pending.result()
+            self.waited_s += time.perf_counter() - t0
+            self.compile_s += seconds
+            self.display.log(f"compiled the evaluation program in {seconds:.1f} s (in the background; waited "
+                             f"{time.perf_counter() - t0:.1f} s for it)")
+        return self.compiled["eval"]
+
+    def eval_keys(self, it: int):
+        keys = jax.random.split(jax.random.fold_in(self.eval_root, it), self.n)
+        return jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(keys)), (self.S, 1)))
+
+    def train_chunk(self) -> dict:
+        """Trains the next chunk; returns its metrics, name -> ``[S * n, iterations run]`` numpy arrays."""
+        k = min(self.chunk_len, self.total_its - self.it)
+        fn = self.program()
+        t0 = time.perf_counter()
+        self.state, metrics = _wait(fn(self.state, np.int32(k)), self.interrupts)
+        self.run_s += time.perf_counter() - t0
+        metrics = {name: v[:, :k] for name, v in par.to_host(metrics).items()}
+        self.chunks.append(metrics)
+        self.it += k
+        return metrics
+
+    def write_metrics(self, metrics: dict) -> None:
+        n = self.n
+        for gi, g in enumerate(self.groups):
+            rows = [{"iteration": int(metrics["iteration"][r, i]), "seed": s, "env_steps": int(metrics["env_steps"][r, i]),
+                     **{name: v[r, i] for name, v in metrics.items() if name not in ("iteration", "env_steps")}}
+                    for i in range(metrics["iteration"].shape[1]) for s, r in ((s, gi * n + s) for s in range(n))]
+            g.rd.append(g.rd.metrics, rows)
+            for logger in self.options.loggers:
+                logger.metrics(gi, rows)
+
+    def evaluate(self, it: int) -> list:
+        """Evaluates every run at iteration ``it``; appends to eval.jsonl and returns the rows, per setting."""
+        ekeys = self.eval_keys(it)
+        fn = self.eval_program()
         t_start = time.perf_counter()
-        out = par.to_host(_wait(compiled["eval"](state, ekeys), interrupts))
+        out = par.to_host(_wait(fn(self.state, ekeys), self.interrupts))
         rows = []
-        for gi, g in enumerate(groups):
+        for gi, g in enumerate(self.groups):
             group_rows = []
-            for s in range(n):
-                row = {"iteration": it - 1, "env_steps": it * steps_per_it, "seed": s}
+            for s in range(self.n):
+                row = {"iteration": it - 1, "env_steps": it * self.steps_per_it, "seed": s}
                 for mode in ("deterministic", "stochastic"):
-                    r, ln = out[f"{mode}_return"][gi * n + s], out[f"{mode}_length"][gi * n + s]
+                    r, ln = out[f"{mode}_return"][gi * self.n + s], out[f"{mode}_length"][gi * self.n + s]
                     row.update({f"{mode}_return_mean": r.mean(), f"{mode}_return_std": r.std(),
                                 f"{mode}_length_mean": ln.mean()})
                 group_rows.append(row)
             g.rd.append(g.rd.eval, group_rows)
-            for logger in loggers:
+            for logger in self.options.loggers:
                 logger.evals(gi, group_rows)
             rows.append(group_rows)
-        side_s += time.perf_counter() - t_start
+        self.side_s += time.perf_counter() - t_start
         return rows
 
-    def save(it):
-        nonlocal side_s
+    def save(self, it: int) -> None:
         t_start = time.perf_counter()
-        for gi, (g, ckpt) in enumerate(zip(groups, ckpts)):
-            ckpt.save(it, _slice(state, gi, n), {"iteration": it, "env_steps": it * steps_per_it, "seed": seed,
-                                                  "num_seeds": n, "config": config_to_dict(g.config)})
-        side_s += time.perf_counter() - t_start
+        for gi, (g, ckpt) in enumerate(zip(self.groups, self.ckpts)):
+            ckpt.save(it, _slice(self.state, gi, self.n), {
+                "iteration": it, "env_steps": it * self.steps_per_it, "seed": self.options.seed,
+                "num_seeds": self.n, "config": config_to_dict(g.config)})
+        self.saved = it
+        self.side_s += time.perf_counter() - t_start
 
-    eps = {f: np.asarray(getattr(hparams, f), np.float64) for f in ("eps_mean", "eps_cov", "max_kl")}
-    for logger in loggers:
-        logger.open([LogRun(g.rd.path, g.label, config_to_dict(g.config), n,
-                            os.path.basename(os.path.dirname(g.rd.path)) if g.label else "") for g in groups],
-                    it * steps_per_it)
-    display.start(total_its * steps_per_it, it * steps_per_it)
-    chunks, evals, status, run_s, saved = [], [[] for _ in groups], "finished", 0.0, it
-    it_start, wall_start = it, time.perf_counter()
-    latest_eval = None
-    while it < total_its:
-        k = min(config.chunk_iterations, total_its - it)
-        fn = program(k)
-        t0 = time.perf_counter()
-        state, metrics = _wait(fn(state), interrupts)
-        run_s += time.perf_counter() - t0
-        metrics = par.to_host(metrics)
-        chunks.append(metrics)
-        for gi, g in enumerate(groups):
-            rows = [{"iteration": int(metrics["iteration"][r, i]), "seed": s, "env_steps": int(metrics["env_steps"][r, i]),
-                     **{name: v[r, i] for name, v in metrics.items() if name not in ("iteration", "env_steps")}}
-                    for i in range(k) for s, r in ((s, gi * n + s) for s in range(n))]
-            g.rd.append(g.rd.metrics, rows)
-            for logger in loggers:
-                logger.metrics(gi, rows)
-        before, it = it, it + k
-        diverged_at = par.to_host(state.diverged_at)
-        last = it >= total_its
+    def after_chunk(self, before: int, metrics: dict) -> bool:
+        """Everything between two chunks (``before``: the iteration the chunk started at); True to stop."""
+        it, config = self.it, self.config
+        self.write_metrics(metrics)
+        last = it >= self.total_its
         info = {}
-        if (diverged_at >= 0).any():
-            status = "diverged"
-        if status != "diverged" or on_divergence == "continue":  # continue: the diverged seeds stay frozen
+        if (par.to_host(self.state.diverged_at) >= 0).any():
+            self.status = "diverged"
+        if self.status != "diverged" or self.options.on_divergence == "continue":  # continue: diverged seeds frozen
             if _due(config.eval_every, before, it, last):
-                rows = evaluate(it)
-                for gi in range(S):
-                    evals[gi] += rows[gi]
-                latest_eval = [r for group_rows in rows for r in group_rows]
-                info = {f"eval/{name}": np.array([r[name] for r in latest_eval]) for name in latest_eval[0]
+                rows = self.evaluate(it)
+                for gi in range(self.S):
+                    self.evals[gi] += rows[gi]
+                self.latest_eval = [r for group_rows in rows for r in group_rows]
+                info = {f"eval/{name}": np.array([r[name] for r in self.latest_eval]) for name in self.latest_eval[0]
                         if name.endswith("_mean")}
             if _due(config.checkpoint_every, before, it, last):
-                save(it)
-                saved = it
+                self.save(it)
+        self.report(metrics)
+        if self.options.progress_fn is not None:
+            self.options.progress_fn(it * self.steps_per_it, {**metrics, **info})
+        if self.status == "diverged" and self.options.on_divergence != "continue":
+            return True
+        return self.stop_requested(last)
+
+    def report(self, metrics: dict) -> None:
+        """The progress display's update after a chunk."""
+        it, total_its, runs = self.it, self.total_its, self.S * self.n
         latest = {name: v[:, -1] for name, v in metrics.items()}
         fields = {"iteration": f"{it}/{total_its}", "train return": fmt(_mean(latest["episode_return"]), ".1f")}
-        if latest_eval:
-            fields["eval return det/sto"] = fmt_parts([_mean([r[f"{mode}_return_mean"] for r in latest_eval])
+        if self.latest_eval:
+            fields["eval return det/sto"] = fmt_parts([_mean([r[f"{mode}_return_mean"] for r in self.latest_eval])
                                                        for mode in ("deterministic", "stochastic")], ".1f")
         fields["kl_max"] = fmt(_mean(latest.get("kl_max", np.nan)), ".3g")
-        fields.update(_bound_fields(config, latest, eps))
-        # speed over all runs and ETA from the wall time since the start, compilation excluded
-        wall = time.perf_counter() - wall_start - compile_s
-        speed = (it - it_start) * steps_per_it * S * n / wall if wall > 0 else float("nan")
-        eta = (total_its - it) * steps_per_it * S * n / speed if speed > 0 else None
-        display.update(it * steps_per_it, speed, eta, fields)
-        if progress_fn is not None:
-            progress_fn(it * steps_per_it, {**metrics, **info})
-        if status == "diverged" and on_divergence != "continue":
-            break
+        fields.update(_bound_fields(self.config, latest, self.eps))
+        pending = self.compiled.get("eval")
+        if isinstance(pending, concurrent.futures.Future) and not pending.done():
+            fields["compiling"] = "evaluation (in the background)"
+        # speed over all runs and ETA from the wall time since the start, waiting for compilation excluded
+        wall = time.perf_counter() - self.wall_start - self.waited_s
+        speed = (it - self.it_start) * self.steps_per_it * runs / wall if wall > 0 else float("nan")
+        eta = (total_its - it) * self.steps_per_it * runs / speed if speed > 0 else None
+        self.display.update(it * self.steps_per_it, speed, eta, fields)
+
+    def stop_requested(self, last: bool) -> bool:
+        """True (after a checkpoint at the iteration reached) when a stop signal arrived in any process."""
+        interrupts, it = self.interrupts, self.it
         interrupts.poll()
         # read once per chunk, by every process at the same point: several processes stop at the same chunk end,
         # each with the signal one of them got (a signal during the last chunk: the run is finished anyway)
         interrupts.share(par.max_process(interrupts.code))
-        if interrupts.requested and not last:
-            if saved != it:  # the signal may have come after this chunk's checkpoint decision
-                save(it)
-            status = interrupts.status
-            display.log(f"{status} at iteration {it} ({it * steps_per_it:,} env steps) by {interrupts.signal}; "
-                        f"checkpoint {ckpts[0].path(it) if S == 1 else it} written; "
-                        f"continue with: tr-jax train --resume {_resume_dir(groups)}")
-            break
+        if not interrupts.requested or last:
+            return False
+        if self.saved != it:  # the signal may have come after this chunk's checkpoint decision
+            self.save(it)
+        self.status = interrupts.status
+        self.display.log(f"{self.status} at iteration {it} ({it * self.steps_per_it:,} env steps) by "
+                         f"{interrupts.signal}; checkpoint {self.ckpts[0].path(it) if self.S == 1 else it} written; "
+                         f"continue with: tr-jax train --resume {_resume_dir(self.groups)}")
+        return True
 
-    loop_s = time.perf_counter() - wall_start - compile_s
-    metrics = {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]} if chunks else {}
-    diverged_at = par.to_host(state.diverged_at)
-    its_run = sum(c["iteration"].shape[1] for c in chunks)
-    results = []
-    for gi, (g, ckpt) in enumerate(zip(groups, ckpts)):
-        result = RunResult(state=_slice(state, gi, n), metrics=_slice(metrics, gi, n), evals=evals[gi], status=status,
-                           iteration=it, steps_per_second=its_run * steps_per_it * S * n / run_s if run_s > 0
-                           else float("nan"), compile_seconds=compile_s, run_seconds=run_s, loop_seconds=loop_s,
-                           eval_checkpoint_seconds=side_s, diverged_at=diverged_at[gi * n:(gi + 1) * n],
-                           run_dir=g.rd.path, signal=interrupts.signal if status in ("interrupted", "preempted")
-                           else None)
-        _write_summary(g.rd, g.config, result, ckpt)
-        ckpt.close()
-        results.append(result)
-    if status == "diverged":
-        lines = []
-        for g, ckpt, result in zip(groups, ckpts, results):
-            bad = ", ".join(f"seed {s}: iteration {i}" for s, i in enumerate(result.diverged_at) if i >= 0)
-            if bad:
+    def finish(self) -> list:
+        """summary.json of every setting, the results; raises :class:`TrainingDiverged` if asked to."""
+        self.background.shutdown(wait=False)  # (a run stopped early: the evaluation's compilation ends on its own)
+        loop_s = time.perf_counter() - self.wall_start - self.waited_s
+        chunks, n, S, status = self.chunks, self.n, self.S, self.status
+        metrics = {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]} if chunks else {}
+        diverged_at = par.to_host(self.state.diverged_at)
+        its_run = sum(c["iteration"].shape[1] for c in chunks)
+        speed = its_run * self.steps_per_it * S * n / self.run_s if self.run_s > 0 else float("nan")
+        results, diverged = [], []
+        for gi, (g, ckpt) in enumerate(zip(self.groups, self.ckpts)):
+            result = RunResult(state=_slice(self.state, gi, n), metrics=_slice(metrics, gi, n), evals=self.evals[gi],
+                               status=status, iteration=self.it, steps_per_second=speed,
+                               compile_seconds=self.compile_s, run_seconds=self.run_s, loop_seconds=loop_s,
+                               eval_checkpoint_seconds=self.side_s, diverged_at=diverged_at[gi * n:(gi + 1) * n],
+                               run_dir=g.rd.path, signal=self.interrupts.signal
+                               if status in ("interrupted", "preempted") else None)
+            _write_summary(g.rd, g.config, result, ckpt)
+            seeds = [(s, int(i)) for s, i in enumerate(result.diverged_at) if i >= 0]
+            if status == "diverged" and seeds:
                 kept = ckpt.latest()
-                lines.append((bad if S == 1 else f"{g.label}: {bad}",
-                              f"the last good checkpoint is {ckpt.path(kept)}" if kept is not None
-                              else "no checkpoint had been written yet"))
-        first = int(diverged_at[diverged_at >= 0].min())
-        head = f"training diverged at iteration {first} ({'; '.join(w for w, _ in lines)}): losses or parameters " \
-               f"became non-finite; " + ("the seed(s) stayed at their last good state. " if on_divergence == "continue"
-                                         else "stopped at the end of the chunk. ")
-        message = head + (lines[0][1][0].upper() + lines[0][1][1:] + "." if S == 1 else
-                          "; ".join(f"{w.split(':')[0]}: {k}" for w, k in lines) + ".")
-        display.log(message)
-        if on_divergence == "raise":
-            raise TrainingDiverged(message, results[0] if S == 1 else results)
-    return results
+                diverged.append(Divergence(g.label, seeds, ckpt.path(kept) if kept is not None else None))
+            ckpt.close()
+            results.append(result)
+        if status == "diverged":
+            message = divergence_message(diverged, sweep=S > 1, frozen=self.options.on_divergence == "continue")
+            self.display.log(message)
+            if self.options.on_divergence == "raise":
+                raise TrainingDiverged(message, results[0] if S == 1 else results, diverged)
+        return results
 
 
 def _write_summary(rd, config, result: RunResult, ckpt: Checkpoints):

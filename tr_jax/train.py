@@ -5,13 +5,18 @@
   :meth:`Trainer.init_runs` ``(keys, hparams)`` starts runs with different
   settings that then train in one program; it maps ``init`` over the runs
   rather than vmapping it, see its docstring).
-* ``train_chunk(state, num_iterations) -> (state, metrics)``: ``num_iterations``
-  (static) iterations as one ``lax.scan``; metrics stacked ``[num_iterations]``.
-  ``jax.vmap(train_chunk, in_axes=(0, None))`` trains several seeds at once.
+* ``train_chunk(state, num_iterations, active=None) -> (state, metrics)``:
+  ``num_iterations`` (static) iterations as one loop; metrics stacked
+  ``[num_iterations]``. ``active`` (an int32 scalar, may be traced) runs only
+  the first ``active`` of them in the same compiled program (a ``while_loop``):
+  the metrics' rows from ``active`` on are padding (NaN, ``diverged`` True) to
+  drop. ``jax.vmap(train_chunk, in_axes=(0, None, None))`` trains several
+  seeds at once; the host loop compiles one chunk program per run this way.
 * ``evaluate(state, key, num_episodes) -> dict``: full episodes on their own
   envs with the deterministic (mean) and the sampled action.
 * ``train(key) -> (state, metrics)``: the whole run as one jittable function
-  (chunks of ``config.chunk_iterations`` in a ``lax.scan``; what ``make_train``
+  (chunks of ``config.chunk_iterations`` in a ``lax.scan``, the last one
+  running only the rest; what ``make_train``
   returns).
 
 One iteration: re-draw the reset pool, collect ``unroll_length`` steps from
@@ -89,7 +94,8 @@ class Trainer(NamedTuple):
     """What :func:`make_trainer` builds; every function is pure and jittable.
 
     init(key, hparams=None) -> TrainState  (hparams None: the config's values)
-    train_chunk(state, num_iterations: int) -> (state, metrics: dict of [num_iterations] arrays)
+    train_chunk(state, num_iterations: int, active=None) -> (state, metrics: dict of [num_iterations] arrays);
+      ``active`` (int32, may be traced): run only the first ``active`` iterations, the other rows are padding
     evaluate(state, key, num_episodes: int) -> dict of [num_episodes] arrays:
       ``deterministic_return``, ``deterministic_length``, ``stochastic_return``,
       ``stochastic_length`` (one full episode per env, at most ``episode_length`` env steps)
@@ -275,7 +281,8 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
     metric_shapes = {}  # filled on first trace: the per-iteration metric structure
 
     def skipped_metrics(ts: TrainState, num_iterations: int) -> dict:
-        """What a chunk that starts diverged reports: NaN, ``diverged`` True, the step counters."""
+        """What a chunk that starts diverged reports (and the padding rows after ``active``): NaN, ``diverged``
+        True, the step counters."""
         its = ts.iteration + jnp.arange(num_iterations, dtype=jnp.int32)
         out = {}
         for k, sd in metric_shapes.items():
@@ -287,22 +294,37 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
                    diverged=jnp.ones((num_iterations,), bool))
         return out
 
-    def sharded(fn):
-        """``fn(ts) -> (ts, metrics)`` on each device's part of the state (metrics replicated)."""
+    def sharded(fn, *replicated):
+        """``fn(ts, *replicated) -> (ts, metrics)`` on each device's part of the state (``replicated`` and the
+        metrics: the same on every device)."""
         specs = _state_specs(jax.eval_shape(init, jax.random.key(0)), batched=False)
-        return jax.shard_map(fn, mesh=mesh, in_specs=(specs,), out_specs=(specs, P()), check_vma=False)
+        return jax.shard_map(fn, mesh=mesh, in_specs=(specs, *(P() for _ in replicated)), out_specs=(specs, P()),
+                             check_vma=False)
 
-    def train_chunk(ts: TrainState, num_iterations: int):
+    def train_chunk(ts: TrainState, num_iterations: int, active=None):
         if not isinstance(num_iterations, int) or num_iterations < 1:
             raise ValueError(f"num_iterations must be a positive Python int (static), got {num_iterations!r}")
         if not metric_shapes:
             metric_shapes.update(jax.eval_shape(sharded(iteration), ts)[1])
 
-        def run(ts):
-            return jax.lax.scan(iteration, ts, None, length=num_iterations)
+        def run(ts, count):
+            # rows from ``count`` on keep skipped_metrics' padding; a Python-int count makes fori_loop a scan,
+            # a traced one a while loop (the same program for any count up to num_iterations)
+            def body(i, carry):
+                ts, rows = carry
+                ts, m = iteration(ts)
+                return ts, jax.tree.map(lambda r, x: r.at[i].set(x), rows, m)
 
-        return sharded(lambda ts: jax.lax.cond(ts.diverged_at >= 0, lambda ts: (ts, skipped_metrics(ts, num_iterations)),
-                                               run, ts))(ts)
+            return jax.lax.fori_loop(0, count, body, (ts, skipped_metrics(ts, num_iterations)))
+
+        def chunk(ts, *count):
+            count = jnp.minimum(count[0], num_iterations) if count else num_iterations
+            return jax.lax.cond(ts.diverged_at >= 0, lambda ts: (ts, skipped_metrics(ts, num_iterations)),
+                                lambda ts: run(ts, count), ts)
+
+        if active is None:
+            return sharded(chunk)(ts)
+        return sharded(chunk, active)(ts, jnp.asarray(active, jnp.int32))
 
     def evaluate(ts: TrainState, key, num_episodes: int) -> dict:
         if not isinstance(num_episodes, int) or num_episodes < 1:
@@ -333,14 +355,12 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
 
     def train(key):
         ts = init(key)
-        chunk = min(config.chunk_iterations, config.num_iterations)
-        n_full, rest = divmod(config.num_iterations, chunk)
-        ts, metrics = jax.lax.scan(lambda s, _: train_chunk(s, chunk), ts, None, length=n_full)
-        metrics = jax.tree.map(lambda x: x.reshape((n_full * chunk,) + x.shape[2:]), metrics)
-        if rest:
-            ts, last = train_chunk(ts, rest)
-            metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, last)
-        return ts, metrics
+        total = config.num_iterations
+        chunk = min(config.chunk_iterations, total)
+        n_chunks = -(-total // chunk)  # the last one runs the rest: the same chunk program, fewer iterations
+        ts, metrics = jax.lax.scan(lambda s, c: train_chunk(s, chunk, jnp.minimum(chunk, total - c * chunk)), ts,
+                                   jnp.arange(n_chunks, dtype=jnp.int32))
+        return ts, jax.tree.map(lambda x: x.reshape((n_chunks * chunk,) + x.shape[2:])[:total], metrics)
 
     return Trainer(init=init, train_chunk=train_chunk, evaluate=evaluate, train=train, config=config, env=env,
                    policy=policy, value=value, algorithm=algorithm, mesh=mesh)

@@ -1,0 +1,62 @@
+"""JAX's persistent compilation cache for tr_jax runs: a rerun loads its compiled programs from disk.
+
+:func:`tr_jax.run.run` (and ``run_sweep``, ``tr-jax train``) turns it on with :func:`setup` unless it was set up
+already in the process. Where it lives:
+
+* ``$TR_JAX_COMPILE_CACHE`` if set: a directory, or ``off`` (also ``0``, ``false``, ``no``) to turn it off;
+* else ``$XDG_CACHE_HOME/tr_jax/jax_compile`` (``~/.cache/tr_jax/jax_compile``);
+* a directory set in JAX itself (``JAX_COMPILATION_CACHE_DIR``, ``jax.config.update("jax_compilation_cache_dir",
+  ...)``) is used as it is.
+
+``tr-jax train --no-compile-cache`` turns it off for one command. Size: JAX evicts the least recently used entries
+once the directory holds more than :data:`MAX_BYTES` (``JAX_COMPILATION_CACHE_MAX_SIZE``, in bytes, overrides; -1:
+no limit). JAX writes only programs that took at least ``jax_persistent_cache_min_compile_time_secs`` (1 s) to
+compile, keyed by the program, the compile options, the devices and the jax/jaxlib versions: an entry of another
+version is never loaded (it ages out).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import jax
+
+ENV = "TR_JAX_COMPILE_CACHE"
+MAX_BYTES = 2 * 1024**3
+"""The cache's default size limit (2 GiB; a hopper chunk program is a few MB)."""
+
+_OFF = ("", "0", "off", "false", "no")
+_chosen: list = []  # [directory or None] once setup ran in this process
+
+
+def cache_dir(environ=None) -> Optional[str]:
+    """The directory the cache goes to from ``environ`` (default ``os.environ``), None when it is turned off."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(ENV)
+    if value is not None:
+        return None if value.strip().lower() in _OFF else os.path.abspath(os.path.expanduser(value))
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tr_jax", "jax_compile")
+
+
+def setup(enabled: bool = True) -> Optional[str]:
+    """Turns JAX's persistent compilation cache on (in :func:`cache_dir`, or JAX's own directory if one is set),
+    or off (``enabled`` False, or ``$TR_JAX_COMPILE_CACHE=off``). Returns the directory in use, None when off."""
+    path = (jax.config.jax_compilation_cache_dir or cache_dir()) if enabled else None
+    if path is None:
+        jax.config.update("jax_enable_compilation_cache", False)
+    else:
+        if not jax.config.jax_compilation_cache_dir:
+            os.makedirs(path, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", path)
+        if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ and jax.config.jax_compilation_cache_max_size == -1:
+            jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+        jax.config.update("jax_enable_compilation_cache", True)
+    _chosen[:] = [path]
+    return path
+
+
+def ensure() -> Optional[str]:
+    """:func:`setup` with the defaults, unless it ran already in this process; returns the directory in use."""
+    return _chosen[0] if _chosen else setup()
