@@ -155,7 +155,7 @@ def _side(e: stats.Estimate, null: float, better: str, worse: str) -> str:
         return f"**met** ({better})"
     if e.high < null:
         return f"**not met** ({worse})"
-    return "**inconclusive** (the CI contains %g)" % null
+    return f"**inconclusive** (the CI contains {null:g})"
 
 
 def verdicts(st: Study) -> list:
@@ -482,7 +482,7 @@ def main(argv=None) -> int:
         print(f"study_report.py: error: {args.study} holds no runs/ directory (export a study first: "
               "python3 experiments/study_export.py OUT)", file=sys.stderr)
         return 2
-    for name, path in report(args.study, args.docs, args.reps).items():
+    for path in report(args.study, args.docs, args.reps).values():
         print(f"wrote {path}")
     return 0
 

@@ -78,7 +78,7 @@ def _files(run_dir: str, seed: int) -> dict:
 
 def test_tensorboard_events_equal_the_files(sweep):
     path, results = sweep
-    for eps, r in zip(EPS, results):
+    for r in results:
         for seed in range(2):
             d = os.path.join(r.run_dir, "tensorboard", f"seed_{seed}")
             want = _files(r.run_dir, seed)

@@ -138,7 +138,7 @@ def _assert_same_checkpoints(a, b, steps):
 
 def test_two_processes_equal_one_process_on_two_devices(runs):
     single, two = runs["single"], runs["two"]
-    for rc, out, err in runs["two_out"]:
+    for _rc, out, err in runs["two_out"]:
         assert "2 device(s)" in out + err  # both processes run the program over the global 2-device mesh
     metrics = (two / "metrics.jsonl").read_text()
     assert len(metrics.splitlines()) == 6
@@ -192,7 +192,7 @@ def test_sigint_to_process_0_alone_stops_both_at_the_same_chunk(runs):
     end of that chunk, so both save checkpoint 2 and stop there, as interrupted (before: process 0 stopped
     alone and process 1 waited in chunk 2's collectives for it)."""
     assert [r[0] for r in runs["sigint_out"]] == [130, 130], runs["sigint_out"]
-    for rc, out, err in runs["sigint_out"]:
+    for _rc, out, err in runs["sigint_out"]:
         assert "interrupted at iteration 2 (128 env steps) by SIGINT; checkpoint" in out + err
     d = runs["sigint"]
     summary = json.loads((d / "summary.json").read_text())

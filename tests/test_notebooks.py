@@ -2,9 +2,10 @@
 
 A notebook that raises in any cell fails the test (cells may assert what they
 show), and so does a cell that calls ``plt.show()`` or ``display(...)``
-without leaving a figure (an embedded PNG) in its outputs. The kernel gets the repository root on PYTHONPATH, so this also works
-from a checkout where tr_jax is not installed. Skipped, with the reason, where
-nbformat/nbclient/ipykernel are missing (they are in the `test` extra).
+without leaving a figure (an embedded PNG) in its outputs. The kernel gets the
+repository root on PYTHONPATH, so this also works from a checkout where tr_jax
+is not installed. Skipped, with the reason, where nbformat/nbclient/ipykernel
+are missing (they are in the `test` extra).
 """
 
 import os

@@ -154,7 +154,7 @@ def test_trpl_parts_within_bounds(projection, cov_type, contextual):
     cfg, pol, out = _trpl_run(projection, cov_type, contextual)
     pkind = projection_cov_type(cov_type, projection)
     opts = {} if projection == "kl" else {"scale_prec": cfg.scale_prec}
-    for old, new, batch, m in out:
+    for _old, new, batch, m in out:
         assert all(np.isfinite(float(v)) for v in m.values())
         # recompute from the new parameters, independently of the metrics
         to = (lambda s: s) if pkind == cov_type else (lambda s: D.cholesky(s, cov_type))
@@ -190,7 +190,7 @@ def test_trpl_global_scale_written_back(projection, cov_type):
     pkind = projection_cov_type(cov_type, projection)
     to = (lambda s: s) if pkind == cov_type else (lambda s: D.cholesky(s, cov_type))
     opts = {} if projection == "kl" else {"scale_prec": cfg.scale_prec}
-    for old, new, batch, m in out:
+    for _old, new, batch, m in out:
         mean, scale = pol.apply(new.policy_params, batch.obs)
         assert not np.allclose(scale, batch.old_scale)  # the covariance moved
         _, cp = parts(projection, mean, to(scale), batch.old_mean, to(batch.old_scale), **opts)
@@ -233,7 +233,7 @@ def test_trpl_entropy_projection_equality():
     cfg, pol, out = _trpl_run("kl", "diag", True, entropy_schedule="linear", target_entropy=-2.0,
                               entropy_equality=True)
     h0 = gaussian_entropy(K, cfg.init_std)
-    for i, (old, new, batch, m) in enumerate(out):
+    for i, (*_, m) in enumerate(out):
         beta = h0 + (-2.0 - h0) * i / cfg.num_iterations
         np.testing.assert_allclose(m["entropy_bound"], beta, rtol=1e-5)
         np.testing.assert_allclose(m["entropy"], beta, rtol=1e-4, atol=1e-5)

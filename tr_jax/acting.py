@@ -6,13 +6,17 @@ One implementation of how a trained policy acts, shared by the trainer's rollout
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from tr_jax import distributions as D
 from tr_jax.envs import normalize as N
+
+if TYPE_CHECKING:
+    from tr_jax.config import TrainConfig
+    from tr_jax.networks import Policy
 
 
 def obs_normalizer(obs_stats: N.RunningStats, normalize_obs: bool, obs_clip: Optional[float],
@@ -48,10 +52,10 @@ class ActingPolicy(NamedTuple):
 
     act: Callable
     distribution: Callable
-    cov_type: str
+    cov_type: D.CovType
 
 
-def acting_policy(policy, params, obs_stats: N.RunningStats, config) -> ActingPolicy:
+def acting_policy(policy: Policy, params: Any, obs_stats: N.RunningStats, config: TrainConfig) -> ActingPolicy:
     """Binds ``policy`` (:func:`tr_jax.networks.make_policy`), its ``params`` and the run's observation
     statistics into an :class:`ActingPolicy` (``config``: normalize_obs, obs_clip, dtype).
 

@@ -177,7 +177,7 @@ class Timings:
     def __init__(self, out: str):
         self.path = os.path.join(out, "timings.json")
         self.data = self._read()
-        self._mine = set()
+        self._mine: set[str] = set()
 
     def _read(self) -> dict:
         return R.read_json(self.path) if os.path.exists(self.path) else {}
@@ -283,8 +283,8 @@ def summarize(out: str, env: str, setup: str, timings: Timings, up_to: Optional[
     steps_per_second, wall = timings.totals(f"{env}/{setup}")
     return Row(env, setup, status, num_seeds, evals[-1]["env_steps"] if evals else 0, budget, scores,
                stats.lowest_return(all_evals, budget), final,
-               *(m[k] for k in ("kl_max", "bound_use", "over", "acting_mean", "acting_cov")),
-               critic(config), steps_per_second, wall)
+               kl_max=m["kl_max"], bound_use=m["bound_use"], over=m["over"], acting_mean=m["acting_mean"],
+               acting_cov=m["acting_cov"], critic=critic(config), steps_per_second=steps_per_second, wall_seconds=wall)
 
 
 METRIC_SUMMARY = "metric_summary.json"  # in an exported run (experiments/study_export.py): metric_summary()
@@ -376,10 +376,10 @@ def _critic_note(rows: Sequence[Row]) -> str:
 def scored(rows: Sequence[Row]) -> dict:
     """``{(env, setup): [S] scores}`` of ``rows`` with failed seeds imputed (:func:`tr_jax.stats.impute_failures`:
     the lowest evaluation return of any row of the same env and budget); NaN stays NaN (an incomplete cell)."""
-    floors = {}
+    found: dict[tuple[str, int], list[float]] = {}
     for r in rows:
-        floors.setdefault((r.env, r.budget), []).append(r.floor)
-    floors = {k: min((x for x in v if np.isfinite(x)), default=np.nan) for k, v in floors.items()}
+        found.setdefault((r.env, r.budget), []).append(r.floor)
+    floors = {k: min((x for x in v if np.isfinite(x)), default=np.nan) for k, v in found.items()}
     return {(r.env, r.setup): stats.impute_failures(r.scores, floors[(r.env, r.budget)]) for r in rows}
 
 

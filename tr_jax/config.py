@@ -461,6 +461,7 @@ def parse_assignment(text: str) -> tuple:
     key, value = (x.strip() for x in text.split("=", 1))
     if key not in field_names():
         raise ValueError(f"--set {text!r}: unknown key {key!r}; TrainConfig fields are {list(field_names())}")
+    v: Any
     if value.lower() in ("none", "null"):
         v = None
     elif type_name(key) == "list of ints":

@@ -12,6 +12,9 @@ from typing import Callable, NamedTuple, Optional
 import jax
 
 from tr_jax.acting import acting_policy
+from tr_jax.config import TrainConfig
+from tr_jax.distributions import CovType
+from tr_jax.envs.wrappers import VecEnv
 
 
 class LoadedPolicy(NamedTuple):
@@ -29,13 +32,13 @@ class LoadedPolicy(NamedTuple):
 
     act: Callable
     distribution: Callable
-    cov_type: str
+    cov_type: CovType
     obs_dim: int
     action_dim: int
     iteration: int
     env_steps: int
-    config: object
-    env: object
+    config: TrainConfig
+    env: VecEnv
 
 
 def load_policy(run_dir: str, seed: int = 0, checkpoint: Optional[int] = None, env=None) -> LoadedPolicy:

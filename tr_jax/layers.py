@@ -13,7 +13,10 @@ from typing import Optional
 
 import jax
 from flax import nnx
+from jax.typing import ArrayLike
 
+from tr_jax.distributions import CovType
+from tr_jax.projections.dispatch import ProjectionName
 from tr_jax.trpl import project_gaussians, projection_cov_type
 
 
@@ -43,7 +46,7 @@ class TrustRegionLayer(nnx.Module):
         [[0.316]] [[0.785]]
     """
 
-    def __init__(self, projection: str = "kl", cov_type: str = "diag", *, eps_mean: Optional[float] = None,
+    def __init__(self, projection: ProjectionName = "kl", cov_type: CovType = "diag", *, eps_mean: Optional[float] = None,
                  eps_cov: Optional[float] = None, entropy_equality: bool = False, scale_prec: bool = True):
         self.output_cov_type = projection_cov_type(cov_type, projection)  # validates both names
         for what, eps in (("eps_mean", eps_mean), ("eps_cov", eps_cov)):
@@ -54,7 +57,8 @@ class TrustRegionLayer(nnx.Module):
         self.entropy_equality, self.scale_prec = bool(entropy_equality), bool(scale_prec)
 
     def __call__(self, mean: jax.Array, scale: jax.Array, old_mean: jax.Array, old_scale: jax.Array,
-                 eps_mean=None, eps_cov=None, entropy_bound=None) -> tuple[jax.Array, jax.Array]:
+                 eps_mean: Optional[ArrayLike] = None, eps_cov: Optional[ArrayLike] = None,
+                 entropy_bound: Optional[ArrayLike] = None) -> tuple[jax.Array, jax.Array]:
         eps_mean = self.eps_mean if eps_mean is None else eps_mean
         eps_cov = self.eps_cov if eps_cov is None else eps_cov
         if eps_mean is None or eps_cov is None:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import NamedTuple, Optional, Sequence
+from typing import Literal, NamedTuple, Optional, Sequence
 
 from tr_jax import rundir as R
 
@@ -176,7 +176,8 @@ class TensorBoardLogger(Logger):
 class WandbLogger(Logger):
     """One W&B run per (run directory, seed), offline by default (``mode="online"`` uploads as it goes)."""
 
-    def __init__(self, project: str = "tr_jax", dir: Optional[str] = None, mode: str = "offline",
+    def __init__(self, project: str = "tr_jax", dir: Optional[str] = None,
+                 mode: Literal["online", "offline", "disabled"] = "offline",
                  entity: Optional[str] = None):
         try:
             import wandb

@@ -40,7 +40,7 @@ them.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -49,6 +49,9 @@ import jax.numpy as jnp
 from tr_jax import linalg as LA
 
 from tr_jax import distributions as D
+
+if TYPE_CHECKING:
+    from tr_jax.config import TrainConfig
 
 Params = dict
 
@@ -61,7 +64,7 @@ ACTIVATIONS = tuple(_ACTIVATIONS)
 # --------------------------------------------------------------------------------------
 
 
-def softplus_inverse(y):
+def softplus_inverse(y: jax.Array) -> jax.Array:
     """Inverse of softplus for y > 0 (stable for large y): x = y + log(-expm1(-y))."""
     return y + jnp.log(-jnp.expm1(-y))
 
@@ -74,12 +77,12 @@ def std_shift(init_std: float, min_std: float) -> float:
     return float(y + math.log(-math.expm1(-y)))
 
 
-def _n_cov(cov_type: str, k: int) -> int:
+def _n_cov(cov_type: D.CovType, k: int) -> int:
     """Number of raw covariance parameters: k (diag) or k + k(k-1)/2 (full, sqrt)."""
     return k if cov_type == "diag" else k + k * (k - 1) // 2
 
 
-def raw_to_scale(raw, cov_type: str, k: int, shift: float, min_std: float):
+def raw_to_scale(raw: jax.Array, cov_type: D.CovType, k: int, shift: float, min_std: float) -> jax.Array:
     """Maps raw parameters ``[..., n_cov]`` to a scale of the given cov_type.
 
     Returns ``[..., k]`` (diag) or ``[..., k, k]`` (full Cholesky / sqrt).
@@ -96,7 +99,8 @@ def raw_to_scale(raw, cov_type: str, k: int, shift: float, min_std: float):
     return b @ jnp.swapaxes(b, -1, -2) + min_std * eye
 
 
-def scale_to_raw(scale, cov_type: str, shift: float, min_std: float, floor: float = 1e-6):
+def scale_to_raw(scale: jax.Array, cov_type: D.CovType, shift: float, min_std: float,
+                 floor: float = 1e-6) -> jax.Array:
     """Inverse of :func:`raw_to_scale` (for one or many scales).
 
     Values that the forward map cannot produce are clipped to the nearest
@@ -155,7 +159,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        for i, h in enumerate(self.hidden):
+        for h in self.hidden:
             x = self.activation(_dense(h, math.sqrt(2.0), self.dtype, orthogonal=self.orthogonal)(x))
         return x
 
@@ -238,7 +242,7 @@ class Value(NamedTuple):
     apply: Callable
 
 
-def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
+def make_policy(config: TrainConfig, obs_dim: int, action_dim: int) -> Policy:
     """Builds the Gaussian MLP policy described by ``config``.
 
     Uses config.cov_type, contextual_cov, policy_hidden, activation,
@@ -267,7 +271,8 @@ def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
         return net.init(key, jnp.zeros((1, obs_dim), dtype))
 
     def apply(params, obs):
-        mean, raw = net.apply(params, obs)
+        # (Module.apply returns the output alone without `mutable`; flax's annotation also covers mutable=...)
+        mean, raw = cast(tuple[jax.Array, jax.Array], net.apply(params, obs))
         return mean, raw_to_scale(raw, cov_type, k, shift, min_std)
 
     def set_global_scale(params, scale):
@@ -284,7 +289,7 @@ def make_policy(config, obs_dim: int, action_dim: int) -> Policy:
     return Policy(init, apply, cov_type, contextual, set_global_scale, k, int(obs_dim))
 
 
-def make_value(config, obs_dim: int) -> Value:
+def make_value(config: TrainConfig, obs_dim: int) -> Value:
     """Builds the value MLP (config.value_hidden, activation, orthogonal_init, dtype)."""
     if config.activation not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {config.activation!r}; expected one of {ACTIVATIONS}")

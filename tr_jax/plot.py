@@ -265,7 +265,7 @@ def plot_runs(run_dirs: Sequence[str], out: str, metrics: Optional[Sequence[str]
 
     drawn = {}
     for m in metrics:
-        groups = {}
+        groups: dict[str, list] = {}
         for r in runs:
             groups.setdefault(r.label, []).extend(_series(r, m, smooth) or [])
         # a group whose seeds share no env-step range (e.g. one point each at different steps) has no band

@@ -14,7 +14,7 @@ every ``stride``-th of them as a GIF drawn on the CPU (:mod:`tr_jax.gif`).
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ class Episode(NamedTuple):
     iteration: the checkpoint's training iteration.
     """
 
-    env: object
+    env: Any  # a Brax env (brax.envs.Env; brax ships no type information)
     frames: list
     length: int
     episode_return: float

@@ -70,9 +70,9 @@ class RunDirWriteError(OSError):
 VERSIONED = ("tr_jax", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "orbax-checkpoint", "numpy")
 
 
-def versions() -> dict:
-    """The installed versions of tr_jax and the packages it runs on (``run.json``)."""
-    out = {}
+def versions() -> dict[str, str | None]:
+    """The installed versions of tr_jax and the packages it runs on (``run.json``; None: not installed)."""
+    out: dict[str, str | None] = {}
     for name in VERSIONED:
         try:
             out[name] = metadata.version(name)

@@ -20,9 +20,12 @@ a table is reproducible. rliable is an optional dependency
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 SCORE_WINDOW = 0.1  # the score averages the evaluations in the last 10% of the budget
 FAILED = float("-inf")  # the score of a seed that diverged (seed_score), until impute_failures
@@ -41,7 +44,7 @@ class Estimate(NamedTuple):
 NAN = Estimate(float("nan"), float("nan"), float("nan"))
 
 
-def _rliable():
+def _rliable() -> tuple[ModuleType, ModuleType]:
     try:
         from rliable import library, metrics
     except ImportError as e:  # rliable itself, or its arch/pandas (arch<8 fails to import with pandas 3)
@@ -51,7 +54,7 @@ def _rliable():
 
 
 def seed_score(evals: Sequence[dict], budget: int, window: float = SCORE_WINDOW,
-               diverged_at: Optional[int] = None) -> float:
+               diverged_at: int | None = None) -> float:
     """The score of one seed at the common ``budget`` (env steps per seed) of its comparison.
 
     Rule, the same for every seed of every setup:
@@ -86,7 +89,7 @@ def seed_score(evals: Sequence[dict], budget: int, window: float = SCORE_WINDOW,
 
 
 def seed_scores(evals: Sequence[dict], num_seeds: int, budget: int, window: float = SCORE_WINDOW,
-                diverged_at: Optional[Sequence[Optional[int]]] = None) -> np.ndarray:
+                diverged_at: Sequence[int | None] | None = None) -> np.ndarray:
     """``[num_seeds]`` :func:`seed_score` of each seed in a run's ``eval.jsonl`` rows at ``budget``;
     ``diverged_at``: ``[num_seeds]`` env steps of each seed's divergence (None: did not diverge)."""
     diverged_at = [None] * num_seeds if diverged_at is None else diverged_at
@@ -94,7 +97,7 @@ def seed_scores(evals: Sequence[dict], num_seeds: int, budget: int, window: floa
                      for s in range(num_seeds)])
 
 
-def lowest_return(evals: Sequence[dict], budget: Optional[int] = None) -> float:
+def lowest_return(evals: Sequence[dict], budget: int | None = None) -> float:
     """The lowest finite ``deterministic_return_mean`` of ``evals`` (at or before ``budget``); NaN if none."""
     x = np.array([r["deterministic_return_mean"] for r in evals if r["deterministic_return_mean"] is not None
                   and (budget is None or r["env_steps"] <= budget)], np.float64)
@@ -102,7 +105,7 @@ def lowest_return(evals: Sequence[dict], budget: Optional[int] = None) -> float:
     return float(x.min()) if x.size else float("nan")
 
 
-def impute_failures(scores, floor: float) -> np.ndarray:
+def impute_failures(scores: ArrayLike, floor: float) -> np.ndarray:
     """``scores`` ``[S]`` with every :data:`FAILED` seed given the score ``floor``.
 
     The comparison passes as ``floor`` the lowest evaluation return recorded on the env by any seed of any
@@ -117,13 +120,13 @@ def impute_failures(scores, floor: float) -> np.ndarray:
     return x
 
 
-def complete(scores) -> bool:
+def complete(scores: ArrayLike) -> bool:
     """Whether every seed of ``scores`` ``[S]`` has a score (none short of the budget; :func:`seed_score`)."""
     x = np.asarray(scores, np.float64).ravel()
     return bool(x.size) and not np.isnan(x).any()
 
 
-def _column(scores) -> Optional[np.ndarray]:
+def _column(scores: ArrayLike) -> np.ndarray | None:
     """``[S, 1]`` the scores of one cell (one env: one column for rliable), None if it is incomplete."""
     x = np.asarray(scores, np.float64).ravel()
     if np.isinf(x).any():
@@ -131,23 +134,24 @@ def _column(scores) -> Optional[np.ndarray]:
     return x[:, None] if complete(x) else None
 
 
-def _interval(score_dict: dict, func, reps: int, seed: int) -> Estimate:
+def _interval(score_dict: dict, func: Callable[..., np.ndarray], reps: int, seed: int) -> Estimate:
     library, _ = _rliable()
     # rliable's resampling draws from numpy's global generator (np.random.choice), whatever random_state says:
-    # seed that for a reproducible table, and give the caller's generator state back
-    saved = np.random.get_state()
-    np.random.seed(seed)
+    # seed that for a reproducible table, and give the caller's generator state back (hence the legacy global
+    # API, NPY002)
+    saved = np.random.get_state()  # noqa: NPY002
+    np.random.seed(seed)  # noqa: NPY002
     try:
         points, intervals = library.get_interval_estimates(score_dict, func, reps=reps,
                                                            confidence_interval_size=CONFIDENCE,
                                                            random_state=np.random.RandomState(seed))
     finally:
-        np.random.set_state(saved)
+        np.random.set_state(saved)  # noqa: NPY002
     (point,), ((low,), (high,)) = next(iter(points.values())), next(iter(intervals.values()))
     return Estimate(float(point), float(low), float(high))
 
 
-def iqm(scores, reps: int = REPS, seed: int = 0) -> Estimate:
+def iqm(scores: ArrayLike, reps: int = REPS, seed: int = 0) -> Estimate:
     """IQM of ``scores`` ``[S]`` (one per seed) with its stratified-bootstrap CI; NaN if a seed has no score
     (an incomplete cell: NaN is never dropped). ``ValueError`` for a :data:`FAILED` seed not yet imputed."""
     x = _column(scores)
@@ -157,7 +161,7 @@ def iqm(scores, reps: int = REPS, seed: int = 0) -> Estimate:
     return _interval({"x": x}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps, seed)
 
 
-def probability_of_improvement(scores_x, scores_y, reps: int = REPS, seed: int = 0) -> Estimate:
+def probability_of_improvement(scores_x: ArrayLike, scores_y: ArrayLike, reps: int = REPS, seed: int = 0) -> Estimate:
     """P(X > Y) of the seed scores ``scores_x`` ``[S]`` over ``scores_y`` ``[S']`` with its CI; NaN if either
     cell is incomplete (as :func:`iqm`)."""
     x, y = _column(scores_x), _column(scores_y)
@@ -169,10 +173,10 @@ def probability_of_improvement(scores_x, scores_y, reps: int = REPS, seed: int =
 
 def _iqm_of(x: np.ndarray) -> float:
     _, metrics = _rliable()
-    return metrics.aggregate_iqm(x)
+    return float(metrics.aggregate_iqm(x))
 
 
-def relative_drop(full, minimal, reps: int = REPS, seed: int = 0) -> Estimate:
+def relative_drop(full: ArrayLike, minimal: ArrayLike, reps: int = REPS, seed: int = 0) -> Estimate:
     """``1 - IQM(minimal) / IQM(full)`` of two cells' seed scores (``[S]``, ``[S']``: a setup and its variant
     with the implementation choices off) with its CI (the two cells resampled independently); NaN if either
     is incomplete. 0: no loss; 0.5: the variant keeps half of the setup's IQM."""
@@ -182,14 +186,15 @@ def relative_drop(full, minimal, reps: int = REPS, seed: int = 0) -> Estimate:
     return _interval({"x,y": [x, y]}, lambda a, b: np.array([1 - _iqm_of(b) / _iqm_of(a)]), reps, seed)
 
 
-def drop_difference(full_a, minimal_a, full_b, minimal_b, reps: int = REPS, seed: int = 0) -> Estimate:
+def drop_difference(full_a: ArrayLike, minimal_a: ArrayLike, full_b: ArrayLike, minimal_b: ArrayLike,
+                    reps: int = REPS, seed: int = 0) -> Estimate:
     """:func:`relative_drop` of setup A minus that of setup B with its CI (the four cells resampled
     independently); > 0: A loses more of its score than B without the implementation choices."""
     cells = [_column(c) for c in (full_a, minimal_a, full_b, minimal_b)]
     if any(c is None for c in cells):
         return NAN
 
-    def func(a, am, b, bm):
+    def func(a: np.ndarray, am: np.ndarray, b: np.ndarray, bm: np.ndarray) -> np.ndarray:
         return np.array([(1 - _iqm_of(am) / _iqm_of(a)) - (1 - _iqm_of(bm) / _iqm_of(b))])
 
     return _interval({"cells": cells}, func, reps, seed)

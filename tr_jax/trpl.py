@@ -31,17 +31,20 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from tr_jax import distributions as D
 from tr_jax import parallel as par
+from tr_jax.distributions import CovType
 from tr_jax.projections import canonical_name, entropy_projection, parts, project
+from tr_jax.projections.dispatch import ProjectionName
 
-Gaussian = tuple  # (mean [..., k], scale [..., k] or [..., k, k])
+Gaussian = tuple[jax.Array, jax.Array]  # (mean [..., k], scale [..., k] or [..., k, k])
 
 SCHEDULES = ("none", "linear", "exp")
 
 
-def projection_cov_type(cov_type: str, projection: str) -> str:
+def projection_cov_type(cov_type: CovType, projection: ProjectionName) -> CovType:
     """The scale parameterisation ``projection`` works on for a policy of ``cov_type``.
 
     ``"diag"`` stays ``"diag"``; a matrix policy is projected in its lower Cholesky factor (``"full"``) by the
@@ -64,7 +67,7 @@ def projection_cov_type(cov_type: str, projection: str) -> str:
     return "full"
 
 
-def to_projection_scale(scale: jax.Array, cov_type: str, projection: str) -> jax.Array:
+def to_projection_scale(scale: jax.Array, cov_type: CovType, projection: ProjectionName) -> jax.Array:
     """``scale`` (``[..., k]`` or ``[..., k, k]`` of ``cov_type``) in :func:`projection_cov_type`: itself, or
     for a ``"sqrt"`` scale under KL/Frobenius the Cholesky factor of the same covariance (differentiable).
 
@@ -78,7 +81,7 @@ def to_projection_scale(scale: jax.Array, cov_type: str, projection: str) -> jax
     return scale if work == cov_type else D.cholesky(scale, cov_type)
 
 
-def from_projection_scale(scale: jax.Array, cov_type: str, projection: str) -> jax.Array:
+def from_projection_scale(scale: jax.Array, cov_type: CovType, projection: ProjectionName) -> jax.Array:
     """Inverse of :func:`to_projection_scale`: a scale of :func:`projection_cov_type` back in the policy's
     ``cov_type`` (for a Cholesky factor to ``"sqrt"``: an eigendecomposition; use it for acting and
     write-back, not inside a loss you differentiate).
@@ -93,13 +96,13 @@ def from_projection_scale(scale: jax.Array, cov_type: str, projection: str) -> j
     return scale if work == cov_type else D.convert_scale(scale, work, cov_type)
 
 
-def _options(name: str, work: str, scale_prec: bool) -> dict:
+def _options(name: str, work: CovType, scale_prec: bool) -> dict:
     return {"cov_type": work} if name == "kl" else {"cov_type": work, "scale_prec": scale_prec}
 
 
-def project_gaussians(projection: str, mean: jax.Array, scale: jax.Array, old_mean: jax.Array,
-                      old_scale: jax.Array, eps_mean, eps_cov, *, cov_type: str,
-                      entropy_bound: Optional[jax.Array] = None, entropy_equality: bool = False,
+def project_gaussians(projection: ProjectionName, mean: jax.Array, scale: jax.Array, old_mean: jax.Array,
+                      old_scale: jax.Array, eps_mean: ArrayLike, eps_cov: ArrayLike, *, cov_type: CovType,
+                      entropy_bound: Optional[ArrayLike] = None, entropy_equality: bool = False,
                       scale_prec: bool = True) -> tuple[Gaussian, Gaussian]:
     """Projects the network's Gaussians onto the trust region around the behaviour policy, state by state.
 
@@ -139,7 +142,7 @@ def project_gaussians(projection: str, mean: jax.Array, scale: jax.Array, old_me
     return (pm, ps), (mean, scale)
 
 
-def trust_region_loss(projection: str, raw: Gaussian, projected: Gaussian, *, cov_type: str,
+def trust_region_loss(projection: ProjectionName, raw: Gaussian, projected: Gaussian, *, cov_type: CovType,
                       scale_prec: bool = True) -> jax.Array:
     """TRPL's regression loss: the mean over states of the projection's own distance (mean part + cov part)
     from the network's Gaussian ``raw`` to ``stop_gradient(projected)``.
@@ -183,7 +186,7 @@ def trpl_surrogate(log_prob: jax.Array, old_log_prob: jax.Array, advantage: jax.
 
 
 def ppo_clipped_surrogate(log_prob: jax.Array, old_log_prob: jax.Array, advantage: jax.Array,
-                          clip_ratio) -> tuple[jax.Array, dict]:
+                          clip_ratio: ArrayLike) -> tuple[jax.Array, dict]:
     """PPO's clipped surrogate ``-mean(min(rho A, clip(rho, 1 - c, 1 + c) A))``, ``rho = exp(log_prob -
     old_log_prob)``.
 
@@ -218,8 +221,8 @@ def gaussian_entropy(k: int, std: float) -> float:
     return 0.5 * k * (1.0 + math.log(2.0 * math.pi)) + k * math.log(std)
 
 
-def entropy_bound(schedule: str, initial_entropy, target_entropy: float, temperature: float, iteration,
-                  num_iterations: int) -> jax.Array:
+def entropy_bound(schedule: str, initial_entropy: ArrayLike, target_entropy: float, temperature: float,
+                  iteration: ArrayLike, num_iterations: int) -> jax.Array:
     """The entropy bound beta at ``iteration`` of ``num_iterations`` (scalar, traced or not).
 
     With ``H0 = initial_entropy``, ``beta_T = target_entropy`` (total entropy, nats), ``f = iteration /
@@ -228,8 +231,10 @@ def entropy_bound(schedule: str, initial_entropy, target_entropy: float, tempera
     ``entropy_bound`` (None for ``"none"``).
 
     Examples:
-        >>> print(f'{entropy_bound("linear", 2.0, -1.0, 0.5, 50, 100):.4f} {entropy_bound("exp", 2.0, -1.0, 0.5, 100, 100):.4f}')
-        0.5000 -0.9971
+        >>> print(f'{entropy_bound("linear", 2.0, -1.0, 0.5, 50, 100):.4f}')
+        0.5000
+        >>> print(f'{entropy_bound("exp", 2.0, -1.0, 0.5, 100, 100):.4f}')
+        -0.9971
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown entropy_schedule {schedule!r}; expected one of {SCHEDULES}")
@@ -242,7 +247,7 @@ def entropy_bound(schedule: str, initial_entropy, target_entropy: float, tempera
     return target_entropy + (initial_entropy - target_entropy) * jnp.power(temperature, 10.0 * frac)
 
 
-def global_scale(projected_scale: jax.Array, *, cov_type: str, projection: str,
+def global_scale(projected_scale: jax.Array, *, cov_type: CovType, projection: ProjectionName,
                  axis_name: Optional[str] = None) -> jax.Array:
     """The covariance to write back into a non-contextual policy's global covariance parameter after an
     update: the mean over states of the projected scale (over every device's states under ``axis_name``),

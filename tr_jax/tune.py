@@ -49,7 +49,7 @@ import datetime
 import math
 import os
 import warnings
-from typing import NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -243,7 +243,7 @@ def _label(number: int) -> str:
 
 def _search(optuna, study, spec, config, params, directory, progress, env) -> str:
     """Runs the unfinished batches, then new ones until ``spec["trials"]`` trials exist; returns the status."""
-    running = {}
+    running: dict[Optional[int], list] = {}
     for t in study.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.RUNNING:
             running.setdefault(t.user_attrs.get("batch"), []).append(t)
@@ -391,7 +391,7 @@ def _plots(optuna, study, directory) -> list:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as vis
 
-    draw = {"history": vis.plot_optimization_history, "importances": vis.plot_param_importances,
+    draw: dict[str, Callable[..., Any]] = {"history": vis.plot_optimization_history, "importances": vis.plot_param_importances,
             "slice": vis.plot_slice}
     written = []
     for name in PLOTS:

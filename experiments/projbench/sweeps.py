@@ -122,9 +122,10 @@ def eps_sweep(projs, covs, ks, dtypes, eps_values, n: int, seed: int, log=print)
                         except Exception as err:
                             row["status"] = f"error: {type(err).__name__}: {err}"
                         rows.append(row)
+                        status = row["status"] if row["status"] != "ok" else ""
                         log(
                             f"  eps-sweep {proj:4s} {cov:4s} k={k:<2d} {dtype:7s} eps={eps:8.1e}  "
                             f"cov rel err {row.get('cov_rel_err', float('nan')):9.2e}  "
-                            f"mean rel err {row.get('mean_rel_err', float('nan')):9.2e}  {row['status'] if row['status'] != 'ok' else ''}"
+                            f"mean rel err {row.get('mean_rel_err', float('nan')):9.2e}  {status}"
                         )
     return rows

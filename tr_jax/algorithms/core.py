@@ -359,12 +359,15 @@ def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs
     carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
     joint = value_epochs == num_epochs and value_minibatches == num_minibatches
     step = _minibatch_step(policy_loss_fn, value_fn if joint else None, value_clip, policy_opt, value_opt, axis_name)
-    key_policy, key_value = (key, None) if joint else jax.random.split(key)
+    if joint:
+        key_policy, key_value = key, None
+    else:
+        key_policy, key_value = jax.random.split(key)
     (pp, vp, po, vo), metrics = minibatch_epochs(key_policy, batch, num_epochs, num_minibatches, step, carry,
                                                  axis_name)
     state = AlgoState(pp, vp, po, vo, state.extra)
     metrics = par.pmean(jax.tree.map(jnp.mean, metrics), axis_name)
-    if not joint:
+    if key_value is not None:  # (not joint)
         state, value_metrics = fit_value(key_value, state, batch, value_epochs, value_minibatches, value_fn,
                                          value_clip, value_opt, axis_name)
         metrics.update(value_metrics)

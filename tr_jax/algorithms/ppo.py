@@ -7,9 +7,9 @@ Per iteration: ``num_epochs`` x ``num_minibatches`` Optax steps (via
     L = -mean(min(rho A, clip(rho, 1 - c, 1 + c) A)) - entropy_coef * H
         + value loss (optionally clipped around the old value),
 
-(:func:`tr_jax.trpl.ppo_clipped_surrogate`) with per-minibatch advantage normalisation, global-norm gradient clipping and
-a linear learning-rate decay to zero over ``lr_decay_steps`` (each as configured). Policy and value have
-separate parameters and optimisers (policy_lr / value_lr).
+(:func:`tr_jax.trpl.ppo_clipped_surrogate`) with per-minibatch advantage normalisation, global-norm gradient
+clipping and a linear learning-rate decay to zero over ``lr_decay_steps`` (each as configured). Policy and
+value have separate parameters and optimisers (policy_lr / value_lr).
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ class RunningStats(NamedTuple):
 
     mean: jax.Array
     var: jax.Array
-    count: jax.Array
+    # a field named `count` shadows tuple.count (never called on it); mypy flags the override. Renaming the
+    # field would break restoring existing checkpoints: Orbax keys the saved tree by field name.
+    count: jax.Array  # type: ignore[assignment]
 
 
 def init_stats(shape=(), dtype=jnp.float32) -> RunningStats:

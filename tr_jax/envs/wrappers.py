@@ -226,7 +226,7 @@ def wrap_env(env, num_envs: int = 64, episode_length: int = 1000, action_repeat:
         keys = jax.random.split(key, n * par.axis_size(axis_name))
         both = v_reset(jnp.concatenate([par.local_rows(keys, axis_name),
                                         par.local_rows(jnp.roll(keys, 1, axis=0), axis_name)]))
-        pool, shifted = (jax.tree.map(lambda x: x[i * n:(i + 1) * n], both) for i in range(2))
+        pool, shifted = jax.tree.map(lambda x: x[:n], both), jax.tree.map(lambda x: x[n:], both)
         pending = state.steps < 0
         inner = _where(pending, shifted, state.inner)
         return EnvState(inner=inner, pool=pool, steps=jnp.where(pending, 0, state.steps), ep_return=state.ep_return,
