@@ -58,8 +58,13 @@ def public_names(module) -> list[tuple[str, object]]:
     if hasattr(module, "__all__"):
         names = list(module.__all__)
     else:
-        names = [n for n, o in vars(module).items() if not n.startswith("_")
-                 and (inspect.isfunction(o) or inspect.isclass(o)) and o.__module__ == module.__name__]
+        names = [
+            n
+            for n, o in vars(module).items()
+            if not n.startswith("_")
+            and (inspect.isfunction(o) or inspect.isclass(o))
+            and o.__module__ == module.__name__
+        ]
     out = []
     for name in names:
         obj = getattr(module, name)
@@ -93,9 +98,15 @@ def on_config(config):
     if missing:
         raise PluginError(f"{len(missing)} public names have no docstring: " + ", ".join(missing))
     docs = config["docs_dir"]
-    config["nav"] = [entry for entry in config["nav"] if not (
-        isinstance(entry, dict) and list(entry.values())[0] in PENDING_PAGES
-        and not os.path.exists(os.path.join(docs, list(entry.values())[0])))]
+    config["nav"] = [
+        entry
+        for entry in config["nav"]
+        if not (
+            isinstance(entry, dict)
+            and list(entry.values())[0] in PENDING_PAGES
+            and not os.path.exists(os.path.join(docs, list(entry.values())[0]))
+        )
+    ]
     pages = [{name: f"api/{name}.md"} for name in public_modules()]
     for entry in config["nav"]:
         if isinstance(entry, dict) and API_NAV in entry:

@@ -23,9 +23,23 @@ from brax.envs.wrappers.training import AutoResetWrapper, EpisodeWrapper, VmapWr
 from tr_jax import distributions as D
 from tr_jax import trpl
 
-CONFIG = dict(ENV_NAME="inverted_pendulum", BACKEND="positional", EPISODE_LENGTH=200, NUM_ENVS=32, NUM_STEPS=32,
-              TOTAL_TIMESTEPS=32 * 32 * 40, UPDATE_EPOCHS=4, NUM_MINIBATCHES=4, GAMMA=0.99, GAE_LAMBDA=0.95,
-              LR=3e-4, MAX_GRAD_NORM=0.5, VF_COEF=0.5, ENT_COEF=0.0, CLIP_EPS=0.2)
+CONFIG = dict(
+    ENV_NAME="inverted_pendulum",
+    BACKEND="positional",
+    EPISODE_LENGTH=200,
+    NUM_ENVS=32,
+    NUM_STEPS=32,
+    TOTAL_TIMESTEPS=32 * 32 * 40,
+    UPDATE_EPOCHS=4,
+    NUM_MINIBATCHES=4,
+    GAMMA=0.99,
+    GAE_LAMBDA=0.95,
+    LR=3e-4,
+    MAX_GRAD_NORM=0.5,
+    VF_COEF=0.5,
+    ENT_COEF=0.0,
+    CLIP_EPS=0.2,
+)
 
 
 class ActorCritic(nn.Module):
@@ -73,15 +87,22 @@ def make_train(config):
                 mean, std, value = net.apply(params, env_state.obs)
                 action = D.sample(k, mean, std, "diag")
                 next_state = env.step(env_state, jnp.clip(action, -1.0, 1.0))
-                t = Transition(env_state.obs, action, D.log_prob(action, mean, std, "diag"), value,
-                               next_state.reward, next_state.done)
+                t = Transition(
+                    env_state.obs,
+                    action,
+                    D.log_prob(action, mean, std, "diag"),
+                    value,
+                    next_state.reward,
+                    next_state.done,
+                )
                 ep_ret = ep_ret + next_state.reward
                 finished = (ep_ret * next_state.done, next_state.done)
                 return (params, next_state, ep_ret * (1 - next_state.done), rng), (t, finished)
 
             params, opt_state, env_state, ep_ret, rng = runner
             (_, env_state, ep_ret, rng), (traj, finished) = jax.lax.scan(
-                env_step, (params, env_state, ep_ret, rng), None, config["NUM_STEPS"])
+                env_step, (params, env_state, ep_ret, rng), None, config["NUM_STEPS"]
+            )
 
             # GAE (a time-limit end counts as terminal here, as in PureJaxRL)
             last_value = net.apply(params, env_state.obs)[2]
@@ -116,8 +137,9 @@ def make_train(config):
                 return jax.lax.scan(minibatch, carry, mbs)[0], None
 
             rng, k = jax.random.split(rng)
-            (params, opt_state), _ = jax.lax.scan(epoch, (params, opt_state),
-                                                  jax.random.split(k, config["UPDATE_EPOCHS"]))
+            (params, opt_state), _ = jax.lax.scan(
+                epoch, (params, opt_state), jax.random.split(k, config["UPDATE_EPOCHS"])
+            )
             ret_sum, count = jax.tree.map(jnp.sum, finished)
             metrics = {"episode_return": ret_sum / jnp.maximum(count, 1), "episodes": count}
             return (params, opt_state, env_state, ep_ret, rng), metrics

@@ -24,9 +24,25 @@ import tr_jax.projections
 from tr_jax import distributions as D
 from tr_jax import trpl
 
-CONFIG = dict(ENV_NAME="inverted_pendulum", BACKEND="positional", EPISODE_LENGTH=200, NUM_ENVS=32, NUM_STEPS=32,
-              TOTAL_TIMESTEPS=32 * 32 * 40, UPDATE_EPOCHS=4, NUM_MINIBATCHES=4, GAMMA=0.99, GAE_LAMBDA=0.95,
-              LR=3e-4, MAX_GRAD_NORM=0.5, VF_COEF=0.5, ENT_COEF=0.0, EPS_MEAN=0.03, EPS_COV=1e-3, TR_COEF=1.0)
+CONFIG = dict(
+    ENV_NAME="inverted_pendulum",
+    BACKEND="positional",
+    EPISODE_LENGTH=200,
+    NUM_ENVS=32,
+    NUM_STEPS=32,
+    TOTAL_TIMESTEPS=32 * 32 * 40,
+    UPDATE_EPOCHS=4,
+    NUM_MINIBATCHES=4,
+    GAMMA=0.99,
+    GAE_LAMBDA=0.95,
+    LR=3e-4,
+    MAX_GRAD_NORM=0.5,
+    VF_COEF=0.5,
+    ENT_COEF=0.0,
+    EPS_MEAN=0.03,
+    EPS_COV=1e-3,
+    TR_COEF=1.0,
+)
 
 
 class ActorCritic(nn.Module):
@@ -76,15 +92,24 @@ def make_train(config):
                 mean, std, value = net.apply(params, env_state.obs)
                 action = D.sample(k, mean, std, "diag")
                 next_state = env.step(env_state, jnp.clip(action, -1.0, 1.0))
-                t = Transition(env_state.obs, action, D.log_prob(action, mean, std, "diag"), value,
-                               next_state.reward, next_state.done, mean, std)
+                t = Transition(
+                    env_state.obs,
+                    action,
+                    D.log_prob(action, mean, std, "diag"),
+                    value,
+                    next_state.reward,
+                    next_state.done,
+                    mean,
+                    std,
+                )
                 ep_ret = ep_ret + next_state.reward
                 finished = (ep_ret * next_state.done, next_state.done)
                 return (params, next_state, ep_ret * (1 - next_state.done), rng), (t, finished)
 
             params, opt_state, env_state, ep_ret, rng = runner
             (_, env_state, ep_ret, rng), (traj, finished) = jax.lax.scan(
-                env_step, (params, env_state, ep_ret, rng), None, config["NUM_STEPS"])
+                env_step, (params, env_state, ep_ret, rng), None, config["NUM_STEPS"]
+            )
 
             # GAE (a time-limit end counts as terminal here, as in PureJaxRL)
             last_value = net.apply(params, env_state.obs)[2]
@@ -102,14 +127,19 @@ def make_train(config):
                 t, adv, target = mb
                 mean, std, value = net.apply(params, t.obs)
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                (mean, std), raw = trpl.project_gaussians("kl", mean, std, t.mean, t.std, config["EPS_MEAN"],
-                                                          config["EPS_COV"], cov_type="diag")
+                (mean, std), raw = trpl.project_gaussians(
+                    "kl", mean, std, t.mean, t.std, config["EPS_MEAN"], config["EPS_COV"], cov_type="diag"
+                )
                 log_prob = D.log_prob(t.action, mean, std, "diag")
                 pg_loss = trpl.trpl_surrogate(log_prob, t.log_prob, adv)
                 tr_loss = trpl.trust_region_loss("kl", raw, (mean, std), cov_type="diag")
                 entropy = D.entropy(std, "diag").mean()
-                return (pg_loss + config["TR_COEF"] * tr_loss + config["VF_COEF"] * jnp.mean((value - target) ** 2)
-                        - config["ENT_COEF"] * entropy)
+                return (
+                    pg_loss
+                    + config["TR_COEF"] * tr_loss
+                    + config["VF_COEF"] * jnp.mean((value - target) ** 2)
+                    - config["ENT_COEF"] * entropy
+                )
 
             def epoch(carry, k):
                 def minibatch(carry, mb):
@@ -123,20 +153,27 @@ def make_train(config):
                 return jax.lax.scan(minibatch, carry, mbs)[0], None
 
             rng, k = jax.random.split(rng)
-            (params, opt_state), _ = jax.lax.scan(epoch, (params, opt_state),
-                                                  jax.random.split(k, config["UPDATE_EPOCHS"]))
+            (params, opt_state), _ = jax.lax.scan(
+                epoch, (params, opt_state), jax.random.split(k, config["UPDATE_EPOCHS"])
+            )
             # write the mean projected std back into the global log_std: the acting std is the projected one
             traj = batch[0]
             mean, std, _ = net.apply(params, traj.obs)
-            (_, proj_std), _ = trpl.project_gaussians("kl", mean, std, traj.mean, traj.std, config["EPS_MEAN"],
-                                                      config["EPS_COV"], cov_type="diag")
+            (_, proj_std), _ = trpl.project_gaussians(
+                "kl", mean, std, traj.mean, traj.std, config["EPS_MEAN"], config["EPS_COV"], cov_type="diag"
+            )
             std = trpl.global_scale(proj_std, cov_type="diag", projection="kl")
             params = {"params": {**params["params"], "log_std": jnp.log(std)}}
             mean, std, _ = net.apply(params, traj.obs)  # the acting policy: its per-state distance to the old one
             mean_part, cov_part = tr_jax.projections.kl_parts(mean, std, traj.mean, traj.std)
             ret_sum, count = jax.tree.map(jnp.sum, finished)
-            metrics = {"episode_return": ret_sum / jnp.maximum(count, 1), "episodes": count,
-                       "mean_part_max": mean_part.max(), "mean_part_mean": mean_part.mean(), "cov_part_max": cov_part.max()}
+            metrics = {
+                "episode_return": ret_sum / jnp.maximum(count, 1),
+                "episodes": count,
+                "mean_part_max": mean_part.max(),
+                "mean_part_mean": mean_part.mean(),
+                "cov_part_max": cov_part.max(),
+            }
             return (params, opt_state, env_state, ep_ret, rng), metrics
 
         runner = (params, tx.init(params), env_state, ep_ret, rng)

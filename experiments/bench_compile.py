@@ -61,8 +61,16 @@ def measure(proj: str, k: int, n: int, seed: int = 0) -> dict:
         grads = jax.block_until_ready(compiled(*args, *cot))
         t3 = time.perf_counter()
         finite = bool(all(np.all(np.isfinite(np.asarray(g))) for g in grads))
-    return dict(proj=proj, k=k, n=n, lower_s=round(t1 - t0, 2), compile_s=round(t2 - t1, 2),
-                hlo_lines=lowered.as_text().count("\n"), first_run_s=round(t3 - t2, 3), finite=finite)
+    return dict(
+        proj=proj,
+        k=k,
+        n=n,
+        lower_s=round(t1 - t0, 2),
+        compile_s=round(t2 - t1, 2),
+        hlo_lines=lowered.as_text().count("\n"),
+        first_run_s=round(t3 - t2, 3),
+        finite=finite,
+    )
 
 
 def main(argv=None) -> list:
@@ -81,7 +89,9 @@ def main(argv=None) -> list:
         raise SystemExit(f"--proj: unknown {bad}; expected some of {list(PROJECTIONS)}")
     rows = []
     if not args.child:
-        print(f"{'proj':4s} {'k':>3s} {'N':>6s} | {'lower s':>7s} {'compile s':>9s} {'HLO lines':>9s} {'1st run s':>9s}")
+        print(
+            f"{'proj':4s} {'k':>3s} {'N':>6s} | {'lower s':>7s} {'compile s':>9s} {'HLO lines':>9s} {'1st run s':>9s}"
+        )
     for proj in projs:
         for k in ks:
             if args.no_isolate or args.child:
@@ -93,8 +103,11 @@ def main(argv=None) -> list:
             rows.append(row)
             if args.child:
                 continue
-            print(f"{row['proj']:4s} {row['k']:>3d} {row['n']:>6d} | {row['lower_s']:7.2f} {row['compile_s']:9.2f} "
-                  f"{row['hlo_lines']:9d} {row['first_run_s']:9.3f}" + ("" if row["finite"] else "  NON-FINITE"), flush=True)
+            print(
+                f"{row['proj']:4s} {row['k']:>3d} {row['n']:>6d} | {row['lower_s']:7.2f} {row['compile_s']:9.2f} "
+                f"{row['hlo_lines']:9d} {row['first_run_s']:9.3f}" + ("" if row["finite"] else "  NON-FINITE"),
+                flush=True,
+            )
     if args.child:
         print(json.dumps(rows))
     elif args.json:

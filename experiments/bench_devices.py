@@ -29,8 +29,14 @@ import sys
 import time
 
 
-def communication_model(num_params: int, devices: int, rows_per_device: int, link_bytes_per_s: float,
-                        hop_latency_s: float, flops_per_s: float) -> dict:
+def communication_model(
+    num_params: int,
+    devices: int,
+    rows_per_device: int,
+    link_bytes_per_s: float,
+    hop_latency_s: float,
+    flops_per_s: float,
+) -> dict:
     """Seconds of one gradient step's all-reduce and compute, on paper (see the module docstring)."""
     if devices < 2:
         return {"comm_s": 0.0, "compute_s": 6.0 * num_params * rows_per_device / flops_per_s, "fraction": 0.0}
@@ -55,9 +61,17 @@ def _measure(args) -> dict:
     from tr_jax.train import make_train, make_trainer
 
     hidden = tuple(int(x) for x in args.hidden.split(","))
-    base = TrainConfig(env_name=args.env, backend=args.backend, num_envs=args.num_envs, unroll_length=args.unroll_length,
-                       num_epochs=args.num_epochs, num_minibatches=args.num_minibatches, policy_hidden=hidden,
-                       value_hidden=hidden, total_env_steps=args.iterations * args.num_envs * args.unroll_length)
+    base = TrainConfig(
+        env_name=args.env,
+        backend=args.backend,
+        num_envs=args.num_envs,
+        unroll_length=args.unroll_length,
+        num_epochs=args.num_epochs,
+        num_minibatches=args.num_minibatches,
+        policy_hidden=hidden,
+        value_hidden=hidden,
+        total_env_steps=args.iterations * args.num_envs * args.unroll_length,
+    )
     counts = [int(x) for x in args.devices.split(",")]
     runners = {}
     for d in counts:
@@ -78,12 +92,26 @@ def _measure(args) -> dict:
     tr = make_trainer(base.replace(num_devices=1))
     state = jax.eval_shape(tr.init, jax.random.key(0))
     num_params = sum(x.size for x in jax.tree.leaves((state.algo.policy_params, state.algo.value_params)))
-    return {"jax": jax.__version__, "platform": jax.devices()[0].platform, "devices_visible": jax.device_count(),
-            "cpu_cores": os.cpu_count(), "config": {k: getattr(base, k) for k in (
-                "env_name", "backend", "num_envs", "unroll_length", "num_epochs", "num_minibatches")},
-            "num_params": int(num_params), "minibatch_rows": base.batch_size // base.num_minibatches,
-            "results": {str(d): {"steps_per_second": steps / best[d], "compile_seconds": runners[d][0],
-                                 "ratio_to_1": best[counts[0]] / best[d]} for d in counts}}
+    return {
+        "jax": jax.__version__,
+        "platform": jax.devices()[0].platform,
+        "devices_visible": jax.device_count(),
+        "cpu_cores": os.cpu_count(),
+        "config": {
+            k: getattr(base, k)
+            for k in ("env_name", "backend", "num_envs", "unroll_length", "num_epochs", "num_minibatches")
+        },
+        "num_params": int(num_params),
+        "minibatch_rows": base.batch_size // base.num_minibatches,
+        "results": {
+            str(d): {
+                "steps_per_second": steps / best[d],
+                "compile_seconds": runners[d][0],
+                "ratio_to_1": best[counts[0]] / best[d],
+            }
+            for d in counts
+        },
+    }
 
 
 def main(argv=None):
@@ -109,28 +137,41 @@ def main(argv=None):
         import jax  # noqa: F401  (only to count devices; a child gets the forced ones)
 
         if jax.device_count() < need:
-            env = dict(os.environ, _TR_JAX_BENCH_CHILD="1",
-                       XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={need}"))
+            env = dict(
+                os.environ,
+                _TR_JAX_BENCH_CHILD="1",
+                XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={need}"),
+            )
             print(f"{jax.device_count()} device(s) visible: re-running with {need} forced CPU devices", flush=True)
-            return subprocess.call([sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:])],
-                                   env=env)
+            return subprocess.call(
+                [sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:])], env=env
+            )
     out = _measure(args)
-    link = dict(link_bytes_per_s=args.link_gbytes * 1e9, hop_latency_s=args.hop_latency_us * 1e-6,
-                flops_per_s=args.tflops * 1e12)
-    print(f"\n{out['platform']}, {out['devices_visible']} device(s) visible, {out['cpu_cores']} CPU cores; "
-          f"{out['config']}; {out['num_params']} parameters, minibatch {out['minibatch_rows']} rows")
+    link = dict(
+        link_bytes_per_s=args.link_gbytes * 1e9,
+        hop_latency_s=args.hop_latency_us * 1e-6,
+        flops_per_s=args.tflops * 1e12,
+    )
+    print(
+        f"\n{out['platform']}, {out['devices_visible']} device(s) visible, {out['cpu_cores']} CPU cores; "
+        f"{out['config']}; {out['num_params']} parameters, minibatch {out['minibatch_rows']} rows"
+    )
     print(f"{'devices':>8} {'steps/s':>12} {'vs 1':>6} {'compile s':>10}")
     for d, r in out["results"].items():
         print(f"{d:>8} {r['steps_per_second']:>12,.0f} {r['ratio_to_1']:>6.2f} {r['compile_seconds']:>10.1f}")
     model = {}
-    print(f"\npaper model (assumed {args.link_gbytes:g} GB/s, {args.hop_latency_us:g} us/hop, {args.tflops:g} TFLOP/s): "
-          "rows per device per gradient step for communication <= 10% of the step")
+    print(
+        f"\npaper model (assumed {args.link_gbytes:g} GB/s, {args.hop_latency_us:g} us/hop, {args.tflops:g} TFLOP/s): "
+        "rows per device per gradient step for communication <= 10% of the step"
+    )
     for d in (2, 4, 8, 64):
         for params in (out["num_params"], 1_000_000):
             rows = rows_for_fraction(params, d, 0.10, **link)
             model[f"{d}x{params}"] = rows
-            print(f"  {d:>3} devices, {params:>9,} parameters: >= {rows:,} rows "
-                  f"(this run's minibatch gives {out['minibatch_rows'] // max(1, d):,} per device)")
+            print(
+                f"  {d:>3} devices, {params:>9,} parameters: >= {rows:,} rows "
+                f"(this run's minibatch gives {out['minibatch_rows'] // max(1, d):,} per device)"
+            )
     out["paper_model"] = {"assumptions": vars(args), "rows_per_device_for_10_percent": model}
     with open(args.json, "w") as f:
         json.dump(out, f, indent=2)

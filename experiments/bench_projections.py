@@ -39,12 +39,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from projbench.cases import DEFAULT_N, PROJECTIONS, QUICK, TARGETS, MEMORY_FACTOR, SLIGHT_FRACTION  # noqa: E402,F401
+from projbench.cases import DEFAULT_N, MEMORY_FACTOR, PROJECTIONS, QUICK, SLIGHT_FRACTION, TARGETS  # noqa: E402,F401
 from projbench.report import _HEADER, format_targets, target_summary  # noqa: E402
 from projbench.sweeps import eps_sweep, isolated_sweep, sweep  # noqa: E402
 
 DEFAULT_OUT = "results/bench_projections.json"
-
 
 
 def _csv(parse):
@@ -52,22 +51,36 @@ def _csv(parse):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--proj", type=_csv(str), default=list(PROJECTIONS), help="comma list of kl,w2,frob")
     p.add_argument("--cov", type=_csv(str), default=["diag", "full"], help="comma list of diag,full")
     p.add_argument("--k", type=_csv(int), default=None, help="action dimensions (comma list; default 6,17)")
-    p.add_argument("--n", type=_csv(int), default=None, help=f"numbers of states (default {','.join(map(str, DEFAULT_N))})")
+    p.add_argument(
+        "--n", type=_csv(int), default=None, help=f"numbers of states (default {','.join(map(str, DEFAULT_N))})"
+    )
     p.add_argument("--dtype", type=_csv(str), default=None, help="comma list of float32,float64 (default both)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per case (median reported)")
-    p.add_argument("--time-budget", type=float, default=10.0, help="max seconds of timed calls per function (fewer repeats if slow)")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=10.0,
+        help="max seconds of timed calls per function (fewer repeats if slow)",
+    )
     p.add_argument("--max-gb", type=float, default=8.0, help="skip cases whose estimated peak memory exceeds this")
     p.add_argument("--eps-mean", type=float, default=1e-3)
     p.add_argument("--eps-cov", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--targets", action="store_true", help="run only the issue's target cases (KL + W2 diag, f64 and f32)")
+    p.add_argument(
+        "--targets", action="store_true", help="run only the issue's target cases (KL + W2 diag, f64 and f32)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny smoke run: N=64, k=3, float64, 1 repeat, no eps sweep")
     p.add_argument(
-        "--eps-sweep", type=_csv(float), default=[], help="also report bound accuracy for these eps (comma list), k=17, N=4096"
+        "--eps-sweep",
+        type=_csv(float),
+        default=[],
+        help="also report bound accuracy for these eps (comma list), k=17, N=4096",
     )
     p.add_argument(
         "--case-timeout",
@@ -97,7 +110,13 @@ def build_cases(args) -> list[tuple]:
             for t in TARGETS:
                 cases.append((t.cov, t.k, dtype, t.n, ["kl", "w2"] if t.cov == "diag" else ["kl"]))
         return cases
-    return [(cov, k, dtype, n, list(args.proj)) for cov in args.cov for k in args.k for dtype in args.dtype for n in sorted(args.n)]
+    return [
+        (cov, k, dtype, n, list(args.proj))
+        for cov in args.cov
+        for k in args.k
+        for dtype in args.dtype
+        for n in sorted(args.n)
+    ]
 
 
 def main(argv=None) -> dict:
@@ -117,7 +136,14 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         log = lambda line: print(line, flush=True)  # noqa: E731
         if args.case_timeout > 0:
-            options = ["--repeats", str(args.repeats), "--time-budget", str(args.time_budget), "--max-gb", str(args.max_gb)]
+            options = [
+                "--repeats",
+                str(args.repeats),
+                "--time-budget",
+                str(args.time_budget),
+                "--max-gb",
+                str(args.max_gb),
+            ]
             options += ["--eps-mean", repr(args.eps_mean), "--eps-cov", repr(args.eps_cov), "--seed", str(args.seed)]
             rows = isolated_sweep(
                 cases, options=options, timeout_s=args.case_timeout, retries=args.retries, max_gb=args.max_gb, log=log
@@ -141,11 +167,13 @@ def main(argv=None) -> dict:
     summary = target_summary(rows)
     print()
     print(format_targets(summary))
-    print(f"\ntotal {elapsed:.0f} s; load average (1 min) {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+    print(
+        f"\ntotal {elapsed:.0f} s; load average (1 min) {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end"
+    )
     result = dict(
         meta=dict(
             argv=list(sys.argv[1:] if argv is None else argv),
-            time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            time=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             jax=jax.__version__,
             backend=jax.default_backend(),
             devices=[str(d) for d in jax.devices()],

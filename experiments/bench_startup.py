@@ -45,9 +45,26 @@ def startup_run(code: str, config: str, steps: int, cache: str, run_dir: str) ->
     load = os.getloadavg()[0]
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "tr_jax", "train", config, "--set", f"total_env_steps={steps}",
-                          "--run-dir", run_dir, "--progress", "lines"], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, cwd=os.path.abspath(code))
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tr_jax",
+            "train",
+            config,
+            "--set",
+            f"total_env_steps={steps}",
+            "--run-dir",
+            run_dir,
+            "--progress",
+            "lines",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=os.path.abspath(code),
+    )
     first, lines = None, []
     for line in p.stdout:
         lines.append(line)
@@ -59,16 +76,28 @@ def startup_run(code: str, config: str, steps: int, cache: str, run_dir: str) ->
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     compiles = [x.strip() for x in lines if x.startswith("compiled")]
-    return dict(first_chunk_s=first, compile_s=summary["compile_seconds"], total_s=total,
-                train_s=summary["run_seconds"],
-                cpu_s=cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, load_before=load, load_after=os.getloadavg()[0], compiles=compiles)
+    return dict(
+        first_chunk_s=first,
+        compile_s=summary["compile_seconds"],
+        total_s=total,
+        train_s=summary["run_seconds"],
+        cpu_s=cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime,
+        load_before=load,
+        load_after=os.getloadavg()[0],
+        compiles=compiles,
+    )
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--startup", action="store_true", help="(what bench_training.py passes on)")
-    p.add_argument("--code", action="append", default=None, metavar="LABEL=DIR",
-                   help="a checkout whose tr_jax to run (default: this one, as 'this')")
+    p.add_argument(
+        "--code",
+        action="append",
+        default=None,
+        metavar="LABEL=DIR",
+        help="a checkout whose tr_jax to run (default: this one, as 'this')",
+    )
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {list(CONFIGS)}")
     p.add_argument("--steps", type=int, default=None, help="total_env_steps of every run (default per config)")
     p.add_argument("--json", default="bench_startup.json")
@@ -83,13 +112,17 @@ def main(argv=None):
                 cache = os.path.join(tmp, f"cache-{name}-{label}")  # empty: the first run is cold
                 cached = os.path.exists(os.path.join(code, "tr_jax", "compile_cache.py"))
                 for mode in ("cold", "warm") if cached else ("cold",):
-                    r = startup_run(code, config, args.steps or steps, cache, os.path.join(tmp, f"{name}-{label}-{mode}"))
+                    r = startup_run(
+                        code, config, args.steps or steps, cache, os.path.join(tmp, f"{name}-{label}-{mode}")
+                    )
                     out[f"{name}/{label}/{mode}"] = r
-                    print(f"{name:>22} {label:>8} {mode}: first chunk {r['first_chunk_s']:6.1f} s, compile "
-                          f"{r['compile_s']:5.1f} s, train {r['train_s']:5.1f} s, process {r['total_s']:6.1f} s, "
-                          f"cpu {r['cpu_s']:6.1f} s "
-                          f"(load {r['load_before']:.1f} -> {r['load_after']:.1f}); " + "; ".join(r["compiles"]),
-                          flush=True)
+                    print(
+                        f"{name:>22} {label:>8} {mode}: first chunk {r['first_chunk_s']:6.1f} s, compile "
+                        f"{r['compile_s']:5.1f} s, train {r['train_s']:5.1f} s, process {r['total_s']:6.1f} s, "
+                        f"cpu {r['cpu_s']:6.1f} s "
+                        f"(load {r['load_before']:.1f} -> {r['load_after']:.1f}); " + "; ".join(r["compiles"]),
+                        flush=True,
+                    )
     with open(args.json, "w") as f:
         json.dump(out, f, indent=1)
     return 0

@@ -78,6 +78,7 @@ def bench_env(config: TrainConfig, wrapped: bool):
     E, T, I, k = config.num_envs, config.unroll_length, config.num_iterations, env.action_dim
 
     if wrapped:
+
         def run(key):
             def iteration(state, key):
                 k_pool, k_steps = jax.random.split(key)
@@ -146,8 +147,10 @@ def bench_brax_ppo(config: TrainConfig):
     except Exception as e:  # noqa: BLE001
         return None, f"brax.training.agents.ppo not importable: {type(e).__name__}: {e}"
     if not hasattr(jax, "device_put_replicated"):
-        return None, (f"brax.training.agents.ppo.train calls jax.device_put_replicated, which jax "
-                      f"{jax.__version__} no longer has (brax's PPO needs jax <= 0.9.2)")
+        return None, (
+            f"brax.training.agents.ppo.train calls jax.device_put_replicated, which jax "
+            f"{jax.__version__} no longer has (brax's PPO needs jax <= 0.9.2)"
+        )
     if config.num_envs % config.num_minibatches:
         return None, "num_envs must be divisible by num_minibatches for brax's batch_size mapping"
     env = envs.get_environment(config.env_name, backend=config.backend)
@@ -159,15 +162,27 @@ def bench_brax_ppo(config: TrainConfig):
 
     try:
         make_networks = lambda *a, **kw: ppo_networks.make_ppo_networks(
-            *a, policy_hidden_layer_sizes=config.policy_hidden, value_hidden_layer_sizes=config.value_hidden, **kw)
+            *a, policy_hidden_layer_sizes=config.policy_hidden, value_hidden_layer_sizes=config.value_hidden, **kw
+        )
         t0 = time.perf_counter()
-        ppo.train(environment=env, num_timesteps=config.num_iterations * steps_per_iter,
-                  episode_length=config.episode_length, action_repeat=config.action_repeat,
-                  num_envs=config.num_envs, batch_size=config.num_envs // config.num_minibatches,
-                  unroll_length=config.unroll_length, num_minibatches=config.num_minibatches,
-                  num_updates_per_batch=config.num_epochs, learning_rate=config.policy_lr,
-                  discounting=config.gamma, normalize_observations=config.normalize_obs,
-                  num_evals=2, network_factory=make_networks, progress_fn=progress, seed=0)
+        ppo.train(
+            environment=env,
+            num_timesteps=config.num_iterations * steps_per_iter,
+            episode_length=config.episode_length,
+            action_repeat=config.action_repeat,
+            num_envs=config.num_envs,
+            batch_size=config.num_envs // config.num_minibatches,
+            unroll_length=config.unroll_length,
+            num_minibatches=config.num_minibatches,
+            num_updates_per_batch=config.num_epochs,
+            learning_rate=config.policy_lr,
+            discounting=config.gamma,
+            normalize_observations=config.normalize_obs,
+            num_evals=2,
+            network_factory=make_networks,
+            progress_fn=progress,
+            seed=0,
+        )
         total = time.perf_counter() - t0
     except Exception as e:  # noqa: BLE001
         return None, f"brax PPO failed with jax {jax.__version__}: {type(e).__name__}: {e}"
@@ -199,8 +214,11 @@ def _build(base: TrainConfig, only: list, results: dict, notes: dict) -> dict:
             elif name == "env_wrapped":
                 runners[name] = bench_env(base, wrapped=True)
             elif name == "brax_ppo":
-                res, why = bench_brax_ppo(base) if split_env_name(base.env_name)[0] == "brax" else (
-                    None, "Brax's PPO trains brax.envs envs only")
+                res, why = (
+                    bench_brax_ppo(base)
+                    if split_env_name(base.env_name)[0] == "brax"
+                    else (None, "Brax's PPO trains brax.envs envs only")
+                )
                 if res is None:
                     notes[name] = why
                     print(f"{name:>14}: not run: {why}", flush=True)
@@ -268,9 +286,12 @@ def main(argv=None):
 
         return bench_startup.main(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="inverted_pendulum",
-                   help="env name, or several comma-separated to compare envs in one process; each NAME or "
-                        "NAME/BACKEND, e.g. playground:CheetahRun,halfcheetah/positional,halfcheetah/generalized")
+    p.add_argument(
+        "--env",
+        default="inverted_pendulum",
+        help="env name, or several comma-separated to compare envs in one process; each NAME or "
+        "NAME/BACKEND, e.g. playground:CheetahRun,halfcheetah/positional,halfcheetah/generalized",
+    )
     p.add_argument("--backend", default="positional", help="Brax backend of envs named without one")
     p.add_argument("--num-envs", type=int, default=128)
     p.add_argument("--unroll-length", type=int, default=32)
@@ -289,18 +310,28 @@ def main(argv=None):
         raise SystemExit(f"unknown --only entries {sorted(unknown)}; choose from {ALL}")
     specs = _env_specs(args.env, args.backend)
 
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}); "
-          f"num_envs={args.num_envs}, unroll={args.unroll_length}, iterations={args.iterations}, "
-          f"epochs={args.num_epochs}, minibatches={args.num_minibatches}, hidden={hidden}", flush=True)
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}); "
+        f"num_envs={args.num_envs}, unroll={args.unroll_length}, iterations={args.iterations}, "
+        f"epochs={args.num_epochs}, minibatches={args.num_minibatches}, hidden={hidden}",
+        flush=True,
+    )
     # compile everything first (every env), then time in rounds (each round runs
     # every env's every variant once; best per variant kept) so load drift hits all alike
     runners, results, notes = {}, {}, {}
     for label, env_name, backend in specs:
         print(f"{label}:", flush=True)
-        base = TrainConfig(env_name=env_name, backend=backend, num_envs=args.num_envs,
-                           unroll_length=args.unroll_length, num_epochs=args.num_epochs,
-                           num_minibatches=args.num_minibatches, policy_hidden=hidden, value_hidden=hidden,
-                           total_env_steps=args.iterations * args.num_envs * args.unroll_length)
+        base = TrainConfig(
+            env_name=env_name,
+            backend=backend,
+            num_envs=args.num_envs,
+            unroll_length=args.unroll_length,
+            num_epochs=args.num_epochs,
+            num_minibatches=args.num_minibatches,
+            policy_hidden=hidden,
+            value_hidden=hidden,
+            total_env_steps=args.iterations * args.num_envs * args.unroll_length,
+        )
         results[label], notes[label] = {}, {}
         runners[label] = _build(base, only, results[label], notes[label])
     best = {(label, name): float("inf") for label in runners for name in runners[label]}
@@ -315,12 +346,16 @@ def main(argv=None):
     for label in runners:
         res = results[label]
         for name, (compile_s, _, steps) in runners[label].items():
-            res[name] = dict(steps_per_second=steps / best[label, name], compile_seconds=compile_s,
-                             run_seconds=best[label, name])
+            res[name] = dict(
+                steps_per_second=steps / best[label, name], compile_seconds=compile_s, run_seconds=best[label, name]
+            )
         print(f"\n{label}:")
         for name, r in res.items():
-            print(f"{name:>14}: {r['steps_per_second']:>12,.0f} steps/s  (compile {r['compile_seconds']:.1f} s, "
-                  f"run {r['run_seconds']:.3f} s)", flush=True)
+            print(
+                f"{name:>14}: {r['steps_per_second']:>12,.0f} steps/s  (compile {r['compile_seconds']:.1f} s, "
+                f"run {r['run_seconds']:.3f} s)",
+                flush=True,
+            )
         ratios, targets = _ratios_and_targets(res, notes[label])
         print("ratios:")
         for k, v in ratios.items():
@@ -328,18 +363,27 @@ def main(argv=None):
         print("targets:")
         for k, t in targets.items():
             v = t["value"]
-            print(f"  {k:>26}: {'-' if v is None else f'{v:.3f}'}  {t['status']}"
-                  + (f"  ({notes[label]['brax_ppo']})" if v is None and "brax" in k and "brax_ppo" in notes[label]
-                     else ""))
+            print(
+                f"  {k:>26}: {'-' if v is None else f'{v:.3f}'}  {t['status']}"
+                + (
+                    f"  ({notes[label]['brax_ppo']})"
+                    if v is None and "brax" in k and "brax_ppo" in notes[label]
+                    else ""
+                )
+            )
         out_envs[label] = {"results": res, "ratios": ratios, "targets": targets, "notes": notes[label]}
     if len(specs) > 1:  # the envs side by side, steps/s
         names = [n for n in (*only, "env_ceiling") if any(n in results[label] for label in results)]
         width = max(len(label) for label in results) + 2
         print("\nsteps/s".ljust(width + 1) + "".join(f"{n:>14}" for n in names))
         for label in results:
-            print(label.ljust(width) + "".join(
-                f"{results[label][n]['steps_per_second']:>14,.0f}" if n in results[label] else f"{'-':>14}"
-                for n in names))
+            print(
+                label.ljust(width)
+                + "".join(
+                    f"{results[label][n]['steps_per_second']:>14,.0f}" if n in results[label] else f"{'-':>14}"
+                    for n in names
+                )
+            )
     out = {"jax": jax.__version__, "device": str(jax.devices()[0]), "args": vars(args), "envs": out_envs}
     if len(specs) == 1:  # the single-env layout, as before
         out.update(out_envs[specs[0][0]])

@@ -41,29 +41,77 @@ def main() -> None:
     a = p.parse_args()
     shutil.rmtree(a.out, ignore_errors=True)
     os.makedirs(a.out)
-    sets = ["--set", f"total_env_steps={32 * 32 * a.iterations}", "--set", "eval_every=10", "--set",
-            f"checkpoint_every={a.iterations}"]
+    sets = [
+        "--set",
+        f"total_env_steps={32 * 32 * a.iterations}",
+        "--set",
+        "eval_every=10",
+        "--set",
+        f"checkpoint_every={a.iterations}",
+    ]
     tr = [sys.executable, "-m", "tr_jax"]
     tune_dir = os.path.join(a.out, "tune")
-    batched = _run(tr + ["tune", "--param", "policy_lr=log:1e-4:1e-2", "--param", "eps_mean=log:0.003:0.3",
-                         "--trials", str(a.trials), "--batch", str(a.trials), "--seeds", str(a.seeds),
-                         "--sampler", "random", "--dir", tune_dir, "--progress", "none", *sets])
+    batched = _run(
+        tr
+        + [
+            "tune",
+            "--param",
+            "policy_lr=log:1e-4:1e-2",
+            "--param",
+            "eps_mean=log:0.003:0.3",
+            "--trials",
+            str(a.trials),
+            "--batch",
+            str(a.trials),
+            "--seeds",
+            str(a.seeds),
+            "--sampler",
+            "random",
+            "--dir",
+            tune_dir,
+            "--progress",
+            "none",
+            *sets,
+        ]
+    )
     trials = list(csv.DictReader(open(os.path.join(tune_dir, "trials.csv"))))
     single, scores = 0.0, []
     for t in trials:
         d = os.path.join(a.out, f"single_{int(t['number']):04d}")
-        single += _run(tr + ["train", "--seeds", str(a.seeds), "--run-dir", d, "--progress", "none", *sets,
-                             "--set", f"policy_lr={t['policy_lr']}", "--set", f"eps_mean={t['eps_mean']}"])
+        single += _run(
+            tr
+            + [
+                "train",
+                "--seeds",
+                str(a.seeds),
+                "--run-dir",
+                d,
+                "--progress",
+                "none",
+                *sets,
+                "--set",
+                f"policy_lr={t['policy_lr']}",
+                "--set",
+                f"eps_mean={t['eps_mean']}",
+            ]
+        )
         from tr_jax.rundir import read_jsonl
         from tr_jax.stats import seed_scores
 
         evals = read_jsonl(os.path.join(d, "eval.jsonl"))
         scores.append(float(seed_scores(evals, a.seeds, max(r["env_steps"] for r in evals)).mean()))
-    out = {"trials": a.trials, "seeds": a.seeds, "iterations": a.iterations,
-           "batched_seconds": batched, "single_seconds": single,
-           "batched_trials_per_hour": a.trials * 3600 / batched, "single_trials_per_hour": a.trials * 3600 / single,
-           "speedup": single / batched, "batched_scores": [float(t["value"] or "nan") for t in trials],
-           "single_scores": scores}
+    out = {
+        "trials": a.trials,
+        "seeds": a.seeds,
+        "iterations": a.iterations,
+        "batched_seconds": batched,
+        "single_seconds": single,
+        "batched_trials_per_hour": a.trials * 3600 / batched,
+        "single_trials_per_hour": a.trials * 3600 / single,
+        "speedup": single / batched,
+        "batched_scores": [float(t["value"] or "nan") for t in trials],
+        "single_scores": scores,
+    }
     print(json.dumps(out, indent=1))
     if a.json:
         with open(a.json, "w") as f:

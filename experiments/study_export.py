@@ -60,14 +60,21 @@ def thin(rows: list, block: int = BLOCK) -> list:
     for seed in sorted({r["seed"] for r in rows}):
         mine = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["iteration"])
         for i in range(0, len(mine), block):
-            chunk = mine[i:i + block]
-            row = {"iteration": chunk[-1]["iteration"], "seed": seed, "env_steps": chunk[-1]["env_steps"],
-                   "block_rows": len(chunk)}
+            chunk = mine[i : i + block]
+            row = {
+                "iteration": chunk[-1]["iteration"],
+                "seed": seed,
+                "env_steps": chunk[-1]["env_steps"],
+                "block_rows": len(chunk),
+            }
             for key in chunk[0]:
                 if key in row:
                     continue
-                values = [r[key] for r in chunk if isinstance(r.get(key), (int, float)) and r[key] is not None
-                          and not isinstance(r[key], bool)]
+                values = [
+                    r[key]
+                    for r in chunk
+                    if isinstance(r.get(key), (int, float)) and r[key] is not None and not isinstance(r[key], bool)
+                ]
                 if isinstance(chunk[0][key], bool):  # e.g. "diverged": any in the block
                     row[key] = any(bool(r.get(key)) for r in chunk)
                 elif values:
@@ -122,11 +129,16 @@ def export(out: str, dest: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="study_export.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="study_export.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("out", help="the study's output directory (experiments/study.sh OUT)")
-    p.add_argument("dest", nargs="?", default=os.path.join(ROOT, "experiments", "study"),
-                   help="where to write (default experiments/study)")
+    p.add_argument(
+        "dest",
+        nargs="?",
+        default=os.path.join(ROOT, "experiments", "study"),
+        help="where to write (default experiments/study)",
+    )
     args = p.parse_args(argv)
     try:
         sizes = export(args.out, args.dest)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for path in (ROOT, os.path.join(ROOT, "experiments")):  # run as a script from a checkout
@@ -29,8 +28,8 @@ for path in (ROOT, os.path.join(ROOT, "experiments")):  # run as a script from a
         sys.path.insert(0, path)
 
 import numpy as np  # noqa: E402
-
 import study_export  # noqa: E402  (beside this script)
+
 from tr_jax import compare, stats  # noqa: E402
 from tr_jax import rundir as R  # noqa: E402
 
@@ -40,8 +39,11 @@ ABLATION = ("ppo", "trpl-kl", "trpl-frob")  # each beside its minimal variant <s
 CONTEXTUAL_ENV = "hopper"
 CONTEXTUAL = ("ppo", "ppo-ctx-diag", "ppo-ctx-full", "trpl-kl", "trpl-kl-ctx-diag", "trpl-kl-ctx-full")
 # (setup, swept key, the shipped value, envs): experiments/sensitivity.sh
-SWEEPS = (("trpl-kl", "eps_mean", 0.03, ENVS), ("ppo", "clip_ratio", 0.2, ENVS),
-          ("trpl-kl", "trust_region_coef", 1.0, ("hopper",)))
+SWEEPS = (
+    ("trpl-kl", "eps_mean", 0.03, ENVS),
+    ("ppo", "clip_ratio", 0.2, ENVS),
+    ("trpl-kl", "trust_region_coef", 1.0, ("hopper",)),
+)
 SEEDS = 5  # planned seeds per cell (experiments/study.sh)
 BLOCK_NOTE = f"{study_export.BLOCK} iterations per seed (experiments/study_export.py)"
 
@@ -88,7 +90,7 @@ class Study:
         return (env, setup) in self.scores and stats.complete(self.scores[(env, setup)])
 
     def state(self, env: str, setup: str) -> str:
-        """"complete", or why not: "not started" / "k/S seeds at the budget"."""
+        """ "complete", or why not: "not started" / "k/S seeds at the budget"."""
         if (env, setup) not in self.rows:
             return "not started"
         x = self.scores[(env, setup)]
@@ -170,20 +172,25 @@ def verdicts(st: Study) -> list:
         need = [(env, s) for s in ("ppo", "ppo-m", "trpl-kl", "trpl-kl-m")]
         if all(st.complete(*c) for c in need):
             sc = st.scores
-            e = stats.drop_difference(sc[(env, "ppo")], sc[(env, "ppo-m")], sc[(env, "trpl-kl")],
-                                      sc[(env, "trpl-kl-m")], st.reps)
+            e = stats.drop_difference(
+                sc[(env, "ppo")], sc[(env, "ppo-m")], sc[(env, "trpl-kl")], sc[(env, "trpl-kl-m")], st.reps
+            )
         else:
             e = stats.NAN
         v = _side(e, 0.0, "TRPL-KL loses less than PPO", "TRPL-KL loses more than PPO")
-        text = (f"drop(PPO) − drop(TRPL-KL) = {_pct(e)}; drop(PPO) = {_pct(st.drop(env, 'ppo'))}, "
-                f"drop(TRPL-KL) = {_pct(st.drop(env, 'trpl-kl'))}")
+        text = (
+            f"drop(PPO) − drop(TRPL-KL) = {_pct(e)}; drop(PPO) = {_pct(st.drop(env, 'ppo'))}, "
+            f"drop(TRPL-KL) = {_pct(st.drop(env, 'trpl-kl'))}"
+        )
         out.append(("2. robust to implementation choices", env, text, _pending(st, need, v)))
     env = CONTEXTUAL_ENV
     need = [(env, "ppo-ctx-full"), (env, "trpl-kl-ctx-full")]
     e = st.poi(env, "trpl-kl-ctx-full", "ppo-ctx-full")
     v = _side(e, 0.5, "TRPL-KL better than PPO", "TRPL-KL worse than PPO")
-    text = (f"P(TRPL-KL > PPO, contextual full) = {_fmt(e, '.2f')}; failed seeds: PPO "
-            f"{st.failed(env, 'ppo-ctx-full')}, TRPL-KL {st.failed(env, 'trpl-kl-ctx-full')}")
+    text = (
+        f"P(TRPL-KL > PPO, contextual full) = {_fmt(e, '.2f')}; failed seeds: PPO "
+        f"{st.failed(env, 'ppo-ctx-full')}, TRPL-KL {st.failed(env, 'trpl-kl-ctx-full')}"
+    )
     out.append(("3. stable with contextual covariances", env, text, _pending(st, need, v)))
     return out
 
@@ -195,6 +202,7 @@ def _pending(st: Study, need, verdict: str) -> str:
 
 # ----------------------------------------------------------------------------
 # figures
+
 
 def _plt():
     import matplotlib
@@ -214,7 +222,7 @@ def _errorbar(ax, x, est, **kw):
         ax.errorbar(np.asarray(x, float)[ok], p, yerr=[lo, hi], fmt="o", capsize=4, **kw)
 
 
-def figure_ablation(st: Study, path: str) -> Optional[str]:
+def figure_ablation(st: Study, path: str) -> str | None:
     """Each setup's relative drop from its full variant to its minimal one (-m), with CIs, per env."""
     drops = {(env, s): st.drop(env, s) for env in ENVS for s in ABLATION}
     if not any(np.isfinite(d.point) for d in drops.values()):
@@ -229,8 +237,13 @@ def figure_ablation(st: Study, path: str) -> Optional[str]:
         for i in ok:
             ax.plot([100 * est[i].low, 100 * est[i].high], [y[i], y[i]], color="k")
         for i in set(range(len(est))) - set(ok):
-            ax.text(0, y[i], f"  pending ({st.state(env, ABLATION[i])}, -m: {st.state(env, ABLATION[i] + '-m')})",
-                    va="center", fontsize=7)
+            ax.text(
+                0,
+                y[i],
+                f"  pending ({st.state(env, ABLATION[i])}, -m: {st.state(env, ABLATION[i] + '-m')})",
+                va="center",
+                fontsize=7,
+            )
         ax.set_yticks(y, ABLATION)
         ax.axvline(0, color="gray", lw=0.8)
         ax.set_title(env)
@@ -241,7 +254,7 @@ def figure_ablation(st: Study, path: str) -> Optional[str]:
     return path
 
 
-def figure_contextual(st: Study, path: str) -> Optional[str]:
+def figure_contextual(st: Study, path: str) -> str | None:
     """Score IQM with CIs of PPO and TRPL-KL with a global, a contextual diagonal and a contextual full covariance."""
     env = CONTEXTUAL_ENV
     est = [st.iqm(env, s) for s in CONTEXTUAL]
@@ -252,8 +265,9 @@ def figure_contextual(st: Study, path: str) -> Optional[str]:
     _errorbar(ax, np.arange(len(CONTEXTUAL)), est, color="C1")
     for i, s in enumerate(CONTEXTUAL):
         if not np.isfinite(est[i].point):
-            ax.text(i, 0.5, f"pending\n({st.state(env, s)})", ha="center", fontsize=7,
-                    transform=ax.get_xaxis_transform())
+            ax.text(
+                i, 0.5, f"pending\n({st.state(env, s)})", ha="center", fontsize=7, transform=ax.get_xaxis_transform()
+            )
     ax.set_xlim(-0.5, len(CONTEXTUAL) - 0.5)
     ax.set_xticks(np.arange(len(CONTEXTUAL)), CONTEXTUAL, rotation=20)
     ax.set_ylabel("score IQM, 95% CI")
@@ -264,7 +278,7 @@ def figure_contextual(st: Study, path: str) -> Optional[str]:
     return path
 
 
-def figure_sensitivity(st: Study, path: str) -> Optional[str]:
+def figure_sensitivity(st: Study, path: str) -> str | None:
     """Score IQM with CIs against the swept bound (TRPL-KL eps_mean, PPO clip_ratio), per env."""
     if not any(st.complete(env, name) for env, _, _, _, name in st.sweeps):
         return None
@@ -294,9 +308,13 @@ def figure_sensitivity(st: Study, path: str) -> Optional[str]:
 # ----------------------------------------------------------------------------
 # the page
 
+
 def _main_table(st: Study) -> str:
-    lines = ["| env | setup | seeds at the budget | failed seeds | score IQM [95% CI] | P(improvement over PPO) [95% CI] "
-             "| max acting KL |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| env | setup | seeds at the budget | failed seeds | score IQM [95% CI] | P(improvement over PPO) [95% CI] "
+        "| max acting KL |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for env, setup in _setups():
         row = st.rows.get((env, setup))
         if row is None:
@@ -304,19 +322,25 @@ def _main_table(st: Study) -> str:
             continue
         x = st.scores[(env, setup)]
         poi = st.poi(env, setup, "ppo") if setup != "ppo" else stats.NAN
-        lines.append(f"| {env} | {setup} | {int(np.sum(~np.isnan(x)))}/{row.num_seeds} | {st.failed(env, setup)} "
-                     f"| {_cell_text(st, env, setup)} | {_fmt(poi, '.2f')} "
-                     f"| {'–' if not np.isfinite(row.kl_max) else format(row.kl_max, '.3g')} |")
+        lines.append(
+            f"| {env} | {setup} | {int(np.sum(~np.isnan(x)))}/{row.num_seeds} | {st.failed(env, setup)} "
+            f"| {_cell_text(st, env, setup)} | {_fmt(poi, '.2f')} "
+            f"| {'–' if not np.isfinite(row.kl_max) else format(row.kl_max, '.3g')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _ablation_table(st: Study) -> str:
-    lines = ["| env | setup | score IQM | minimal (-m) IQM | drop [95% CI] | P(full > minimal) [95% CI] |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| env | setup | score IQM | minimal (-m) IQM | drop [95% CI] | P(full > minimal) [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     for env in ENVS:
         for s in ABLATION:
-            lines.append(f"| {env} | {s} | {_cell_text(st, env, s)} | {_cell_text(st, env, s + '-m')} "
-                         f"| {_pct(st.drop(env, s))} | {_fmt(st.poi(env, s, s + '-m'), '.2f')} |")
+            lines.append(
+                f"| {env} | {s} | {_cell_text(st, env, s)} | {_cell_text(st, env, s + '-m')} "
+                f"| {_pct(st.drop(env, s))} | {_fmt(st.poi(env, s, s + '-m'), '.2f')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -338,14 +362,19 @@ def _sensitivity_table(st: Study) -> str:
 
 
 def _acting_table(st: Study) -> str:
-    lines = ["| env | setup | seeds | cell | projected bound use | acting mean part / eps_mean: max / mean / over "
-             "| acting cov part / eps_cov: max / mean / over |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| env | setup | seeds | cell | projected bound use | acting mean part / eps_mean: max / mean / over "
+        "| acting cov part / eps_cov: max / mean / over |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for (env, setup), row in st.rows.items():
         if row.acting_mean is None:
             continue
         use = "–" if row.bound_use is None or not np.isfinite(row.bound_use) else f"{row.bound_use:.3f}"
-        lines.append(f"| {env} | {setup} | {row.num_seeds} | {st.state(env, setup)} | {use} "
-                     f"| {compare.acting_text(row.acting_mean)} | {compare.acting_text(row.acting_cov)} |")
+        lines.append(
+            f"| {env} | {setup} | {row.num_seeds} | {st.state(env, setup)} | {use} "
+            f"| {compare.acting_text(row.acting_mean)} | {compare.acting_text(row.acting_cov)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -354,11 +383,11 @@ def _protocol(st: Study) -> str:
     critic = compare._critic_note(rows).strip() if rows else "critic: no run yet"
     budgets = sorted({r.budget for r in rows})
     return f"""- Brax (positional backend), hopper and walker2d; {SEEDS} seeds per cell, trained at once (vmapped);
-  budget {', '.join(f'{b:,}' for b in budgets) or '2,000,000'} env steps per seed (2M rounded down to whole
+  budget {", ".join(f"{b:,}" for b in budgets) or "2,000,000"} env steps per seed (2M rounded down to whole
   2,048-step iterations); the learning-rate schedules' horizon is the reference's 3,000,320 steps
   (`lr_decay_steps`), so no setup is annealed to zero at the cut.
 - One critic for every setup (`experiments/configs/_common.yaml`) -- {critic}
-- Score of a seed: {compare.score_note([]).split('Failed seeds')[0].replace('score: ', '').strip()}
+- Score of a seed: {compare.score_note([]).split("Failed seeds")[0].replace("score: ", "").strip()}
 - Statistics ({stats.REPS} stratified-bootstrap resamples, rliable, fixed seed): IQM of the seeds' scores with a
   95% percentile CI; P(improvement) of setup X over Y = P(score_X > score_Y) + P(=)/2 over seed pairs, with its CI;
   the ablation's drop = 1 − IQM(minimal)/IQM(full), both cells resampled independently.
@@ -370,8 +399,11 @@ def _protocol(st: Study) -> str:
 
 def page(st: Study, figures: dict, docs_rel: str) -> str:
     def img(name, alt):
-        return f"![{alt}]({docs_rel}/{os.path.basename(figures[name])})\n" if figures.get(name) else \
-            f"*Figure pending: no complete cell yet ({alt}).*\n"
+        return (
+            f"![{alt}]({docs_rel}/{os.path.basename(figures[name])})\n"
+            if figures.get(name)
+            else f"*Figure pending: no complete cell yet ({alt}).*\n"
+        )
 
     v = verdicts(st)
     incomplete = [f"{e}/{s} ({st.state(e, s)})" for e, s in _setups() if not st.complete(e, s)]
@@ -399,8 +431,8 @@ confidence interval, on Brax's hopper and walker2d (returns are not comparable w
 
 {VERDICT_RULES}
 
-Cells still running or not started: {', '.join(incomplete) if incomplete else 'none'}.
-{('Sensitivity settings still running: ' + ', '.join(sweeps_pending) + '.') if sweeps_pending else ''}
+Cells still running or not started: {", ".join(incomplete) if incomplete else "none"}.
+{("Sensitivity settings still running: " + ", ".join(sweeps_pending) + ".") if sweeps_pending else ""}
 
 ## Main table
 
@@ -412,14 +444,14 @@ The full `tr-jax compare` table of every cell (final evaluation, bound use, spee
 
 Each setup's score without the implementation choices, as a drop of its IQM (0%: no loss).
 
-{img('ablation', 'ablation: drop from each setup to its minimal variant')}
+{img("ablation", "ablation: drop from each setup to its minimal variant")}
 {_ablation_table(st)}
 ## Contextual covariance ({CONTEXTUAL_ENV})
 
 PPO and TRPL-KL with the global diagonal covariance of the main table, and with a state-dependent diagonal and
 full covariance (`experiments/configs/{CONTEXTUAL_ENV}/*-ctx-*.yaml`; nothing else changed).
 
-{img('contextual', 'contextual covariance')}
+{img("contextual", "contextual covariance")}
 {_contextual_table(st)}
 ## Bound sensitivity
 
@@ -427,7 +459,7 @@ TRPL-KL's mean bound `eps_mean` and PPO's clip ratio, each swept in one vmapped 
 TRPL-KL's regression coefficient `trust_region_coef` (`experiments/sensitivity.sh`: 3 seeds, 1M env steps per
 seed, scored at 1M by the same rule; the acting policy's bound use of each setting is in the table below).
 
-{img('sensitivity', 'bound sensitivity')}
+{img("sensitivity", "bound sensitivity")}
 {_sensitivity_table(st)}
 ## The acting policy's bound use
 
@@ -455,32 +487,48 @@ def report(study: str, docs: str, reps: int = stats.REPS) -> dict:
     st = Study(study, reps)
     figdir = os.path.join(docs, "study")
     os.makedirs(figdir, exist_ok=True)
-    figures = {"ablation": figure_ablation(st, os.path.join(figdir, "ablation.png")),
-               "contextual": figure_contextual(st, os.path.join(figdir, "contextual.png")),
-               "sensitivity": figure_sensitivity(st, os.path.join(figdir, "sensitivity.png"))}
+    figures = {
+        "ablation": figure_ablation(st, os.path.join(figdir, "ablation.png")),
+        "contextual": figure_contextual(st, os.path.join(figdir, "contextual.png")),
+        "sensitivity": figure_sensitivity(st, os.path.join(figdir, "sensitivity.png")),
+    }
     for env in ENVS:
         setups = [s for e, s in _setups() if e == env and (e, s) in st.rows]
-        figures[f"curves_{env}"] = compare.plot(study, env, setups, smooth=1,
-                                                path=os.path.join(figdir, f"curves_{env}.png")) if setups else None
+        figures[f"curves_{env}"] = (
+            compare.plot(study, env, setups, smooth=1, path=os.path.join(figdir, f"curves_{env}.png"))
+            if setups
+            else None
+        )
     with open(os.path.join(docs, "results.md"), "w") as f:
         f.write(page(st, figures, "study"))
     with open(os.path.join(study, "results.md"), "w") as f:
         f.write(compare.table([r for (e, s), r in st.rows.items() if "/" not in s], reps))
-    return {"page": os.path.join(docs, "results.md"), "table": os.path.join(study, "results.md"),
-            **{k: v for k, v in figures.items() if v}}
+    return {
+        "page": os.path.join(docs, "results.md"),
+        "table": os.path.join(study, "results.md"),
+        **{k: v for k, v in figures.items() if v},
+    }
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="study_report.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study", nargs="?", default=os.path.join(ROOT, "experiments", "study"),
-                   help="the exported results (default experiments/study)")
+    p = argparse.ArgumentParser(
+        prog="study_report.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "study",
+        nargs="?",
+        default=os.path.join(ROOT, "experiments", "study"),
+        help="the exported results (default experiments/study)",
+    )
     p.add_argument("--docs", default=os.path.join(ROOT, "docs"), help="where the page and figures go (default docs)")
     p.add_argument("--reps", type=int, default=stats.REPS, help=f"bootstrap resamples (default {stats.REPS})")
     args = p.parse_args(argv)
     if not os.path.isdir(os.path.join(args.study, "runs")):
-        print(f"study_report.py: error: {args.study} holds no runs/ directory (export a study first: "
-              "python3 experiments/study_export.py OUT)", file=sys.stderr)
+        print(
+            f"study_report.py: error: {args.study} holds no runs/ directory (export a study first: "
+            "python3 experiments/study_export.py OUT)",
+            file=sys.stderr,
+        )
         return 2
     for path in report(args.study, args.docs, args.reps).values():
         print(f"wrote {path}")

@@ -20,8 +20,9 @@ class LineEnv(base.Env):
     def reset(self, rng):
         pos = jax.random.uniform(rng, (), minval=-0.1, maxval=0.1)
         ps = {"pos": pos, "t": jnp.zeros((), jnp.int32)}
-        return base.State(pipeline_state=ps, obs=self._obs(ps), reward=jnp.zeros(()), done=jnp.zeros(()),
-                          metrics={}, info={})
+        return base.State(
+            pipeline_state=ps, obs=self._obs(ps), reward=jnp.zeros(()), done=jnp.zeros(()), metrics={}, info={}
+        )
 
     def step(self, state, action):
         ps = state.pipeline_state
@@ -30,8 +31,13 @@ class LineEnv(base.Env):
         if self.nan_after is not None:
             reward = jnp.where(ps["t"] > self.nan_after, jnp.nan, reward)
         done = (ps["pos"] > self.threshold).astype(jnp.float32)
-        return state.replace(pipeline_state=ps, obs=self._obs(ps), reward=reward, done=done,
-                             info={**state.info, "extra_key_added_by_step": done})
+        return state.replace(
+            pipeline_state=ps,
+            obs=self._obs(ps),
+            reward=reward,
+            done=done,
+            info={**state.info, "extra_key_added_by_step": done},
+        )
 
     @staticmethod
     def _obs(ps):

@@ -19,7 +19,8 @@ relies on a KKT check of its own; it never passes silently.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import minimize
@@ -35,7 +36,7 @@ class Reference(NamedTuple):
     objective: f there (inf if none); reached: ``good_enough(objective)``;
     log: one line per attempt (method, start, objective, violation, scipy's message)."""
 
-    x: Optional[np.ndarray]
+    x: np.ndarray | None
     objective: float
     reached: bool
     log: list
@@ -50,7 +51,7 @@ def solve(
     starts: Sequence[np.ndarray],
     good_enough: Callable[[float], bool],
     feasible_tol: float = 1e-8,
-    restore: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+    restore: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Reference:
     """Minimises ``objective`` subject to ``constraint(x) >= 0`` (scalar functions of ``x [d]``).
 
@@ -67,8 +68,13 @@ def solve(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # trust-constr's notes on its own settings
             try:
-                res = minimize(objective, np.asarray(starts[i], dtype=np.float64), method=method,
-                               constraints=[{"type": "ineq", "fun": constraint}], options=_OPTIONS[method])
+                res = minimize(
+                    objective,
+                    np.asarray(starts[i], dtype=np.float64),
+                    method=method,
+                    constraints=[{"type": "ineq", "fun": constraint}],
+                    options=_OPTIONS[method],
+                )
             except (ValueError, np.linalg.LinAlgError) as e:  # a start the method cannot handle
                 log.append(f"{method} from start {i}: raised {e!r}")
                 continue
@@ -85,5 +91,8 @@ def solve(
 def warn_unreached(what: str, ref: Reference) -> None:
     """Says that the oracle did not reach our objective on one case (which then
     rests on the caller's KKT check alone)."""
-    warnings.warn(f"reference solver did not reach our optimum on {what}; this case is checked by KKT conditions "
-                  f"only. Attempts: {ref.describe()}", stacklevel=2)
+    warnings.warn(
+        f"reference solver did not reach our optimum on {what}; this case is checked by KKT conditions "
+        f"only. Attempts: {ref.describe()}",
+        stacklevel=2,
+    )

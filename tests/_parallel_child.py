@@ -21,8 +21,18 @@ from tr_jax.config import TrainConfig  # noqa: E402
 from tr_jax.train import make_trainer  # noqa: E402
 
 register()
-BASE = TrainConfig(env_name="tr_jax_test_line", episode_length=20, num_envs=8, unroll_length=8, total_env_steps=8 * 8 * 3,
-                   num_epochs=2, num_minibatches=2, policy_hidden=(8,), value_hidden=(8,), normalize_reward=True)
+BASE = TrainConfig(
+    env_name="tr_jax_test_line",
+    episode_length=20,
+    num_envs=8,
+    unroll_length=8,
+    total_env_steps=8 * 8 * 3,
+    num_epochs=2,
+    num_minibatches=2,
+    policy_hidden=(8,),
+    value_hidden=(8,),
+    normalize_reward=True,
+)
 CASES = {
     "ppo": dict(algorithm="ppo"),
     "trpl_kl_full": dict(algorithm="trpl", projection="kl", cov_type="full", extra_regression_steps=2, value_epochs=1),
@@ -49,11 +59,14 @@ for name, kw in CASES.items():
     _, _, s1, m1 = train(cfg.replace(num_devices=1))
     p4, p1 = flat((s4.algo.policy_params, s4.algo.value_params)), flat((s1.algo.policy_params, s1.algo.value_params))
     result["cases"][name] = {
-        "param_diff": float(np.abs(p4 - p1).max()), "param_scale": float(np.abs(p1).max()),
+        "param_diff": float(np.abs(p4 - p1).max()),
+        "param_scale": float(np.abs(p1).max()),
         "moved": float(np.abs(p1 - flat((init4.algo.policy_params, init4.algo.value_params))).max()),
-        "metric_diff": {k: float(np.nanmax(np.abs(np.asarray(m4[k], np.float64) - np.asarray(m1[k], np.float64))))
-                        for k in m4 if np.issubdtype(np.asarray(m4[k]).dtype, np.floating)
-                        and np.isfinite(np.asarray(m1[k])).all()},
+        "metric_diff": {
+            k: float(np.nanmax(np.abs(np.asarray(m4[k], np.float64) - np.asarray(m1[k], np.float64))))
+            for k in m4
+            if np.issubdtype(np.asarray(m4[k]).dtype, np.floating) and np.isfinite(np.asarray(m1[k])).all()
+        },
         "obs_stats_diff": float(np.abs(flat(s4.obs_stats) - flat(s1.obs_stats)).max()),
         "mesh_devices": [int(tr4.mesh.devices.size)],
     }
@@ -69,8 +82,9 @@ for name, kw in CASES.items():
         shapes = re.findall(r"= (\S+) all-reduce(?:-start)?\(", hlo)
         result["all_reduce_shapes"] = shapes
         result["num_params"] = int(flat((one.algo.policy_params, one.algo.value_params)).size)
-        result["leaf_shapes"] = sorted({str(tuple(x.shape)) for x in jax.tree.leaves(
-            (one.algo.policy_params, one.algo.value_params))})
+        result["leaf_shapes"] = sorted(
+            {str(tuple(x.shape)) for x in jax.tree.leaves((one.algo.policy_params, one.algo.value_params))}
+        )
         result["hlo_has_all_gather"] = "all-gather" in hlo
 errors = []
 for bad in (dict(num_envs=6, num_devices=4), dict(num_devices=8), dict(num_minibatches=32, num_devices=4)):

@@ -11,13 +11,12 @@ from __future__ import annotations
 import functools
 import zlib
 
+import _oracle
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
-
-import _oracle
 
 from tr_jax import distributions as D
 from tr_jax import projections as P
@@ -80,7 +79,9 @@ def ref_parts(proj, diag, prec, mean, scale, old_mean, old_scale):
         old_cov = _np_cov(old_scale, proj, diag)
         mean_part = np.einsum("...i,...i->...", diff, np.linalg.solve(old_cov, diff[..., None])[..., 0])
     if proj == "frob":
-        cov_part = np.sum((_np_cov(scale, proj, diag) - _np_cov(old_scale, proj, diag)) ** 2, axis=-1 if diag else (-2, -1))
+        cov_part = np.sum(
+            (_np_cov(scale, proj, diag) - _np_cov(old_scale, proj, diag)) ** 2, axis=-1 if diag else (-2, -1)
+        )
     else:
         d = scale - old_scale
         if prec:
@@ -139,7 +140,7 @@ def make_bounds(seed, parts, lo=0.05, hi=3.0):
     return np.where(parts > 0, parts * u, 0.1 * u)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cases(proj, diag, prec, k, n=N_PER_K, max_cond=1e4):
     """(args, active_mean, active_cov), args in float64 numpy."""
     seed = zlib.crc32(repr((proj, diag, prec, k, n)).encode())
@@ -264,20 +265,25 @@ def _check_against_oracle(what, ours, target, old, dist, eps, x0, unpack=lambda 
     sc = max(dist(target, old), 1e-300)
     ours_f = dist(ours, target) / sc
     pack = functools.partial(_pack_like, like=x0)
-    ref = _oracle.solve(lambda x: dist(unpack(x), target) / sc, lambda x: 1 - dist(unpack(x), old) / eps,
-                        starts=[x0, 0.5 * (x0 + pack(target))],
-                        good_enough=lambda f: f <= ours_f * (1 + 1e-6) + 1e-12,
-                        restore=lambda x: pack(_feasible(unpack(x), old, dist, eps)))
+    ref = _oracle.solve(
+        lambda x: dist(unpack(x), target) / sc,
+        lambda x: 1 - dist(unpack(x), old) / eps,
+        starts=[x0, 0.5 * (x0 + pack(target))],
+        good_enough=lambda f: f <= ours_f * (1 + 1e-6) + 1e-12,
+        restore=lambda x: pack(_feasible(unpack(x), old, dist, eps)),
+    )
     assert ref.x is not None, f"{what}: no feasible reference point: {ref.describe()}"
     x = unpack(ref.x)
     # no feasible point the reference found is better than ours
     assert dist(ours, target) <= dist(x, target) * (1 + 1e-9) + 1e-15 * sc, (
-        f"{what}: the reference found a better feasible point: {ref.describe()}")
+        f"{what}: the reference found a better feasible point: {ref.describe()}"
+    )
     if not ref.reached:
         _oracle.warn_unreached(what, ref)
         return False
-    np.testing.assert_allclose(ours, x, rtol=1e-4, atol=1e-4 * np.sqrt(eps) + 1e-4 * np.abs(old).max(),
-                               err_msg=f"{what}: {ref.describe()}")
+    np.testing.assert_allclose(
+        ours, x, rtol=1e-4, atol=1e-4 * np.sqrt(eps) + 1e-4 * np.abs(old).max(), err_msg=f"{what}: {ref.describe()}"
+    )
     return True
 
 
@@ -311,8 +317,9 @@ def test_optimal_vs_scipy(proj, diag, prec):
                 metric = np.eye(k)
             dm = lambda x, y: (x - y) @ metric @ (x - y)  # noqa: E731
             if act_m[i]:
-                compared += _check_against_oracle(f"k={k} state {i} mean", out_m[i], mean[i], old_mean[i], dm,
-                                                  eps_m[i], old_mean[i])
+                compared += _check_against_oracle(
+                    f"k={k} state {i} mean", out_m[i], mean[i], old_mean[i], dm, eps_m[i], old_mean[i]
+                )
             else:
                 np.testing.assert_array_equal(out_m[i], mean[i])
             # Covariance part in the projection's own variables.
@@ -334,8 +341,7 @@ def test_optimal_vs_scipy(proj, diag, prec):
                     dc = lambda a, b: np.sum((sinv @ (a - b)) ** 2)  # noqa: E731
                 x0 = old[np.triu_indices(k)]
             if act_c[i]:
-                compared += _check_against_oracle(f"k={k} state {i} cov", ours, target, old, dc, eps_c[i], x0,
-                                                  unpack)
+                compared += _check_against_oracle(f"k={k} state {i} cov", ours, target, old, dc, eps_c[i], x0, unpack)
                 assert dc(ours, old) <= eps_c[i] * (1 + 1e-9)
             else:
                 np.testing.assert_array_equal(out_s[i], scale[i])
@@ -435,7 +441,14 @@ def test_full_on_diagonal_inputs_equals_diag(proj, prec):
         args, _, _ = cases(proj, True, prec, k)
         mean, scale, old_mean, old_scale, eps_m, eps_c = args
         dm, ds = _JIT[proj](*args, scale_prec=prec)
-        full = (mean, D.convert_scale(scale, "diag", "full"), old_mean, D.convert_scale(old_scale, "diag", "full"), eps_m, eps_c)
+        full = (
+            mean,
+            D.convert_scale(scale, "diag", "full"),
+            old_mean,
+            D.convert_scale(old_scale, "diag", "full"),
+            eps_m,
+            eps_c,
+        )
         fm, fs = _JIT[proj](*full, scale_prec=prec)
         np.testing.assert_allclose(fm, dm, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(fs, np.asarray(D.convert_scale(ds, "diag", "full")), rtol=1e-12, atol=1e-14)

@@ -7,19 +7,32 @@ import os
 import shutil
 from pathlib import Path
 
+import _line_env
 import numpy as np
 import pytest
 
-import _line_env
 from tr_jax import cli, compare, stats
 from tr_jax import rundir as R
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "tr_jax_test_line"
 # the paper's setups (experiments/configs/_algos) on the line env, shrunk to 4 iterations of 32 env steps
-TINY = {"env_name": ENV, "episode_length": 20, "num_envs": 4, "unroll_length": 8, "total_env_steps": 128,
-        "num_epochs": 2, "value_epochs": 1, "num_minibatches": 2, "policy_hidden": [8], "value_hidden": [8],
-        "chunk_iterations": 2, "eval_every": 2, "checkpoint_every": 2, "eval_episodes": 2}
+TINY = {
+    "env_name": ENV,
+    "episode_length": 20,
+    "num_envs": 4,
+    "unroll_length": 8,
+    "total_env_steps": 128,
+    "num_epochs": 2,
+    "value_epochs": 1,
+    "num_minibatches": 2,
+    "policy_hidden": [8],
+    "value_hidden": [8],
+    "chunk_iterations": 2,
+    "eval_every": 2,
+    "checkpoint_every": 2,
+    "eval_episodes": 2,
+}
 
 _line_env.register()
 # one xdist worker runs this module (--dist loadgroup): its module fixture (compared) is computed once
@@ -47,8 +60,22 @@ def configs(tmp_path_factory):
 
 
 def _argv(configs, out, *extra):
-    return ["--envs", ENV, "--setups", "ppo", "trpl-kl", "--seeds", "2", "--configs", configs, "--out", str(out),
-            "--progress", "none", *extra]
+    return [
+        "--envs",
+        ENV,
+        "--setups",
+        "ppo",
+        "trpl-kl",
+        "--seeds",
+        "2",
+        "--configs",
+        configs,
+        "--out",
+        str(out),
+        "--progress",
+        "none",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -85,26 +112,38 @@ def test_table_holds_what_the_runs_wrote(compared):
         assert row["wall time"].endswith("min")
     assert cells["ppo"]["bound use"] == "–"  # PPO has no trust region
     assert cells["ppo"]["P(improvement over ppo) [95% CI]"] == "–"
-    ppo = [[r for r in R.RunDir(compared / "runs" / ENV / "ppo").read_eval() if r["seed"] == s][-1]
-           ["deterministic_return_mean"] for s in (0, 1)]
-    trpl = [[r for r in R.RunDir(compared / "runs" / ENV / "trpl-kl").read_eval() if r["seed"] == s][-1]
-            ["deterministic_return_mean"] for s in (0, 1)]
+    ppo = [
+        [r for r in R.RunDir(compared / "runs" / ENV / "ppo").read_eval() if r["seed"] == s][-1][
+            "deterministic_return_mean"
+        ]
+        for s in (0, 1)
+    ]
+    trpl = [
+        [r for r in R.RunDir(compared / "runs" / ENV / "trpl-kl").read_eval() if r["seed"] == s][-1][
+            "deterministic_return_mean"
+        ]
+        for s in (0, 1)
+    ]
     poi = stats.probability_of_improvement(trpl, ppo)
     assert cells["trpl-kl"]["P(improvement over ppo) [95% CI]"] == f"{poi.point:.2f} [{poi.low:.2f}, {poi.high:.2f}]"
     # the acting policy's parts over their bounds: max / mean / fraction of states over, over every update
     rows = R.RunDir(compared / "runs" / ENV / "trpl-kl").read_metrics()
     cfg = R.read_json(R.RunDir(compared / "runs" / ENV / "trpl-kl").config)
     for part, eps in (("mean_part", cfg["eps_mean"]), ("cov_part", cfg["eps_cov"])):
-        want = (f"{max(r[f'raw_{part}_max'] for r in rows) / eps:.2f} / "
-                f"{np.mean([r[f'raw_{part}_mean'] for r in rows]) / eps:.2f} / "
-                f"{100 * np.mean([r[f'raw_{part}_over'] for r in rows]):.0f}%")
+        want = (
+            f"{max(r[f'raw_{part}_max'] for r in rows) / eps:.2f} / "
+            f"{np.mean([r[f'raw_{part}_mean'] for r in rows]) / eps:.2f} / "
+            f"{100 * np.mean([r[f'raw_{part}_over'] for r in rows]):.0f}%"
+        )
         assert cells["trpl-kl"][f"acting {part.replace('_', ' ')} / eps_{part[:-5]}: max / mean / over"] == want
     assert cells["ppo"]["acting mean part / eps_mean: max / mean / over"] == "–"
     # both setups use the shared critic of experiments/configs/_common.yaml; the table says so
     assert "critic: the same in every run: " in (compared / "results.md").read_text()
     config = R.read_json(R.RunDir(compared / "runs" / ENV / "trpl-kl").config)
-    use = max(max(r["mean_part_max"] / config["eps_mean"], r["cov_part_max"] / config["eps_cov"])
-              for r in R.RunDir(compared / "runs" / ENV / "trpl-kl").read_metrics())
+    use = max(
+        max(r["mean_part_max"] / config["eps_mean"], r["cov_part_max"] / config["eps_cov"])
+        for r in R.RunDir(compared / "runs" / ENV / "trpl-kl").read_metrics()
+    )
     assert cells["trpl-kl"]["bound use"] == f"{use:.3f} (0 over)" and use <= 1 + compare.TOLERANCE
     assert (compared / f"{ENV}.png").stat().st_size > 10_000
 
@@ -152,8 +191,12 @@ def test_killed_run_resumes_from_its_checkpoint(compared, configs, tmp_path):
 
 def test_bound_use_counts_updates_over_the_bound():
     trpl = {"algorithm": "trpl", "eps_mean": 0.1, "eps_cov": 0.01}
-    rows = [{"mean_part_max": 0.05, "cov_part_max": 0.01}, {"mean_part_max": 0.1005, "cov_part_max": 0.002},
-            {"mean_part_max": 0.02, "cov_part_max": 0.0125}, {"mean_part_max": None, "cov_part_max": None}]
+    rows = [
+        {"mean_part_max": 0.05, "cov_part_max": 0.01},
+        {"mean_part_max": 0.1005, "cov_part_max": 0.002},
+        {"mean_part_max": 0.02, "cov_part_max": 0.0125},
+        {"mean_part_max": None, "cov_part_max": None},
+    ]
     use, over = compare._bound_use(trpl, rows)
     assert use == pytest.approx(1.25) and over == 1  # 1.005 is inside the solver tolerance, 1.25 is not
     trpo = {"algorithm": "trpo", "max_kl": 0.01}
@@ -162,8 +205,7 @@ def test_bound_use_counts_updates_over_the_bound():
 
 
 def test_bad_setup_fails_before_training(configs, tmp_path, capsys):
-    assert script.main(["--envs", ENV, "--setups", "ppo", "nope", "--configs", configs, "--out",
-                         str(tmp_path)]) == 2
+    assert script.main(["--envs", ENV, "--setups", "ppo", "nope", "--configs", configs, "--out", str(tmp_path)]) == 2
     assert "nope.yaml" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
@@ -179,8 +221,9 @@ def test_run_without_metrics_yet_is_restarted_and_shown_empty(compared, configs,
     assert compare.plan(str(fresh), compare.make_config(configs, ENV, "trpl-kl", None, [])) == "restart"
     row = compare.summarize(str(out), ENV, "trpl-kl", compare.Timings(str(out)))
     cells = compare.table([row]).splitlines()[2].strip("|").split("|")
-    assert [c.strip() for c in cells] == ([ENV, "trpl-kl", "2", "0", "incomplete (0/2 seeds at the budget)"]
-                                          + ["–"] * 8 + ["partial"])
+    assert [c.strip() for c in cells] == (
+        [ENV, "trpl-kl", "2", "0", "incomplete (0/2 seeds at the budget)"] + ["–"] * 8 + ["partial"]
+    )
 
 
 def test_concurrent_invocations_keep_each_others_timings(tmp_path):
@@ -212,8 +255,20 @@ def test_table_at_an_earlier_step_count(compared, configs, capsys):
 @pytest.mark.slow
 def test_cli_subcommand(compared, configs, tmp_path, monkeypatch, capsys):
     table = (compared / "results.md").read_text()
-    argv = ["compare", "--envs", ENV, "--setups", "ppo", "trpl-kl", "--seeds", "2", "--out", str(compared),
-            "--progress", "none"]
+    argv = [
+        "compare",
+        "--envs",
+        ENV,
+        "--setups",
+        "ppo",
+        "trpl-kl",
+        "--seeds",
+        "2",
+        "--out",
+        str(compared),
+        "--progress",
+        "none",
+    ]
     assert cli.main([*argv, "--configs", configs]) == 0  # both runs done: nothing trains
     printed = capsys.readouterr().out
     assert printed.count(": done (") == 2 and table in printed
@@ -235,16 +290,31 @@ def test_cli_without_a_config_directory(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_rejects_bad_smoothing(configs, tmp_path, capsys):
-    assert cli.main(["compare", "--envs", ENV, "--setups", "ppo", "--configs", str(configs), "--smooth", "0",
-                     "--out", str(tmp_path / "out")]) == 2
+    assert (
+        cli.main(
+            [
+                "compare",
+                "--envs",
+                ENV,
+                "--setups",
+                "ppo",
+                "--configs",
+                str(configs),
+                "--smooth",
+                "0",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     assert "--smooth must be >= 1" in capsys.readouterr().err
     assert cli.main(["plot", str(tmp_path), "--smooth", "0"]) == 2
     assert "smooth must be a whole number" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("status, code", [("preempted", 75), ("interrupted", 130)])
-def test_a_run_stopped_by_a_signal_stops_compare_with_trains_exit_status(configs, tmp_path, monkeypatch, status,
-                                                                         code):
+def test_a_run_stopped_by_a_signal_stops_compare_with_trains_exit_status(configs, tmp_path, monkeypatch, status, code):
     """A run stopped with a checkpoint (SIGTERM/SIGUSR1: preempted, Ctrl-C: interrupted; tests/test_run.py sends
     the real signals to tr-jax train) ends the comparison there, with tr-jax train's exit status, so that a batch
     script can requeue it; the setups after it are not started."""

@@ -29,13 +29,14 @@ def test_train_help_prints_one_line_per_field_grouped():
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
     text = out.getvalue()
-    fields = text[text.index("TrainConfig fields"):].splitlines()
+    fields = text[text.index("TrainConfig fields") :].splitlines()
     for name in field_names():
         (line,) = [f for f in fields if f.startswith(f"    {name} (")]
         assert line.endswith(field_docs()[name][1])
     assert "    eps_cov (float) = 0.001: bound on each state's covariance part" in fields
-    assert fields.index("  algorithm: TRPL:") < fields.index("    eps_cov (float) = 0.001: "
-                                                            "bound on each state's covariance part")
+    assert fields.index("  algorithm: TRPL:") < fields.index(
+        "    eps_cov (float) = 0.001: bound on each state's covariance part"
+    )
 
 
 def test_optional_fields_read_in_both_spellings():

@@ -4,11 +4,11 @@ validates; ``value_epochs`` (separate value-function epochs) in the shared core.
 import glob
 import os
 
+import _line_env
 import jax
 import numpy as np
 import pytest
 
-import _line_env
 from tr_jax.config import TrainConfig, load_config_file, parse_assignment, type_name, validate
 from tr_jax.hyperparams import from_config
 from tr_jax.train import make_trainer
@@ -36,11 +36,19 @@ def test_base_chain_and_list(tmp_path):
     _write(tmp_path / "common.yaml", "num_envs: 8\nunroll_length: 16\nnum_epochs: 3\n")
     _write(tmp_path / "algo" / "trpl.yaml", "base: ../common.yaml\nalgorithm: trpl\nnum_epochs: 5\n")
     _write(tmp_path / "scale.toml", "num_envs = 1024\n")
-    leaf = _write(tmp_path / "env" / "hopper.yaml",
-                  "base: [../algo/trpl.yaml, ../scale.toml]\nenv_name: hopper\nvalue_epochs: 2\n")
+    leaf = _write(
+        tmp_path / "env" / "hopper.yaml",
+        "base: [../algo/trpl.yaml, ../scale.toml]\nenv_name: hopper\nvalue_epochs: 2\n",
+    )
     c = load_config_file(leaf)
-    assert (c.algorithm, c.env_name, c.num_epochs, c.unroll_length, c.value_epochs, c.num_envs) == \
-        ("trpl", "hopper", 5, 16, 2, 1024)  # later overrides earlier; the file itself last
+    assert (c.algorithm, c.env_name, c.num_epochs, c.unroll_length, c.value_epochs, c.num_envs) == (
+        "trpl",
+        "hopper",
+        5,
+        16,
+        2,
+        1024,
+    )  # later overrides earlier; the file itself last
     assert c.gamma == TrainConfig().gamma  # untouched fields keep their defaults
     # the optional start config applies under the whole chain
     assert load_config_file(leaf, base=TrainConfig(gamma=0.9)).gamma == 0.9
@@ -113,10 +121,15 @@ def test_every_config_file_loads_and_validates():
 @pytest.mark.parametrize("env", ENVS)
 def test_paper_grid_is_complete(env):
     """Every env x setup has a CPU and a GPU config with what its name says."""
-    want = {"ppo": ("ppo", None, None), "trpo": ("trpo", None, None),
-            "trpl-kl": ("trpl", "kl", "diag"), "trpl-w2": ("trpl", "w2", "diag"),
-            "trpl-frob": ("trpl", "frob", "diag"), "trpl-kl-full": ("trpl", "kl", "full"),
-            "trpl-frob-full": ("trpl", "frob", "full")}
+    want = {
+        "ppo": ("ppo", None, None),
+        "trpo": ("trpo", None, None),
+        "trpl-kl": ("trpl", "kl", "diag"),
+        "trpl-w2": ("trpl", "w2", "diag"),
+        "trpl-frob": ("trpl", "frob", "diag"),
+        "trpl-kl-full": ("trpl", "kl", "full"),
+        "trpl-frob-full": ("trpl", "frob", "full"),
+    }
     for setup, (algorithm, projection, cov_type) in want.items():
         cpu = load_config_file(os.path.join(CONFIG_DIR, env, f"{setup}.yaml"))
         gpu = load_config_file(os.path.join(CONFIG_DIR, "gpu", env, f"{setup}.yaml"))
@@ -126,8 +139,21 @@ def test_paper_grid_is_complete(env):
                 assert (c.projection, c.cov_type) == (projection, cov_type) and c.max_grad_norm is None
         # the GPU variant: thousands of envs, the same algorithm otherwise
         assert gpu.num_envs >= 1024 and cpu.num_envs < 1024
-        same = ("algorithm", "projection", "cov_type", "eps_mean", "eps_cov", "num_epochs", "value_epochs",
-                "policy_lr", "value_lr", "clip_ratio", "max_kl", "trust_region_coef", "env_name")
+        same = (
+            "algorithm",
+            "projection",
+            "cov_type",
+            "eps_mean",
+            "eps_cov",
+            "num_epochs",
+            "value_epochs",
+            "policy_lr",
+            "value_lr",
+            "clip_ratio",
+            "max_kl",
+            "trust_region_coef",
+            "env_name",
+        )
         assert {k: getattr(cpu, k) for k in same} == {k: getattr(gpu, k) for k in same}, (env, setup)
         if algorithm == "trpl":  # the reference: 20 policy epochs, 10 value epochs
             assert (cpu.num_epochs, cpu.num_value_epochs) == (20, 10)
@@ -136,9 +162,17 @@ def test_paper_grid_is_complete(env):
 # ----------------------------------------------------------------------------
 # value_epochs in the core
 
-LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=50, num_envs=4, unroll_length=8,
-                   total_env_steps=4 * 8 * 4, num_epochs=3, num_minibatches=2, policy_hidden=(8,),
-                   value_hidden=(8,))
+LINE = TrainConfig(
+    env_name="tr_jax_test_line",
+    episode_length=50,
+    num_envs=4,
+    unroll_length=8,
+    total_env_steps=4 * 8 * 4,
+    num_epochs=3,
+    num_minibatches=2,
+    policy_hidden=(8,),
+    value_hidden=(8,),
+)
 
 
 def _counts(opt_state) -> set:
@@ -159,9 +193,16 @@ def _batch(n, obs_dim, action_dim, key):
     scale = jax.numpy.ones((n, action_dim))
     action = mean + jax.random.normal(k[1], (n, action_dim))
     log_prob = -0.5 * jax.numpy.sum((action - mean) ** 2, -1) - 0.5 * action_dim * np.log(2 * np.pi)
-    return Batch(obs=jax.random.normal(k[2], (n, obs_dim)), action=action, log_prob=log_prob, old_mean=mean,
-                 old_scale=scale, advantage=jax.random.normal(k[3], (n,)), returns=jax.random.normal(k[4], (n,)),
-                 old_value=jax.numpy.zeros((n,)))
+    return Batch(
+        obs=jax.random.normal(k[2], (n, obs_dim)),
+        action=action,
+        log_prob=log_prob,
+        old_mean=mean,
+        old_scale=scale,
+        advantage=jax.random.normal(k[3], (n,)),
+        returns=jax.random.normal(k[4], (n,)),
+        old_value=jax.numpy.zeros((n,)),
+    )
 
 
 @pytest.mark.parametrize("algorithm, value_epochs", [("ppo", None), ("ppo", 5), ("trpl", 5), ("trpo", 5)])

@@ -15,20 +15,20 @@ def test_gae_hand_computed_truncation_and_termination():
     #   t=3 terminated, t=4 ordinary (last step of the rollout).
     gamma, lam = 0.9, 0.8
     r = np.array([1.0, 2.0, 0.5, 3.0, 1.0])
-    v = np.array([0.5, 1.0, 0.2, 0.4, 0.3])            # V(s_t)
-    nv = np.array([1.0, 7.0, 0.4, 99.0, 2.0])          # V(s'_t), pre-reset next state
+    v = np.array([0.5, 1.0, 0.2, 0.4, 0.3])  # V(s_t)
+    nv = np.array([1.0, 7.0, 0.4, 99.0, 2.0])  # V(s'_t), pre-reset next state
     term = np.array([0, 0, 0, 1, 0.0])
     trunc = np.array([0, 1, 0, 0, 0.0])
     # deltas by hand
-    d0 = 1.0 + 0.9 * 1.0 - 0.5           # 1.4
-    d1 = 2.0 + 0.9 * 7.0 - 1.0           # 7.3   (truncation: bootstrap from V(s'_1) = 7)
-    d2 = 0.5 + 0.9 * 0.4 - 0.2           # 0.66
-    d3 = 3.0 + 0.0 - 0.4                 # 2.6   (termination: no bootstrap, 99 ignored)
-    d4 = 1.0 + 0.9 * 2.0 - 0.3           # 2.5
+    d0 = 1.0 + 0.9 * 1.0 - 0.5  # 1.4
+    d1 = 2.0 + 0.9 * 7.0 - 1.0  # 7.3   (truncation: bootstrap from V(s'_1) = 7)
+    d2 = 0.5 + 0.9 * 0.4 - 0.2  # 0.66
+    d3 = 3.0 + 0.0 - 0.4  # 2.6   (termination: no bootstrap, 99 ignored)
+    d4 = 1.0 + 0.9 * 2.0 - 0.3  # 2.5
     a4 = d4
-    a3 = d3                              # episode ended at t=3: no trace from t=4
+    a3 = d3  # episode ended at t=3: no trace from t=4
     a2 = d2 + 0.72 * a3
-    a1 = d1                              # episode ended at t=1
+    a1 = d1  # episode ended at t=1
     a0 = d0 + 0.72 * a1
     expected = np.array([a0, a1, a2, a3, a4])
     np.testing.assert_allclose(expected, [1.4 + 0.72 * 7.3, 7.3, 0.66 + 0.72 * 2.6, 2.6, 2.5], rtol=1e-12)
@@ -63,9 +63,17 @@ def test_make_batch_flattens_env_major_and_uses_next_values():
     key = jax.random.key(1)
     obs = jax.random.normal(key, (T, E, d))
     next_obs = obs + 1.0
-    ro = core.Rollout(obs=obs, action=jnp.ones((T, E, k)), log_prob=jnp.zeros((T, E)),
-                      old_mean=jnp.zeros((T, E, k)), old_scale=jnp.ones((T, E, k)), reward=jnp.ones((T, E)),
-                      termination=jnp.zeros((T, E)), truncation=jnp.zeros((T, E)), next_obs=next_obs)
+    ro = core.Rollout(
+        obs=obs,
+        action=jnp.ones((T, E, k)),
+        log_prob=jnp.zeros((T, E)),
+        old_mean=jnp.zeros((T, E, k)),
+        old_scale=jnp.ones((T, E, k)),
+        reward=jnp.ones((T, E)),
+        termination=jnp.zeros((T, E)),
+        truncation=jnp.zeros((T, E)),
+        next_obs=next_obs,
+    )
     value_fn = lambda p, o: o.sum(-1) * p
     batch = core.make_batch(ro, value_fn, 0.5, 0.99, 0.95)
     assert batch.obs.shape == (T * E, d) and batch.advantage.shape == (T * E,)

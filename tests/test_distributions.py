@@ -8,7 +8,6 @@ import pytest
 
 from tr_jax import distributions as D
 
-
 pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py: float64 inside each test only
 
 

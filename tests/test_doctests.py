@@ -14,6 +14,11 @@ def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, report=True)
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples of {name} failed"
-    missing = [f for f in module.__all__ if (inspect.isfunction(getattr(module, f)) or inspect.isclass(getattr(module, f)))
-               and getattr(module, f).__module__ == name and ">>>" not in (getattr(module, f).__doc__ or "")]
+    missing = [
+        f
+        for f in module.__all__
+        if (inspect.isfunction(getattr(module, f)) or inspect.isclass(getattr(module, f)))
+        and getattr(module, f).__module__ == name
+        and ">>>" not in (getattr(module, f).__doc__ or "")
+    ]
     assert not missing, f"public functions and classes of {name} without a docstring example: {missing}"

@@ -52,7 +52,9 @@ def test_playground_name_without_the_extra_names_the_extra(no_playground):
         make_trainer(TrainConfig(env_name="playground:CartpoleBalance"))
     # Brax names still work and the unknown-name error says how to get Playground's
     check_env("hopper", "positional")
-    with pytest.raises(ValueError, match=r"unknown env 'CheetahRun'.*need the extra: pip install 'tr_jax\[playground\]'"):
+    with pytest.raises(
+        ValueError, match=r"unknown env 'CheetahRun'.*need the extra: pip install 'tr_jax\[playground\]'"
+    ):
         check_env("CheetahRun", "positional")
     assert not any(n.startswith("playground:") for n in env_names())
 
@@ -69,8 +71,11 @@ def test_menagerie_task_without_assets_fails_fast_without_downloading(monkeypatc
     monkeypatch.setattr(subprocess, "Popen", no_download)
     monkeypatch.setattr(subprocess, "run", no_download)
     for name in ("Go1JoystickFlatTerrain", "PandaPickCube"):
-        with pytest.raises(EnvUnavailableError, match=r"needs the MuJoCo Menagerie robot assets.*not on this machine"
-                                                      r".*'playground:CartpoleBalance'"):
+        with pytest.raises(
+            EnvUnavailableError,
+            match=r"needs the MuJoCo Menagerie robot assets.*not on this machine"
+            r".*'playground:CartpoleBalance'",
+        ):
             load_env("playground:" + name)
         with pytest.raises(EnvUnavailableError, match="Menagerie"):
             make_trainer(TrainConfig(env_name="playground:" + name))

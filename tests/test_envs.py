@@ -1,11 +1,11 @@
 """Vectorised env wrapper: errors, clipping, auto-reset, truncation vs termination, action repeat."""
 
+import _line_env
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import _line_env
 from tr_jax import distributions as D
 from tr_jax.algorithms import core
 from tr_jax.envs import check_env, episode_stats, make_vec_env
@@ -34,7 +34,7 @@ def test_clipping_repeat_termination_and_reset():
     pool_obs = np.asarray(state.pool.obs)
     # action 5 is clipped to 1: pos +1 per env step, reward 1 per env step; threshold 3
     state, info = _run(env, state, jnp.full((4, E, 1), 5.0))
-    np.testing.assert_allclose(info.reward[0], 2.0)                  # 2 repeats x clipped 1
+    np.testing.assert_allclose(info.reward[0], 2.0)  # 2 repeats x clipped 1
     np.testing.assert_array_equal(info.termination[:, 0], [0, 1, 0, 1])
     np.testing.assert_array_equal(info.truncation, 0)
     np.testing.assert_array_equal(info.ep_length[:, 0], [2, 4, 2, 4])
@@ -78,9 +78,11 @@ def test_rollout_logprob_uses_unclipped_action():
     state = env.reset(jax.random.key(3))
     apply = lambda p, o: (jnp.full(o.shape[:-1] + (1,), 10.0), jnp.full(o.shape[:-1] + (1,), 0.1))
     _, ro, info = core.rollout(jax.random.key(4), env, state, apply, None, "diag", lambda o: o, 2)
-    assert np.all(ro.action > 9.0)                    # stored action is the raw sample
-    np.testing.assert_allclose(info.reward, 1.0)      # the env saw the clipped action
-    np.testing.assert_allclose(ro.log_prob, D.log_prob(ro.action, ro.old_mean, ro.old_scale, "diag"), rtol=1e-5, atol=1e-5)
+    assert np.all(ro.action > 9.0)  # stored action is the raw sample
+    np.testing.assert_allclose(info.reward, 1.0)  # the env saw the clipped action
+    np.testing.assert_allclose(
+        ro.log_prob, D.log_prob(ro.action, ro.old_mean, ro.old_scale, "diag"), rtol=1e-5, atol=1e-5
+    )
 
 
 # The wrapper on a real Brax env is checked in tests/test_train_ppo.py

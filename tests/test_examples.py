@@ -27,8 +27,15 @@ class _PlainLineEnv(_line_env.LineEnv):
 
 
 register_environment("tr_jax_test_plain_line", _PlainLineEnv)
-TINY = dict(ENV_NAME="tr_jax_test_plain_line", EPISODE_LENGTH=20, NUM_ENVS=16, NUM_STEPS=16, UPDATE_EPOCHS=4,
-            NUM_MINIBATCHES=4, LR=1e-3)
+TINY = dict(
+    ENV_NAME="tr_jax_test_plain_line",
+    EPISODE_LENGTH=20,
+    NUM_ENVS=16,
+    NUM_STEPS=16,
+    UPDATE_EPOCHS=4,
+    NUM_MINIBATCHES=4,
+    LR=1e-3,
+)
 
 
 def _load(name):
@@ -58,8 +65,9 @@ def _random_return(num_steps=200, num_envs=64):
 
 def test_trpl_is_ppo_plus_a_short_diff():
     lines = [open(os.path.join(EXAMPLES, f"{n}.py")).read().splitlines() for n in ("ppo", "trpl")]
-    changed = [x for x in difflib.unified_diff(*lines, lineterm="", n=0)
-               if x[:1] in "+-" and not x.startswith(("+++", "---"))]
+    changed = [
+        x for x in difflib.unified_diff(*lines, lineterm="", n=0) if x[:1] in "+-" and not x.startswith(("+++", "---"))
+    ]
     assert len(changed) <= 32, len(changed)
 
 
@@ -72,7 +80,13 @@ def test_ppo_example_runs():
 @pytest.mark.slow
 def test_trpl_example_learns_and_its_acting_policy_stays_in_the_trust_region():
     module = _load("trpl")
-    config = {**module.CONFIG, **TINY, "TOTAL_TIMESTEPS": 16 * 16 * 20, "ENT_COEF": 0.05, "LR": 3e-3}  # entropy pushes the std out
+    config = {
+        **module.CONFIG,
+        **TINY,
+        "TOTAL_TIMESTEPS": 16 * 16 * 20,
+        "ENT_COEF": 0.05,
+        "LR": 3e-3,
+    }  # entropy pushes the std out
     _, m = jax.jit(module.make_train(config))(jax.random.key(0))
     m = jax.tree.map(np.asarray, m)
     random = _random_return()

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import os
 
+import _oracle
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-import _oracle
-
 from tr_jax import linalg as LA
 from tr_jax.projections.kl import kl_parts, kl_projection
-
 
 # The original C++ solver's outputs on the first 64 of 256 random states (tests/data; its README entry says how
 # they were made); shipped with the tests, so these cases run in every clone
@@ -209,7 +207,9 @@ def test_bound_below_the_floor_raises(dtype):
 def test_zero_bound_under_jit_gives_the_old_scale(kind, dtype):
     """A traced zero bound: s = 0, the old scale bit for bit (was a cov part of 0.0024 in float32)."""
     rng = np.random.default_rng(5)
-    args = make_diag(rng, 64, 6, inside_frac=0.0) if kind == "diag" else make_full(rng, 64, 6, cond=1e2, inside_frac=0.0)
+    args = (
+        make_diag(rng, 64, 6, inside_frac=0.0) if kind == "diag" else make_full(rng, 64, 6, cond=1e2, inside_frac=0.0)
+    )
     m, s, om, os_ = (np.asarray(a, dtype) for a in args)
     ps = jax.jit(lambda e: kl_projection(m, s, om, os_, 0.1, e)[1])(dtype(0.0))
     np.testing.assert_array_equal(np.asarray(ps), os_)
@@ -333,7 +333,8 @@ def _kl_kkt(sig, sig_t, sig_o, eps):
     residual = (1 + eta) * lam - eta * lam_o - lam_t
     assert eta >= 0, f"negative multiplier eta={eta}"
     assert np.linalg.norm(residual) <= 1e-9 * (1 + eta) * np.linalg.norm(lam), (
-        f"projected precision is not (eta Lambda_o + Lambda~)/(1+eta): residual {np.linalg.norm(residual):.3g}")
+        f"projected precision is not (eta Lambda_o + Lambda~)/(1+eta): residual {np.linalg.norm(residual):.3g}"
+    )
     np.testing.assert_allclose(_kl_cov(sig, sig_o), eps, rtol=1e-9, err_msg="KL bound not active")
     return eta
 
@@ -374,7 +375,9 @@ def _scipy_projection(sig_t, sig_o, eps, diag, ours_objective):
 def test_optimal_vs_scipy(proj, kind):
     rng = np.random.default_rng(11)
     n, k = 12, 3
-    m, s, om, os_ = make_diag(rng, n, k, inside_frac=0.0) if kind == "diag" else make_full(rng, n, k, cond=10.0, inside_frac=0.0)
+    m, s, om, os_ = (
+        make_diag(rng, n, k, inside_frac=0.0) if kind == "diag" else make_full(rng, n, k, cond=10.0, inside_frac=0.0)
+    )
     eps = random_eps(rng, n, 1e-3, 0.3)
     _, ps = proj(m, s, om, os_, 1.0, eps)
     ps = np.asarray(ps)
@@ -392,12 +395,14 @@ def test_optimal_vs_scipy(proj, kind):
         assert ref_sig is not None, f"state {i}: no feasible reference point: {ref.describe()}"
         # no feasible point the reference found is better than ours
         assert ours <= ref.objective * (1 + 1e-6) + 1e-12, (
-            f"state {i}: the reference found a better feasible point: {ref.describe()}")
+            f"state {i}: the reference found a better feasible point: {ref.describe()}"
+        )
         if not ref.reached:
             _oracle.warn_unreached(f"{kind} state {i}", ref)
             continue
-        np.testing.assert_allclose(sig, ref_sig, rtol=2e-4, atol=2e-4 * np.abs(ref_sig).max(),
-                                   err_msg=f"state {i}: {ref.describe()}")
+        np.testing.assert_allclose(
+            sig, ref_sig, rtol=2e-4, atol=2e-4 * np.abs(ref_sig).max(), err_msg=f"state {i}: {ref.describe()}"
+        )
         compared += 1
     assert compared >= 8, f"the reference solver reached our optimum on only {compared} states"
 
@@ -512,7 +517,9 @@ def test_full_on_diagonal_inputs_equals_diag(proj):
     m, s, om, os_ = make_diag(rng, 32, 5)
     eps = random_eps(rng, 32, 1e-4, 0.5)
     pm_d, ps_d = proj(m, s, om, os_, eps, eps)
-    pm_f, ps_f = proj(m, jnp.asarray(np.eye(5) * s[..., None, :]), om, jnp.asarray(np.eye(5) * os_[..., None, :]), eps, eps)
+    pm_f, ps_f = proj(
+        m, jnp.asarray(np.eye(5) * s[..., None, :]), om, jnp.asarray(np.eye(5) * os_[..., None, :]), eps, eps
+    )
     np.testing.assert_allclose(pm_f, pm_d, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ps_f, np.eye(5) * np.asarray(ps_d)[..., None, :], rtol=1e-10, atol=1e-12)
 
@@ -520,7 +527,10 @@ def test_full_on_diagonal_inputs_equals_diag(proj):
         return jnp.sum(jnp.arange(5.0) * kl_projection(m, s, om, os_, eps, eps)[1])
 
     def loss_f(s):
-        return jnp.sum(jnp.arange(5.0) * jnp.diagonal(kl_projection(m, s, om, np.eye(5) * os_[..., None, :], eps, eps)[1], axis1=-2, axis2=-1))
+        return jnp.sum(
+            jnp.arange(5.0)
+            * jnp.diagonal(kl_projection(m, s, om, np.eye(5) * os_[..., None, :], eps, eps)[1], axis1=-2, axis2=-1)
+        )
 
     g_d = jax.grad(loss_d)(jnp.asarray(s))
     g_f = jax.grad(loss_f)(jnp.asarray(np.eye(5) * s[..., None, :]))
@@ -572,7 +582,9 @@ def reference():
 @pytest.mark.parametrize("eps", ["0.001", "0.05"])
 def test_reference_diag(reference, eps):
     p = f"diag_eps{eps}_"
-    ov, tv, pv, e, dv, gv, pr = (reference[p + n] for n in ("old_var", "target_var", "proj_var", "eps", "d_var", "grad_target_var", "projected"))
+    ov, tv, pv, e, dv, gv, pr = (
+        reference[p + n] for n in ("old_var", "target_var", "proj_var", "eps", "d_var", "grad_target_var", "projected")
+    )
     z = jnp.zeros(ov.shape)
 
     def f(tv):
@@ -697,8 +709,10 @@ def test_blocks_only_on_cpu(kind):
         return jnp.sum(pm) + jnp.sum(ps)
 
     fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
-    loops = {p: jax.export.export(fn, platforms=[p])(x, scale, x, scale).mlir_module().count("stablehlo.while")
-             for p in ("cpu", "cuda", "tpu")}
+    loops = {
+        p: jax.export.export(fn, platforms=[p])(x, scale, x, scale).mlir_module().count("stablehlo.while")
+        for p in ("cpu", "cuda", "tpu")
+    }
     if kind == "diag":
         assert loops["cuda"] == loops["tpu"] == 1 and loops["cpu"] > 1, loops
     else:  # (full: also the loops of the small-matrix routines)

@@ -33,8 +33,12 @@ def _scale(key, cov_type, n=N, spread=1.0):
 
 def _inputs(seed, cov_type, spread=1.0):
     ks = jax.random.split(jax.random.key(seed), 4)
-    return (spread * jax.random.normal(ks[0], (N, K)), _scale(ks[1], cov_type, spread=spread),
-            0.3 * jax.random.normal(ks[2], (N, K)), _scale(ks[3], cov_type, spread=0.5))
+    return (
+        spread * jax.random.normal(ks[0], (N, K)),
+        _scale(ks[1], cov_type, spread=spread),
+        0.3 * jax.random.normal(ks[2], (N, K)),
+        _scale(ks[3], cov_type, spread=0.5),
+    )
 
 
 @pytest.mark.parametrize("projection,cov_type", CASES)
@@ -47,7 +51,9 @@ def test_bounds_hold_and_inputs_are_generic(projection, cov_type):
     pm, ps = layer(mean, scale, old_mean, old_scale)
     work = layer.output_cov_type
     old = to_projection_scale(old_scale, cov_type, projection)
-    raw_m, raw_c = parts(projection, mean, to_projection_scale(scale, cov_type, projection), old_mean, old, cov_type=work)
+    raw_m, raw_c = parts(
+        projection, mean, to_projection_scale(scale, cov_type, projection), old_mean, old, cov_type=work
+    )
     assert (raw_m > 2 * EPS_MEAN).mean() > 0.8 and (raw_c > 2 * EPS_COV).mean() > 0.8  # projection is active
     m, c = parts(projection, pm, ps, old_mean, old, cov_type=work)
     np.testing.assert_array_less(np.asarray(m), EPS_MEAN * (1 + 1e-3))
@@ -81,8 +87,14 @@ def test_gradients_match_finite_differences_float64(projection, cov_type):
         if cov_type == "full":  # perturb only the lower triangle (the factor's parameters)
             check_grads(lambda m, lo: f(m, jnp.tril(lo)), (mean, scale), order=1, modes=["rev"], atol=1e-5, rtol=1e-5)
         elif cov_type == "sqrt":  # and keep the root symmetric
-            check_grads(lambda m, s: f(m, 0.5 * (s + jnp.swapaxes(s, -1, -2))), (mean, scale), order=1,
-                        modes=["rev"], atol=1e-5, rtol=1e-5)
+            check_grads(
+                lambda m, s: f(m, 0.5 * (s + jnp.swapaxes(s, -1, -2))),
+                (mean, scale),
+                order=1,
+                modes=["rev"],
+                atol=1e-5,
+                rtol=1e-5,
+            )
         else:
             check_grads(f, (mean, scale), order=1, modes=["rev"], atol=1e-5, rtol=1e-5)
 

@@ -36,12 +36,15 @@ def test_against_numpy(k):
     b = rng.normal(size=(20, k, 3))
     np.testing.assert_allclose(LA.cholesky(a), l, atol=1e-12 * np.abs(l).max())
     np.testing.assert_allclose(LA.solve_lower(l, b), np.linalg.solve(l, b), rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(LA.solve_lower(l, b, transpose=True), np.linalg.solve(np.swapaxes(l, 1, 2), b),
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        LA.solve_lower(l, b, transpose=True), np.linalg.solve(np.swapaxes(l, 1, 2), b), rtol=1e-9, atol=1e-9
+    )
     np.testing.assert_allclose(LA.solve_lower(l, b[..., 0]), np.linalg.solve(l, b)[..., 0], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(LA.spd_solve(a, b), np.linalg.solve(a, b), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(LA.spd_logdet(a), np.linalg.slogdet(a)[1], rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(LA.spd_inverse(a), np.linalg.inv(a), rtol=1e-7, atol=1e-9 * np.abs(np.linalg.inv(a)).max())
+    np.testing.assert_allclose(
+        LA.spd_inverse(a), np.linalg.inv(a), rtol=1e-7, atol=1e-9 * np.abs(np.linalg.inv(a)).max()
+    )
     ev = np.linalg.eigvalsh(a)
     np.testing.assert_allclose(LA.eigvalsh(a), ev, atol=4e-15 * ev.max() * k)
     s = LA.sqrtm_spd(a)
@@ -186,7 +189,11 @@ def test_projections_lower_for_gpu_and_tpu_with_vendor_routines(platform):
             # (eigvalsh: no projection needs it since KL solves on the tridiagonal form; exported here
             # so its vendor branch stays checked; its value enters the gradient w.r.t. m)
             ev = _LA.eigvalsh(jax.lax.stop_gradient(os @ jnp.swapaxes(os, -1, -2)))
-            return jnp.sum(mp + cp) + jnp.sum(D.log_prob(m, pm, ps, cov_type) + D.entropy(ps, cov_type)) + jnp.sum(m) * jnp.sum(ev)
+            return (
+                jnp.sum(mp + cp)
+                + jnp.sum(D.log_prob(m, pm, ps, cov_type) + D.entropy(ps, cov_type))
+                + jnp.sum(m) * jnp.sum(ev)
+            )
 
         fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
         exported = jax.export.export(fn, platforms=[platform])(mean, scale, mean, scale)
@@ -216,8 +223,9 @@ def test_vendor_branch_agrees_with_the_jnp_branch():
     l = np.linalg.cholesky(a)
     np.testing.assert_allclose(_LA._cholesky_vendor(a + junk), _LA._cholesky_jnp(a + junk), rtol=1e-12, atol=1e-13)
     for t in (False, True):
-        np.testing.assert_allclose(_LA._solve_lower_vendor(l + junk, b, t), _LA._solve_lower_jnp(l + junk, b, t),
-                                   rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(
+            _LA._solve_lower_vendor(l + junk, b, t), _LA._solve_lower_jnp(l + junk, b, t), rtol=1e-12, atol=1e-13
+        )
         gv = jax.grad(lambda l: jnp.sum(jnp.sin(_LA._solve_lower_vendor(l, b, t))))(l + junk)
         gj = jax.grad(lambda l: jnp.sum(jnp.sin(_LA._solve_lower_jnp(l, b, t))))(l + junk)
         np.testing.assert_allclose(gv, gj, rtol=1e-10, atol=1e-12)
@@ -238,9 +246,19 @@ def test_trpl_update_lowers_for_gpu_and_tpu(platform):
     from tr_jax.networks import make_policy, make_value
 
     obs_dim, k, n = 3, 4, 32
-    cfg = TrainConfig(num_envs=8, unroll_length=4, num_minibatches=2, num_epochs=1, total_env_steps=64,
-                      policy_hidden=(8,), value_hidden=(8,), algorithm="trpl", projection="kl", cov_type="full",
-                      contextual_cov=True)
+    cfg = TrainConfig(
+        num_envs=8,
+        unroll_length=4,
+        num_minibatches=2,
+        num_epochs=1,
+        total_env_steps=64,
+        policy_hidden=(8,),
+        value_hidden=(8,),
+        algorithm="trpl",
+        projection="kl",
+        cov_type="full",
+        contextual_cov=True,
+    )
     pol, val = make_policy(cfg, obs_dim, k), make_value(cfg, obs_dim)
     algo = make_trpl(cfg, pol, val)
     state = algo.init(pol.init(jax.random.PRNGKey(0)), val.init(jax.random.PRNGKey(1)))
@@ -250,6 +268,7 @@ def test_trpl_update_lowers_for_gpu_and_tpu(platform):
     zeros = jnp.zeros((n,))
     batch = Batch(obs, act, D.log_prob(act, mean, scale, "full"), mean, scale, zeros, zeros, zeros)
     exported = jax.export.export(jax.jit(algo.update), platforms=[platform])(
-        jax.random.PRNGKey(2), state, batch, jnp.int32(0), from_config(cfg))
+        jax.random.PRNGKey(2), state, batch, jnp.int32(0), from_config(cfg)
+    )
     text = exported.mlir_module()
     assert "lapack" not in text.lower() and "stablehlo.triangular_solve" in text

@@ -17,15 +17,29 @@ from _line_env import register  # noqa: E402
 from tr_jax.cli import main  # noqa: E402
 from tr_jax.config import TrainConfig  # noqa: E402
 from tr_jax.loggers import TensorBoardLogger, WandbLogger, make_loggers  # noqa: E402
-from tr_jax.rundir import RunDir  # noqa: E402
 from tr_jax.run import run, run_sweep  # noqa: E402
+from tr_jax.rundir import RunDir  # noqa: E402
 
 register()
 pytestmark = pytest.mark.xdist_group("loggers")
-LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=20, num_envs=4, unroll_length=8, total_env_steps=4 * 8 * 4,
-                   num_epochs=2, num_minibatches=2, policy_hidden=(8,), value_hidden=(8,), algorithm="trpl",
-                   policy_lr=0.05, lr_decay=False, chunk_iterations=2, eval_every=2, checkpoint_every=2,
-                   eval_episodes=2)
+LINE = TrainConfig(
+    env_name="tr_jax_test_line",
+    episode_length=20,
+    num_envs=4,
+    unroll_length=8,
+    total_env_steps=4 * 8 * 4,
+    num_epochs=2,
+    num_minibatches=2,
+    policy_hidden=(8,),
+    value_hidden=(8,),
+    algorithm="trpl",
+    policy_lr=0.05,
+    lr_decay=False,
+    chunk_iterations=2,
+    eval_every=2,
+    checkpoint_every=2,
+    eval_episodes=2,
+)
 EPS = (1e-3, 1e-2)
 KEYS = ("iteration", "seed", "env_steps")
 
@@ -36,8 +50,14 @@ def sweep(tmp_path_factory):
     pytest.importorskip("tensorboard")
     pytest.importorskip("wandb")
     path = str(tmp_path_factory.mktemp("loggers") / "s")
-    results = run_sweep(LINE, [("eps_mean", EPS)], num_seeds=2, run_dir=path, progress="none",
-                        loggers=[TensorBoardLogger(), WandbLogger()])
+    results = run_sweep(
+        LINE,
+        [("eps_mean", EPS)],
+        num_seeds=2,
+        run_dir=path,
+        progress="none",
+        loggers=[TensorBoardLogger(), WandbLogger()],
+    )
     return path, results
 
 
@@ -97,8 +117,11 @@ def test_tensorboard_hparams_hold_the_config_seed_and_setting(sweep):
             acc = EventAccumulator(os.path.join(r.run_dir, "tensorboard", f"seed_{seed}"))
             acc.Reload()
             content = acc.PluginTagToContent("hparams")
-            start = [plugin_data_pb2.HParamsPluginData.FromString(c).session_start_info for c in content.values()
-                     if plugin_data_pb2.HParamsPluginData.FromString(c).HasField("session_start_info")]
+            start = [
+                plugin_data_pb2.HParamsPluginData.FromString(c).session_start_info
+                for c in content.values()
+                if plugin_data_pb2.HParamsPluginData.FromString(c).HasField("session_start_info")
+            ]
             assert len(start) == 1
             hp = start[0].hparams
             assert hp["eps_mean"].number_value == pytest.approx(eps)
@@ -120,10 +143,10 @@ def _wandb_records(path: str) -> list:
         if left < 7:  # block trailer
             pos += left
             continue
-        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
         if kind == 0 and length == 0:
             break
-        pending += data[pos + 7:pos + 7 + length]
+        pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             records.append(wandb_internal_pb2.Record.FromString(pending))
@@ -145,8 +168,12 @@ def test_wandb_offline_runs_hold_the_files(sweep):
             history = []
             for rec in records:
                 if rec.WhichOneof("record_type") == "history":
-                    history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                                    for item in rec.history.item})
+                    history.append(
+                        {
+                            item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                            for item in rec.history.item
+                        }
+                    )
             seed = config["seed"]
             assert config["eps_mean"] == pytest.approx(eps) and config["setting"] == f"eps_mean={eps:g}"
             got = {}
@@ -167,8 +194,7 @@ def test_export_tb_writes_the_same_events(sweep, tmp_path, capsys):
     for r in results:
         for seed in range(2):
             live = _scalars(os.path.join(r.run_dir, "tensorboard", f"seed_{seed}"))
-            exported = _scalars(os.path.join(out, os.path.basename(path), os.path.basename(r.run_dir),
-                                              f"seed_{seed}"))
+            exported = _scalars(os.path.join(out, os.path.basename(path), os.path.basename(r.run_dir), f"seed_{seed}"))
             _assert_equal(exported, {tag: [(s, v) for s, v in values] for tag, values in live.items()})
     capsys.readouterr()
     assert main(["export-tb", path, "--out", out]) == 2

@@ -25,11 +25,11 @@ import subprocess
 import sys
 import time
 
+import _line_env
 import jax
 import numpy as np
 import pytest
 
-import _line_env
 from tr_jax.checkpoint import Checkpoints
 from tr_jax.config import config_from_dict
 from tr_jax.train import make_trainer
@@ -37,9 +37,22 @@ from tr_jax.train import make_trainer
 _line_env.register()
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD = os.path.join(HERE, "_multihost_child.py")
-CONFIG = dict(env_name="tr_jax_test_line", episode_length=20, num_envs=8, unroll_length=8, total_env_steps=8 * 8 * 6,
-              num_epochs=2, num_minibatches=2, policy_hidden=[8], value_hidden=[8], normalize_reward=True,
-              chunk_iterations=2, eval_every=2, eval_episodes=2, checkpoint_every=2)  # 6 iterations, 3 chunks
+CONFIG = dict(
+    env_name="tr_jax_test_line",
+    episode_length=20,
+    num_envs=8,
+    unroll_length=8,
+    total_env_steps=8 * 8 * 6,
+    num_epochs=2,
+    num_minibatches=2,
+    policy_hidden=[8],
+    value_hidden=[8],
+    normalize_reward=True,
+    chunk_iterations=2,
+    eval_every=2,
+    eval_episodes=2,
+    checkpoint_every=2,
+)  # 6 iterations, 3 chunks
 TIMEOUT = 400
 
 pytestmark = pytest.mark.slow  # 3 rounds of process starts and compiles: ~1-2 minutes on a loaded 2-core machine
@@ -53,8 +66,12 @@ def _free_port() -> int:
 
 def _env(tmp, devices: int = 1) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")]),
-               JAX_COMPILATION_CACHE_DIR=str(tmp / "jax-cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env.update(
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")]),
+        JAX_COMPILATION_CACHE_DIR=str(tmp / "jax-cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
@@ -62,8 +79,14 @@ def _env(tmp, devices: int = 1) -> dict:
 
 def _start(args, cwd, env, umask="022"):
     os.makedirs(cwd, exist_ok=True)
-    return subprocess.Popen(["sh", "-c", f'umask {umask} && exec "$0" "$@"', sys.executable, CHILD, *args], cwd=cwd,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        ["sh", "-c", f'umask {umask} && exec "$0" "$@"', sys.executable, CHILD, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _pair(tmp, name, args, env0=()):
@@ -71,8 +94,15 @@ def _pair(tmp, name, args, env0=()):
     ``env0``: extra environment of process 0)."""
     port = _free_port()
     extra = ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--progress", "lines"]
-    return [_start([*args, *extra, "--process-id", str(i)], str(tmp / f"{name}-cwd{i}"),
-                   {**_env(tmp), **(dict(env0) if i == 0 else {})}, umask="077" if i else "022") for i in (0, 1)]
+    return [
+        _start(
+            [*args, *extra, "--process-id", str(i)],
+            str(tmp / f"{name}-cwd{i}"),
+            {**_env(tmp), **(dict(env0) if i == 0 else {})},
+            umask="077" if i else "022",
+        )
+        for i in (0, 1)
+    ]
 
 
 def _finish(procs):
@@ -94,10 +124,12 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multihost")
     cfg = tmp / "config.json"
     cfg.write_text(json.dumps(CONFIG))
-    d = {"single": tmp / "single", "two": tmp / "two", "resumed": tmp / "resumed", "sigint": tmp / "sigint",
-         "tmp": tmp}
-    single = _start(["train", str(cfg), "--run-dir", str(d["single"]), "--progress", "lines"], str(tmp / "single-cwd"),
-                    _env(tmp, devices=2))
+    d = {"single": tmp / "single", "two": tmp / "two", "resumed": tmp / "resumed", "sigint": tmp / "sigint", "tmp": tmp}
+    single = _start(
+        ["train", str(cfg), "--run-dir", str(d["single"]), "--progress", "lines"],
+        str(tmp / "single-cwd"),
+        _env(tmp, devices=2),
+    )
     two = _pair(tmp, "two", ["train", str(cfg), "--run-dir", str(d["two"])])
     d["single_out"], d["two_out"] = _finish([single])[0], _finish(two)
     assert [r[0] for r in (d["single_out"], *d["two_out"])] == [0, 0, 0], (d["single_out"], d["two_out"])
@@ -122,8 +154,9 @@ def _restore(run_dir, step):
         state, meta = ckpt.restore(step, like)
     finally:
         ckpt.close()
-    state = jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-                         else x, state)
+    state = jax.tree.map(
+        lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x, state
+    )
     return [np.asarray(x) for x in jax.tree.leaves(state)], meta
 
 
@@ -183,8 +216,13 @@ def test_an_error_only_process_0_meets_stops_both(runs):
     (rc0, _, err0), (rc1, _, err1) = runs["exists_out"]
     assert (rc0, rc1) == (2, 2), runs["exists_out"]
     assert err0.strip().splitlines()[-1].startswith(f"tr-jax train: error: run directory {runs['two']} exists")
-    assert err1.strip().splitlines()[-1].startswith(
-        f"tr-jax train: error: process 0 failed creating the run directory: run directory {runs['two']} exists")
+    assert (
+        err1.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"tr-jax train: error: process 0 failed creating the run directory: run directory {runs['two']} exists"
+        )
+    )
 
 
 def test_sigint_to_process_0_alone_stops_both_at_the_same_chunk(runs):

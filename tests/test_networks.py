@@ -49,8 +49,7 @@ def test_scale_valid_and_min_std_respected(kind, contextual):
     params = pol.init(jax.random.PRNGKey(0))
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
-    params = jax.tree_util.tree_unflatten(
-        tree, [x + 3.0 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    params = jax.tree_util.tree_unflatten(tree, [x + 3.0 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
     obs = jax.random.normal(jax.random.PRNGKey(1), (64, OBS))
     _, scale = pol.apply(params, obs)
     assert bool(jnp.all(jnp.isfinite(scale)))

@@ -1,9 +1,8 @@
 """The scipy oracle of the optimality tests (tests/_oracle.py) is judged by what it achieves."""
 
+import _oracle
 import numpy as np
 import pytest
-
-import _oracle
 
 
 def _ball_problem():
@@ -13,8 +12,9 @@ def _ball_problem():
 
 def test_reaches_the_analytic_optimum():
     objective, constraint, optimum = _ball_problem()
-    ref = _oracle.solve(objective, constraint, starts=[np.zeros(3)],
-                        good_enough=lambda f: f <= objective(optimum) * (1 + 1e-9))
+    ref = _oracle.solve(
+        objective, constraint, starts=[np.zeros(3)], good_enough=lambda f: f <= objective(optimum) * (1 + 1e-9)
+    )
     assert ref.reached and len(ref.log) >= 1
     np.testing.assert_allclose(ref.x, optimum, atol=1e-6)
 
@@ -34,6 +34,10 @@ def test_tries_every_method_and_keeps_only_feasible_points():
 def test_infeasible_results_are_not_reported_as_best():
     target = np.array([2.0, 0.0])
     # the constraint is impossible to meet: nothing feasible is ever returned
-    ref = _oracle.solve(lambda x: np.sum((x - target) ** 2), lambda x: -1.0 - np.sum(x * x),
-                        starts=[np.zeros(2)], good_enough=lambda f: True)
+    ref = _oracle.solve(
+        lambda x: np.sum((x - target) ** 2),
+        lambda x: -1.0 - np.sum(x * x),
+        starts=[np.zeros(2)],
+        good_enough=lambda f: True,
+    )
     assert ref.x is None and not ref.reached and np.isinf(ref.objective)

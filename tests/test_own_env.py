@@ -6,18 +6,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _line_env import DictObsLineEnv, LineEnv
 from brax import envs
 from brax.envs.wrappers import training as brax_training
 
-from _line_env import DictObsLineEnv, LineEnv
 from tr_jax.config import TrainConfig
 from tr_jax.envs import wrap_env
 from tr_jax.train import make_trainer
 
 # env_name names nothing registered: with an env object it is not used
-CFG = TrainConfig(env_name="not_a_registered_env", episode_length=30, num_envs=8, unroll_length=16,
-                  total_env_steps=8 * 16 * 40, num_epochs=4, num_minibatches=4, policy_hidden=(16,),
-                  value_hidden=(16,), policy_lr=3e-3, eval_every=0)
+CFG = TrainConfig(
+    env_name="not_a_registered_env",
+    episode_length=30,
+    num_envs=8,
+    unroll_length=16,
+    total_env_steps=8 * 16 * 40,
+    num_epochs=4,
+    num_minibatches=4,
+    policy_hidden=(16,),
+    value_hidden=(16,),
+    policy_lr=3e-3,
+    eval_every=0,
+)
 
 
 def test_an_unregistered_env_object_trains_and_evaluates():
@@ -36,8 +46,11 @@ def test_an_unregistered_env_object_trains_and_evaluates():
 
 def test_dict_observations_need_an_explicit_key():
     env = DictObsLineEnv()
-    with pytest.raises(ValueError, match=r"observations are a dict \{'privileged_state': \(3,\), 'state': \(2,\)\}; "
-                                         r"set obs_key"):
+    with pytest.raises(
+        ValueError,
+        match=r"observations are a dict \{'privileged_state': \(3,\), 'state': \(2,\)\}; "
+        r"set obs_key",
+    ):
         make_trainer(CFG, env=env)
     with pytest.raises(ValueError, match=r"obs_key 'pixels' is not in the env's observation dict"):
         make_trainer(CFG.replace(obs_key="pixels"), env=env)
@@ -68,8 +81,9 @@ def test_env_objects_that_do_not_fit_are_rejected_with_the_reason():
     with pytest.raises(ValueError, match="lacks step of the Brax Env API"):
         make_trainer(CFG, env=NoStep())
     # wrapped for Brax's own training loop: the time limit is folded into done
-    wrapped = brax_training.EpisodeWrapper(envs.get_environment("inverted_pendulum"), episode_length=10,
-                                           action_repeat=1)
+    wrapped = brax_training.EpisodeWrapper(
+        envs.get_environment("inverted_pendulum"), episode_length=10, action_repeat=1
+    )
     with pytest.raises(ValueError, match="already wrapped for a training loop.*pass the raw env"):
         make_trainer(CFG, env=wrapped)
     # batched already: observations are not one vector per env
@@ -82,14 +96,14 @@ def test_env_objects_that_do_not_fit_are_rejected_with_the_reason():
 def test_the_host_loop_trains_resumes_and_restores_an_env_object(tmp_path):
     from tr_jax.run import evaluate_run, run
 
-    cfg = CFG.replace(total_env_steps=8 * 16 * 4, chunk_iterations=2, checkpoint_every=2, eval_every=2,
-                      eval_episodes=2)
+    cfg = CFG.replace(total_env_steps=8 * 16 * 4, chunk_iterations=2, checkpoint_every=2, eval_every=2, eval_episodes=2)
     d = str(tmp_path / "own")
     first = run(cfg, run_dir=d, progress="none", env=LineEnv(threshold=1e9))
     assert first.status == "finished" and first.iteration == 4
     assert os.path.exists(os.path.join(d, "eval.jsonl"))
-    longer = run(cfg.replace(total_env_steps=8 * 16 * 6), run_dir=d, resume=True, progress="none",
-                 env=LineEnv(threshold=1e9))
+    longer = run(
+        cfg.replace(total_env_steps=8 * 16 * 6), run_dir=d, resume=True, progress="none", env=LineEnv(threshold=1e9)
+    )
     assert longer.iteration == 6
     out = evaluate_run(d, num_episodes=2, env=LineEnv(threshold=1e9))  # load_checkpoint with the env object
     assert out["iteration"] == 6 and out["deterministic_length"].shape == (1, 2)

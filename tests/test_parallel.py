@@ -22,13 +22,21 @@ pytestmark = [pytest.mark.xdist_group("parallel"), pytest.mark.timeout(CHILD_TIM
 
 @pytest.fixture(scope="module")
 def child():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, os.path.join(HERE, "_parallel_child.py")], env=env, capture_output=True,
-                       text=True, timeout=CHILD_TIMEOUT_S)
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]),
+    )
+    p = subprocess.run(
+        [sys.executable, os.path.join(HERE, "_parallel_child.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+    )
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     assert p.returncode == 0 and lines, p.stderr[-4000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 @pytest.mark.parametrize("case", ["ppo", "trpl_kl_full", "trpo"])

@@ -51,7 +51,7 @@ def test_termination_truncation_returns_and_reset_on_playground(cartpole):
     # the NaN state ends env 0's episode as a termination (Playground's done), not a truncation
     assert info.termination[BROKEN_AT, BROKEN_ENV] == 1 and info.truncation[BROKEN_AT, BROKEN_ENV] == 0
     assert info.ep_length[BROKEN_AT, BROKEN_ENV] == BROKEN_AT + 1
-    assert np.all(np.isfinite(info.obs[BROKEN_AT + 1:, BROKEN_ENV]))  # auto-reset to a fresh state
+    assert np.all(np.isfinite(info.obs[BROKEN_AT + 1 :, BROKEN_ENV]))  # auto-reset to a fresh state
     assert info.termination.sum() == 1
     # every other episode ends by tr_jax's time limit after L steps, as a truncation
     np.testing.assert_array_equal(info.truncation[:, ok].sum(0), 1)
@@ -68,13 +68,23 @@ def test_termination_truncation_returns_and_reset_on_playground(cartpole):
 
 
 def _config(**algorithm) -> TrainConfig:
-    return TrainConfig(env_name=NAME, episode_length=L, num_envs=16, unroll_length=32, total_env_steps=200_000,
-                       num_epochs=4, num_minibatches=4, eval_every=0, **algorithm)
+    return TrainConfig(
+        env_name=NAME,
+        episode_length=L,
+        num_envs=16,
+        unroll_length=32,
+        total_env_steps=200_000,
+        num_epochs=4,
+        num_minibatches=4,
+        eval_every=0,
+        **algorithm,
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", [dict(algorithm="ppo"), dict(algorithm="trpl", projection="kl")],
-                         ids=["ppo", "trpl-kl"])
+@pytest.mark.parametrize(
+    "algorithm", [dict(algorithm="ppo"), dict(algorithm="trpl", projection="kl")], ids=["ppo", "trpl-kl"]
+)
 def test_ppo_and_trpl_kl_beat_random_on_cartpole_balance(cartpole, algorithm):
     """~190 iterations (3-4 s once compiled): the random policy earns ~76 per 100-step episode, these ~90."""
     env, _, random_return = cartpole

@@ -3,10 +3,10 @@
 import json
 import os
 
+import _line_env
 import numpy as np
 import pytest
 
-import _line_env
 from tr_jax import cli
 from tr_jax.config import TrainConfig, config_to_dict
 from tr_jax.plot import PlotError, bootstrap_band, default_label, plot_runs, smooth_curve
@@ -17,10 +17,23 @@ _line_env.register()
 # one xdist worker runs this module (--dist loadgroup): its module fixture (line_run) is computed once
 pytestmark = pytest.mark.xdist_group("plot")
 
-LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=20, num_envs=4, unroll_length=8,
-                   total_env_steps=4 * 8 * 8, num_epochs=2, num_minibatches=2, policy_hidden=(8,), value_hidden=(8,),
-                   algorithm="trpl", projection="kl", chunk_iterations=4, checkpoint_every=8, eval_every=4,
-                   eval_episodes=2)
+LINE = TrainConfig(
+    env_name="tr_jax_test_line",
+    episode_length=20,
+    num_envs=4,
+    unroll_length=8,
+    total_env_steps=4 * 8 * 8,
+    num_epochs=2,
+    num_minibatches=2,
+    policy_hidden=(8,),
+    value_hidden=(8,),
+    algorithm="trpl",
+    projection="kl",
+    chunk_iterations=4,
+    checkpoint_every=8,
+    eval_every=4,
+    eval_episodes=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +86,9 @@ def test_bootstrap_band_by_hand():
 def test_default_labels():
     assert default_label(config_to_dict(TrainConfig(algorithm="ppo"))) == "ppo"
     assert default_label(config_to_dict(TrainConfig(algorithm="trpl", projection="w2"))) == "trpl-w2"
-    assert default_label(config_to_dict(TrainConfig(algorithm="trpl", projection="kl", cov_type="full"))) == \
-        "trpl-kl-full"
+    assert (
+        default_label(config_to_dict(TrainConfig(algorithm="trpl", projection="kl", cov_type="full"))) == "trpl-kl-full"
+    )
 
 
 def test_grouping_pools_seeds_and_scales_bounds(tmp_path):
@@ -103,8 +117,12 @@ def test_smoothing_and_bound_panel_headroom(tmp_path):
     np.testing.assert_array_equal(smooth_curve(np.array([1.0, 3.0]), 1), [1.0, 3.0])
     trpl = LINE.replace(eps_mean=0.5, eps_cov=0.1)
     row = lambda v: {"episode_return": v, "kl_max": 0.01, "mean_part_max": 0.5, "cov_part_max": 0.01}
-    run = _fake_run(tmp_path / "a", trpl, [[(10, row(0.0)), (20, row(4.0)), (30, row(8.0))]],
-                    eval_curves=[[(10, {"deterministic_return_mean": 0.0}), (30, {"deterministic_return_mean": 9.0})]])
+    run = _fake_run(
+        tmp_path / "a",
+        trpl,
+        [[(10, row(0.0)), (20, row(4.0)), (30, row(8.0))]],
+        eval_curves=[[(10, {"deterministic_return_mean": 0.0}), (30, {"deterministic_return_mean": 9.0})]],
+    )
     drawn = plot_runs([run], str(tmp_path / "s.png"), ["return", "eval_return", "mean_bound"], smooth=2)
     np.testing.assert_allclose(drawn["return"]["trpl-kl"].mean, [0.0, 2.0, 6.0])  # trailing 2-point mean
     np.testing.assert_allclose(drawn["eval_return"]["trpl-kl"].mean, [0.0, 9.0])  # evaluations: never smoothed
@@ -112,6 +130,7 @@ def test_smoothing_and_bound_panel_headroom(tmp_path):
         plot_runs([run], str(tmp_path / "s.png"), ["return"], smooth=0)
     # a bound panel whose curve sits on the bound (1.0) leaves room above it
     from matplotlib.figure import Figure
+
     seen = {}
     orig = Figure.savefig
 
@@ -133,7 +152,10 @@ def test_plot_a_real_run(line_run, tmp_path, capsys):
     with open(out, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(out) > 10_000
-    assert "return, eval_return, kl_max, mean_bound, cov_bound, acting_mean_bound, acting_cov_bound for trpl-kl" in capsys.readouterr().out
+    assert (
+        "return, eval_return, kl_max, mean_bound, cov_bound, acting_mean_bound, acting_cov_bound for trpl-kl"
+        in capsys.readouterr().out
+    )
     drawn = plot_runs([line_run], str(tmp_path / "c.pdf"), ["eval_return", "entropy"])
     e = drawn["eval_return"]["trpl-kl"]
     assert e.num_seeds == 2 and list(e.x) == [4 * 32, 8 * 32]  # evaluations at iterations 4 and 8
@@ -144,11 +166,14 @@ def test_plot_a_real_run(line_run, tmp_path, capsys):
         assert np.all(plot_runs([line_run], str(tmp_path / "b.svg"), [m])[m]["trpl-kl"].high <= 1.0 + 1e-3)
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--metric", "retrun"], r"unknown metric\(s\) \['retrun'\] for these runs; available: \['return', "),
-    (["--out", "x.jpg"], "unknown file type '.jpg'"),
-    (["--label", "a", "b"], "got 2 labels for 1 run directories"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--metric", "retrun"], r"unknown metric\(s\) \['retrun'\] for these runs; available: \['return', "),
+        (["--out", "x.jpg"], "unknown file type '.jpg'"),
+        (["--label", "a", "b"], "got 2 labels for 1 run directories"),
+    ],
+)
 def test_plot_errors_exit_2(line_run, argv, match, capsys, tmp_path):
     argv = [a if a != "x.jpg" else str(tmp_path / a) for a in argv]
     assert cli.main(["plot", line_run, *argv] + ([] if "--out" in argv else ["--out", str(tmp_path / "p.png")])) == 2
@@ -171,6 +196,20 @@ def test_plot_and_render_help(capsys):
             cli.main(argv)
         assert e.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--out", "--metric", "--label", "eval_return", "mean_bound", "95% bootstrap", "--checkpoint",
-                   "--policy-seed", "FILE.html", "FILE.gif", "--max-steps", "--fps", "--stride", "tr_jax[render]"):
+    for option in (
+        "--out",
+        "--metric",
+        "--label",
+        "eval_return",
+        "mean_bound",
+        "95% bootstrap",
+        "--checkpoint",
+        "--policy-seed",
+        "FILE.html",
+        "FILE.gif",
+        "--max-steps",
+        "--fps",
+        "--stride",
+        "tr_jax[render]",
+    ):
         assert option in text, option

@@ -19,9 +19,20 @@ from tr_jax.config import TrainConfig
 _line_env.register()
 pytestmark = pytest.mark.xdist_group("policy_io")
 
-LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=20, num_envs=4, unroll_length=4, total_env_steps=64,
-                   algorithm="ppo", num_minibatches=2, policy_hidden=(8,), value_hidden=(8,), obs_clip=2.0, cov_type="full",
-                   contextual_cov=True)
+LINE = TrainConfig(
+    env_name="tr_jax_test_line",
+    episode_length=20,
+    num_envs=4,
+    unroll_length=4,
+    total_env_steps=64,
+    algorithm="ppo",
+    num_minibatches=2,
+    policy_hidden=(8,),
+    value_hidden=(8,),
+    obs_clip=2.0,
+    cov_type="full",
+    contextual_cov=True,
+)
 OBS_MEAN, OBS_VAR = np.array([0.5, -1.0], np.float32), np.array([4.0, 0.25], np.float32)
 
 
@@ -108,8 +119,12 @@ def test_export_loads_without_tr_jax_and_acts_bit_identically(run_dir, tmp_path,
     np.save(tmp_path / "obs.npy", obs)
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    subprocess.run([sys.executable, str(script), out, str(tmp_path / "obs.npy"), str(tmp_path / "act.npy")],
-                   check=True, cwd=str(tmp_path), env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    subprocess.run(
+        [sys.executable, str(script), out, str(tmp_path / "obs.npy"), str(tmp_path / "act.npy")],
+        check=True,
+        cwd=str(tmp_path),
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     got = np.load(tmp_path / "act.npy")
     expected = np.asarray(jax.jit(tr_jax.load_policy(path, seed=1).act)(obs))
     assert got.shape == (37, 1)
@@ -129,8 +144,10 @@ def test_onnx_export_matches_load_policy(run_dir, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)  # float32 rounding, not bit-exact
 
 
-@pytest.mark.parametrize("args,message", [(["--platforms", "gpu"], "--platforms gpu: expected some of"),
-                                          (["--seed", "5"], "policy seed 5 out of range")])
+@pytest.mark.parametrize(
+    "args,message",
+    [(["--platforms", "gpu"], "--platforms gpu: expected some of"), (["--seed", "5"], "policy seed 5 out of range")],
+)
 def test_export_errors(run_dir, tmp_path, capsys, args, message):
     assert cli.main(["export", run_dir[0], "--out", str(tmp_path / "p.jaxexport"), *args]) == 2
     err = capsys.readouterr().err

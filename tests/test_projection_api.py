@@ -77,7 +77,9 @@ def test_project_dispatch_equals_direct(full):
 
 def test_project_dispatch_kl():
     args = gaussians(batch=(4,), k=3, full=True)
-    run = tjit(lambda *a: (P.kl_projection(*a, 0.05, 0.01), P.project("kl", *a, 0.05, 0.01), P.kl_parts(*a), P.parts("KL", *a)))
+    run = tjit(
+        lambda *a: (P.kl_projection(*a, 0.05, 0.01), P.project("kl", *a, 0.05, 0.01), P.kl_parts(*a), P.parts("KL", *a))
+    )
     direct, got, dparts, gparts = run(*args)
     for a, b in ((direct, got), (dparts, gparts)):
         np.testing.assert_array_equal(a[0], b[0])
@@ -272,7 +274,7 @@ def test_leading_batch_dims(name, full, batch):
     out = tjit(CLOSED[name])(m, s, om, os, eps_m, 0.01)
     assert out[0].shape == m.shape and out[1].shape == s.shape
     assert out[0].dtype == np.float32 and out[1].dtype == np.float32
-    flat = lambda a, tail: a.reshape((-1,) + a.shape[len(batch):]) if tail else a.reshape(-1)  # noqa: E731
+    flat = lambda a, tail: a.reshape((-1,) + a.shape[len(batch) :]) if tail else a.reshape(-1)  # noqa: E731
     ref = tjit(CLOSED[name])(flat(m, 1), flat(s, 1), flat(om, 1), flat(os, 1), flat(eps_m, 0), 0.01)
     np.testing.assert_allclose(np.asarray(out[0]).reshape(ref[0].shape), ref[0], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.asarray(out[1]).reshape(ref[1].shape), ref[1], rtol=1e-6, atol=1e-7)
@@ -332,7 +334,9 @@ def test_dtypes(name):
         out = tjit(lambda *a: fn(*a, 0.1, 1))(*args64)  # an int bound is fine
         assert out[0].dtype == jnp.float64 and out[1].dtype == jnp.float64
         # W2/Frob mean part with scale_prec == mean_projection(metric="mahalanobis").
-        mean_only = tjit(lambda m, om, os: P.mean_projection(m, om, os, 0.1, cov_type="full"))(args64[0], args64[2], args64[3])
+        mean_only = tjit(lambda m, om, os: P.mean_projection(m, om, os, 0.1, cov_type="full"))(
+            args64[0], args64[2], args64[3]
+        )
         np.testing.assert_allclose(mean_only, out[0], rtol=1e-13, atol=1e-14)
     with pytest.raises(ValueError, match="floating"):
         fn(*(a.astype(np.float16).astype(np.int8) for a in args32), 0.1, 0.1)

@@ -5,13 +5,13 @@ the implementation-choices ablation."""
 import glob
 import os
 
+import _line_env
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-import _line_env
 from tr_jax import compare
 from tr_jax.algorithms.core import make_optimizer, value_optimizer
 from tr_jax.config import TrainConfig, critic, load_config_file, validate
@@ -19,9 +19,17 @@ from tr_jax.config import TrainConfig, critic, load_config_file, validate
 _line_env.register()
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs")
-LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=50, num_envs=4, unroll_length=8,
-                   total_env_steps=4 * 8 * 10, num_epochs=2, num_minibatches=2, policy_hidden=(8,),
-                   value_hidden=(8,))
+LINE = TrainConfig(
+    env_name="tr_jax_test_line",
+    episode_length=50,
+    num_envs=4,
+    unroll_length=8,
+    total_env_steps=4 * 8 * 10,
+    num_epochs=2,
+    num_minibatches=2,
+    policy_hidden=(8,),
+    value_hidden=(8,),
+)
 
 
 # ----------------------------------------------------------------------------
@@ -46,8 +54,9 @@ def test_lr_decay_steps_fixes_the_schedule_whatever_the_budget():
     n = 10 * 4  # updates of the shorter run (4 per iteration)
     # default: the horizon is the budget, so cutting the budget changes the lr at every update
     a, b = (_lrs(make_optimizer(c, 1e-3, 4, True), n) for c in (short, long))
-    assert a[-1] == pytest.approx(1e-3 / n, rel=1e-4) and b[-1] == pytest.approx(1e-3 * (1 - (n - 1) / (2 * n)),
-                                                                                   rel=1e-4)
+    assert a[-1] == pytest.approx(1e-3 / n, rel=1e-4) and b[-1] == pytest.approx(
+        1e-3 * (1 - (n - 1) / (2 * n)), rel=1e-4
+    )
     # a fixed horizon: the same lr at every update, whatever total_env_steps is
     fixed = [c.replace(lr_decay_steps=30 * per_it) for c in (short, long)]
     a, b = (_lrs(make_optimizer(c, 1e-3, 4, True), n) for c in fixed)
@@ -63,8 +72,9 @@ def test_lr_decay_steps_fixes_the_schedule_whatever_the_budget():
 
 
 def test_value_lr_decay_and_value_minibatches():
-    c = LINE.replace(lr_decay=False, value_lr_decay=True, value_epochs=3, value_minibatches=4,
-                     lr_decay_steps=2 * LINE.batch_size)
+    c = LINE.replace(
+        lr_decay=False, value_lr_decay=True, value_epochs=3, value_minibatches=4, lr_decay_steps=2 * LINE.batch_size
+    )
     lrs = _lrs(value_optimizer(c, 1e-3), 3 * 4 * 2 + 1)  # 12 value updates per iteration, 2 iterations
     np.testing.assert_allclose(lrs, 1e-3 * np.maximum(1 - np.arange(25) / 24, 0), rtol=1e-4, atol=1e-9)
     assert (c.num_value_minibatches, LINE.num_value_minibatches, LINE.decay_value_lr) == (4, 2, True)
@@ -76,8 +86,11 @@ def test_value_lr_decay_and_value_minibatches():
 
 def test_shipped_configs_share_one_lr_horizon():
     """Every shipped config anneals over the reference's 1465 iterations, whatever its budget or batch."""
-    paths = [p for p in glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True)
-             if not os.path.basename(os.path.dirname(p)).startswith("_") and not os.path.basename(p).startswith("_")]
+    paths = [
+        p
+        for p in glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True)
+        if not os.path.basename(os.path.dirname(p)).startswith("_") and not os.path.basename(p).startswith("_")
+    ]
     assert len(paths) > 50
     for p in paths:
         c = load_config_file(p)
@@ -94,13 +107,20 @@ def test_bound_metrics_over_states_of_every_device():
     eps_m, eps_c = 0.1, 0.01
     mean_part = eps_m * jnp.array([0.5, 1.0, 1 + BOUND_TOLERANCE / 2, 1.2, 3.0, 0.0])  # 2 of 6 over
     cov_part = eps_c * jnp.array([0.0, 0.0, 0.0, 0.0, 0.0, 2.0])  # 1 of 6 over
-    want = {"x_mean_part_mean": float(mean_part.mean()), "x_mean_part_max": 0.3, "x_mean_part_over": 2 / 6,
-            "x_cov_part_mean": float(cov_part.mean()), "x_cov_part_max": 0.02, "x_cov_part_over": 1 / 6}
+    want = {
+        "x_mean_part_mean": float(mean_part.mean()),
+        "x_mean_part_max": 0.3,
+        "x_mean_part_over": 2 / 6,
+        "x_cov_part_mean": float(cov_part.mean()),
+        "x_cov_part_max": 0.02,
+        "x_cov_part_over": 1 / 6,
+    }
     got = bound_metrics("x_", mean_part, cov_part, eps_m, eps_c)
     assert {k: float(v) for k, v in got.items()} == pytest.approx(want, rel=1e-6)
     # data parallelism: two devices (a named vmap axis) with 3 states each report the statistics of all 6
     split = jax.vmap(lambda m, c: bound_metrics("x_", m, c, eps_m, eps_c, "d"), axis_name="d")(
-        mean_part.reshape(2, 3), cov_part.reshape(2, 3))
+        mean_part.reshape(2, 3), cov_part.reshape(2, 3)
+    )
     for k, v in split.items():
         np.testing.assert_allclose(np.asarray(v), want[k], rtol=1e-6, err_msg=k)
 
@@ -110,8 +130,17 @@ def runaway_trpl():
     """Two TRPL iterations whose network output leaves the trust region: no regression loss, a huge lr."""
     from tr_jax.train import make_trainer
 
-    config = LINE.replace(algorithm="trpl", projection="kl", trust_region_coef=0.0, policy_lr=0.3, eps_mean=1e-3,
-                          eps_cov=1e-4, num_epochs=4, contextual_cov=True, lr_decay=False)
+    config = LINE.replace(
+        algorithm="trpl",
+        projection="kl",
+        trust_region_coef=0.0,
+        policy_lr=0.3,
+        eps_mean=1e-3,
+        eps_cov=1e-4,
+        num_epochs=4,
+        contextual_cov=True,
+        lr_decay=False,
+    )
     trainer = make_trainer(config)
     _, metrics = jax.jit(trainer.train_chunk, static_argnums=1)(trainer.init(jax.random.key(0)), 2)
     return config, {k: np.asarray(v) for k, v in metrics.items()}
@@ -148,16 +177,23 @@ def test_statistics_agree_with_rliable():
     est = stats.iqm(X, reps=300, seed=3)
     assert est.point == pytest.approx(3.0)  # the middle three of five
     np.random.seed(3)  # noqa: NPY002 (rliable resamples with numpy's global generator)
-    points, cis = library.get_interval_estimates({"x": X[:, None]}, lambda s: np.array([metrics.aggregate_iqm(s)]),
-                                                 reps=300, random_state=np.random.RandomState(3))
+    points, cis = library.get_interval_estimates(
+        {"x": X[:, None]},
+        lambda s: np.array([metrics.aggregate_iqm(s)]),
+        reps=300,
+        random_state=np.random.RandomState(3),
+    )
     assert (est.low, est.high) == (cis["x"][0, 0], cis["x"][1, 0]) and est.low < 3.0 < est.high
 
     poi = stats.probability_of_improvement(X, Y, reps=300, seed=3)
     assert poi.point == pytest.approx(18 / 25)  # 17 pairs won, 2 ties, of 25
     np.random.seed(3)  # noqa: NPY002
     points, cis = library.get_interval_estimates(
-        {"xy": [X[:, None], Y[:, None]]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
-        reps=300, random_state=np.random.RandomState(3))
+        {"xy": [X[:, None], Y[:, None]]},
+        lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+        reps=300,
+        random_state=np.random.RandomState(3),
+    )
     assert (poi.low, poi.high) == (cis["xy"][0, 0], cis["xy"][1, 0]) and poi.low < 18 / 25 < poi.high
     # a seed without a score (short of the budget) is never dropped: the cell has no statistic
     assert all(np.isnan(stats.iqm(np.append(X, np.nan), reps=300, seed=3)))
@@ -213,8 +249,25 @@ def test_seed_score_at_the_common_budget():
 def _row(setup, scores, floor=0.0, budget=1000, env="e"):
     from tr_jax.config import TrainConfig
 
-    return compare.Row(env, setup, "finished", len(scores), budget, budget, np.array(scores, float), floor,
-                       np.zeros(len(scores)), np.nan, None, 0, None, None, critic(TrainConfig()), np.nan, np.nan)
+    return compare.Row(
+        env,
+        setup,
+        "finished",
+        len(scores),
+        budget,
+        budget,
+        np.array(scores, float),
+        floor,
+        np.zeros(len(scores)),
+        np.nan,
+        None,
+        0,
+        None,
+        None,
+        critic(TrainConfig()),
+        np.nan,
+        np.nan,
+    )
 
 
 def _table_cells(text):
@@ -228,9 +281,12 @@ def test_table_scores_failed_seeds_as_failures_and_marks_incomplete_cells():
 
     ppo = [10.0, 20.0, 30.0, 40.0, 50.0]
     # trpl: four good seeds and one that diverged; the env's lowest evaluation (floor) is 1.0 (in ppo's run)
-    rows = [_row("ppo", ppo, floor=1.0), _row("trpl", [60.0, 70.0, 80.0, 90.0, stats.FAILED], floor=5.0),
-            _row("short", [60.0, 70.0, np.nan, 90.0, 100.0], floor=5.0),
-            _row("other-budget", [1.0] * 5, budget=500)]
+    rows = [
+        _row("ppo", ppo, floor=1.0),
+        _row("trpl", [60.0, 70.0, 80.0, 90.0, stats.FAILED], floor=5.0),
+        _row("short", [60.0, 70.0, np.nan, 90.0, 100.0], floor=5.0),
+        _row("other-budget", [1.0] * 5, budget=500),
+    ]
     text = compare.table(rows, reps=50)
     cells = _table_cells(text)
     imputed = [60.0, 70.0, 80.0, 90.0, 1.0]
@@ -251,8 +307,9 @@ def test_table_scores_failed_seeds_as_failures_and_marks_incomplete_cells():
 # ----------------------------------------------------------------------------
 # the shared critic and the "minimal" (-m) configs
 
-MINIMAL = [os.path.join(CONFIGS, env, f"{s}-m.yaml") for env in ("hopper", "walker2d")
-           for s in ("ppo", "trpl-kl", "trpl-frob")]
+MINIMAL = [
+    os.path.join(CONFIGS, env, f"{s}-m.yaml") for env in ("hopper", "walker2d") for s in ("ppo", "trpl-kl", "trpl-frob")
+]
 
 
 @pytest.mark.parametrize("tree", ["", "gpu"])
@@ -263,11 +320,19 @@ def test_every_setup_of_an_env_uses_the_same_critic(tree):
         minimal = {str(critic(load_config_file(p))) for p in files if p.endswith("-m.yaml")}
         assert len(files) >= 7 and len(full) == 1 and len(minimal) <= 1, (tree, env, full, minimal)
     # the reference TRPL critic differs in what the issue names
-    own = load_config_file(os.path.join(CONFIGS, "_critics", "trpl-reference.yaml"),
-                           load_config_file(os.path.join(CONFIGS, "hopper", "trpl-kl.yaml")))
+    own = load_config_file(
+        os.path.join(CONFIGS, "_critics", "trpl-reference.yaml"),
+        load_config_file(os.path.join(CONFIGS, "hopper", "trpl-kl.yaml")),
+    )
     shared = critic(load_config_file(os.path.join(CONFIGS, "hopper", "ppo.yaml")))
     assert {k for k, v in critic(own).items() if shared[k] != v} == {
-        "value_lr", "value_lr_decay", "lr_decay_steps", "normalize_reward", "value_clip", "value_minibatches"}
+        "value_lr",
+        "value_lr_decay",
+        "lr_decay_steps",
+        "normalize_reward",
+        "value_clip",
+        "value_minibatches",
+    }
 
 
 def test_compare_says_which_critic():
@@ -322,8 +387,13 @@ def _trace(config):
 
 
 def _schedules(opt_state) -> int:
-    return len([x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
-                if isinstance(x, optax.ScaleByScheduleState)])
+    return len(
+        [
+            x
+            for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+            if isinstance(x, optax.ScaleByScheduleState)
+        ]
+    )
 
 
 def _orthogonal(trainer) -> tuple:
@@ -333,27 +403,41 @@ def _orthogonal(trainer) -> tuple:
     return np.allclose(k @ k.T, 2 * np.eye(k.shape[0]), atol=1e-4), np.abs(np.asarray(p["mean_head"]["kernel"])).max()
 
 
-@pytest.mark.parametrize("path", MINIMAL + [p.replace("-m.yaml", ".yaml") for p in MINIMAL[:3]],
-                         ids=lambda p: "/".join(p.split(os.sep)[-2:]))
+@pytest.mark.parametrize(
+    "path", MINIMAL + [p.replace("-m.yaml", ".yaml") for p in MINIMAL[:3]], ids=lambda p: "/".join(p.split(os.sep)[-2:])
+)
 def test_minimal_configs_switch_every_choice_off_in_the_built_trainer(path):
     config = validate(load_config_file(path))
     calls, trainer, state = _trace(config)
     opts = (state.algo.policy_opt, state.algo.value_opt)
     orthogonal, head = _orthogonal(trainer)
-    seen = {"obs normalisation": bool(calls["obs_clip"]),
-            "obs clipping": any(c is not None for c in calls["obs_clip"]),
-            "reward normalisation": calls["reward_norm"] > 0,
-            "value clipping": any(c is not None for c in calls["value_clip"]),
-            "orthogonal init": orthogonal, "scaled output layer": head <= 0.01 + 1e-6,
-            "lr annealing": any(_schedules(o) for o in opts if not isinstance(o, optax.EmptyState)),
-            "gradient clipping": any(len(o) > 1 for o in opts if isinstance(o, tuple)),
-            "advantage normalisation": calls["advantage_norm"] > 0}
+    seen = {
+        "obs normalisation": bool(calls["obs_clip"]),
+        "obs clipping": any(c is not None for c in calls["obs_clip"]),
+        "reward normalisation": calls["reward_norm"] > 0,
+        "value clipping": any(c is not None for c in calls["value_clip"]),
+        "orthogonal init": orthogonal,
+        "scaled output layer": head <= 0.01 + 1e-6,
+        "lr annealing": any(_schedules(o) for o in opts if not isinstance(o, optax.EmptyState)),
+        "gradient clipping": any(len(o) > 1 for o in opts if isinstance(o, tuple)),
+        "advantage normalisation": calls["advantage_norm"] > 0,
+    }
     assert calls["value_clip"], "the value loss was traced"
     if path.endswith("-m.yaml"):
         assert not any(seen.values()), {k: v for k, v in seen.items() if v}
         full = load_config_file(path.replace("-m.yaml", ".yaml"))  # the rest of the setup is unchanged
-        switches = {"normalize_obs", "obs_clip", "normalize_reward", "reward_scaling", "value_clip",
-                    "orthogonal_init", "lr_decay", "value_lr_decay", "max_grad_norm", "normalize_advantage"}
+        switches = {
+            "normalize_obs",
+            "obs_clip",
+            "normalize_reward",
+            "reward_scaling",
+            "value_clip",
+            "orthogonal_init",
+            "lr_decay",
+            "value_lr_decay",
+            "max_grad_norm",
+            "normalize_advantage",
+        }
         assert {k for k in full.__dataclass_fields__ if getattr(full, k) != getattr(config, k)} <= switches
     else:  # the full setups have them on (gradient clipping: no shipped setup clips)
         assert {k for k, v in seen.items() if not v} == {"gradient clipping"}
@@ -362,7 +446,9 @@ def test_minimal_configs_switch_every_choice_off_in_the_built_trainer(path):
 # ----------------------------------------------------------------------------
 # contextual covariance (claim 3): the configs build a policy whose covariance depends on the state
 
-CONTEXTUAL = [os.path.join(CONFIGS, "hopper", f"{s}-ctx-{c}.yaml") for s in ("ppo", "trpl-kl") for c in ("full", "diag")]
+CONTEXTUAL = [
+    os.path.join(CONFIGS, "hopper", f"{s}-ctx-{c}.yaml") for s in ("ppo", "trpl-kl") for c in ("full", "diag")
+]
 
 
 @pytest.mark.parametrize("path", CONTEXTUAL, ids=lambda p: os.path.basename(p))
@@ -370,10 +456,12 @@ def test_contextual_configs_build_a_state_dependent_covariance(path):
     from tr_jax.train import make_trainer
 
     config = validate(load_config_file(path))
-    plain = load_config_file(path.replace(path[path.index("-ctx-"):], ".yaml"))
+    plain = load_config_file(path.replace(path[path.index("-ctx-") :], ".yaml"))
     # one factor changes: the covariance's parametrisation
     assert {k for k in plain.__dataclass_fields__ if getattr(plain, k) != getattr(config, k)} <= {
-        "contextual_cov", "cov_type"}
+        "contextual_cov",
+        "cov_type",
+    }
     trainer = make_trainer(config.replace(num_devices=1), env=_line_env.LineEnv())
     policy, k = trainer.policy, trainer.policy.action_dim
     assert policy.contextual and policy.cov_type == config.cov_type == path.split("-")[-1][:-5]

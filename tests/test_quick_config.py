@@ -27,8 +27,9 @@ class SurviveEnv(LineEnv):
 
     def reset(self, rng):
         obs = jax.random.uniform(rng, (4,), minval=-0.01, maxval=0.01)
-        return base.State(pipeline_state={"x": obs}, obs=obs, reward=jnp.zeros(()), done=jnp.zeros(()),
-                          metrics={}, info={})
+        return base.State(
+            pipeline_state={"x": obs}, obs=obs, reward=jnp.zeros(()), done=jnp.zeros(()), metrics={}, info={}
+        )
 
     def step(self, state, action):
         del action

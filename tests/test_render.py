@@ -15,13 +15,27 @@ import pytest
 
 from tr_jax import cli
 from tr_jax.config import TrainConfig
+
 # one xdist worker runs this module (--dist loadgroup): its module fixture (rendered) is computed once
 pytestmark = pytest.mark.xdist_group("render")
 
-PENDULUM = TrainConfig(env_name="inverted_pendulum", backend="positional", episode_length=30, num_envs=4,
-                       unroll_length=8, total_env_steps=4 * 8 * 2, algorithm="ppo", num_epochs=1, num_minibatches=2,
-                       policy_hidden=(8,), value_hidden=(8,), chunk_iterations=2, eval_every=0, eval_episodes=1,
-                       checkpoint_every=0)
+PENDULUM = TrainConfig(
+    env_name="inverted_pendulum",
+    backend="positional",
+    episode_length=30,
+    num_envs=4,
+    unroll_length=8,
+    total_env_steps=4 * 8 * 2,
+    algorithm="ppo",
+    num_epochs=1,
+    num_minibatches=2,
+    policy_hidden=(8,),
+    value_hidden=(8,),
+    chunk_iterations=2,
+    eval_every=0,
+    eval_episodes=1,
+    checkpoint_every=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +54,11 @@ def pendulum_run(tmp_path_factory):
     rd.write_info(seed=0, num_seeds=2)
     state = jax.jit(make_trainer(PENDULUM).init_runs)(jax.random.split(jax.random.key(0), 2))
     state = jax.tree_util.tree_map_with_path(
-        lambda path, x: x + 1 if "'mean_head'" in jax.tree_util.keystr(path) and "'bias'" in jax.tree_util.keystr(path)
-        else x, state)
+        lambda path, x: (
+            x + 1 if "'mean_head'" in jax.tree_util.keystr(path) and "'bias'" in jax.tree_util.keystr(path) else x
+        ),
+        state,
+    )
     ck = Checkpoints(rd.checkpoints)
     ck.save(2, state, {"iteration": 2, "env_steps": 2 * PENDULUM.batch_size})
     ck.close()
@@ -58,9 +75,29 @@ def rendered(pendulum_run, tmp_path_factory):
     html, gif = str(out / "episode.html"), str(out / "episode.gif")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert cli.main(["render", pendulum_run, "--out", html, "--gif", gif, "--seed", "3", "--max-steps",
-                         str(MAX_STEPS), "--stride", str(STRIDE), "--width", str(WIDTH), "--height",
-                         str(HEIGHT)]) == 0
+        assert (
+            cli.main(
+                [
+                    "render",
+                    pendulum_run,
+                    "--out",
+                    html,
+                    "--gif",
+                    gif,
+                    "--seed",
+                    "3",
+                    "--max-steps",
+                    str(MAX_STEPS),
+                    "--stride",
+                    str(STRIDE),
+                    "--width",
+                    str(WIDTH),
+                    "--height",
+                    str(HEIGHT),
+                ]
+            )
+            == 0
+        )
     return html, gif, printed.getvalue()
 
 
@@ -154,8 +191,10 @@ def test_gif_turns_geoms_with_their_body():
 
     from tr_jax import gif
 
-    sys_ = mjcf.loads('<mujoco><worldbody><body pos="0 0 1"><joint type="free"/>'
-                      '<geom type="box" size="0.4 0.05 0.05" rgba="1 0 0 1"/></body></worldbody></mujoco>')
+    sys_ = mjcf.loads(
+        '<mujoco><worldbody><body pos="0 0 1"><joint type="free"/>'
+        '<geom type="box" size="0.4 0.05 0.05" rgba="1 0 0 1"/></body></worldbody></mujoco>'
+    )
     upright = [np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]  # 90 degrees about y: the long side along z
     frames = gif.render_frames(sys_, [_body_at([0, 0, 1], [1, 0, 0, 0]), _body_at([0, 0, 1], upright)], 120, 120)
     for frame, lying in zip(frames, (True, False)):
@@ -185,15 +224,17 @@ def test_playground_runs_are_refused(tmp_path, capsys):
 
 
 def test_render_errors(pendulum_run, tmp_path, capsys):
-    for argv, match in ((["--out", str(tmp_path / "x.png")], "name it FILE.html"),
-                        (["--out", str(tmp_path / "x.html"), "--policy-seed", "2"], "policy seed 2 out of range"),
-                        (["--out", str(tmp_path / "x.html"), "--checkpoint", "1"], "no checkpoint 1"),
-                        ([], "nothing to write"),
-                        (["--gif", str(tmp_path / "x.png")], "name it FILE.gif"),
-                        (["--gif", str(tmp_path / "x.gif"), "--fps", "60"], "at most 50 frames per second"),
-                        (["--gif", str(tmp_path / "x.gif"), "--stride", "0"], "--stride 0"),
-                        (["--gif", str(tmp_path / "x.gif"), "--width", "0"], "--width 0"),
-                        (["--out", str(tmp_path / "x.html"), "--max-steps", "0"], "--max-steps 0")):
+    for argv, match in (
+        (["--out", str(tmp_path / "x.png")], "name it FILE.html"),
+        (["--out", str(tmp_path / "x.html"), "--policy-seed", "2"], "policy seed 2 out of range"),
+        (["--out", str(tmp_path / "x.html"), "--checkpoint", "1"], "no checkpoint 1"),
+        ([], "nothing to write"),
+        (["--gif", str(tmp_path / "x.png")], "name it FILE.gif"),
+        (["--gif", str(tmp_path / "x.gif"), "--fps", "60"], "at most 50 frames per second"),
+        (["--gif", str(tmp_path / "x.gif"), "--stride", "0"], "--stride 0"),
+        (["--gif", str(tmp_path / "x.gif"), "--width", "0"], "--width 0"),
+        (["--out", str(tmp_path / "x.html"), "--max-steps", "0"], "--max-steps 0"),
+    ):
         assert cli.main(["render", pendulum_run, *argv]) == 2
         err = capsys.readouterr().err
         assert match in err and len(err.strip().splitlines()) == 1, err

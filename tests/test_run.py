@@ -13,25 +13,38 @@ import subprocess
 import sys
 import time
 
+import _line_env
 import jax
 import numpy as np
 import pytest
 
-import _line_env
 from tr_jax import cli
 from tr_jax.checkpoint import CheckpointError, Checkpoints
 from tr_jax.config import TrainConfig, config_from_dict, config_to_dict
-from tr_jax.rundir import read_jsonl
 from tr_jax.run import TrainingDiverged, evaluate_run, run
+from tr_jax.rundir import read_jsonl
 from tr_jax.train import make_trainer
 
 _line_env.register()
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=50, num_envs=4, unroll_length=8,
-                   total_env_steps=4 * 8 * 24, num_epochs=2, num_minibatches=2, policy_hidden=(8,), value_hidden=(8,),
-                   algorithm="trpl", chunk_iterations=2, checkpoint_every=4, eval_every=4, eval_episodes=3,
-                   keep_checkpoints=2)
+LINE = TrainConfig(
+    env_name="tr_jax_test_line",
+    episode_length=50,
+    num_envs=4,
+    unroll_length=8,
+    total_env_steps=4 * 8 * 24,
+    num_epochs=2,
+    num_minibatches=2,
+    policy_hidden=(8,),
+    value_hidden=(8,),
+    algorithm="trpl",
+    chunk_iterations=2,
+    checkpoint_every=4,
+    eval_every=4,
+    eval_episodes=3,
+    keep_checkpoints=2,
+)
 
 
 def _params(run_dir, step=None):
@@ -50,16 +63,28 @@ def two_seeds(tmp_path_factory):
     """One 2-seed run through the Python API; its progress_fn calls are recorded."""
     calls = []
     d = tmp_path_factory.mktemp("runs") / "line"
-    result = run(LINE, seed=3, num_seeds=2, run_dir=str(d), progress="lines",
-                 progress_fn=lambda steps, m: calls.append((steps, sorted(m))))
+    result = run(
+        LINE,
+        seed=3,
+        num_seeds=2,
+        run_dir=str(d),
+        progress="lines",
+        progress_fn=lambda steps, m: calls.append((steps, sorted(m))),
+    )
     return result, str(d), calls
 
 
 def test_run_directory_contents(two_seeds):
     result, d, calls = two_seeds
     assert result.status == "finished" and result.iteration == LINE.num_iterations == 24
-    assert sorted(os.listdir(d)) == ["checkpoints", "config.json", "eval.jsonl", "metrics.jsonl", "run.json",
-                                     "summary.json"]
+    assert sorted(os.listdir(d)) == [
+        "checkpoints",
+        "config.json",
+        "eval.jsonl",
+        "metrics.jsonl",
+        "run.json",
+        "summary.json",
+    ]
     assert config_from_dict(json.load(open(os.path.join(d, "config.json")))) == LINE
     rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
     # one line per iteration and seed, none missing or repeated
@@ -109,8 +134,11 @@ def test_chunked_run_matches_single_jit(two_seeds):
     state, metrics = jax.jit(jax.vmap(make_trainer(LINE).train))(keys)
     for k in ("kl_max", "policy_loss", "value_loss", "entropy"):
         np.testing.assert_allclose(np.asarray(metrics[k]), result.metrics[k], rtol=1e-5, atol=1e-7, err_msg=k)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 state.algo.policy_params, result.state.algo.policy_params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        state.algo.policy_params,
+        result.state.algo.policy_params,
+    )
 
 
 def test_evaluate_episode_bookkeeping(two_seeds):
@@ -164,8 +192,12 @@ def test_corrupt_or_missing_checkpoint_names_the_file(two_seeds, tmp_path):
     _, d, _ = two_seeds
     copy = str(tmp_path / "broken")
     shutil.copytree(d, copy)
-    data = [os.path.join(root, f) for root, _, files in os.walk(os.path.join(copy, "checkpoints", "24", "state"))
-            for f in files if os.path.getsize(os.path.join(root, f)) > 64]
+    data = [
+        os.path.join(root, f)
+        for root, _, files in os.walk(os.path.join(copy, "checkpoints", "24", "state"))
+        for f in files
+        if os.path.getsize(os.path.join(root, f)) > 64
+    ]
     assert data
     for path in data:  # garble every data file of the newest checkpoint
         with open(path, "r+b") as f:
@@ -179,8 +211,15 @@ def test_corrupt_or_missing_checkpoint_names_the_file(two_seeds, tmp_path):
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     # reward turns NaN after 50 env steps: iteration 6 (t = 49..56) is the first poisoned one
-    cfg = LINE.replace(env_name="tr_jax_test_line_nan", episode_length=10_000, total_env_steps=4 * 8 * 12,
-                       chunk_iterations=2, checkpoint_every=2, eval_every=0, lr_decay=False)
+    cfg = LINE.replace(
+        env_name="tr_jax_test_line_nan",
+        episode_length=10_000,
+        total_env_steps=4 * 8 * 12,
+        chunk_iterations=2,
+        checkpoint_every=2,
+        eval_every=0,
+        lr_decay=False,
+    )
     d = str(tmp_path / "nan")
     with pytest.raises(TrainingDiverged, match=r"diverged at iteration 6 .*last good checkpoint is .*checkpoints/6"):
         run(cfg, run_dir=d, progress="none")
@@ -200,7 +239,9 @@ def test_chunk_after_divergence_is_not_computed():
     state = jax.jit(trainer.init)(jax.random.key(0))
     state = state._replace(diverged_at=state.diverged_at * 0 + 3, iteration=state.iteration + 5)
     new, m = jax.jit(trainer.train_chunk, static_argnums=1)(state, 3)
-    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, new.algo), jax.tree.map(np.asarray, state.algo))
+    jax.tree.map(
+        np.testing.assert_array_equal, jax.tree.map(np.asarray, new.algo), jax.tree.map(np.asarray, state.algo)
+    )
     assert int(new.iteration) == 5 and np.all(np.asarray(m["diverged"]))
     np.testing.assert_array_equal(m["iteration"], [5, 6, 7])
     assert np.all(np.isnan(m["kl_max"])) and np.all(np.isnan(m["episode_return"]))
@@ -211,11 +252,27 @@ def test_chunk_after_divergence_is_not_computed():
 
 
 def _child(run_dir, *args, sleep=0.0):
-    env = dict(os.environ, TR_JAX_TEST_SLEEP=str(sleep), PYTHONPATH=os.pathsep.join(
-        filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "_run_child.py"), "train", *args,
-                             "--run-dir", run_dir, "--progress", "lines"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(
+        os.environ,
+        TR_JAX_TEST_SLEEP=str(sleep),
+        PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])),
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(HERE, "_run_child.py"),
+            "train",
+            *args,
+            "--run-dir",
+            run_dir,
+            "--progress",
+            "lines",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for_checkpoint(run_dir, proc, timeout=300):
@@ -250,8 +307,12 @@ def test_sigkill_then_resume_is_bit_exact(config_file, tmp_path):
         f.write('{"iteration": 99, "se')  # a line torn by the kill
     assert p_ref.wait(timeout=300) == 0, p_ref.stdout.read()
 
-    p_res = subprocess.run([sys.executable, os.path.join(HERE, "_run_child.py"), "train", "--resume", killed,
-                            "--progress", "lines"], capture_output=True, text=True, timeout=300)
+    p_res = subprocess.run(
+        [sys.executable, os.path.join(HERE, "_run_child.py"), "train", "--resume", killed, "--progress", "lines"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p_res.returncode == 0, p_res.stdout + p_res.stderr
     assert "resumed" in p_res.stdout
     a, b = read_jsonl(os.path.join(ref, "metrics.jsonl")), read_jsonl(os.path.join(killed, "metrics.jsonl"))
@@ -280,12 +341,29 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(config_file, tmp_path):
 
 def _signal_child(run_dir, marker, wait_at, *args, signals=1):
     """A child that pauses after the chunk ending at env step ``wait_at`` until ``signals`` signals arrived."""
-    env = dict(os.environ, TR_JAX_TEST_WAIT_AT=str(wait_at), TR_JAX_TEST_MARKER=marker,
-               TR_JAX_TEST_WAIT_SIGNALS=str(signals), PYTHONPATH=os.pathsep.join(
-                   filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "_run_child.py"), "train", *args,
-                             "--run-dir", run_dir, "--progress", "lines"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(
+        os.environ,
+        TR_JAX_TEST_WAIT_AT=str(wait_at),
+        TR_JAX_TEST_MARKER=marker,
+        TR_JAX_TEST_WAIT_SIGNALS=str(signals),
+        PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])),
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(HERE, "_run_child.py"),
+            "train",
+            *args,
+            "--run-dir",
+            run_dir,
+            "--progress",
+            "lines",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for_file(path, proc, timeout=300):
@@ -313,16 +391,23 @@ def test_sigterm_checkpoints_where_it_stopped_and_resume_is_exact(two_seeds, con
     assert p.returncode == 75, out
     assert "SIGTERM: finishing this chunk and writing a checkpoint" in out
     assert "SIGTERM: already stopping (SIGTERM)" in out
-    assert f"preempted at iteration 6 (192 env steps) by SIGTERM; checkpoint {d}/checkpoints/6 written; " \
-           f"continue with: tr-jax train --resume {d}" in out
+    assert (
+        f"preempted at iteration 6 (192 env steps) by SIGTERM; checkpoint {d}/checkpoints/6 written; "
+        f"continue with: tr-jax train --resume {d}" in out
+    )
     summary = json.load(open(os.path.join(d, "summary.json")))
     assert (summary["status"], summary["signal"], summary["iterations"]) == ("preempted", "SIGTERM", 6)
     assert summary["checkpoints"] == [4, 6]  # 6: written because of the signal
-    assert [(r["iteration"], r["seed"]) for r in read_jsonl(os.path.join(d, "metrics.jsonl"))] == \
-        [(i, s) for i in range(6) for s in range(2)]
+    assert [(r["iteration"], r["seed"]) for r in read_jsonl(os.path.join(d, "metrics.jsonl"))] == [
+        (i, s) for i in range(6) for s in range(2)
+    ]
 
-    p_res = subprocess.run([sys.executable, os.path.join(HERE, "_run_child.py"), "train", "--resume", d,
-                            "--progress", "lines"], capture_output=True, text=True, timeout=300)
+    p_res = subprocess.run(
+        [sys.executable, os.path.join(HERE, "_run_child.py"), "train", "--resume", d, "--progress", "lines"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p_res.returncode == 0, p_res.stdout + p_res.stderr
     assert "resumed" in p_res.stdout and "finished: 24 iterations" in p_res.stdout
     assert read_jsonl(os.path.join(ref, "metrics.jsonl")) == read_jsonl(os.path.join(d, "metrics.jsonl"))
@@ -381,10 +466,12 @@ def test_bound_fields_after_a_nan():
     eps = {"eps_mean": np.array([0.1, 0.1]), "eps_cov": np.array([0.01, 0.01]), "max_kl": np.array([0.1, 0.1])}
     nan = np.array([np.nan, np.nan])
     assert _bound_fields(LINE, {"mean_part_max": nan, "cov_part_max": nan}, eps) == {"mean/cov part": ""}
-    assert _bound_fields(LINE, {"mean_part_max": nan, "cov_part_max": np.array([0.005, np.nan])}, eps) == \
-        {"mean/cov part": "-/50% of bound"}
-    assert _bound_fields(LINE, {"mean_part_max": np.array([0.02, 0.04]), "cov_part_max": np.array([0.01, 0.01])},
-                         eps) == {"mean/cov part": "30%/100% of bound"}
+    assert _bound_fields(LINE, {"mean_part_max": nan, "cov_part_max": np.array([0.005, np.nan])}, eps) == {
+        "mean/cov part": "-/50% of bound"
+    }
+    assert _bound_fields(
+        LINE, {"mean_part_max": np.array([0.02, 0.04]), "cov_part_max": np.array([0.01, 0.01])}, eps
+    ) == {"mean/cov part": "30%/100% of bound"}
     assert _bound_fields(LINE.replace(algorithm="trpo"), {"kl_mean": nan}, eps) == {"kl/max_kl": ""}
 
 
@@ -398,24 +485,40 @@ def test_cli_help_and_bad_arguments(capsys):
             cli.main(argv)
         assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # (argparse wraps the text at the terminal's width)
-    for option in ("--set", "--seeds", "--run-dir", "--resume", "--overwrite", "--episodes", "--checkpoint",
-                   "eps_cov (float)", "max_grad_norm (float or null)", "policy_hidden (list of ints)"):
+    for option in (
+        "--set",
+        "--seeds",
+        "--run-dir",
+        "--resume",
+        "--overwrite",
+        "--episodes",
+        "--checkpoint",
+        "eps_cov (float)",
+        "max_grad_norm (float or null)",
+        "policy_hidden (list of ints)",
+    ):
         assert option in text, option
-    for argv, match in ((["train", "--seeds", "x"], "invalid int value"), (["fly"], "invalid choice"),
-                        (["train", "--bogus"], "unrecognized arguments")):
+    for argv, match in (
+        (["train", "--seeds", "x"], "invalid int value"),
+        (["fly"], "invalid choice"),
+        (["train", "--bogus"], "unrecognized arguments"),
+    ):
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and match in err and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["train", "--set", "eps_kov=1"], "unknown key 'eps_kov'"),
-    (["train", "--set", "num_envs=1.5"], "num_envs must be int"),
-    (["train", "--set", "env_name=halfcheeta"], "unknown env 'halfcheeta'"),
-    (["train", "/nonexistent/c.toml"], "cannot read config file /nonexistent/c.toml"),
-    (["eval", "/nonexistent/run"], "no run directory /nonexistent/run"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["train", "--set", "eps_kov=1"], "unknown key 'eps_kov'"),
+        (["train", "--set", "num_envs=1.5"], "num_envs must be int"),
+        (["train", "--set", "env_name=halfcheeta"], "unknown env 'halfcheeta'"),
+        (["train", "/nonexistent/c.toml"], "cannot read config file /nonexistent/c.toml"),
+        (["eval", "/nonexistent/run"], "no run directory /nonexistent/run"),
+    ],
+)
 def test_cli_errors_are_one_line(argv, match, capsys, tmp_path):
     assert cli.main(argv + (["--run-dir", str(tmp_path / "r")] if argv[0] == "train" else [])) == 2
     err = capsys.readouterr().err
@@ -433,20 +536,31 @@ def test_config_file_errors_name_file_and_key(tmp_path, capsys):
     assert f"{bad}: unknown key(s) ['num_env']" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags, match", [
-    (["--seeds", "3"], "--seeds cannot be given with --resume"),
-    (["--seed", "7"], "--seed cannot be given with --resume"),
-    (["--overwrite"], "--overwrite cannot be given with --resume"),
-    (["--seed", "0", "--seeds", "1"], "--seeds and --seed cannot be given with --resume"),
-    (["--sweep", "eps_cov=1e-3,1e-2"], "--sweep cannot be given with --resume"),
-    (["--run-dir", "elsewhere"], "--run-dir and --resume name different directories"),
-    (["--set", "eps_cov=0.5"], "--set eps_cov: swept in"),
-])
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--seeds", "3"], "--seeds cannot be given with --resume"),
+        (["--seed", "7"], "--seed cannot be given with --resume"),
+        (["--overwrite"], "--overwrite cannot be given with --resume"),
+        (["--seed", "0", "--seeds", "1"], "--seeds and --seed cannot be given with --resume"),
+        (["--sweep", "eps_cov=1e-3,1e-2"], "--sweep cannot be given with --resume"),
+        (["--run-dir", "elsewhere"], "--run-dir and --resume name different directories"),
+        (["--set", "eps_cov=0.5"], "--set eps_cov: swept in"),
+    ],
+)
 def test_cli_flags_that_conflict_with_resume(flags, match, tmp_path, capsys):
     d = tmp_path / "sweep"
     d.mkdir()
-    (d / "sweep.json").write_text(json.dumps({"sweep": [["eps_cov", [1e-3, 1e-2]]], "seed": 0, "num_seeds": 1,
-                                              "settings": ["eps_cov=0.001", "eps_cov=0.01"]}))
+    (d / "sweep.json").write_text(
+        json.dumps(
+            {
+                "sweep": [["eps_cov", [1e-3, 1e-2]]],
+                "seed": 0,
+                "num_seeds": 1,
+                "settings": ["eps_cov=0.001", "eps_cov=0.01"],
+            }
+        )
+    )
     before = sorted(os.listdir(d))
     assert cli.main(["train", "--resume", str(d), *flags]) == 2
     err = capsys.readouterr().err
@@ -455,8 +569,11 @@ def test_cli_flags_that_conflict_with_resume(flags, match, tmp_path, capsys):
 
 
 def test_malformed_config_files_are_named(tmp_path, capsys):
-    cases = {"bad.toml": 'env_name = "hopper"\nnum_envs = ?\n', "bad.json": '{"env_name": "hopper",\n "num_envs": }',
-             "top.yaml": "base: bad.json\neps_cov: 0.001\n"}
+    cases = {
+        "bad.toml": 'env_name = "hopper"\nnum_envs = ?\n',
+        "bad.json": '{"env_name": "hopper",\n "num_envs": }',
+        "top.yaml": "base: bad.json\neps_cov: 0.001\n",
+    }
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
     for name, bad in (("bad.toml", "bad.toml"), ("bad.json", "bad.json"), ("top.yaml", "bad.json")):
@@ -480,7 +597,9 @@ def test_mujoco_warnings_go_to_the_run_directory(tmp_path, monkeypatch):
     from tr_jax.run import _MujocoLog
 
     monkeypatch.chdir(tmp_path)
-    model = mujoco.MjModel.from_xml_string('<mujoco><worldbody><body><joint/><geom size="1"/></body></worldbody></mujoco>')
+    model = mujoco.MjModel.from_xml_string(
+        '<mujoco><worldbody><body><joint/><geom size="1"/></body></worldbody></mujoco>'
+    )
     data = mujoco.MjData(model)
     with _MujocoLog() as log:
         data.qpos[:] = float("nan")

@@ -13,8 +13,8 @@ import sys
 import uuid
 
 import pytest
-
 from test_run import HERE, LINE, _child, _wait_for_checkpoint
+
 from tr_jax import cli
 from tr_jax import rundir as R
 from tr_jax.checkpoint import CheckpointError
@@ -25,8 +25,9 @@ CHILD = os.path.join(HERE, "_run_child.py")
 
 
 def _cli(*args, timeout=300):
-    return subprocess.run([sys.executable, CHILD, "train", *args, "--progress", "lines"], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, CHILD, "train", *args, "--progress", "lines"], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _one_line_error(err: str) -> str:
@@ -65,8 +66,11 @@ def test_overwrite_refuses_what_is_not_a_run_directory(tmp_path):
     victim = tmp_path / "victim"
     (victim / "sub").mkdir(parents=True)
     (victim / "precious.txt").write_text("precious")
-    with pytest.raises(FileExistsError, match=r"refusing to overwrite .*victim: not a tr_jax run directory "
-                                              r"\(it holds precious.txt, sub/\)"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"refusing to overwrite .*victim: not a tr_jax run directory "
+        r"\(it holds precious.txt, sub/\)",
+    ):
         R.RunDir.create(str(victim), overwrite=True)
     runs = tmp_path / "runs"  # a directory of runs is not a run
     _fake_run(str(runs / "a"))
@@ -167,8 +171,11 @@ def test_plot_refuses_duplicated_iterations(copy, tmp_path, capsys):
     lines = open(path).readlines()
     with open(path, "a") as f:  # what two processes on one directory wrote: iterations 8-23 twice
         f.writelines(lines[8:])
-    with pytest.raises(R.RunDirError, match=r"metrics.jsonl holds 16 duplicated \(iteration, seed\) rows: "
-                                            r"iteration 8 \(seed 0\), iteration 9 \(seed 0\)"):
+    with pytest.raises(
+        R.RunDirError,
+        match=r"metrics.jsonl holds 16 duplicated \(iteration, seed\) rows: "
+        r"iteration 8 \(seed 0\), iteration 9 \(seed 0\)",
+    ):
         R.RunDir(copy).read_metrics()
     assert cli.main(["plot", copy, "--out", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err.strip()
@@ -193,23 +200,27 @@ def test_cut_names_missing_rows_and_never_calls_them_later(tmp_path):
     with open(path, "r+") as f:
         f.truncate(os.path.getsize(path) - 5)
     notes = rd.cut(path, 4, 2, every_iteration=True)
-    assert notes == ["m.jsonl: dropped a torn last line (iteration 3, before that checkpoint)",
-                     "warning: m.jsonl lacks rows from before the checkpoint at 4: iteration 3 (seed 1); they "
-                     "cannot be regenerated, the file keeps this gap"]
+    assert notes == [
+        "m.jsonl: dropped a torn last line (iteration 3, before that checkpoint)",
+        "warning: m.jsonl lacks rows from before the checkpoint at 4: iteration 3 (seed 1); they "
+        "cannot be regenerated, the file keeps this gap",
+    ]
     assert [(r["iteration"], r["seed"]) for r in R.read_jsonl(path)] == [(i, s) for i in range(4) for s in (0, 1)][:7]
     # rows after the checkpoint are dropped and called that; a gap in the middle is named
     path = _rows(tmp_path, (0, 0), (2, 0), (3, 0), (4, 0), (5, 0))
     assert rd.cut(path, 4, 1, every_iteration=True) == [
         "m.jsonl: dropped 2 rows written after that checkpoint (iterations 4-5)",
         "warning: m.jsonl lacks rows from before the checkpoint at 4: iteration 1 (seed 0); they cannot be "
-        "regenerated, the file keeps this gap"]
+        "regenerated, the file keeps this gap",
+    ]
     # eval.jsonl: an evaluation that lost a seed's row, and one lost to a torn line
     path = _rows(tmp_path, (3, 0), (7, 0), (7, 1), (11, 0))
     with open(path, "a") as f:
         f.write('{"iteration": 15, "env_st')
     assert rd.cut(path, 16, 2, every_iteration=False)[1:] == [
         "warning: m.jsonl lacks rows from before the checkpoint at 16: iteration 3 (seed 1), iteration 11 "
-        "(seed 1), iteration 15 (seeds 0, 1); they cannot be regenerated, the file keeps this gap"]
+        "(seed 1), iteration 15 (seeds 0, 1); they cannot be regenerated, the file keeps this gap"
+    ]
     assert rd.cut(_rows(tmp_path, (0, 0), (1, 0)), 2, 1, every_iteration=True) == []  # intact: nothing to say
 
 
@@ -217,8 +228,9 @@ def test_resume_after_a_torn_row_before_the_checkpoint_says_it_is_missing(copy, 
     path = os.path.join(copy, "metrics.jsonl")
     with open(path, "r+") as f:  # iteration 23's row, from before the checkpoint at 24, is torn
         f.truncate(os.path.getsize(path) - 300)
-    result = run(LINE.replace(total_env_steps=LINE.total_env_steps + 4 * 32), run_dir=copy, resume=True,
-                 progress="lines")
+    result = run(
+        LINE.replace(total_env_steps=LINE.total_env_steps + 4 * 32), run_dir=copy, resume=True, progress="lines"
+    )
     out = capsys.readouterr().out
     assert "written after that checkpoint" not in out, out
     assert "dropped a torn last line (iteration 23, before that checkpoint)" in out
@@ -238,7 +250,7 @@ def test_a_failed_append_leaves_no_partial_line(tmp_path, monkeypatch):
     real = os.write
 
     def half_then_full(fd, data):  # the disk fills up halfway through the chunk's rows
-        real(fd, bytes(data[:len(data) // 2]))
+        real(fd, bytes(data[: len(data) // 2]))
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(R.os, "write", half_then_full)
@@ -250,16 +262,23 @@ def test_a_failed_append_leaves_no_partial_line(tmp_path, monkeypatch):
 
 def test_read_only_run_directory_is_one_line(copy, monkeypatch, capsys):
     """An injected EROFS on the first write of a resume (root ignores chmod; the tmpfs test below is the real one)."""
+
     def read_only(self, path, rows):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
 
     monkeypatch.setattr(R.RunDir, "append", read_only)
-    assert cli.main(["train", "--resume", copy, "--set", f"total_env_steps={LINE.total_env_steps + 64}",
-                     "--progress", "none"]) == 2
+    assert (
+        cli.main(
+            ["train", "--resume", copy, "--set", f"total_env_steps={LINE.total_env_steps + 64}", "--progress", "none"]
+        )
+        == 2
+    )
     err = _one_line_error(capsys.readouterr().err)
-    assert err == (f"tr-jax train: error: read-only file system: cannot write {copy}/metrics.jsonl (Read-only file "
-                   f"system); the run directory holds checkpoints up to iteration 24 (20, 24); resume with tr-jax "
-                   f"train --resume {copy} once it can be written"), err
+    assert err == (
+        f"tr-jax train: error: read-only file system: cannot write {copy}/metrics.jsonl (Read-only file "
+        f"system); the run directory holds checkpoints up to iteration 24 (20, 24); resume with tr-jax "
+        f"train --resume {copy} once it can be written"
+    ), err
 
 
 @pytest.fixture
@@ -267,8 +286,11 @@ def tmpfs(tmp_path):
     """A 160 KiB tmpfs (root and a kernel that allow it; skipped elsewhere)."""
     d = tmp_path / "tmpfs"
     d.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", f"tr_jax_test_{uuid.uuid4().hex[:8]}",
-                            str(d)], capture_output=True, text=True)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=160k", f"tr_jax_test_{uuid.uuid4().hex[:8]}", str(d)],
+        capture_output=True,
+        text=True,
+    )
     if mount.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
     yield d
@@ -295,8 +317,12 @@ def test_full_disk_and_read_only_on_a_real_tmpfs(tmpfs, config_file):
 
 
 def _array_files(step_dir):
-    return sorted(os.path.join(root, f) for root, _, files in os.walk(os.path.join(step_dir, "state"))
-                  for f in files if os.path.getsize(os.path.join(root, f)) > 64)
+    return sorted(
+        os.path.join(root, f)
+        for root, _, files in os.walk(os.path.join(step_dir, "state"))
+        for f in files
+        if os.path.getsize(os.path.join(root, f)) > 64
+    )
 
 
 def test_a_truncated_checkpoint_is_named_and_resume_continues_from_an_older_one(finished, copy, capsys):
@@ -307,8 +333,10 @@ def test_a_truncated_checkpoint_is_named_and_resume_continues_from_an_older_one(
     assert cli.main(["train", "--resume", copy, "--progress", "none"]) == 2
     err = _one_line_error(capsys.readouterr().err)
     assert f"checkpoint {copy}/checkpoints/24 is broken (" in err and len(err) < 600, err
-    assert err.endswith(f"); older checkpoints: 20: resume from one with tr-jax train --resume {copy} --checkpoint "
-                        f"20 (the iterations after it are trained again)"), err
+    assert err.endswith(
+        f"); older checkpoints: 20: resume from one with tr-jax train --resume {copy} --checkpoint "
+        f"20 (the iterations after it are trained again)"
+    ), err
     with pytest.raises(ValueError, match="needs resume"):
         run(LINE, run_dir=copy + "x", checkpoint=20)
     # --checkpoint 20: the broken 24 is removed, the run continues from 20 and ends as the unbroken one did

@@ -91,20 +91,24 @@ def test_mean_distance_and_projection(cov_type):
     (mean, _, old_mean, old_scale), (_, old_cov) = _case(cov_type)
     maha = _maha(mean - old_mean, old_cov)
     _assert_close(P.mean_distance(mean, old_mean, old_scale, cov_type=cov_type), maha)
-    _assert_close(P.mean_distance(mean, old_mean, old_scale, "euclidean", cov_type=cov_type),
-                  np.sum((mean - old_mean) ** 2, -1))
+    _assert_close(
+        P.mean_distance(mean, old_mean, old_scale, "euclidean", cov_type=cov_type), np.sum((mean - old_mean) ** 2, -1)
+    )
     eps = np.quantile(0.5 * maha, 0.5)  # about half the states active
     for factor in (1.0, 0.5):
         out = P.mean_projection(mean, old_mean, old_scale, eps, factor=factor, cov_type=cov_type)
         _assert_close(out, _np_project_mean(mean, old_mean, factor * maha, eps))
-        _assert_close(np.minimum(factor * _maha(np.asarray(out) - old_mean, old_cov), eps),
-                      np.minimum(factor * maha, eps))
+        _assert_close(
+            np.minimum(factor * _maha(np.asarray(out) - old_mean, old_cov), eps), np.minimum(factor * maha, eps)
+        )
 
 
 def test_mean_functions_need_the_cov_type_of_a_matrix():
     (mean, _, old_mean, old_scale), _ = _case("full")
-    for fn in (lambda: P.mean_distance(mean, old_mean, old_scale),
-               lambda: P.mean_projection(mean, old_mean, old_scale, 0.1)):
+    for fn in (
+        lambda: P.mean_distance(mean, old_mean, old_scale),
+        lambda: P.mean_projection(mean, old_mean, old_scale, 0.1),
+    ):
         with pytest.raises(ValueError, match="cov_type='full'"):
             fn()
     with pytest.raises(ValueError, match="cov_type='diag' needs"):
@@ -212,8 +216,13 @@ def test_full_scale_upper_triangle_ignored_under_jit():
             _assert_close(b, np.asarray(a), rtol=1e-12, atol=1e-14)
     mp = jax.jit(lambda m, om, os: P.mean_projection(m, om, os, 0.05, cov_type="full"))
     _assert_close(mp(mean, old_mean, old_scale + junk), np.asarray(mp(mean, old_mean, old_scale)), rtol=1e-12)
-    for f in (lambda s: D.covariance(s, "full"), lambda s: D.variance(s, "full"), lambda s: D.log_prob(mean, old_mean, s, "full"),
-              lambda s: D.cholesky(s, "full"), lambda s: D.kl(mean, s, old_mean, old_scale, "full")):
+    for f in (
+        lambda s: D.covariance(s, "full"),
+        lambda s: D.variance(s, "full"),
+        lambda s: D.log_prob(mean, old_mean, s, "full"),
+        lambda s: D.cholesky(s, "full"),
+        lambda s: D.kl(mean, s, old_mean, old_scale, "full"),
+    ):
         _assert_close(jax.jit(f)(scale + junk), np.asarray(jax.jit(f)(scale)), rtol=1e-12, atol=1e-14)
 
 

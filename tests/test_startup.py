@@ -12,16 +12,16 @@ import subprocess
 import sys
 import threading
 
+import _line_env
 import jax
 import jax.monitoring
 import numpy as np
 import pytest
 
-import _line_env
 from tr_jax import compile_cache
 from tr_jax.config import TrainConfig, config_to_dict
-from tr_jax.rundir import read_jsonl
 from tr_jax.run import run
+from tr_jax.rundir import read_jsonl
 from tr_jax.train import make_trainer
 
 _line_env.register()
@@ -31,10 +31,22 @@ BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
 # 5 iterations in chunks of 2: 2 + 2 + 1. Hidden sizes no other test uses, so that no program of this
 # process's in-memory cache stands in for the compilations counted here.
-UNEVEN = TrainConfig(env_name="tr_jax_test_line", episode_length=50, num_envs=4, unroll_length=8,
-                     total_env_steps=4 * 8 * 5, num_epochs=1, num_minibatches=2, policy_hidden=(7,),
-                     value_hidden=(7,), algorithm="ppo", chunk_iterations=2, checkpoint_every=0, eval_every=0,
-                     eval_episodes=2)
+UNEVEN = TrainConfig(
+    env_name="tr_jax_test_line",
+    episode_length=50,
+    num_envs=4,
+    unroll_length=8,
+    total_env_steps=4 * 8 * 5,
+    num_epochs=1,
+    num_minibatches=2,
+    policy_hidden=(7,),
+    value_hidden=(7,),
+    algorithm="ppo",
+    chunk_iterations=2,
+    checkpoint_every=0,
+    eval_every=0,
+    eval_episodes=2,
+)
 
 
 @contextlib.contextmanager
@@ -73,21 +85,43 @@ def test_uneven_run_compiles_one_chunk_program_and_evaluation_in_the_background(
     trainer = make_trainer(UNEVEN)
     keys = jax.random.split(jax.random.key(1), 2)
     state, metrics = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)), static_argnums=1)(
-        jax.jit(trainer.init_runs)(keys), 5)
+        jax.jit(trainer.init_runs)(keys), 5
+    )
     for k in ("kl_max", "policy_loss", "value_loss", "episode_return"):
         np.testing.assert_allclose(result.metrics[k], np.asarray(metrics[k]), rtol=1e-6, atol=1e-7, err_msg=k)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                 result.state.algo.policy_params, state.algo.policy_params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        result.state.algo.policy_params,
+        state.algo.policy_params,
+    )
 
 
 def _child(tmp_path, name, config_file, *flags, **env):
     """``tr-jax train`` in a new process (tests/_run_child.py); returns its JAX event counts and metric rows."""
     events = tmp_path / f"{name}.json"
-    env = dict(os.environ, TR_JAX_TEST_EVENTS=str(events), **env, PYTHONPATH=os.pathsep.join(
-        filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])))
-    p = subprocess.run([sys.executable, os.path.join(HERE, "_run_child.py"), "train", config_file, "--run-dir",
-                        str(tmp_path / name), "--progress", "lines", *flags], env=env, capture_output=True,
-                       text=True, timeout=300)
+    env = dict(
+        os.environ,
+        TR_JAX_TEST_EVENTS=str(events),
+        **env,
+        PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])),
+    )
+    p = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(HERE, "_run_child.py"),
+            "train",
+            config_file,
+            "--run-dir",
+            str(tmp_path / name),
+            "--progress",
+            "lines",
+            *flags,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     rows = read_jsonl(str(tmp_path / name / "metrics.jsonl")) + read_jsonl(str(tmp_path / name / "eval.jsonl"))
     return json.loads(events.read_text()), rows
@@ -121,8 +155,10 @@ def test_divergence_message_from_structured_data():
     from tr_jax.run import Divergence, divergence_message
 
     one = divergence_message([Divergence("", [(0, 6), (1, 9)], "/r/checkpoints/6")], sweep=False)
-    assert one == ("training diverged at iteration 6 (seed 0: iteration 6, seed 1: iteration 9): losses or parameters "
-                   "became non-finite; stopped at the end of the chunk. The last good checkpoint is /r/checkpoints/6.")
+    assert one == (
+        "training diverged at iteration 6 (seed 0: iteration 6, seed 1: iteration 9): losses or parameters "
+        "became non-finite; stopped at the end of the chunk. The last good checkpoint is /r/checkpoints/6."
+    )
     two = divergence_message([Divergence("eps=1", [(1, 4)], None), Divergence("eps=2", [(0, 3)], "/s/c/2")], True)
     assert two.startswith("training diverged at iteration 3 (eps=1: seed 1: iteration 4; eps=2: seed 0: iteration 3)")
     assert two.endswith("chunk. eps=1: no checkpoint had been written yet; eps=2: the last good checkpoint is /s/c/2.")

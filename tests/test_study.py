@@ -33,8 +33,9 @@ def _write_run(path: Path, algorithm: str, finals: list, diverged: dict = None, 
     """A run directory with ``len(finals)`` seeds: seed s evaluates 0.5 * finals[s] at 160 env steps and
     finals[s] at 320 (None: a NaN evaluation); seeds in ``short`` stopped at 160; ``diverged``: {seed: iteration}."""
     path.mkdir(parents=True)
-    config = dataclasses.asdict(TrainConfig(env_name="hopper", algorithm=algorithm, num_envs=4, unroll_length=8,
-                                            total_env_steps=PER_IT * ITS))
+    config = dataclasses.asdict(
+        TrainConfig(env_name="hopper", algorithm=algorithm, num_envs=4, unroll_length=8, total_env_steps=PER_IT * ITS)
+    )
     (path / "config.json").write_text(json.dumps(config))
     (path / "run.json").write_text(json.dumps({"seed": 0, "num_seeds": len(finals)}))
     evals, metrics = [], []
@@ -43,20 +44,37 @@ def _write_run(path: Path, algorithm: str, finals: list, diverged: dict = None, 
         for it in (4, 9):
             if it < last:
                 ret = None if final is None else (final if it == 9 else 0.5 * final)
-                evals.append({"iteration": it, "env_steps": (it + 1) * PER_IT, "seed": s,
-                              "deterministic_return_mean": ret})
+                evals.append(
+                    {"iteration": it, "env_steps": (it + 1) * PER_IT, "seed": s, "deterministic_return_mean": ret}
+                )
         for it in range(last):
-            row = {"iteration": it, "seed": s, "env_steps": (it + 1) * PER_IT, "episode_return": float(it),
-                   "entropy": 1.0, "kl_mean": 0.01, "kl_max": 0.02, "acting_kl_max": 0.01 * (it + 1) * (s + 1)}
+            row = {
+                "iteration": it,
+                "seed": s,
+                "env_steps": (it + 1) * PER_IT,
+                "episode_return": float(it),
+                "entropy": 1.0,
+                "kl_mean": 0.01,
+                "kl_max": 0.02,
+                "acting_kl_max": 0.01 * (it + 1) * (s + 1),
+            }
             if algorithm == "trpl":  # the acting mean part: 2x the bound in iteration 3 of seed 1 only
                 over = it == 3 and s == 1
-                row.update(mean_part_max=0.03, cov_part_max=1e-3, raw_mean_part_max=0.06 if over else 0.015,
-                           raw_mean_part_mean=0.002 * (it + 1), raw_mean_part_over=0.5 if over else 0.0,
-                           raw_cov_part_max=5e-4, raw_cov_part_mean=2e-4, raw_cov_part_over=0.0)
+                row.update(
+                    mean_part_max=0.03,
+                    cov_part_max=1e-3,
+                    raw_mean_part_max=0.06 if over else 0.015,
+                    raw_mean_part_mean=0.002 * (it + 1),
+                    raw_mean_part_over=0.5 if over else 0.0,
+                    raw_cov_part_max=5e-4,
+                    raw_cov_part_mean=2e-4,
+                    raw_cov_part_over=0.0,
+                )
             metrics.append(row)
     (path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sorted(evals, key=lambda r: r["iteration"])))
-    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sorted(
-        metrics, key=lambda r: (r["iteration"], r["seed"]))))
+    (path / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in sorted(metrics, key=lambda r: (r["iteration"], r["seed"])))
+    )
     seeds = [{"seed": s, "diverged_at": (diverged or {}).get(s)} for s in range(len(finals))]
     status = "diverged" if diverged else "finished"
     (path / "summary.json").write_text(json.dumps({"status": status, "iterations": ITS, "seeds": seeds}))
@@ -83,8 +101,9 @@ def study(tmp_path_factory):
     sweep = out / "sensitivity" / "runs" / "hopper" / "trpl-kl-eps_mean"
     for v, scores in (("0.01", PPO), ("0.1", TRPL)):
         _write_run(sweep / f"eps_mean={v}", "trpl", scores)
-    (sweep / "sweep.json").write_text(json.dumps({"sweep": [["eps_mean", [0.01, 0.1]]],
-                                                  "settings": ["eps_mean=0.01", "eps_mean=0.1"]}))
+    (sweep / "sweep.json").write_text(
+        json.dumps({"sweep": [["eps_mean", [0.01, 0.1]]], "settings": ["eps_mean=0.01", "eps_mean=0.1"]})
+    )
     return out
 
 
@@ -103,8 +122,11 @@ def page(exported, tmp_path_factory):
 
 
 def _verdicts(text):
-    rows = [ln.strip("|").split("|") for ln in text.splitlines() if ln.startswith("| 1.") or ln.startswith("| 2.")
-            or ln.startswith("| 3.")]
+    rows = [
+        ln.strip("|").split("|")
+        for ln in text.splitlines()
+        if ln.startswith("| 1.") or ln.startswith("| 2.") or ln.startswith("| 3.")
+    ]
     return {(r[0].strip()[:1], r[1].strip()): r[3].strip() for r in rows}
 
 
@@ -128,7 +150,9 @@ def test_verdicts_follow_the_rules(page):
 def test_tables_hold_the_statistics_of_the_scores(page, study):
     _, text = page
     iqm = stats.iqm(TRPL, reps=200)
-    assert f"| hopper | trpl-kl | 5/5 | 0 | {iqm.point:.1f} [{iqm.low:.1f}, {iqm.high:.1f}] | 1.00 [1.00, 1.00] |" in text
+    assert (
+        f"| hopper | trpl-kl | 5/5 | 0 | {iqm.point:.1f} [{iqm.low:.1f}, {iqm.high:.1f}] | 1.00 [1.00, 1.00] |" in text
+    )
     # a seed short of the budget: the cell is pending, not the IQM of the other four
     assert "| hopper | trpl-frob-m | 4/5 | 0 | pending (4/5 seeds at the budget) |" in text
     # the ablation: drop = 1 - IQM(-m) / IQM(full)
@@ -173,8 +197,10 @@ def test_figures_and_full_table_are_written(page, exported):
         assert (docs / "study" / f"{name}.png").stat().st_size > 5_000, name
         assert f"(study/{name}.png)" in text
     full = (exported / "results.md").read_text()
-    assert "| hopper | trpl-kl-ctx-full |" in full and "Failed seeds: hopper/ppo-ctx-full seed 2, " \
-        "hopper/trpl-kl-ctx-full seed 4." in full
+    assert (
+        "| hopper | trpl-kl-ctx-full |" in full
+        and "Failed seeds: hopper/ppo-ctx-full seed 2, hopper/trpl-kl-ctx-full seed 4." in full
+    )
 
 
 def test_ablation_statistics_agree_with_rliable():
@@ -185,8 +211,10 @@ def test_ablation_statistics_agree_with_rliable():
     np.random.seed(1)  # noqa: NPY002 (rliable resamples with numpy's global generator)
     _, cis = library.get_interval_estimates(
         {"d": [full[:, None], minimal[:, None]]},
-        lambda a, b: np.array([1 - metrics.aggregate_iqm(b) / metrics.aggregate_iqm(a)]), reps=100,
-        random_state=np.random.RandomState(1))
+        lambda a, b: np.array([1 - metrics.aggregate_iqm(b) / metrics.aggregate_iqm(a)]),
+        reps=100,
+        random_state=np.random.RandomState(1),
+    )
     assert est.point == pytest.approx(1 - 115 / 120) and (est.low, est.high) == (cis["d"][0, 0], cis["d"][1, 0])
     diff = stats.drop_difference(PPO, [1.0, 2.0, 3.0, 4.0, 5.0], full, minimal, reps=100, seed=1)
     assert diff.point == pytest.approx(0.9 - (1 - 115 / 120)) and diff.low < diff.point < diff.high
@@ -213,4 +241,5 @@ def test_committed_results_page_is_regenerated_from_the_committed_study(tmp_path
     assert (tmp_path / "docs" / "results.md").read_text() == (ROOT / "docs" / "results.md").read_text()
     assert (copy / "results.md").read_text() == (study / "results.md").read_text()
     assert sorted(p.name for p in (tmp_path / "docs" / "study").iterdir()) == sorted(
-        p.name for p in (ROOT / "docs" / "study").iterdir())
+        p.name for p in (ROOT / "docs" / "study").iterdir()
+    )

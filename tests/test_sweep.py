@@ -15,17 +15,31 @@ from tr_jax.cli import main  # noqa: E402
 from tr_jax.config import TrainConfig  # noqa: E402
 from tr_jax.hyperparams import SWEEPABLE, parse_sweep, sweep_configs  # noqa: E402
 from tr_jax.plot import load_run  # noqa: E402
-from tr_jax.rundir import read_jsonl  # noqa: E402
 from tr_jax.run import run, run_sweep  # noqa: E402
+from tr_jax.rundir import read_jsonl  # noqa: E402
 
 register()
 # one xdist worker runs this module (--dist loadgroup): its module fixture (sweep) is computed once
 pytestmark = pytest.mark.xdist_group("sweep")
 # large steps so that the mean bound is active at every setting
-LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=20, num_envs=4, unroll_length=8, total_env_steps=4 * 8 * 4,
-                   num_epochs=2, num_minibatches=2, policy_hidden=(8,), value_hidden=(8,), algorithm="trpl",
-                   policy_lr=0.05, lr_decay=False, chunk_iterations=2, eval_every=0, checkpoint_every=2,
-                   eval_episodes=2)
+LINE = TrainConfig(
+    env_name="tr_jax_test_line",
+    episode_length=20,
+    num_envs=4,
+    unroll_length=8,
+    total_env_steps=4 * 8 * 4,
+    num_epochs=2,
+    num_minibatches=2,
+    policy_hidden=(8,),
+    value_hidden=(8,),
+    algorithm="trpl",
+    policy_lr=0.05,
+    lr_decay=False,
+    chunk_iterations=2,
+    eval_every=0,
+    checkpoint_every=2,
+    eval_episodes=2,
+)
 EPS = (1e-4, 1e-3, 1e-2)
 
 
@@ -45,8 +59,9 @@ def test_a_sweep_equals_separate_runs(sweep):
     root, results = sweep
     assert [os.path.basename(r.run_dir) for r in results] == [f"eps_mean={e:g}" for e in EPS]
     for eps, r in zip(EPS, results):
-        alone = run(LINE.replace(eps_mean=eps), seed=1, num_seeds=2, run_dir=str(root / f"alone{eps:g}"),
-                    progress="none")
+        alone = run(
+            LINE.replace(eps_mean=eps), seed=1, num_seeds=2, run_dir=str(root / f"alone{eps:g}"), progress="none"
+        )
         np.testing.assert_allclose(_flat(r.state.algo), _flat(alone.state.algo), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(r.metrics["mean_part_max"], alone.metrics["mean_part_max"], rtol=1e-4, atol=1e-9)
         # each setting kept its own bound, and the bound was active (so the settings really differ)
@@ -98,8 +113,16 @@ def test_parse_sweep_and_grid():
     assert len(grid) == 6 and grid[1][0] == "eps_cov=0.0001,eps_mean=0.03" and grid[1][1].eps_mean == 0.03
     with pytest.raises(ValueError, match="eps_cov must be positive"):
         sweep_configs(LINE, [("eps_cov", (1e-3, -1.0))])
-    assert set(SWEEPABLE) >= {"eps_mean", "eps_cov", "policy_lr", "value_lr", "entropy_coef", "trust_region_coef",
-                              "clip_ratio", "max_kl"}
+    assert set(SWEEPABLE) >= {
+        "eps_mean",
+        "eps_cov",
+        "policy_lr",
+        "value_lr",
+        "entropy_coef",
+        "trust_region_coef",
+        "clip_ratio",
+        "max_kl",
+    }
 
 
 def test_cli_sweep_and_distributed_errors(capsys):

@@ -21,12 +21,21 @@ from tr_jax.config import TrainConfig
 from tr_jax.envs import episode_stats
 from tr_jax.run import run
 from tr_jax.train import make_trainer
+
 # one xdist worker runs this module (--dist loadgroup): its module fixture (trained) is computed once
 pytestmark = pytest.mark.xdist_group("train_ppo")
 
 CONFIG = TrainConfig(
-    env_name="inverted_pendulum", backend="positional", episode_length=200, num_envs=32, unroll_length=32,
-    total_env_steps=32 * 32 * 30, num_epochs=4, num_minibatches=4, algorithm="ppo", dtype="float64",
+    env_name="inverted_pendulum",
+    backend="positional",
+    episode_length=200,
+    num_envs=32,
+    unroll_length=32,
+    total_env_steps=32 * 32 * 30,
+    num_epochs=4,
+    num_minibatches=4,
+    algorithm="ppo",
+    dtype="float64",
 )
 
 
@@ -56,8 +65,15 @@ def _train_all():
 
     info = random_rollout(jax.random.key(7))
     ret_sum, _, count = episode_stats(info)
-    return dict(out0=out0, out1=out1, again=again, vmapped=vmapped, random=float(ret_sum / count),
-                random_episodes=int(count), random_info=jax.tree.map(np.asarray, info))
+    return dict(
+        out0=out0,
+        out1=out1,
+        again=again,
+        vmapped=vmapped,
+        random=float(ret_sum / count),
+        random_episodes=int(count),
+        random_info=jax.tree.map(np.asarray, info),
+    )
 
 
 @pytest.mark.slow
@@ -101,8 +117,11 @@ def test_vmap_over_seeds_equals_separate_runs(trained):
         for k in ("episode_return", "kl_mean", "value_loss", "entropy", "policy_loss"):
             scale = float(np.max(np.abs(m[k])))
             np.testing.assert_allclose(vm[k][i], m[k], rtol=1e-6, atol=1e-6 * scale, err_msg=k)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-6, atol=1e-7),
-                     vs.algo.policy_params, s.algo.policy_params)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-6, atol=1e-7),
+            vs.algo.policy_params,
+            s.algo.policy_params,
+        )
     # the two seeds really differ
     assert not np.allclose(vm["episode_return"][0], vm["episode_return"][1])
 
@@ -122,18 +141,21 @@ def test_brax_wrapper_random_actions(trained):
     assert np.all(np.abs(info.obs[t + 1, e, 1]) < 0.05)
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(env_name="halfcheeta"), "unknown env 'halfcheeta'"),
-    (dict(backend="warp9"), "unknown backend"),
-    (dict(algorithm="a2c"), "unknown algorithm"),
-    (dict(algorithm="trpl", projection="w3"), "unknown projection"),
-    (dict(cov_type="cholesky"), "unknown cov_type"),
-    (dict(eps_mean=0.0), "eps_mean must be positive"),
-    (dict(eps_cov=-1e-3), "eps_cov must be positive"),
-    (dict(max_kl=0.0), "max_kl must be positive"),
-    (dict(num_minibatches=7), "must divide"),
-    (dict(total_env_steps=10), "smaller than one iteration"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(env_name="halfcheeta"), "unknown env 'halfcheeta'"),
+        (dict(backend="warp9"), "unknown backend"),
+        (dict(algorithm="a2c"), "unknown algorithm"),
+        (dict(algorithm="trpl", projection="w3"), "unknown projection"),
+        (dict(cov_type="cholesky"), "unknown cov_type"),
+        (dict(eps_mean=0.0), "eps_mean must be positive"),
+        (dict(eps_cov=-1e-3), "eps_cov must be positive"),
+        (dict(max_kl=0.0), "max_kl must be positive"),
+        (dict(num_minibatches=7), "must divide"),
+        (dict(total_env_steps=10), "smaller than one iteration"),
+    ],
+)
 def test_bad_config_raises_before_compiling(monkeypatch, change, match, tmp_path):
     def no_compile(*a, **k):
         raise AssertionError("compiled before validating")

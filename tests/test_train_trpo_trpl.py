@@ -15,8 +15,14 @@ from tr_jax.config import TrainConfig
 from tr_jax.train import make_random_baseline, make_train
 
 CONFIG = TrainConfig(
-    env_name="inverted_pendulum", backend="positional", episode_length=200, num_envs=32, unroll_length=32,
-    total_env_steps=32 * 32 * 30, num_epochs=4, num_minibatches=4,
+    env_name="inverted_pendulum",
+    backend="positional",
+    episode_length=200,
+    num_envs=32,
+    unroll_length=32,
+    total_env_steps=32 * 32 * 30,
+    num_epochs=4,
+    num_minibatches=4,
 )
 TOL = 1e-3  # relative, float32 solver tolerance on the bounds
 

@@ -18,8 +18,8 @@ from tr_jax.algorithms.base import Batch
 from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
 from tr_jax.algorithms.trpl import make_trpl, projection_cov_type
 from tr_jax.algorithms.trpo import conjugate_gradient, make_trpo
-from tr_jax.hyperparams import from_config
 from tr_jax.config import TrainConfig
+from tr_jax.hyperparams import from_config
 from tr_jax.networks import make_policy, make_value
 from tr_jax.projections import parts, project
 
@@ -29,8 +29,17 @@ TOL = 1e-3  # relative, float32 solver tolerance on the bounds
 
 
 def _config(**kw):
-    base = dict(num_envs=8, unroll_length=8, num_minibatches=2, num_epochs=4, total_env_steps=64 * 10,
-                policy_hidden=(16,), value_hidden=(16,), init_std=0.8, min_std=0.01)
+    base = dict(
+        num_envs=8,
+        unroll_length=8,
+        num_minibatches=2,
+        num_epochs=4,
+        total_env_steps=64 * 10,
+        policy_hidden=(16,),
+        value_hidden=(16,),
+        init_std=0.8,
+        min_std=0.01,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -42,8 +51,9 @@ def _batch(policy, params, key):
     mean, scale = policy.apply(params, obs)
     action = D.sample(k2, mean, scale, policy.cov_type)
     adv = -jnp.sum((action - 0.5 * obs[:, :K]) ** 2, -1)
-    return Batch(obs, action, D.log_prob(action, mean, scale, policy.cov_type), mean, scale, adv, adv,
-                 jnp.zeros_like(adv))
+    return Batch(
+        obs, action, D.log_prob(action, mean, scale, policy.cov_type), mean, scale, adv, adv, jnp.zeros_like(adv)
+    )
 
 
 def _setup(cfg):
@@ -110,8 +120,7 @@ def test_trpo_rejects_when_kl_bound_cannot_be_met(trpo_setup):
     cfg, pol, _, state, update = trpo_setup
     batch = _batch(pol, state.policy_params, jax.random.PRNGKey(7))
     old_mean = batch.old_mean + 1.0
-    batch = batch._replace(old_mean=old_mean,
-                           log_prob=D.log_prob(batch.action, old_mean, batch.old_scale, "full"))
+    batch = batch._replace(old_mean=old_mean, log_prob=D.log_prob(batch.action, old_mean, batch.old_scale, "full"))
     new, m = update(jax.random.PRNGKey(0), state, batch, 0)
     assert float(m["accepted"]) == 0.0
     assert float(m["line_search_tries"]) == cfg.line_search_steps
@@ -132,10 +141,19 @@ CASES = [  # (projection, cov_type, contextual)
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trpl_run(projection, cov_type, contextual, **kw):
-    cfg = _config(algorithm="trpl", projection=projection, cov_type=cov_type, contextual_cov=contextual,
-                  eps_mean=EPS_MEAN, eps_cov=EPS_COV, policy_lr=1e-2, max_grad_norm=None, **kw)
+    cfg = _config(
+        algorithm="trpl",
+        projection=projection,
+        cov_type=cov_type,
+        contextual_cov=contextual,
+        eps_mean=EPS_MEAN,
+        eps_cov=EPS_COV,
+        policy_lr=1e-2,
+        max_grad_norm=None,
+        **kw,
+    )
     pol, val, pp, vp = _setup(cfg)
     algo = make_trpl(cfg, pol, val)
     state = algo.init(pp, vp)
@@ -196,8 +214,7 @@ def test_trpl_global_scale_written_back(projection, cov_type):
         _, cp = parts(projection, mean, to(scale), batch.old_mean, to(batch.old_scale), **opts)
         assert float(cp.max()) <= EPS_COV * (1 + TOL)
         np.testing.assert_allclose(m["raw_cov_part_max"], cp.max(), rtol=1e-3)
-        _, ps = project(projection, mean, to(scale), batch.old_mean, to(batch.old_scale), EPS_MEAN, EPS_COV,
-                        **opts)
+        _, ps = project(projection, mean, to(scale), batch.old_mean, to(batch.old_scale), EPS_MEAN, EPS_COV, **opts)
         np.testing.assert_allclose(to(scale), ps, rtol=1e-3, atol=1e-5)
 
 
@@ -230,8 +247,7 @@ def test_entropy_schedule_values():
 
 def test_trpl_entropy_projection_equality():
     """Equality form: the projected policy's entropy equals the scheduled bound."""
-    cfg, pol, out = _trpl_run("kl", "diag", True, entropy_schedule="linear", target_entropy=-2.0,
-                              entropy_equality=True)
+    cfg, pol, out = _trpl_run("kl", "diag", True, entropy_schedule="linear", target_entropy=-2.0, entropy_equality=True)
     h0 = gaussian_entropy(K, cfg.init_std)
     for i, (*_, m) in enumerate(out):
         beta = h0 + (-2.0 - h0) * i / cfg.num_iterations

@@ -23,10 +23,23 @@ pytestmark = pytest.mark.xdist_group("tune")
 optuna = pytest.importorskip("optuna")
 # PPO on the line env: the return rises with policy_lr up to a plateau (a grid of 2 seeds, 12 iterations:
 # 1e-5: 0.01, 1e-4: 0.1, 1e-3: 1.2, 1e-2: 3.4, 3e-2: 3.75, 1e-1: 3.75), so the best trials lie above 1e-2
-LINE = TrainConfig(env_name="tr_jax_test_line", episode_length=20, num_envs=4, unroll_length=8,
-                   total_env_steps=4 * 8 * 8, num_epochs=2, num_minibatches=2, policy_hidden=(8,), value_hidden=(8,),
-                   algorithm="ppo", lr_decay=False, chunk_iterations=4, eval_every=4, checkpoint_every=4,
-                   eval_episodes=2)
+LINE = TrainConfig(
+    env_name="tr_jax_test_line",
+    episode_length=20,
+    num_envs=4,
+    unroll_length=8,
+    total_env_steps=4 * 8 * 8,
+    num_epochs=2,
+    num_minibatches=2,
+    policy_hidden=(8,),
+    value_hidden=(8,),
+    algorithm="ppo",
+    lr_decay=False,
+    chunk_iterations=4,
+    eval_every=4,
+    checkpoint_every=4,
+    eval_episodes=2,
+)
 TRIALS, BATCH = 8, 4
 
 
@@ -47,8 +60,16 @@ def search(tmp_path_factory):
 
     run_module.run_sweep = recorded
     try:
-        first = tune(LINE, [parse_param("policy_lr=log:1e-5:1e-1", LINE)], TRIALS, BATCH, seeds=2, sampler="tpe",
-                     directory=directory, progress="none")
+        first = tune(
+            LINE,
+            [parse_param("policy_lr=log:1e-5:1e-1", LINE)],
+            TRIALS,
+            BATCH,
+            seeds=2,
+            sampler="tpe",
+            directory=directory,
+            progress="none",
+        )
         code = main(["tune", "--resume", directory, "--progress", "none"])
     finally:
         run_module.run_sweep = real
@@ -129,13 +150,14 @@ def test_a_diverged_seed_fails_its_trial(tmp_path):
 
 def test_parameters_that_cannot_be_searched(capsys):
     assert parse_param("eps_mean=log:0.003:0.3") == Param("eps_mean", "log", 0.003, 0.3)
-    for text, message in (("num_envs=log:4:64", "num_envs: cannot be searched: a batch of trials is one compiled "
-                                                "program"),
-                          ("eps_mean=0.01", "expected NAME=SCALE:LOW:HIGH"),
-                          ("eps_mean=exp:0.01:0.1", "scale 'exp' is not one of log, uniform"),
-                          ("eps_mean=log:0:0.1", "a log scale needs LOW > 0"),
-                          ("eps_mean=uniform:0.1:0.01", "LOW < HIGH"),
-                          ("eps_mean=uniform:-0.1:0.1", "eps_mean must be positive")):
+    for text, message in (
+        ("num_envs=log:4:64", "num_envs: cannot be searched: a batch of trials is one compiled program"),
+        ("eps_mean=0.01", "expected NAME=SCALE:LOW:HIGH"),
+        ("eps_mean=exp:0.01:0.1", "scale 'exp' is not one of log, uniform"),
+        ("eps_mean=log:0:0.1", "a log scale needs LOW > 0"),
+        ("eps_mean=uniform:0.1:0.01", "LOW < HIGH"),
+        ("eps_mean=uniform:-0.1:0.1", "eps_mean must be positive"),
+    ):
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
             parse_param(text, LINE)
     assert main(["tune", "--param", "gamma=uniform:0.9:0.999"]) == 2

@@ -9,8 +9,12 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY = {"trpl": ("tr_jax.trpl", None), "projections": ("tr_jax.projections", None),
-         "TrustRegionLayer": ("tr_jax.layers", "TrustRegionLayer"), "load_policy": ("tr_jax.inference", "load_policy")}
+_LAZY = {
+    "trpl": ("tr_jax.trpl", None),
+    "projections": ("tr_jax.projections", None),
+    "TrustRegionLayer": ("tr_jax.layers", "TrustRegionLayer"),
+    "load_policy": ("tr_jax.inference", "load_policy"),
+}
 
 
 def __getattr__(name):

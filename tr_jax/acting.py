@@ -6,7 +6,8 @@ One implementation of how a trained policy acts, shared by the trainer's rollout
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +20,9 @@ if TYPE_CHECKING:
     from tr_jax.networks import Policy
 
 
-def obs_normalizer(obs_stats: N.RunningStats, normalize_obs: bool, obs_clip: Optional[float],
-                   dtype) -> Callable[[jax.Array], jax.Array]:
+def obs_normalizer(
+    obs_stats: N.RunningStats, normalize_obs: bool, obs_clip: float | None, dtype
+) -> Callable[[jax.Array], jax.Array]:
     """``obs [..., obs_dim] -> [..., obs_dim]`` as the policy sees them: cast to ``dtype``, then (with
     ``normalize_obs``) standardised by the running statistics and clipped to ``+-obs_clip`` (None: not
     clipped).

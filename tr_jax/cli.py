@@ -29,8 +29,16 @@ import argparse
 import os
 import sys
 
-from tr_jax.config import QUICK_CONFIG, RESUME_SAFE, field_names, load_config_file, parse_assignment, type_name
-from tr_jax.config import TrainConfig, field_docs
+from tr_jax.config import (
+    QUICK_CONFIG,
+    RESUME_SAFE,
+    TrainConfig,
+    field_docs,
+    field_names,
+    load_config_file,
+    parse_assignment,
+    type_name,
+)
 from tr_jax.hyperparams import SWEEPABLE
 
 
@@ -59,150 +67,310 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tr-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train (or resume) a run", description=(
-        "Trains seeds in jitted chunks, showing progress, writing metrics.jsonl/eval.jsonl, evaluating and "
-        "checkpointing into a run directory."), epilog=_fields_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("config_file", nargs="?", default=None,
-                   help="config file (.json, .toml, .yaml): TrainConfig fields; default: the built-in quick config")
-    t.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="set one TrainConfig field (repeatable), e.g. --set env_name=hopper --set eps_cov=1e-4; "
-                        "on --resume only " + ", ".join(RESUME_SAFE) + " may change")
-    t.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="train every combination of these values (repeatable; keys: " + ", ".join(SWEEPABLE)
-                        + ") x --seeds seeds as ONE compiled program; RUN_DIR gets one run directory per setting, "
-                          "e.g. --sweep eps_cov=1e-4,1e-3,1e-2 --sweep eps_mean=0.01,0.03")
-    t.add_argument("--seeds", type=int, default=None, metavar="N",
-                   help="seeds trained at once with jax.vmap (default 1; not with --resume)")
+    t = sub.add_parser(
+        "train",
+        help="train (or resume) a run",
+        description=(
+            "Trains seeds in jitted chunks, showing progress, writing metrics.jsonl/eval.jsonl, evaluating and "
+            "checkpointing into a run directory."
+        ),
+        epilog=_fields_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument(
+        "config_file",
+        nargs="?",
+        default=None,
+        help="config file (.json, .toml, .yaml): TrainConfig fields; default: the built-in quick config",
+    )
+    t.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set one TrainConfig field (repeatable), e.g. --set env_name=hopper --set eps_cov=1e-4; "
+        "on --resume only " + ", ".join(RESUME_SAFE) + " may change",
+    )
+    t.add_argument(
+        "--sweep",
+        dest="sweeps",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="train every combination of these values (repeatable; keys: "
+        + ", ".join(SWEEPABLE)
+        + ") x --seeds seeds as ONE compiled program; RUN_DIR gets one run directory per setting, "
+        "e.g. --sweep eps_cov=1e-4,1e-3,1e-2 --sweep eps_mean=0.01,0.03",
+    )
+    t.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seeds trained at once with jax.vmap (default 1; not with --resume)",
+    )
     t.add_argument("--seed", type=int, default=None, help="base seed (default 0; not with --resume)")
-    t.add_argument("--run-dir", default=None, metavar="DIR",
-                   help="run directory (default runs/<env>-<algorithm>-<time>)")
-    t.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue RUN_DIR (a run or a sweep directory) from its newest checkpoint")
-    t.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION",
-                   help="with --resume: continue from this checkpoint instead of the newest (e.g. when the newest "
-                        "is broken); the newer checkpoints and rows are removed")
-    t.add_argument("--overwrite", action="store_true",
-                   help="start an existing run directory again from scratch (only a tr_jax run or sweep "
-                        "directory holding nothing else; not with --resume)")
-    t.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
-                   help="a live bar on a terminal, one line per chunk otherwise (default auto)")
-    t.add_argument("--log", default=None, metavar="TRACKERS",
-                   help="also log every metrics.jsonl/eval.jsonl row to these trackers, comma-separated: tensorboard "
-                        "(event files), wandb (offline; wandb sync uploads); one tracker run per seed and setting")
-    t.add_argument("--log-dir", default=None, metavar="DIR",
-                   help="where --log writes (default: inside each run directory)")
-    t.add_argument("--no-compile-cache", action="store_true",
-                   help="do not use JAX's persistent compilation cache (default: on, in $TR_JAX_COMPILE_CACHE or "
-                        "~/.cache/tr_jax/jax_compile; TR_JAX_COMPILE_CACHE=off turns it off; docs/startup.md)")
+    t.add_argument(
+        "--run-dir", default=None, metavar="DIR", help="run directory (default runs/<env>-<algorithm>-<time>)"
+    )
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue RUN_DIR (a run or a sweep directory) from its newest checkpoint",
+    )
+    t.add_argument(
+        "--checkpoint",
+        type=int,
+        default=None,
+        metavar="ITERATION",
+        help="with --resume: continue from this checkpoint instead of the newest (e.g. when the newest "
+        "is broken); the newer checkpoints and rows are removed",
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start an existing run directory again from scratch (only a tr_jax run or sweep "
+        "directory holding nothing else; not with --resume)",
+    )
+    t.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines", "none"),
+        default="auto",
+        help="a live bar on a terminal, one line per chunk otherwise (default auto)",
+    )
+    t.add_argument(
+        "--log",
+        default=None,
+        metavar="TRACKERS",
+        help="also log every metrics.jsonl/eval.jsonl row to these trackers, comma-separated: tensorboard "
+        "(event files), wandb (offline; wandb sync uploads); one tracker run per seed and setting",
+    )
+    t.add_argument(
+        "--log-dir", default=None, metavar="DIR", help="where --log writes (default: inside each run directory)"
+    )
+    t.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not use JAX's persistent compilation cache (default: on, in $TR_JAX_COMPILE_CACHE or "
+        "~/.cache/tr_jax/jax_compile; TR_JAX_COMPILE_CACHE=off turns it off; docs/startup.md)",
+    )
     d = t.add_argument_group("several hosts (jax.distributed; start the same command on every host)")
-    d.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() (detects SLURM, Open MPI, TPU pods)")
+    d.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() (detects SLURM, Open MPI, TPU pods)",
+    )
     d.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="coordinator address (process 0's host)")
     d.add_argument("--num-processes", type=int, default=None, metavar="N", help="number of processes (hosts)")
     d.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's index, 0 .. N-1")
 
-    x = sub.add_parser("export-tb", help="TensorBoard event files of a run made without --log", description=(
-        "Writes the TensorBoard event files that --log tensorboard writes (train/<metric> and eval/<column> per "
-        "seed, step = env_steps, the config as HParams) from a run or sweep directory's metrics.jsonl and "
-        "eval.jsonl. Then: tensorboard --logdir RUN_DIR"))
+    x = sub.add_parser(
+        "export-tb",
+        help="TensorBoard event files of a run made without --log",
+        description=(
+            "Writes the TensorBoard event files that --log tensorboard writes (train/<metric> and eval/<column> per "
+            "seed, step = env_steps, the config as HParams) from a run or sweep directory's metrics.jsonl and "
+            "eval.jsonl. Then: tensorboard --logdir RUN_DIR"
+        ),
+    )
     x.add_argument("run_dir", help="a run (or sweep) directory written by tr-jax train")
     x.add_argument("--out", default=None, metavar="DIR", help="log directory (default: RUN_DIR/tensorboard)")
 
     from tr_jax.tune import OBJECTIVES, SAMPLERS
 
-    tu = sub.add_parser("tune", help="hyperparameter search (Optuna), each batch of trials one compiled program",
-                        description=(
-        "Asks Optuna for --batch trials at a time and trains them x --seeds seeds as ONE sweep program, until "
-        "--trials trials are done; the objective is the mean over seeds of the mean deterministic eval return "
-        "over the last 10% of each run (a diverged seed fails its trial). TUNE_DIR holds study.db (Optuna's "
-        "SQLite storage), one sweep directory per batch, trials.csv, best_config.json (for tr-jax train) and "
-        "history/importances/slice PNGs. Searchable: " + ", ".join(SWEEPABLE) + ". Needs pip install "
-        "'tr_jax[tune]'."))
+    tu = sub.add_parser(
+        "tune",
+        help="hyperparameter search (Optuna), each batch of trials one compiled program",
+        description=(
+            "Asks Optuna for --batch trials at a time and trains them x --seeds seeds as ONE sweep program, until "
+            "--trials trials are done; the objective is the mean over seeds of the mean deterministic eval return "
+            "over the last 10% of each run (a diverged seed fails its trial). TUNE_DIR holds study.db (Optuna's "
+            "SQLite storage), one sweep directory per batch, trials.csv, best_config.json (for tr-jax train) and "
+            "history/importances/slice PNGs. Searchable: " + ", ".join(SWEEPABLE) + ". Needs pip install "
+            "'tr_jax[tune]'."
+        ),
+    )
     tu.add_argument("config_file", nargs="?", default=None, help="config file (default: the built-in quick config)")
-    tu.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=SCALE:LOW:HIGH",
-                    help="a hyperparameter to search (repeatable), SCALE log or uniform, e.g. eps_mean=log:0.003:0.3")
-    tu.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                    help="set a TrainConfig field of every trial (repeatable)")
-    tu.add_argument("--trials", type=int, default=None, help="trials in all (default 16; with --resume: more to "
-                                                             "continue further)")
+    tu.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=SCALE:LOW:HIGH",
+        help="a hyperparameter to search (repeatable), SCALE log or uniform, e.g. eps_mean=log:0.003:0.3",
+    )
+    tu.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a TrainConfig field of every trial (repeatable)",
+    )
+    tu.add_argument(
+        "--trials", type=int, default=None, help="trials in all (default 16; with --resume: more to continue further)"
+    )
     tu.add_argument("--batch", type=int, default=8, help="trials trained at once, as one program (default 8)")
     tu.add_argument("--seeds", type=int, default=1, help="seeds per trial (default 1)")
     tu.add_argument("--objective", choices=OBJECTIVES, default="eval_return", help="what is maximised")
-    tu.add_argument("--sampler", choices=SAMPLERS, default="tpe",
-                    help="Optuna sampler: tpe (with constant liar, for batches), random or cmaes (default tpe)")
+    tu.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="tpe",
+        help="Optuna sampler: tpe (with constant liar, for batches), random or cmaes (default tpe)",
+    )
     tu.add_argument("--seed", type=int, default=0, help="training seed of every trial and the sampler's (default 0)")
     tu.add_argument("--dir", default=None, metavar="TUNE_DIR", help="default runs/tune-<env>-<algorithm>-<time>")
-    tu.add_argument("--resume", default=None, metavar="TUNE_DIR",
-                    help="continue a search: finished trials stay, a stopped batch resumes from its checkpoints")
+    tu.add_argument(
+        "--resume",
+        default=None,
+        metavar="TUNE_DIR",
+        help="continue a search: finished trials stay, a stopped batch resumes from its checkpoints",
+    )
     tu.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")
 
-    e = sub.add_parser("eval", help="evaluate a run's checkpoint", description=(
-        "Loads a checkpoint of RUN_DIR and prints the deterministic (mean action) and stochastic (sampled) "
-        "return, mean +- std over episodes, per seed."))
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a run's checkpoint",
+        description=(
+            "Loads a checkpoint of RUN_DIR and prints the deterministic (mean action) and stochastic (sampled) "
+            "return, mean +- std over episodes, per seed."
+        ),
+    )
     e.add_argument("run_dir", help="a run directory written by tr-jax train")
     e.add_argument("--episodes", type=int, default=10, help="full episodes per seed and mode (default 10)")
-    e.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION",
-                   help="which checkpoint (default the newest)")
+    e.add_argument(
+        "--checkpoint", type=int, default=None, metavar="ITERATION", help="which checkpoint (default the newest)"
+    )
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
 
     from tr_jax.plot import DERIVED, FORMATS
 
-    pl = sub.add_parser("plot", help="learning curves of run directories", description=(
-        "Plots learning curves over env steps: the mean over seeds and a 95% bootstrap confidence band, "
-        "runs grouped by label (algorithm + projection by default; runs with the same label are pooled). "
-        "Metrics: " + "; ".join(f"{k}: {v[2]}" for k, v in DERIVED.items())
-        + "; or any column of metrics.jsonl / eval.jsonl. Default: return, eval_return, kl_max and, with "
-          "TRPL runs, mean_bound and cov_bound."))
+    pl = sub.add_parser(
+        "plot",
+        help="learning curves of run directories",
+        description=(
+            "Plots learning curves over env steps: the mean over seeds and a 95% bootstrap confidence band, "
+            "runs grouped by label (algorithm + projection by default; runs with the same label are pooled). "
+            "Metrics: "
+            + "; ".join(f"{k}: {v[2]}" for k, v in DERIVED.items())
+            + "; or any column of metrics.jsonl / eval.jsonl. Default: return, eval_return, kl_max and, with "
+            "TRPL runs, mean_bound and cov_bound."
+        ),
+    )
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by tr-jax train")
-    pl.add_argument("--out", default="learning_curves.png", metavar="FILE",
-                    help="output file, " + "/".join(FORMATS) + " by its extension (default learning_curves.png)")
-    pl.add_argument("--metric", dest="metrics", action="extend", nargs="+", default=None, metavar="NAME",
-                    help="metrics to plot, one panel each (repeatable)")
-    pl.add_argument("--label", dest="labels", action="extend", nargs="+", default=None, metavar="LABEL",
-                    help="one label per RUN_DIR, in order (default: algorithm + projection from config.json)")
-    pl.add_argument("--smooth", type=int, default=1, metavar="N",
-                    help="average per-iteration metrics (training return, KL, bounds) over N trailing iterations "
-                         "per seed before the band; evaluation returns are never smoothed (default 1: raw)")
+    pl.add_argument(
+        "--out",
+        default="learning_curves.png",
+        metavar="FILE",
+        help="output file, " + "/".join(FORMATS) + " by its extension (default learning_curves.png)",
+    )
+    pl.add_argument(
+        "--metric",
+        dest="metrics",
+        action="extend",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="metrics to plot, one panel each (repeatable)",
+    )
+    pl.add_argument(
+        "--label",
+        dest="labels",
+        action="extend",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="one label per RUN_DIR, in order (default: algorithm + projection from config.json)",
+    )
+    pl.add_argument(
+        "--smooth",
+        type=int,
+        default=1,
+        metavar="N",
+        help="average per-iteration metrics (training return, KL, bounds) over N trailing iterations "
+        "per seed before the band; evaluation returns are never smoothed (default 1: raw)",
+    )
 
-    r = sub.add_parser("render", help="one episode of a trained policy as an HTML page or a GIF", description=(
-        "Plays one episode of the deterministic (mean action) policy of a checkpoint of RUN_DIR and writes it "
-        "as Brax's HTML viewer page (--out; brax.io.html, the page loads the viewer script from Brax's CDN) "
-        "and/or an animated GIF drawn on the CPU (--gif; needs pip install 'tr_jax[render]'). Brax envs only."))
+    r = sub.add_parser(
+        "render",
+        help="one episode of a trained policy as an HTML page or a GIF",
+        description=(
+            "Plays one episode of the deterministic (mean action) policy of a checkpoint of RUN_DIR and writes it "
+            "as Brax's HTML viewer page (--out; brax.io.html, the page loads the viewer script from Brax's CDN) "
+            "and/or an animated GIF drawn on the CPU (--gif; needs pip install 'tr_jax[render]'). Brax envs only."
+        ),
+    )
     r.add_argument("run_dir", help="a run directory written by tr-jax train")
     r.add_argument("--out", default=None, metavar="FILE.html", help="the HTML page to write")
     r.add_argument("--gif", default=None, metavar="FILE.gif", help="the animated GIF to write")
-    r.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION",
-                   help="which checkpoint (default the newest)")
-    r.add_argument("--policy-seed", type=int, default=0, metavar="I",
-                   help="which of the run's seeds acts (0 .. num_seeds-1, default 0)")
+    r.add_argument(
+        "--checkpoint", type=int, default=None, metavar="ITERATION", help="which checkpoint (default the newest)"
+    )
+    r.add_argument(
+        "--policy-seed",
+        type=int,
+        default=0,
+        metavar="I",
+        help="which of the run's seeds acts (0 .. num_seeds-1, default 0)",
+    )
     r.add_argument("--seed", type=int, default=0, help="seed of the episode's initial state (default 0)")
-    r.add_argument("--max-steps", type=int, default=None, metavar="N",
-                   help="end the episode after at most N env steps (default the run's episode_length)")
+    r.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="end the episode after at most N env steps (default the run's episode_length)",
+    )
     g = r.add_argument_group("GIF")
     g.add_argument("--width", type=int, default=320, help="frame width in pixels (default 320)")
     g.add_argument("--height", type=int, default=240, help="frame height in pixels (default 240)")
     g.add_argument("--fps", type=float, default=25.0, help="frames per second, at most 50 (default 25)")
-    g.add_argument("--stride", type=int, default=None, metavar="K",
-                   help="one frame every K env steps (default: the K that plays the episode closest to real time)")
+    g.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        metavar="K",
+        help="one frame every K env steps (default: the K that plays the episode closest to real time)",
+    )
 
-    x = sub.add_parser("export", help="a trained policy as a file that needs only JAX (jax.export)", description=(
-        "Serialises the deterministic policy (mean action clipped to [-1, 1], observation normalisation "
-        "included) of a checkpoint of RUN_DIR with jax.export, for any batch size; load it with "
-        "jax.export.deserialize(open(FILE, 'rb').read()).call(obs)."))
+    x = sub.add_parser(
+        "export",
+        help="a trained policy as a file that needs only JAX (jax.export)",
+        description=(
+            "Serialises the deterministic policy (mean action clipped to [-1, 1], observation normalisation "
+            "included) of a checkpoint of RUN_DIR with jax.export, for any batch size; load it with "
+            "jax.export.deserialize(open(FILE, 'rb').read()).call(obs)."
+        ),
+    )
     x.add_argument("run_dir", help="a run directory written by tr-jax train")
-    x.add_argument("--out", required=True, metavar="FILE.jaxexport",
-                   help="the file to write; FILE.onnx: an ONNX model instead (pip install 'tr_jax[onnx]')")
-    x.add_argument("--platforms", default="cpu", metavar="P,...",
-                   help="comma-separated platforms it runs on: cpu, cuda, rocm, tpu (default cpu)")
+    x.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.jaxexport",
+        help="the file to write; FILE.onnx: an ONNX model instead (pip install 'tr_jax[onnx]')",
+    )
+    x.add_argument(
+        "--platforms",
+        default="cpu",
+        metavar="P,...",
+        help="comma-separated platforms it runs on: cpu, cuda, rocm, tpu (default cpu)",
+    )
     x.add_argument("--seed", type=int, default=0, metavar="I", help="which of the run's seeds (default 0)")
-    x.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION",
-                   help="which checkpoint (default the newest)")
+    x.add_argument(
+        "--checkpoint", type=int, default=None, metavar="ITERATION", help="which checkpoint (default the newest)"
+    )
 
     from tr_jax import compare
 
-    c = sub.add_parser("compare", help="train setups x envs x seeds, then a table and plots",
-                       description=compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c = sub.add_parser(
+        "compare",
+        help="train setups x envs x seeds, then a table and plots",
+        description=compare.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     compare.add_arguments(c)
     return p
 
@@ -213,8 +381,8 @@ def _config(args):
         return None
     if args.resume and not args.config_file:
         from tr_jax.config import config_from_dict
-        from tr_jax.rundir import RunDir, read_json
         from tr_jax.run import SWEEP_FILE
+        from tr_jax.rundir import RunDir, read_json
 
         path = args.resume
         if os.path.exists(os.path.join(path, SWEEP_FILE)):  # a sweep: the first setting's config carries the rest
@@ -255,9 +423,16 @@ def _train(args) -> int:
         sweep = [parse_sweep(x) for x in args.sweeps]
         from tr_jax.loggers import make_loggers
 
-        options = dict(seed=args.seed or 0, num_seeds=args.seeds or 1, run_dir=args.resume or args.run_dir,
-                       resume=bool(args.resume), overwrite=args.overwrite, progress=args.progress,
-                       checkpoint=args.checkpoint, loggers=make_loggers(args.log, args.log_dir) if args.log else ())
+        options = dict(
+            seed=args.seed or 0,
+            num_seeds=args.seeds or 1,
+            run_dir=args.resume or args.run_dir,
+            resume=bool(args.resume),
+            overwrite=args.overwrite,
+            progress=args.progress,
+            checkpoint=args.checkpoint,
+            loggers=make_loggers(args.log, args.log_dir) if args.log else (),
+        )
         if sweep or (args.resume and os.path.exists(os.path.join(args.resume, SWEEP_FILE))):
             results = run_sweep(config, sweep, **options)
         else:
@@ -275,11 +450,18 @@ def _train(args) -> int:
             os._exit(2)  # not through the interpreter's shutdown, where Orbax's threads print their failures
         return 2
     result = results[0]
-    dirs = result.run_dir if len(results) == 1 else f"{len(results)} run directories in {os.path.dirname(result.run_dir)}"
-    done = (f"{result.steps_per_second:,.0f} env steps/s (compile {result.compile_seconds:.1f} s)" if result.metrics
-            else "nothing to do")  # (no metrics: a finished run resumed, no iteration trained)
-    print(f"{result.status}: {result.iteration} iterations, {done}; "
-          f"{dirs if len(results) > 1 else 'run directory ' + dirs}")
+    dirs = (
+        result.run_dir if len(results) == 1 else f"{len(results)} run directories in {os.path.dirname(result.run_dir)}"
+    )
+    done = (
+        f"{result.steps_per_second:,.0f} env steps/s (compile {result.compile_seconds:.1f} s)"
+        if result.metrics
+        else "nothing to do"
+    )  # (no metrics: a finished run resumed, no iteration trained)
+    print(
+        f"{result.status}: {result.iteration} iterations, {done}; "
+        f"{dirs if len(results) > 1 else 'run directory ' + dirs}"
+    )
     return EXIT_STATUS.get(result.status, 0)
 
 
@@ -289,11 +471,21 @@ def _train_conflict(args) -> str:
         return "--seeds must be >= 1"
     if not args.resume:
         return ""
-    given = [flag for flag, present in (("--seeds", args.seeds is not None), ("--seed", args.seed is not None),
-                                        ("--overwrite", args.overwrite), ("--sweep", bool(args.sweeps))) if present]
+    given = [
+        flag
+        for flag, present in (
+            ("--seeds", args.seeds is not None),
+            ("--seed", args.seed is not None),
+            ("--overwrite", args.overwrite),
+            ("--sweep", bool(args.sweeps)),
+        )
+        if present
+    ]
     if given:
-        return (f"{' and '.join(given)} cannot be given with --resume (a resumed run keeps its seeds and sweep; "
-                f"to start {args.resume} again from scratch, leave out --resume and pass --run-dir and --overwrite)")
+        return (
+            f"{' and '.join(given)} cannot be given with --resume (a resumed run keeps its seeds and sweep; "
+            f"to start {args.resume} again from scratch, leave out --resume and pass --run-dir and --overwrite)"
+        )
     if args.run_dir and os.path.abspath(args.run_dir) != os.path.abspath(args.resume):
         return "--run-dir and --resume name different directories"
     return ""
@@ -307,8 +499,10 @@ def _export_tb(args) -> int:
     except (ValueError, OSError, ImportError) as e:
         print(f"tr-jax export-tb: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote TensorBoard event files to {written[0] if len(written) == 1 else f'{len(written)} directories'}; "
-          f"view with: tensorboard --logdir {args.out or args.run_dir}")
+    print(
+        f"wrote TensorBoard event files to {written[0] if len(written) == 1 else f'{len(written)} directories'}; "
+        f"view with: tensorboard --logdir {args.out or args.run_dir}"
+    )
     return 0
 
 
@@ -318,18 +512,38 @@ def _tune(args) -> int:
 
     try:
         if args.resume:
-            given = [f for f, x in (("CONFIG_FILE", args.config_file), ("--param", args.params),
-                                    ("--set", args.assignments), ("--dir", args.dir)) if x]
+            given = [
+                f
+                for f, x in (
+                    ("CONFIG_FILE", args.config_file),
+                    ("--param", args.params),
+                    ("--set", args.assignments),
+                    ("--dir", args.dir),
+                )
+                if x
+            ]
             if given:
-                raise ValueError(f"{' and '.join(given)} cannot be given with --resume (a resumed search keeps its "
-                                 f"config and parameters; only --trials may change)")
+                raise ValueError(
+                    f"{' and '.join(given)} cannot be given with --resume (a resumed search keeps its "
+                    f"config and parameters; only --trials may change)"
+                )
             result = tune(trials=args.trials, directory=args.resume, resume=True, progress=args.progress)
         else:
             config = load_config_file(args.config_file) if args.config_file else QUICK_CONFIG
             config = config.replace(**dict(parse_assignment(a) for a in args.assignments))
             params = [parse_param(x, config) for x in args.params]
-            result = tune(config, params, args.trials, args.batch, args.seeds, args.objective, args.sampler,
-                          args.seed, args.dir, progress=args.progress)
+            result = tune(
+                config,
+                params,
+                args.trials,
+                args.batch,
+                args.seeds,
+                args.objective,
+                args.sampler,
+                args.seed,
+                args.dir,
+                progress=args.progress,
+            )
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
         print(f"tr-jax tune: error: {e}", file=sys.stderr)
         return 2
@@ -339,8 +553,10 @@ def _tune(args) -> int:
     if result.best is None:
         print(f"no trial finished (every one failed); see {result.directory}/trials.csv")
         return 1
-    print(f"best: trial {result.best['number']}, value {result.best['value']:.4g}; train it with: "
-          f"tr-jax train {result.best_config}")
+    print(
+        f"best: trial {result.best['number']}, value {result.best['value']:.4g}; train it with: "
+        f"tr-jax train {result.best_config}"
+    )
     return 0
 
 
@@ -355,12 +571,16 @@ def _eval(args) -> int:
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         print(f"tr-jax eval: error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.run_dir}: checkpoint at iteration {out['iteration']} ({out['env_steps']:,} env steps), "
-          f"{args.episodes} episodes per seed")
+    print(
+        f"{args.run_dir}: checkpoint at iteration {out['iteration']} ({out['env_steps']:,} env steps), "
+        f"{args.episodes} episodes per seed"
+    )
     for s in range(out["deterministic_return"].shape[0]):
         det, sto = out["deterministic_return"][s], out["stochastic_return"][s]
-        print(f"seed {s}: deterministic {det.mean():.2f} +- {det.std():.2f}   "
-              f"stochastic {sto.mean():.2f} +- {sto.std():.2f}")
+        print(
+            f"seed {s}: deterministic {det.mean():.2f} +- {det.std():.2f}   "
+            f"stochastic {sto.mean():.2f} +- {sto.std():.2f}"
+        )
     return 0
 
 
@@ -381,19 +601,33 @@ def _render(args) -> int:
     from tr_jax.render import render_run
 
     try:
-        done = render_run(args.run_dir, args.out, args.checkpoint, args.policy_seed, args.seed, gif=args.gif,
-                          max_steps=args.max_steps, width=args.width, height=args.height, fps=args.fps,
-                          stride=args.stride)
+        done = render_run(
+            args.run_dir,
+            args.out,
+            args.checkpoint,
+            args.policy_seed,
+            args.seed,
+            gif=args.gif,
+            max_steps=args.max_steps,
+            width=args.width,
+            height=args.height,
+            fps=args.fps,
+            stride=args.stride,
+        )
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         print(f"tr-jax render: error: {e}", file=sys.stderr)
         return 2
     ep = done.episode
     end = "a terminal state" if ep.terminated else f"the {ep.length}-step limit"
-    print(f"wrote {', '.join(f for f in (args.out, args.gif) if f)}: checkpoint at iteration {ep.iteration}, one "
-          f"deterministic episode of {ep.length} env steps (ended by {end}), return {ep.episode_return:.2f}")
+    print(
+        f"wrote {', '.join(f for f in (args.out, args.gif) if f)}: checkpoint at iteration {ep.iteration}, one "
+        f"deterministic episode of {ep.length} env steps (ended by {end}), return {ep.episode_return:.2f}"
+    )
     if args.gif:
-        print(f"{args.gif}: {done.gif_frames} frames of {args.width}x{args.height} pixels (one every {done.stride} "
-              f"env steps) at {args.fps:g} frames per second")
+        print(
+            f"{args.gif}: {done.gif_frames} frames of {args.width}x{args.height} pixels (one every {done.stride} "
+            f"env steps) at {args.fps:g} frames per second"
+        )
     return 0
 
 
@@ -401,13 +635,16 @@ def _export(args) -> int:
     from tr_jax.export import export_policy
 
     try:
-        done = export_policy(args.run_dir, args.out, [p.strip() for p in args.platforms.split(",")], args.seed,
-                             args.checkpoint)
+        done = export_policy(
+            args.run_dir, args.out, [p.strip() for p in args.platforms.split(",")], args.seed, args.checkpoint
+        )
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         print(f"tr-jax export: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {done.path} ({done.size:,} bytes): seed {args.seed}, checkpoint at iteration {done.iteration}, "
-          f"act(obs [b, {done.obs_dim}]) -> action [b, {done.action_dim}] on {','.join(done.platforms)}")
+    print(
+        f"wrote {done.path} ({done.size:,} bytes): seed {args.seed}, checkpoint at iteration {done.iteration}, "
+        f"act(obs [b, {done.obs_dim}]) -> action [b, {done.action_dim}] on {','.join(done.platforms)}"
+    )
     return 0
 
 
@@ -421,9 +658,16 @@ def main(argv=None) -> int:
     """Runs ``tr-jax`` with ``argv`` (None: the command line) and returns its exit status."""
     args = build_parser().parse_args(argv)
     args.program = argv is None  # the process is this command (not a call from Python): it may end it
-    return {"train": _train, "export-tb": _export_tb, "tune": _tune, "eval": _eval, "plot": _plot, "render": _render,
-            "export": _export,
-            "compare": _compare}[args.command](args)
+    return {
+        "train": _train,
+        "export-tb": _export_tb,
+        "tune": _tune,
+        "eval": _eval,
+        "plot": _plot,
+        "render": _render,
+        "export": _export,
+        "compare": _compare,
+    }[args.command](args)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ import datetime
 import os
 import sys
 import time
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -113,10 +114,10 @@ class Row(NamedTuple):
     floor: float
     final: np.ndarray
     kl_max: float
-    bound_use: Optional[float]
+    bound_use: float | None
     over: int
-    acting_mean: Optional[tuple]
-    acting_cov: Optional[tuple]
+    acting_mean: tuple | None
+    acting_cov: tuple | None
     critic: dict
     steps_per_second: float
     wall_seconds: float
@@ -132,7 +133,7 @@ def run_path(out: str, env: str, setup: str) -> str:
     return os.path.join(out, "runs", env, setup)
 
 
-def make_config(configs: str, env: str, setup: str, env_steps: Optional[int], assignments: Sequence[str]):
+def make_config(configs: str, env: str, setup: str, env_steps: int | None, assignments: Sequence[str]):
     """The TrainConfig of ``setup`` on ``env``: its config file, the budget, then ``--set`` assignments."""
     config = load_config_file(config_path(configs, env, setup))
     if env_steps is not None:
@@ -184,8 +185,12 @@ class Timings:
 
     def start(self, name: str) -> dict:
         """A new timing entry for run ``name`` (this invocation); the caller fills it in."""
-        entry = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "wall_seconds": 0.0,
-                 "train_seconds": 0.0, "env_steps": 0}
+        entry = {
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "wall_seconds": 0.0,
+            "train_seconds": 0.0,
+            "env_steps": 0,
+        }
         self.data.setdefault(name, []).append(entry)
         self._mine.add(name)
         return entry
@@ -204,8 +209,9 @@ class Timings:
         return (steps / train if train > 0 else float("nan")), (wall if entries else float("nan"))
 
 
-def train(run_dir: str, config, num_seeds: int, seed: int, action: str, timings: Timings, name: str,
-          progress: str) -> str:
+def train(
+    run_dir: str, config, num_seeds: int, seed: int, action: str, timings: Timings, name: str, progress: str
+) -> str:
     """Trains (or resumes) one run, recording its wall time after every chunk; returns its status."""
     from tr_jax.run import run
 
@@ -224,8 +230,17 @@ def train(run_dir: str, config, num_seeds: int, seed: int, action: str, timings:
         last[0] = now
         timings.save()
 
-    result = run(config, seed=seed, num_seeds=num_seeds, run_dir=run_dir, resume=action == "resume",
-                 overwrite=action == "restart", progress=progress, progress_fn=record, on_divergence="return")
+    result = run(
+        config,
+        seed=seed,
+        num_seeds=num_seeds,
+        run_dir=run_dir,
+        resume=action == "resume",
+        overwrite=action == "restart",
+        progress=progress,
+        progress_fn=record,
+        on_divergence="return",
+    )
     entry.update(wall_seconds=time.perf_counter() - t0, train_seconds=result.run_seconds)
     timings.save()
     return result.status
@@ -234,8 +249,11 @@ def train(run_dir: str, config, num_seeds: int, seed: int, action: str, timings:
 def _bound_use(config: dict, rows: list) -> tuple:
     """``(max distance/bound or None, updates over 1 + TOLERANCE)`` from ``metrics.jsonl`` rows."""
     if config["algorithm"] == "trpl":
-        use = [max(r["mean_part_max"] / config["eps_mean"], r["cov_part_max"] / config["eps_cov"]) for r in rows
-               if r.get("mean_part_max") is not None and r.get("cov_part_max") is not None]
+        use = [
+            max(r["mean_part_max"] / config["eps_mean"], r["cov_part_max"] / config["eps_cov"])
+            for r in rows
+            if r.get("mean_part_max") is not None and r.get("cov_part_max") is not None
+        ]
     elif config["algorithm"] == "trpo":
         use = [r["kl_mean"] / config["max_kl"] for r in rows if r.get("kl_mean") is not None]
     else:
@@ -245,7 +263,7 @@ def _bound_use(config: dict, rows: list) -> tuple:
     return max(use), sum(u > 1 + TOLERANCE for u in use)
 
 
-def summarize(out: str, env: str, setup: str, timings: Timings, up_to: Optional[int] = None) -> Optional[Row]:
+def summarize(out: str, env: str, setup: str, timings: Timings, up_to: int | None = None) -> Row | None:
     """The table row of ``OUT/runs/env/setup`` from its files (None if it has not started); with
     ``up_to``, from its evaluations and updates at or before that many env steps per seed only."""
     rd = R.RunDir(run_path(out, env, setup))
@@ -281,10 +299,25 @@ def summarize(out: str, env: str, setup: str, timings: Timings, up_to: Optional[
     # the summary is written when an invocation stops: it is stale while a resumed run trains on
     status = summary["status"] if summary and summary["iterations"] == m["iterations"] else "partial"
     steps_per_second, wall = timings.totals(f"{env}/{setup}")
-    return Row(env, setup, status, num_seeds, evals[-1]["env_steps"] if evals else 0, budget, scores,
-               stats.lowest_return(all_evals, budget), final,
-               kl_max=m["kl_max"], bound_use=m["bound_use"], over=m["over"], acting_mean=m["acting_mean"],
-               acting_cov=m["acting_cov"], critic=critic(config), steps_per_second=steps_per_second, wall_seconds=wall)
+    return Row(
+        env,
+        setup,
+        status,
+        num_seeds,
+        evals[-1]["env_steps"] if evals else 0,
+        budget,
+        scores,
+        stats.lowest_return(all_evals, budget),
+        final,
+        kl_max=m["kl_max"],
+        bound_use=m["bound_use"],
+        over=m["over"],
+        acting_mean=m["acting_mean"],
+        acting_cov=m["acting_cov"],
+        critic=critic(config),
+        steps_per_second=steps_per_second,
+        wall_seconds=wall,
+    )
 
 
 METRIC_SUMMARY = "metric_summary.json"  # in an exported run (experiments/study_export.py): metric_summary()
@@ -292,11 +325,15 @@ METRIC_SUMMARY = "metric_summary.json"  # in an exported run (experiments/study_
 
 def _from_json(m: dict) -> dict:
     """:func:`metric_summary` as read back from JSON (which wrote NaN as null)."""
+
     def nan(x):
         return np.nan if x is None else x
 
-    return {**m, "kl_max": nan(m["kl_max"]),
-            **{k: None if m[k] is None else tuple(nan(x) for x in m[k]) for k in ("acting_mean", "acting_cov")}}
+    return {
+        **m,
+        "kl_max": nan(m["kl_max"]),
+        **{k: None if m[k] is None else tuple(nan(x) for x in m[k]) for k in ("acting_mean", "acting_cov")},
+    }
 
 
 def metric_summary(config: dict, metrics: list) -> dict:
@@ -306,10 +343,14 @@ def metric_summary(config: dict, metrics: list) -> dict:
     beside a thinned ``metrics.jsonl``."""
     bound_use, over = _bound_use(config, metrics)
     trpl = config["algorithm"] == "trpl"
-    return {"iterations": max((r["iteration"] for r in metrics), default=-1) + 1,
-            "kl_max": _acting_kl_max(config, metrics), "bound_use": bound_use, "over": over,
-            "acting_mean": _acting_part(metrics, "mean_part", config["eps_mean"]) if trpl else None,
-            "acting_cov": _acting_part(metrics, "cov_part", config["eps_cov"]) if trpl else None}
+    return {
+        "iterations": max((r["iteration"] for r in metrics), default=-1) + 1,
+        "kl_max": _acting_kl_max(config, metrics),
+        "bound_use": bound_use,
+        "over": over,
+        "acting_mean": _acting_part(metrics, "mean_part", config["eps_mean"]) if trpl else None,
+        "acting_cov": _acting_part(metrics, "cov_part", config["eps_cov"]) if trpl else None,
+    }
 
 
 def _column(rows: list, name: str) -> np.ndarray:
@@ -328,8 +369,11 @@ def _acting_part(rows: list, part: str, eps: float) -> tuple:
     """TRPL's acting policy: ``(max, mean, fraction over)`` of ``raw_<part>`` over its bound ``eps``, over the
     states of every update and seed (each update's batch has equally many states); NaN where missing."""
     top, avg, over = (_column(rows, f"raw_{part}_{k}") for k in ("max", "mean", "over"))
-    return (top.max() / eps if top.size else np.nan, avg.mean() / eps if avg.size else np.nan,
-            over.mean() if over.size else np.nan)
+    return (
+        top.max() / eps if top.size else np.nan,
+        avg.mean() / eps if avg.size else np.nan,
+        over.mean() if over.size else np.nan,
+    )
 
 
 def _pm(x: np.ndarray) -> str:
@@ -353,7 +397,7 @@ def estimate_text(e: stats.Estimate, spec: str) -> str:
     return "–" if not np.isfinite(e.point) else f"{e.point:{spec}} [{e.low:{spec}}, {e.high:{spec}}]"
 
 
-def acting_text(part: Optional[tuple]) -> str:
+def acting_text(part: tuple | None) -> str:
     """``"max / mean / fraction over"`` of an acting-policy bound use ``(max, mean, fraction)``; "–" if none."""
     if part is None or not np.isfinite(part[0]):
         return "–"
@@ -369,8 +413,10 @@ def _critic_note(rows: Sequence[Row]) -> str:
     differ = sorted({k for r in rows for k in first if r.critic[k] != first[k]})
     if not differ:
         return "critic: the same in every run: " + ", ".join(f"{k}={v}" for k, v in first.items()) + "\n"
-    return (f"critic: differs between runs in {', '.join(differ)} (a difference in return is not the policy "
-            "update's alone)\n")
+    return (
+        f"critic: differs between runs in {', '.join(differ)} (a difference in return is not the policy "
+        "update's alone)\n"
+    )
 
 
 def scored(rows: Sequence[Row]) -> dict:
@@ -393,11 +439,13 @@ def _cell(r: Row, scores: np.ndarray, reps: int) -> str:
 def score_note(rows: Sequence[Row]) -> str:
     """The footnote of the score columns: the rule, and which seeds failed."""
     failed = [f"{r.env}/{r.setup} seed {s}" for r in rows for s in np.flatnonzero(r.scores == stats.FAILED)]
-    return (f"score: every seed at its row's budget (env steps per seed), the mean deterministic evaluation return "
-            f"over the last {stats.SCORE_WINDOW:.0%} of the budget; a seed that diverged before the budget counts "
-            "as a failure with the lowest evaluation return recorded on its env in this table (worst-case "
-            "imputation); a cell with a seed short of the budget is incomplete and not scored. Failed seeds: "
-            f"{', '.join(failed) if failed else 'none'}.\n")
+    return (
+        f"score: every seed at its row's budget (env steps per seed), the mean deterministic evaluation return "
+        f"over the last {stats.SCORE_WINDOW:.0%} of the budget; a seed that diverged before the budget counts "
+        "as a failure with the lowest evaluation return recorded on its env in this table (worst-case "
+        "imputation); a cell with a seed short of the budget is incomplete and not scored. Failed seeds: "
+        f"{', '.join(failed) if failed else 'none'}.\n"
+    )
 
 
 def table(rows: Sequence[Row], reps: int = stats.REPS) -> str:
@@ -406,26 +454,33 @@ def table(rows: Sequence[Row], reps: int = stats.REPS) -> str:
 
     ``reps``: bootstrap resamples of the confidence intervals (:mod:`tr_jax.stats`).
     """
-    lines = ["| env | setup | seeds | env steps per seed | score IQM [95% CI] | P(improvement over ppo) [95% CI] "
-             "| final eval return | max acting KL | bound use | acting mean part / eps_mean: max / mean / over "
-             "| acting cov part / eps_cov: max / mean / over | env steps/s | wall time | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| env | setup | seeds | env steps per seed | score IQM [95% CI] | P(improvement over ppo) [95% CI] "
+        "| final eval return | max acting KL | bound use | acting mean part / eps_mean: max / mean / over "
+        "| acting cov part / eps_cov: max / mean / over | env steps/s | wall time | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     scores = scored(rows)
     baseline = {(r.env, r.budget): scores[(r.env, r.setup)] for r in rows if r.setup == BASELINE}
     for r in rows:
         use = "–" if r.bound_use is None or not np.isfinite(r.bound_use) else f"{r.bound_use:.3f} ({r.over} over)"
         base = baseline.get((r.env, r.budget))
-        poi = (stats.probability_of_improvement(scores[(r.env, r.setup)], base, reps)
-               if base is not None and r.setup != BASELINE else stats.NAN)
-        lines.append(f"| {r.env} | {r.setup} | {r.num_seeds} | {r.env_steps:,} "
-                     f"| {_cell(r, scores[(r.env, r.setup)], reps)} | {estimate_text(poi, '.2f')} | {_pm(r.final)} "
-                     f"| {_number(r.kl_max, '.3g')} | {use} "
-                     f"| {acting_text(r.acting_mean)} | {acting_text(r.acting_cov)} | {_number(r.steps_per_second, ',.0f')} "
-                     f"| {_duration(r.wall_seconds)} | {r.status} |")
+        poi = (
+            stats.probability_of_improvement(scores[(r.env, r.setup)], base, reps)
+            if base is not None and r.setup != BASELINE
+            else stats.NAN
+        )
+        lines.append(
+            f"| {r.env} | {r.setup} | {r.num_seeds} | {r.env_steps:,} "
+            f"| {_cell(r, scores[(r.env, r.setup)], reps)} | {estimate_text(poi, '.2f')} | {_pm(r.final)} "
+            f"| {_number(r.kl_max, '.3g')} | {use} "
+            f"| {acting_text(r.acting_mean)} | {acting_text(r.acting_cov)} | {_number(r.steps_per_second, ',.0f')} "
+            f"| {_duration(r.wall_seconds)} | {r.status} |"
+        )
     return "\n".join(lines) + "\n\n" + score_note(rows) + "\n" + _critic_note(rows)
 
 
-def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1, path: Optional[str] = None) -> Optional[str]:
+def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1, path: str | None = None) -> str | None:
     """Learning curves of ``env``'s runs into ``path`` (default ``OUT/<env>.png``), one group per setup; None if
     none has metrics yet.
 
@@ -442,7 +497,8 @@ def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1, path: Optio
     # the acting policy's KL and (TRPL) bound use, in runs that record them
     has = {k for d in dirs for k in R.first_row(R.RunDir(d).metrics)}
     metrics += ["acting_kl_max"] * ("acting_kl_max" in has) + list(ACTING_BOUND_METRICS) * (
-        trpl and "raw_mean_part_max" in has)
+        trpl and "raw_mean_part_max" in has
+    )
     path = path or os.path.join(out, f"{env}.png")
     plot_runs(dirs, path, metrics, labels=present, smooth=smooth)  # by setup: ppo-m is not pooled with ppo
     return path
@@ -452,27 +508,60 @@ def add_arguments(p: argparse.ArgumentParser, default_configs: str = DEFAULT_CON
     """The options of ``tr-jax compare`` (and ``experiments/compare.py``, whose ``default_configs`` is the config
     tree beside it) on ``p``."""
     p.add_argument("--envs", nargs="+", required=True, help="env names (directories of --configs)")
-    p.add_argument("--setups", nargs="+", required=True,
-                   help="setups (config file names without .yaml), e.g. ppo trpl-kl trpl-w2 trpl-frob trpo")
+    p.add_argument(
+        "--setups",
+        nargs="+",
+        required=True,
+        help="setups (config file names without .yaml), e.g. ppo trpl-kl trpl-w2 trpl-frob trpo",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds per run, trained at once (default 3)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    p.add_argument("--env-steps", type=int, default=None, metavar="N",
-                   help="env steps per seed (total_env_steps; default: the config files')")
-    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a TrainConfig field in every run (repeatable)")
-    p.add_argument("--configs", default=default_configs, metavar="DIR",
-                   help=f"config directory holding ENV/SETUP.yaml (default {default_configs})")
+    p.add_argument(
+        "--env-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="env steps per seed (total_env_steps; default: the config files')",
+    )
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a TrainConfig field in every run (repeatable)",
+    )
+    p.add_argument(
+        "--configs",
+        default=default_configs,
+        metavar="DIR",
+        help=f"config directory holding ENV/SETUP.yaml (default {default_configs})",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (runs/, results.md, plots)")
     p.add_argument("--report-only", action="store_true", help="train nothing: table and plots of what is there")
-    p.add_argument("--table-at", type=int, default=None, metavar="N",
-                   help="the table at a budget of N env steps per seed: seeds scored over the last 10%% of N, "
-                        "columns from evaluations and updates at or before N (to compare runs of which some are "
-                        "still going at equal env steps)")
-    p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
-                   help="progress display of each run (default auto)")
-    p.add_argument("--smooth", type=int, default=10, metavar="N",
-                   help="plots: per-iteration metrics (training return, KL, bounds, entropy) averaged over N "
-                        "trailing iterations per seed; evaluations are never smoothed (default 10; 1: raw)")
+    p.add_argument(
+        "--table-at",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the table at a budget of N env steps per seed: seeds scored over the last 10%% of N, "
+        "columns from evaluations and updates at or before N (to compare runs of which some are "
+        "still going at equal env steps)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines", "none"),
+        default="auto",
+        help="progress display of each run (default auto)",
+    )
+    p.add_argument(
+        "--smooth",
+        type=int,
+        default=10,
+        metavar="N",
+        help="plots: per-iteration metrics (training return, KL, bounds, entropy) averaged over N "
+        "trailing iterations per seed; evaluations are never smoothed (default 10; 1: raw)",
+    )
 
 
 def run_compare(args, prog: str = "tr-jax compare") -> int:
@@ -485,13 +574,18 @@ def run_compare(args, prog: str = "tr-jax compare") -> int:
         print(f"{prog}: error: --smooth must be >= 1 (1: raw curves), got {args.smooth}", file=sys.stderr)
         return 2
     if not os.path.isdir(args.configs):
-        print(f"{prog}: error: --configs {args.configs}: no such directory (the default is experiments/configs "
-              "under the current directory, as in a checkout of tr_jax; name the config tree with --configs DIR)",
-              file=sys.stderr)
+        print(
+            f"{prog}: error: --configs {args.configs}: no such directory (the default is experiments/configs "
+            "under the current directory, as in a checkout of tr_jax; name the config tree with --configs DIR)",
+            file=sys.stderr,
+        )
         return 2
     try:  # every config first: a typo fails before hours of training
-        configs = {(e, s): make_config(args.configs, e, s, args.env_steps, args.assignments)
-                   for e in args.envs for s in args.setups}
+        configs = {
+            (e, s): make_config(args.configs, e, s, args.env_steps, args.assignments)
+            for e in args.envs
+            for s in args.setups
+        }
     except (ValueError, TypeError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -520,8 +614,9 @@ def run_compare(args, prog: str = "tr-jax compare") -> int:
     from tr_jax.plot import PlotError
 
     try:
-        rows = [r for (env, setup) in configs
-                if (r := summarize(args.out, env, setup, timings, args.table_at)) is not None]
+        rows = [
+            r for (env, setup) in configs if (r := summarize(args.out, env, setup, timings, args.table_at)) is not None
+        ]
         text = table(rows)
         with open(os.path.join(args.out, "results.md"), "w") as f:
             f.write(text)

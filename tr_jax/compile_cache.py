@@ -18,7 +18,6 @@ version is never loaded (it ages out).
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import jax
 
@@ -30,7 +29,7 @@ _OFF = ("", "0", "off", "false", "no")
 _chosen: list = []  # [directory or None] once setup ran in this process
 
 
-def cache_dir(environ=None) -> Optional[str]:
+def cache_dir(environ=None) -> str | None:
     """The directory the cache goes to from ``environ`` (default ``os.environ``), None when it is turned off."""
     environ = os.environ if environ is None else environ
     value = environ.get(ENV)
@@ -40,7 +39,7 @@ def cache_dir(environ=None) -> Optional[str]:
     return os.path.join(base, "tr_jax", "jax_compile")
 
 
-def setup(enabled: bool = True) -> Optional[str]:
+def setup(enabled: bool = True) -> str | None:
     """Turns JAX's persistent compilation cache on (in :func:`cache_dir`, or JAX's own directory if one is set),
     or off (``enabled`` False, or ``$TR_JAX_COMPILE_CACHE=off``). Returns the directory in use, None when off."""
     path = (jax.config.jax_compilation_cache_dir or cache_dir()) if enabled else None
@@ -57,6 +56,6 @@ def setup(enabled: bool = True) -> Optional[str]:
     return path
 
 
-def ensure() -> Optional[str]:
+def ensure() -> str | None:
     """:func:`setup` with the defaults, unless it ran already in this process; returns the directory in use."""
     return _chosen[0] if _chosen else setup()

@@ -19,15 +19,22 @@ import json
 import os
 import types
 import typing
-from typing import Any, Optional
+from typing import Any
 
 from tr_jax.projections import bound_floor
 
 DTYPES = ("float32", "float64")
 # Host-loop fields: they change when things are reported/saved, not what is
 # computed, so a resumed run may change them (and total_env_steps, to extend a run).
-RESUME_SAFE = ("total_env_steps", "chunk_iterations", "eval_every", "eval_episodes", "checkpoint_every",
-               "keep_checkpoints", "num_devices")
+RESUME_SAFE = (
+    "total_env_steps",
+    "chunk_iterations",
+    "eval_every",
+    "eval_episodes",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "num_devices",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,89 +43,90 @@ class TrainConfig:
     host-loop settings, one field each (the comment beside a field says what it is). Frozen; :func:`validate` (which
     ``make_trainer`` calls) raises ``ValueError`` naming a bad value. ``tr-jax train --set FIELD=VALUE`` sets any
     field."""
+
     # --- environment -------------------------------------------------------
     env_name: str = "inverted_pendulum"  # a brax.envs name, or "playground:<Name>" (tr_jax.envs.sources)
-    backend: str = "positional"      # Brax's physics pipeline (Brax envs only)
-    obs_key: Optional[str] = None    # entry of dict observations the agent sees (e.g. "state"); None: array obs
-    episode_length: int = 1000       # env steps per episode (the time limit, a truncation)
-    action_repeat: int = 1           # env steps each action is held for
-    num_envs: int = 64               # envs stepped in parallel per seed (E)
-    unroll_length: int = 64          # steps per env per iteration (T)
+    backend: str = "positional"  # Brax's physics pipeline (Brax envs only)
+    obs_key: str | None = None  # entry of dict observations the agent sees (e.g. "state"); None: array obs
+    episode_length: int = 1000  # env steps per episode (the time limit, a truncation)
+    action_repeat: int = 1  # env steps each action is held for
+    num_envs: int = 64  # envs stepped in parallel per seed (E)
+    unroll_length: int = 64  # steps per env per iteration (T)
     total_env_steps: int = 1_000_000  # num_iterations = total // (num_envs * unroll_length * action_repeat)
-    normalize_obs: bool = True       # observations normalised by a running mean and std
-    obs_clip: Optional[float] = 10.0  # normalised observations clipped to +-obs_clip; None: no clipping
-                                      # (raw observations, normalize_obs=False, are never clipped)
-    reward_scaling: float = 1.0      # rewards multiplied by this
-    normalize_reward: bool = False   # divide rewards by a running std of the discounted return
+    normalize_obs: bool = True  # observations normalised by a running mean and std
+    obs_clip: float | None = 10.0  # normalised observations clipped to +-obs_clip; None: no clipping
+    # (raw observations, normalize_obs=False, are never clipped)
+    reward_scaling: float = 1.0  # rewards multiplied by this
+    normalize_reward: bool = False  # divide rewards by a running std of the discounted return
 
     # --- algorithm -----------------------------------------------------------
-    algorithm: str = "ppo"           # "ppo", "trpo" or "trpl"
-    gamma: float = 0.99              # discount factor
-    gae_lambda: float = 0.95         # GAE lambda
+    algorithm: str = "ppo"  # "ppo", "trpo" or "trpl"
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # GAE lambda
     normalize_advantage: bool = True  # advantages normalised per minibatch (PPO, TRPL)
-    num_epochs: int = 10             # policy epochs per iteration (PPO, TRPL); TRPO: value epochs unless value_epochs
-    value_epochs: Optional[int] = None  # value-function epochs per iteration; None: num_epochs (one joint pass)
-    value_minibatches: Optional[int] = None  # minibatches per value epoch; None: num_minibatches
-    num_minibatches: int = 32        # minibatches per policy epoch
-    policy_lr: float = 3e-4          # policy learning rate (Adam)
-    value_lr: float = 3e-4           # value-function learning rate (Adam)
-    lr_decay: bool = True            # policy (and value, see value_lr_decay) lr: linear decay to 0 over lr_decay_steps
-    value_lr_decay: Optional[bool] = None  # the value lr's decay; None: as lr_decay
+    num_epochs: int = 10  # policy epochs per iteration (PPO, TRPL); TRPO: value epochs unless value_epochs
+    value_epochs: int | None = None  # value-function epochs per iteration; None: num_epochs (one joint pass)
+    value_minibatches: int | None = None  # minibatches per value epoch; None: num_minibatches
+    num_minibatches: int = 32  # minibatches per policy epoch
+    policy_lr: float = 3e-4  # policy learning rate (Adam)
+    value_lr: float = 3e-4  # value-function learning rate (Adam)
+    lr_decay: bool = True  # policy (and value, see value_lr_decay) lr: linear decay to 0 over lr_decay_steps
+    value_lr_decay: bool | None = None  # the value lr's decay; None: as lr_decay
     # horizon of the lr decay in env steps per seed (the lr reaches 0 there and stays 0 after it); None:
     # total_env_steps. Fixing it keeps the schedule when a budget is cut or extended (a run stopped at 2M of
     # a 3M horizon ends at lr/3, not at 0).
-    lr_decay_steps: Optional[int] = None
-    max_grad_norm: Optional[float] = 0.5  # gradients clipped to this global norm; None: no clipping
-    value_clip: Optional[float] = 0.2     # clipped value loss (values within +-this of the old ones); None: no clipping
-    entropy_coef: float = 0.0        # entropy bonus in the policy loss (PPO, TRPL)
+    lr_decay_steps: int | None = None
+    max_grad_norm: float | None = 0.5  # gradients clipped to this global norm; None: no clipping
+    value_clip: float | None = 0.2  # clipped value loss (values within +-this of the old ones); None: no clipping
+    entropy_coef: float = 0.0  # entropy bonus in the policy loss (PPO, TRPL)
 
     # PPO
-    clip_ratio: float = 0.2          # PPO's ratio clipping: rho clipped to [1 - c, 1 + c]
+    clip_ratio: float = 0.2  # PPO's ratio clipping: rho clipped to [1 - c, 1 + c]
 
     # TRPO
-    max_kl: float = 0.01             # TRPO's bound on the mean KL over states
-    cg_iters: int = 10               # conjugate-gradient iterations on Fisher-vector products
-    cg_damping: float = 0.1          # damping added to the Fisher-vector products
-    line_search_steps: int = 10      # backtracking line-search steps
-    backtrack_coef: float = 0.5      # step shrink factor per line-search step
+    max_kl: float = 0.01  # TRPO's bound on the mean KL over states
+    cg_iters: int = 10  # conjugate-gradient iterations on Fisher-vector products
+    cg_damping: float = 0.1  # damping added to the Fisher-vector products
+    line_search_steps: int = 10  # backtracking line-search steps
+    backtrack_coef: float = 0.5  # step shrink factor per line-search step
 
     # TRPL
-    projection: str = "kl"           # "kl", "w2" or "frob"
-    eps_mean: float = 0.03           # bound on each state's mean part
-    eps_cov: float = 1e-3            # bound on each state's covariance part
-    scale_prec: bool = True          # W2/Frobenius distances whitened by the old policy; False: Euclidean
-    trust_region_coef: float = 1.0   # alpha of the regression loss
-    entropy_schedule: str = "none"   # "none", "linear" or "exp": the entropy projection's bound beta over the run
-    target_entropy: float = 0.0      # beta at the end of the run (linear/exp)
+    projection: str = "kl"  # "kl", "w2" or "frob"
+    eps_mean: float = 0.03  # bound on each state's mean part
+    eps_cov: float = 1e-3  # bound on each state's covariance part
+    scale_prec: bool = True  # W2/Frobenius distances whitened by the old policy; False: Euclidean
+    trust_region_coef: float = 1.0  # alpha of the regression loss
+    entropy_schedule: str = "none"  # "none", "linear" or "exp": the entropy projection's bound beta over the run
+    target_entropy: float = 0.0  # beta at the end of the run (linear/exp)
     entropy_temperature: float = 0.5  # exp schedule temperature
-    entropy_equality: bool = False   # entropy projection in equality form (always rescaled to beta)
+    entropy_equality: bool = False  # entropy projection in equality form (always rescaled to beta)
     extra_regression_steps: int = 0  # regression-loss steps after the policy epochs
 
     # --- networks ------------------------------------------------------------
-    cov_type: str = "diag"           # "diag" (std), "full" (Cholesky) or "sqrt" (symmetric square root)
-    contextual_cov: bool = False     # covariance from the network per state; False: one learned global scale
+    cov_type: str = "diag"  # "diag" (std), "full" (Cholesky) or "sqrt" (symmetric square root)
+    contextual_cov: bool = False  # covariance from the network per state; False: one learned global scale
     policy_hidden: tuple = (64, 64)  # policy MLP hidden layer sizes
-    value_hidden: tuple = (64, 64)   # value MLP hidden layer sizes
-    activation: str = "tanh"         # "tanh" or "relu"
+    value_hidden: tuple = (64, 64)  # value MLP hidden layer sizes
+    activation: str = "tanh"  # "tanh" or "relu"
     # orthogonal init (gain sqrt 2 hidden, 0.01 policy mean head, 1 value head), zero biases; False: Flax's
     # default (LeCun normal kernels, zero biases) with no output-layer scaling
     orthogonal_init: bool = True
-    init_std: float = 1.0            # the policy's std at initialisation
-    min_std: float = 1e-4            # lower bound on every std (every eigenvalue for sqrt)
+    init_std: float = 1.0  # the policy's std at initialisation
+    min_std: float = 1e-4  # lower bound on every std (every eigenvalue for sqrt)
 
     # --- misc -----------------------------------------------------------------
-    dtype: str = "float32"           # "float32" or "float64" (float64 needs jax.enable_x64)
+    dtype: str = "float32"  # "float32" or "float64" (float64 needs jax.enable_x64)
     # devices the envs and the batch are split over (tr_jax.parallel): 0 = every device JAX sees
     # (jax.devices(), all hosts), 1 = one device; num_envs and the minibatch size must divide by it.
     # The result does not depend on it (up to summation order), so a resumed run may change it.
     num_devices: int = 0
 
     # --- run (host loop of tr_jax.run; see RESUME_SAFE) -------------------------
-    chunk_iterations: int = 10   # iterations per compiled chunk; progress/metrics are written after each
-    eval_every: int = 10         # iterations between evaluations (rounded up to a chunk end); 0: at the end only
-    eval_episodes: int = 8       # full episodes per evaluation (deterministic and sampled actions each)
-    checkpoint_every: int = 50   # iterations between checkpoints (rounded up to a chunk end); the end is saved
-    keep_checkpoints: int = 3    # newest checkpoints kept
+    chunk_iterations: int = 10  # iterations per compiled chunk; progress/metrics are written after each
+    eval_every: int = 10  # iterations between evaluations (rounded up to a chunk end); 0: at the end only
+    eval_episodes: int = 8  # full episodes per evaluation (deterministic and sampled actions each)
+    checkpoint_every: int = 50  # iterations between checkpoints (rounded up to a chunk end); the end is saved
+    keep_checkpoints: int = 3  # newest checkpoints kept
 
     @property
     def batch_size(self) -> int:
@@ -151,7 +159,7 @@ class TrainConfig:
         steps = self.total_env_steps if self.lr_decay_steps is None else self.lr_decay_steps
         return steps // (self.batch_size * self.action_repeat)
 
-    def replace(self, **kw) -> "TrainConfig":
+    def replace(self, **kw) -> TrainConfig:
         """A copy with the fields ``kw`` changed."""
         return dataclasses.replace(self, **kw)
 
@@ -161,11 +169,19 @@ def critic(config) -> dict:
     its schedule, reward normalisation/scaling, value clipping, value epochs and minibatches, gradient clipping
     (shared with the policy). Two runs with equal ``critic`` train their value functions alike."""
     c = config if isinstance(config, TrainConfig) else config_from_dict(config)
-    return {"value_hidden": list(c.value_hidden), "value_lr": c.value_lr, "value_lr_decay": c.decay_value_lr,
-            "lr_decay_steps": c.lr_decay_steps if c.decay_value_lr else None,
-            "normalize_reward": c.normalize_reward, "reward_scaling": c.reward_scaling, "value_clip": c.value_clip,
-            "value_epochs": c.num_value_epochs, "value_minibatches": c.num_value_minibatches,
-            "max_grad_norm": c.max_grad_norm, "orthogonal_init": c.orthogonal_init}
+    return {
+        "value_hidden": list(c.value_hidden),
+        "value_lr": c.value_lr,
+        "value_lr_decay": c.decay_value_lr,
+        "lr_decay_steps": c.lr_decay_steps if c.decay_value_lr else None,
+        "normalize_reward": c.normalize_reward,
+        "reward_scaling": c.reward_scaling,
+        "value_clip": c.value_clip,
+        "value_epochs": c.num_value_epochs,
+        "value_minibatches": c.num_value_minibatches,
+        "max_grad_norm": c.max_grad_norm,
+        "orthogonal_init": c.orthogonal_init,
+    }
 
 
 # The built-in config of `tr-jax train` without a config file: TRPL with the KL
@@ -179,10 +195,24 @@ def critic(config) -> dict:
 # iterations (~15 at the end): the advantages then see a fall only ~20 steps ahead, the policy drifts into
 # leaning and accelerating the cart into its end stop ~100 steps after a reset, and its return falls from 200.
 QUICK_CONFIG = TrainConfig(
-    env_name="inverted_pendulum", backend="positional", episode_length=200, algorithm="trpl", projection="kl",
-    num_envs=32, unroll_length=32, total_env_steps=32 * 32 * 60, num_epochs=4, num_minibatches=4,
-    normalize_reward=True, value_clip=0.2, value_lr=2.5e-4, value_epochs=10, value_minibatches=32,
-    chunk_iterations=5, eval_every=10, checkpoint_every=20,
+    env_name="inverted_pendulum",
+    backend="positional",
+    episode_length=200,
+    algorithm="trpl",
+    projection="kl",
+    num_envs=32,
+    unroll_length=32,
+    total_env_steps=32 * 32 * 60,
+    num_epochs=4,
+    num_minibatches=4,
+    normalize_reward=True,
+    value_clip=0.2,
+    value_lr=2.5e-4,
+    value_epochs=10,
+    value_minibatches=32,
+    chunk_iterations=5,
+    eval_every=10,
+    checkpoint_every=20,
 )
 
 
@@ -194,8 +224,14 @@ def _choices():
     from tr_jax.networks import ACTIVATIONS
     from tr_jax.projections import NAMES
 
-    return {"algorithm": ALGORITHMS, "cov_type": COV_TYPES, "projection": NAMES, "activation": ACTIVATIONS,
-            "entropy_schedule": SCHEDULES, "dtype": DTYPES}
+    return {
+        "algorithm": ALGORITHMS,
+        "cov_type": COV_TYPES,
+        "projection": NAMES,
+        "activation": ACTIVATIONS,
+        "entropy_schedule": SCHEDULES,
+        "dtype": DTYPES,
+    }
 
 
 def _choice(name, value, options):
@@ -218,22 +254,48 @@ def validate(config: TrainConfig) -> TrainConfig:
     """
     for name, options in _choices().items():
         _choice(name, getattr(config, name), options)
-    _positive(config, "episode_length", "action_repeat", "num_envs", "unroll_length", "total_env_steps",
-              "num_epochs", "num_minibatches", "policy_lr", "value_lr", "clip_ratio", "max_kl",
-              "cg_iters", "line_search_steps", "eps_mean", "eps_cov", "init_std", "min_std",
-              "reward_scaling", "chunk_iterations", "eval_episodes", "keep_checkpoints")
+    _positive(
+        config,
+        "episode_length",
+        "action_repeat",
+        "num_envs",
+        "unroll_length",
+        "total_env_steps",
+        "num_epochs",
+        "num_minibatches",
+        "policy_lr",
+        "value_lr",
+        "clip_ratio",
+        "max_kl",
+        "cg_iters",
+        "line_search_steps",
+        "eps_mean",
+        "eps_cov",
+        "init_std",
+        "min_std",
+        "reward_scaling",
+        "chunk_iterations",
+        "eval_episodes",
+        "keep_checkpoints",
+    )
     for n in ("eps_mean", "eps_cov"):
         floor = bound_floor(config.dtype)
         if getattr(config, n) < floor:
-            raise ValueError(f"{n} = {getattr(config, n):g} is below {floor:g}, the smallest bound the projections "
-                             f"meet in {config.dtype} (tr_jax.projections.bound_floor)")
+            raise ValueError(
+                f"{n} = {getattr(config, n):g} is below {floor:g}, the smallest bound the projections "
+                f"meet in {config.dtype} (tr_jax.projections.bound_floor)"
+            )
     if config.num_devices < 0:
         raise ValueError(f"num_devices must be >= 0 (0: every device), got {config.num_devices}")
     if config.obs_key is not None and not config.obs_key:
-        raise ValueError("obs_key must be a non-empty key of the env's observation dict, or None for array observations")
+        raise ValueError(
+            "obs_key must be a non-empty key of the env's observation dict, or None for array observations"
+        )
     if config.eval_every < 0 or config.checkpoint_every < 0:
-        raise ValueError(f"eval_every and checkpoint_every must be >= 0 (0: at the end only), got "
-                         f"{config.eval_every}, {config.checkpoint_every}")
+        raise ValueError(
+            f"eval_every and checkpoint_every must be >= 0 (0: at the end only), got "
+            f"{config.eval_every}, {config.checkpoint_every}"
+        )
     if not 0 < config.gamma <= 1 or not 0 <= config.gae_lambda <= 1:
         raise ValueError(f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {config.gamma}, {config.gae_lambda}")
     if not 0 < config.backtrack_coef < 1:
@@ -241,13 +303,18 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.value_epochs is not None and not config.value_epochs > 0:
         raise ValueError(f"value_epochs must be positive or None (None: num_epochs), got {config.value_epochs}")
     if config.value_minibatches is not None and (
-            not config.value_minibatches > 0 or config.batch_size % config.value_minibatches):
-        raise ValueError(f"value_minibatches ({config.value_minibatches}) must be None (None: num_minibatches) or "
-                         f"a positive divisor of the batch size num_envs * unroll_length = {config.batch_size}")
+        not config.value_minibatches > 0 or config.batch_size % config.value_minibatches
+    ):
+        raise ValueError(
+            f"value_minibatches ({config.value_minibatches}) must be None (None: num_minibatches) or "
+            f"a positive divisor of the batch size num_envs * unroll_length = {config.batch_size}"
+        )
     if config.lr_decay_steps is not None and config.lr_decay_iterations < 1:
-        raise ValueError(f"lr_decay_steps ({config.lr_decay_steps}) must be None (None: total_env_steps) or at "
-                         f"least one iteration (num_envs * unroll_length * action_repeat = "
-                         f"{config.batch_size * config.action_repeat} env steps)")
+        raise ValueError(
+            f"lr_decay_steps ({config.lr_decay_steps}) must be None (None: total_env_steps) or at "
+            f"least one iteration (num_envs * unroll_length * action_repeat = "
+            f"{config.batch_size * config.action_repeat} env steps)"
+        )
     for n in ("max_grad_norm", "value_clip", "obs_clip"):
         v = getattr(config, n)
         if v is not None and not v > 0:
@@ -365,8 +432,9 @@ def _coerce(name: str, value: Any, where: str):
             raise bad
         return value
     if hint is tuple or typing.get_origin(hint) is tuple:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                           for v in value):
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
             raise bad
         return tuple(value)
     raise bad
@@ -377,7 +445,7 @@ def config_to_dict(config: TrainConfig) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
 
 
-def config_from_dict(d: dict, where: str = "config", base: Optional[TrainConfig] = None) -> TrainConfig:
+def config_from_dict(d: dict, where: str = "config", base: TrainConfig | None = None) -> TrainConfig:
     """``base`` (default ``TrainConfig()``) with the fields in ``d`` replaced.
 
     Raises ``ValueError`` for an unknown key (listing the known ones) and
@@ -422,7 +490,7 @@ def _read_mapping(path: str) -> dict:
 BASE_KEY = "base"
 
 
-def load_config_file(path: str, base: Optional[TrainConfig] = None, _chain: tuple = ()) -> TrainConfig:
+def load_config_file(path: str, base: TrainConfig | None = None, _chain: tuple = ()) -> TrainConfig:
     """Reads a config file (``.json``, ``.toml``, ``.yaml``/``.yml``): a mapping of field names to values.
 
     Composition: the key ``base`` names another config file (a path relative
@@ -435,7 +503,7 @@ def load_config_file(path: str, base: Optional[TrainConfig] = None, _chain: tupl
     """
     real = os.path.realpath(path)
     if real in _chain:
-        cycle = " -> ".join(list(_chain[_chain.index(real):]) + [real])
+        cycle = " -> ".join(list(_chain[_chain.index(real) :]) + [real])
         raise ValueError(f"config file {path}: its bases form a cycle: {cycle}")
     d = _read_mapping(path)
     if BASE_KEY in d:
@@ -443,8 +511,10 @@ def load_config_file(path: str, base: Optional[TrainConfig] = None, _chain: tupl
         if isinstance(bases, str):
             bases = [bases]
         if not isinstance(bases, list) or not bases or not all(isinstance(b, str) for b in bases):
-            raise TypeError(f"{path}: {BASE_KEY} must be a path or a list of paths (relative to the file), "
-                            f"got {type(bases).__name__} {bases!r}")
+            raise TypeError(
+                f"{path}: {BASE_KEY} must be a path or a list of paths (relative to the file), "
+                f"got {type(bases).__name__} {bases!r}"
+            )
         for b in bases:
             base = load_config_file(os.path.join(os.path.dirname(path), b), base, _chain + (real,))
     return config_from_dict(d, where=path, base=base)

@@ -18,7 +18,8 @@ allow 1e-5), not bit for bit.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +38,9 @@ class Exported(NamedTuple):
     iteration: int
 
 
-def export_policy(run_dir: str, out: str, platforms: Sequence[str] = ("cpu",), seed: int = 0,
-                  checkpoint: Optional[int] = None) -> Exported:
+def export_policy(
+    run_dir: str, out: str, platforms: Sequence[str] = ("cpu",), seed: int = 0, checkpoint: int | None = None
+) -> Exported:
     """Serialises seed ``seed``'s deterministic policy of ``run_dir``'s checkpoint (default the newest) to
     ``out`` (see the module docstring). Bad platforms fail before the run is loaded."""
     from tr_jax.inference import load_policy
@@ -55,8 +57,13 @@ def export_policy(run_dir: str, out: str, platforms: Sequence[str] = ("cpu",), s
             raise ValueError("the ONNX export needs jax2onnx: pip install 'tr_jax[onnx]'") from None
     policy = load_policy(run_dir, seed, checkpoint)
     if onnx:
-        model = jax2onnx.to_onnx(lambda obs: policy.act(obs), [("b", policy.obs_dim)], model_name="tr_jax_policy",
-                                 input_names=["obs"], output_names=["action"])
+        model = jax2onnx.to_onnx(
+            lambda obs: policy.act(obs),
+            [("b", policy.obs_dim)],
+            model_name="tr_jax_policy",
+            input_names=["obs"],
+            output_names=["action"],
+        )
         data, platforms = model.SerializeToString(), ("onnx",)
     else:
         (b,) = jax.export.symbolic_shape("b")

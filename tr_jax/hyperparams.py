@@ -68,8 +68,9 @@ def parse_sweep(text: str) -> tuple[str, tuple]:
     return key, tuple(out)
 
 
-def sweep_configs(base: TrainConfig, sweeps: Sequence[tuple[str, Sequence[float]]],
-                  labels: Sequence[str] | None = None) -> list[tuple[str, TrainConfig]]:
+def sweep_configs(
+    base: TrainConfig, sweeps: Sequence[tuple[str, Sequence[float]]], labels: Sequence[str] | None = None
+) -> list[tuple[str, TrainConfig]]:
     """The grid of ``sweeps`` (``[(key, values), ...]``, each key once) over ``base``.
 
     Returns ``[(label, config), ...]`` in row-major order of ``sweeps``; the label
@@ -87,7 +88,8 @@ def sweep_configs(base: TrainConfig, sweeps: Sequence[tuple[str, Sequence[float]
         labels = [",".join(f"{k}={v:g}" for k, v in zip(keys, values)) for values in combos]
     else:
         if any(len(v) != len(labels) for _, v in sweeps) or len(set(labels)) != len(labels):
-            raise ValueError(f"{len(labels)} labels (distinct) need as many values of every key: "
-                             f"{[(k, len(v)) for k, v in sweeps]}")
+            raise ValueError(
+                f"{len(labels)} labels (distinct) need as many values of every key: {[(k, len(v)) for k, v in sweeps]}"
+            )
         combos = list(zip(*(v for _, v in sweeps)))
     return [(label, validate(base.replace(**dict(zip(keys, values))))) for label, values in zip(labels, combos)]

@@ -7,7 +7,8 @@ observation statistics bound in, ready for ``jax.jit``, ``jax.vmap`` or ``jax.ex
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 
@@ -41,7 +42,7 @@ class LoadedPolicy(NamedTuple):
     env: VecEnv
 
 
-def load_policy(run_dir: str, seed: int = 0, checkpoint: Optional[int] = None, env=None) -> LoadedPolicy:
+def load_policy(run_dir: str, seed: int = 0, checkpoint: int | None = None, env=None) -> LoadedPolicy:
     """Restores seed ``seed`` (``0 .. num_seeds - 1``) of ``run_dir``'s checkpoint ``checkpoint`` (its
     iteration; default the newest) as a :class:`LoadedPolicy`.
 
@@ -60,5 +61,14 @@ def load_policy(run_dir: str, seed: int = 0, checkpoint: Optional[int] = None, e
         raise ValueError(f"policy seed {seed} out of range: {run_dir} has {num_seeds} seed(s)")
     state = jax.tree.map(lambda x: x[seed], state)
     pi = acting_policy(trainer.policy, state.algo.policy_params, state.obs_stats, trainer.config)
-    return LoadedPolicy(pi.act, pi.distribution, pi.cov_type, trainer.policy.obs_dim, trainer.policy.action_dim,
-                        int(meta["iteration"]), int(meta["env_steps"]), trainer.config, trainer.env)
+    return LoadedPolicy(
+        pi.act,
+        pi.distribution,
+        pi.cov_type,
+        trainer.policy.obs_dim,
+        trainer.policy.action_dim,
+        int(meta["iteration"]),
+        int(meta["env_steps"]),
+        trainer.config,
+        trainer.env,
+    )

@@ -9,8 +9,6 @@ compatible.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 from flax import nnx
 from jax.typing import ArrayLike
@@ -46,8 +44,16 @@ class TrustRegionLayer(nnx.Module):
         [[0.316]] [[0.785]]
     """
 
-    def __init__(self, projection: ProjectionName = "kl", cov_type: CovType = "diag", *, eps_mean: Optional[float] = None,
-                 eps_cov: Optional[float] = None, entropy_equality: bool = False, scale_prec: bool = True):
+    def __init__(
+        self,
+        projection: ProjectionName = "kl",
+        cov_type: CovType = "diag",
+        *,
+        eps_mean: float | None = None,
+        eps_cov: float | None = None,
+        entropy_equality: bool = False,
+        scale_prec: bool = True,
+    ):
         self.output_cov_type = projection_cov_type(cov_type, projection)  # validates both names
         for what, eps in (("eps_mean", eps_mean), ("eps_cov", eps_cov)):
             if eps is not None and not eps > 0:
@@ -56,16 +62,33 @@ class TrustRegionLayer(nnx.Module):
         self.eps_mean, self.eps_cov = eps_mean, eps_cov
         self.entropy_equality, self.scale_prec = bool(entropy_equality), bool(scale_prec)
 
-    def __call__(self, mean: jax.Array, scale: jax.Array, old_mean: jax.Array, old_scale: jax.Array,
-                 eps_mean: Optional[ArrayLike] = None, eps_cov: Optional[ArrayLike] = None,
-                 entropy_bound: Optional[ArrayLike] = None) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self,
+        mean: jax.Array,
+        scale: jax.Array,
+        old_mean: jax.Array,
+        old_scale: jax.Array,
+        eps_mean: ArrayLike | None = None,
+        eps_cov: ArrayLike | None = None,
+        entropy_bound: ArrayLike | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
         eps_mean = self.eps_mean if eps_mean is None else eps_mean
         eps_cov = self.eps_cov if eps_cov is None else eps_cov
         if eps_mean is None or eps_cov is None:
             raise ValueError("no trust-region bounds: give eps_mean and eps_cov to the layer or to the call")
-        projected, _ = project_gaussians(self.projection, mean, scale, old_mean, old_scale, eps_mean, eps_cov,
-                                         cov_type=self.cov_type, entropy_bound=entropy_bound,
-                                         entropy_equality=self.entropy_equality, scale_prec=self.scale_prec)
+        projected, _ = project_gaussians(
+            self.projection,
+            mean,
+            scale,
+            old_mean,
+            old_scale,
+            eps_mean,
+            eps_cov,
+            cov_type=self.cov_type,
+            entropy_bound=entropy_bound,
+            entropy_equality=self.entropy_equality,
+            scale_prec=self.scale_prec,
+        )
         return projected
 
 

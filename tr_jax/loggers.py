@@ -41,7 +41,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Literal, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 from tr_jax import rundir as R
 
@@ -113,11 +114,13 @@ class TensorBoardLogger(Logger):
     """Event files per (run directory, seed); ``log_dir`` None: inside each run directory (``tensorboard/``),
     else ``log_dir/<run directory's name>/`` (a sweep setting: ``log_dir/<sweep>/<label>/``)."""
 
-    def __init__(self, log_dir: Optional[str] = None):
+    def __init__(self, log_dir: str | None = None):
         try:
             from tensorboardX import SummaryWriter
         except ImportError as e:
-            raise ImportError(f"--log tensorboard needs tensorboardX: pip install 'tr_jax[tensorboard]' ({e})") from None
+            raise ImportError(
+                f"--log tensorboard needs tensorboardX: pip install 'tr_jax[tensorboard]' ({e})"
+            ) from None
         self._writer_class = SummaryWriter
         self.log_dir = log_dir
         self.writers: list = []  # [run][seed]
@@ -143,8 +146,9 @@ class TensorBoardLogger(Logger):
                 if env_steps == 0:
                     hp = {k: _hparam(v) for k, v in run.config.items()}
                     hp.update(seed=s, setting=run.label or "-")
-                    for summary in hparams(hp, {"eval/deterministic_return_mean": float("nan"),
-                                                "train/episode_return": float("nan")}):
+                    for summary in hparams(
+                        hp, {"eval/deterministic_return_mean": float("nan"), "train/episode_return": float("nan")}
+                    ):
                         w.file_writer.add_summary(summary)
                     w.add_text("config", "```\n" + json.dumps(run.config, indent=1) + "\n```", 0)
                 seeds.append(w)
@@ -161,7 +165,7 @@ class TensorBoardLogger(Logger):
     def metrics(self, run: int, rows: Sequence[dict]) -> None:
         """Writes ``rows`` as ``train/<metric>`` scalars and flushes the run's event files."""
         super().metrics(run, rows)
-        for seeds in self.writers[run:run + 1]:
+        for seeds in self.writers[run : run + 1]:
             for w in seeds:
                 w.flush()
 
@@ -176,9 +180,13 @@ class TensorBoardLogger(Logger):
 class WandbLogger(Logger):
     """One W&B run per (run directory, seed), offline by default (``mode="online"`` uploads as it goes)."""
 
-    def __init__(self, project: str = "tr_jax", dir: Optional[str] = None,
-                 mode: Literal["online", "offline", "disabled"] = "offline",
-                 entity: Optional[str] = None):
+    def __init__(
+        self,
+        project: str = "tr_jax",
+        dir: str | None = None,
+        mode: Literal["online", "offline", "disabled"] = "offline",
+        entity: str | None = None,
+    ):
         try:
             import wandb
         except ImportError as e:
@@ -187,8 +195,14 @@ class WandbLogger(Logger):
         self.project, self.dir, self.mode, self.entity = project, dir, mode, entity
         self.runs: list = []  # [run][seed]
         # what tr_jax logs, without W&B's system metrics, code and git snapshots (a run per seed: keep each light)
-        self._settings = wandb.Settings(silent=True, x_disable_stats=True, x_disable_machine_info=True,
-                                        save_code=False, disable_git=True, console="off")
+        self._settings = wandb.Settings(
+            silent=True,
+            x_disable_stats=True,
+            x_disable_machine_info=True,
+            save_code=False,
+            disable_git=True,
+            console="off",
+        )
 
     def open(self, runs: Sequence[Run], env_steps: int) -> None:
         """Starts one offline W&B run per (run, seed), its config the resolved config."""
@@ -201,11 +215,24 @@ class WandbLogger(Logger):
             os.makedirs(where, exist_ok=True)
             for s in range(run.num_seeds):
                 r = self._wandb.init(
-                    project=self.project, entity=self.entity, dir=where, mode=self.mode, reinit="create_new",
-                    name=f"{run.sweep}/{name} seed {s}" if run.sweep else f"{name} seed {s}", group=name,
-                    job_type=run.sweep or None, settings=self._settings,
-                    config={**run.config, "seed": s, "setting": run.label, "sweep": run.sweep, "run_dir": run.path,
-                            "resumed_at_env_steps": env_steps})
+                    project=self.project,
+                    entity=self.entity,
+                    dir=where,
+                    mode=self.mode,
+                    reinit="create_new",
+                    name=f"{run.sweep}/{name} seed {s}" if run.sweep else f"{name} seed {s}",
+                    group=name,
+                    job_type=run.sweep or None,
+                    settings=self._settings,
+                    config={
+                        **run.config,
+                        "seed": s,
+                        "setting": run.label,
+                        "sweep": run.sweep,
+                        "run_dir": run.path,
+                        "resumed_at_env_steps": env_steps,
+                    },
+                )
                 r.define_metric("env_steps")
                 r.define_metric("*", step_metric="env_steps")
                 seeds.append(r)
@@ -225,14 +252,16 @@ class WandbLogger(Logger):
         self.runs = []
 
 
-def make_loggers(names: str, log_dir: Optional[str] = None) -> list:
+def make_loggers(names: str, log_dir: str | None = None) -> list:
     """``"tensorboard,wandb"`` -> the loggers (``ValueError`` naming an unknown one; ``ImportError`` with the
     pip command when its package is missing). ``log_dir``: TensorBoard's ``log_dir`` and W&B's ``dir``."""
     wanted = [x.strip() for x in names.split(",") if x.strip()]
     unknown = [x for x in wanted if x not in NAMES]
     if unknown or not wanted:
-        raise ValueError(f"--log {names!r}: unknown tracker {', '.join(map(repr, unknown)) or '(none)'}; "
-                         f"choose from {', '.join(NAMES)} (comma-separated)")
+        raise ValueError(
+            f"--log {names!r}: unknown tracker {', '.join(map(repr, unknown)) or '(none)'}; "
+            f"choose from {', '.join(NAMES)} (comma-separated)"
+        )
     out = []
     for name in dict.fromkeys(wanted):
         out.append(TensorBoardLogger(log_dir) if name == "tensorboard" else WandbLogger(dir=log_dir))
@@ -255,7 +284,7 @@ def runs_of(path: str) -> list:
     return out
 
 
-def export_tensorboard(path: str, log_dir: Optional[str] = None) -> list:
+def export_tensorboard(path: str, log_dir: str | None = None) -> list:
     """Writes TensorBoard event files for a run (or sweep) directory from its ``metrics.jsonl``/``eval.jsonl``,
     the same files ``--log tensorboard`` writes while training. Returns the directories written; ``ValueError``
     if one holds event files already."""
@@ -264,8 +293,10 @@ def export_tensorboard(path: str, log_dir: Optional[str] = None) -> list:
     for run in runs:
         d = logger.directory(run)
         if os.path.isdir(d) and any(os.scandir(d)):
-            raise ValueError(f"{d} exists already (written by --log tensorboard or an earlier export); "
-                             f"remove it or choose another --out")
+            raise ValueError(
+                f"{d} exists already (written by --log tensorboard or an earlier export); "
+                f"remove it or choose another --out"
+            )
     logger.open(runs, 0)
     try:
         for i, run in enumerate(runs):

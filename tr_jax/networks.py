@@ -40,15 +40,15 @@ them.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, NamedTuple, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tr_jax import linalg as LA
-
 from tr_jax import distributions as D
+from tr_jax import linalg as LA
 
 if TYPE_CHECKING:
     from tr_jax.config import TrainConfig
@@ -99,8 +99,7 @@ def raw_to_scale(raw: jax.Array, cov_type: D.CovType, k: int, shift: float, min_
     return b @ jnp.swapaxes(b, -1, -2) + min_std * eye
 
 
-def scale_to_raw(scale: jax.Array, cov_type: D.CovType, shift: float, min_std: float,
-                 floor: float = 1e-6) -> jax.Array:
+def scale_to_raw(scale: jax.Array, cov_type: D.CovType, shift: float, min_std: float, floor: float = 1e-6) -> jax.Array:
     """Inverse of :func:`raw_to_scale` (for one or many scales).
 
     Values that the forward map cannot produce are clipped to the nearest
@@ -280,8 +279,10 @@ def make_policy(config: TrainConfig, obs_dim: int, action_dim: int) -> Policy:
             return params
         raw = scale_to_raw(jnp.asarray(scale, dtype), cov_type, shift, min_std)
         if raw.shape != (n_cov,):
-            raise ValueError(f"set_global_scale expects one scale of shape "
-                             f"{(k,) if cov_type == 'diag' else (k, k)}, got {jnp.shape(scale)}")
+            raise ValueError(
+                f"set_global_scale expects one scale of shape "
+                f"{(k,) if cov_type == 'diag' else (k, k)}, got {jnp.shape(scale)}"
+            )
         inner = dict(params["params"])
         inner["cov"] = raw.astype(inner["cov"].dtype)
         return {**params, "params": inner}

@@ -39,7 +39,8 @@ them). The file type follows the extension of
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def default_label(config: dict) -> str:
     return label
 
 
-def load_run(path: str, label: Optional[str] = None) -> Run:
+def load_run(path: str, label: str | None = None) -> Run:
     """Reads a run directory; ``PlotError`` if it is not one, or its rows are damaged or duplicated."""
     try:
         rd = R.RunDir.existing(path)
@@ -124,8 +125,7 @@ def load_run(path: str, label: Optional[str] = None) -> Run:
         raise PlotError(str(e)) from None
 
 
-def bootstrap_band(values: np.ndarray, confidence: float = 0.95, num_resamples: int = 2000,
-                   seed: int = 0) -> tuple:
+def bootstrap_band(values: np.ndarray, confidence: float = 0.95, num_resamples: int = 2000, seed: int = 0) -> tuple:
     """Mean over seeds and a bootstrap confidence interval of that mean.
 
     Resamples the ``S`` seeds with replacement ``num_resamples`` times (the
@@ -177,14 +177,20 @@ def _series(run: Run, metric: str, smooth: int = 1):
     else:
         source, column, bound = ("eval" if any(metric in r for r in run.evals[:1]) else "metrics"), metric, None
     rows = run.evals if source == "eval" else run.metrics
-    if not rows or column not in rows[0] or (metric in BOUND_METRICS + ACTING_BOUND_METRICS
-                                             and run.config["algorithm"] != "trpl"):
+    if (
+        not rows
+        or column not in rows[0]
+        or (metric in BOUND_METRICS + ACTING_BOUND_METRICS and run.config["algorithm"] != "trpl")
+    ):
         return None
     scale = 1.0 / run.config[bound] if bound else 1.0
     out = {}
     for seed in sorted({r["seed"] for r in rows}):
-        pts = [(r["env_steps"], r[column]) for r in rows
-               if r["seed"] == seed and isinstance(r.get(column), (int, float)) and not isinstance(r[column], bool)]
+        pts = [
+            (r["env_steps"], r[column])
+            for r in rows
+            if r["seed"] == seed and isinstance(r.get(column), (int, float)) and not isinstance(r[column], bool)
+        ]
         if pts:
             x, y = np.array(pts, np.float64).T
             out[seed] = (x, smooth_curve(y, smooth if source == "metrics" else 1) * scale)
@@ -220,8 +226,14 @@ def available_metrics(runs: Sequence[Run]) -> list:
     return names
 
 
-def plot_runs(run_dirs: Sequence[str], out: str, metrics: Optional[Sequence[str]] = None,
-              labels: Optional[Sequence[str]] = None, confidence: float = 0.95, smooth: int = 1) -> dict:
+def plot_runs(
+    run_dirs: Sequence[str],
+    out: str,
+    metrics: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    confidence: float = 0.95,
+    smooth: int = 1,
+) -> dict:
     """Draws the learning curves of ``run_dirs`` into ``out`` (``.png``, ``.pdf`` or ``.svg``).
 
     Args:
@@ -251,8 +263,9 @@ def plot_runs(run_dirs: Sequence[str], out: str, metrics: Optional[Sequence[str]
     if not isinstance(smooth, int) or smooth < 1:
         raise PlotError(f"smooth must be a whole number of iterations >= 1, got {smooth!r}")
     if labels and len(labels) != len(run_dirs):
-        raise PlotError(f"got {len(labels)} labels for {len(run_dirs)} run directories; give one per run "
-                        f"directory or none")
+        raise PlotError(
+            f"got {len(labels)} labels for {len(run_dirs)} run directories; give one per run directory or none"
+        )
     runs = [load_run(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
     if not metrics:
         metrics = list(DEFAULT_METRICS)

@@ -14,7 +14,7 @@ every ``stride``-th of them as a GIF drawn on the CPU (:mod:`tr_jax.gif`).
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +43,9 @@ class Episode(NamedTuple):
     iteration: int
 
 
-def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed: int = 0,
-                    seed: int = 0, max_steps: Optional[int] = None) -> Episode:
+def rollout_episode(
+    run_dir: str, checkpoint: int | None = None, policy_seed: int = 0, seed: int = 0, max_steps: int | None = None
+) -> Episode:
     """Plays one episode of the deterministic policy of ``run_dir``'s checkpoint (the newest by default).
 
     Args:
@@ -62,8 +63,10 @@ def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed:
         raise ValueError(f"--max-steps {max_steps}: an episode lasts at least 1 env step")
     env_name = R.read_json(R.RunDir.existing(run_dir).config)["env_name"]  # refused before the env is built
     if split_env_name(env_name)[0] != "brax":
-        raise ValueError(f"{run_dir}: rendering draws Brax systems; {env_name!r} is a MuJoCo Playground env "
-                         "(evaluate it with `tr-jax eval`, or render its states with the env's own render method)")
+        raise ValueError(
+            f"{run_dir}: rendering draws Brax systems; {env_name!r} is a MuJoCo Playground env "
+            "(evaluate it with `tr-jax eval`, or render its states with the env's own render method)"
+        )
     policy = load_policy(run_dir, policy_seed, checkpoint)
     config = policy.config
     env = policy.env.env
@@ -81,8 +84,9 @@ def rollout_episode(run_dir: str, checkpoint: Optional[int] = None, policy_seed:
     @jax.jit
     def play(key):
         s0 = env.reset(key)
-        _, (frames, reward, done) = jax.lax.scan(step, (s0, jnp.zeros((env.action_size,), jnp.float32)),
-                                                 jnp.arange(num_steps))
+        _, (frames, reward, done) = jax.lax.scan(
+            step, (s0, jnp.zeros((env.action_size,), jnp.float32)), jnp.arange(num_steps)
+        )
         return s0.pipeline_state, frames, reward, done
 
     first, frames, reward, done = play(jax.random.key(seed))
@@ -102,9 +106,20 @@ class Rendered(NamedTuple):
     stride: int
 
 
-def render_run(run_dir: str, out: Optional[str] = None, checkpoint: Optional[int] = None, policy_seed: int = 0,
-               seed: int = 0, *, gif: Optional[str] = None, max_steps: Optional[int] = None, width: int = 320,
-               height: int = 240, fps: float = 25.0, stride: Optional[int] = None) -> Rendered:
+def render_run(
+    run_dir: str,
+    out: str | None = None,
+    checkpoint: int | None = None,
+    policy_seed: int = 0,
+    seed: int = 0,
+    *,
+    gif: str | None = None,
+    max_steps: int | None = None,
+    width: int = 320,
+    height: int = 240,
+    fps: float = 25.0,
+    stride: int | None = None,
+) -> Rendered:
     """Writes one deterministic episode of ``run_dir`` (see :func:`rollout_episode` for the arguments they share)
     to ``out`` (Brax's HTML viewer page) and/or ``gif`` (an animated GIF); at least one must be given.
 

@@ -41,7 +41,8 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,10 +107,10 @@ class RunResult(NamedTuple):
     eval_checkpoint_seconds: float
     diverged_at: np.ndarray
     run_dir: str
-    signal: Optional[str] = None
+    signal: str | None = None
 
 
-def resume_config(saved: TrainConfig, given: Optional[TrainConfig]) -> tuple[TrainConfig, dict]:
+def resume_config(saved: TrainConfig, given: TrainConfig | None) -> tuple[TrainConfig, dict]:
     """The config a resumed run continues with, and the (safe) fields that changed.
 
     ``given`` None continues with ``saved``. Otherwise every field that differs
@@ -142,7 +143,7 @@ class _Interrupts:
     NAMES = ("SIGINT", "SIGTERM", "SIGUSR1")
 
     def __init__(self, log: Callable[[str], None]):
-        self.signal: Optional[str] = None
+        self.signal: str | None = None
         self._log = log
         self._previous = {}
         self._arrived, self._logged = [], 0  # names of the signals in order; how many of them were logged
@@ -181,8 +182,10 @@ class _Interrupts:
             if not first:
                 self._log(f"{name}: already stopping ({self.signal}); still finishing the chunk and the checkpoint")
             else:
-                self._log(f"{name}: finishing this chunk and writing a checkpoint"
-                          + (" (Ctrl-C again to exit at once)" if name == "SIGINT" else ""))
+                self._log(
+                    f"{name}: finishing this chunk and writing a checkpoint"
+                    + (" (Ctrl-C again to exit at once)" if name == "SIGINT" else "")
+                )
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -255,7 +258,8 @@ def _check_budget(groups, it: int, steps_per_it: int) -> bool:
             raise ValueError(
                 f"{g.rd.path} is at iteration {it} ({it * steps_per_it:,} env steps): total_env_steps="
                 f"{g.config.total_env_steps} ({g.config.num_iterations} iterations) is below that; a resumed run "
-                f"can only continue (total_env_steps >= {it * steps_per_it})")
+                f"can only continue (total_env_steps >= {it * steps_per_it})"
+            )
     return all(g.config.num_iterations == it for g in groups)
 
 
@@ -265,8 +269,11 @@ def _bound_fields(config: TrainConfig, m: dict, eps: dict) -> dict:
     ``m``: metric -> ``[runs]``; ``eps``: ``eps_mean``/``eps_cov``/``max_kl`` -> ``[runs]``.
     """
     if config.algorithm == "trpl":
-        used = fmt_parts([100 * _mean(m["mean_part_max"] / eps["eps_mean"]),
-                          100 * _mean(m["cov_part_max"] / eps["eps_cov"])], ".0f", "%")
+        used = fmt_parts(
+            [100 * _mean(m["mean_part_max"] / eps["eps_mean"]), 100 * _mean(m["cov_part_max"] / eps["eps_cov"])],
+            ".0f",
+            "%",
+        )
         return {"mean/cov part": f"{used} of bound" if used else ""}
     if config.algorithm == "trpo":
         return {"kl/max_kl": fmt(_mean(m["kl_mean"] / eps["max_kl"]), ".2f")}
@@ -290,10 +297,21 @@ class _Group(NamedTuple):
 SWEEP_FILE = R.SWEEP_FILE
 
 
-def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1, run_dir: Optional[str] = None,
-        resume: bool = False, overwrite: bool = False, progress: str = "auto",
-        progress_fn: Optional[Callable[[int, dict], None]] = None, on_divergence: str = "raise",
-        runs_root: str = "runs", env=None, checkpoint: Optional[int] = None, loggers: Sequence = ()) -> RunResult:
+def run(
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    num_seeds: int = 1,
+    run_dir: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: str = "auto",
+    progress_fn: Callable[[int, dict], None] | None = None,
+    on_divergence: str = "raise",
+    runs_root: str = "runs",
+    env=None,
+    checkpoint: int | None = None,
+    loggers: Sequence = (),
+) -> RunResult:
     """Trains ``config`` for ``num_seeds`` seeds (vmapped) with progress, metrics files, evaluation and checkpoints.
 
     Args:
@@ -333,25 +351,41 @@ def run(config: Optional[TrainConfig] = None, seed: int = 0, num_seeds: int = 1,
         config, changed = resume_config(saved, config)
         info = rd.info()
         seed, num_seeds = int(info["seed"]), int(info["num_seeds"])
+
         def groups(hold):
             hold(rd.path)
             return [_Group("", config, rd, changed)]
     else:
+
         def groups(hold):
             rd = R.RunDir.create(run_dir or os.path.join(runs_root, R.default_name(config)), overwrite, hold)
             R.write_json(rd.config, config_to_dict(config))
             rd.write_info(seed, num_seeds)
             return [_Group("", config, rd, {})]
-    results = _run_groups(config, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env,
-                          checkpoint, loggers)
+
+    results = _run_groups(
+        config, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint, loggers
+    )
     return results[0]
 
 
-def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: int = 0, num_seeds: int = 1,
-              run_dir: Optional[str] = None, resume: bool = False, overwrite: bool = False, progress: str = "auto",
-              progress_fn: Optional[Callable[[int, dict], None]] = None, on_divergence: str = "raise",
-              runs_root: str = "runs", env=None, checkpoint: Optional[int] = None, loggers: Sequence = (),
-              labels: Optional[Sequence[str]] = None) -> list:
+def run_sweep(
+    config: TrainConfig | None,
+    sweep: Sequence[tuple] = (),
+    seed: int = 0,
+    num_seeds: int = 1,
+    run_dir: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: str = "auto",
+    progress_fn: Callable[[int, dict], None] | None = None,
+    on_divergence: str = "raise",
+    runs_root: str = "runs",
+    env=None,
+    checkpoint: int | None = None,
+    loggers: Sequence = (),
+    labels: Sequence[str] | None = None,
+) -> list:
     """Trains every setting of a hyperparameter grid x ``num_seeds`` seeds as ONE compiled program.
 
     ``sweep``: ``[(key, values), ...]`` over :data:`tr_jax.hyperparams.SWEEPABLE`
@@ -407,9 +441,16 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
             name = R.default_name(config).rsplit("-", 2)
             path = run_dir or os.path.join(runs_root, f"{name[0]}-sweep-{name[1]}-{name[2]}")
             top = R.RunDir.create(path, overwrite, hold)
-            R.write_json(os.path.join(top.path, SWEEP_FILE), {
-                "sweep": [[k, list(v)] for k, v in sweep], "settings": [label for label, _ in settings],
-                "seed": seed, "num_seeds": num_seeds, "versions": R.versions()})
+            R.write_json(
+                os.path.join(top.path, SWEEP_FILE),
+                {
+                    "sweep": [[k, list(v)] for k, v in sweep],
+                    "settings": [label for label, _ in settings],
+                    "seed": seed,
+                    "num_seeds": num_seeds,
+                    "versions": R.versions(),
+                },
+            )
             out = []
             for label, c in settings:
                 rd = R.RunDir.create(os.path.join(top.path, label), hold=hold)
@@ -417,8 +458,10 @@ def run_sweep(config: Optional[TrainConfig], sweep: Sequence[tuple] = (), seed: 
                 rd.write_info(seed, num_seeds, {"label": label, "sweep": os.path.basename(top.path)})
                 out.append(_Group(label, c, rd, {}))
             return out
-    return _run_groups(base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint,
-                       loggers)
+
+    return _run_groups(
+        base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint, loggers
+    )
 
 
 def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint):
@@ -434,8 +477,9 @@ def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint
         raise ValueError("checkpoint (--checkpoint) chooses where a resumed run continues: it needs resume")
 
 
-def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env,
-                checkpoint, loggers=()) -> list:
+def _run_groups(
+    config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint, loggers=()
+) -> list:
     """Builds the trainer (checking the env before any file is written), then the groups' directories (each
     locked by ``make_groups(hold)`` calling ``hold(directory)`` before it writes or cuts anything there), then
     loops; the locks are released at the end. A failed write becomes a one-line :class:`R.RunDirWriteError`."""
@@ -459,16 +503,20 @@ def _run_groups(config, make_groups, seed, num_seeds, resume, progress, progress
                     display.log(lock.note)
             with _Interrupts(display.log) as interrupts:
                 try:
-                    options = LoopOptions(seed, num_seeds, resume, progress_fn, on_divergence, checkpoint,
-                                          tuple(loggers))
+                    options = LoopOptions(
+                        seed, num_seeds, resume, progress_fn, on_divergence, checkpoint, tuple(loggers)
+                    )
                     return _Loop(trainer, groups, options, display, interrupts).run()
                 finally:
                     display.close()
                     for logger in loggers:
                         logger.close()
     except OSError as e:
-        failure = R.write_failure(e, groups[0].rd.checkpoints, _resume_dir(groups)) if groups else \
-            R.write_failure(e, None, None)
+        failure = (
+            R.write_failure(e, groups[0].rd.checkpoints, _resume_dir(groups))
+            if groups
+            else R.write_failure(e, None, None)
+        )
         if failure is None:
             raise
         raise R.RunDirWriteError(failure, e) from e
@@ -480,7 +528,7 @@ def _resume_dir(groups) -> str:
 
 
 def _slice(tree, g: int, n: int):
-    return jax.tree.map(lambda x: x[g * n:(g + 1) * n], tree)
+    return jax.tree.map(lambda x: x[g * n : (g + 1) * n], tree)
 
 
 class LoopOptions(NamedTuple):
@@ -489,10 +537,10 @@ class LoopOptions(NamedTuple):
     seed: int
     num_seeds: int
     resume: bool
-    progress_fn: Optional[Callable[[int, dict], None]]
+    progress_fn: Callable[[int, dict], None] | None
     on_divergence: str
-    checkpoint: Optional[int]
-    loggers: tuple = ()  # tr_jax.loggers.Logger objects fed the rows written (open, metrics, evals; closed by the caller)
+    checkpoint: int | None
+    loggers: tuple = ()  # tr_jax.loggers.Logger objects fed the rows written (closed by the caller)
 
 
 class Divergence(NamedTuple):
@@ -501,7 +549,7 @@ class Divergence(NamedTuple):
 
     label: str
     seeds: list
-    kept: Optional[str]
+    kept: str | None
 
 
 def divergence_message(diverged: Sequence[Divergence], sweep: bool, frozen: bool = False) -> str:
@@ -510,13 +558,19 @@ def divergence_message(diverged: Sequence[Divergence], sweep: bool, frozen: bool
     stayed at their last good state while the others trained on)."""
     where = [", ".join(f"seed {s}: iteration {i}" for s, i in d.seeds) for d in diverged]
     where = [f"{d.label}: {w}" if sweep else w for d, w in zip(diverged, where)]
-    kept = [f"the last good checkpoint is {d.kept}" if d.kept is not None else "no checkpoint had been written yet"
-            for d in diverged]
+    kept = [
+        f"the last good checkpoint is {d.kept}" if d.kept is not None else "no checkpoint had been written yet"
+        for d in diverged
+    ]
     first = min(i for d in diverged for _, i in d.seeds)
-    head = (f"training diverged at iteration {first} ({'; '.join(where)}): losses or parameters became non-finite; "
-            + ("the seed(s) stayed at their last good state. " if frozen else "stopped at the end of the chunk. "))
-    return head + (kept[0][0].upper() + kept[0][1:] + "." if not sweep else
-                   "; ".join(f"{d.label}: {k}" for d, k in zip(diverged, kept)) + ".")
+    head = f"training diverged at iteration {first} ({'; '.join(where)}): losses or parameters became non-finite; " + (
+        "the seed(s) stayed at their last good state. " if frozen else "stopped at the end of the chunk. "
+    )
+    return head + (
+        kept[0][0].upper() + kept[0][1:] + "."
+        if not sweep
+        else "; ".join(f"{d.label}: {k}" for d, k in zip(diverged, kept)) + "."
+    )
 
 
 class _Loop:
@@ -531,8 +585,13 @@ class _Loop:
     def __init__(self, trainer, groups: list, options: LoopOptions, display, interrupts: _Interrupts):
         from tr_jax.hyperparams import SWEEPABLE, Hyperparams
 
-        self.trainer, self.groups, self.options, self.display, self.interrupts = (trainer, groups, options, display,
-                                                                                  interrupts)
+        self.trainer, self.groups, self.options, self.display, self.interrupts = (
+            trainer,
+            groups,
+            options,
+            display,
+            interrupts,
+        )
         config = self.config = trainer.config
         S, n = self.S, self.n = len(groups), options.num_seeds
         self.total_its = max(g.config.num_iterations for g in groups)
@@ -540,8 +599,9 @@ class _Loop:
         seed_keys = jax.random.split(jax.random.key(options.seed), n)
         self.keys = jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(seed_keys)), (S, 1)))
         dtype = np.dtype(config.dtype)
-        self.hparams = Hyperparams(*(np.repeat(np.asarray([getattr(g.config, f) for g in groups], dtype), n)
-                                     for f in SWEEPABLE))
+        self.hparams = Hyperparams(
+            *(np.repeat(np.asarray([getattr(g.config, f) for g in groups], dtype), n) for f in SWEEPABLE)
+        )
         self.shardings = trainer.state_shardings(batched=True)
         self.init_fn = jax.jit(trainer.init_runs, out_shardings=self.shardings)
         self.chunk_fn = jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None, None)), static_argnums=1)
@@ -568,13 +628,25 @@ class _Loop:
             if done is not None:
                 return done
         else:
-            self.display.log(f"run directory {self.groups[0].rd.path}" if self.S == 1 else
-                             f"sweep of {self.S} settings x {self.n} seed(s) in "
-                             f"{os.path.dirname(self.groups[0].rd.path)}")
+            self.display.log(
+                f"run directory {self.groups[0].rd.path}"
+                if self.S == 1
+                else f"sweep of {self.S} settings x {self.n} seed(s) in {os.path.dirname(self.groups[0].rd.path)}"
+            )
         for logger in self.options.loggers:
-            logger.open([LogRun(g.rd.path, g.label, config_to_dict(g.config), self.n,
-                                os.path.basename(os.path.dirname(g.rd.path)) if g.label else "") for g in self.groups],
-                        self.it * self.steps_per_it)
+            logger.open(
+                [
+                    LogRun(
+                        g.rd.path,
+                        g.label,
+                        config_to_dict(g.config),
+                        self.n,
+                        os.path.basename(os.path.dirname(g.rd.path)) if g.label else "",
+                    )
+                    for g in self.groups
+                ],
+                self.it * self.steps_per_it,
+            )
         self.display.start(self.total_its * self.steps_per_it, self.it * self.steps_per_it)
         self.saved, self.it_start, self.wall_start = self.it, self.it, time.perf_counter()
         while self.it < self.total_its:
@@ -584,27 +656,30 @@ class _Loop:
                 break
         return self.finish()
 
-    def restore(self) -> Optional[list]:
+    def restore(self) -> list | None:
         """Restores the checkpoint to continue from and cuts the files back to it; returns the results when the run
         is at its budget already (nothing is touched then), else None."""
         groups, ckpts, n, S, display = self.groups, self.ckpts, self.n, self.S, self.display
         parts, its = [], set()
-        for gi, (g, ckpt) in enumerate(zip(groups, ckpts)):
+        for gi, ckpt in enumerate(ckpts):
             try:
                 part, meta = ckpt.restore(self.options.checkpoint, _slice(self.state, gi, n))
             except CheckpointError as e:
                 if not e.older:
                     raise
-                raise CheckpointError(f"{e}: resume from one with tr-jax train --resume {_resume_dir(groups)} "
-                                      f"--checkpoint {e.older[-1]} (the iterations after it are trained again)",
-                                      e.older) from e
+                raise CheckpointError(
+                    f"{e}: resume from one with tr-jax train --resume {_resume_dir(groups)} "
+                    f"--checkpoint {e.older[-1]} (the iterations after it are trained again)",
+                    e.older,
+                ) from e
             parts.append(part)
             its.add(int(meta["iteration"]))
         if len(its) != 1:
             raise CheckpointError(f"the settings' newest checkpoints are at different iterations {sorted(its)}")
         it = self.it = its.pop()
-        self.state = par.reshard(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0],
-                                 self.shardings)
+        self.state = par.reshard(
+            jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if S > 1 else parts[0], self.shardings
+        )
         steps_per_it = self.steps_per_it
         try:
             done = _check_budget(groups, it, steps_per_it)
@@ -613,31 +688,52 @@ class _Loop:
                 ckpt.close()
             raise
         if done:  # nothing to do: no file is touched
-            display.log(f"run {_resume_dir(groups)} is already finished at iteration {it} "
-                        f"({it * steps_per_it:,} env steps); nothing to do"
-                        + ("; the changed settings were not saved" if groups[0].changed else ""))
+            display.log(
+                f"run {_resume_dir(groups)} is already finished at iteration {it} "
+                f"({it * steps_per_it:,} env steps); nothing to do"
+                + ("; the changed settings were not saved" if groups[0].changed else "")
+            )
             for ckpt in ckpts:
                 ckpt.close()
             diverged_at = par.to_host(self.state.diverged_at)
-            return [RunResult(state=_slice(self.state, gi, n), metrics={}, evals=[], status="finished", iteration=it,
-                              steps_per_second=float("nan"), compile_seconds=0.0, run_seconds=0.0, loop_seconds=0.0,
-                              eval_checkpoint_seconds=0.0, diverged_at=diverged_at[gi * n:(gi + 1) * n],
-                              run_dir=g.rd.path) for gi, g in enumerate(groups)]
+            return [
+                RunResult(
+                    state=_slice(self.state, gi, n),
+                    metrics={},
+                    evals=[],
+                    status="finished",
+                    iteration=it,
+                    steps_per_second=float("nan"),
+                    compile_seconds=0.0,
+                    run_seconds=0.0,
+                    loop_seconds=0.0,
+                    eval_checkpoint_seconds=0.0,
+                    diverged_at=diverged_at[gi * n : (gi + 1) * n],
+                    run_dir=g.rd.path,
+                )
+                for gi, g in enumerate(groups)
+            ]
         for g, ckpt in zip(groups, ckpts):  # newer than the one chosen: they would collide with the new saves
             newer = [s for s in ckpt.steps() if s > it]
             for s in newer:
                 ckpt.delete(s)
             if newer:
-                display.log(f"removed the checkpoints newer than {it} from {self.where(g)}: "
-                            f"{', '.join(map(str, newer))}")
+                display.log(
+                    f"removed the checkpoints newer than {it} from {self.where(g)}: {', '.join(map(str, newer))}"
+                )
         for g in groups:
             notes = g.rd.cut(g.rd.metrics, it, n, every_iteration=True) + g.rd.cut(g.rd.eval, it, n, False)
             if g.changed:  # only once the checkpoint is known to restore
                 R.write_json(g.rd.config, config_to_dict(g.config))
-            display.log(f"resumed {self.where(g)} at iteration {it} ({it * steps_per_it:,} env steps)"
-                        + "".join(f"; {x}" for x in notes if not x.startswith("warning"))
-                        + (f"; changed {', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in g.changed.items())}"
-                           if g.changed else ""))
+            display.log(
+                f"resumed {self.where(g)} at iteration {it} ({it * steps_per_it:,} env steps)"
+                + "".join(f"; {x}" for x in notes if not x.startswith("warning"))
+                + (
+                    f"; changed {', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in g.changed.items())}"
+                    if g.changed
+                    else ""
+                )
+            )
             for x in notes:
                 if x.startswith("warning"):
                     display.log(x)
@@ -648,15 +744,16 @@ class _Loop:
         background)."""
         if "chunk" not in self.compiled:
             runs, devices = self.S * self.n, self.trainer.mesh.devices.size
-            self.display.status(f"compiling a {self.chunk_len}-iteration chunk ({runs} run(s), {devices} "
-                                f"device(s))...")
+            self.display.status(f"compiling a {self.chunk_len}-iteration chunk ({runs} run(s), {devices} device(s))...")
             t0 = time.perf_counter()
             self.compiled["chunk"] = self.chunk_fn.lower(self.state, self.chunk_len, np.int32(self.chunk_len)).compile()
             seconds = time.perf_counter() - t0
             self.compile_s += seconds
             self.waited_s += seconds
-            self.display.log(f"compiled a {self.chunk_len}-iteration chunk ({runs} run(s) on {devices} device(s)) in "
-                             f"{seconds:.1f} s; compiling the evaluation in the background")
+            self.display.log(
+                f"compiled a {self.chunk_len}-iteration chunk ({runs} run(s) on {devices} device(s)) in "
+                f"{seconds:.1f} s; compiling the evaluation in the background"
+            )
             self.compiled["eval"] = self.background.submit(self._compile_eval, self.state, self.eval_keys(0))
         return self.compiled["chunk"]
 
@@ -675,8 +772,10 @@ class _Loop:
             self.compiled["eval"], seconds = pending.result()
             self.waited_s += time.perf_counter() - t0
             self.compile_s += seconds
-            self.display.log(f"compiled the evaluation program in {seconds:.1f} s (in the background; waited "
-                             f"{time.perf_counter() - t0:.1f} s for it)")
+            self.display.log(
+                f"compiled the evaluation program in {seconds:.1f} s (in the background; waited "
+                f"{time.perf_counter() - t0:.1f} s for it)"
+            )
         return self.compiled["eval"]
 
     def eval_keys(self, it: int):
@@ -698,9 +797,16 @@ class _Loop:
     def write_metrics(self, metrics: dict) -> None:
         n = self.n
         for gi, g in enumerate(self.groups):
-            rows = [{"iteration": int(metrics["iteration"][r, i]), "seed": s, "env_steps": int(metrics["env_steps"][r, i]),
-                     **{name: v[r, i] for name, v in metrics.items() if name not in ("iteration", "env_steps")}}
-                    for i in range(metrics["iteration"].shape[1]) for s, r in ((s, gi * n + s) for s in range(n))]
+            rows = [
+                {
+                    "iteration": int(metrics["iteration"][r, i]),
+                    "seed": s,
+                    "env_steps": int(metrics["env_steps"][r, i]),
+                    **{name: v[r, i] for name, v in metrics.items() if name not in ("iteration", "env_steps")},
+                }
+                for i in range(metrics["iteration"].shape[1])
+                for s, r in ((s, gi * n + s) for s in range(n))
+            ]
             g.rd.append(g.rd.metrics, rows)
             for logger in self.options.loggers:
                 logger.metrics(gi, rows)
@@ -718,8 +824,13 @@ class _Loop:
                 row = {"iteration": it - 1, "env_steps": it * self.steps_per_it, "seed": s}
                 for mode in ("deterministic", "stochastic"):
                     r, ln = out[f"{mode}_return"][gi * self.n + s], out[f"{mode}_length"][gi * self.n + s]
-                    row.update({f"{mode}_return_mean": r.mean(), f"{mode}_return_std": r.std(),
-                                f"{mode}_length_mean": ln.mean()})
+                    row.update(
+                        {
+                            f"{mode}_return_mean": r.mean(),
+                            f"{mode}_return_std": r.std(),
+                            f"{mode}_length_mean": ln.mean(),
+                        }
+                    )
                 group_rows.append(row)
             g.rd.append(g.rd.eval, group_rows)
             for logger in self.options.loggers:
@@ -731,9 +842,17 @@ class _Loop:
     def save(self, it: int) -> None:
         t_start = time.perf_counter()
         for gi, (g, ckpt) in enumerate(zip(self.groups, self.ckpts)):
-            ckpt.save(it, _slice(self.state, gi, self.n), {
-                "iteration": it, "env_steps": it * self.steps_per_it, "seed": self.options.seed,
-                "num_seeds": self.n, "config": config_to_dict(g.config)})
+            ckpt.save(
+                it,
+                _slice(self.state, gi, self.n),
+                {
+                    "iteration": it,
+                    "env_steps": it * self.steps_per_it,
+                    "seed": self.options.seed,
+                    "num_seeds": self.n,
+                    "config": config_to_dict(g.config),
+                },
+            )
         self.saved = it
         self.side_s += time.perf_counter() - t_start
 
@@ -751,8 +870,11 @@ class _Loop:
                 for gi in range(self.S):
                     self.evals[gi] += rows[gi]
                 self.latest_eval = [r for group_rows in rows for r in group_rows]
-                info = {f"eval/{name}": np.array([r[name] for r in self.latest_eval]) for name in self.latest_eval[0]
-                        if name.endswith("_mean")}
+                info = {
+                    f"eval/{name}": np.array([r[name] for r in self.latest_eval])
+                    for name in self.latest_eval[0]
+                    if name.endswith("_mean")
+                }
             if _due(config.checkpoint_every, before, it, last):
                 self.save(it)
         self.report(metrics)
@@ -768,8 +890,13 @@ class _Loop:
         latest = {name: v[:, -1] for name, v in metrics.items()}
         fields = {"iteration": f"{it}/{total_its}", "train return": fmt(_mean(latest["episode_return"]), ".1f")}
         if self.latest_eval:
-            fields["eval return det/sto"] = fmt_parts([_mean([r[f"{mode}_return_mean"] for r in self.latest_eval])
-                                                       for mode in ("deterministic", "stochastic")], ".1f")
+            fields["eval return det/sto"] = fmt_parts(
+                [
+                    _mean([r[f"{mode}_return_mean"] for r in self.latest_eval])
+                    for mode in ("deterministic", "stochastic")
+                ],
+                ".1f",
+            )
         fields["kl_max"] = fmt(_mean(latest.get("kl_max", np.nan)), ".3g")
         fields.update(_bound_fields(self.config, latest, self.eps))
         pending = self.compiled.get("eval")
@@ -793,9 +920,11 @@ class _Loop:
         if self.saved != it:  # the signal may have come after this chunk's checkpoint decision
             self.save(it)
         self.status = interrupts.status
-        self.display.log(f"{self.status} at iteration {it} ({it * self.steps_per_it:,} env steps) by "
-                         f"{interrupts.signal}; checkpoint {self.ckpts[0].path(it) if self.S == 1 else it} written; "
-                         f"continue with: tr-jax train --resume {_resume_dir(self.groups)}")
+        self.display.log(
+            f"{self.status} at iteration {it} ({it * self.steps_per_it:,} env steps) by "
+            f"{interrupts.signal}; checkpoint {self.ckpts[0].path(it) if self.S == 1 else it} written; "
+            f"continue with: tr-jax train --resume {_resume_dir(self.groups)}"
+        )
         return True
 
     def finish(self) -> list:
@@ -809,12 +938,21 @@ class _Loop:
         speed = its_run * self.steps_per_it * S * n / self.run_s if self.run_s > 0 else float("nan")
         results, diverged = [], []
         for gi, (g, ckpt) in enumerate(zip(self.groups, self.ckpts)):
-            result = RunResult(state=_slice(self.state, gi, n), metrics=_slice(metrics, gi, n), evals=self.evals[gi],
-                               status=status, iteration=self.it, steps_per_second=speed,
-                               compile_seconds=self.compile_s, run_seconds=self.run_s, loop_seconds=loop_s,
-                               eval_checkpoint_seconds=self.side_s, diverged_at=diverged_at[gi * n:(gi + 1) * n],
-                               run_dir=g.rd.path, signal=self.interrupts.signal
-                               if status in ("interrupted", "preempted") else None)
+            result = RunResult(
+                state=_slice(self.state, gi, n),
+                metrics=_slice(metrics, gi, n),
+                evals=self.evals[gi],
+                status=status,
+                iteration=self.it,
+                steps_per_second=speed,
+                compile_seconds=self.compile_s,
+                run_seconds=self.run_s,
+                loop_seconds=loop_s,
+                eval_checkpoint_seconds=self.side_s,
+                diverged_at=diverged_at[gi * n : (gi + 1) * n],
+                run_dir=g.rd.path,
+                signal=self.interrupts.signal if status in ("interrupted", "preempted") else None,
+            )
             _write_summary(g.rd, g.config, result, ckpt)
             seeds = [(s, int(i)) for s, i in enumerate(result.diverged_at) if i >= 0]
             if status == "diverged" and seeds:
@@ -836,24 +974,34 @@ def _write_summary(rd, config, result: RunResult, ckpt: Checkpoints):
     for s in range(len(result.diverged_at)):
         rows = [r for r in evals if r["seed"] == s]
         det = [r["deterministic_return_mean"] for r in rows if r["deterministic_return_mean"] is not None]
-        per_seed.append({
-            "seed": s,
-            "final_eval_return": rows[-1]["deterministic_return_mean"] if rows else None,
-            "final_eval_return_stochastic": rows[-1]["stochastic_return_mean"] if rows else None,
-            "best_eval_return": max(det) if det else None,
-            "best_eval_iteration": rows[int(np.argmax(det))]["iteration"] if det else None,
-            "diverged_at": int(result.diverged_at[s]) if result.diverged_at[s] >= 0 else None,
-        })
-    R.write_json(rd.summary, {
-        "status": result.status, "iterations": result.iteration,
-        "env_steps": result.iteration * config.batch_size * config.action_repeat,
-        "env_steps_per_second": R.clean(result.steps_per_second), "compile_seconds": result.compile_seconds,
-        "run_seconds": result.run_seconds, "signal": result.signal, "seeds": per_seed, "checkpoints": ckpt.steps(),
-        "versions": R.versions(),
-    })
+        per_seed.append(
+            {
+                "seed": s,
+                "final_eval_return": rows[-1]["deterministic_return_mean"] if rows else None,
+                "final_eval_return_stochastic": rows[-1]["stochastic_return_mean"] if rows else None,
+                "best_eval_return": max(det) if det else None,
+                "best_eval_iteration": rows[int(np.argmax(det))]["iteration"] if det else None,
+                "diverged_at": int(result.diverged_at[s]) if result.diverged_at[s] >= 0 else None,
+            }
+        )
+    R.write_json(
+        rd.summary,
+        {
+            "status": result.status,
+            "iterations": result.iteration,
+            "env_steps": result.iteration * config.batch_size * config.action_repeat,
+            "env_steps_per_second": R.clean(result.steps_per_second),
+            "compile_seconds": result.compile_seconds,
+            "run_seconds": result.run_seconds,
+            "signal": result.signal,
+            "seeds": per_seed,
+            "checkpoints": ckpt.steps(),
+            "versions": R.versions(),
+        },
+    )
 
 
-def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None, env=None):
+def load_checkpoint(run_dir: str, checkpoint: int | None = None, env=None):
     """Restores a checkpoint of ``run_dir`` (the newest by default); ``env``: the
     env object the run was trained on, if it was given one (see :func:`run`).
 
@@ -879,8 +1027,7 @@ def load_checkpoint(run_dir: str, checkpoint: Optional[int] = None, env=None):
     return trainer, state, meta
 
 
-def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int] = None, seed: int = 0,
-                 env=None) -> dict:
+def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: int | None = None, seed: int = 0, env=None) -> dict:
     """Evaluates a checkpoint of ``run_dir`` (the newest by default); ``env`` as for :func:`load_checkpoint`.
 
     Returns a dict with ``iteration``, ``env_steps`` and numpy arrays
@@ -891,5 +1038,8 @@ def evaluate_run(run_dir: str, num_episodes: int = 10, checkpoint: Optional[int]
     num_seeds = state.iteration.shape[0]
     keys = jax.random.split(jax.random.key(seed), num_seeds)
     out = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)(state, keys, num_episodes)
-    return {"iteration": int(meta["iteration"]), "env_steps": int(meta["env_steps"]),
-            **{k: np.asarray(v) for k, v in out.items()}}
+    return {
+        "iteration": int(meta["iteration"]),
+        "env_steps": int(meta["env_steps"]),
+        **{k: np.asarray(v) for k, v in out.items()},
+    }

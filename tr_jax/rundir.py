@@ -36,8 +36,8 @@ import os
 import re
 import shutil
 import socket
+from collections.abc import Callable, Iterable
 from importlib import metadata
-from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -170,8 +170,9 @@ def _keys(rows: Iterable[tuple]) -> str:
     by_it: dict = {}
     for i, s in sorted(set(rows)):
         by_it.setdefault(i, []).append(s)
-    parts = [f"iteration {i} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))})"
-             for i, s in list(by_it.items())[:6]]
+    parts = [
+        f"iteration {i} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))})" for i, s in list(by_it.items())[:6]
+    ]
     more = len(by_it) - 6
     return ", ".join(parts) + (f" and {more} more iterations up to {max(by_it)}" if more > 0 else "")
 
@@ -183,8 +184,10 @@ def unique_rows(path: str, rows: list) -> list:
         key = (r["iteration"], r["seed"])
         (twice.append(key) if key in seen else seen.add(key))
     if twice:
-        raise RunDirError(f"{path} holds {len(twice)} duplicated (iteration, seed) rows: {_keys(twice)} "
-                          f"(did two processes write this run directory at once?)")
+        raise RunDirError(
+            f"{path} holds {len(twice)} duplicated (iteration, seed) rows: {_keys(twice)} "
+            f"(did two processes write this run directory at once?)"
+        )
     return rows
 
 
@@ -208,8 +211,11 @@ def foreign_entries(path: str) -> tuple[bool, list]:
                 foreign.append(show(n))
         return True, foreign
     ours = "config.json" in names and "run.json" in names
-    known = lambda n: ((n in _RUN_FILES and os.path.isfile(os.path.join(path, n)))
-                       or (n in _RUN_DIRS and os.path.isdir(os.path.join(path, n))) or tmp(n))
+    known = lambda n: (
+        (n in _RUN_FILES and os.path.isfile(os.path.join(path, n)))
+        or (n in _RUN_DIRS and os.path.isdir(os.path.join(path, n)))
+        or tmp(n)
+    )
     return ours, [show(n) for n in names if not known(n)] if ours else [show(n) for n in names if n != LOCK_FILE]
 
 
@@ -231,7 +237,7 @@ class RunDir:
         self.mujoco_log = os.path.join(self.path, "mujoco.log")
 
     @classmethod
-    def create(cls, path: str, overwrite: bool = False, hold: Optional[Callable[[str], None]] = None) -> "RunDir":
+    def create(cls, path: str, overwrite: bool = False, hold: Callable[[str], None] | None = None) -> RunDir:
         """A new, empty run directory.
 
         An existing one with anything in it is an error unless ``overwrite``,
@@ -246,15 +252,19 @@ class RunDir:
         entries = [n for n in os.listdir(rd.path) if n != LOCK_FILE] if os.path.isdir(rd.path) else []
         if entries:
             if not overwrite:
-                raise FileExistsError(f"run directory {rd.path} exists: pass --resume to continue it "
-                                      f"or --overwrite to start it again")
+                raise FileExistsError(
+                    f"run directory {rd.path} exists: pass --resume to continue it or --overwrite to start it again"
+                )
             ours, foreign = foreign_entries(rd.path)
             if not ours:
-                raise FileExistsError(f"refusing to overwrite {rd.path}: not a tr_jax run directory "
-                                      f"(it holds {_listing(foreign)})")
+                raise FileExistsError(
+                    f"refusing to overwrite {rd.path}: not a tr_jax run directory (it holds {_listing(foreign)})"
+                )
             if foreign:
-                raise FileExistsError(f"refusing to overwrite {rd.path}: besides a tr_jax run's files it holds "
-                                      f"{_listing(foreign)} (move them away first)")
+                raise FileExistsError(
+                    f"refusing to overwrite {rd.path}: besides a tr_jax run's files it holds "
+                    f"{_listing(foreign)} (move them away first)"
+                )
         os.makedirs(rd.path, exist_ok=True)
         if hold is not None:
             hold(rd.path)
@@ -264,7 +274,7 @@ class RunDir:
         return rd
 
     @classmethod
-    def existing(cls, path: str) -> "RunDir":
+    def existing(cls, path: str) -> RunDir:
         """A run directory to resume or evaluate; errors name what is missing."""
         rd = cls(path)
         if not os.path.isdir(rd.path):
@@ -279,15 +289,16 @@ class RunDir:
         disk) is truncated back, so no partial line stays behind."""
         if not _writer():
             return
-        data = "".join(json.dumps({k: clean(v) for k, v in row.items()}, allow_nan=False) + "\n"
-                       for row in rows).encode()
+        data = "".join(
+            json.dumps({k: clean(v) for k, v in row.items()}, allow_nan=False) + "\n" for row in rows
+        ).encode()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             size = os.fstat(fd).st_size
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             except OSError as e:
                 try:
@@ -320,21 +331,30 @@ class RunDir:
         name, notes = os.path.basename(path), []
         after = sorted({r["iteration"] for r in rows if r["iteration"] >= before_iteration})
         if after:
-            notes.append(f"{name}: dropped {len(lines) - len(keep)} rows written after that checkpoint "
-                         f"(iterations {after[0]}-{after[-1]})")
+            notes.append(
+                f"{name}: dropped {len(lines) - len(keep)} rows written after that checkpoint "
+                f"(iterations {after[0]}-{after[-1]})"
+            )
         present = {(r["iteration"], r["seed"]) for r in rows if r["iteration"] < before_iteration}
         its = range(before_iteration) if every_iteration else sorted({i for i, _ in present})
         missing = {(i, s) for i in its for s in range(num_seeds)} - present
         torn_it = re.match(r'\{"iteration": (\d+)', torn or "")
         if torn is not None:
-            when = ("" if torn_it is None else f" (iteration {torn_it[1]}, "
-                    + ("before" if int(torn_it[1]) < before_iteration else "after") + " that checkpoint)")
+            when = (
+                ""
+                if torn_it is None
+                else f" (iteration {torn_it[1]}, "
+                + ("before" if int(torn_it[1]) < before_iteration else "after")
+                + " that checkpoint)"
+            )
             notes.append(f"{name}: dropped a torn last line{when}")
             if torn_it is not None and int(torn_it[1]) < before_iteration and not every_iteration:
                 missing |= {(int(torn_it[1]), s) for s in range(num_seeds)} - present
         if missing:
-            notes.append(f"warning: {name} lacks rows from before the checkpoint at {before_iteration}: "
-                         f"{_keys(missing)}; they cannot be regenerated, the file keeps this gap")
+            notes.append(
+                f"warning: {name} lacks rows from before the checkpoint at {before_iteration}: "
+                f"{_keys(missing)}; they cannot be regenerated, the file keeps this gap"
+            )
         return notes
 
     def read_metrics(self) -> list:
@@ -349,11 +369,18 @@ class RunDir:
         """The contents of ``run.json``."""
         return read_json(self.run)
 
-    def write_info(self, seed: int, num_seeds: int, extra: Optional[dict] = None) -> None:
+    def write_info(self, seed: int, num_seeds: int, extra: dict | None = None) -> None:
         """Writes ``run.json``: seed, number of seeds, creation time, package versions and ``extra``."""
-        write_json(self.run, {"seed": seed, "num_seeds": num_seeds,
-                              "created": datetime.datetime.now().isoformat(timespec="seconds"),
-                              "versions": versions(), **(extra or {})})
+        write_json(
+            self.run,
+            {
+                "seed": seed,
+                "num_seeds": num_seeds,
+                "created": datetime.datetime.now().isoformat(timespec="seconds"),
+                "versions": versions(),
+                **(extra or {}),
+            },
+        )
 
 
 class RunLock:
@@ -373,10 +400,10 @@ class RunLock:
     def __init__(self, directory: str):
         self.directory = os.path.abspath(directory)
         self.path = os.path.join(self.directory, LOCK_FILE)
-        self.note: Optional[str] = None  # set when a lock left by a process that is gone was taken over
-        self._fd: Optional[int] = None
+        self.note: str | None = None  # set when a lock left by a process that is gone was taken over
+        self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Takes the lock (raises :class:`RunDirLocked` naming the holder when another process has it); returns self."""
         if not _writer():
             return self
@@ -387,12 +414,15 @@ class RunLock:
             except BlockingIOError:
                 holder = _holder(fd)
                 os.close(fd)
-                raise RunDirLocked(f"run directory {self.directory} is in use by {_who(holder)}: wait for that "
-                                   f"process to end or stop it first (a stopped process still holds it)") from None
+                raise RunDirLocked(
+                    f"run directory {self.directory} is in use by {_who(holder)}: wait for that "
+                    f"process to end or stop it first (a stopped process still holds it)"
+                ) from None
             except OSError as e:
                 os.close(fd)
-                raise OSError(e.errno, f"cannot lock {self.path}: {e.strerror} (flock may not work on this "
-                                       f"network filesystem)") from None
+                raise OSError(
+                    e.errno, f"cannot lock {self.path}: {e.strerror} (flock may not work on this network filesystem)"
+                ) from None
             try:  # released (and the file removed) between our open and flock: lock the new file instead
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                     break
@@ -402,10 +432,16 @@ class RunLock:
         previous = _holder(fd)
         if previous:
             gone = previous.get("host") == socket.gethostname() and not _alive(previous.get("pid"))
-            self.note = (f"took over the lock of {self.directory} left by {_who(previous)}"
-                         + (": that process is gone" if gone else ", which no longer holds it"))
-        me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                         "started": datetime.datetime.now().isoformat(timespec="seconds")}).encode()
+            self.note = f"took over the lock of {self.directory} left by {_who(previous)}" + (
+                ": that process is gone" if gone else ", which no longer holds it"
+            )
+        me = json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            }
+        ).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, me + b"\n", 0)
         self._fd = fd
@@ -420,14 +456,14 @@ class RunLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
 
 
-def _holder(fd: int) -> Optional[dict]:
+def _holder(fd: int) -> dict | None:
     try:
         info = json.loads(os.pread(fd, 4096, 0) or b"null")
     except ValueError:
@@ -435,7 +471,7 @@ def _holder(fd: int) -> Optional[dict]:
     return info if isinstance(info, dict) else None
 
 
-def _who(info: Optional[dict]) -> str:
+def _who(info: dict | None) -> str:
     if not info:
         return "another process (not yet recorded in its .lock)"
     return f"pid {info.get('pid')} on host {info.get('host')} (since {info.get('started')})"
@@ -451,20 +487,30 @@ def _alive(pid) -> bool:
     return True
 
 
-_WRITE_ERRORS = {errno.ENOSPC: "disk full while writing", errno.EDQUOT: "disk quota exceeded while writing",
-                 errno.EROFS: "read-only file system: cannot write", errno.EACCES: "permission denied writing",
-                 errno.EPERM: "permission denied writing"}
+_WRITE_ERRORS = {
+    errno.ENOSPC: "disk full while writing",
+    errno.EDQUOT: "disk quota exceeded while writing",
+    errno.EROFS: "read-only file system: cannot write",
+    errno.EACCES: "permission denied writing",
+    errno.EPERM: "permission denied writing",
+}
 
 
-def write_failure(e: OSError, checkpoints: Optional[str], resume: Optional[str]) -> Optional[str]:
+def write_failure(e: OSError, checkpoints: str | None, resume: str | None) -> str | None:
     """One line for a failed write ``e`` (a full disk, a read-only or forbidden directory) in a run whose
     checkpoints are in ``checkpoints`` and which resumes from directory ``resume`` (None: nothing written yet);
     None for other errors."""
     if e.errno not in _WRITE_ERRORS:
         return None
-    steps = sorted(int(n) for n in os.listdir(checkpoints) if n.isdigit()) if checkpoints and \
-        os.path.isdir(checkpoints) else []
-    intact = (f"the run directory holds checkpoints up to iteration {steps[-1]} ({', '.join(map(str, steps))}); "
-              f"resume with tr-jax train --resume {resume} once it can be written"
-              if steps else "no checkpoint had been written")
+    steps = (
+        sorted(int(n) for n in os.listdir(checkpoints) if n.isdigit())
+        if checkpoints and os.path.isdir(checkpoints)
+        else []
+    )
+    intact = (
+        f"the run directory holds checkpoints up to iteration {steps[-1]} ({', '.join(map(str, steps))}); "
+        f"resume with tr-jax train --resume {resume} once it can be written"
+        if steps
+        else "no checkpoint had been written"
+    )
     return f"{_WRITE_ERRORS[e.errno]} {e.filename or 'the run directory'} ({e.strerror}); {intact}"

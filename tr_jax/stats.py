@@ -48,13 +48,15 @@ def _rliable() -> tuple[ModuleType, ModuleType]:
     try:
         from rliable import library, metrics
     except ImportError as e:  # rliable itself, or its arch/pandas (arch<8 fails to import with pandas 3)
-        raise ImportError(f"the statistics of tr-jax compare need rliable (with arch<8, pandas<3): "
-                          f"pip install 'tr_jax[stats]' ({e})") from None
+        raise ImportError(
+            f"the statistics of tr-jax compare need rliable (with arch<8, pandas<3): pip install 'tr_jax[stats]' ({e})"
+        ) from None
     return library, metrics
 
 
-def seed_score(evals: Sequence[dict], budget: int, window: float = SCORE_WINDOW,
-               diverged_at: int | None = None) -> float:
+def seed_score(
+    evals: Sequence[dict], budget: int, window: float = SCORE_WINDOW, diverged_at: int | None = None
+) -> float:
     """The score of one seed at the common ``budget`` (env steps per seed) of its comparison.
 
     Rule, the same for every seed of every setup:
@@ -88,19 +90,31 @@ def seed_score(evals: Sequence[dict], budget: int, window: float = SCORE_WINDOW,
     return float(values.mean()) if np.all(np.isfinite(values)) else FAILED
 
 
-def seed_scores(evals: Sequence[dict], num_seeds: int, budget: int, window: float = SCORE_WINDOW,
-                diverged_at: Sequence[int | None] | None = None) -> np.ndarray:
+def seed_scores(
+    evals: Sequence[dict],
+    num_seeds: int,
+    budget: int,
+    window: float = SCORE_WINDOW,
+    diverged_at: Sequence[int | None] | None = None,
+) -> np.ndarray:
     """``[num_seeds]`` :func:`seed_score` of each seed in a run's ``eval.jsonl`` rows at ``budget``;
     ``diverged_at``: ``[num_seeds]`` env steps of each seed's divergence (None: did not diverge)."""
     diverged_at = [None] * num_seeds if diverged_at is None else diverged_at
-    return np.array([seed_score([r for r in evals if r["seed"] == s], budget, window, diverged_at[s])
-                     for s in range(num_seeds)])
+    return np.array(
+        [seed_score([r for r in evals if r["seed"] == s], budget, window, diverged_at[s]) for s in range(num_seeds)]
+    )
 
 
 def lowest_return(evals: Sequence[dict], budget: int | None = None) -> float:
     """The lowest finite ``deterministic_return_mean`` of ``evals`` (at or before ``budget``); NaN if none."""
-    x = np.array([r["deterministic_return_mean"] for r in evals if r["deterministic_return_mean"] is not None
-                  and (budget is None or r["env_steps"] <= budget)], np.float64)
+    x = np.array(
+        [
+            r["deterministic_return_mean"]
+            for r in evals
+            if r["deterministic_return_mean"] is not None and (budget is None or r["env_steps"] <= budget)
+        ],
+        np.float64,
+    )
     x = x[np.isfinite(x)]
     return float(x.min()) if x.size else float("nan")
 
@@ -142,9 +156,9 @@ def _interval(score_dict: dict, func: Callable[..., np.ndarray], reps: int, seed
     saved = np.random.get_state()  # noqa: NPY002
     np.random.seed(seed)  # noqa: NPY002
     try:
-        points, intervals = library.get_interval_estimates(score_dict, func, reps=reps,
-                                                           confidence_interval_size=CONFIDENCE,
-                                                           random_state=np.random.RandomState(seed))
+        points, intervals = library.get_interval_estimates(
+            score_dict, func, reps=reps, confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed)
+        )
     finally:
         np.random.set_state(saved)  # noqa: NPY002
     (point,), ((low,), (high,)) = next(iter(points.values())), next(iter(intervals.values()))
@@ -186,8 +200,9 @@ def relative_drop(full: ArrayLike, minimal: ArrayLike, reps: int = REPS, seed: i
     return _interval({"x,y": [x, y]}, lambda a, b: np.array([1 - _iqm_of(b) / _iqm_of(a)]), reps, seed)
 
 
-def drop_difference(full_a: ArrayLike, minimal_a: ArrayLike, full_b: ArrayLike, minimal_b: ArrayLike,
-                    reps: int = REPS, seed: int = 0) -> Estimate:
+def drop_difference(
+    full_a: ArrayLike, minimal_a: ArrayLike, full_b: ArrayLike, minimal_b: ArrayLike, reps: int = REPS, seed: int = 0
+) -> Estimate:
     """:func:`relative_drop` of setup A minus that of setup B with its CI (the four cells resampled
     independently); > 0: A loses more of its score than B without the implementation choices."""
     cells = [_column(c) for c in (full_a, minimal_a, full_b, minimal_b)]

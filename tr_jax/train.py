@@ -44,11 +44,11 @@ The host loop (progress, metrics files, evaluation, checkpoints, resume) is
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -144,8 +144,12 @@ def _state_specs(like: TrainState, batched: bool) -> TrainState:
     lead = (None,) if batched else ()
     split = lambda tree: jax.tree.map(lambda _: P(*lead, par.AXIS), tree)
     rest = jax.tree.map(lambda _: P(), like._replace(env=None, reward_norm=None))
-    return rest._replace(env=split(like.env), reward_norm=like.reward_norm._replace(
-        ret=P(*lead, par.AXIS), stats=jax.tree.map(lambda _: P(), like.reward_norm.stats)))
+    return rest._replace(
+        env=split(like.env),
+        reward_norm=like.reward_norm._replace(
+            ret=P(*lead, par.AXIS), stats=jax.tree.map(lambda _: P(), like.reward_norm.stats)
+        ),
+    )
 
 
 def _all_finite(tree) -> jax.Array:
@@ -162,8 +166,14 @@ def _vec_env(config: TrainConfig, env=None) -> VecEnv:
     Brax ``Env`` API, wrapped with the config's time limit, action repeat and
     ``obs_key``."""
     if env is None:
-        return make_vec_env(config.env_name, config.backend, config.num_envs, config.episode_length,
-                            config.action_repeat, config.obs_key)
+        return make_vec_env(
+            config.env_name,
+            config.backend,
+            config.num_envs,
+            config.episode_length,
+            config.action_repeat,
+            config.obs_key,
+        )
     if isinstance(env, VecEnv):
         if env.num_envs != config.num_envs:
             raise ValueError(f"the VecEnv passed has {env.num_envs} envs but config.num_envs is {config.num_envs}")
@@ -192,8 +202,10 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
     num_devices = mesh.devices.size
     for what, n in (("num_envs", config.num_envs), ("the minibatch size", config.batch_size // config.num_minibatches)):
         if n % num_devices:
-            raise ValueError(f"{what} ({n}) must divide by the number of devices ({num_devices}; "
-                             f"num_devices={config.num_devices}, 0 means every device)")
+            raise ValueError(
+                f"{what} ({n}) must divide by the number of devices ({num_devices}; "
+                f"num_devices={config.num_devices}, 0 means every device)"
+            )
     env = _vec_env(config, env)
     policy = make_policy(config, env.obs_dim, env.action_dim)
     value = make_value(config, env.obs_dim)
@@ -217,8 +229,9 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
             episode_length=jnp.asarray(jnp.nan, jnp.float32),
             diverged_at=jnp.asarray(-1, jnp.int32),
             iteration=jnp.asarray(0, jnp.int32),
-            hparams=H.from_config(config) if hparams is None else H.Hyperparams(
-                *(jnp.asarray(x, dtype) for x in hparams)),
+            hparams=H.from_config(config)
+            if hparams is None
+            else H.Hyperparams(*(jnp.asarray(x, dtype) for x in hparams)),
         )
 
     axis = par.AXIS
@@ -228,17 +241,28 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         it = ts.iteration
         key, k_pool, k_roll, k_upd = jax.random.split(ts.key, 4)
         env_state = env.refresh(ts.env, k_pool, axis)
-        env_state, ro, info = rollout(k_roll, env, env_state, policy.apply, ts.algo.policy_params, policy.cov_type,
-                                      obs_normalizer(ts.obs_stats), config.unroll_length, axis)
+        env_state, ro, info = rollout(
+            k_roll,
+            env,
+            env_state,
+            policy.apply,
+            ts.algo.policy_params,
+            policy.cov_type,
+            obs_normalizer(ts.obs_stats),
+            config.unroll_length,
+            axis,
+        )
         reward = (info.reward * config.reward_scaling).astype(dtype)
         reward_norm = ts.reward_norm
         if config.normalize_reward:
             reward_norm = N.update_reward_norm(reward_norm, reward, info.done, config.gamma, axis)
             reward = N.scale_rewards(reward_norm, reward)
-        ro = ro._replace(reward=reward, termination=info.termination.astype(dtype),
-                         truncation=info.truncation.astype(dtype))
-        batch = par.gather_rows(make_batch(ro, value.apply, ts.algo.value_params, config.gamma, config.gae_lambda),
-                                axis)
+        ro = ro._replace(
+            reward=reward, termination=info.termination.astype(dtype), truncation=info.truncation.astype(dtype)
+        )
+        batch = par.gather_rows(
+            make_batch(ro, value.apply, ts.algo.value_params, config.gamma, config.gae_lambda), axis
+        )
         algo, metrics = local_algorithm.update(k_upd, ts.algo, batch, it, ts.hparams)
 
         ok = _all_finite(metrics) & _all_finite((algo.policy_params, algo.value_params))
@@ -248,17 +272,29 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         ep_ret = jnp.where(has, ret_sum / jnp.maximum(count, 1), ts.episode_return)
         ep_len = jnp.where(has, len_sum / jnp.maximum(count, 1), ts.episode_length)
         new = TrainState(
-            algo=algo, env=env_state,
+            algo=algo,
+            env=env_state,
             obs_stats=N.update_stats(ts.obs_stats, info.obs, axis) if config.normalize_obs else ts.obs_stats,
-            reward_norm=reward_norm, key=key, episode_return=ep_ret, episode_length=ep_len,
-            diverged_at=ts.diverged_at, iteration=it + 1, hparams=ts.hparams,
+            reward_norm=reward_norm,
+            key=key,
+            episode_return=ep_ret,
+            episode_length=ep_len,
+            diverged_at=ts.diverged_at,
+            iteration=it + 1,
+            hparams=ts.hparams,
         )
         metrics = dict(metrics)
-        metrics.update({
-            "iteration": it, "env_steps": ((it + 1) * steps_per_iteration).astype(jnp.int32),
-            "episode_return": ep_ret, "episode_length": ep_len, "episodes_finished": count,
-            "reward_mean": par.mean(info.reward, axis), "diverged": jnp.logical_not(ok),
-        })
+        metrics.update(
+            {
+                "iteration": it,
+                "env_steps": ((it + 1) * steps_per_iteration).astype(jnp.int32),
+                "episode_return": ep_ret,
+                "episode_length": ep_len,
+                "episodes_finished": count,
+                "reward_mean": par.mean(info.reward, axis),
+                "diverged": jnp.logical_not(ok),
+            }
+        )
         return new, metrics
 
     def iteration(ts: TrainState, _=None):
@@ -271,10 +307,13 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         stopped = ts.diverged_at >= 0
         keep = stopped | metrics["diverged"]
         new = jax.tree.map(lambda old, x: jnp.where(keep, old, x), ts, new)
-        new = new._replace(diverged_at=jnp.where(keep & ~stopped, ts.iteration, ts.diverged_at),
-                           iteration=ts.iteration + 1)
-        metrics = {k: (jnp.where(stopped, jnp.nan, v) if jnp.issubdtype(v.dtype, jnp.inexact) else v)
-                   for k, v in metrics.items()}
+        new = new._replace(
+            diverged_at=jnp.where(keep & ~stopped, ts.iteration, ts.diverged_at), iteration=ts.iteration + 1
+        )
+        metrics = {
+            k: (jnp.where(stopped, jnp.nan, v) if jnp.issubdtype(v.dtype, jnp.inexact) else v)
+            for k, v in metrics.items()
+        }
         metrics["diverged"] = metrics["diverged"] | stopped
         return new, metrics
 
@@ -290,16 +329,20 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
                 out[k] = jnp.full((num_iterations,), jnp.nan, sd.dtype)
             else:
                 out[k] = jnp.zeros((num_iterations,), sd.dtype)
-        out.update(iteration=its, env_steps=((its + 1) * steps_per_iteration).astype(jnp.int32),
-                   diverged=jnp.ones((num_iterations,), bool))
+        out.update(
+            iteration=its,
+            env_steps=((its + 1) * steps_per_iteration).astype(jnp.int32),
+            diverged=jnp.ones((num_iterations,), bool),
+        )
         return out
 
     def sharded(fn, *replicated):
         """``fn(ts, *replicated) -> (ts, metrics)`` on each device's part of the state (``replicated`` and the
         metrics: the same on every device)."""
         specs = _state_specs(jax.eval_shape(init, jax.random.key(0)), batched=False)
-        return jax.shard_map(fn, mesh=mesh, in_specs=(specs, *(P() for _ in replicated)), out_specs=(specs, P()),
-                             check_vma=False)
+        return jax.shard_map(
+            fn, mesh=mesh, in_specs=(specs, *(P() for _ in replicated)), out_specs=(specs, P()), check_vma=False
+        )
 
     def train_chunk(ts: TrainState, num_iterations: int, active=None):
         if not isinstance(num_iterations, int) or num_iterations < 1:
@@ -319,8 +362,9 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
 
         def chunk(ts, *count):
             count = jnp.minimum(count[0], num_iterations) if count else num_iterations
-            return jax.lax.cond(ts.diverged_at >= 0, lambda ts: (ts, skipped_metrics(ts, num_iterations)),
-                                lambda ts: run(ts, count), ts)
+            return jax.lax.cond(
+                ts.diverged_at >= 0, lambda ts: (ts, skipped_metrics(ts, num_iterations)), lambda ts: run(ts, count), ts
+            )
 
         if active is None:
             return sharded(chunk)(ts)
@@ -347,23 +391,44 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
             return (state, alive & (info.done == 0), ret, length), None
 
         k_reset, k_act = jax.random.split(key)
-        carry = (eval_env.reset(k_reset), jnp.ones((n,), bool), jnp.zeros((n,), jnp.float32),
-                 jnp.full((n,), num_steps * config.action_repeat, jnp.int32))
+        carry = (
+            eval_env.reset(k_reset),
+            jnp.ones((n,), bool),
+            jnp.zeros((n,), jnp.float32),
+            jnp.full((n,), num_steps * config.action_repeat, jnp.int32),
+        )
         (_, _, ret, length), _ = jax.lax.scan(step, carry, jax.random.split(k_act, num_steps))
-        return {"deterministic_return": ret[:num_episodes], "deterministic_length": length[:num_episodes],
-                "stochastic_return": ret[num_episodes:], "stochastic_length": length[num_episodes:]}
+        return {
+            "deterministic_return": ret[:num_episodes],
+            "deterministic_length": length[:num_episodes],
+            "stochastic_return": ret[num_episodes:],
+            "stochastic_length": length[num_episodes:],
+        }
 
     def train(key):
         ts = init(key)
         total = config.num_iterations
         chunk = min(config.chunk_iterations, total)
         n_chunks = -(-total // chunk)  # the last one runs the rest: the same chunk program, fewer iterations
-        ts, metrics = jax.lax.scan(lambda s, c: train_chunk(s, chunk, jnp.minimum(chunk, total - c * chunk)), ts,
-                                   jnp.arange(n_chunks, dtype=jnp.int32))
+        ts, metrics = jax.lax.scan(
+            lambda s, c: train_chunk(s, chunk, jnp.minimum(chunk, total - c * chunk)),
+            ts,
+            jnp.arange(n_chunks, dtype=jnp.int32),
+        )
         return ts, jax.tree.map(lambda x: x.reshape((n_chunks * chunk,) + x.shape[2:])[:total], metrics)
 
-    return Trainer(init=init, train_chunk=train_chunk, evaluate=evaluate, train=train, config=config, env=env,
-                   policy=policy, value=value, algorithm=algorithm, mesh=mesh)
+    return Trainer(
+        init=init,
+        train_chunk=train_chunk,
+        evaluate=evaluate,
+        train=train,
+        config=config,
+        env=env,
+        policy=policy,
+        value=value,
+        algorithm=algorithm,
+        mesh=mesh,
+    )
 
 
 def make_train(config: TrainConfig, env=None) -> Callable:
@@ -389,5 +454,3 @@ def make_random_baseline(config: TrainConfig, num_steps: int = 200, env=None):
         return ret_sum / count, count
 
     return baseline
-
-

@@ -27,7 +27,6 @@ regression loss are computed in it too.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -61,8 +60,10 @@ def projection_cov_type(cov_type: CovType, projection: ProjectionName) -> CovTyp
         return "diag"
     if name == "w2":
         if cov_type != "sqrt":
-            raise ValueError("the W2 projection on a full covariance works on the symmetric sqrt: "
-                             "use cov_type='sqrt' (got cov_type='full')")
+            raise ValueError(
+                "the W2 projection on a full covariance works on the symmetric sqrt: "
+                "use cov_type='sqrt' (got cov_type='full')"
+            )
         return "sqrt"
     return "full"
 
@@ -100,10 +101,20 @@ def _options(name: str, work: CovType, scale_prec: bool) -> dict:
     return {"cov_type": work} if name == "kl" else {"cov_type": work, "scale_prec": scale_prec}
 
 
-def project_gaussians(projection: ProjectionName, mean: jax.Array, scale: jax.Array, old_mean: jax.Array,
-                      old_scale: jax.Array, eps_mean: ArrayLike, eps_cov: ArrayLike, *, cov_type: CovType,
-                      entropy_bound: Optional[ArrayLike] = None, entropy_equality: bool = False,
-                      scale_prec: bool = True) -> tuple[Gaussian, Gaussian]:
+def project_gaussians(
+    projection: ProjectionName,
+    mean: jax.Array,
+    scale: jax.Array,
+    old_mean: jax.Array,
+    old_scale: jax.Array,
+    eps_mean: ArrayLike,
+    eps_cov: ArrayLike,
+    *,
+    cov_type: CovType,
+    entropy_bound: ArrayLike | None = None,
+    entropy_equality: bool = False,
+    scale_prec: bool = True,
+) -> tuple[Gaussian, Gaussian]:
     """Projects the network's Gaussians onto the trust region around the behaviour policy, state by state.
 
     Args:
@@ -142,8 +153,9 @@ def project_gaussians(projection: ProjectionName, mean: jax.Array, scale: jax.Ar
     return (pm, ps), (mean, scale)
 
 
-def trust_region_loss(projection: ProjectionName, raw: Gaussian, projected: Gaussian, *, cov_type: CovType,
-                      scale_prec: bool = True) -> jax.Array:
+def trust_region_loss(
+    projection: ProjectionName, raw: Gaussian, projected: Gaussian, *, cov_type: CovType, scale_prec: bool = True
+) -> jax.Array:
     """TRPL's regression loss: the mean over states of the projection's own distance (mean part + cov part)
     from the network's Gaussian ``raw`` to ``stop_gradient(projected)``.
 
@@ -162,8 +174,14 @@ def trust_region_loss(projection: ProjectionName, raw: Gaussian, projected: Gaus
     """
     name = canonical_name(projection)
     work = projection_cov_type(cov_type, name)
-    m, c = parts(name, raw[0], raw[1], jax.lax.stop_gradient(projected[0]), jax.lax.stop_gradient(projected[1]),
-                 **_options(name, work, scale_prec))
+    m, c = parts(
+        name,
+        raw[0],
+        raw[1],
+        jax.lax.stop_gradient(projected[0]),
+        jax.lax.stop_gradient(projected[1]),
+        **_options(name, work, scale_prec),
+    )
     return jnp.mean(m + c)
 
 
@@ -185,8 +203,9 @@ def trpl_surrogate(log_prob: jax.Array, old_log_prob: jax.Array, advantage: jax.
     return -jnp.mean(jnp.exp(log_prob - old_log_prob) * advantage)
 
 
-def ppo_clipped_surrogate(log_prob: jax.Array, old_log_prob: jax.Array, advantage: jax.Array,
-                          clip_ratio: ArrayLike) -> tuple[jax.Array, dict]:
+def ppo_clipped_surrogate(
+    log_prob: jax.Array, old_log_prob: jax.Array, advantage: jax.Array, clip_ratio: ArrayLike
+) -> tuple[jax.Array, dict]:
     """PPO's clipped surrogate ``-mean(min(rho A, clip(rho, 1 - c, 1 + c) A))``, ``rho = exp(log_prob -
     old_log_prob)``.
 
@@ -206,8 +225,10 @@ def ppo_clipped_surrogate(log_prob: jax.Array, old_log_prob: jax.Array, advantag
     log_ratio = log_prob - old_log_prob
     ratio = jnp.exp(log_ratio)
     surrogate = jnp.minimum(ratio * advantage, jnp.clip(ratio, 1 - clip_ratio, 1 + clip_ratio) * advantage)
-    return -surrogate.mean(), {"approx_kl": ((ratio - 1) - log_ratio).mean(),
-                               "clip_fraction": (jnp.abs(ratio - 1) > clip_ratio).mean()}
+    return -surrogate.mean(), {
+        "approx_kl": ((ratio - 1) - log_ratio).mean(),
+        "clip_fraction": (jnp.abs(ratio - 1) > clip_ratio).mean(),
+    }
 
 
 def gaussian_entropy(k: int, std: float) -> float:
@@ -221,8 +242,14 @@ def gaussian_entropy(k: int, std: float) -> float:
     return 0.5 * k * (1.0 + math.log(2.0 * math.pi)) + k * math.log(std)
 
 
-def entropy_bound(schedule: str, initial_entropy: ArrayLike, target_entropy: float, temperature: float,
-                  iteration: ArrayLike, num_iterations: int) -> jax.Array:
+def entropy_bound(
+    schedule: str,
+    initial_entropy: ArrayLike,
+    target_entropy: float,
+    temperature: float,
+    iteration: ArrayLike,
+    num_iterations: int,
+) -> jax.Array:
     """The entropy bound beta at ``iteration`` of ``num_iterations`` (scalar, traced or not).
 
     With ``H0 = initial_entropy``, ``beta_T = target_entropy`` (total entropy, nats), ``f = iteration /
@@ -247,8 +274,9 @@ def entropy_bound(schedule: str, initial_entropy: ArrayLike, target_entropy: flo
     return target_entropy + (initial_entropy - target_entropy) * jnp.power(temperature, 10.0 * frac)
 
 
-def global_scale(projected_scale: jax.Array, *, cov_type: CovType, projection: ProjectionName,
-                 axis_name: Optional[str] = None) -> jax.Array:
+def global_scale(
+    projected_scale: jax.Array, *, cov_type: CovType, projection: ProjectionName, axis_name: str | None = None
+) -> jax.Array:
     """The covariance to write back into a non-contextual policy's global covariance parameter after an
     update: the mean over states of the projected scale (over every device's states under ``axis_name``),
     in the policy's ``cov_type``, without gradient. Writing it back (for :mod:`tr_jax.networks` policies:
@@ -267,6 +295,17 @@ def global_scale(projected_scale: jax.Array, *, cov_type: CovType, projection: P
     return jax.lax.stop_gradient(from_projection_scale(mean, cov_type, projection))
 
 
-__all__ = ["SCHEDULES", "entropy_bound", "entropy_projection", "from_projection_scale", "gaussian_entropy",
-           "global_scale", "ppo_clipped_surrogate", "project_gaussians", "projection_cov_type",
-           "to_projection_scale", "trpl_surrogate", "trust_region_loss"]
+__all__ = [
+    "SCHEDULES",
+    "entropy_bound",
+    "entropy_projection",
+    "from_projection_scale",
+    "gaussian_entropy",
+    "global_scale",
+    "ppo_clipped_surrogate",
+    "project_gaussians",
+    "projection_cov_type",
+    "to_projection_scale",
+    "trpl_surrogate",
+    "trust_region_loss",
+]

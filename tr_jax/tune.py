@@ -49,7 +49,8 @@ import datetime
 import math
 import os
 import warnings
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -89,24 +90,27 @@ class TuneResult(NamedTuple):
     status: str
     directory: str
     trials: list
-    best: Optional[dict]
-    best_config: Optional[str]
+    best: dict | None
+    best_config: str | None
     plots: list
 
 
-def parse_param(text: str, config: Optional[TrainConfig] = None) -> Param:
+def parse_param(text: str, config: TrainConfig | None = None) -> Param:
     """``"eps_mean=log:0.003:0.3"`` -> :class:`Param`; ``ValueError`` (one line) naming what is wrong.
     With ``config``, both bounds must be valid values of it."""
     name, sep, spec = text.partition("=")
     name = name.strip()
     parts = spec.split(":")
     if not sep or len(parts) != 3:
-        raise ValueError(f"--param {text!r}: expected NAME=SCALE:LOW:HIGH with SCALE log or uniform, "
-                         f"e.g. eps_mean=log:0.003:0.3")
+        raise ValueError(
+            f"--param {text!r}: expected NAME=SCALE:LOW:HIGH with SCALE log or uniform, e.g. eps_mean=log:0.003:0.3"
+        )
     if name not in SWEEPABLE:
-        raise ValueError(f"--param {name}: cannot be searched: a batch of trials is one compiled program, so only "
-                         f"the hyperparameters held as data in the training state can differ between its trials "
-                         f"({', '.join(SWEEPABLE)}); set {name} with --set or in the config file")
+        raise ValueError(
+            f"--param {name}: cannot be searched: a batch of trials is one compiled program, so only "
+            f"the hyperparameters held as data in the training state can differ between its trials "
+            f"({', '.join(SWEEPABLE)}); set {name} with --set or in the config file"
+        )
     scale = parts[0].strip()
     if scale not in SCALES:
         raise ValueError(f"--param {text!r}: scale {scale!r} is not one of {', '.join(SCALES)}")
@@ -150,11 +154,21 @@ def _distributions(optuna, params: Sequence[Param]) -> dict:
     return {p.name: optuna.distributions.FloatDistribution(p.low, p.high, log=p.scale == "log") for p in params}
 
 
-def tune(config: Optional[TrainConfig] = None, params: Sequence[Param] = (), trials: Optional[int] = None,
-         batch: int = 8,
-         seeds: int = 1, objective: str = "eval_return", sampler: str = "tpe", seed: int = 0,
-         directory: Optional[str] = None, resume: bool = False, progress: str = "auto", env=None,
-         runs_root: str = "runs") -> TuneResult:
+def tune(
+    config: TrainConfig | None = None,
+    params: Sequence[Param] = (),
+    trials: int | None = None,
+    batch: int = 8,
+    seeds: int = 1,
+    objective: str = "eval_return",
+    sampler: str = "tpe",
+    seed: int = 0,
+    directory: str | None = None,
+    resume: bool = False,
+    progress: str = "auto",
+    env=None,
+    runs_root: str = "runs",
+) -> TuneResult:
     """Searches ``params`` of ``config`` for the best ``objective`` with ``trials`` trials, ``batch`` per program.
 
     Args:
@@ -199,8 +213,7 @@ def tune(config: Optional[TrainConfig] = None, params: Sequence[Param] = (), tri
     with R.RunLock(directory):
         R.write_json(os.path.join(directory, TUNE_FILE), spec)
         storage = f"sqlite:///{os.path.join(directory, STUDY_FILE)}"
-        study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize",
-                                    load_if_exists=True)
+        study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", load_if_exists=True)
         study.sampler = _sampler(optuna, spec["sampler"], spec["seed"] + len(study.trials))
         status = _search(optuna, study, spec, config, params, directory, progress, env)
         return _report(optuna, study, spec, config, directory, status)
@@ -228,9 +241,18 @@ def _new_spec(config, params, trials, batch, seeds, objective, sampler, seed) ->
             import cmaes  # noqa: F401
         except ImportError as e:
             raise ImportError(f"--sampler cmaes needs the cmaes package: pip install 'tr_jax[tune]' ({e})") from None
-    return {"config": config_to_dict(config), "params": [list(p) for p in params], "trials": trials,
-            "batch": batch, "seeds": seeds, "objective": objective, "sampler": sampler, "seed": seed,
-            "created": datetime.datetime.now().isoformat(timespec="seconds"), "versions": R.versions()}
+    return {
+        "config": config_to_dict(config),
+        "params": [list(p) for p in params],
+        "trials": trials,
+        "batch": batch,
+        "seeds": seeds,
+        "objective": objective,
+        "sampler": sampler,
+        "seed": seed,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "versions": R.versions(),
+    }
 
 
 def _batch_dir(directory: str, b: int) -> str:
@@ -243,7 +265,7 @@ def _label(number: int) -> str:
 
 def _search(optuna, study, spec, config, params, directory, progress, env) -> str:
     """Runs the unfinished batches, then new ones until ``spec["trials"]`` trials exist; returns the status."""
-    running: dict[Optional[int], list] = {}
+    running: dict[int | None, list] = {}
     for t in study.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.RUNNING:
             running.setdefault(t.user_attrs.get("batch"), []).append(t)
@@ -302,8 +324,16 @@ def _run_batch(optuna, study, spec, config, params, directory, b, trials, progre
         results = run_sweep(None, run_dir=path, resume=True, **options)
     else:
         sweep = [(p.name, tuple(t.params[p.name] for t in trials)) for p in params]
-        results = run_sweep(config, sweep, seed=spec["seed"], num_seeds=spec["seeds"], run_dir=path,
-                            overwrite=os.path.exists(path), labels=labels, **options)
+        results = run_sweep(
+            config,
+            sweep,
+            seed=spec["seed"],
+            num_seeds=spec["seeds"],
+            run_dir=path,
+            overwrite=os.path.exists(path),
+            labels=labels,
+            **options,
+        )
     if any(r.status in ("interrupted", "preempted") for r in results):
         return results[0].status
     for t, r in zip(trials, results):
@@ -326,8 +356,11 @@ def _tell(optuna, study, trial, result, num_seeds: int) -> None:
     trial.set_user_attr("seed_scores", [None if not np.isfinite(s) else float(s) for s in scores])
     trial.set_user_attr("run_dir", result.run_dir)
     bad = [f"seed {s} diverged at iteration {int(i)}" for s, i in enumerate(result.diverged_at) if i >= 0]
-    bad += [f"seed {s} has no finite score" for s in range(num_seeds)
-            if not np.isfinite(scores[s]) and result.diverged_at[s] < 0]
+    bad += [
+        f"seed {s} has no finite score"
+        for s in range(num_seeds)
+        if not np.isfinite(scores[s]) and result.diverged_at[s] < 0
+    ]
     if bad:
         trial.set_user_attr("failure", "; ".join(bad))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -339,11 +372,18 @@ def _rows(optuna, study, params) -> list:
     rows = []
     for t in study.get_trials(deepcopy=False):
         scores = t.user_attrs.get("seed_scores") or []
-        rows.append({"number": t.number, "state": t.state.name, "value": t.value,
-                     **{p.name: t.params.get(p.name) for p in params},
-                     "seed_scores": " ".join("nan" if s is None else f"{s:.6g}" for s in scores),
-                     "batch": t.user_attrs.get("batch"), "failure": t.user_attrs.get("failure", ""),
-                     "run_dir": t.user_attrs.get("run_dir", "")})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                **{p.name: t.params.get(p.name) for p in params},
+                "seed_scores": " ".join("nan" if s is None else f"{s:.6g}" for s in scores),
+                "batch": t.user_attrs.get("batch"),
+                "failure": t.user_attrs.get("failure", ""),
+                "run_dir": t.user_attrs.get("run_dir", ""),
+            }
+        )
     return rows
 
 
@@ -372,9 +412,15 @@ def table(rows: list, params: Sequence[Param], limit: int = 20) -> str:
     head = ["trial", "state", "value", *(p.name for p in params), "seed scores / failure"]
     lines = [head]
     for r in order[:limit]:
-        lines.append([str(r["number"]), r["state"].lower(), "" if r["value"] is None else f"{r['value']:.4g}",
-                      *(f"{r[p.name]:.4g}" if r[p.name] is not None else "" for p in params),
-                      r["failure"] or r["seed_scores"]])
+        lines.append(
+            [
+                str(r["number"]),
+                r["state"].lower(),
+                "" if r["value"] is None else f"{r['value']:.4g}",
+                *(f"{r[p.name]:.4g}" if r[p.name] is not None else "" for p in params),
+                r["failure"] or r["seed_scores"],
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(x.ljust(wd) for x, wd in zip(line, widths)).rstrip() for line in lines]
     if len(order) > limit:
@@ -391,8 +437,11 @@ def _plots(optuna, study, directory) -> list:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as vis
 
-    draw: dict[str, Callable[..., Any]] = {"history": vis.plot_optimization_history, "importances": vis.plot_param_importances,
-            "slice": vis.plot_slice}
+    draw: dict[str, Callable[..., Any]] = {
+        "history": vis.plot_optimization_history,
+        "importances": vis.plot_param_importances,
+        "slice": vis.plot_slice,
+    }
     written = []
     for name in PLOTS:
         with warnings.catch_warnings():

@@ -57,7 +57,6 @@ MAX_W2_RATIO = 5.0  # KL diag fwd+bwd <= 5x W2 diag fwd+bwd on the same inputs
 TARGET_ACCURACY_F64 = 1e-8
 
 
-
 def _key(seed: int, k: int):
     """PRNG key per (seed, k). "rbg" compiles much faster than threefry on CPU."""
     return jax.random.fold_in(jax.random.key(seed, impl="rbg"), k)

@@ -11,7 +11,11 @@ _HEADER = (
 
 
 def _fmt(value, spec):
-    return format(value, spec) if isinstance(value, (int, float)) else format("-", ">" + spec.lstrip("<>").split(".")[0].rstrip("efg"))
+    return (
+        format(value, spec)
+        if isinstance(value, (int, float))
+        else format("-", ">" + spec.lstrip("<>").split(".")[0].rstrip("efg"))
+    )
 
 
 def format_row(row: dict) -> str:
@@ -58,7 +62,12 @@ def target_summary(rows) -> list[dict]:
             w2 = _find(rows, proj="w2", cov="diag", n=t.n, k=t.k, dtype="float64")
             if w2 is not None and row is not None:
                 ratio = row["fwd_bwd_ms"] / w2["fwd_bwd_ms"]
-                entry.update(w2_fwd_bwd_ms=w2["fwd_bwd_ms"], ratio_to_w2=ratio, ratio_target=MAX_W2_RATIO, ratio_met=ratio <= MAX_W2_RATIO)
+                entry.update(
+                    w2_fwd_bwd_ms=w2["fwd_bwd_ms"],
+                    ratio_to_w2=ratio,
+                    ratio_target=MAX_W2_RATIO,
+                    ratio_met=ratio <= MAX_W2_RATIO,
+                )
         summary.append(entry)
     return summary
 

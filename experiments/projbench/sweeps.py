@@ -20,7 +20,6 @@ from projbench.timing import make_functions, run_case
 CLI = Path(__file__).resolve().parents[1] / "bench_projections.py"
 
 
-
 def _projection_fns(module, proj: str):
     fn_name, parts_name, _ = PROJECTIONS[proj]
     project, parts = getattr(module, fn_name, None), getattr(module, parts_name, None)
@@ -29,7 +28,9 @@ def _projection_fns(module, proj: str):
     return project, parts
 
 
-def sweep(cases, *, eps_mean: float, eps_cov: float, repeats: int, max_gb: float, budget_s: float, seed: int, log=print):
+def sweep(
+    cases, *, eps_mean: float, eps_cov: float, repeats: int, max_gb: float, budget_s: float, seed: int, log=print
+):
     """Runs ``cases`` (tuples ``(cov, k, dtype, n, projs)``); returns result rows."""
     from tr_jax import projections
 
@@ -88,13 +89,19 @@ def isolated_sweep(cases, *, options: list, timeout_s: float, retries: int, max_
                     try:
                         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
                     except subprocess.TimeoutExpired:
-                        row = dict(base, est_gb=round(gb, 3), status=f"hung (killed after {timeout_s:g} s, {attempt + 1} tries)")
+                        row = dict(
+                            base,
+                            est_gb=round(gb, 3),
+                            status=f"hung (killed after {timeout_s:g} s, {attempt + 1} tries)",
+                        )
                         continue
                     if out.exists():
                         row = json.loads(out.read_text())["results"][0]
                     else:
                         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-                        row = dict(base, est_gb=round(gb, 3), status=f"error: child exited {done.returncode}: {tail[0]}")
+                        row = dict(
+                            base, est_gb=round(gb, 3), status=f"error: child exited {done.returncode}: {tail[0]}"
+                        )
                     row["attempts"] = attempt + 1
                     break
             rows.append(row)

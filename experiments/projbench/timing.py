@@ -25,7 +25,6 @@ import jax.numpy as jnp
 from projbench.cases import PROJECTIONS, scales_for
 
 
-
 def _time_compiled(compiled, args, repeats: int, budget_s: float):
     """Median wall time in ms of ``compiled(*args)`` after one warm-up call."""
     t0 = time.perf_counter()

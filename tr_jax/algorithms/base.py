@@ -15,7 +15,8 @@ and calls ``update``; it never knows which algorithm it runs.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 

@@ -25,7 +25,8 @@ single-device one. With ``axis_name=None`` they are plain single-device code.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -108,25 +109,38 @@ def make_batch(rollout: Rollout, value_fn: Callable, value_params, gamma: float,
     """
     value = value_fn(value_params, rollout.obs)
     next_value = value_fn(value_params, rollout.next_obs)
-    advantage, returns = gae(rollout.reward, value, next_value, rollout.termination, rollout.truncation,
-                             gamma, gae_lambda)
+    advantage, returns = gae(
+        rollout.reward, value, next_value, rollout.termination, rollout.truncation, gamma, gae_lambda
+    )
     flat = lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
     return Batch(
-        obs=flat(rollout.obs), action=flat(rollout.action), log_prob=flat(rollout.log_prob),
-        old_mean=flat(rollout.old_mean), old_scale=flat(rollout.old_scale),
-        advantage=flat(advantage), returns=flat(returns), old_value=flat(value),
+        obs=flat(rollout.obs),
+        action=flat(rollout.action),
+        log_prob=flat(rollout.log_prob),
+        old_mean=flat(rollout.old_mean),
+        old_scale=flat(rollout.old_scale),
+        advantage=flat(advantage),
+        returns=flat(returns),
+        old_value=flat(value),
     )
 
 
-def normalize_advantage(advantage: jax.Array, eps: float = 1e-8, axis_name: Optional[str] = None) -> jax.Array:
+def normalize_advantage(advantage: jax.Array, eps: float = 1e-8, axis_name: str | None = None) -> jax.Array:
     """(A - mean A) / (std A + eps) over all entries of ``advantage`` ``[...]`` (on every device's part)."""
     m = par.mean(advantage, axis_name)
     std = jnp.sqrt(par.mean((advantage - m) ** 2, axis_name))
     return (advantage - m) / (std + eps)
 
 
-def minibatch_epochs(key: jax.Array, batch: Any, num_epochs: int, num_minibatches: int,
-                     step_fn: Callable[[Any, Any], tuple[Any, Any]], carry: Any, axis_name: Optional[str] = None):
+def minibatch_epochs(
+    key: jax.Array,
+    batch: Any,
+    num_epochs: int,
+    num_minibatches: int,
+    step_fn: Callable[[Any, Any], tuple[Any, Any]],
+    carry: Any,
+    axis_name: str | None = None,
+):
     """Runs ``num_epochs`` passes of shuffled minibatches through ``step_fn``.
 
     Each epoch draws a fresh permutation of the ``N`` rows of ``batch`` (any
@@ -158,14 +172,24 @@ def minibatch_epochs(key: jax.Array, batch: Any, num_epochs: int, num_minibatche
     def epoch(carry, k):
         perm = jax.random.permutation(k, n)
         shuffled = jax.tree.map(
-            lambda x: jnp.take(x, perm, axis=0).reshape((num_minibatches, size) + x.shape[1:]), batch)
+            lambda x: jnp.take(x, perm, axis=0).reshape((num_minibatches, size) + x.shape[1:]), batch
+        )
         return jax.lax.scan(step_fn, carry, par.local_rows(shuffled, axis_name, axis=1))
 
     return jax.lax.scan(epoch, carry, jax.random.split(key, num_epochs))
 
 
-def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_params, cov_type: distributions.CovType,
-            obs_norm: Callable[[jax.Array], jax.Array], num_steps: int, axis_name: Optional[str] = None):
+def rollout(
+    key: jax.Array,
+    env,
+    env_state,
+    policy_apply: Callable,
+    policy_params,
+    cov_type: distributions.CovType,
+    obs_norm: Callable[[jax.Array], jax.Array],
+    num_steps: int,
+    axis_name: str | None = None,
+):
     """Collects ``num_steps`` vectorised env steps with the Gaussian policy.
 
     Args:
@@ -197,9 +221,17 @@ def rollout(key: jax.Array, env, env_state, policy_apply: Callable, policy_param
         action = jax.vmap(lambda kk, m, s: distributions.sample(kk, m, s, cov_type))(keys, mean, scale)
         log_prob = distributions.log_prob(action, mean, scale, cov_type)
         state, info = env.step(state, action)
-        tr = Rollout(obs=obs, action=action, log_prob=log_prob, old_mean=mean, old_scale=scale,
-                     reward=info.reward, termination=info.termination, truncation=info.truncation,
-                     next_obs=obs_norm(info.final_obs))
+        tr = Rollout(
+            obs=obs,
+            action=action,
+            log_prob=log_prob,
+            old_mean=mean,
+            old_scale=scale,
+            reward=info.reward,
+            termination=info.termination,
+            truncation=info.truncation,
+            next_obs=obs_norm(info.final_obs),
+        )
         return state, (tr, info)
 
     env_state, (tr, info) = jax.lax.scan(step, env_state, jax.random.split(key, num_steps))
@@ -243,7 +275,7 @@ def value_loss(value_fn, value_params, mb: Batch, clip):
     return 0.5 * err.mean()
 
 
-def policy_divergence(policy, params, batch: Batch, axis_name: Optional[str] = None):
+def policy_divergence(policy, params, batch: Batch, axis_name: str | None = None):
     """KL(new || old) per state over ``batch``: mean/max of the total and its parts, entropy (scalars).
 
     ``acting_kl_mean``/``acting_kl_max`` repeat ``kl_mean``/``kl_max``: the name every algorithm reports for
@@ -255,16 +287,26 @@ def policy_divergence(policy, params, batch: Batch, axis_name: Optional[str] = N
     kl = m + c
     avg, top = (lambda x: par.mean(x, axis_name)), (lambda x: par.max(x, axis_name))
     return {
-        "kl_mean": avg(kl), "kl_max": top(kl), "acting_kl_mean": avg(kl), "acting_kl_max": top(kl),
-        "kl_mean_part_mean": avg(m), "kl_mean_part_max": top(m),
-        "kl_cov_part_mean": avg(c), "kl_cov_part_max": top(c),
+        "kl_mean": avg(kl),
+        "kl_max": top(kl),
+        "acting_kl_mean": avg(kl),
+        "acting_kl_max": top(kl),
+        "kl_mean_part_mean": avg(m),
+        "kl_mean_part_max": top(m),
+        "kl_cov_part_mean": avg(c),
+        "kl_cov_part_max": top(c),
         "entropy": avg(distributions.entropy(scale, policy.cov_type)),
     }
 
 
-def _minibatch_step(policy_loss_fn: Optional[Callable], value_fn: Optional[Callable], value_clip,
-                    policy_opt: optax.GradientTransformation, value_opt: optax.GradientTransformation,
-                    axis_name: Optional[str] = None):
+def _minibatch_step(
+    policy_loss_fn: Callable | None,
+    value_fn: Callable | None,
+    value_clip,
+    policy_opt: optax.GradientTransformation,
+    value_opt: optax.GradientTransformation,
+    axis_name: str | None = None,
+):
     """One Optax step on a minibatch for the policy, the value function, or both (one joint loss).
 
     ``policy_loss_fn`` None: value only; ``value_fn`` None: policy only.
@@ -292,8 +334,9 @@ def _minibatch_step(policy_loss_fn: Optional[Callable], value_fn: Optional[Calla
         pp, vp, po, vo = carry
         (_, aux), grads = jax.value_and_grad(loss, has_aux=True)((pp, vp), mb)
         gp, gv = grads
-        gp, gv = par.mean_grads((gp if policy_loss_fn is not None else None,
-                                 gv if value_fn is not None else None), axis_name)
+        gp, gv = par.mean_grads(
+            (gp if policy_loss_fn is not None else None, gv if value_fn is not None else None), axis_name
+        )
         if policy_loss_fn is not None:
             up, po = policy_opt.update(gp, po, pp)
             pp = optax.apply_updates(pp, up)
@@ -307,9 +350,17 @@ def _minibatch_step(policy_loss_fn: Optional[Callable], value_fn: Optional[Calla
     return step
 
 
-def fit_value(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, num_minibatches: int,
-              value_fn: Callable, value_clip, value_opt: optax.GradientTransformation,
-              axis_name: Optional[str] = None):
+def fit_value(
+    key: jax.Array,
+    state: AlgoState,
+    batch: Any,
+    num_epochs: int,
+    num_minibatches: int,
+    value_fn: Callable,
+    value_clip,
+    value_opt: optax.GradientTransformation,
+    axis_name: str | None = None,
+):
     """``num_epochs`` x ``num_minibatches`` Optax steps on :func:`value_loss` alone (value params only).
 
     Args:
@@ -327,11 +378,21 @@ def fit_value(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, num
     return state._replace(value_params=vp, value_opt=vo), par.pmean(jax.tree.map(jnp.mean, metrics), axis_name)
 
 
-def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs: int, value_epochs: int,
-                        num_minibatches: int, value_minibatches: int, policy_loss_fn: Callable, value_fn: Callable,
-                        value_clip,
-                        policy_opt: optax.GradientTransformation, value_opt: optax.GradientTransformation,
-                        axis_name: Optional[str] = None):
+def actor_critic_epochs(
+    key: jax.Array,
+    state: AlgoState,
+    batch: Any,
+    num_epochs: int,
+    value_epochs: int,
+    num_minibatches: int,
+    value_minibatches: int,
+    policy_loss_fn: Callable,
+    value_fn: Callable,
+    value_clip,
+    policy_opt: optax.GradientTransformation,
+    value_opt: optax.GradientTransformation,
+    axis_name: str | None = None,
+):
     """Minibatch epochs of policy and value steps (PPO's and TRPL's update).
 
     With ``value_epochs == num_epochs`` and ``value_minibatches ==
@@ -363,12 +424,12 @@ def actor_critic_epochs(key: jax.Array, state: AlgoState, batch: Any, num_epochs
         key_policy, key_value = key, None
     else:
         key_policy, key_value = jax.random.split(key)
-    (pp, vp, po, vo), metrics = minibatch_epochs(key_policy, batch, num_epochs, num_minibatches, step, carry,
-                                                 axis_name)
+    (pp, vp, po, vo), metrics = minibatch_epochs(key_policy, batch, num_epochs, num_minibatches, step, carry, axis_name)
     state = AlgoState(pp, vp, po, vo, state.extra)
     metrics = par.pmean(jax.tree.map(jnp.mean, metrics), axis_name)
     if key_value is not None:  # (not joint)
-        state, value_metrics = fit_value(key_value, state, batch, value_epochs, value_minibatches, value_fn,
-                                         value_clip, value_opt, axis_name)
+        state, value_metrics = fit_value(
+            key_value, state, batch, value_epochs, value_minibatches, value_fn, value_clip, value_opt, axis_name
+        )
         metrics.update(value_metrics)
     return state, metrics

@@ -17,8 +17,13 @@ from __future__ import annotations
 from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import (actor_critic_epochs, make_optimizer, normalize_advantage, policy_divergence,
-                                    value_optimizer)
+from tr_jax.algorithms.core import (
+    actor_critic_epochs,
+    make_optimizer,
+    normalize_advantage,
+    policy_divergence,
+    value_optimizer,
+)
 from tr_jax.trpl import ppo_clipped_surrogate
 
 
@@ -32,15 +37,19 @@ def make_ppo(config, policy, value, axis_name=None) -> Algorithm:
     cov_type = policy.cov_type
 
     def init(policy_params, value_params):
-        return AlgoState(policy_params, value_params,
-                         make_optimizer(config, config.policy_lr, policy_steps, config.lr_decay).init(policy_params),
-                         value_optimizer(config, config.value_lr).init(value_params))
+        return AlgoState(
+            policy_params,
+            value_params,
+            make_optimizer(config, config.policy_lr, policy_steps, config.lr_decay).init(policy_params),
+            value_optimizer(config, config.value_lr).init(value_params),
+        )
 
     def loss_fn(pp, mb: Batch, hp):
         mean, scale = policy.apply(pp, mb.obs)
         adv = normalize_advantage(mb.advantage, axis_name=axis_name) if config.normalize_advantage else mb.advantage
-        pg_loss, aux = ppo_clipped_surrogate(D.log_prob(mb.action, mean, scale, cov_type), mb.log_prob, adv,
-                                             hp.clip_ratio)
+        pg_loss, aux = ppo_clipped_surrogate(
+            D.log_prob(mb.action, mean, scale, cov_type), mb.log_prob, adv, hp.clip_ratio
+        )
         entropy = D.entropy(scale, cov_type).mean()
         total = pg_loss - hp.entropy_coef * entropy
         return total, {"policy_loss": pg_loss, **aux}
@@ -48,10 +57,20 @@ def make_ppo(config, policy, value, axis_name=None) -> Algorithm:
     def update(key, state: AlgoState, batch: Batch, iteration, hp):
         del iteration  # the Optax schedules count steps themselves
         state, metrics = actor_critic_epochs(
-            key, state, batch, config.num_epochs, config.num_value_epochs, config.num_minibatches,
-            config.num_value_minibatches, lambda pp, mb: loss_fn(pp, mb, hp), value.apply, config.value_clip,
-            make_optimizer(config, hp.policy_lr, policy_steps, config.lr_decay), value_optimizer(config, hp.value_lr),
-            axis_name)
+            key,
+            state,
+            batch,
+            config.num_epochs,
+            config.num_value_epochs,
+            config.num_minibatches,
+            config.num_value_minibatches,
+            lambda pp, mb: loss_fn(pp, mb, hp),
+            value.apply,
+            config.value_clip,
+            make_optimizer(config, hp.policy_lr, policy_steps, config.lr_decay),
+            value_optimizer(config, hp.value_lr),
+            axis_name,
+        )
         metrics.update(policy_divergence(policy, state.policy_params, par.local_rows(batch, axis_name), axis_name))
         return state, metrics
 

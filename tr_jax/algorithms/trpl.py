@@ -70,16 +70,22 @@ from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
 from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage, value_optimizer
 from tr_jax.projections import canonical_name, parts
-from tr_jax.trpl import (entropy_bound, gaussian_entropy, global_scale, project_gaussians, projection_cov_type,
-                         to_projection_scale, trpl_surrogate, trust_region_loss)
-
+from tr_jax.trpl import (
+    entropy_bound,
+    gaussian_entropy,
+    global_scale,
+    project_gaussians,
+    projection_cov_type,
+    to_projection_scale,
+    trpl_surrogate,
+    trust_region_loss,
+)
 
 # relative slack of "inside the bound": the KL solver meets its bounds to ~1e-5 (5e-3 at eps 1e-6)
 BOUND_TOLERANCE = 1e-2
 
 
-def bound_metrics(prefix: str, mean_part: jax.Array, cov_part: jax.Array, eps_mean, eps_cov,
-                  axis_name=None) -> dict:
+def bound_metrics(prefix: str, mean_part: jax.Array, cov_part: jax.Array, eps_mean, eps_cov, axis_name=None) -> dict:
     """Per-state trust-region distances against their bounds, over the states of a batch (of every device).
 
     Args:
@@ -94,8 +100,13 @@ def bound_metrics(prefix: str, mean_part: jax.Array, cov_part: jax.Array, eps_me
     out = {}
     for part, x, eps in (("mean_part", mean_part, eps_mean), ("cov_part", cov_part, eps_cov)):
         over = (x > eps * (1 + BOUND_TOLERANCE)).astype(x.dtype)
-        out.update({f"{prefix}{part}_mean": par.mean(x, axis_name), f"{prefix}{part}_max": par.max(x, axis_name),
-                    f"{prefix}{part}_over": par.mean(over, axis_name)})
+        out.update(
+            {
+                f"{prefix}{part}_mean": par.mean(x, axis_name),
+                f"{prefix}{part}_max": par.max(x, axis_name),
+                f"{prefix}{part}_over": par.mean(over, axis_name),
+            }
+        )
     return out
 
 
@@ -111,7 +122,9 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     """
     name = canonical_name(config.projection)
     proj_cov_type = projection_cov_type(policy.cov_type, name)
-    options = {"cov_type": proj_cov_type} if name == "kl" else {"cov_type": proj_cov_type, "scale_prec": config.scale_prec}
+    options = (
+        {"cov_type": proj_cov_type} if name == "kl" else {"cov_type": proj_cov_type, "scale_prec": config.scale_prec}
+    )
     schedule = config.entropy_schedule
     num_mb = config.num_minibatches
     n_reg = config.extra_regression_steps
@@ -125,9 +138,19 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         """Returns ((mu~, A~), (mu, A)): network output and its projection, both in proj_cov_type
         (``old_scale`` in the policy's cov_type)."""
         mean, scale = policy.apply(pp, obs)
-        projected, raw = project_gaussians(name, mean, scale, old_mean, old_scale, hp.eps_mean, hp.eps_cov,
-                                           cov_type=policy.cov_type, entropy_bound=None if schedule == "none" else beta,
-                                           entropy_equality=config.entropy_equality, scale_prec=config.scale_prec)
+        projected, raw = project_gaussians(
+            name,
+            mean,
+            scale,
+            old_mean,
+            old_scale,
+            hp.eps_mean,
+            hp.eps_cov,
+            cov_type=policy.cov_type,
+            entropy_bound=None if schedule == "none" else beta,
+            entropy_equality=config.entropy_equality,
+            scale_prec=config.scale_prec,
+        )
         return raw, projected
 
     def tr_loss(raw, proj):
@@ -136,9 +159,13 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     def init(policy_params, value_params):
         dtype = jax.tree.leaves(policy_params)[0].dtype
         h0 = jnp.asarray(gaussian_entropy(policy.action_dim, config.init_std), dtype)
-        return AlgoState(policy_params, value_params,
-                         make_optimizer(config, config.policy_lr, policy_steps, config.lr_decay).init(policy_params),
-                         value_optimizer(config, config.value_lr).init(value_params), {"initial_entropy": h0})
+        return AlgoState(
+            policy_params,
+            value_params,
+            make_optimizer(config, config.policy_lr, policy_steps, config.lr_decay).init(policy_params),
+            value_optimizer(config, config.value_lr).init(value_params),
+            {"initial_entropy": h0},
+        )
 
     def loss_fn(pp, mb: Batch, beta, hp):
         raw, (pm, ps) = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta, hp)
@@ -150,15 +177,31 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         return total, {"policy_loss": pg_loss, "trust_region_loss": trl}
 
     def update(key, state: AlgoState, batch: Batch, iteration, hp):
-        beta = entropy_bound(schedule, state.extra["initial_entropy"], config.target_entropy,
-                             config.entropy_temperature, iteration, config.num_iterations)
+        beta = entropy_bound(
+            schedule,
+            state.extra["initial_entropy"],
+            config.target_entropy,
+            config.entropy_temperature,
+            iteration,
+            config.num_iterations,
+        )
         key_epochs, key_reg = jax.random.split(key)
         policy_opt = make_optimizer(config, hp.policy_lr, policy_steps, config.lr_decay)
-        state, metrics = actor_critic_epochs(key_epochs, state, batch, config.num_epochs, config.num_value_epochs,
-                                             num_mb, config.num_value_minibatches,
-                                             lambda pp, mb: loss_fn(pp, mb, beta, hp), value.apply,
-                                             config.value_clip, policy_opt,
-                                             value_optimizer(config, hp.value_lr), axis_name)
+        state, metrics = actor_critic_epochs(
+            key_epochs,
+            state,
+            batch,
+            config.num_epochs,
+            config.num_value_epochs,
+            num_mb,
+            config.num_value_minibatches,
+            lambda pp, mb: loss_fn(pp, mb, beta, hp),
+            value.apply,
+            config.value_clip,
+            policy_opt,
+            value_optimizer(config, hp.value_lr),
+            axis_name,
+        )
         pp, vp, po, vo = state.policy_params, state.value_params, state.policy_opt, state.value_opt
 
         if n_reg > 0:
@@ -189,8 +232,9 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         batch = par.local_rows(batch, axis_name)
         raw, proj = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta, hp)
         if not policy.contextual:
-            pp = policy.set_global_scale(pp, global_scale(proj[1], cov_type=policy.cov_type, projection=name,
-                                                          axis_name=axis_name))
+            pp = policy.set_global_scale(
+                pp, global_scale(proj[1], cov_type=policy.cov_type, projection=name, axis_name=axis_name)
+            )
             mean, scale = policy.apply(pp, batch.obs)
             raw = (mean, to_proj(scale))
         metrics.update(_final_metrics(raw, proj, batch._replace(old_scale=to_proj(batch.old_scale)), hp))
@@ -209,8 +253,10 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
             raw_kl = D.kl(rm, rs, batch.old_mean, batch.old_scale, proj_cov_type)
         avg, top = (lambda x: par.mean(x, axis_name)), (lambda x: par.max(x, axis_name))
         return {
-            "kl_mean": avg(kl), "kl_max": top(kl),
-            "acting_kl_mean": avg(raw_kl), "acting_kl_max": top(raw_kl),
+            "kl_mean": avg(kl),
+            "kl_max": top(kl),
+            "acting_kl_mean": avg(raw_kl),
+            "acting_kl_max": top(raw_kl),
             **bound_metrics("", mp, cp, hp.eps_mean, hp.eps_cov, axis_name),
             **bound_metrics("raw_", rmp, rcp, hp.eps_mean, hp.eps_cov, axis_name),
             "entropy": avg(D.entropy(ps, proj_cov_type)),

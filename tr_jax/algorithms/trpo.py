@@ -85,14 +85,16 @@ def make_trpo(config, policy, value, axis_name=None) -> Algorithm:
     cov_type = policy.cov_type
 
     def init(policy_params, value_params):
-        return AlgoState(policy_params, value_params, optax.EmptyState(),
-                         value_optimizer(config, config.value_lr).init(value_params))
+        return AlgoState(
+            policy_params, value_params, optax.EmptyState(), value_optimizer(config, config.value_lr).init(value_params)
+        )
 
     def policy_step(params, batch: Batch, hp):
         max_kl = hp.max_kl
         flat0, unravel = ravel_pytree(params)
-        adv = (normalize_advantage(batch.advantage, axis_name=axis_name) if config.normalize_advantage
-               else batch.advantage)
+        adv = (
+            normalize_advantage(batch.advantage, axis_name=axis_name) if config.normalize_advantage else batch.advantage
+        )
         cur_mean, cur_scale = jax.lax.stop_gradient(policy.apply(params, batch.obs))
 
         def objective(flat):
@@ -163,9 +165,17 @@ def make_trpo(config, policy, value, axis_name=None) -> Algorithm:
         del iteration
         local = par.local_rows(batch, axis_name)
         pp, pmetrics = policy_step(state.policy_params, local, hp)
-        state, metrics = fit_value(key, state._replace(policy_params=pp), batch, config.num_value_epochs,
-                                   config.num_value_minibatches, value.apply, config.value_clip,
-                                   value_optimizer(config, hp.value_lr), axis_name)
+        state, metrics = fit_value(
+            key,
+            state._replace(policy_params=pp),
+            batch,
+            config.num_value_epochs,
+            config.num_value_minibatches,
+            value.apply,
+            config.value_clip,
+            value_optimizer(config, hp.value_lr),
+            axis_name,
+        )
         metrics.update(pmetrics)
         metrics.update(policy_divergence(policy, pp, local, axis_name))
         return state, metrics

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
@@ -37,11 +35,11 @@ def init_stats(shape=(), dtype=jnp.float32) -> RunningStats:
     return RunningStats(mean=jnp.zeros(shape, dtype), var=jnp.ones(shape, dtype), count=jnp.asarray(1e-4, dtype))
 
 
-def update_stats(stats: RunningStats, x: jax.Array, axis_name: Optional[str] = None) -> RunningStats:
+def update_stats(stats: RunningStats, x: jax.Array, axis_name: str | None = None) -> RunningStats:
     """Merges samples ``x`` ``[..., *shape]`` (all leading dims are samples; with ``axis_name``, the
     samples of every device, which must hold equally many)."""
     nd = stats.mean.ndim
-    x = x.reshape((-1,) + x.shape[x.ndim - nd:]).astype(stats.mean.dtype)
+    x = x.reshape((-1,) + x.shape[x.ndim - nd :]).astype(stats.mean.dtype)
     n = jnp.asarray(x.shape[0] * par.axis_size(axis_name), stats.mean.dtype)
     b_mean = par.pmean(x.mean(axis=0), axis_name)
     b_var = par.pmean(jnp.mean((x - b_mean) ** 2, axis=0), axis_name)
@@ -52,7 +50,7 @@ def update_stats(stats: RunningStats, x: jax.Array, axis_name: Optional[str] = N
     return RunningStats(mean=mean, var=m2 / total, count=total)
 
 
-def normalize(stats: RunningStats, x: jax.Array, clip: Optional[float] = 10.0, eps: float = 1e-8) -> jax.Array:
+def normalize(stats: RunningStats, x: jax.Array, clip: float | None = 10.0, eps: float = 1e-8) -> jax.Array:
     """(x - mean) / sqrt(var + eps), clipped to [-clip, clip] (``clip`` None: not clipped); ``x`` ``[..., *shape]``."""
     z = (x - stats.mean) / jnp.sqrt(stats.var + eps)
     return z if clip is None else jnp.clip(z, -clip, clip)
@@ -70,8 +68,9 @@ def init_reward_norm(num_envs: int, dtype=jnp.float32) -> RewardNorm:
     return RewardNorm(ret=jnp.zeros((num_envs,), dtype), stats=init_stats((), dtype))
 
 
-def update_reward_norm(state: RewardNorm, reward: jax.Array, done: jax.Array, gamma: float,
-                       axis_name: Optional[str] = None) -> RewardNorm:
+def update_reward_norm(
+    state: RewardNorm, reward: jax.Array, done: jax.Array, gamma: float, axis_name: str | None = None
+) -> RewardNorm:
     """Advances the discounted returns through ``reward``/``done`` ``[T, E]`` and
     merges all ``T * E`` of them (of every device, with ``axis_name``) into the running statistics."""
 

@@ -37,7 +37,7 @@ def split_env_name(env_name: str) -> tuple:
     """``(source, name)``: ``("playground", "CartpoleBalance")`` for
     ``"playground:CartpoleBalance"``, ``("brax", env_name)`` otherwise."""
     if env_name.startswith(PLAYGROUND_PREFIX):
-        return "playground", env_name[len(PLAYGROUND_PREFIX):]
+        return "playground", env_name[len(PLAYGROUND_PREFIX) :]
     return "brax", env_name
 
 
@@ -53,11 +53,12 @@ def _playground():
     """The ``mujoco_playground`` modules ``(registry, mjx_env, dm_control_suite)``;
     :class:`EnvUnavailableError` naming the extra when the package is missing."""
     try:
-        from mujoco_playground._src import dm_control_suite, mjx_env
         from mujoco_playground import registry
+        from mujoco_playground._src import dm_control_suite, mjx_env
     except ImportError as e:
-        raise EnvUnavailableError(f"MuJoCo Playground envs need the package 'playground' ({e}); "
-                                  f"install the extra: {PLAYGROUND_EXTRA_HINT}") from e
+        raise EnvUnavailableError(
+            f"MuJoCo Playground envs need the package 'playground' ({e}); install the extra: {PLAYGROUND_EXTRA_HINT}"
+        ) from e
     return registry, mjx_env, dm_control_suite
 
 
@@ -78,15 +79,18 @@ def env_names() -> tuple:
 def _check_playground(name: str) -> None:
     registry, mjx_env, dm_control_suite = _playground()
     if name not in registry.ALL_ENVS:
-        raise ValueError(f"unknown env {PLAYGROUND_PREFIX + name!r}; MuJoCo Playground provides "
-                         f"{tuple(PLAYGROUND_PREFIX + n for n in registry.ALL_ENVS)}")
+        raise ValueError(
+            f"unknown env {PLAYGROUND_PREFIX + name!r}; MuJoCo Playground provides "
+            f"{tuple(PLAYGROUND_PREFIX + n for n in registry.ALL_ENVS)}"
+        )
     if name not in dm_control_suite.ALL_ENVS and not mjx_env.MENAGERIE_PATH.exists():
         raise EnvUnavailableError(
             f"env {PLAYGROUND_PREFIX + name!r} needs the MuJoCo Menagerie robot assets, which are not on this "
             f"machine (expected at {mjx_env.MENAGERIE_PATH}); Playground would download them with git, which "
             f"needs network access. Put a checkout of mujoco_menagerie (commit {mjx_env.MENAGERIE_COMMIT_SHA}) "
             f"there, or use a dm_control suite task, which works offline: "
-            f"{tuple(PLAYGROUND_PREFIX + n for n in dm_control_suite.ALL_ENVS)}")
+            f"{tuple(PLAYGROUND_PREFIX + n for n in dm_control_suite.ALL_ENVS)}"
+        )
 
 
 def check_env(env_name: str, backend: str) -> None:
@@ -99,8 +103,11 @@ def check_env(env_name: str, backend: str) -> None:
     names = brax_env_names()
     if names and env_name not in names:
         playground = playground_env_names()
-        other = (f"MuJoCo Playground provides {playground}" if playground
-                 else f"MuJoCo Playground envs ('{PLAYGROUND_PREFIX}<name>') need the extra: {PLAYGROUND_EXTRA_HINT}")
+        other = (
+            f"MuJoCo Playground provides {playground}"
+            if playground
+            else f"MuJoCo Playground envs ('{PLAYGROUND_PREFIX}<name>') need the extra: {PLAYGROUND_EXTRA_HINT}"
+        )
         raise ValueError(f"unknown env {env_name!r}; brax.envs provides {names}; {other}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")

@@ -41,8 +41,8 @@ stepped with ``jax.vmap``; :func:`make_vec_env` does the same for an env name
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -133,30 +133,37 @@ def check_env_api(env) -> None:
     if not hasattr(env, "action_size"):
         missing.append("action_size")
     if missing:
-        raise ValueError(f"env {type(env).__name__} lacks {', '.join(missing)} of the Brax Env API "
-                         "(reset(key) -> State, step(State, action) -> State, action_size, observation_size)")
+        raise ValueError(
+            f"env {type(env).__name__} lacks {', '.join(missing)} of the Brax Env API "
+            "(reset(key) -> State, step(State, action) -> State, action_size, observation_size)"
+        )
 
 
-def select_obs(obs, obs_key: Optional[str]):
+def select_obs(obs, obs_key: str | None):
     """The observation the agent sees: ``obs`` itself (an array), or
     ``obs[obs_key]`` when the env gives a dict; ``ValueError`` when ``obs_key``
     does not fit the observation's kind."""
     if isinstance(obs, Mapping):
         shapes = {k: tuple(getattr(v, "shape", ())) for k, v in obs.items()}
         if obs_key is None:
-            raise ValueError(f"the env's observations are a dict {shapes}; set obs_key to the entry the agent "
-                             "should see (e.g. TrainConfig(obs_key='state'))")
+            raise ValueError(
+                f"the env's observations are a dict {shapes}; set obs_key to the entry the agent "
+                "should see (e.g. TrainConfig(obs_key='state'))"
+            )
         if obs_key not in obs:
             raise ValueError(f"obs_key {obs_key!r} is not in the env's observation dict {shapes}")
         return obs[obs_key]
     if obs_key is not None:
-        raise ValueError(f"obs_key {obs_key!r} is set but the env's observations are an array, not a dict; "
-                         "leave obs_key unset (None)")
+        raise ValueError(
+            f"obs_key {obs_key!r} is set but the env's observations are an array, not a dict; "
+            "leave obs_key unset (None)"
+        )
     return obs
 
 
-def wrap_env(env, num_envs: int = 64, episode_length: int = 1000, action_repeat: int = 1,
-             obs_key: Optional[str] = None) -> VecEnv:
+def wrap_env(
+    env, num_envs: int = 64, episode_length: int = 1000, action_repeat: int = 1, obs_key: str | None = None
+) -> VecEnv:
     """Wraps one env object with the Brax ``Env`` API into a :class:`VecEnv` of ``num_envs`` copies.
 
     ``ValueError`` (before anything is compiled) if the env lacks the API, its
@@ -172,13 +179,17 @@ def wrap_env(env, num_envs: int = 64, episode_length: int = 1000, action_repeat:
         if not hasattr(first, field):
             raise ValueError(f"env {type(env).__name__}'s State lacks the field {field!r} of the Brax State API")
     if "truncation" in first.info:
-        raise ValueError(f"env {type(env).__name__} is already wrapped for a training loop (its info has "
-                         "'truncation': the time limit is folded into done and it resets itself); pass the raw "
-                         "env: tr_jax applies the time limit (episode_length) and auto-reset itself")
+        raise ValueError(
+            f"env {type(env).__name__} is already wrapped for a training loop (its info has "
+            "'truncation': the time limit is folded into done and it resets itself); pass the raw "
+            "env: tr_jax applies the time limit (episode_length) and auto-reset itself"
+        )
     obs_shape = select_obs(first.obs, obs_key).shape
     if len(obs_shape) != 1:
-        raise ValueError(f"the agent's observation must be one vector per env, got shape {obs_shape} "
-                         "(pass an unbatched env; pixel observations are not supported)")
+        raise ValueError(
+            f"the agent's observation must be one vector per env, got shape {obs_shape} "
+            "(pass an unbatched env; pixel observations are not supported)"
+        )
     obs_dim = int(obs_shape[0])
     # Envs may add info/metrics keys in step() that reset() lacks; carry the
     # union (as produced by step) so the scan carry keeps one structure.
@@ -207,14 +218,21 @@ def wrap_env(env, num_envs: int = 64, episode_length: int = 1000, action_repeat:
 
         def zeros(x):
             if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-                return jnp.broadcast_to(jax.random.key(0), x.shape)  # keys carried in the state (Playground's info["rng"])
+                return jnp.broadcast_to(
+                    jax.random.key(0), x.shape
+                )  # keys carried in the state (Playground's info["rng"])
             return jnp.zeros(x.shape, x.dtype)
 
         # canon() gives reset and step states one structure: reuse step's shapes
         shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct((num_envs,) + x.shape, x.dtype), template)
         inner = canon(jax.tree.map(zeros, shapes))
-        return EnvState(inner=inner, pool=inner, steps=jnp.full((num_envs,), -1, jnp.int32),
-                        ep_return=jnp.zeros((num_envs,), jnp.float32), obs=agent_obs(inner))
+        return EnvState(
+            inner=inner,
+            pool=inner,
+            steps=jnp.full((num_envs,), -1, jnp.int32),
+            ep_return=jnp.zeros((num_envs,), jnp.float32),
+            obs=agent_obs(inner),
+        )
 
     def refresh(state, key, axis_name=None):
         # One vmapped reset draws the new pool and, for envs pending a reset
@@ -224,13 +242,19 @@ def wrap_env(env, num_envs: int = 64, episode_length: int = 1000, action_repeat:
         # in a training HLO. Keys are per global env index: no device dependence.
         n = state.steps.shape[0]
         keys = jax.random.split(key, n * par.axis_size(axis_name))
-        both = v_reset(jnp.concatenate([par.local_rows(keys, axis_name),
-                                        par.local_rows(jnp.roll(keys, 1, axis=0), axis_name)]))
+        both = v_reset(
+            jnp.concatenate([par.local_rows(keys, axis_name), par.local_rows(jnp.roll(keys, 1, axis=0), axis_name)])
+        )
         pool, shifted = jax.tree.map(lambda x: x[:n], both), jax.tree.map(lambda x: x[n:], both)
         pending = state.steps < 0
         inner = _where(pending, shifted, state.inner)
-        return EnvState(inner=inner, pool=pool, steps=jnp.where(pending, 0, state.steps), ep_return=state.ep_return,
-                        obs=agent_obs(inner))
+        return EnvState(
+            inner=inner,
+            pool=pool,
+            steps=jnp.where(pending, 0, state.steps),
+            ep_return=state.ep_return,
+            obs=agent_obs(inner),
+        )
 
     def reset(key):
         return refresh(placeholder(), key)
@@ -256,12 +280,25 @@ def wrap_env(env, num_envs: int = 64, episode_length: int = 1000, action_repeat:
         ep_return = state.ep_return + reward
         truncation = jnp.where(steps >= episode_length, 1.0 - termination, 0.0)
         done = jnp.maximum(termination, truncation)
-        info = StepInfo(obs=state.obs, reward=reward, termination=termination, truncation=truncation,
-                        done=done, final_obs=agent_obs(inner), ep_return=ep_return, ep_length=steps)
+        info = StepInfo(
+            obs=state.obs,
+            reward=reward,
+            termination=termination,
+            truncation=truncation,
+            done=done,
+            final_obs=agent_obs(inner),
+            ep_return=ep_return,
+            ep_length=steps,
+        )
         is_done = done > 0
         inner = _where(is_done, state.pool, inner)
-        new = EnvState(inner=inner, pool=state.pool, steps=jnp.where(is_done, 0, steps),
-                       ep_return=jnp.where(is_done, 0.0, ep_return), obs=agent_obs(inner))
+        new = EnvState(
+            inner=inner,
+            pool=state.pool,
+            steps=jnp.where(is_done, 0, steps),
+            ep_return=jnp.where(is_done, 0.0, ep_return),
+            obs=agent_obs(inner),
+        )
         return new, info
 
     def random_step(state, key):
@@ -270,12 +307,29 @@ def wrap_env(env, num_envs: int = 64, episode_length: int = 1000, action_repeat:
     def resized(n: int) -> VecEnv:
         return wrap_env(env, n, episode_length, action_repeat, obs_key)
 
-    return VecEnv(reset=reset, placeholder=placeholder, step=step, refresh=refresh, random_step=random_step,
-                  resized=resized, obs_dim=obs_dim, action_dim=action_dim, num_envs=num_envs, env=env)
+    return VecEnv(
+        reset=reset,
+        placeholder=placeholder,
+        step=step,
+        refresh=refresh,
+        random_step=random_step,
+        resized=resized,
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        num_envs=num_envs,
+        env=env,
+    )
 
 
-def make_vec_env(env_name: str, backend: str = "positional", num_envs: int = 64, episode_length: int = 1000,
-                 action_repeat: int = 1, obs_key: Optional[str] = None, **env_kwargs) -> VecEnv:
+def make_vec_env(
+    env_name: str,
+    backend: str = "positional",
+    num_envs: int = 64,
+    episode_length: int = 1000,
+    action_repeat: int = 1,
+    obs_key: str | None = None,
+    **env_kwargs,
+) -> VecEnv:
     """Builds a :class:`VecEnv` for ``env_name`` (a Brax name or ``"playground:<name>"``;
     see :mod:`tr_jax.envs.sources`); ``env_kwargs`` go to the source's loader."""
     return wrap_env(load_env(env_name, backend, **env_kwargs), num_envs, episode_length, action_repeat, obs_key)
