@@ -237,8 +237,11 @@ def test_committed_results_page_is_regenerated_from_the_committed_study(tmp_path
         pytest.skip("no exported study committed")
     copy = tmp_path / "study"
     shutil.copytree(study, copy)  # the report also writes STUDY/results.md: not into the checkout
-    assert report_script.main([str(copy), "--docs", str(tmp_path / "docs")]) == 0
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    assert report_script.main([str(copy), "--docs", str(tmp_path / "docs"), "--readme", str(readme)]) == 0
     assert (tmp_path / "docs" / "results.md").read_text() == (ROOT / "docs" / "results.md").read_text()
+    assert readme.read_text() == (ROOT / "README.md").read_text()  # its results block too
     assert (copy / "results.md").read_text() == (study / "results.md").read_text()
     assert sorted(p.name for p in (tmp_path / "docs" / "study").iterdir()) == sorted(
         p.name for p in (ROOT / "docs" / "study").iterdir()
