@@ -42,14 +42,17 @@ def cache_dir(environ=None) -> str | None:
 def setup(enabled: bool = True) -> str | None:
     """Turns JAX's persistent compilation cache on (in :func:`cache_dir`, or JAX's own directory if one is set),
     or off (``enabled`` False, or ``$TR_JAX_COMPILE_CACHE=off``). Returns the directory in use, None when off."""
-    path = (jax.config.jax_compilation_cache_dir or cache_dir()) if enabled else None
+    # jax.config's options are attributes made at run time (Config._HAS_DYNAMIC_ATTRIBUTES), unknown to its stubs
+    jax_dir = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
+    jax_max_size = jax.config.jax_compilation_cache_max_size  # type: ignore[attr-defined]
+    path = (jax_dir or cache_dir()) if enabled else None
     if path is None:
         jax.config.update("jax_enable_compilation_cache", False)
     else:
-        if not jax.config.jax_compilation_cache_dir:
+        if not jax_dir:
             os.makedirs(path, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", path)
-        if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ and jax.config.jax_compilation_cache_max_size == -1:
+        if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ and jax_max_size == -1:
             jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
         jax.config.update("jax_enable_compilation_cache", True)
     _chosen[:] = [path]

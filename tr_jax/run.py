@@ -42,7 +42,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +54,9 @@ from tr_jax.checkpoint import CheckpointError, Checkpoints
 from tr_jax.config import RESUME_SAFE, TrainConfig, config_from_dict, config_to_dict, validate
 from tr_jax.loggers import Run as LogRun
 from tr_jax.progress import fmt, fmt_parts, make_progress
+
+if TYPE_CHECKING:  # (at run time tr_jax.train is imported only where a trainer is built)
+    from tr_jax.train import TrainState
 
 _EVAL_STREAM = 0x5EED  # fold_in tag: evaluation keys never touch the training key stream
 
@@ -145,8 +148,9 @@ class _Interrupts:
     def __init__(self, log: Callable[[str], None]):
         self.signal: str | None = None
         self._log = log
-        self._previous = {}
-        self._arrived, self._logged = [], 0  # names of the signals in order; how many of them were logged
+        self._previous: dict[signal.Signals, Any] = {}  # signal -> the handler it had before __enter__
+        self._arrived: list[str] = []  # names of the signals in order
+        self._logged = 0  # how many of them were logged
 
     @property
     def requested(self) -> bool:
@@ -344,6 +348,7 @@ def run(
     """
     _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint)
     if resume:
+        assert run_dir is not None  # _check_options: resume needs run_dir
         rd = R.RunDir.existing(run_dir)
         if os.path.exists(os.path.join(rd.path, SWEEP_FILE)):
             raise ValueError(f"{rd.path} is a sweep directory: resume it with run_sweep (tr-jax train --resume does)")
@@ -356,6 +361,7 @@ def run(
             hold(rd.path)
             return [_Group("", config, rd, changed)]
     else:
+        assert config is not None  # _check_options: a new run needs a config
 
         def groups(hold):
             rd = R.RunDir.create(run_dir or os.path.join(runs_root, R.default_name(config)), overwrite, hold)
@@ -409,6 +415,7 @@ def run_sweep(
 
     _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint)
     if resume:
+        assert run_dir is not None  # _check_options: resume needs run_dir
         path = os.path.abspath(run_dir)
         try:
             meta = R.read_json(os.path.join(path, SWEEP_FILE))
@@ -434,6 +441,7 @@ def run_sweep(
     else:
         if not sweep:
             raise ValueError("run_sweep needs at least one (key, values) to sweep; use run for a single setting")
+        assert config is not None  # _check_options: a new sweep needs a config
         settings = sweep_configs(config, sweep, labels)
         base = settings[0][1]
 
@@ -597,10 +605,14 @@ class _Loop:
         self.total_its = max(g.config.num_iterations for g in groups)
         self.steps_per_it = config.batch_size * config.action_repeat
         seed_keys = jax.random.split(jax.random.key(options.seed), n)
-        self.keys = jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(seed_keys)), (S, 1)))
+        self.keys = jax.random.wrap_key_data(jnp.asarray(np.tile(np.asarray(jax.random.key_data(seed_keys)), (S, 1))))
         dtype = np.dtype(config.dtype)
+        # numpy on the host (self.eps reads the exact values); Trainer.init converts every field with jnp.asarray
         self.hparams = Hyperparams(
-            *(np.repeat(np.asarray([getattr(g.config, f) for g in groups], dtype), n) for f in SWEEPABLE)
+            *(
+                cast(jax.Array, np.repeat(np.asarray([getattr(g.config, f) for g in groups], dtype), n))
+                for f in SWEEPABLE
+            )
         )
         self.shardings = trainer.state_shardings(batched=True)
         self.init_fn = jax.jit(trainer.init_runs, out_shardings=self.shardings)
@@ -611,12 +623,17 @@ class _Loop:
         self.eps = {f: np.asarray(getattr(self.hparams, f), np.float64) for f in ("eps_mean", "eps_cov", "max_kl")}
         self.chunk_len = min(config.chunk_iterations, self.total_its)  # one program; a shorter last chunk runs
         # fewer of its loops
-        self.state, self.it, self.saved = None, 0, 0
+        self.state: TrainState  # the batched state, leaves [S * n, ...]: set by run() before anything reads it
+        self.it, self.saved = 0, 0
         # compile_s: every program's compile time (the evaluation's in the background included); waited_s: the
         # part the loop waited for (excluded from speeds); side_s: evaluation and checkpoints (eval compile excluded)
-        self.compiled, self.compile_s, self.waited_s, self.side_s, self.run_s = {}, 0.0, 0.0, 0.0, 0.0
+        self.compiled: dict[str, Any] = {}  # "chunk": the compiled program; "eval": its Future, then the program
+        self.compile_s, self.waited_s, self.side_s, self.run_s = 0.0, 0.0, 0.0, 0.0
         self.background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tr_jax-compile")
-        self.chunks, self.evals, self.latest_eval, self.status = [], [[] for _ in groups], None, "finished"
+        self.chunks: list[dict[str, np.ndarray]] = []  # every chunk's metrics, name -> [S * n, iterations]
+        self.evals: list[list[dict]] = [[] for _ in groups]  # each setting's eval.jsonl rows
+        self.latest_eval: list[dict] | None = None  # the newest evaluation's rows, all settings
+        self.status = "finished"
 
     def where(self, g: _Group) -> str:
         return f"{g.rd.path}" if not g.label else f"{g.rd.path} ({g.label})"
@@ -780,7 +797,7 @@ class _Loop:
 
     def eval_keys(self, it: int):
         keys = jax.random.split(jax.random.fold_in(self.eval_root, it), self.n)
-        return jax.random.wrap_key_data(np.tile(np.asarray(jax.random.key_data(keys)), (self.S, 1)))
+        return jax.random.wrap_key_data(jnp.asarray(np.tile(np.asarray(jax.random.key_data(keys)), (self.S, 1))))
 
     def train_chunk(self) -> dict:
         """Trains the next chunk; returns its metrics, name -> ``[S * n, iterations run]`` numpy arrays."""

@@ -139,8 +139,11 @@ class Trainer(NamedTuple):
         return jax.tree.map(lambda p: NamedSharding(self.mesh, p), self.state_specs(batched))
 
 
-def _state_specs(like: TrainState, batched: bool) -> TrainState:
-    """Env state and per-env reward statistics split along their env axis; the rest replicated."""
+def _state_specs(like: Any, batched: bool) -> Any:
+    """Env state and per-env reward statistics split along their env axis; the rest replicated.
+
+    ``like``: a TrainState of ShapeDtypeStructs (``jax.eval_shape`` of ``init``) -> the same TrainState with
+    PartitionSpec leaves (``Any``: the NamedTuples' fields are typed as the arrays they hold in training)."""
     lead = (None,) if batched else ()
     split = lambda tree: jax.tree.map(lambda _: P(*lead, par.AXIS), tree)
     rest = jax.tree.map(lambda _: P(), like._replace(env=None, reward_norm=None))
@@ -317,7 +320,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         metrics["diverged"] = metrics["diverged"] | stopped
         return new, metrics
 
-    metric_shapes = {}  # filled on first trace: the per-iteration metric structure
+    metric_shapes: dict[str, jax.ShapeDtypeStruct] = {}  # filled on first trace: the per-iteration metric structure
 
     def skipped_metrics(ts: TrainState, num_iterations: int) -> dict:
         """What a chunk that starts diverged reports (and the padding rows after ``active``): NaN, ``diverged``
@@ -360,8 +363,8 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
 
             return jax.lax.fori_loop(0, count, body, (ts, skipped_metrics(ts, num_iterations)))
 
-        def chunk(ts, *count):
-            count = jnp.minimum(count[0], num_iterations) if count else num_iterations
+        def chunk(ts, *active_arg):
+            count = jnp.minimum(active_arg[0], num_iterations) if active_arg else num_iterations
             return jax.lax.cond(
                 ts.diverged_at >= 0, lambda ts: (ts, skipped_metrics(ts, num_iterations)), lambda ts: run(ts, count), ts
             )
