@@ -132,14 +132,9 @@ def make_train(config):
                 )
                 log_prob = D.log_prob(t.action, mean, std, "diag")
                 pg_loss = trpl.trpl_surrogate(log_prob, t.log_prob, adv)
-                tr_loss = trpl.trust_region_loss("kl", raw, (mean, std), cov_type="diag")
+                pg_loss += config["TR_COEF"] * trpl.trust_region_loss("kl", raw, (mean, std), cov_type="diag")
                 entropy = D.entropy(std, "diag").mean()
-                return (
-                    pg_loss
-                    + config["TR_COEF"] * tr_loss
-                    + config["VF_COEF"] * jnp.mean((value - target) ** 2)
-                    - config["ENT_COEF"] * entropy
-                )
+                return pg_loss + config["VF_COEF"] * jnp.mean((value - target) ** 2) - config["ENT_COEF"] * entropy
 
             def epoch(carry, k):
                 def minibatch(carry, mb):
@@ -167,13 +162,8 @@ def make_train(config):
             mean, std, _ = net.apply(params, traj.obs)  # the acting policy: its per-state distance to the old one
             mean_part, cov_part = tr_jax.projections.kl_parts(mean, std, traj.mean, traj.std)
             ret_sum, count = jax.tree.map(jnp.sum, finished)
-            metrics = {
-                "episode_return": ret_sum / jnp.maximum(count, 1),
-                "episodes": count,
-                "mean_part_max": mean_part.max(),
-                "mean_part_mean": mean_part.mean(),
-                "cov_part_max": cov_part.max(),
-            }
+            metrics = {"episode_return": ret_sum / jnp.maximum(count, 1), "episodes": count}
+            metrics.update(mean_part_max=mean_part.max(), mean_part_mean=mean_part.mean(), cov_part_max=cov_part.max())
             return (params, opt_state, env_state, ep_ret, rng), metrics
 
         runner = (params, tx.init(params), env_state, ep_ret, rng)

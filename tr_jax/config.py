@@ -55,7 +55,7 @@ class TrainConfig:
     total_env_steps: int = 1_000_000  # num_iterations = total // (num_envs * unroll_length * action_repeat)
     normalize_obs: bool = True  # observations normalised by a running mean and std
     obs_clip: float | None = 10.0  # normalised observations clipped to +-obs_clip; None: no clipping
-    # (raw observations, normalize_obs=False, are never clipped)
+    #   (raw observations, normalize_obs=False, are never clipped)
     reward_scaling: float = 1.0  # rewards multiplied by this
     normalize_reward: bool = False  # divide rewards by a running std of the discounted return
 
@@ -377,7 +377,8 @@ def field_docs() -> dict:
     """``{field: (group, description)}`` for every ``TrainConfig`` field, read from the class's source (what
     ``tr-jax train --help`` prints): the group is the ``# --- group ---`` heading above the field (with a one-word
     sub-heading such as ``# PPO`` appended), the description the full-line comments right above the field and
-    its trailing comment (with the comment lines indented under it)."""
+    its trailing comment, continued by the comment lines right under it that start with ``#`` and two or more
+    spaces (``ruff format`` keeps those; it re-indents comment lines to the field's column)."""
     import inspect
     import re
 
@@ -390,7 +391,9 @@ def field_docs() -> dict:
         field = re.match(r"(\w+): [^=]+=.*?(?:\s+#\s*(.*))?$", text)
         if text.startswith("# ---"):
             group, sub, above, last = text.strip("# -").split(" (")[0], "", [], None
-        elif text.startswith("#") and last is not None and len(line) - len(line.lstrip()) > 4:
+        elif last is not None and (
+            text.startswith("#  ") or text.startswith("#") and len(line) - len(line.lstrip()) > 4
+        ):
             g, d = docs[last]
             docs[last] = (g, f"{d} {text.lstrip('# ')}".strip())
         elif re.fullmatch(r"# [A-Z]\w*", text):
