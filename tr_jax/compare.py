@@ -77,6 +77,7 @@ import numpy as np
 
 from tr_jax import rundir as R
 from tr_jax import stats
+from tr_jax.algorithms.bounds import BOUNDS, Bound
 from tr_jax.algorithms.trpl import BOUND_TOLERANCE as TOLERANCE  # relative slack of "bound held"
 from tr_jax.config import critic, load_config_file, parse_assignment
 
@@ -248,16 +249,14 @@ def train(
 
 def _bound_use(config: dict, rows: list) -> tuple:
     """``(max distance/bound or None, updates over 1 + TOLERANCE)`` from ``metrics.jsonl`` rows."""
-    if config["algorithm"] == "trpl":
-        use = [
-            max(r["mean_part_max"] / config["eps_mean"], r["cov_part_max"] / config["eps_cov"])
-            for r in rows
-            if r.get("mean_part_max") is not None and r.get("cov_part_max") is not None
-        ]
-    elif config["algorithm"] == "trpo":
-        use = [r["kl_mean"] / config["max_kl"] for r in rows if r.get("kl_mean") is not None]
-    else:
+    bounds = BOUNDS[config["algorithm"]].optimised.values()
+    if not bounds:
         return None, 0
+    use = [
+        max(r[b.metric] / config[b.hyperparameter] for b in bounds)
+        for r in rows
+        if all(r.get(b.metric) is not None for b in bounds)
+    ]
     if not use:
         return float("nan"), 0
     return max(use), sum(u > 1 + TOLERANCE for u in use)
@@ -342,14 +341,14 @@ def metric_summary(config: dict, metrics: list) -> dict:
     :class:`Row`). An exported run keeps these, computed from its whole metrics, in ``METRIC_SUMMARY``
     beside a thinned ``metrics.jsonl``."""
     bound_use, over = _bound_use(config, metrics)
-    trpl = config["algorithm"] == "trpl"
+    acting = BOUNDS[config["algorithm"]].acting
     return {
         "iterations": max((r["iteration"] for r in metrics), default=-1) + 1,
         "kl_max": _acting_kl_max(config, metrics),
         "bound_use": bound_use,
         "over": over,
-        "acting_mean": _acting_part(metrics, "mean_part", config["eps_mean"]) if trpl else None,
-        "acting_cov": _acting_part(metrics, "cov_part", config["eps_cov"]) if trpl else None,
+        "acting_mean": _acting_part(metrics, acting["mean"], config) if "mean" in acting else None,
+        "acting_cov": _acting_part(metrics, acting["cov"], config) if "cov" in acting else None,
     }
 
 
@@ -365,10 +364,13 @@ def _acting_kl_max(config: dict, rows: list) -> float:
     return float(kls.max()) if kls.size else float("nan")
 
 
-def _acting_part(rows: list, part: str, eps: float) -> tuple:
-    """TRPL's acting policy: ``(max, mean, fraction over)`` of ``raw_<part>`` over its bound ``eps``, over the
-    states of every update and seed (each update's batch has equally many states); NaN where missing."""
-    top, avg, over = (_column(rows, f"raw_{part}_{k}") for k in ("max", "mean", "over"))
+def _acting_part(rows: list, bound: Bound, config: dict) -> tuple:
+    """The acting policy's ``(max, mean, fraction over)`` of a bounded part (TRPL: ``raw_<part>_max``) over its
+    bound, over the states of every update and seed (each update's batch has equally many states); NaN where
+    missing."""
+    column = bound.metric.removesuffix("_max")
+    top, avg, over = (_column(rows, f"{column}_{k}") for k in ("max", "mean", "over"))
+    eps = config[bound.hyperparameter]
     return (
         top.max() / eps if top.size else np.nan,
         avg.mean() / eps if avg.size else np.nan,
@@ -497,7 +499,7 @@ def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1, path: str |
     # the acting policy's KL and (TRPL) bound use, in runs that record them
     has = {k for d in dirs for k in R.first_row(R.RunDir(d).metrics)}
     metrics += ["acting_kl_max"] * ("acting_kl_max" in has) + list(ACTING_BOUND_METRICS) * (
-        trpl and "raw_mean_part_max" in has
+        trpl and BOUNDS["trpl"].acting["mean"].metric in has
     )
     path = path or os.path.join(out, f"{env}.png")
     plot_runs(dirs, path, metrics, labels=present, smooth=smooth)  # by setup: ppo-m is not pooled with ppo

@@ -45,25 +45,29 @@ from typing import NamedTuple
 import numpy as np
 
 from tr_jax import rundir as R
+from tr_jax.algorithms.bounds import BOUNDS
 
 FORMATS = (".png", ".pdf", ".svg")
 
+_TRPL = BOUNDS["trpl"]
 # derived metrics: name -> (file, column, title, bound field dividing the value or None)
 DERIVED = {
     "return": ("metrics", "episode_return", "training return", None),
     "eval_return": ("eval", "deterministic_return_mean", "evaluation return (deterministic)", None),
     "eval_return_stochastic": ("eval", "stochastic_return_mean", "evaluation return (sampled actions)", None),
     "kl_max": ("metrics", "kl_max", "max KL(new || old) per update", None),
-    "mean_bound": ("metrics", "mean_part_max", "max mean part / eps_mean", "eps_mean"),
-    "cov_bound": ("metrics", "cov_part_max", "max cov part / eps_cov", "eps_cov"),
-    "acting_mean_bound": ("metrics", "raw_mean_part_max", "acting policy: max mean part / eps_mean", "eps_mean"),
-    "acting_cov_bound": ("metrics", "raw_cov_part_max", "acting policy: max cov part / eps_cov", "eps_cov"),
+    # TRPL's bounded parts (tr_jax.algorithms.bounds), of the optimised (projected) and the acting policy
+    **{
+        f"{prefix}{name}_bound": ("metrics", b.metric, f"{title}max {name} part / {b.hyperparameter}", b.hyperparameter)
+        for prefix, title, bounds in (("", "", _TRPL.optimised), ("acting_", "acting policy: ", _TRPL.acting))
+        for name, b in bounds.items()
+    },
     "acting_kl_max": ("metrics", "acting_kl_max", "acting policy: max KL(new || old) per update", None),
 }
-BOUND_METRICS = ("mean_bound", "cov_bound")
+BOUND_METRICS = tuple(f"{name}_bound" for name in _TRPL.optimised)
 # the same for the policy that acts next (TRPL: the network output, which is not projected); runs written
 # before these metrics existed have none
-ACTING_BOUND_METRICS = ("acting_mean_bound", "acting_cov_bound")
+ACTING_BOUND_METRICS = tuple(f"acting_{name}_bound" for name in _TRPL.acting)
 DEFAULT_METRICS = ("return", "eval_return", "kl_max")
 
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from tr_jax import parallel as par
 from tr_jax import rundir as R
+from tr_jax.algorithms.bounds import BOUNDS
 from tr_jax.checkpoint import CheckpointError, Checkpoints
 from tr_jax.config import RESUME_SAFE, TrainConfig, config_from_dict, config_to_dict, validate
 from tr_jax.loggers import Run as LogRun
@@ -270,17 +271,16 @@ def _check_budget(groups, it: int, steps_per_it: int) -> bool:
 def _bound_fields(config: TrainConfig, m: dict, eps: dict) -> dict:
     """Trust-region usage of the latest iteration (mean over runs, each against its own bound), as display strings.
 
-    ``m``: metric -> ``[runs]``; ``eps``: ``eps_mean``/``eps_cov``/``max_kl`` -> ``[runs]``.
+    ``m``: metric -> ``[runs]``; ``eps``: hyperparameter -> ``[runs]``. The bounds are :data:`BOUNDS`'s.
     """
-    if config.algorithm == "trpl":
-        used = fmt_parts(
-            [100 * _mean(m["mean_part_max"] / eps["eps_mean"]), 100 * _mean(m["cov_part_max"] / eps["eps_cov"])],
-            ".0f",
-            "%",
-        )
-        return {"mean/cov part": f"{used} of bound" if used else ""}
-    if config.algorithm == "trpo":
-        return {"kl/max_kl": fmt(_mean(m["kl_mean"] / eps["max_kl"]), ".2f")}
+    bounds = BOUNDS[config.algorithm].optimised
+    used = [_mean(m[b.metric] / eps[b.hyperparameter]) for b in bounds.values()]
+    if len(bounds) == 1:  # TRPO: kl/max_kl
+        ((name, b),) = bounds.items()
+        return {f"{name}/{b.hyperparameter}": fmt(used[0], ".2f")}
+    if bounds:  # TRPL: mean/cov part, each in % of its bound
+        parts = fmt_parts([100 * u for u in used], ".0f", "%")
+        return {"/".join(bounds) + " part": f"{parts} of bound" if parts else ""}
     return {}
 
 
@@ -620,7 +620,10 @@ class _Loop:
         self.eval_fn = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2)
         self.eval_root = jax.random.fold_in(jax.random.key(options.seed), _EVAL_STREAM)
         self.ckpts = [Checkpoints(g.rd.checkpoints, keep=config.keep_checkpoints) for g in groups]
-        self.eps = {f: np.asarray(getattr(self.hparams, f), np.float64) for f in ("eps_mean", "eps_cov", "max_kl")}
+        self.eps = {
+            b.hyperparameter: np.asarray(getattr(self.hparams, b.hyperparameter), np.float64)
+            for b in BOUNDS[config.algorithm].optimised.values()
+        }
         self.chunk_len = min(config.chunk_iterations, self.total_its)  # one program; a shorter last chunk runs
         # fewer of its loops
         self.state: TrainState  # the batched state, leaves [S * n, ...]: set by run() before anything reads it
