@@ -251,10 +251,13 @@ def test_chunk_after_divergence_is_not_computed():
 # Real processes: SIGKILL and resume, SIGINT
 
 
-def _child(run_dir, *args, sleep=0.0):
+def _child(run_dir, *args, sleep=0.0, **env_vars):
+    """``tr-jax train ARGS --run-dir RUN_DIR`` in a child process (tests/_run_child.py); ``env_vars`` are
+    ``TR_JAX_TEST_*`` settings of the child (``sleep=S``: TR_JAX_TEST_SLEEP)."""
     env = dict(
         os.environ,
         TR_JAX_TEST_SLEEP=str(sleep),
+        **{f"TR_JAX_TEST_{k.upper()}": str(v) for k, v in env_vars.items()},
         PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])),
     )
     return subprocess.Popen(
@@ -341,29 +344,7 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(config_file, tmp_path):
 
 def _signal_child(run_dir, marker, wait_at, *args, signals=1):
     """A child that pauses after the chunk ending at env step ``wait_at`` until ``signals`` signals arrived."""
-    env = dict(
-        os.environ,
-        TR_JAX_TEST_WAIT_AT=str(wait_at),
-        TR_JAX_TEST_MARKER=marker,
-        TR_JAX_TEST_WAIT_SIGNALS=str(signals),
-        PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])),
-    )
-    return subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(HERE, "_run_child.py"),
-            "train",
-            *args,
-            "--run-dir",
-            run_dir,
-            "--progress",
-            "lines",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return _child(run_dir, *args, wait_at=wait_at, marker=marker, wait_signals=signals)
 
 
 def _wait_for_file(path, proc, timeout=300):
