@@ -17,6 +17,13 @@ before and after each run. Code without the cache (no tr_jax/compile_cache.py: o
 
     python experiments/bench_training.py --startup
     python experiments/bench_training.py --startup --code before=/work/main --code after=. --configs hopper_ppo
+
+``--breakdown`` instead measures, in this process with no cache, the seconds of tracing, lowering and XLA's
+compilation of each of a run's programs (init, chunk, evaluation) and of a program that holds only the env
+(a reset and a ``unroll_length``-step scan of the env step with zero actions): how much of a cold compile is
+the physics, which both the chunk and the evaluation contain.
+
+    python experiments/bench_training.py --startup --breakdown --configs hopper_ppo
 """
 
 from __future__ import annotations
@@ -88,6 +95,60 @@ def startup_run(code: str, config: str, steps: int, cache: str, run_dir: str) ->
     )
 
 
+def breakdown(config_path: str) -> dict:
+    """Trace / lower / XLA-compile seconds of each program of ``config_path``'s run, in this process, cache off."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    from tr_jax.config import load_config_file
+    from tr_jax.hyperparams import SWEEPABLE, Hyperparams
+    from tr_jax.train import make_trainer
+
+    config = load_config_file(config_path)
+    t0 = time.perf_counter()
+    trainer = make_trainer(config)
+    out = {"make_trainer": {"seconds": time.perf_counter() - t0}}
+    keys = jax.random.split(jax.random.key(0), 1)
+    hp = Hyperparams(*(np.asarray([getattr(config, f)], np.dtype(config.dtype)) for f in SWEEPABLE))
+    env = trainer.env
+
+    def env_only(key):
+        state = env.reset(key)
+
+        def step(s, _):
+            s, info = env.step(s, jnp.zeros((env.num_envs, env.action_dim)))
+            return s, info.reward
+
+        return jax.lax.scan(step, state, None, length=config.unroll_length)[1].sum()
+
+    state = None
+    programs = [
+        ("init", jax.jit(trainer.init_runs), lambda: (keys, hp)),
+        ("chunk", jax.jit(jax.vmap(trainer.train_chunk, in_axes=(0, None)), static_argnums=1), lambda: (state, 10)),
+        (
+            "evaluate",
+            jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2),
+            lambda: (state, keys, config.eval_episodes),
+        ),
+        ("env only", jax.jit(env_only), lambda: (jax.random.key(0),)),
+    ]
+    for name, fn, args in programs:
+        t0 = time.perf_counter()
+        traced = fn.trace(*args())
+        t1 = time.perf_counter()
+        lowered = traced.lower()
+        t2 = time.perf_counter()
+        compiled = lowered.compile()
+        t3 = time.perf_counter()
+        out[name] = {"trace": t1 - t0, "lower": t2 - t1, "xla": t3 - t2}
+        if name == "init":
+            state = compiled(keys, hp)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--startup", action="store_true", help="(what bench_training.py passes on)")
@@ -101,7 +162,18 @@ def main(argv=None):
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {list(CONFIGS)}")
     p.add_argument("--steps", type=int, default=None, help="total_env_steps of every run (default per config)")
     p.add_argument("--json", default="bench_startup.json")
+    p.add_argument("--breakdown", action="store_true", help="seconds per program and phase, in this process")
     args = p.parse_args(argv)
+    if args.breakdown:
+        out = {}
+        for name in args.configs.split(","):
+            out[name] = breakdown(os.path.join(HERE, "configs", CONFIGS[name][0]))
+            print(f"{name} (load {os.getloadavg()[0]:.1f}); seconds:")
+            for program, phases in out[name].items():
+                print(f"  {program:>12}: " + ", ".join(f"{k} {v:5.1f}" for k, v in phases.items()), flush=True)
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+        return 0
     codes = [tuple(c.split("=", 1)) for c in (args.code or [f"this={os.path.dirname(HERE)}"])]
     out = {}
     with tempfile.TemporaryDirectory(prefix="tr_jax_startup_") as tmp:

@@ -9,6 +9,7 @@
 # Resumable: run it again after a kill; a finished sweep is left as it is, a started one resumes from its
 # checkpoints, one killed before its first checkpoint starts again.
 #   experiments/sensitivity.sh [OUT [ENV ...]]     (default OUT: results/study; ENVs: hopper walker2d)
+#   SWEEPS=trust_region_coef experiments/sensitivity.sh OUT hopper    (only the sweeps of these keys)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-results/study}/sensitivity/runs"
@@ -17,10 +18,12 @@ ENVS=("${@:2}")
 STEPS="${STEPS:-1000000}"  # env overrides, for a quick check: STEPS, SEEDS, CONFIGS (a tree of ENV/SETUP.yaml)
 SEEDS="${SEEDS:-3}"
 CONFIGS="${CONFIGS:-experiments/configs}"
+SWEEPS="${SWEEPS:-eps_mean clip_ratio trust_region_coef}"  # the sweeps to run, by the key they sweep
 status=0
 
 sweep() {  # env setup key values
     local dir="$OUT/$1/$2-$3" args
+    case " $SWEEPS " in *" $3 "*) ;; *) return ;; esac
     if [ -f "$dir/sweep.json" ] && compgen -G "$dir/*/checkpoints/*" > /dev/null; then
         args=(--resume "$dir")
     else  # new, or killed before a checkpoint (--overwrite empties only a sweep directory)

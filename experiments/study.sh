@@ -5,10 +5,13 @@
 # claims gets its first verdict (on hopper) as early as possible:
 #   1. hopper x PPO, TRPL-KL and their minimal (-m) variants (claims 1 and 2);
 #   2. contextual covariance on hopper: PPO and TRPL-KL with a state-dependent full covariance (claim 3);
-#   3. walker2d x PPO, TRPL-KL and their -m variants;
-#   4. hopper and walker2d x TRPL-Frob(-m), TRPO, TRPL-W2;
-#   5. bound sensitivity (experiments/sensitivity.sh: eps_mean and clip_ratio sweeps, 3 seeds, 1M steps);
-#   6. contextual covariance on hopper, diagonal.
+#   3. walker2d x PPO and TRPL-KL (claim 1 on a second env);
+#   4. hopper x TRPL-KL's regression coefficient (experiments/sensitivity.sh's trust_region_coef sweep: does the
+#      regression loss keep the acting network output inside the trust region?);
+#   5. walker2d x the -m variants of PPO and TRPL-KL (claim 2 on a second env);
+#   6. hopper and walker2d x TRPL-Frob(-m), TRPO, TRPL-W2;
+#   7. the rest of the bound sensitivity (eps_mean and clip_ratio sweeps, 3 seeds, 1M steps);
+#   8. contextual covariance on hopper, diagonal.
 # Each compare step rewrites OUT/results.md with its own rows; the study's tables and figures are made by
 # experiments/study_export.py and experiments/study_report.py (docs/results.md).
 #   experiments/study.sh [OUT [compare options...]]   (default OUT: results/study; e.g. OUT --report-only)
@@ -28,7 +31,9 @@ compare() {
 
 compare --envs hopper --setups ppo trpl-kl ppo-m trpl-kl-m "${@:2}"
 compare --envs hopper --setups ppo-ctx-full trpl-kl-ctx-full "${@:2}"
-compare --envs walker2d --setups ppo trpl-kl ppo-m trpl-kl-m "${@:2}"
+compare --envs walker2d --setups ppo trpl-kl "${@:2}"
+case " ${*:2} " in *" --report-only "*) ;; *) SWEEPS=trust_region_coef step experiments/sensitivity.sh "$OUT" hopper ;; esac
+compare --envs walker2d --setups ppo-m trpl-kl-m "${@:2}"
 compare --envs hopper walker2d --setups trpl-frob trpl-frob-m trpo trpl-w2 "${@:2}"
 case " ${*:2} " in *" --report-only "*) ;; *) step experiments/sensitivity.sh "$OUT" ;; esac
 compare --envs hopper --setups ppo-ctx-diag trpl-kl-ctx-diag "${@:2}"

@@ -8,8 +8,8 @@ that ends at env step STEPS writes ``PATH`` and then waits for
 ``TR_JAX_TEST_WAIT_SIGNALS`` (default 1) signals to arrive, writing
 ``PATH.<i>`` after the i-th (so a test signals at a known iteration, with no
 timing involved). With ``TR_JAX_TEST_EVENTS=PATH``, JAX's monitoring events
-(e.g. ``/jax/compilation_cache/cache_hits``) are counted into the JSON file
-``PATH`` at exit.
+(e.g. ``/jax/compilation_cache/cache_hits``; duration events that name a function
+also as ``<event>:<function name>``) are counted into the JSON file ``PATH`` at exit.
 """
 
 import os
@@ -34,6 +34,12 @@ if os.environ.get("TR_JAX_TEST_EVENTS"):  # JAX's monitoring events of this proc
 
     events = collections.Counter()
     jax.monitoring.register_event_listener(lambda event, **kwargs: events.update([event]))
+
+    def traced(event, duration, **kwargs):  # "<event>:<function>" for the events that name a function
+        if "fun_name" in kwargs:
+            events.update([f"{event}:{kwargs['fun_name']}"])
+
+    jax.monitoring.register_event_duration_secs_listener(traced)
     atexit.register(lambda: json.dump(events, open(os.environ["TR_JAX_TEST_EVENTS"], "w")))
 
 SLEEP = float(os.environ.get("TR_JAX_TEST_SLEEP", "0"))

@@ -36,6 +36,7 @@ LAYERS = {
     "tune": 3,
     "inference": 3,
     "compile_cache": 3,
+    "programs": 3,
     # tools
     "compare": 4,
     "plot": 4,

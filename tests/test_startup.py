@@ -71,9 +71,10 @@ def test_uneven_run_compiles_one_chunk_program_and_evaluation_in_the_background(
     with compiled_functions() as names:
         result = run(UNEVEN, seed=1, num_seeds=2, run_dir=str(tmp_path / "r"), progress="lines")
     main = threading.main_thread().name
-    assert [x for x in names if "train_chunk" in x[0]] == [("jit(train_chunk)", main)], names
+    # (through the program cache, tr_jax/programs.py: the suite runs with the compilation cache on, conftest.py)
+    assert [x for x in names if "train_chunk" in x[0]] == [("jit(cached_train_chunk)", main)], names
     # the evaluation program compiled once, in the loop's background thread, and the display said so
-    assert [x for x in names if "evaluate" in x[0]] == [("jit(evaluate)", "tr_jax-compile_0")], names
+    assert [x for x in names if "evaluate" in x[0]] == [("jit(cached_evaluate)", "tr_jax-compile_0")], names
     out = capsys.readouterr().out
     assert "compiling the evaluation in the background" in out and "compiled the evaluation program in" in out
     # exactly the iterations run: 5, the last chunk's padding dropped
@@ -124,7 +125,7 @@ def _child(tmp_path, name, config_file, *flags, **env):
     )
     assert p.returncode == 0, p.stdout + p.stderr
     rows = read_jsonl(str(tmp_path / name / "metrics.jsonl")) + read_jsonl(str(tmp_path / name / "eval.jsonl"))
-    return json.loads(events.read_text()), rows
+    return json.loads(events.read_text()), rows, p.stdout
 
 
 @pytest.mark.slow
@@ -133,13 +134,20 @@ def test_a_second_process_loads_the_programs_from_the_cache(tmp_path):
     config_file.write_text(json.dumps(config_to_dict(UNEVEN)))
     # every program is written (the line env's compile in well under JAX's default 1 s threshold)
     env = dict(TR_JAX_COMPILE_CACHE=str(tmp_path / "cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    cold_events, cold = _child(tmp_path, "cold", str(config_file), **env)
-    warm_events, warm = _child(tmp_path, "warm", str(config_file), **env)
-    off_events, off = _child(tmp_path, "off", str(config_file), "--no-compile-cache", **env)
+    cold_events, cold, cold_out = _child(tmp_path, "cold", str(config_file), **env)
+    warm_events, warm, warm_out = _child(tmp_path, "warm", str(config_file), **env)
+    off_events, off, off_out = _child(tmp_path, "off", str(config_file), "--no-compile-cache", **env)
     hits, misses = "/jax/compilation_cache/cache_hits", "/jax/compilation_cache/cache_misses"
     assert cold_events.get(hits, 0) == 0 and cold_events[misses] >= 2, cold_events  # the chunk and evaluation
     assert warm_events[hits] == cold_events[misses] and warm_events.get(misses, 0) == 0, warm_events
     assert off_events.get(hits, 0) == 0 and off_events.get(misses, 0) == 0, off_events
+    # the warm process did not trace the programs either: their traces came from the program cache
+    traced = "/jax/core/compile/jaxpr_trace_duration:"
+    for fn in ("train_chunk", "evaluate"):
+        assert cold_events.get(traced + fn, 0) >= 1 and off_events.get(traced + fn, 0) >= 1, fn
+        assert warm_events.get(traced + fn, 0) == 0, (fn, warm_events)
+    loaded = "(its trace loaded from the program cache)"
+    assert cold_out.count(loaded) == off_out.count(loaded) == 0 and warm_out.count(loaded) == 2, warm_out
     assert len(cold) == 5 + 1 and cold == warm == off  # the same numbers, to the last bit
 
 

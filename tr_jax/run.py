@@ -54,11 +54,13 @@ from tr_jax.algorithms.bounds import BOUNDS
 from tr_jax.checkpoint import CheckpointError, Checkpoints
 from tr_jax.config import RESUME_SAFE, TrainConfig, config_from_dict, config_to_dict, validate
 from tr_jax.loggers import Run as LogRun
+from tr_jax.programs import ProgramCache
 from tr_jax.progress import fmt, fmt_parts, make_progress
 
 if TYPE_CHECKING:  # (at run time tr_jax.train is imported only where a trainer is built)
     from tr_jax.train import TrainState
 
+_FROM_DISK = " (its trace loaded from the program cache)"
 _EVAL_STREAM = 0x5EED  # fold_in tag: evaluation keys never touch the training key stream
 
 
@@ -495,11 +497,12 @@ def _run_groups(
     from tr_jax import compile_cache
     from tr_jax.train import make_trainer
 
-    compile_cache.ensure()  # before anything compiles (on by default; docs/startup.md)
+    compile_dir = compile_cache.ensure()  # before anything compiles (on by default; docs/startup.md)
     groups = []
     try:
         with _MujocoLog() as mujoco_log, contextlib.ExitStack() as held:
             trainer = make_trainer(config, env)  # checks the env before any file is written
+            programs = ProgramCache.for_run(compile_dir, config, trainer.env.env, env_given=env is not None)
             locks = []
             with par.fail_together("creating the run directory"):  # only process 0 writes: it alone can fail
                 groups = make_groups(lambda path: locks.append(held.enter_context(R.RunLock(path))))
@@ -512,7 +515,7 @@ def _run_groups(
             with _Interrupts(display.log) as interrupts:
                 try:
                     options = LoopOptions(
-                        seed, num_seeds, resume, progress_fn, on_divergence, checkpoint, tuple(loggers)
+                        seed, num_seeds, resume, progress_fn, on_divergence, checkpoint, tuple(loggers), programs
                     )
                     return _Loop(trainer, groups, options, display, interrupts).run()
                 finally:
@@ -549,6 +552,7 @@ class LoopOptions(NamedTuple):
     on_divergence: str
     checkpoint: int | None
     loggers: tuple = ()  # tr_jax.loggers.Logger objects fed the rows written (closed by the caller)
+    programs: ProgramCache | None = None  # traced programs kept on disk (tr_jax/programs.py); None: trace here
 
 
 class Divergence(NamedTuple):
@@ -766,21 +770,45 @@ class _Loop:
             runs, devices = self.S * self.n, self.trainer.mesh.devices.size
             self.display.status(f"compiling a {self.chunk_len}-iteration chunk ({runs} run(s), {devices} device(s))...")
             t0 = time.perf_counter()
-            self.compiled["chunk"] = self.chunk_fn.lower(self.state, self.chunk_len, np.int32(self.chunk_len)).compile()
+            like = (self.state, np.int32(self.chunk_len))
+            self.compiled["chunk"], loaded = self._compile(
+                "train_chunk",
+                lambda state, active: self.chunk_fn(state, self.chunk_len, active),
+                like,
+                (self.chunk_len,),
+                lambda: self.chunk_fn.lower(like[0], self.chunk_len, like[1]).compile(),
+                returns_state=True,
+            )
             seconds = time.perf_counter() - t0
             self.compile_s += seconds
             self.waited_s += seconds
             self.display.log(
                 f"compiled a {self.chunk_len}-iteration chunk ({runs} run(s) on {devices} device(s)) in "
-                f"{seconds:.1f} s; compiling the evaluation in the background"
+                f"{seconds:.1f} s{_FROM_DISK if loaded else ''}; compiling the evaluation in the background"
             )
             self.compiled["eval"] = self.background.submit(self._compile_eval, self.state, self.eval_keys(0))
         return self.compiled["chunk"]
 
+    def _compile(self, name: str, fn, args: tuple, static: tuple, plain, returns_state: bool = False):
+        """``(program, loaded)``: ``fn(*args)`` (static values bound) compiled through the program cache when
+        the run has one (``loaded``: its trace came from disk), else ``plain()``, the jitted function's own
+        ``lower(...).compile()``."""
+        if self.options.programs is not None:
+            return self.options.programs.compile(name, fn, args, static, returns_state, self.display.log)
+        return plain(), False
+
     def _compile_eval(self, like, keys_like):
         """(in the background thread: tracing holds the GIL, XLA's compilation does not)"""
         t0 = time.perf_counter()
-        return self.eval_fn.lower(like, keys_like, self.config.eval_episodes).compile(), time.perf_counter() - t0
+        episodes = self.config.eval_episodes
+        program, loaded = self._compile(
+            "evaluate",
+            lambda state, keys: self.eval_fn(state, keys, episodes),
+            (like, keys_like),
+            (episodes,),
+            lambda: self.eval_fn.lower(like, keys_like, episodes).compile(),
+        )
+        return program, loaded, time.perf_counter() - t0
 
     def eval_program(self):
         """The evaluation program, waiting for its compilation if it is still running."""
@@ -789,12 +817,12 @@ class _Loop:
             if not pending.done():
                 self.display.status("waiting for the evaluation program to compile (in the background)...")
             t0 = time.perf_counter()
-            self.compiled["eval"], seconds = pending.result()
+            self.compiled["eval"], loaded, seconds = pending.result()
             self.waited_s += time.perf_counter() - t0
             self.compile_s += seconds
             self.display.log(
                 f"compiled the evaluation program in {seconds:.1f} s (in the background; waited "
-                f"{time.perf_counter() - t0:.1f} s for it)"
+                f"{time.perf_counter() - t0:.1f} s for it){_FROM_DISK if loaded else ''}"
             )
         return self.compiled["eval"]
 
