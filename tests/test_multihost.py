@@ -171,8 +171,14 @@ def _assert_same_checkpoints(a, b, steps):
 
 def test_two_processes_equal_one_process_on_two_devices(runs):
     single, two = runs["single"], runs["two"]
-    for _rc, out, err in runs["two_out"]:
-        assert "2 device(s)" in out + err  # both processes run the program over the global 2-device mesh
+    (_, out0, err0), (_, out1, _) = runs["two_out"]
+    assert "2 device(s)" in out0 + err0  # the program runs over the global 2-device mesh
+    # process 0 alone shows progress (process 1 printed every progress line again before); process 1 logs its
+    # events, each line marked as its own
+    ours = [line for line in out1.splitlines() if not line.startswith("[Gloo]")]  # (gloo's connection notes)
+    assert " steps/s | " in out0 and "[process" not in out0
+    assert "[process 1] compiled a 2-iteration chunk" in out1 and "[process 1] finished: 6 iterations" in out1
+    assert all(line.startswith("[process 1] ") for line in ours) and " steps/s | " not in out1, out1
     metrics = (two / "metrics.jsonl").read_text()
     assert len(metrics.splitlines()) == 6
     assert metrics == (single / "metrics.jsonl").read_text()

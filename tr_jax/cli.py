@@ -458,8 +458,11 @@ def _train(args) -> int:
         if result.metrics
         else "nothing to do"
     )  # (no metrics: a finished run resumed, no iteration trained)
+    import jax
+
+    who = "" if jax.process_index() == 0 else f"[process {jax.process_index()}] "  # (as the run's own log lines)
     print(
-        f"{result.status}: {result.iteration} iterations, {done}; "
+        f"{who}{result.status}: {result.iteration} iterations, {done}; "
         f"{dirs if len(results) > 1 else 'run directory ' + dirs}"
     )
     return EXIT_STATUS.get(result.status, 0)

@@ -159,6 +159,17 @@ class NoProgress(Progress):
         pass
 
 
+class LogOnly(NoProgress):
+    """Only the events (``log``), each line prefixed: what the secondary processes of a multi-host run show, so
+    that the progress lines are not printed once per process."""
+
+    def __init__(self, prefix: str, stream: TextIO | None = None):
+        self.prefix, self.stream = prefix, stream
+
+    def log(self, text: str) -> None:
+        print(f"{self.prefix}{text}", file=self.stream or sys.stdout, flush=True)
+
+
 def make_progress(kind: str = "auto") -> Progress:
     """``"auto"`` (a bar on a terminal, lines otherwise), ``"bar"``, ``"lines"`` or ``"none"``."""
     if kind == "auto":

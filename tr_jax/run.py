@@ -55,7 +55,7 @@ from tr_jax.checkpoint import CheckpointError, Checkpoints
 from tr_jax.config import RESUME_SAFE, TrainConfig, config_from_dict, config_to_dict, validate
 from tr_jax.loggers import Run as LogRun
 from tr_jax.programs import ProgramCache
-from tr_jax.progress import fmt, fmt_parts, make_progress
+from tr_jax.progress import LogOnly, fmt, fmt_parts, make_progress
 
 if TYPE_CHECKING:  # (at run time tr_jax.train is imported only where a trainer is built)
     from tr_jax.train import TrainState
@@ -508,7 +508,9 @@ def _run_groups(
                 groups = make_groups(lambda path: locks.append(held.enter_context(R.RunLock(path))))
             mujoco_log.path = groups[0].rd.mujoco_log
             mujoco_log.flush()
-            display = make_progress(progress)
+            display = (  # multi-host: progress from process 0 only; the others log their events, prefixed
+                make_progress(progress) if par.is_primary() else LogOnly(f"[process {jax.process_index()}] ")
+            )
             for lock in locks:
                 if lock.note:
                     display.log(lock.note)
