@@ -384,13 +384,17 @@ def _acting_table(st: Study) -> str:
 
 def _protocol(st: Study) -> str:
     rows = [r for (e, s), r in st.rows.items() if "/" not in s]
-    critic = compare._critic_note(rows).strip() if rows else "critic: no run yet"
+    full = [r for r in rows if not r.setup.endswith("-m")]  # the minimal variants switch critic choices off
+    critic = compare._critic_note(full).strip() if full else "critic: no run yet"
+    critic = critic.replace("the same in every run:", "the same in every run of the full setups:")
     budgets = sorted({r.budget for r in rows})
     return f"""- Brax (positional backend), hopper and walker2d; {SEEDS} seeds per cell, trained at once (vmapped);
   budget {", ".join(f"{b:,}" for b in budgets) or "2,000,000"} env steps per seed (2M rounded down to whole
   2,048-step iterations); the learning-rate schedules' horizon is the reference's 3,000,320 steps
   (`lr_decay_steps`), so no setup is annealed to zero at the cut.
-- One critic for every setup (`experiments/configs/_common.yaml`) -- {critic}
+- One critic for every setup (`experiments/configs/_common.yaml`) -- {critic}; the minimal (-m) variants
+  switch off the choices below, the critic's own included (reward normalisation, value clipping, orthogonal
+  init, learning-rate annealing).
 - Score of a seed: {compare.score_note([]).split("Failed seeds")[0].replace("score: ", "").strip()}
 - Statistics ({stats.REPS} stratified-bootstrap resamples, rliable, fixed seed): IQM of the seeds' scores with a
   95% percentile CI; P(improvement) of setup X over Y = P(score_X > score_Y) + P(=)/2 over seed pairs, with its CI;

@@ -3,7 +3,9 @@
 pytest-xdist (``-n 2 --dist loadgroup``, pyproject) hands out tests in collection order, after the
 ``xdist_group`` groups (the modules whose module fixture compiles a trainer, biggest group first). Modules with
 a test marked ``slow`` go first, so that a long test does not start last and leave one worker running it alone
-at the end of the run. Each module's tests stay together, in their order, so module fixtures are built once.
+at the end of the run. Each module's tests stay together, in their order. A test that uses a module-scoped
+fixture joins its module's ``xdist_group`` (added here unless it has one), so that the fixture is built once, not
+once per worker (the multi-host module's fixture, three rounds of process pairs, was built twice: ~75 s).
 """
 
 import os
@@ -43,6 +45,13 @@ def x64():
         yield
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures is None or item.get_closest_marker("xdist_group"):
+            continue
+        if any(d[-1].scope == "module" for d in fixtures.name2fixturedefs.values() if d):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module not in slow_modules)  # stable: otherwise collection order
