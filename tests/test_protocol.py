@@ -340,7 +340,7 @@ def test_compare_says_which_critic():
 
     c = critic(TrainConfig())
     assert compare._critic_note([NS(critic=c), NS(critic=dict(c))]).startswith("critic: the same in every run: ")
-    note = compare._critic_note([NS(critic=c), NS(critic={**c, "value_lr": 1.0, "value_clip": None})])
+    note = compare._critic_note([NS(critic=c), NS(critic={**c, "value_lr": 1.0, "value_clip": 0.5})])
     assert note.startswith("critic: differs between runs in value_clip, value_lr ")
 
 
