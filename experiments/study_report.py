@@ -282,7 +282,9 @@ def figure_contextual(st: Study, path: str) -> str | None:
 
 
 def figure_sensitivity(st: Study, path: str) -> str | None:
-    """Score IQM with CIs against the swept bound (TRPL-KL eps_mean, PPO clip_ratio), per env."""
+    """Score IQM with CIs against the swept setting (TRPL-KL eps_mean and trust_region_coef, PPO clip_ratio), per
+    env; for TRPL-KL also (right axis) the fraction of states where the acting policy's mean part exceeds
+    eps_mean (over every update and seed)."""
     if not any(st.complete(env, name) for env, _, _, _, name in st.sweeps):
         return None
     plt = _plt()
@@ -302,6 +304,14 @@ def figure_sensitivity(st: Study, path: str) -> str | None:
             ax.set_ylabel("score IQM at the budget, 95% CI")
             if not cells:
                 ax.text(0.5, 0.5, "pending", transform=ax.transAxes, ha="center")
+            elif setup == "trpl-kl":  # what the bound does to the acting policy (the network output)
+                over = [(v, st.rows[(env, name)].acting_mean) for v, name in cells if (env, name) in st.rows]
+                over = [(v, a[2]) for v, a in over if a is not None and np.isfinite(a[2])]
+                if over:
+                    twin = ax.twinx()
+                    twin.plot([v for v, _ in over], [100 * f for _, f in over], "s--", color="C3", ms=4)
+                    twin.set_ylim(0, 100)
+                    twin.set_ylabel("acting mean part over eps_mean:\n% of states (red)", fontsize=8, color="C3")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -363,6 +373,23 @@ def _sensitivity_table(st: Study) -> str:
     for env, setup, key, value, name in st.sweeps:
         lines.append(f"| {env} | {setup} | {key} = {value:g} | {_cell_text(st, env, name)} |")
     return "\n".join(lines) + "\n" if st.sweeps else "No sweep has started yet (experiments/sensitivity.sh).\n"
+
+
+def _coef_text(st: Study) -> str:
+    """One generated sentence on the regression coefficient's sweep: the acting policy's mean part per setting."""
+    cells = [
+        (v, st.rows[(e, n)].acting_mean)
+        for e, s, k, v, n in st.sweeps
+        if k == "trust_region_coef" and st.complete(e, n) and (e, n) in st.rows
+    ]
+    cells = [(v, a) for v, a in cells if a is not None]
+    if not cells:
+        return ""
+    parts = "; ".join(f"{v:g}: {100 * a[2]:.0f}% of states over, mean {a[1]:.2f}, max {a[0]:.2f}" for v, a in cells)
+    return (
+        f"\nThe acting policy's mean part over `eps_mean` per `trust_region_coef` (hopper TRPL-KL, every update "
+        f"and seed; fraction of states over the bound, mean and max of part/bound): {parts}.\n"
+    )
 
 
 def _acting_table(st: Study) -> str:
@@ -468,7 +495,7 @@ TRPL-KL's regression coefficient `trust_region_coef` (`experiments/sensitivity.s
 seed, scored at 1M by the same rule; the acting policy's bound use of each setting is in the table below).
 
 {img("sensitivity", "bound sensitivity")}
-{_sensitivity_table(st)}
+{_sensitivity_table(st)}{_coef_text(st)}
 ## The acting policy's bound use
 
 TRPL's projected policy meets its bounds by construction (projected bound use ≤ 1); the policy that acts in the
