@@ -8,6 +8,7 @@ import importlib.util
 import sys
 from typing import NamedTuple
 
+import _line_env
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,7 +129,7 @@ def test_the_least_recently_used_programs_go_beyond_the_size_limit(tmp_path, mon
 
 
 def test_a_returned_state_must_keep_the_structure_of_the_first_argument(tmp_path):
-    with pytest.raises(ValueError, match="returned a state of another structure"):
+    with pytest.raises(programs.NotExportable, match="returned a state of another structure"):
         _cache(tmp_path).compile("bad", lambda s: ((s.w,), {}), (_state(),), returns_state=True)
 
 
@@ -155,3 +156,56 @@ def test_loading_a_program_makes_it_recently_used(tmp_path, monkeypatch):
     monkeypatch.setattr(programs, "MAX_BYTES", 2 * size + 50)
     cache.compile("c", fns["c"], (jnp.ones(2),))  # one file over the limit: the least recently used goes
     assert sorted(p.name[0] for p in (tmp_path / "programs").glob("*.jaxexport")) == ["b", "c"]
+
+
+def test_a_program_export_cannot_take_is_refused_with_its_reason(tmp_path):
+    def with_callback(x):  # a host callback: jax.export refuses it (as it does an env's custom-call kernels)
+        return {"y": jax.pure_callback(lambda v: np.asarray(v) * 2, jax.ShapeDtypeStruct((2,), jnp.float32), x)}
+
+    with pytest.raises(programs.NotExportable, match="the cb program cannot be exported"):
+        _cache(tmp_path).compile("cb", with_callback, (jnp.ones(2),))
+    assert not (tmp_path / "programs").exists() or not list((tmp_path / "programs").iterdir())
+
+
+class CallbackLineEnv(_line_env.LineEnv):
+    """The line env with its reward passed through a host callback: a program jax.export cannot take."""
+
+    def step(self, state, action):
+        state = super().step(state, action)
+        reward = jax.pure_callback(
+            lambda r: np.asarray(r, np.float32),
+            jax.ShapeDtypeStruct((), jnp.float32),
+            state.reward,
+            vmap_method="sequential",
+        )
+        return state.replace(reward=reward)
+
+
+@pytest.mark.slow
+def test_a_run_whose_programs_cannot_be_exported_trains_without_the_cache(tmp_path, capsys):
+    from brax.envs import register_environment
+
+    from tr_jax.run import run
+
+    register_environment("tr_jax_test_callback_line", CallbackLineEnv)
+    config = TrainConfig(
+        env_name="tr_jax_test_callback_line",
+        episode_length=50,
+        num_envs=4,
+        unroll_length=8,
+        total_env_steps=4 * 8 * 3,
+        num_epochs=1,
+        num_minibatches=2,
+        policy_hidden=(5,),
+        value_hidden=(5,),
+        chunk_iterations=2,
+        checkpoint_every=0,
+        eval_every=0,
+        eval_episodes=2,
+    )
+    result = run(config, run_dir=str(tmp_path / "r"), progress="lines")
+    out = capsys.readouterr().out
+    assert result.iteration == 3 and result.status == "finished"
+    for name in ("train_chunk", "evaluate"):
+        assert f"warning: the {name} program cannot be exported (" in out, out
+    assert "compiling it without the program cache" in out

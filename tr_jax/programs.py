@@ -83,6 +83,11 @@ def env_fingerprint(env: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}:{digest}"
 
 
+class NotExportable(RuntimeError):
+    """A program ``jax.export`` cannot export or serialize (a host callback, a custom call outside its stable
+    list, an output of unregistered types): the caller compiles it the plain way instead."""
+
+
 def _arg_spec(leaves) -> list:
     return [
         [list(x.shape), str(x.dtype), str(getattr(x, "sharding", None)) if isinstance(x, jax.Array) else None]
@@ -150,6 +155,9 @@ class ProgramCache:
         Returns:
           ``(program, loaded)``: ``program(*args)`` runs the compiled program on arguments shaped like
           ``args``; ``loaded`` is True when the traced program came from disk (no tracing in this process).
+        Raises:
+          NotExportable: ``jax.export`` cannot export the program (nothing is written; an error of ``fn``
+            itself surfaces the same way, and again when the caller compiles it without the cache).
         """
         leaves, in_tree = jax.tree.flatten(args)
         path = os.path.join(self.directory, f"{name}-{self.key(name, static, in_tree, leaves)}.jaxexport")
@@ -168,8 +176,13 @@ class ProgramCache:
                 return out
 
             flat.__name__ = flat.__qualname__ = name  # JAX's trace events name it
-            exported = jax.export.export(jax.jit(flat))(*leaves)
-            self._write(path, exported.serialize(), log)
+            try:
+                exported = jax.export.export(jax.jit(flat))(*leaves)
+                data = exported.serialize()
+            except Exception as e:  # e.g. a host callback or a custom call (an env's Warp/FFI kernels)
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                raise NotExportable(f"the {name} program cannot be exported ({type(e).__name__}: {first})") from e
+            self._write(path, data, log)
         call = exported.call
 
         def run_leaves(*xs):

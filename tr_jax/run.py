@@ -54,7 +54,7 @@ from tr_jax.algorithms.bounds import BOUNDS
 from tr_jax.checkpoint import CheckpointError, Checkpoints
 from tr_jax.config import RESUME_SAFE, TrainConfig, config_from_dict, config_to_dict, validate
 from tr_jax.loggers import Run as LogRun
-from tr_jax.programs import ProgramCache
+from tr_jax.programs import NotExportable, ProgramCache
 from tr_jax.progress import LogOnly, fmt, fmt_parts, make_progress
 
 if TYPE_CHECKING:  # (at run time tr_jax.train is imported only where a trainer is built)
@@ -796,7 +796,10 @@ class _Loop:
         the run has one (``loaded``: its trace came from disk), else ``plain()``, the jitted function's own
         ``lower(...).compile()``."""
         if self.options.programs is not None:
-            return self.options.programs.compile(name, fn, args, static, returns_state, self.display.log)
+            try:
+                return self.options.programs.compile(name, fn, args, static, returns_state, self.display.log)
+            except NotExportable as e:
+                self.display.log(f"warning: {e}; compiling it without the program cache")
         return plain(), False
 
     def _compile_eval(self, like, keys_like):
