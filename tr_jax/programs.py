@@ -160,11 +160,11 @@ class ProgramCache:
             itself surfaces the same way, and again when the caller compiles it without the cache).
         """
         leaves, in_tree = jax.tree.flatten(args)
+        state_tree = jax.tree.structure(args[0]) if returns_state else None
         path = os.path.join(self.directory, f"{name}-{self.key(name, static, in_tree, leaves)}.jaxexport")
         exported = self._read(path, log)
         loaded = exported is not None
         if exported is None:
-            state_tree = jax.tree.structure(args[0]) if returns_state else None
 
             def flat(*xs):
                 out = fn(*jax.tree.unflatten(in_tree, xs))
@@ -192,7 +192,6 @@ class ProgramCache:
         compiled = jax.jit(run_leaves).lower(*leaves).compile()
         if not returns_state:
             return (lambda *a: compiled(*jax.tree.leaves(a))), loaded
-        state_tree = jax.tree.structure(args[0])
 
         def program(*a):
             state_leaves, rest = compiled(*jax.tree.leaves(a))
