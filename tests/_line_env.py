@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from brax.envs import base, register_environment
 
+from tr_jax.config import TrainConfig
+
 
 class LineEnv(base.Env):
     def __init__(self, backend="positional", threshold=3.0, nan_after=None, **kwargs):
@@ -54,6 +56,26 @@ class LineEnv(base.Env):
     @property
     def backend(self):
         return "positional"
+
+
+def line_config(iterations: int, **fields) -> TrainConfig:
+    """A config of ``iterations`` iterations on the line env: 4 envs x 8 steps an iteration, episodes of 20
+    steps, 2 epochs of 2 minibatches, one hidden layer of 8 units; ``fields`` replace any of it
+    (``total_env_steps`` follows ``num_envs`` and ``unroll_length``)."""
+    fields = {
+        **dict(
+            env_name="tr_jax_test_line",
+            episode_length=20,
+            num_envs=4,
+            unroll_length=8,
+            num_epochs=2,
+            num_minibatches=2,
+            policy_hidden=(8,),
+            value_hidden=(8,),
+        ),
+        **fields,
+    }
+    return TrainConfig(total_env_steps=fields["num_envs"] * fields["unroll_length"] * iterations, **fields)
 
 
 def register():

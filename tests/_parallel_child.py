@@ -11,28 +11,17 @@ import re
 import sys
 
 assert "xla_force_host_platform_device_count=4" in os.environ.get("XLA_FLAGS", "")
-sys.path.insert(0, os.path.dirname(__file__))
+# this folder (the helpers) and the repository (tr_jax, also when it is not installed)
+sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from _line_env import register  # noqa: E402
+from _line_env import line_config, register  # noqa: E402
 
-from tr_jax.config import TrainConfig  # noqa: E402
 from tr_jax.train import make_trainer  # noqa: E402
 
 register()
-BASE = TrainConfig(
-    env_name="tr_jax_test_line",
-    episode_length=20,
-    num_envs=8,
-    unroll_length=8,
-    total_env_steps=8 * 8 * 3,
-    num_epochs=2,
-    num_minibatches=2,
-    policy_hidden=(8,),
-    value_hidden=(8,),
-    normalize_reward=True,
-)
+BASE = line_config(3, num_envs=8, normalize_reward=True)
 CASES = {
     "ppo": dict(algorithm="ppo"),
     "trpl_kl_full": dict(algorithm="trpl", projection="kl", cov_type="full", extra_regression_steps=2, value_epochs=1),

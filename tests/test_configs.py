@@ -162,17 +162,7 @@ def test_paper_grid_is_complete(env):
 # ----------------------------------------------------------------------------
 # value_epochs in the core
 
-LINE = TrainConfig(
-    env_name="tr_jax_test_line",
-    episode_length=50,
-    num_envs=4,
-    unroll_length=8,
-    total_env_steps=4 * 8 * 4,
-    num_epochs=3,
-    num_minibatches=2,
-    policy_hidden=(8,),
-    value_hidden=(8,),
-)
+LINE = _line_env.line_config(4, episode_length=50, num_epochs=3)
 
 
 def _counts(opt_state) -> set:

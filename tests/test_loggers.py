@@ -12,26 +12,17 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _line_env import register  # noqa: E402
+from _line_env import line_config, register  # noqa: E402
 
 from tr_jax.cli import main  # noqa: E402
-from tr_jax.config import TrainConfig  # noqa: E402
 from tr_jax.loggers import TensorBoardLogger, WandbLogger, make_loggers  # noqa: E402
 from tr_jax.run import run, run_sweep  # noqa: E402
 from tr_jax.rundir import RunDir  # noqa: E402
 
 register()
 pytestmark = pytest.mark.xdist_group("loggers")
-LINE = TrainConfig(
-    env_name="tr_jax_test_line",
-    episode_length=20,
-    num_envs=4,
-    unroll_length=8,
-    total_env_steps=4 * 8 * 4,
-    num_epochs=2,
-    num_minibatches=2,
-    policy_hidden=(8,),
-    value_hidden=(8,),
+LINE = line_config(
+    4,
     algorithm="trpl",
     policy_lr=0.05,
     lr_decay=False,

@@ -17,22 +17,8 @@ _line_env.register()
 # one xdist worker runs this module (--dist loadgroup): its module fixture (line_run) is computed once
 pytestmark = pytest.mark.xdist_group("plot")
 
-LINE = TrainConfig(
-    env_name="tr_jax_test_line",
-    episode_length=20,
-    num_envs=4,
-    unroll_length=8,
-    total_env_steps=4 * 8 * 8,
-    num_epochs=2,
-    num_minibatches=2,
-    policy_hidden=(8,),
-    value_hidden=(8,),
-    algorithm="trpl",
-    projection="kl",
-    chunk_iterations=4,
-    checkpoint_every=8,
-    eval_every=4,
-    eval_episodes=2,
+LINE = _line_env.line_config(
+    8, algorithm="trpl", projection="kl", chunk_iterations=4, checkpoint_every=8, eval_every=4, eval_episodes=2
 )
 
 

@@ -14,25 +14,11 @@ import pytest
 import tr_jax
 from tr_jax import cli
 from tr_jax import distributions as D
-from tr_jax.config import TrainConfig
 
 _line_env.register()
 pytestmark = pytest.mark.xdist_group("policy_io")
 
-LINE = TrainConfig(
-    env_name="tr_jax_test_line",
-    episode_length=20,
-    num_envs=4,
-    unroll_length=4,
-    total_env_steps=64,
-    algorithm="ppo",
-    num_minibatches=2,
-    policy_hidden=(8,),
-    value_hidden=(8,),
-    obs_clip=2.0,
-    cov_type="full",
-    contextual_cov=True,
-)
+LINE = _line_env.line_config(4, unroll_length=4, algorithm="ppo", obs_clip=2.0, cov_type="full", contextual_cov=True)
 OBS_MEAN, OBS_VAR = np.array([0.5, -1.0], np.float32), np.array([4.0, 0.25], np.float32)
 
 

@@ -188,14 +188,11 @@ def test_a_run_whose_programs_cannot_be_exported_trains_without_the_cache(tmp_pa
     from tr_jax.run import run
 
     register_environment("tr_jax_test_callback_line", CallbackLineEnv)
-    config = TrainConfig(
+    config = _line_env.line_config(
+        3,
         env_name="tr_jax_test_callback_line",
         episode_length=50,
-        num_envs=4,
-        unroll_length=8,
-        total_env_steps=4 * 8 * 3,
         num_epochs=1,
-        num_minibatches=2,
         policy_hidden=(5,),
         value_hidden=(5,),
         chunk_iterations=2,

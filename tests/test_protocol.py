@@ -19,17 +19,7 @@ from tr_jax.config import TrainConfig, critic, load_config_file, validate
 _line_env.register()
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs")
-LINE = TrainConfig(
-    env_name="tr_jax_test_line",
-    episode_length=50,
-    num_envs=4,
-    unroll_length=8,
-    total_env_steps=4 * 8 * 10,
-    num_epochs=2,
-    num_minibatches=2,
-    policy_hidden=(8,),
-    value_hidden=(8,),
-)
+LINE = _line_env.line_config(10, episode_length=50)
 
 
 # ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 
 from tr_jax import cli
 from tr_jax.checkpoint import CheckpointError, Checkpoints
-from tr_jax.config import TrainConfig, config_from_dict, config_to_dict
+from tr_jax.config import config_from_dict, config_to_dict
 from tr_jax.run import TrainingDiverged, evaluate_run, run
 from tr_jax.rundir import read_jsonl
 from tr_jax.train import make_trainer
@@ -28,16 +28,9 @@ from tr_jax.train import make_trainer
 _line_env.register()
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-LINE = TrainConfig(
-    env_name="tr_jax_test_line",
+LINE = _line_env.line_config(
+    24,
     episode_length=50,
-    num_envs=4,
-    unroll_length=8,
-    total_env_steps=4 * 8 * 24,
-    num_epochs=2,
-    num_minibatches=2,
-    policy_hidden=(8,),
-    value_hidden=(8,),
     algorithm="trpl",
     chunk_iterations=2,
     checkpoint_every=4,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tr_jax import compile_cache
-from tr_jax.config import TrainConfig, config_to_dict
+from tr_jax.config import config_to_dict
 from tr_jax.run import run
 from tr_jax.rundir import read_jsonl
 from tr_jax.train import make_trainer
@@ -31,14 +31,10 @@ BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
 # 5 iterations in chunks of 2: 2 + 2 + 1. Hidden sizes no other test uses, so that no program of this
 # process's in-memory cache stands in for the compilations counted here.
-UNEVEN = TrainConfig(
-    env_name="tr_jax_test_line",
+UNEVEN = _line_env.line_config(
+    5,
     episode_length=50,
-    num_envs=4,
-    unroll_length=8,
-    total_env_steps=4 * 8 * 5,
     num_epochs=1,
-    num_minibatches=2,
     policy_hidden=(7,),
     value_hidden=(7,),
     algorithm="ppo",

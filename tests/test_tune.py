@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _line_env import register  # noqa: E402
+from _line_env import line_config, register  # noqa: E402
 
 from tr_jax import run as run_module  # noqa: E402
 from tr_jax.cli import main  # noqa: E402
-from tr_jax.config import TrainConfig, load_config_file  # noqa: E402
+from tr_jax.config import load_config_file  # noqa: E402
 from tr_jax.rundir import RunDir, write_json  # noqa: E402
 from tr_jax.tune import Param, parse_param, tune  # noqa: E402
 
@@ -23,22 +23,8 @@ pytestmark = pytest.mark.xdist_group("tune")
 optuna = pytest.importorskip("optuna")
 # PPO on the line env: the return rises with policy_lr up to a plateau (a grid of 2 seeds, 12 iterations:
 # 1e-5: 0.01, 1e-4: 0.1, 1e-3: 1.2, 1e-2: 3.4, 3e-2: 3.75, 1e-1: 3.75), so the best trials lie above 1e-2
-LINE = TrainConfig(
-    env_name="tr_jax_test_line",
-    episode_length=20,
-    num_envs=4,
-    unroll_length=8,
-    total_env_steps=4 * 8 * 8,
-    num_epochs=2,
-    num_minibatches=2,
-    policy_hidden=(8,),
-    value_hidden=(8,),
-    algorithm="ppo",
-    lr_decay=False,
-    chunk_iterations=4,
-    eval_every=4,
-    checkpoint_every=4,
-    eval_episodes=2,
+LINE = line_config(
+    8, algorithm="ppo", lr_decay=False, chunk_iterations=4, eval_every=4, checkpoint_every=4, eval_episodes=2
 )
 TRIALS, BATCH = 8, 4
 
