@@ -53,7 +53,8 @@ def _write_run(path: Path, algorithm: str, finals: list, diverged: dict = None, 
                 "seed": s,
                 "env_steps": (it + 1) * PER_IT,
                 "episode_return": float(it),
-                "entropy": 1.0,
+                "entropy": 1.0 - 0.1 * it + 0.01 * s,
+                "acting_kl_mean": 0.001 * (s + 1),
                 "kl_mean": 0.01,
                 "kl_max": 0.02,
                 "acting_kl_max": 0.01 * (it + 1) * (s + 1),
@@ -82,6 +83,7 @@ def _write_run(path: Path, algorithm: str, finals: list, diverged: dict = None, 
 
 PPO = [10.0, 20.0, 30.0, 40.0, 50.0]
 TRPL = [100.0, 110.0, 120.0, 130.0, 140.0]
+KL = [0.001 * (s + 1) for s in range(5)]  # every seed's acting KL per update (the same in each update)
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +191,39 @@ def test_acting_bound_use_is_exact_after_thinning(page, study, exported):
             np.testing.assert_equal(getattr(other, field), getattr(row, field), err_msg=f"{key} {field}")
         np.testing.assert_array_equal(b.scores[key], a.scores[key])
     assert not (exported / "runs" / "hopper" / "ppo" / "checkpoints").exists()
+
+
+def test_update_size_and_entropy(page, study):
+    # per seed, from the un-thinned study: the median acting KL, and the entropy over the last 10% (iteration 9)
+    st = report_script.Study(str(study), reps=50)
+    np.testing.assert_allclose(report_script._per_seed(st, "hopper", "trpl-kl", "acting_kl_mean", None), KL)
+    np.testing.assert_allclose(
+        report_script._per_seed(st, "hopper", "trpl-kl", "entropy", 0.1), [0.1 + 0.01 * s for s in range(5)]
+    )
+    # the page reads the export: one 10-iteration block per seed, whose entropy is the mean 1 - 0.45 + 0.01 s
+    _, text = page
+    section = text.split("## Update size and exploration")[1].split("## ")[0]
+    kl, ent = stats.iqm(KL, reps=200), stats.iqm([0.55 + 0.01 * s for s in range(5)], reps=200)
+    assert (
+        f"| hopper | trpl-kl | {_iqm_text(TRPL)} | {kl.point:.4f} [{kl.low:.4f}, {kl.high:.4f}] "
+        f"| {ent.point:.2f} [{ent.low:.2f}, {ent.high:.2f}] |" in section
+    )
+    assert "| hopper | trpl-frob-m |" not in section and "ctx" not in section  # main, complete, global cov only
+    assert "on hopper TRPL-KL's acting policy moves 1.00x as far per update as PPO's" in section
+
+
+def test_readme_block_has_the_verdicts_and_figures(exported, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Results\n\n<!-- study:begin -->\nold\n<!-- study:end -->\n\n## After\n")
+    assert (
+        report_script.main([str(exported), "--docs", str(tmp_path / "docs"), "--readme", str(readme), "--reps", "50"])
+        == 0
+    )
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("<!-- study:end -->\n\n## After\n")
+    assert "| 1. TRPL ≥ PPO | hopper |" in text and "| hopper | trpl-kl | 5/5 | 0 |" in text
+    for name in ("ablation", "contextual", "sensitivity"):
+        assert f"(docs/study/{name}.png)" in text, name
 
 
 def test_figures_and_full_table_are_written(page, exported):
