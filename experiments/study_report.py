@@ -148,7 +148,8 @@ def _cell_text(st: Study, env: str, setup: str) -> str:
 VERDICT_RULES = """Verdict rules (fixed before the numbers): a claim is **met** when the 95% CI of its statistic lies on
 the claimed side, **not met** when it lies on the other side, and **inconclusive** when it contains the null value;
 it is **pending** while a cell it needs is incomplete. Claim 1 (TRPL ≥ PPO): P(improvement of TRPL-KL over PPO),
-null 0.5 (met: better than PPO; 5 seeds cannot show "similar", so a CI across 0.5 is inconclusive). Claim 2
+null 0.5 (met: better than PPO; 5 seeds cannot show "similar", so a CI across 0.5 is inconclusive); the same rule
+against TRPO (the paper's claim names both; this row was added after hopper's TRPO cell had finished). Claim 2
 (robust to implementation choices): PPO's relative drop without them minus TRPL-KL's, null 0 (met: TRPL-KL loses
 less). Claim 3 (stable with contextual covariances): P(improvement of TRPL-KL over PPO, both with a contextual
 full covariance), null 0.5; diverged seeds count as failures (the score rule)."""
@@ -172,6 +173,11 @@ def verdicts(st: Study) -> list:
         e = st.poi(env, "trpl-kl", "ppo")
         v = _side(e, 0.5, "TRPL-KL better than PPO", "TRPL-KL worse than PPO")
         out.append(("1. TRPL ≥ PPO", env, f"P(TRPL-KL > PPO) = {_fmt(e, '.2f')}", _pending(st, need, v)))
+    for env in ENVS:  # the paper's claim 1 names TRPO too
+        need = [(env, "trpo"), (env, "trpl-kl")]
+        e = st.poi(env, "trpl-kl", "trpo")
+        v = _side(e, 0.5, "TRPL-KL better than TRPO", "TRPL-KL worse than TRPO")
+        out.append(("1. TRPL ≥ TRPO", env, f"P(TRPL-KL > TRPO) = {_fmt(e, '.2f')}", _pending(st, need, v)))
     for env in ENVS:
         need = [(env, s) for s in ("ppo", "ppo-m", "trpl-kl", "trpl-kl-m")]
         if all(st.complete(*c) for c in need):
@@ -463,6 +469,26 @@ def _acting_table(st: Study) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _bounds_text(st: Study) -> str:
+    """The trust regions of the main setups as the runs' configs set them, e.g. ``trpl-kl eps_mean 0.03, eps_cov
+    0.001``; a setup whose runs differ between envs lists each env's."""
+    keys = {"ppo": ("clip_ratio",), "trpo": ("max_kl",)}
+    parts = []
+    for setup in MAIN:
+        found = {}
+        for env in ENVS:
+            path = os.path.join(st.study, "runs", env, setup, "config.json")
+            if os.path.exists(path):
+                config = R.read_json(path)
+                names = keys.get(setup, ("eps_mean", "eps_cov"))
+                found[env] = ", ".join(f"{k} {config[k]:g}" for k in names)
+        if len(set(found.values())) == 1:
+            parts.append(f"{setup} {next(iter(found.values()))}")
+        elif found:
+            parts.append(f"{setup} " + "; ".join(f"{v} ({e})" for e, v in found.items()))
+    return "; ".join(parts) or "no run yet"
+
+
 def _protocol(st: Study) -> str:
     rows = [r for (e, s), r in st.rows.items() if "/" not in s]
     full = [r for r in rows if not r.setup.endswith("-m")]  # the minimal variants switch critic choices off
@@ -473,6 +499,8 @@ def _protocol(st: Study) -> str:
   budget {", ".join(f"{b:,}" for b in budgets) or "2,000,000"} env steps per seed (2M rounded down to whole
   2,048-step iterations); the learning-rate schedules' horizon is the reference's 3,000,320 steps
   (`lr_decay_steps`), so no setup is annealed to zero at the cut.
+- Trust regions (the runs' configs; an env is named where they differ): {_bounds_text(st)}. TRPL-W2's bounds are
+  KL-equivalent (its precision-scaled mean part is twice KL's, its covariance part equals KL's to second order).
 - One critic for every setup (`experiments/configs/_common.yaml`) -- {critic}; the minimal (-m) variants
   switch off the choices below, the critic's own included (reward normalisation, value clipping, orthogonal
   init, learning-rate annealing).

@@ -94,6 +94,7 @@ def study(tmp_path_factory):
     runs = out / "runs"
     _write_run(runs / "hopper" / "ppo", "ppo", PPO)
     _write_run(runs / "hopper" / "trpl-kl", "trpl", TRPL)
+    _write_run(runs / "hopper" / "trpo", "trpo", [200.0, 210.0, 220.0, 230.0, 240.0])
     _write_run(runs / "hopper" / "ppo-m", "ppo", [1.0, 2.0, 3.0, 4.0, 5.0])
     _write_run(runs / "hopper" / "trpl-kl-m", "trpl", [95.0, 105.0, 115.0, 125.0, 135.0])
     _write_run(runs / "hopper" / "trpl-frob-m", "trpl", TRPL, short={2})
@@ -129,7 +130,7 @@ def _verdicts(text):
         for ln in text.splitlines()
         if ln.startswith("| 1.") or ln.startswith("| 2.") or ln.startswith("| 3.")
     ]
-    return {(r[0].strip()[:1], r[1].strip()): r[3].strip() for r in rows}
+    return {(r[0].strip()[:1] + ("t" if "TRPO" in r[0] else ""), r[1].strip()): r[3].strip() for r in rows}
 
 
 def test_verdicts_follow_the_rules(page):
@@ -138,6 +139,8 @@ def test_verdicts_follow_the_rules(page):
     assert v[("1", "hopper")] == "**met** (TRPL-KL better than PPO)"  # every trpl seed beats every ppo seed
     assert v[("2", "hopper")] == "**met** (TRPL-KL loses less than PPO)"
     assert v[("1", "walker2d")] == "pending: walker2d/trpl-kl (not started)"
+    assert v[("1t", "hopper")] == "**not met** (TRPL-KL worse than TRPO)"  # every trpo seed beats every trpl seed
+    assert v[("1t", "walker2d")] == "pending: walker2d/trpo (not started), walker2d/trpl-kl (not started)"
     assert v[("2", "walker2d")].startswith("pending: walker2d/ppo-m (not started)")
     # contextual: ppo's NaN evaluation and trpl's divergence are both failures, scored 0.5 (the lowest evaluation
     # on hopper: ppo-m seed 0 at 160 steps): P = (20 wins + 1 tie / 2) / 25; the CI decides
@@ -151,6 +154,11 @@ def test_verdicts_follow_the_rules(page):
 
 def test_tables_hold_the_statistics_of_the_scores(page, study):
     _, text = page
+    d = TrainConfig()  # the synthetic runs' bounds, from their config.json
+    assert (
+        f"ppo clip_ratio {d.clip_ratio:g}; trpl-kl eps_mean {d.eps_mean:g}, eps_cov {d.eps_cov:g}; "
+        f"trpo max_kl {d.max_kl:g}." in text
+    )
     iqm = stats.iqm(TRPL, reps=200)
     assert (
         f"| hopper | trpl-kl | 5/5 | 0 | {iqm.point:.1f} [{iqm.low:.1f}, {iqm.high:.1f}] | 1.00 [1.00, 1.00] |" in text
