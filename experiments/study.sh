@@ -11,8 +11,9 @@
 #   5. walker2d x the -m variants of PPO and TRPL-KL (claim 2 on a second env);
 #   6. hopper x TRPL-Frob(-m), TRPO, TRPL-W2 (hopper's main table complete);
 #   7. contextual covariance on hopper, diagonal (claim 3 with a second covariance type);
-#   8. hopper's bound sensitivity (eps_mean and clip_ratio sweeps, 3 seeds, 1M steps);
-#   9. walker2d x TRPL-Frob(-m), TRPO, TRPL-W2, then walker2d's bound sensitivity.
+#   8. walker2d x TRPO (claim 1 against TRPO on a second env);
+#   9. hopper's bound sensitivity (eps_mean and clip_ratio sweeps, 3 seeds, 1M steps);
+#  10. walker2d x TRPL-Frob(-m), TRPL-W2, then walker2d's bound sensitivity.
 # Each compare step rewrites OUT/results.md with its own rows; the study's tables and figures are made by
 # experiments/study_export.py and experiments/study_report.py (docs/results.md).
 #   experiments/study.sh [OUT [compare options...]]   (default OUT: results/study; e.g. OUT --report-only)
@@ -37,6 +38,7 @@ case " ${*:2} " in *" --report-only "*) ;; *) SWEEPS=trust_region_coef step expe
 compare --envs walker2d --setups ppo-m trpl-kl-m "${@:2}"
 compare --envs hopper --setups trpl-frob trpl-frob-m trpo trpl-w2 "${@:2}"
 compare --envs hopper --setups ppo-ctx-diag trpl-kl-ctx-diag "${@:2}"
+compare --envs walker2d --setups trpo "${@:2}"
 case " ${*:2} " in *" --report-only "*) ;; *) SWEEPS="eps_mean clip_ratio" step experiments/sensitivity.sh "$OUT" hopper ;; esac
-compare --envs walker2d --setups trpl-frob trpl-frob-m trpo trpl-w2 "${@:2}"
+compare --envs walker2d --setups trpl-frob trpl-frob-m trpl-w2 "${@:2}"
 case " ${*:2} " in *" --report-only "*) ;; *) SWEEPS="eps_mean clip_ratio" step experiments/sensitivity.sh "$OUT" walker2d ;; esac
