@@ -121,15 +121,22 @@ def test_smoothing_and_bound_panel_headroom(tmp_path):
     orig = Figure.savefig
 
     def savefig(self, *a, **k):
-        seen["ylim"] = [ax.get_ylim() for ax in self.axes if ax.get_title().startswith("max mean part")]
+        seen["axes"] = {ax.get_title(): (ax.get_yscale(), ax.get_ylim()) for ax in self.axes if ax.get_visible()}
         return orig(self, *a, **k)
 
     Figure.savefig = savefig
     try:
-        plot_runs([run], str(tmp_path / "b.png"), ["mean_bound"])
+        plot_runs([run], str(tmp_path / "b.png"), ["mean_bound", "kl_max"])
+        assert seen["axes"]["max mean part / eps_mean"] == ("linear", (0.0, 1.1))
+        assert seen["axes"]["max KL(new || old) per update"][0] == "linear"
+        # a curve 40x over its bound, and KLs from 0.01 to 50: log axes, so that the other curves stay readable
+        far = lambda v, kl: {"episode_return": v, "kl_max": kl, "mean_part_max": 20.0, "cov_part_max": 0.01}
+        wide = _fake_run(tmp_path / "w", trpl, [[(10, far(0.0, 0.01)), (20, far(1.0, 50.0))]])
+        plot_runs([run, wide], str(tmp_path / "c.png"), ["mean_bound", "kl_max"], labels=["a", "w"])
+        assert seen["axes"]["max mean part / eps_mean"][0] == "log"
+        assert seen["axes"]["max KL(new || old) per update"][0] == "log"
     finally:
         Figure.savefig = orig
-    assert seen["ylim"] == [(0.0, 1.1)]
 
 
 def test_plot_a_real_run(line_run, tmp_path, capsys):

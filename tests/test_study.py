@@ -236,7 +236,7 @@ def test_readme_block_has_the_verdicts_and_figures(exported, tmp_path):
 
 def test_figures_and_full_table_are_written(page, exported):
     docs, text = page
-    for name in ("ablation", "contextual", "sensitivity", "curves_hopper", "curves_walker2d"):
+    for name in ("ablation", "contextual", "sensitivity", "curves_hopper", "curves_walker2d", "curves_hopper_variants"):
         assert (docs / "study" / f"{name}.png").stat().st_size > 5_000, name
         assert f"(study/{name}.png)" in text
     full = (exported / "results.md").read_text()

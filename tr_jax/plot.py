@@ -29,6 +29,9 @@ Metrics (``--metric``), one panel each:
 * any other column of ``metrics.jsonl`` or ``eval.jsonl`` by its name
   (``entropy``, ``value_loss``, ``stochastic_length_mean``, ...).
 
+A bound panel with a curve above 10 times its bound, and a KL panel whose
+curves span more than two decades, get a log y axis.
+
 The default is ``return``, ``eval_return``, ``kl_max`` and, when any run is
 TRPL, ``mean_bound`` and ``cov_bound`` (and the acting ones where a run has
 them). The file type follows the extension of
@@ -69,6 +72,9 @@ BOUND_METRICS = tuple(f"{name}_bound" for name in _TRPL.optimised)
 # before these metrics existed have none
 ACTING_BOUND_METRICS = tuple(f"acting_{name}_bound" for name in _TRPL.acting)
 DEFAULT_METRICS = ("return", "eval_return", "kl_max")
+# a log y axis for a bound panel with a curve above this many times its bound, and for a KL panel whose means span
+# more than two decades (e.g. a contextual PPO run beside diagonal ones)
+LOG_ABOVE = 10.0
 
 
 class PlotError(ValueError):
@@ -293,6 +299,13 @@ def plot_runs(
     return drawn
 
 
+def _decades(bands: dict) -> float:
+    """How many decades the positive mean values of ``bands`` span (0 without two positive values)."""
+    means = np.concatenate([b.mean for b in bands.values()])
+    positive = means[np.isfinite(means) & (means > 0)]
+    return float(np.log10(positive.max() / positive.min())) if positive.size > 1 else 0.0
+
+
 def _draw(drawn: dict, out: str, confidence: float) -> None:
     try:
         from matplotlib.figure import Figure
@@ -313,11 +326,15 @@ def _draw(drawn: dict, out: str, confidence: float) -> None:
             b = bands[label]
             ax.plot(b.x, b.mean, color=colors[label], lw=1.5, label=f"{label} (n={b.num_seeds})")
             ax.fill_between(b.x, b.low, b.high, color=colors[label], alpha=0.25, lw=0)
+        top = max(float(np.nanmax(b.high)) for b in bands.values())
         if m in BOUND_METRICS + ACTING_BOUND_METRICS:
             ax.axhline(1.0, color="k", ls="--", lw=1, label="bound")
-            # headroom above the bound, so curves that sit on it stay visible
-            top = max(float(np.nanmax(b.high)) for b in bands.values())
-            ax.set_ylim(0, 1.1 * max(1.0, top))
+            if top > LOG_ABOVE:  # a curve far outside its bound: a log axis keeps the others readable
+                ax.set_yscale("log")
+            else:  # headroom above the bound, so curves that sit on it stay visible
+                ax.set_ylim(0, 1.1 * max(1.0, top))
+        elif m in ("kl_max", "acting_kl_max") and _decades(bands) > 2:
+            ax.set_yscale("log")
         ax.set_title(DERIVED[m][2] if m in DERIVED else m, fontsize=10)
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
