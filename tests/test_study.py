@@ -130,7 +130,11 @@ def _verdicts(text):
         for ln in text.splitlines()
         if ln.startswith("| 1.") or ln.startswith("| 2.") or ln.startswith("| 3.")
     ]
-    return {(r[0].strip()[:1] + ("t" if "TRPO" in r[0] else ""), r[1].strip()): r[3].strip() for r in rows}
+
+    def key(claim):  # "1", "1t" (against TRPO), "3", "3d" (contextual diagonal)
+        return claim[:1] + "t" * ("TRPO" in claim) + "d" * ("diagonal" in claim)
+
+    return {(key(r[0].strip()), r[1].strip()): r[3].strip() for r in rows}
 
 
 def test_verdicts_follow_the_rules(page):
@@ -150,6 +154,7 @@ def test_verdicts_follow_the_rules(page):
     assert v[("3", "hopper")] == want
     assert f"P(TRPL-KL > PPO, contextual full) = {poi.point:.2f} [{poi.low:.2f}, {poi.high:.2f}]" in text
     assert "failed seeds: PPO 1, TRPL-KL 1" in text
+    assert v[("3d", "hopper")] == "pending: hopper/ppo-ctx-diag (not started), hopper/trpl-kl-ctx-diag (not started)"
 
 
 def test_tables_hold_the_statistics_of_the_scores(page, study):
