@@ -131,8 +131,8 @@ def _verdicts(text):
         if ln.startswith("| 1.") or ln.startswith("| 2.") or ln.startswith("| 3.")
     ]
 
-    def key(claim):  # "1", "1t" (against TRPO), "3", "3d" (contextual diagonal)
-        return claim[:1] + "t" * ("TRPO" in claim) + "d" * ("diagonal" in claim)
+    def key(claim):  # "1", "1t" (against TRPO), "2", "2f" (TRPL-Frob), "3", "3d" (contextual diagonal)
+        return claim[:1] + "t" * ("TRPO" in claim) + "d" * ("diagonal" in claim) + "f" * ("Frobenius" in claim)
 
     return {(key(r[0].strip()), r[1].strip()): r[3].strip() for r in rows}
 
@@ -154,6 +154,9 @@ def test_verdicts_follow_the_rules(page):
     assert v[("3", "hopper")] == want
     assert f"P(TRPL-KL > PPO, contextual full) = {poi.point:.2f} [{poi.low:.2f}, {poi.high:.2f}]" in text
     assert "failed seeds: PPO 1, TRPL-KL 1" in text
+    assert (
+        v[("2f", "hopper")] == "pending: hopper/trpl-frob (not started), hopper/trpl-frob-m (4/5 seeds at the budget)"
+    )
     assert v[("3d", "hopper")] == "pending: hopper/ppo-ctx-diag (not started), hopper/trpl-kl-ctx-diag (not started)"
 
 
