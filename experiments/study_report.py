@@ -399,6 +399,37 @@ def _sensitivity_table(st: Study) -> str:
     return "\n".join(lines) + "\n" if st.sweeps else "No sweep has started yet (experiments/sensitivity.sh).\n"
 
 
+def _tuning_text(st: Study) -> str:
+    """Generated sentences on the bound sweeps of each env whose sweep is complete: the best setting by IQM and its
+    P(improvement) over the shipped value; with both TRPL-KL's eps_mean and PPO's clip_ratio complete, P(TRPL-KL's
+    best > PPO's best), each tuned by the same 3-value budget."""
+    best = {}
+    lines = []
+    for env in ENVS:
+        for setup, key, shipped, envs in SWEEPS[:2]:  # the bounds (trust_region_coef has its own sentence)
+            cells = [(v, n) for e, s, k, v, n in st.sweeps if (e, s, k) == (env, setup, key)]
+            if env not in envs or not cells or not all(st.complete(env, n) for _, n in cells):
+                continue
+            v_best, n_best = max(cells, key=lambda c: st.iqm(env, c[1]).point)
+            best[(env, setup)] = n_best
+            shipped_name = next((n for v, n in cells if np.isclose(v, shipped)), None)
+            text = f"{env} {setup}: the best {key} is {v_best:g} ({_fmt(st.iqm(env, n_best))})"
+            if shipped_name == n_best:
+                text += ", the shipped value"
+            elif shipped_name is not None:
+                text += f", P(> the shipped {shipped:g}) = {_fmt(st.poi(env, n_best, shipped_name), '.2f')}"
+            lines.append(text)
+        if (env, "trpl-kl") in best and (env, "ppo") in best:
+            poi = st.poi(env, best[(env, "trpl-kl")], best[(env, "ppo")])
+            lines.append(f"{env}, each with its best bound: P(TRPL-KL > PPO) = {_fmt(poi, '.2f')}")
+    if not lines:
+        return ""
+    return (
+        "\nThe same tuning for PPO and TRPL-KL (the swept values of each one's bound in the table, 3 seeds, 1M env "
+        "steps; picking the best on the same seeds that score it favours the best setting): " + "; ".join(lines) + ".\n"
+    )
+
+
 def _coef_text(st: Study) -> str:
     """One generated sentence on the regression coefficient's sweep: the acting policy's mean part per setting."""
     cells = [
@@ -598,7 +629,7 @@ TRPL-KL's regression coefficient `trust_region_coef` (`experiments/sensitivity.s
 seed, scored at 1M by the same rule; the acting policy's bound use of each setting is in the table below).
 
 {img("sensitivity", "bound sensitivity")}
-{_sensitivity_table(st)}{_coef_text(st)}
+{_sensitivity_table(st)}{_tuning_text(st)}{_coef_text(st)}
 ## Update size and exploration
 
 What the data say about how the setups differ in the way they move, beside their scores: the acting policy's KL

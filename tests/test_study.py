@@ -107,6 +107,12 @@ def study(tmp_path_factory):
     (sweep / "sweep.json").write_text(
         json.dumps({"sweep": [["eps_mean", [0.01, 0.1]]], "settings": ["eps_mean=0.01", "eps_mean=0.1"]})
     )
+    sweep = out / "sensitivity" / "runs" / "hopper" / "ppo-clip_ratio"  # the shipped 0.2 and a better 0.3
+    for v, scores in (("0.2", PPO), ("0.3", [s + 5.0 for s in PPO])):
+        _write_run(sweep / f"clip_ratio={v}", "ppo", scores)
+    (sweep / "sweep.json").write_text(
+        json.dumps({"sweep": [["clip_ratio", [0.2, 0.3]]], "settings": ["clip_ratio=0.2", "clip_ratio=0.3"]})
+    )
     return out
 
 
@@ -182,6 +188,18 @@ def test_tables_hold_the_statistics_of_the_scores(page, study):
     assert f"| trpl-kl-ctx-full | {imputed.point:.1f} [{imputed.low:.1f}, {imputed.high:.1f}] | 1 |" in text
     # sensitivity, scored at the sweep's budget
     assert f"| hopper | trpl-kl | eps_mean = 0.1 | {_iqm_text(TRPL)} |" in text
+
+
+def test_tuning_sentence_compares_each_setup_at_its_best_bound(page):
+    _, text = page
+    ppo_best = [s + 5.0 for s in PPO]
+    shipped = stats.probability_of_improvement(ppo_best, PPO, reps=200)
+    assert (
+        f"hopper trpl-kl: the best eps_mean is 0.1 ({_iqm_text(TRPL)}); "  # the shipped 0.03 was not swept here
+        f"hopper ppo: the best clip_ratio is 0.3 ({_iqm_text(ppo_best)}), P(> the shipped 0.2) = "
+        f"{shipped.point:.2f} [{shipped.low:.2f}, {shipped.high:.2f}]; "
+        "hopper, each with its best bound: P(TRPL-KL > PPO) = 1.00 [1.00, 1.00]." in text
+    )
 
 
 def _iqm_text(x):
