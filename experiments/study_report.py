@@ -422,6 +422,18 @@ def _tuning_text(st: Study) -> str:
         if (env, "trpl-kl") in best and (env, "ppo") in best:
             poi = st.poi(env, best[(env, "trpl-kl")], best[(env, "ppo")])
             lines.append(f"{env}, each with its best bound: P(TRPL-KL > PPO) = {_fmt(poi, '.2f')}")
+    for env in ENVS:  # the shipped TRPL-KL config is a setting of every TRPL-KL sweep: the same cell twice or more
+        same = [
+            (k, v, n)
+            for e, s, k, v, n in st.sweeps
+            if e == env and s == "trpl-kl" and any(np.isclose(v, x) for s2, k2, x, _ in SWEEPS if (s2, k2) == (s, k))
+        ]
+        if len(same) > 1 and all(st.complete(env, n) for _, _, n in same):
+            cells = " and ".join(f"{_fmt(st.iqm(env, n))} ({k} = {v:g})" for k, v, n in same)
+            lines.append(
+                f"{env} trpl-kl with its shipped config, the same seeds, in two vmapped programs: {cells} (the "
+                "spread of a 3-seed cell, floating-point rounding differences included)"
+            )
     if not lines:
         return ""
     return (

@@ -102,10 +102,15 @@ def study(tmp_path_factory):
     _write_run(runs / "hopper" / "trpl-kl-ctx-full", "trpl", [60.0, 70.0, 80.0, 90.0, 100.0], diverged={4: 7})
     _write_run(runs / "walker2d" / "ppo", "ppo", PPO)
     sweep = out / "sensitivity" / "runs" / "hopper" / "trpl-kl-eps_mean"
-    for v, scores in (("0.01", PPO), ("0.1", TRPL)):
+    for v, scores in (("0.03", PPO), ("0.1", TRPL)):  # 0.03: the shipped value
         _write_run(sweep / f"eps_mean={v}", "trpl", scores)
     (sweep / "sweep.json").write_text(
-        json.dumps({"sweep": [["eps_mean", [0.01, 0.1]]], "settings": ["eps_mean=0.01", "eps_mean=0.1"]})
+        json.dumps({"sweep": [["eps_mean", [0.03, 0.1]]], "settings": ["eps_mean=0.03", "eps_mean=0.1"]})
+    )
+    sweep = out / "sensitivity" / "runs" / "hopper" / "trpl-kl-trust_region_coef"  # 1: the shipped config again
+    _write_run(sweep / "trust_region_coef=1", "trpl", [s + 1.0 for s in PPO])
+    (sweep / "sweep.json").write_text(
+        json.dumps({"sweep": [["trust_region_coef", [1.0]]], "settings": ["trust_region_coef=1"]})
     )
     sweep = out / "sensitivity" / "runs" / "hopper" / "ppo-clip_ratio"  # the shipped 0.2 and a better 0.3
     for v, scores in (("0.2", PPO), ("0.3", [s + 5.0 for s in PPO])):
@@ -195,10 +200,12 @@ def test_tuning_sentence_compares_each_setup_at_its_best_bound(page):
     ppo_best = [s + 5.0 for s in PPO]
     shipped = stats.probability_of_improvement(ppo_best, PPO, reps=200)
     assert (
-        f"hopper trpl-kl: the best eps_mean is 0.1 ({_iqm_text(TRPL)}); "  # the shipped 0.03 was not swept here
+        f"hopper trpl-kl: the best eps_mean is 0.1 ({_iqm_text(TRPL)}), P(> the shipped 0.03) = 1.00 [1.00, 1.00]; "
         f"hopper ppo: the best clip_ratio is 0.3 ({_iqm_text(ppo_best)}), P(> the shipped 0.2) = "
         f"{shipped.point:.2f} [{shipped.low:.2f}, {shipped.high:.2f}]; "
-        "hopper, each with its best bound: P(TRPL-KL > PPO) = 1.00 [1.00, 1.00]." in text
+        "hopper, each with its best bound: P(TRPL-KL > PPO) = 1.00 [1.00, 1.00]; "
+        f"hopper trpl-kl with its shipped config, the same seeds, in two vmapped programs: {_iqm_text(PPO)} "
+        f"(eps_mean = 0.03) and {_iqm_text([s + 1.0 for s in PPO])} (trust_region_coef = 1)" in text
     )
 
 
