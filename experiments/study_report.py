@@ -87,6 +87,7 @@ class Study:
     def __init__(self, study: str, reps: int = stats.REPS):
         self.reps = reps
         self.study = study
+        self._estimates: dict = {}  # _once
         timings = compare.Timings(study) if os.path.exists(os.path.join(study, "timings.json")) else None
         self.rows = {}
         for env, setup in _setups():
@@ -114,18 +115,33 @@ class Study:
     def pending(self, cells) -> list:
         return [f"{e}/{s} ({self.state(e, s)})" for e, s in cells if not self.complete(e, s)]
 
+    def _once(self, key: tuple, compute) -> stats.Estimate:
+        """``compute()`` the first time ``key`` is asked for, the stored estimate after that (a bootstrap with a
+        fixed seed: the page asks for the same cell's estimate in several tables and sentences)."""
+        if key not in self._estimates:
+            self._estimates[key] = compute()
+        return self._estimates[key]
+
     def iqm(self, env, setup) -> stats.Estimate:
-        return stats.iqm(self.scores[(env, setup)], self.reps) if self.complete(env, setup) else stats.NAN
+        if not self.complete(env, setup):
+            return stats.NAN
+        return self._once(("iqm", env, setup), lambda: stats.iqm(self.scores[(env, setup)], self.reps))
 
     def poi(self, env, x, y) -> stats.Estimate:
         if not (self.complete(env, x) and self.complete(env, y)):
             return stats.NAN
-        return stats.probability_of_improvement(self.scores[(env, x)], self.scores[(env, y)], self.reps)
+        sc = self.scores
+        return self._once(
+            ("poi", env, x, y), lambda: stats.probability_of_improvement(sc[(env, x)], sc[(env, y)], self.reps)
+        )
 
     def drop(self, env, setup) -> stats.Estimate:
         if not (self.complete(env, setup) and self.complete(env, f"{setup}-m")):
             return stats.NAN
-        return stats.relative_drop(self.scores[(env, setup)], self.scores[(env, f"{setup}-m")], self.reps)
+        sc = self.scores
+        return self._once(
+            ("drop", env, setup), lambda: stats.relative_drop(sc[(env, setup)], sc[(env, f"{setup}-m")], self.reps)
+        )
 
     def failed(self, env, setup) -> int:
         row = self.rows.get((env, setup))

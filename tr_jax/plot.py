@@ -72,9 +72,10 @@ BOUND_METRICS = tuple(f"{name}_bound" for name in _TRPL.optimised)
 # before these metrics existed have none
 ACTING_BOUND_METRICS = tuple(f"acting_{name}_bound" for name in _TRPL.acting)
 DEFAULT_METRICS = ("return", "eval_return", "kl_max")
-# a log y axis for a bound panel with a curve above this many times its bound, and for a KL panel whose means span
-# more than two decades (e.g. a contextual PPO run beside diagonal ones)
+# a bound panel with a curve above this many times its bound gets a log y axis, as does a KL panel whose means
+# span more than LOG_DECADES decades (e.g. a contextual PPO run beside diagonal ones)
 LOG_ABOVE = 10.0
+LOG_DECADES = 2.0
 
 
 class PlotError(ValueError):
@@ -333,7 +334,7 @@ def _draw(drawn: dict, out: str, confidence: float) -> None:
                 ax.set_yscale("log")
             else:  # headroom above the bound, so curves that sit on it stay visible
                 ax.set_ylim(0, 1.1 * max(1.0, top))
-        elif m in ("kl_max", "acting_kl_max") and _decades(bands) > 2:
+        elif m in ("kl_max", "acting_kl_max") and _decades(bands) > LOG_DECADES:
             ax.set_yscale("log")
         ax.set_title(DERIVED[m][2] if m in DERIVED else m, fontsize=10)
         ax.set_xlabel("env steps")
