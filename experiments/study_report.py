@@ -661,9 +661,10 @@ seed, scored at 1M by the same rule; the acting policy's bound use of each setti
 ## Update size and exploration
 
 What the data say about how the setups differ in the way they move, beside their scores: the acting policy's KL
-from the old policy per update (each seed's median over the run of the mean over states; for TRPL the network
-output, not its projection) and the policy's entropy in nats over the last 10% of the run (each seed's mean), IQM
-over seeds with 95% CIs. The main setups only (a global covariance: the entropy is the acting policy's). These are
+from the old policy per update (the mean over states; each seed's median over the run's exported blocks of
+{study_export.BLOCK} iterations, a block being its updates' mean; for TRPL the network output, not its projection)
+and the policy's entropy in nats over the last 10% of the run (each seed's mean over those blocks), IQM over seeds
+with 95% CIs. The main setups only (a global covariance: the entropy is the acting policy's). These are
 observations beside the verdicts, not tested causes.
 
 {_dynamics_text(st)}
