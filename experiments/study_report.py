@@ -590,6 +590,18 @@ def _protocol(st: Study) -> str:
 """
 
 
+PREREGISTRATION = "preregistration.md"  # in the study directory: hypotheses fixed before their cells ran
+
+
+def _preregistration(st: Study) -> str:
+    """The study's pre-registered section, verbatim (empty when the study has none)."""
+    path = os.path.join(st.study, PREREGISTRATION)
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        return f.read()
+
+
 def page(st: Study, figures: dict, docs_rel: str) -> str:
     def img(name, alt):
         return (
@@ -684,6 +696,7 @@ above 10 times its bound, have a log axis. The exported per-iteration metrics ar
 {BLOCK_NOTE}: a point is a block's mean (its max for the `*_max` panels); evaluations are every one.
 
 {curves}
+{_preregistration(st)}
 ## Regenerate
 
     python3 experiments/study_export.py OUT          # OUT of experiments/study.sh: compact copy into experiments/study/

@@ -11,6 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from tr_jax import distributions as D
@@ -18,7 +19,7 @@ from tr_jax.algorithms.base import Batch
 from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
 from tr_jax.algorithms.trpl import make_trpl, projection_cov_type
 from tr_jax.algorithms.trpo import conjugate_gradient, make_trpo
-from tr_jax.config import TrainConfig
+from tr_jax.config import TrainConfig, validate
 from tr_jax.hyperparams import from_config
 from tr_jax.networks import make_policy, make_value
 from tr_jax.projections import parts, project
@@ -253,3 +254,33 @@ def test_trpl_entropy_projection_equality():
         beta = h0 + (-2.0 - h0) * i / cfg.num_iterations
         np.testing.assert_allclose(m["entropy_bound"], beta, rtol=1e-5)
         np.testing.assert_allclose(m["entropy"], beta, rtol=1e-4, atol=1e-5)
+
+
+def _adam_count(opt_state) -> int:
+    """Updates an Optax Adam state has taken."""
+    is_adam = lambda x: isinstance(x, optax.ScaleByAdamState)  # noqa: E731
+    (adam,) = [x for x in jax.tree.leaves(opt_state, is_leaf=is_adam) if is_adam(x)]
+    return int(adam.count)
+
+
+@pytest.mark.parametrize("regression_lr", [None, 1e-3])
+def test_trpl_extra_regression_steps_optimiser(regression_lr):
+    """The extra regression steps continue the policy optimiser, or with ``regression_lr`` step an Adam of
+    their own whose state persists across updates; either way they lower the regression loss they step on."""
+    n_reg = 3
+    cfg, pol, out = _trpl_run("kl", "diag", True, extra_regression_steps=n_reg, regression_lr=regression_lr)
+    policy_steps = cfg.num_epochs * cfg.num_minibatches
+    for i, (_old, new, _batch, m) in enumerate(out):
+        assert np.isfinite(float(m["regression_loss"])) and float(m["regression_loss"]) > 0
+        policy_count = _adam_count(new.policy_opt)
+        if regression_lr is None:
+            assert "regression_opt" not in new.extra
+            assert policy_count == (i + 1) * (policy_steps + n_reg)
+        else:
+            assert policy_count == (i + 1) * policy_steps
+            assert _adam_count(new.extra["regression_opt"]) == (i + 1) * n_reg
+
+
+def test_trpl_regression_lr_needs_regression_steps():
+    with pytest.raises(ValueError, match="regression_lr"):
+        validate(_config(algorithm="trpl", regression_lr=1e-4))

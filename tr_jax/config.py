@@ -104,6 +104,9 @@ class TrainConfig:
     entropy_temperature: float = 0.5  # exp schedule temperature
     entropy_equality: bool = False  # entropy projection in equality form (always rescaled to beta)
     extra_regression_steps: int = 0  # regression-loss steps after the policy epochs
+    # lr of the extra regression steps' own Adam (its state kept across updates, as the reference's separate
+    # regression optimiser); None: they continue the policy optimiser at policy_lr
+    regression_lr: float | None = None
 
     # --- networks ------------------------------------------------------------
     cov_type: str = "diag"  # "diag" (std), "full" (Cholesky) or "sqrt" (symmetric square root)
@@ -324,6 +327,11 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ValueError(f"{n} must be positive or None, got {v}")
     if config.trust_region_coef < 0 or config.extra_regression_steps < 0 or config.entropy_coef < 0:
         raise ValueError("trust_region_coef, extra_regression_steps and entropy_coef must be >= 0")
+    if config.regression_lr is not None and not (config.regression_lr > 0 and config.extra_regression_steps > 0):
+        raise ValueError(
+            f"regression_lr ({config.regression_lr}) must be None or positive, and needs extra_regression_steps > 0 "
+            f"(got {config.extra_regression_steps})"
+        )
     if config.init_std <= config.min_std:
         raise ValueError(f"init_std ({config.init_std}) must exceed min_std ({config.min_std})")
     if config.batch_size % config.num_minibatches:

@@ -15,7 +15,9 @@ p~ = (mu~, A~) and the behaviour policy q = (mu_o, A_o) of each state:
 The projection is applied per state; only the projected policy p enters the
 surrogate, so every gradient step sees a policy inside the trust region.
 ``extra_regression_steps`` further Optax steps on ``L_tr`` alone (random
-minibatches) follow the policy epochs. For a global (non-contextual)
+minibatches) follow the policy epochs: with the policy optimiser, or with
+``regression_lr`` set, with an Adam of their own at that lr whose state
+persists across updates in ``AlgoState.extra["regression_opt"]``. For a global (non-contextual)
 covariance, the mean over states of the projected scale is then written back
 into the covariance parameter (``policy.set_global_scale``), so the acting
 covariance is the projected one exactly.
@@ -128,7 +130,9 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     schedule = config.entropy_schedule
     num_mb = config.num_minibatches
     n_reg = config.extra_regression_steps
-    policy_steps = config.num_epochs * num_mb + n_reg
+    own_reg_opt = config.regression_lr is not None
+    policy_steps = config.num_epochs * num_mb + (0 if own_reg_opt else n_reg)
+    reg_opt = make_optimizer(config, config.regression_lr, n_reg, False) if own_reg_opt else None
 
     def to_proj(scale):
         """Policy scale -> projection scale ([..., k] or [..., k, k])."""
@@ -164,7 +168,7 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
             value_params,
             make_optimizer(config, config.policy_lr, policy_steps, config.lr_decay).init(policy_params),
             value_optimizer(config, config.value_lr).init(value_params),
-            {"initial_entropy": h0},
+            {"initial_entropy": h0, **({"regression_opt": reg_opt.init(policy_params)} if reg_opt else {})},
         )
 
     def loss_fn(pp, mb: Batch, beta, hp):
@@ -203,8 +207,11 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
             axis_name,
         )
         pp, vp, po, vo = state.policy_params, state.value_params, state.policy_opt, state.value_opt
+        extra = state.extra
 
         if n_reg > 0:
+            opt, ro = (reg_opt, extra["regression_opt"]) if reg_opt else (policy_opt, po)
+
             n = batch.obs.shape[0]
             size = n // num_mb
 
@@ -218,10 +225,14 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
                     return tr_loss(raw, proj)
 
                 loss, g = jax.value_and_grad(reg_loss)(pp)
-                u, po = policy_opt.update(par.mean_grads(g, axis_name), po, pp)
+                u, po = opt.update(par.mean_grads(g, axis_name), po, pp)
                 return (optax.apply_updates(pp, u), po), loss
 
-            (pp, po), reg = jax.lax.scan(reg_step, (pp, po), jax.random.split(key_reg, n_reg))
+            (pp, ro), reg = jax.lax.scan(reg_step, (pp, ro), jax.random.split(key_reg, n_reg))
+            if reg_opt:
+                extra = {**extra, "regression_opt": ro}
+            else:
+                po = ro
             metrics["regression_loss"] = par.mean(reg, axis_name)
         else:
             metrics["regression_loss"] = jnp.zeros_like(metrics["policy_loss"])
@@ -240,7 +251,7 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         metrics.update(_final_metrics(raw, proj, batch._replace(old_scale=to_proj(batch.old_scale)), hp))
         if schedule != "none":  # (-inf otherwise; the training loop treats non-finite metrics as divergence)
             metrics["entropy_bound"] = beta
-        return AlgoState(pp, vp, po, vo, state.extra), metrics
+        return AlgoState(pp, vp, po, vo, extra), metrics
 
     def _final_metrics(raw, proj, batch: Batch, hp):
         (rm, rs), (pm, ps) = raw, proj
