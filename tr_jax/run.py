@@ -144,9 +144,12 @@ class _Interrupts:
     may forward it: the checkpoint must still be written; SIGKILL follows the
     grace period anyway). The handler only records: ``poll()`` (called while
     waiting for a chunk, so promptly) logs what arrived, outside the handler.
+    On leaving, the handlers from before are restored, except after
+    :func:`hold_exit_status` in a run stopped by a signal (see there).
     """
 
     NAMES = ("SIGINT", "SIGTERM", "SIGUSR1")
+    hold = False  # set by hold_exit_status(): a stopped run leaves SIGTERM/SIGUSR1 ignored
 
     def __init__(self, log: Callable[[str], None]):
         self.signal: str | None = None
@@ -202,9 +205,20 @@ class _Interrupts:
                     self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        # a stop signal and no error: the checkpoint is written and the status decided, nothing may change it
+        settled = self.hold and self.signal is not None and exc_type is None
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            signal.signal(sig, signal.SIG_IGN if settled and sig != signal.SIGINT else previous)
+
+
+def hold_exit_status() -> None:
+    """For a process that ends when its run stops (``tr-jax train``, ``tune``, ``compare``): once a run stopped
+    by a signal has written its checkpoint and decided its status (exit status 75 or 130), SIGTERM and SIGUSR1
+    are ignored until the process exits, instead of killing it with 143 ("killed before saving") while JAX and
+    Orbax tear down (a second or two), as a scheduler or a batch shell forwarding its signal may send them
+    again. Without it (a call from Python) the handlers from before the run are restored."""
+    _Interrupts.hold = True
 
 
 def _wait(tree, interrupts: _Interrupts):
