@@ -147,6 +147,31 @@ def test_a_second_process_loads_the_programs_from_the_cache(tmp_path):
     assert len(cold) == 5 + 1 and cold == warm == off  # the same numbers, to the last bit
 
 
+@pytest.mark.slow
+def test_a_damaged_program_file_is_reported_removed_and_traced_again(tmp_path):
+    """64 flipped bytes in the middle of the cached chunk program: the next run succeeds, traces the chunk again
+    and says so in one line naming the file; the run after it loads the new file."""
+    config_file = tmp_path / "uneven.json"
+    config_file.write_text(json.dumps(config_to_dict(UNEVEN)))
+    env = dict(TR_JAX_COMPILE_CACHE=str(tmp_path / "cache"))
+    _, cold, _ = _child(tmp_path, "cold", str(config_file), **env)
+    (path,) = (tmp_path / "cache" / "tr_jax_programs").glob("train_chunk-*.jaxexport")
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
+    path.write_bytes(bytes(data))
+    events, again, out = _child(tmp_path, "again", str(config_file), **env)
+    warnings = [line for line in out.splitlines() if "warning" in line]
+    assert warnings == [
+        f"warning: the cached program {path} does not match the sha256 written with it (altered or truncated on "
+        f"disk); removed it, tracing the program again"
+    ], out
+    assert events.get("/jax/core/compile/jaxpr_trace_duration:train_chunk", 0) >= 1  # traced again
+    assert again == cold  # the same numbers
+    _, _, out = _child(tmp_path, "third", str(config_file), **env)
+    assert "warning" not in out and out.count("(its trace loaded from the program cache)") == 2, out
+
+
 def test_cache_directory_from_the_environment(tmp_path):
     assert compile_cache.cache_dir({"TR_JAX_COMPILE_CACHE": str(tmp_path)}) == str(tmp_path)
     for off in ("off", "0", "false", "No", ""):
