@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 
 import pytest
 from test_run import HERE, LINE, _child, _wait_for_checkpoint
@@ -282,19 +281,9 @@ def test_read_only_run_directory_is_one_line(copy, monkeypatch, capsys):
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
+def tmpfs(mount_tmpfs):
     """A 160 KiB tmpfs (root and a kernel that allow it; skipped elsewhere)."""
-    d = tmp_path / "tmpfs"
-    d.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=160k", f"tr_jax_test_{uuid.uuid4().hex[:8]}", str(d)],
-        capture_output=True,
-        text=True,
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
-    yield d
-    subprocess.run(["umount", str(d)], check=True)
+    return mount_tmpfs("160k")
 
 
 def test_full_disk_and_read_only_on_a_real_tmpfs(tmpfs, config_file):

@@ -42,6 +42,7 @@ from typing import Any
 import jax
 
 from tr_jax.config import TrainConfig, config_to_dict
+from tr_jax.rundir import unwritable
 
 SUBDIR = "tr_jax_programs"
 MAX_BYTES = 256 * 1024**2
@@ -107,13 +108,15 @@ class ProgramCache:
     """Exported programs of one training config on disk (see the module docstring).
 
     Args:
-      directory: where the files go (created when the first is written).
+      directory: where the files go (created when the first is written; one that cannot be written or made is
+        only read).
       config: the config the trainer was built from; part of every key.
       env: the trainer's (unbatched) env object, built from ``config.env_name``.
     """
 
     def __init__(self, directory: str, config: TrainConfig, env: Any):
         self.directory = directory
+        self.read_only = unwritable(directory) is not None  # (a read-only cache: load, never write)
         self._base = {
             "format": FORMAT,
             "code": code_hash(),
@@ -221,6 +224,8 @@ class ProgramCache:
         return exported
 
     def _write(self, path: str, data: bytes | bytearray, log) -> None:
+        if self.read_only:
+            return
         try:
             os.makedirs(self.directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")

@@ -535,9 +535,9 @@ def _run_groups(
             display = (  # multi-host: progress from process 0 only; the others log their events, prefixed
                 make_progress(progress) if par.is_primary() else LogOnly(f"[process {jax.process_index()}] ")
             )
-            for lock in locks:
-                if lock.note:
-                    display.log(lock.note)
+            for note in (*(lock.note for lock in locks), compile_cache.note()):
+                if note:
+                    display.log(note)
             with _Interrupts(display.log) as interrupts:
                 try:
                     options = LoopOptions(

@@ -521,23 +521,30 @@ def write_failure(e: OSError, checkpoints: str | None, resume: str | None) -> st
     return f"{_WRITE_ERRORS[e.errno]} {e.filename or 'the run directory'} ({e.strerror}); {intact}"
 
 
+def unwritable(path: str) -> tuple[int, str] | None:
+    """``(errno, why)`` when directory ``path`` cannot be written, or made where it does not exist yet (the
+    nearest of its parents that exists is a file, on a read-only file system, or not writable); None if it can."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return errno.ENOTDIR, f"{existing} is a file, not a directory"
+    if os.access(existing, os.W_OK | os.X_OK):
+        return None
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return errno.EROFS, f"{existing} is on a read-only file system"
+    return errno.EACCES, f"{existing} is not writable"
+
+
 def check_writable(outputs: Iterable[tuple[str, str]]) -> None:
     """Raises :class:`RunDirWriteError` (one line naming the directory and why) unless every ``(what,
-    directory)`` of ``outputs`` can be written: the directory, or the nearest of its parents that exists (where
-    it would be created), is a directory this process may write. Called before anything is created, so that a
-    run that could not write an output fails before it leaves a half-made run directory behind."""
+    directory)`` of ``outputs`` can be written (:func:`unwritable`). Called before anything is created, so
+    that a run that could not write an output fails before it leaves a half-made run directory behind."""
     for what, path in outputs:
-        path = existing = os.path.abspath(path)
-        while not os.path.exists(existing):
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            code, problem = errno.ENOTDIR, f"{existing} is a file, not a directory"
-        elif not os.access(existing, os.W_OK | os.X_OK):
-            code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
-            problem = f"{existing} is " + ("on a read-only file system" if code == errno.EROFS else "not writable")
-        else:
-            continue
-        raise RunDirWriteError(
-            f"cannot write the {what} {path}: {problem} (nothing was written)",
-            OSError(code, os.strerror(code), existing),
-        )
+        why = unwritable(path)
+        if why is not None:
+            code, problem = why
+            raise RunDirWriteError(
+                f"cannot write the {what} {os.path.abspath(path)}: {problem} (nothing was written)",
+                OSError(code, os.strerror(code), path),
+            )
