@@ -9,8 +9,11 @@ once per worker (the multi-host module's fixture, three rounds of process pairs,
 """
 
 import os
+import pathlib
 import shutil
+import subprocess
 import tempfile
+import uuid
 
 import jax
 import pytest
@@ -34,6 +37,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             del os.environ[_CACHE]
         else:
             os.environ[_CACHE] = config._tr_jax_cache
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """``mount_tmpfs(size)``: a fresh tmpfs of ``size`` (``"160k"``, ``"64m"``) under ``tmp_path``, unmounted after
+    the test; ``mount -o remount,ro PATH`` makes it a real read-only file system, which root cannot write either
+    (unlike a chmod). Skips the test where mounting is not allowed (not root, a kernel or container without it)."""
+    mounted = []
+
+    def mount(size: str) -> pathlib.Path:
+        d = tmp_path / f"tmpfs{len(mounted)}"
+        d.mkdir()
+        name = f"tr_jax_test_{uuid.uuid4().hex[:8]}"
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", name, str(d)], capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in mounted:
+        subprocess.run(["umount", str(d)], check=True)
 
 
 @pytest.fixture

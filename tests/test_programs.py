@@ -117,6 +117,60 @@ def test_a_broken_file_is_reported_and_replaced(tmp_path):
     assert _cache(tmp_path).compile("step", step, args, returns_state=True)[1]  # the new file loads
 
 
+def _flip(path, n=64):
+    """Inverts ``n`` bytes in the middle of file ``path``."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + n] = bytes(b ^ 0xFF for b in data[mid : mid + n])
+    path.write_bytes(bytes(data))
+
+
+def _damaged_file_is_replaced(tmp_path, damage, problem):
+    """Writes step's program, damages its file with ``damage(path)``, then loads it again: one warning naming the
+    file and ``problem``, the file removed and traced again (the program computes step), the new file loads."""
+    args = (_state(), jnp.ones(2))
+    _cache(tmp_path).compile("step", step, args, returns_state=True)
+    (path,) = (tmp_path / "programs").glob("step-*.jaxexport")
+    damage(path)
+    messages = []
+    program, loaded = _cache(tmp_path).compile("step", step, args, returns_state=True, log=messages.append)
+    assert not loaded and len(messages) == 1 and "\n" not in messages[0], messages
+    assert messages[0].startswith(f"warning: the cached program {path} {problem}"), messages
+    assert messages[0].endswith("removed it, tracing the program again"), messages
+    jax.tree.map(_equal, program(*args), jax.jit(step)(*args))
+    assert _cache(tmp_path).compile("step", step, args, returns_state=True)[1]  # the new file loads
+
+
+def test_a_file_with_flipped_bytes_is_caught_by_its_digest(tmp_path):
+    _damaged_file_is_replaced(tmp_path, _flip, "does not match the sha256 written with it")
+
+
+def test_a_payload_that_deserializes_but_was_altered_is_caught_by_its_digest(tmp_path):
+    """Another valid program in the file (its own payload, the old digest): it would deserialize and compute
+    something else; the digest refuses it."""
+
+    def swap(path):
+        other = _cache(tmp_path / "other")
+        other.compile("step", lambda s, x: step(s, x * 2), (_state(), jnp.ones(2)), returns_state=True)
+        (other_path,) = (tmp_path / "other" / "programs").glob("step-*.jaxexport")
+        head = path.read_bytes().partition(b"\n")[0]
+        payload = other_path.read_bytes().partition(b"\n")[2]
+        jax.export.deserialize(bytearray(payload))  # a program that loads
+        path.write_bytes(head + b"\n" + payload)
+
+    _damaged_file_is_replaced(tmp_path, swap, "does not match the sha256 written with it")
+
+
+def test_a_file_that_does_not_deserialize_is_reported_in_one_line(tmp_path):
+    import hashlib
+
+    def garbage(path):
+        payload = bytes(range(256)) * 4
+        path.write_bytes(programs.HEADER + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+    _damaged_file_is_replaced(tmp_path, garbage, "did not deserialize (")
+
+
 def test_the_least_recently_used_programs_go_beyond_the_size_limit(tmp_path, monkeypatch):
     cache = _cache(tmp_path)
     cache.compile("a", lambda x: {"y": x + 1}, (jnp.ones(2),))

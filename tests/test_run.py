@@ -391,6 +391,24 @@ def test_sigterm_checkpoints_where_it_stopped_and_resume_is_exact(two_seeds, con
     assert (summary["status"], summary["signal"], summary["iterations"]) == ("finished", None, 24)
 
 
+def test_sigterms_after_the_checkpoint_keep_exit_status_75(config_file, tmp_path):
+    """A scheduler (or a batch shell forwarding it) may send SIGTERM again while the process tears down after the
+    checkpoint (JAX and Orbax take a second or two): SIGTERM every 10 ms from the first one until the process
+    exits hits every window (the chunk, the checkpoint, summary.json, the teardown); the exit status stays 75."""
+    d, marker = str(tmp_path / "storm"), str(tmp_path / "marker")
+    p = _signal_child(d, marker, 2 * 32, config_file)
+    _wait_for_file(marker, p)
+    sent = 0
+    while p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        sent += 1
+        time.sleep(0.01)
+    out = p.stdout.read()
+    assert os.path.isdir(os.path.join(d, "checkpoints", "2")), out
+    assert p.returncode == 75, f"exit {p.returncode} after {sent} SIGTERMs although checkpoint 2 was written:\n{out}"
+    assert sent > 20 and "preempted: 2 iterations" in out
+
+
 def test_sigusr1_stops_with_a_checkpoint(config_file, tmp_path):
     """SLURM's --signal=USR1@T warning: the same as SIGTERM, after the first chunk (iteration 2)."""
     d, marker = str(tmp_path / "usr1"), str(tmp_path / "marker")

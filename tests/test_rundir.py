@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 
 import pytest
 from test_run import HERE, LINE, _child, _wait_for_checkpoint
@@ -282,19 +281,9 @@ def test_read_only_run_directory_is_one_line(copy, monkeypatch, capsys):
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
+def tmpfs(mount_tmpfs):
     """A 160 KiB tmpfs (root and a kernel that allow it; skipped elsewhere)."""
-    d = tmp_path / "tmpfs"
-    d.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=160k", f"tr_jax_test_{uuid.uuid4().hex[:8]}", str(d)],
-        capture_output=True,
-        text=True,
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
-    yield d
-    subprocess.run(["umount", str(d)], check=True)
+    return mount_tmpfs("160k")
 
 
 def test_full_disk_and_read_only_on_a_real_tmpfs(tmpfs, config_file):
@@ -309,7 +298,76 @@ def test_full_disk_and_read_only_on_a_real_tmpfs(tmpfs, config_file):
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     ro = _cli("--resume", d)
     assert ro.returncode == 2, ro.stdout + ro.stderr
-    assert f"read-only file system: cannot write {d}/.lock" in _one_line_error(ro.stderr)
+    assert _one_line_error(ro.stderr) == (
+        f"tr-jax train: error: cannot write the run directory {d}: {d} is on a read-only file system "
+        f"(nothing was written)"
+    )
+
+
+def _refused_before_anything_is_written(config_file, tmp_path, capsys, *args):
+    """``tr-jax train CONFIG --run-dir tmp/run ARGS`` fails with one line, and creates nothing."""
+    before = sorted(os.listdir(tmp_path))
+    code = cli.main(["train", config_file, "--run-dir", str(tmp_path / "run"), "--progress", "none", *args])
+    err = _one_line_error(capsys.readouterr().err)
+    assert code == 2 and sorted(os.listdir(tmp_path)) == before, err
+    return err
+
+
+def test_an_output_below_a_file_is_refused_before_anything_is_written(config_file, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    logs = tmp_path / "file" / "logs"
+    err = _refused_before_anything_is_written(
+        config_file, tmp_path, capsys, "--log", "tensorboard", "--log-dir", str(logs)
+    )
+    assert err == (
+        f"tr-jax train: error: cannot write the log directory {logs}: {tmp_path / 'file'} is a file, not a "
+        f"directory (nothing was written)"
+    )
+    run_dir = tmp_path / "file" / "run"
+    code = cli.main(["train", config_file, "--run-dir", str(run_dir), "--progress", "none"])
+    assert code == 2 and "cannot write the run directory" in _one_line_error(capsys.readouterr().err)
+    code = cli.main(["train", config_file, "--sweep", "eps_mean=0.01,0.02", "--run-dir", str(run_dir)])
+    assert code == 2 and "cannot write the sweep directory" in _one_line_error(capsys.readouterr().err)
+
+
+def test_a_log_dir_on_a_read_only_file_system_is_refused_before_anything_is_written(
+    tmpfs, config_file, tmp_path, capsys
+):
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    for log in ("tensorboard", "wandb"):
+        err = _refused_before_anything_is_written(
+            config_file, tmp_path, capsys, "--log", log, "--log-dir", str(tmpfs / "logs")
+        )
+        assert err == (
+            f"tr-jax train: error: cannot write the log directory {tmpfs / 'logs'}: {tmpfs} is on a read-only "
+            f"file system (nothing was written)"
+        )
+
+
+def test_a_non_finite_bound_is_refused_by_name(config_file, tmp_path, capsys):
+    for value, shown in (("nan", "nan"), ("inf", "inf"), ("-Infinity", "-inf")):
+        err = _refused_before_anything_is_written(config_file, tmp_path, capsys, "--set", f"eps_mean={value}")
+        assert err == f"tr-jax train: error: eps_mean must be a finite number, got {shown}"
+
+
+def test_a_start_that_fails_before_training_removes_the_run_directory_it_made(tmp_path):
+    """A failure between making the run directory and the first chunk (here a logger that cannot open) leaves
+    no config.json/run.json/checkpoints stub behind: a rerun would ask for --resume, and --resume find no
+    checkpoint. A sweep's directory goes the same way."""
+    from tr_jax.loggers import Logger
+    from tr_jax.run import run_sweep
+
+    class Broken(Logger):
+        def open(self, runs, env_steps):
+            raise RuntimeError("the tracker is down")
+
+    for start in (
+        lambda d: run(LINE, run_dir=d, progress="none", loggers=[Broken()]),
+        lambda d: run_sweep(LINE, [("eps_mean", (0.01, 0.02))], run_dir=d, progress="none", loggers=[Broken()]),
+    ):
+        with pytest.raises(RuntimeError, match="the tracker is down"):
+            start(str(tmp_path / "run"))
+        assert os.listdir(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------

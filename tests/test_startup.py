@@ -121,7 +121,7 @@ def _child(tmp_path, name, config_file, *flags, **env):
     )
     assert p.returncode == 0, p.stdout + p.stderr
     rows = read_jsonl(str(tmp_path / name / "metrics.jsonl")) + read_jsonl(str(tmp_path / name / "eval.jsonl"))
-    return json.loads(events.read_text()), rows, p.stdout
+    return json.loads(events.read_text()), rows, p.stdout + p.stderr
 
 
 @pytest.mark.slow
@@ -145,6 +145,61 @@ def test_a_second_process_loads_the_programs_from_the_cache(tmp_path):
     loaded = "(its trace loaded from the program cache)"
     assert cold_out.count(loaded) == off_out.count(loaded) == 0 and warm_out.count(loaded) == 2, warm_out
     assert len(cold) == 5 + 1 and cold == warm == off  # the same numbers, to the last bit
+
+
+@pytest.mark.slow
+def test_a_damaged_program_file_is_reported_removed_and_traced_again(tmp_path):
+    """64 flipped bytes in the middle of the cached chunk program: the next run succeeds, traces the chunk again
+    and says so in one line naming the file; the run after it loads the new file."""
+    config_file = tmp_path / "uneven.json"
+    config_file.write_text(json.dumps(config_to_dict(UNEVEN)))
+    env = dict(TR_JAX_COMPILE_CACHE=str(tmp_path / "cache"))
+    _, cold, _ = _child(tmp_path, "cold", str(config_file), **env)
+    (path,) = (tmp_path / "cache" / "tr_jax_programs").glob("train_chunk-*.jaxexport")
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
+    path.write_bytes(bytes(data))
+    events, again, out = _child(tmp_path, "again", str(config_file), **env)
+    warnings = [line for line in out.splitlines() if "warning" in line]
+    assert warnings == [
+        f"warning: the cached program {path} does not match the sha256 written with it (altered or truncated on "
+        f"disk); removed it, tracing the program again"
+    ], out
+    assert events.get("/jax/core/compile/jaxpr_trace_duration:train_chunk", 0) >= 1  # traced again
+    assert again == cold  # the same numbers
+    _, _, out = _child(tmp_path, "third", str(config_file), **env)
+    assert "warning" not in out and out.count("(its trace loaded from the program cache)") == 2, out
+
+
+@pytest.mark.slow
+def test_a_read_only_compilation_cache_is_read_and_said_once(tmp_path, mount_tmpfs):
+    """A warm cache on a file system remounted read-only: the next run loads every program from it (JAX's
+    eviction lock, which cannot be created there, would make it read nothing) and says so in one line, without
+    JAX's warnings; a cache directory that cannot be made turns the cache off, in one line."""
+    config_file = tmp_path / "uneven.json"
+    config_file.write_text(json.dumps(config_to_dict(UNEVEN)))
+    cache = mount_tmpfs("64m") / "cache"
+    env = dict(TR_JAX_COMPILE_CACHE=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    cold_events, cold, _ = _child(tmp_path, "cold", str(config_file), **env)
+    subprocess.run(["mount", "-o", "remount,ro", str(cache.parent)], check=True)
+    events, warm, out = _child(tmp_path, "warm", str(config_file), **env)
+    hits, misses = "/jax/compilation_cache/cache_hits", "/jax/compilation_cache/cache_misses"
+    assert events.get(hits, 0) == cold_events[misses] and events.get(misses, 0) == 0, events
+    assert "Warning" not in out and out.count("(its trace loaded from the program cache)") == 2, out
+    notes = [line for line in out.splitlines() if "compilation cache" in line]
+    assert notes == [
+        f"note: the compilation cache {cache} is read-only ({cache} is on a read-only file system): its programs "
+        f"load, the others compile in every run and are not saved"
+    ], out
+    assert warm == cold
+    (tmp_path / "file").write_text("")
+    events, off, out = _child(tmp_path, "off", str(config_file), TR_JAX_COMPILE_CACHE=str(tmp_path / "file" / "c"))
+    assert "Warning" not in out and events.get(hits, 0) == 0 and off == cold, out
+    assert [line for line in out.splitlines() if "compilation cache" in line] == [
+        f"note: the compilation cache {tmp_path / 'file' / 'c'} cannot be made ({tmp_path / 'file'} is a file, "
+        f"not a directory): running without it (set TR_JAX_COMPILE_CACHE to a writable directory, or off)"
+    ], out
 
 
 def test_cache_directory_from_the_environment(tmp_path):

@@ -661,6 +661,10 @@ def main(argv=None) -> int:
     """Runs ``tr-jax`` with ``argv`` (None: the command line) and returns its exit status."""
     args = build_parser().parse_args(argv)
     args.program = argv is None  # the process is this command (not a call from Python): it may end it
+    if args.program and args.command in ("train", "tune", "compare"):
+        from tr_jax.run import hold_exit_status
+
+        hold_exit_status()  # a SIGTERM after the checkpoint cannot turn exit status 75 into 143
     return {
         "train": _train,
         "export-tb": _export_tb,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import types
 import typing
@@ -252,6 +253,14 @@ def _positive(config, *names):
             raise ValueError(f"{n} must be positive, got {v}")
 
 
+def _finite(config):
+    """``ValueError`` naming the first float field that is NaN or infinite (no bound, rate or scale may be)."""
+    for n in field_names():
+        v = getattr(config, n)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{n} must be a finite number, got {v}")
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     """Raises ``ValueError`` naming the first problem; returns ``config``.
 
@@ -260,6 +269,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     """
     for name, options in _choices().items():
         _choice(name, getattr(config, name), options)
+    _finite(config)
     _positive(
         config,
         "episode_length",
@@ -538,7 +548,8 @@ def parse_assignment(text: str) -> tuple:
     """``"key=value"`` -> ``(key, value)`` typed as the field (``ValueError``/``TypeError`` naming it).
 
     Values are read as JSON where they parse (numbers, true/false, null, lists);
-    bare words are strings; ``none``/``null`` mean None; ``64,64`` is a list.
+    bare words are strings; ``none``/``null`` mean None; ``64,64`` is a list; a float
+    field reads ``nan`` and ``inf`` too (for :func:`validate` to refuse by name).
     """
     if "=" not in text:
         raise ValueError(f"--set {text!r}: expected key=value")
@@ -558,4 +569,9 @@ def parse_assignment(text: str) -> tuple:
             v = json.loads(value.lower() if value.lower() in ("true", "false") else value)
         except json.JSONDecodeError:
             v = value
+        if isinstance(v, str) and float in (_hints()[key], _optional(_hints()[key])):
+            try:
+                v = float(v)  # nan, inf, -infinity (JSON spells them NaN, Infinity)
+            except ValueError:
+                pass
     return key, _coerce(key, v, f"--set {text!r}")

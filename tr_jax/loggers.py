@@ -63,6 +63,10 @@ class Run(NamedTuple):
 class Logger:
     """The calls the host loop makes (see the module docstring); the base class ignores them all."""
 
+    def outputs(self) -> list[str]:
+        """The directories it writes besides the run directories (checked before a run creates anything)."""
+        return []
+
     def open(self, runs: Sequence[Run], env_steps: int) -> None:
         """Called once before the first chunk: ``runs`` the run directories trained, ``env_steps`` where the
         call starts (> 0 on resume)."""
@@ -124,6 +128,10 @@ class TensorBoardLogger(Logger):
         self._writer_class = SummaryWriter
         self.log_dir = log_dir
         self.writers: list = []  # [run][seed]
+
+    def outputs(self) -> list[str]:
+        """``[log_dir]`` when given (else it writes inside the run directories)."""
+        return [self.log_dir] if self.log_dir else []
 
     def directory(self, run: Run) -> str:
         """Where ``run``'s seeds get their ``seed_<i>`` directories."""
@@ -203,6 +211,10 @@ class WandbLogger(Logger):
             disable_git=True,
             console="off",
         )
+
+    def outputs(self) -> list[str]:
+        """``[dir]`` when given (else it writes inside the run directories)."""
+        return [self.dir] if self.dir else []
 
     def open(self, runs: Sequence[Run], env_steps: int) -> None:
         """Starts one offline W&B run per (run, seed), its config the resolved config."""

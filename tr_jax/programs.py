@@ -18,7 +18,13 @@ A program is found again only for the same key, the sha256 of everything that de
 An env object passed to ``run(env=...)`` has no such fingerprint (its constructor's arguments are unknown), so
 those runs, multi-process runs and runs with the compilation cache turned off do not use this cache. Files
 live in ``tr_jax_programs/`` inside the compilation cache's directory (one switch turns both off); the least
-recently used are deleted beyond :data:`MAX_BYTES`. A file that does not load is reported and replaced.
+recently used are deleted beyond :data:`MAX_BYTES`.
+
+The cache holds programs that are executed, so each file starts with the sha256 of its payload (the serialized
+module), checked before the payload is deserialized: a file altered on disk (flipped bytes, even ones that still
+deserialize to a program that would compute something else), truncated or foreign, or one that does not
+deserialize or compile, is reported in one line naming it, removed, and the program traced again (and the file
+written anew).
 """
 
 from __future__ import annotations
@@ -36,11 +42,14 @@ from typing import Any
 import jax
 
 from tr_jax.config import TrainConfig, config_to_dict
+from tr_jax.rundir import unwritable
 
 SUBDIR = "tr_jax_programs"
 MAX_BYTES = 256 * 1024**2
 """The program directory's size limit (a hopper chunk program is about 0.3 MB)."""
-FORMAT = 1  # bump when the file layout or the key's contents change
+FORMAT = 2  # bump when the file layout or the key's contents change
+HEADER = b"tr_jax program sha256 "
+"""A file is ``HEADER``, the payload's sha256 in hex, a newline, then the payload (``Exported.serialize()``)."""
 
 _PACKAGES = ("jax", "jaxlib", "brax", "mujoco", "flax", "optax", "numpy", "playground")
 _JAX_FLAGS = ("jax_enable_x64", "jax_default_prng_impl", "jax_threefry_partitionable", "jax_default_matmul_precision")
@@ -99,13 +108,15 @@ class ProgramCache:
     """Exported programs of one training config on disk (see the module docstring).
 
     Args:
-      directory: where the files go (created when the first is written).
+      directory: where the files go (created when the first is written; one that cannot be written or made is
+        only read).
       config: the config the trainer was built from; part of every key.
       env: the trainer's (unbatched) env object, built from ``config.env_name``.
     """
 
     def __init__(self, directory: str, config: TrainConfig, env: Any):
         self.directory = directory
+        self.read_only = unwritable(directory) is not None  # (a read-only cache: load, never write)
         self._base = {
             "format": FORMAT,
             "code": code_hash(),
@@ -163,53 +174,48 @@ class ProgramCache:
         state_tree = jax.tree.structure(args[0]) if returns_state else None
         path = os.path.join(self.directory, f"{name}-{self.key(name, static, in_tree, leaves)}.jaxexport")
         exported = self._read(path, log)
-        loaded = exported is not None
-        if exported is None:
-
-            def flat(*xs):
-                out = fn(*jax.tree.unflatten(in_tree, xs))
-                if returns_state:
-                    state, rest = out
-                    if jax.tree.structure(state) != state_tree:
-                        raise ValueError(f"{name} returned a state of another structure than its first argument")
-                    return jax.tree.leaves(state), rest
-                return out
-
-            flat.__name__ = flat.__qualname__ = name  # JAX's trace events name it
+        if exported is not None:
             try:
-                exported = jax.export.export(jax.jit(flat))(*leaves)
-                data = exported.serialize()
-            except Exception as e:  # e.g. a host callback or a custom call (an env's Warp/FFI kernels)
-                first = (str(e).strip().splitlines() or [""])[0][:200]
-                raise NotExportable(f"the {name} program cannot be exported ({type(e).__name__}: {first})") from e
-            self._write(path, data, log)
-        call = exported.call
+                return _compiled(name, exported, leaves, state_tree), True
+            except Exception as e:  # a payload that deserializes into something this JAX cannot lower or compile
+                _discard(path, f"did not compile ({_first_line(e)})", log)
 
-        def run_leaves(*xs):
-            return call(*xs)
+        def flat(*xs):
+            out = fn(*jax.tree.unflatten(in_tree, xs))
+            if returns_state:
+                state, rest = out
+                if jax.tree.structure(state) != state_tree:
+                    raise ValueError(f"{name} returned a state of another structure than its first argument")
+                return jax.tree.leaves(state), rest
+            return out
 
-        run_leaves.__name__ = run_leaves.__qualname__ = f"cached_{name}"
-        compiled = jax.jit(run_leaves).lower(*leaves).compile()
-        if not returns_state:
-            return (lambda *a: compiled(*jax.tree.leaves(a))), loaded
-
-        def program(*a):
-            state_leaves, rest = compiled(*jax.tree.leaves(a))
-            return jax.tree.unflatten(state_tree, state_leaves), rest
-
-        return program, loaded
+        flat.__name__ = flat.__qualname__ = name  # JAX's trace events name it
+        try:
+            exported = jax.export.export(jax.jit(flat))(*leaves)
+            data = exported.serialize()
+        except Exception as e:  # e.g. a host callback or a custom call (an env's Warp/FFI kernels)
+            raise NotExportable(f"the {name} program cannot be exported ({_first_line(e)})") from e
+        self._write(path, data, log)
+        return _compiled(name, exported, leaves, state_tree), False
 
     def _read(self, path: str, log) -> jax.export.Exported | None:
+        """The program in ``path``, None when there is none or it is damaged (then reported and removed)."""
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return None
+        head, _, payload = data.partition(b"\n")
+        if not head.startswith(HEADER):
+            _discard(path, "is not a tr_jax program file (no sha256 header)", log)
+            return None
+        if hashlib.sha256(payload).hexdigest().encode() != head[len(HEADER) :]:
+            _discard(path, "does not match the sha256 written with it (altered or truncated on disk)", log)
+            return None
         try:
-            exported = jax.export.deserialize(bytearray(data))
-        except Exception as e:  # a truncated or foreign file: trace again and replace it
-            if log:
-                log(f"warning: the cached program {path} did not load ({type(e).__name__}: {e}); tracing again")
+            exported = jax.export.deserialize(bytearray(payload))
+        except Exception as e:
+            _discard(path, f"did not deserialize ({_first_line(e)})", log)
             return None
         try:
             os.utime(path)  # least recently used goes first
@@ -218,10 +224,13 @@ class ProgramCache:
         return exported
 
     def _write(self, path: str, data: bytes | bytearray, log) -> None:
+        if self.read_only:
+            return
         try:
             os.makedirs(self.directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
             with os.fdopen(fd, "wb") as f:
+                f.write(HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n")
                 f.write(data)
             os.replace(tmp, path)
             self._evict(keep=path)
@@ -245,3 +254,41 @@ class ProgramCache:
             except OSError:
                 pass
             total -= size
+
+
+def _first_line(e: BaseException) -> str:
+    """``Type: the first line of the message`` (at most 200 characters)."""
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+
+
+def _discard(path: str, problem: str, log) -> None:
+    """Removes the damaged program file ``path`` and reports it in one line through ``log``."""
+    try:
+        os.remove(path)
+        done = "removed it"
+    except FileNotFoundError:
+        done = "it is gone"
+    except OSError as e:
+        done = f"could not remove it ({e.strerror})"
+    if log:
+        log(f"warning: the cached program {path} {problem}; {done}, tracing the program again")
+
+
+def _compiled(name: str, exported: jax.export.Exported, leaves: list, state_tree) -> Callable:
+    """``exported`` compiled for arguments like ``leaves``, called with the original pytrees; a state tree given:
+    its first output is rebuilt as that tree (see :meth:`ProgramCache.compile`)."""
+    call = exported.call
+
+    def run_leaves(*xs):
+        return call(*xs)
+
+    run_leaves.__name__ = run_leaves.__qualname__ = f"cached_{name}"
+    compiled = jax.jit(run_leaves).lower(*leaves).compile()
+    if state_tree is None:
+        return lambda *a: compiled(*jax.tree.leaves(a))
+
+    def program(*a):
+        state_leaves, rest = compiled(*jax.tree.leaves(a))
+        return jax.tree.unflatten(state_tree, state_leaves), rest
+
+    return program

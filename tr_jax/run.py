@@ -38,6 +38,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import shutil
 import signal
 import threading
 import time
@@ -144,9 +145,12 @@ class _Interrupts:
     may forward it: the checkpoint must still be written; SIGKILL follows the
     grace period anyway). The handler only records: ``poll()`` (called while
     waiting for a chunk, so promptly) logs what arrived, outside the handler.
+    On leaving, the handlers from before are restored, except after
+    :func:`hold_exit_status` in a run stopped by a signal (see there).
     """
 
     NAMES = ("SIGINT", "SIGTERM", "SIGUSR1")
+    hold = False  # set by hold_exit_status(): a stopped run leaves SIGTERM/SIGUSR1 ignored
 
     def __init__(self, log: Callable[[str], None]):
         self.signal: str | None = None
@@ -202,9 +206,20 @@ class _Interrupts:
                     self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        # a stop signal and no error: the checkpoint is written and the status decided, nothing may change it
+        settled = self.hold and self.signal is not None and exc_type is None
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            signal.signal(sig, signal.SIG_IGN if settled and sig != signal.SIGINT else previous)
+
+
+def hold_exit_status() -> None:
+    """For a process that ends when its run stops (``tr-jax train``, ``tune``, ``compare``): once a run stopped
+    by a signal has written its checkpoint and decided its status (exit status 75 or 130), SIGTERM and SIGUSR1
+    are ignored until the process exits, instead of killing it with 143 ("killed before saving") while JAX and
+    Orbax tear down (a second or two), as a scheduler or a batch shell forwarding its signal may send them
+    again. Without it (a call from Python) the handlers from before the run are restored."""
+    _Interrupts.hold = True
 
 
 def _wait(tree, interrupts: _Interrupts):
@@ -360,13 +375,16 @@ def run(
         seed, num_seeds = int(info["seed"]), int(info["num_seeds"])
 
         def groups(hold):
+            R.check_writable([("run directory", rd.path)])
             hold(rd.path)
             return [_Group("", config, rd, changed)]
     else:
         assert config is not None  # _check_options: a new run needs a config
 
         def groups(hold):
-            rd = R.RunDir.create(run_dir or os.path.join(runs_root, R.default_name(config)), overwrite, hold)
+            path = run_dir or os.path.join(runs_root, R.default_name(config))
+            R.check_writable([("run directory", path)])
+            rd = R.RunDir.create(path, overwrite, hold)
             R.write_json(rd.config, config_to_dict(config))
             rd.write_info(seed, num_seeds)
             return [_Group("", config, rd, {})]
@@ -437,6 +455,7 @@ def run_sweep(
         base = groups_now[0].config
 
         def groups(hold):
+            R.check_writable([("sweep directory", path)])
             for d in (path, *(g.rd.path for g in groups_now)):
                 hold(d)
             return groups_now
@@ -450,6 +469,7 @@ def run_sweep(
         def groups(hold):
             name = R.default_name(config).rsplit("-", 2)
             path = run_dir or os.path.join(runs_root, f"{name[0]}-sweep-{name[1]}-{name[2]}")
+            R.check_writable([("sweep directory", path)])
             top = R.RunDir.create(path, overwrite, hold)
             R.write_json(
                 os.path.join(top.path, SWEEP_FILE),
@@ -490,9 +510,11 @@ def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint
 def _run_groups(
     config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint, loggers=()
 ) -> list:
-    """Builds the trainer (checking the env before any file is written), then the groups' directories (each
-    locked by ``make_groups(hold)`` calling ``hold(directory)`` before it writes or cuts anything there), then
-    loops; the locks are released at the end. A failed write becomes a one-line :class:`R.RunDirWriteError`."""
+    """Builds the trainer (checking the env before any file is written), checks that the loggers' directories
+    can be written, then makes the groups' directories (``make_groups(hold)`` checks that it can write them,
+    then locks each by calling ``hold(directory)`` before it writes or cuts anything there), then loops; the
+    locks are released at the end. A failed write becomes a one-line :class:`R.RunDirWriteError`; a new run
+    that fails before it trained anything removes the directories it made."""
     validate(config)
     from tr_jax import compile_cache
     from tr_jax.train import make_trainer
@@ -505,15 +527,17 @@ def _run_groups(
             programs = ProgramCache.for_run(compile_dir, config, trainer.env.env, env_given=env is not None)
             locks = []
             with par.fail_together("creating the run directory"):  # only process 0 writes: it alone can fail
+                if par.is_primary():
+                    R.check_writable([("log directory", d) for logger in loggers for d in logger.outputs()])
                 groups = make_groups(lambda path: locks.append(held.enter_context(R.RunLock(path))))
             mujoco_log.path = groups[0].rd.mujoco_log
             mujoco_log.flush()
             display = (  # multi-host: progress from process 0 only; the others log their events, prefixed
                 make_progress(progress) if par.is_primary() else LogOnly(f"[process {jax.process_index()}] ")
             )
-            for lock in locks:
-                if lock.note:
-                    display.log(lock.note)
+            for note in (*(lock.note for lock in locks), compile_cache.note()):
+                if note:
+                    display.log(note)
             with _Interrupts(display.log) as interrupts:
                 try:
                     options = LoopOptions(
@@ -524,7 +548,13 @@ def _run_groups(
                     display.close()
                     for logger in loggers:
                         logger.close()
-    except OSError as e:
+    except BaseException as e:
+        if not resume and groups and par.is_primary() and all(g.rd.untrained() for g in groups):
+            # (config.json, run.json and an empty checkpoints/ would make the rerun ask for --resume, and
+            # --resume find no checkpoint)
+            shutil.rmtree(_resume_dir(groups), ignore_errors=True)
+        if not isinstance(e, OSError) or isinstance(e, R.RunDirWriteError):
+            raise
         failure = (
             R.write_failure(e, groups[0].rd.checkpoints, _resume_dir(groups))
             if groups

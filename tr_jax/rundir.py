@@ -357,6 +357,11 @@ class RunDir:
             )
         return notes
 
+    def untrained(self) -> bool:
+        """True while the run directory holds no training yet: no ``metrics.jsonl``, no checkpoint."""
+        steps = [n for n in os.listdir(self.checkpoints) if n.isdigit()] if os.path.isdir(self.checkpoints) else []
+        return not os.path.exists(self.metrics) and not steps
+
     def read_metrics(self) -> list:
         """The rows of metrics.jsonl (``RunDirError`` if an (iteration, seed) appears twice)."""
         return unique_rows(self.metrics, read_jsonl(self.metrics))
@@ -514,3 +519,32 @@ def write_failure(e: OSError, checkpoints: str | None, resume: str | None) -> st
         else "no checkpoint had been written"
     )
     return f"{_WRITE_ERRORS[e.errno]} {e.filename or 'the run directory'} ({e.strerror}); {intact}"
+
+
+def unwritable(path: str) -> tuple[int, str] | None:
+    """``(errno, why)`` when directory ``path`` cannot be written, or made where it does not exist yet (the
+    nearest of its parents that exists is a file, on a read-only file system, or not writable); None if it can."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return errno.ENOTDIR, f"{existing} is a file, not a directory"
+    if os.access(existing, os.W_OK | os.X_OK):
+        return None
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return errno.EROFS, f"{existing} is on a read-only file system"
+    return errno.EACCES, f"{existing} is not writable"
+
+
+def check_writable(outputs: Iterable[tuple[str, str]]) -> None:
+    """Raises :class:`RunDirWriteError` (one line naming the directory and why) unless every ``(what,
+    directory)`` of ``outputs`` can be written (:func:`unwritable`). Called before anything is created, so
+    that a run that could not write an output fails before it leaves a half-made run directory behind."""
+    for what, path in outputs:
+        why = unwritable(path)
+        if why is not None:
+            code, problem = why
+            raise RunDirWriteError(
+                f"cannot write the {what} {os.path.abspath(path)}: {problem} (nothing was written)",
+                OSError(code, os.strerror(code), path),
+            )
