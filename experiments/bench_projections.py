@@ -72,9 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps-mean", type=float, default=1e-3)
     p.add_argument("--eps-cov", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--targets", action="store_true", help="run only the target cases (KL + W2 diag, f64 and f32)"
-    )
+    p.add_argument("--targets", action="store_true", help="run only the target cases (KL + W2 diag, f64 and f32)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run: N=64, k=3, float64, 1 repeat, no eps sweep")
     p.add_argument(
         "--eps-sweep",
