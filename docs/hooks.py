@@ -1,15 +1,19 @@
 """MkDocs hooks of the documentation site (``mkdocs.yml``: ``hooks:``); not a page.
 
-* The API reference is generated: one page per public module of ``tr_jax`` (found by walking the package, so a
-  new module gets its page without editing ``mkdocs.yml``), listed under "API reference" in the nav.
+* The API reference is generated, grouped by topic on the paths users import from (``TOPICS``): one page per
+  module or package there; a package's page shows every name of its ``__all__``. Every other public module of
+  ``tr_jax`` (found by walking the package, so a new module gets its page without editing ``mkdocs.yml``) is
+  listed under "Internals" at the end; the page of a submodule whose names its package's page shows has the
+  module's docstring only.
+* No Sphinx role (``:func:`x```) may reach a page: ``docs/griffe_roles.py`` turns them into cross-references,
+  and the build fails naming each page where one is left.
 * Every public name must have a docstring, or the build fails naming each one (``mkdocs build`` exits non-zero).
   Public names of a module: its ``__all__``, else the functions and classes it defines whose names do not start
   with ``_``; of a public class, its methods and properties whose names do not start with ``_``. A module whose
   name starts with ``_`` (and ``__main__``) is private.
-* The nav slots of ``PENDING_PAGES`` are dropped while their file does not exist yet.
-* The notebooks (``notebooks/*.ipynb``) and the result figures (``experiments/comparison/``) live outside
-  ``docs/``; they are added to the site under the same paths, and the pages link to them as ``../notebooks/...``
-  (a plain relative link that also works on a code host), rewritten here to the site's path.
+* The notebooks (``notebooks/*.ipynb``) live outside ``docs/``; they are added to the site under the same paths,
+  and the pages link to them as ``../notebooks/...`` (a plain relative link that also works on a code host),
+  rewritten here to the site's path.
 """
 
 from __future__ import annotations
@@ -26,11 +30,36 @@ from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUTSIDE = ("notebooks/*.ipynb", "experiments/comparison/*.png", "experiments/comparison/*.gif")
+OUTSIDE = ("notebooks/*.ipynb",)
 API_NAV = "API reference"
-# nav slots for pages other branches write (issues 19, 20, 22): left out of the nav until the file exists, so
-# that this branch builds with --strict without placeholder files that would collide with theirs
-PENDING_PAGES = ("agents.md", "startup.md", "tracking.md")
+# the API reference's groups, in nav order: the import paths users write, by what they are for
+TOPICS = (
+    ("Overview", ("tr_jax",)),
+    ("Projections", ("tr_jax.projections",)),
+    ("Distributions", ("tr_jax.distributions",)),
+    ("TRPL building blocks and the Flax layer", ("tr_jax.trpl", "tr_jax.layers")),
+    (
+        "Training and runs",
+        (
+            "tr_jax.config",
+            "tr_jax.train",
+            "tr_jax.run",
+            "tr_jax.hyperparams",
+            "tr_jax.envs",
+            "tr_jax.networks",
+            "tr_jax.algorithms",
+            "tr_jax.loggers",
+            "tr_jax.tune",
+            "tr_jax.compare",
+            "tr_jax.stats",
+            "tr_jax.plot",
+        ),
+    ),
+    ("Trained policies", ("tr_jax.inference", "tr_jax.acting", "tr_jax.export", "tr_jax.render")),
+)
+INTERNALS = "Internals"
+# what a Sphinx role looks like once markdown has rendered it (``:func:`x``` -> ":func:<code>x</code>")
+RAW_ROLE = re.compile(r":(?:py:)?(?:func|class|mod|data|meth|attr|exc|obj|const):(?:<code>|`)")
 
 
 def public_modules() -> list[str]:
@@ -93,24 +122,46 @@ def missing_docstrings() -> list[str]:
     return missing
 
 
+def package_members(name: str) -> list[str] | None:
+    """The names the page of package ``name`` shows: its ``__all__``, or None (its docstring only) for a module,
+    a package without one, or one whose names are imported lazily (as ``tr_jax``'s own)."""
+    module = importlib.import_module(name)
+    listed = getattr(module, "__all__", None)
+    if not hasattr(module, "__path__") or listed is None or not set(listed) <= set(vars(module)):
+        return None
+    return list(listed)
+
+
+def _shown_by_package(name: str) -> bool:
+    """Whether ``name`` is a submodule of a topic package whose page shows all its public names."""
+    parent = name.rsplit(".", 1)[0]
+    topics = {m for _, modules in TOPICS for m in modules}
+    exported = package_members(parent) if parent in topics else None
+    if exported is None:
+        return False
+    names = [q for q, _ in public_names(importlib.import_module(name)) if q.count(".") == name.count(".") + 1]
+    return bool(names) and all(qual.rsplit(".", 1)[-1] in exported for qual in names)
+
+
+def api_pages() -> list[tuple[str, list[str]]]:
+    """The API reference's groups: ``(title, module names)``, the topics, then the internals."""
+    modules = public_modules()
+    topics = {m for _, group in TOPICS for m in group}
+    unknown = sorted(topics - set(modules))
+    if unknown:
+        raise PluginError(f"docs/hooks.py's TOPICS names modules that do not exist: {unknown}")
+    internals = [m for m in modules if m not in topics]
+    return [(title, list(group)) for title, group in TOPICS] + [(INTERNALS, internals)]
+
+
 def on_config(config):
     missing = missing_docstrings()
     if missing:
         raise PluginError(f"{len(missing)} public names have no docstring: " + ", ".join(missing))
-    docs = config["docs_dir"]
-    config["nav"] = [
-        entry
-        for entry in config["nav"]
-        if not (
-            isinstance(entry, dict)
-            and list(entry.values())[0] in PENDING_PAGES
-            and not os.path.exists(os.path.join(docs, list(entry.values())[0]))
-        )
-    ]
-    pages = [{name: f"api/{name}.md"} for name in public_modules()]
+    nav = [{title: [{name: f"api/{name}.md"} for name in names]} for title, names in api_pages()]
     for entry in config["nav"]:
         if isinstance(entry, dict) and API_NAV in entry:
-            entry[API_NAV] = pages
+            entry[API_NAV] = nav
             break
     else:
         raise PluginError(f"mkdocs.yml's nav has no {API_NAV!r} entry for the generated API pages")
@@ -119,15 +170,42 @@ def on_config(config):
 
 @event_priority(100)  # before mkdocs-jupyter's on_files, which turns .ipynb files into pages
 def on_files(files, config):
-    for name in public_modules():
-        # a package's page shows its docstring; its members are documented on the pages of their modules
-        members = "\n    options:\n      members: false" if hasattr(importlib.import_module(name), "__path__") else ""
-        files.append(File.generated(config, f"api/{name}.md", content=f"# `{name}`\n\n::: {name}{members}\n"))
+    for _, names in api_pages():
+        for name in names:
+            listed = package_members(name)
+            if listed is not None:  # a package shows its __all__, the names it re-exports included
+                members = "\n    options:\n      members: [" + ", ".join(listed) + "]"
+            elif hasattr(importlib.import_module(name), "__path__") or _shown_by_package(name):
+                members = "\n    options:\n      members: false"  # its docstring; the names are on other pages
+            else:
+                members = ""
+            files.append(File.generated(config, f"api/{name}.md", content=f"# `{name}`\n\n::: {name}{members}\n"))
     for pattern in OUTSIDE:
         for path in sorted(glob.glob(os.path.join(ROOT, pattern))):
             rel = os.path.relpath(path, ROOT)
             files.append(File(rel, ROOT, config["site_dir"], config["use_directory_urls"]))
     return files
+
+
+_RAW_ROLES: list[str] = []
+
+
+def on_pre_build(config):
+    _RAW_ROLES.clear()
+
+
+def on_post_page(output, page, config):
+    found = sorted(set(RAW_ROLE.findall(output)))
+    if found:
+        _RAW_ROLES.append(f"{page.file.src_uri} ({len(RAW_ROLE.findall(output))}: {', '.join(found)})")
+    return output
+
+
+def on_post_build(config):
+    if _RAW_ROLES:
+        raise PluginError(
+            "unrendered Sphinx roles (docs/griffe_roles.py did not convert them) in: " + "; ".join(_RAW_ROLES)
+        )
 
 
 _OUTSIDE_LINK = re.compile(r"\]\(\.\./((?:notebooks|experiments/comparison)/[^)\s]+)\)")

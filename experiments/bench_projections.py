@@ -8,7 +8,7 @@ forward+backward time and the achieved bound accuracy (see
 Usage::
 
     python experiments/bench_projections.py                # default sweep
-    python experiments/bench_projections.py --targets      # only the target cases
+    python experiments/bench_projections.py --targets      # only the target cases
     python experiments/bench_projections.py --quick        # tiny smoke run
     python experiments/bench_projections.py --proj kl --cov full --k 17 --n 4096 --dtype float64
 
@@ -72,9 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps-mean", type=float, default=1e-3)
     p.add_argument("--eps-cov", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--targets", action="store_true", help="run only the issue's target cases (KL + W2 diag, f64 and f32)"
-    )
+    p.add_argument("--targets", action="store_true", help="run only the target cases (KL + W2 diag, f64 and f32)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run: N=64, k=3, float64, 1 repeat, no eps sweep")
     p.add_argument(
         "--eps-sweep",

@@ -57,9 +57,8 @@ def test_ok_rows_have_times_and_meet_the_bound(quick_result):
     _, written = quick_result
     ok = [r for r in written["results"] if r["status"] == "ok"]
     missing = {r["proj"] for r in written["results"] if r["status"] != "ok"}
-    # W2 always exists; KL may not have landed on a branch yet.
-    assert "w2" in {r["proj"] for r in ok}, written["results"]
-    assert missing <= {"kl"}, [r["status"] for r in written["results"] if r["status"] != "ok"]
+    assert {"kl", "w2"} <= {r["proj"] for r in ok}, written["results"]
+    assert not missing, [r["status"] for r in written["results"] if r["status"] != "ok"]
     for row in ok:
         for field in ("fwd_ms", "fwd_bwd_ms", "compile_fwd_s", "compile_fwd_bwd_s"):
             assert row[field] > 0 and math.isfinite(row[field]), (field, row)

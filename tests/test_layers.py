@@ -1,5 +1,6 @@
-"""The package's layers (README / docs: math -> RL core -> trainer -> runs -> tools): no module imports one of a
-higher layer at run time (imports under ``if TYPE_CHECKING:`` are annotations only and are not counted)."""
+"""The package's layers (docs/getting-started.md, "Code layout and layers": math -> RL core -> trainer -> runs ->
+tools): no module imports one of a higher layer at run time (imports under ``if TYPE_CHECKING:`` are
+annotations only and are not counted)."""
 
 import ast
 import pathlib

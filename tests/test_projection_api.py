@@ -176,7 +176,7 @@ def test_bad_input_raises_value_error(name):
 
 @pytest.mark.parametrize("name", ["kl", "w2", "frob"])
 def test_factor_with_a_non_positive_diagonal_raises(name):
-    """Issue 17, case 9 for matrix scales (not diagonal): a Cholesky factor (KL,
+    """Matrix scales (not diagonal): a Cholesky factor (KL,
     Frobenius) or symmetric sqrt (W2) with a diagonal entry <= 0."""
     m, _, om, _ = gaussians(batch=(2,), k=3)
     good = _spd_sqrt(2, 3, 1).astype(np.float32)

@@ -1,6 +1,6 @@
-"""The comparison protocol of issue 18: the learning-rate horizon (``lr_decay_steps``), the acting policy's
-bound use, the statistics of ``tr-jax compare`` (rliable), the shared critic and the "minimal" (-m) configs of
-the implementation-choices ablation."""
+"""The comparison protocol of the study (docs/results.md): the learning-rate horizon (``lr_decay_steps``), the
+acting policy's bound use, the statistics of ``tr-jax compare`` (rliable), the shared critic and the "minimal"
+(-m) configs of the implementation-choices ablation."""
 
 import glob
 import os
@@ -309,7 +309,7 @@ def test_every_setup_of_an_env_uses_the_same_critic(tree):
         full = {str(critic(load_config_file(p))) for p in files if not p.endswith("-m.yaml")}
         minimal = {str(critic(load_config_file(p))) for p in files if p.endswith("-m.yaml")}
         assert len(files) >= 7 and len(full) == 1 and len(minimal) <= 1, (tree, env, full, minimal)
-    # the reference TRPL critic differs in what the issue names
+    # the reference TRPL critic differs in the fields _common.yaml lists
     own = load_config_file(
         os.path.join(CONFIGS, "_critics", "trpl-reference.yaml"),
         load_config_file(os.path.join(CONFIGS, "hopper", "trpl-kl.yaml")),

@@ -1,4 +1,4 @@
-"""The built-in quick config's critic reaches the scale of its returns within the run (issue 18, item 7).
+"""The built-in quick config's critic reaches the scale of its returns within the run.
 
 On the inverted pendulum (reward 1 per step, values ~1/(1-gamma) = 100) a critic that is still far below that
 scale late in the run leaves the advantages blind to a fall more than ~20 steps ahead; the quick config's policy

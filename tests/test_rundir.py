@@ -1,4 +1,4 @@
-"""Run-directory faults (issue 17): --overwrite of what is not a run directory, the run-directory lock
+"""Run-directory faults: --overwrite of what is not a run directory, the run-directory lock
 (real processes and signals), duplicated rows, torn and missing rows on resume, full disk and read-only
 directories (a real tmpfs where this machine lets us mount one, injected write failures elsewhere), and
 corrupt checkpoints with ``--checkpoint N``."""
@@ -131,7 +131,7 @@ def test_only_the_primary_process_locks(tmp_path, monkeypatch):
 
 
 def test_a_second_process_on_a_locked_run_fails_and_takes_over_after_kill(config_file, tmp_path):
-    """Issue 17, case 2: the first process is stopped (SIGSTOP, a job the scheduler believes dead); a resume of
+    """The first process is stopped (SIGSTOP, a job the scheduler believes dead); a resume of
     its directory must fail naming it, and, once it is killed, take its lock over and finish the run."""
     d = str(tmp_path / "run")
     p = _child(d, config_file, sleep=0.5)
@@ -194,7 +194,7 @@ def _rows(d, *pairs):
 
 def test_cut_names_missing_rows_and_never_calls_them_later(tmp_path):
     rd = R.RunDir(str(tmp_path))
-    # issue 17, case 5: the last row before the checkpoint at 4 (iteration 3, seed 1) was torn
+    # the last row before the checkpoint at 4 (iteration 3, seed 1) was torn
     path = _rows(tmp_path, *[(i, s) for i in range(4) for s in (0, 1)])
     with open(path, "r+") as f:
         f.truncate(os.path.getsize(path) - 5)

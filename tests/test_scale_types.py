@@ -309,8 +309,8 @@ def test_distribution_helpers_reject_a_scale_of_another_type(declared):
 @pytest.mark.parametrize("cov_type", ["full", "sqrt"])
 def test_batch_dims_of_x_and_scale_broadcast(cov_type):
     """Several points under one Gaussian: log_prob/mahalanobis/whiten broadcast
-    (regression: a [n, k] x under a [k, k] scale used to be read as a matrix
-    right-hand side, silently giving k values instead of n)."""
+    (a [n, k] x under a [k, k] scale is n points, not a matrix right-hand side,
+    which would silently give k values instead of n)."""
     (mean, scale, _, _), (cov, _) = _case(cov_type, seed=8)
     x = np.random.default_rng(9).standard_normal((7, K))
     ref = [scipy.stats.multivariate_normal(mean[0], cov[0]).logpdf(xi) for xi in x]

@@ -1,6 +1,6 @@
 """Pieces of the projection benchmark (``experiments/bench_projections.py``).
 
-* :mod:`projbench.cases`: the benchmark's inputs and the issue's targets;
+* :mod:`projbench.cases`: the benchmark's inputs and its targets;
 * :mod:`projbench.timing`: compiling, timing and accuracy of one case;
 * :mod:`projbench.sweeps`: running many cases (in-process, in child
   processes with timeouts, over bounds);

@@ -1,7 +1,7 @@
-"""Inputs of the projection benchmark and the issue's target cases.
+"""Inputs of the projection benchmark and its target cases (speed against the C++ reference, accuracy).
 
-Inputs follow the issue ("Targets"), so the numbers compare with the C++
-reference measured on the same machine kind:
+The C++ reference was timed on the same inputs, so the numbers compare with it
+measured on the same machine kind:
 
 * diag: old variances log-uniform in [0.1, 10]; new = old * log-uniform
   [0.1, 10] per dimension; about 10% of the states only move slightly (log
@@ -38,7 +38,7 @@ MEMORY_FACTOR = 16
 
 
 class Target(NamedTuple):
-    """One of the issue's target cases: forward+backward time at most ``max_ms``."""
+    """One target case: forward+backward time at most ``max_ms``."""
 
     name: str
     cov: str
@@ -50,7 +50,7 @@ class Target(NamedTuple):
 
 TARGETS = (
     Target("KL diag N=65536 k=17", "diag", 65536, 17, 26.0, 261.0),
-    Target("KL full N=4096 k=17", "full", 4096, 17, 219.0, 1095.0),  # the issue: 5x the C++ time
+    Target("KL full N=4096 k=17", "full", 4096, 17, 219.0, 1095.0),  # 5x the C++ time
     Target("KL full N=65536 k=6", "full", 65536, 6, 420.0, 4262.0),
 )
 MAX_W2_RATIO = 5.0  # KL diag fwd+bwd <= 5x W2 diag fwd+bwd on the same inputs

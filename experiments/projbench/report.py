@@ -1,4 +1,4 @@
-"""The benchmark table and the summary against the issue's targets."""
+"""The benchmark table and the summary against the targets (``cases.TARGETS``)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _find(rows, **kw):
 
 
 def target_summary(rows) -> list[dict]:
-    """Checks the issue's targets against measured rows (float64, fwd+bwd)."""
+    """Checks the targets against measured rows (float64, fwd+bwd)."""
     summary = []
     for t in TARGETS:
         row = _find(rows, proj="kl", cov=t.cov, n=t.n, k=t.k, dtype="float64")

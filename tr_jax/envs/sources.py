@@ -23,9 +23,56 @@ when it is missing, instead of starting a download that cannot work offline.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import re
+import sys
+import warnings
+
 PLAYGROUND_PREFIX = "playground:"
 BACKENDS = ("generalized", "positional", "spring", "mjx")
 PLAYGROUND_EXTRA_HINT = "pip install 'tr_jax[playground]'"
+
+
+# mujoco.mjx.warp probes for the optional Warp package on import and prints these lines to stdout when it is
+# missing; tr_jax steps MJX's JAX implementation, which does not need Warp
+_WARP_PROBE = re.compile(r"Failed to import (mujoco_)?warp: ")
+# brax.io.mjcf warns on every env it builds that Brax's pipelines are not maintained (tr_jax knows: it offers
+# MuJoCo Playground's MJX envs beside them)
+_BRAX_UNMAINTAINED = r"Brax System, piplines and environments are not actively being maintained"
+_log = logging.getLogger(__name__)
+
+
+def _import_mjx_quietly() -> None:
+    """Imports ``mujoco.mjx`` (which Brax and Playground import) with the Warp probe's lines captured.
+
+    Only the probe's own lines are dropped (logged at debug level); anything else the import prints is
+    written through, and warnings are untouched.
+    """
+    if "mujoco.mjx.warp" in sys.modules:
+        return
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            import mujoco.mjx.warp  # noqa: F401
+        except ImportError:
+            pass  # the import of brax or mujoco_playground that follows reports it
+    for line in out.getvalue().splitlines(keepends=True):
+        if _WARP_PROBE.match(line):
+            _log.debug("mujoco.mjx: %s", line.rstrip())
+        else:
+            sys.stdout.write(line)
+
+
+def _brax_envs():
+    """``brax.envs``, imported without the Warp probe's lines and with Brax's unmaintained-notice filtered
+    (by its message, from ``brax.io.mjcf`` only: other warnings, Brax's included, still show)."""
+    _import_mjx_quietly()
+    warnings.filterwarnings("ignore", message=_BRAX_UNMAINTAINED, category=UserWarning, module=r"brax\.io\.mjcf\Z")
+    from brax import envs
+
+    return envs
 
 
 class EnvUnavailableError(ValueError):
@@ -43,7 +90,7 @@ def split_env_name(env_name: str) -> tuple:
 
 def brax_env_names() -> tuple:
     """Names registered in ``brax.envs``."""
-    from brax import envs
+    envs = _brax_envs()
 
     registry = getattr(envs, "_envs", None)
     return tuple(sorted(registry)) if registry else ()
@@ -52,6 +99,7 @@ def brax_env_names() -> tuple:
 def _playground():
     """The ``mujoco_playground`` modules ``(registry, mjx_env, dm_control_suite)``;
     :class:`EnvUnavailableError` naming the extra when the package is missing."""
+    _import_mjx_quietly()
     try:
         from mujoco_playground import registry
         from mujoco_playground._src import dm_control_suite, mjx_env
@@ -127,6 +175,4 @@ def load_env(env_name: str, backend: str = "positional", **env_kwargs):
         if "impl" in config:
             config.impl = "jax"
         return registry.load(name, config=config, config_overrides=env_kwargs or None)
-    from brax import envs
-
-    return envs.get_environment(env_name, backend=backend, **env_kwargs)
+    return _brax_envs().get_environment(env_name, backend=backend, **env_kwargs)

@@ -9,9 +9,10 @@ with means ``[..., k]``, scales ``[..., k]`` (std) or ``[..., k, k]``
 bounds scalars or ``[...]``; jit/vmap/grad (reverse mode), float32 and float64.
 
 The contract (shapes, ``cov_type``, bounds, what is checked and what raises,
-NaN, gradients) and the math are written once, in ``docs/projections.md``
-(the documentation site's "Projections" page); each function's docstring
-gives its own arguments.
+NaN, gradients) is written once, on the documentation site's
+[Projections][the-contract] page (``docs/projections.md``), and the math on
+[How the projections work][how-the-projections-work]; each function's
+docstring gives its own arguments.
 """
 
 from tr_jax.projections._checks import bound_floor

@@ -1,18 +1,10 @@
-"""Entropy projection (closed form).
+"""Entropy projection (closed form): :func:`entropy_projection`.
 
-H = 0.5 log det(2 pi e Sigma). Multiplying a scale factor A (std vector,
-Cholesky factor or symmetric square root; Sigma = A A^T) by a > 0 adds
-k log a to H, so A exp((beta - H) / k) has entropy exactly beta.
-
-* inequality form (``equality=False``): applied only where H < beta (a lower
-  bound on the entropy); elsewhere the scale passes through unchanged, value
-  and gradient;
-* equality form (``equality=True``): always applied.
-
-beta can be any real number (entropies of Gaussians can be negative).
-
-NaN inputs: NaN is propagated to the outputs of the affected states (under
-``jit`` too); nothing iterates, so nothing can hang.
+Scaling a Gaussian's scale factor by ``a > 0`` adds ``k log a`` to its entropy, so one factor per state sets the
+entropy to ``beta`` exactly: applied where the entropy is below ``beta`` (``equality=False``, a lower bound) or
+always (``equality=True``). ``beta`` can be any real number (a Gaussian's entropy can be negative). NaN inputs give
+NaN in the affected states' outputs; nothing iterates, so nothing can hang.
+The math: [How the projections work][how-the-projections-work] (``docs/projections-math.md``).
 """
 
 from __future__ import annotations

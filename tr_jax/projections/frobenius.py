@@ -1,22 +1,11 @@
-"""Frobenius trust-region projection (closed form).
+"""Frobenius trust-region projection (closed form): :func:`frobenius_projection`, :func:`frobenius_parts`.
 
-Per state, with the covariance distance c = ||Sigma~ - Sigma_o||_F^2 and a bound
-eps_cov: if c > eps_cov,
-    eta = sqrt(c / eps_cov) - 1,   Sigma = (Sigma~ + eta Sigma_o) / (1 + eta),
-which is the Euclidean projection of Sigma~ onto the Frobenius ball of radius
-sqrt(eps_cov) around Sigma_o (the argmin of ||Sigma - Sigma~||_F^2 subject to
-||Sigma - Sigma_o||_F^2 <= eps_cov). It is computed as
-Sigma_o + w (Sigma~ - Sigma_o), w = 1 / (1 + eta), which is the same point with
-less cancellation. Sigma is a convex combination of two positive-definite
-matrices, so it is positive definite; the full policy gets chol(Sigma) back
-(differentiable), the diagonal one sqrt(diag Sigma).
-
-The mean part bounds the Mahalanobis distance under the old covariance
-(``scale_prec=True``) or the squared Euclidean distance (``scale_prec=False``);
-``scale_prec`` does not change the covariance part.
-
-NaN inputs: NaN is propagated to the outputs of the affected states (under
-``jit`` too); nothing iterates, so nothing can hang.
+A state whose covariance is outside the Frobenius ball around the old one moves on the straight line between the
+two covariances to the ball (a convex combination, so positive definite); the full policy gets its Cholesky
+factor back, the diagonal one its std vector. ``scale_prec`` selects the mean part's distance (Mahalanobis under
+the old covariance, or squared Euclidean) and does not change the covariance part. NaN inputs give NaN in the
+affected states' outputs; nothing iterates, so nothing can hang.
+The math: [How the projections work][how-the-projections-work] (``docs/projections-math.md``).
 """
 
 from __future__ import annotations

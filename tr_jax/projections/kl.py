@@ -1,90 +1,13 @@
-"""KL trust-region projection (Otto et al., ICLR 2021), solved inside JAX.
+"""KL trust-region projection (Otto et al., ICLR 2021), solved inside JAX: :func:`kl_projection`, :func:`kl_parts`.
 
-Per state, with old policy N(mu_o, Sigma_o = L_o L_o^T) and target
-N(mu~, Sigma~):
-
-* mean part: 0.5 (mu - mu_o)^T Sigma_o^-1 (mu - mu_o) <= eps_mean, the closed
-  form of :mod:`tr_jax.projections.mean`;
-* covariance part: minimise KL_Sigma(Sigma || Sigma~) subject to
-  KL_Sigma(Sigma || Sigma_o) <= eps_cov, with
-  KL_Sigma(Sigma || Sigma_o) = 0.5 [tr(Sigma_o^-1 Sigma) - k + log|Sigma_o| - log|Sigma|].
-  The solution is Lambda = (eta Lambda_o + Lambda~) / (1 + eta), eta >= 0.
-
-Reduction used here. Whiten by the old policy: W = L_o^T Lambda~ L_o has
-eigenvalues lam_i (diagonal case: lam_i = s_o,i^2 / s~_i^2). With
-s = 1 / (1 + eta) in (0, 1], the whitened projected precision is
-P(s) = (1 - s) I + s W, linear in s, with eigenvalues p_i = 1 + s (lam_i - 1),
-and the bound reads
-
-    g(s) = 0.5 sum_i (1/p_i - 1 + log p_i) = eps,   g(0) = 0, g(1) = KL(Sigma~||Sigma_o),
-
-g increasing in s. The root is found by a bracketed Newton iteration in
-(log s, log g) (exactly linear for small bounds, where g ~ s^2 sum(d^2)/4),
-started at that quadratic approximation in t = s / (1 - s) (so never at
-s = 1), at most a fixed number of iterations (so it jits, vmaps and always
-terminates), and a last Newton step on an accurate evaluation of g. Where
-Newton leaves the bracket (g convex in log s: a root just under s = 1, or a
-large bound next to a pole p_i = 0 of g, lam_i << 1, where g ~ t / 2), the
-next iterate is the larger of the bracket's secant and a Newton step in log t,
-both short of such a root (bisection if neither is inside), so the bracket
-always shrinks.
-
-* Diagonal: one logarithm per chunk of elements (the log of a product) in the
-  float64 iterations; the last step sums log1p(y) - y / p, y = s d, with
-  p = (1 - s) + s lam, which never rounds p = 1 + y (:func:`_g_direct`), and
-  KL(target || old) = g(1) sums log lam - d / lam (:func:`_g_one`). No pass
-  over the elements has a select (see :func:`_precision`). On CPU the
-  states are solved in blocks of ``_BLOCK`` (``lax.map``; one block on
-  GPU/TPU), and the covariance part has a hand-written VJP whose residuals
-  are the inputs and s, so the temporary memory of a forward+backward pass
-  stays a few block-sized arrays (:func:`_cov_diag`). That matters on CPU:
-  XLA allocates the temporaries of every call afresh, and above glibc's
-  mmap threshold (32 MiB) each call then pays page faults on all of them.
-* Full: no eigenvalues. D = W - I is Householder-reduced to a tridiagonal T
-  once (same eigenvalues), and g(s) comes from the LDL^T pivots of I + s T as
-  a sum of non-negative terms (O(k) per evaluation, no cancellation;
-  :func:`_g_tridiagonal`), g'(s) by forward-mode differentiation of it.
-
-Gradients: the backward passes use the implicit function theorem on
-g(s; W) = eps,
-
-    ds/dW   = -s B / tr(B D),    ds/deps = 2 / (s tr(B D)),
-    D = W - I,  B = P^-1 D P^-1,
-
-(diagonal: B = diag(d / p^2)). Both covariance parts have a hand-written VJP
-for the whole batch, whose residuals are the inputs, s and (full) the
-inverse factor Y = U^-1 of P = U U^T that gives the output scale L_o Y^T.
-The full one recomputes the whitening (a triangular solve) and is otherwise
-matrix products only (:func:`_factor_vjp`, :func:`_cov_full_state_vjp`; no
-Cholesky or triangular solve is differentiated). Gradients flow to the new
-and old means and scales and to the bounds, and nothing differentiates an
-eigendecomposition (safe for repeated eigenvalues). Reverse mode only.
-
-Accuracy (float64): the covariance part meets its bound to a relative error
-of about 1e-16 sqrt(8 k / eps) (4e-14 at eps = 1e-3, k = 17, where the
-benchmark measures 2.6e-14; 1e-11 at eps = 1e-8), the same order as
-rounding the output scale itself.
-
-Float32: the Newton iterations use a g as accurate as the last step's
-(log1p per element, :func:`_g_terms`), so the
-bound is met to about 1e-5 relative at eps = 1e-3 and 3e-3 at eps = 1e-8 (the
-rounding of the output scale, about 6e-8 sqrt(8 k / eps) relative). Bounds
-below ``_checks.BOUND_FLOOR`` (float32 1e-8, float64 1e-12, where the float64
-iterations' fast g stops converging) are refused when concrete; a traced zero
-bound gives s = 0 and the old scale exactly. The precisions p are formed
-without cancellation (:func:`_precision`) and s g'(s) stays finite, so
-diagonal target stds from 1e-9 to past 1e9 times the old ones work in float32.
-Large bounds with such ratios: where the root is next to a pole (a target std
-r >> 1 times the old one and eps >> 1), p_min ~ 1 / (2 eps) and one ulp of s
-(2^-24 in float32) changes g by about 2^-24 * 2 eps relative, so float32 meets
-the bound to about max(1e-5, 1.2e-7 eps) relative (1.2e-4 at eps = 1e3;
-float64: 2.2e-16 eps). Bounds no s < 1 reaches (float32, between about
-2^23 and KL(target || old) for a target std past 3e3 times the old one) give
-the largest s < 1: the bound is met, not reached (never the target itself).
-
-NaN inputs: a NaN in any input of a state gives NaN in that state's outputs
-(the affected part); the solver runs a bounded number of iterations, so it
-never hangs, under ``jit`` or not.
+The mean part is the closed form of :mod:`tr_jax.projections.mean`. The covariance part has no closed form: per
+state, a bounded, safeguarded Newton iteration finds the one scalar of the solution, so the projection jits,
+vmaps and always terminates, and its gradients (reverse mode, to the new and old Gaussians and the bounds) come
+from the implicit function theorem, not from unrolling the solver. The bound is met to about 1e-14 relative in
+float64 and 1e-5 in float32 (at ``eps_cov = 1e-3``); a NaN in a state's inputs gives NaN in that state's
+outputs.
+The math, the solver and its accuracy: [How the projections work][how-the-projections-work]
+(``docs/projections-math.md``).
 """
 
 from __future__ import annotations

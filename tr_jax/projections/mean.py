@@ -1,12 +1,10 @@
-"""Mean part of every trust-region projection.
+"""Mean part of every trust-region projection: :func:`mean_projection`, :func:`project_mean`,
+:func:`mean_distance`.
 
-With a distance m between the new mean mu~ and the old mean mu_o and a bound
-eps_mu, the projection is the identity when m <= eps_mu, else
-    omega = sqrt(m / eps_mu) - 1,  mu = (mu~ + omega mu_o) / (1 + omega),
-after which the distance equals eps_mu exactly (every metric used here is a
-scaled squared norm of mu - mu_o). Inactive states pass through unchanged in
-value and gradient; the inactive branch is fed safe inputs ("double where") so
-no NaN leaks into gradients.
+A mean outside the bound moves on the straight line to the old mean until its distance equals the bound
+exactly; a state inside passes through unchanged in value and gradient (the inactive branch gets safe inputs, so
+no NaN leaks into gradients).
+The math: [How the projections work][how-the-projections-work] (``docs/projections-math.md``).
 """
 
 from __future__ import annotations

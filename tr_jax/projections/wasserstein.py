@@ -1,25 +1,12 @@
-"""Wasserstein-2 trust-region projection, commutative form (closed form).
+"""Wasserstein-2 trust-region projection, commutative form (closed form): :func:`wasserstein_projection`,
+:func:`wasserstein_parts`.
 
-The covariance is handled through its symmetric square root S (Sigma = S S);
-for diagonal Gaussians S is the std vector. Assuming S~ and S_o commute, the
-squared W2 covariance distance is
-
-* ``scale_prec=True`` (whitened by the old policy):
-  c = tr(I + S_o^-1 Sigma~ S_o^-1 - 2 S_o^-1 S~) = ||S_o^-1 (S~ - S_o)||_F^2,
-* ``scale_prec=False``: c = tr(Sigma_o + Sigma~ - 2 S_o S~) = ||S~ - S_o||_F^2.
-
-(The identities hold for symmetric S~, S_o; the right-hand sides are what is
-computed: no cancellation, never negative.) Both are squared norms of S~ - S_o,
-so if c > eps_cov
-    eta = sqrt(c / eps_cov) - 1,   S = (S~ + eta S_o) / (1 + eta)
-is the exact projection of S~ onto the ball c(S) <= eps_cov in the same metric
-(the argmin of c(S, S~) subject to c(S, S_o) <= eps_cov), computed as
-S_o + w (S~ - S_o), w = 1 / (1 + eta). S is a convex combination of two SPD
-matrices, hence SPD. The mean part is the Mahalanobis distance under the old
-covariance (``scale_prec=True``) or the squared Euclidean distance.
-
-NaN inputs: NaN is propagated to the outputs of the affected states (under
-``jit`` too); nothing iterates, so nothing can hang.
+The covariance is handled through its symmetric square root (for diagonal Gaussians, the std vector); a state
+outside the bound moves on the straight line between the new and the old square root to the bound, so the result
+stays positive definite. ``scale_prec=True`` whitens both parts by the old policy (the mean part is then the
+Mahalanobis distance), ``False`` uses plain Euclidean distances. NaN inputs give NaN in the affected states'
+outputs; nothing iterates, so nothing can hang.
+The math: [How the projections work][how-the-projections-work] (``docs/projections-math.md``).
 """
 
 from __future__ import annotations
