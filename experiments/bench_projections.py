@@ -3,7 +3,11 @@
 For each projection (kl, w2, frob), covariance type (diag, full), action
 dimension k, number of states N and dtype it measures forward and
 forward+backward time and the achieved bound accuracy (see
-``projbench/timing.py``), on the inputs of ``projbench/cases.py``.
+``projbench/timing.py``), on the inputs of ``projbench/cases.py``, and
+its ratio to the case's floor timed in the same process and rounds (``x floor``,
+forward / forward+backward: a memory-bound elementwise map with the same
+inputs and outputs for diag, one batched ``eigh`` of the same matrices for
+full; ``projbench.cases.floor_project``).
 
 Usage::
 

@@ -93,3 +93,47 @@ def test_isolated_cases_run_in_child_processes(bench, tmp_path):
     result = bench.main(["--quick", "--proj", "w2", "--cov", "diag", "--case-timeout", "300", "--out", str(out)])
     (row,) = result["results"]
     assert row["status"] == "ok" and row["attempts"] == 1 and row["fwd_ms"] > 0
+
+
+def test_ok_rows_carry_their_floor(quick_result):
+    _, written = quick_result
+    for row in (r for r in written["results"] if r["status"] == "ok"):
+        assert row["floor"] == ("map" if row["cov"] == "diag" else "eigh"), row
+        for field in ("floor_fwd_ms", "floor_fwd_bwd_ms"):
+            assert row[field] > 0 and math.isfinite(row[field]), (field, row)
+        assert row["fwd_x_floor"] == pytest.approx(row["fwd_ms"] / row["floor_fwd_ms"])
+        assert row["fwd_bwd_x_floor"] == pytest.approx(row["fwd_bwd_ms"] / row["floor_fwd_bwd_ms"])
+
+
+def test_table_shows_the_floor_ratios(bench):
+    from projbench.report import format_row
+
+    assert "x floor" in bench._HEADER
+    row = dict(proj="kl", cov="diag", k=17, n=65536, dtype="float64", status="ok", fwd_ms=30.0, fwd_bwd_ms=37.4)
+    row.update(fwd_x_floor=12.5, fwd_bwd_x_floor=3.75)
+    line = format_row(row)
+    bars = lambda text: [i for i, c in enumerate(text) if c == "|"]  # noqa: E731
+    assert bars(line) == bars(bench._HEADER)  # the columns line up
+    assert line.split("|")[2].strip() == "12.5/3.75"
+    del row["fwd_x_floor"], row["fwd_bwd_x_floor"]  # not timed: a dash, same columns
+    assert bars(format_row(row)) == bars(bench._HEADER) and format_row(row).split("|")[2].strip() == "-"
+
+
+def test_targets_report_the_floor_and_w2_ratios(bench):
+    from projbench.report import format_targets, target_summary
+
+    base = dict(cov="diag", n=65536, k=17, status="ok", fwd_ms=1.0, cov_rel_err=1e-14, floor="map")
+    rows = [
+        dict(base, proj="kl", dtype="float64", fwd_bwd_ms=12.0, floor_fwd_bwd_ms=4.0, fwd_bwd_x_floor=3.0),
+        dict(base, proj="w2", dtype="float64", fwd_bwd_ms=3.0, floor_fwd_bwd_ms=4.0, fwd_bwd_x_floor=0.75),
+        dict(base, proj="kl", dtype="float32", fwd_bwd_ms=10.0, floor_fwd_bwd_ms=2.0, fwd_bwd_x_floor=5.0),
+        dict(base, proj="w2", dtype="float32", fwd_bwd_ms=2.0, floor_fwd_bwd_ms=2.0, fwd_bwd_x_floor=1.0),
+    ]
+    (diag, *_) = target_summary(rows)
+    assert diag["ratio_to_floor"] == 3.0 and diag["floor_ratio_met"] is True
+    assert diag["ratio_to_floor_f32"] == 5.0
+    assert diag["ratio_to_w2"] == 4.0 and diag["ratio_met"] is False  # target: at most 3x W2
+    assert diag["ratio_to_w2_f32"] == 5.0
+    text = format_targets([diag])
+    assert "ratio to its floor (map, same process): 3.00x" in text and "target <= 4x) MET" in text
+    assert "ratio to W2 diag on the same inputs: 4.00x" in text and "MISSED" in text

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import jax
 
-from projbench.cases import PROJECTIONS, _key, estimate_gb, make_gaussians
+from projbench.cases import PROJECTIONS, _key, estimate_gb, floor_project, make_gaussians
 from projbench.report import format_row
-from projbench.timing import make_functions, run_case
+from projbench.timing import make_functions, run_case, timed_functions
 
 CLI = Path(__file__).resolve().parents[1] / "bench_projections.py"
 
@@ -47,11 +47,12 @@ def sweep(
         t0 = time.perf_counter()
         gauss = jax.block_until_ready(make_gaussians(key, n, k, dtype, cov))
         gen_s = time.perf_counter() - t0
+        floor = timed_functions(floor_project(cov), eps_mean, eps_cov)
         for proj in projs:
             row = dict(base, proj=proj, est_gb=round(gb, 3), inputs_s=round(gen_s, 3))
             try:
                 fns = make_functions(*_projection_fns(projections, proj), eps_mean, eps_cov)
-                row.update(run_case(proj, fns, gauss, jax.random.fold_in(key, 1), repeats, budget_s))
+                row.update(run_case(proj, fns, gauss, jax.random.fold_in(key, 1), repeats, budget_s, floor=floor))
             except Exception as err:  # one failing case must not end the sweep
                 row["status"] = f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 row["traceback"] = traceback.format_exc(limit=3)

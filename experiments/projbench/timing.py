@@ -12,6 +12,12 @@ Each function is compiled ahead of time (the compile time is reported
 separately), run once to warm up, then timed ``repeats`` times with
 ``block_until_ready``; the median is reported (fewer repeats for very slow
 cases, see ``budget_s``).
+
+The case's floor (:func:`projbench.cases.floor_project`: a memory-bound map
+for diag, one batched ``eigh`` for full) is timed in the same rounds,
+interleaved with the projection (forward, forward+backward, floor forward,
+floor forward+backward, repeated), so that its ratio to the floor
+(``fwd_x_floor``, ``fwd_bwd_x_floor``) sees the same load on a shared machine.
 """
 
 from __future__ import annotations
@@ -25,24 +31,43 @@ import jax.numpy as jnp
 from projbench.cases import PROJECTIONS, scales_for
 
 
-def _time_compiled(compiled, args, repeats: int, budget_s: float):
-    """Median wall time in ms of ``compiled(*args)`` after one warm-up call."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    first = time.perf_counter() - t0
-    repeats = max(1, min(repeats, int(budget_s / max(first, 1e-9))))
-    times = []
-    for _ in range(repeats):
+def _time_compiled(calls, repeats: int, budget_s: float):
+    """Median wall times in ms of each ``compiled(*args)`` in ``calls`` (a list of
+    ``(compiled, args)``), after one warm-up call each, timed in interleaved
+    rounds (one call of each per round); returns ``(medians, repeats)``."""
+    first = 0.0
+    for compiled, args in calls:
         t0 = time.perf_counter()
         jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times), repeats
+        first += time.perf_counter() - t0
+    repeats = max(1, min(repeats, int(budget_s / max(first, 1e-9))))
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeats):
+        for (compiled, args), out in zip(calls, times):
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(*args))
+            out.append(time.perf_counter() - t0)
+    return [1e3 * statistics.median(t) for t in times], repeats
 
 
 def _compile(fn, args):
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     return compiled, time.perf_counter() - t0
+
+
+def timed_functions(project, eps_mean: float, eps_cov: float, **options):
+    """``(forward, forward_backward)`` of ``project`` (a projection's signature),
+    the two functions the benchmark times (module docstring)."""
+
+    def forward(mean, scale, old_mean, old_scale):
+        return project(mean, scale, old_mean, old_scale, eps_mean, eps_cov, **options)
+
+    def weighted(mean, scale, old_mean, old_scale, c_mean, c_scale):
+        p_mean, p_scale = forward(mean, scale, old_mean, old_scale)
+        return jnp.sum(c_mean * p_mean) + jnp.sum(c_scale * p_scale)
+
+    return forward, jax.grad(weighted, argnums=(0, 1))
 
 
 def make_functions(project, parts, eps_mean: float, eps_cov: float, cov_type: str | None = None):
@@ -56,14 +81,7 @@ def make_functions(project, parts, eps_mean: float, eps_cov: float, cov_type: st
     def parts(*args):
         return parts_fn(*args, **options)
 
-    def forward(mean, scale, old_mean, old_scale):
-        return project(mean, scale, old_mean, old_scale, eps_mean, eps_cov, **options)
-
-    def weighted(mean, scale, old_mean, old_scale, c_mean, c_scale):
-        p_mean, p_scale = forward(mean, scale, old_mean, old_scale)
-        return jnp.sum(c_mean * p_mean) + jnp.sum(c_scale * p_scale)
-
-    forward_backward = jax.grad(weighted, argnums=(0, 1))
+    forward, forward_backward = timed_functions(project, eps_mean, eps_cov, **options)
 
     def accuracy(mean, scale, old_mean, old_scale, p_mean, p_scale, g_mean, g_scale):
         f64 = lambda *xs: [x.astype(jnp.float64) for x in xs]  # noqa: E731
@@ -94,8 +112,12 @@ def make_functions(project, parts, eps_mean: float, eps_cov: float, cov_type: st
     return forward, forward_backward, accuracy
 
 
-def run_case(proj: str, fns, gauss: dict, key, repeats: int, budget_s: float, timing: bool = True) -> dict:
-    """Times one projection on one input set; returns a result row."""
+def run_case(proj: str, fns, gauss: dict, key, repeats: int, budget_s: float, timing: bool = True, floor=None) -> dict:
+    """Times one projection on one input set; returns a result row.
+
+    ``floor``: ``(forward, forward_backward)`` of the case's floor (see
+    :func:`timed_functions`), timed in the same rounds; None: not timed.
+    """
     forward, forward_backward, accuracy = fns
     scale, old_scale = scales_for(gauss, PROJECTIONS[proj][2])
     args = (gauss["mean"], scale, gauss["old_mean"], old_scale)
@@ -105,8 +127,17 @@ def run_case(proj: str, fns, gauss: dict, key, repeats: int, budget_s: float, ti
     fwd_c, row["compile_fwd_s"] = _compile(forward, args)
     bwd_c, row["compile_fwd_bwd_s"] = _compile(forward_backward, args + cot)
     if timing:
-        row["fwd_ms"], row["repeats_fwd"] = _time_compiled(fwd_c, args, repeats, budget_s)
-        row["fwd_bwd_ms"], row["repeats_fwd_bwd"] = _time_compiled(bwd_c, args + cot, repeats, budget_s)
+        calls = [(fwd_c, args), (bwd_c, args + cot)]
+        if floor is not None:
+            calls += [(_compile(floor[0], args)[0], args), (_compile(floor[1], args + cot)[0], args + cot)]
+        times, repeats = _time_compiled(calls, repeats, budget_s)
+        row["fwd_ms"], row["fwd_bwd_ms"] = times[:2]
+        row["repeats_fwd"] = row["repeats_fwd_bwd"] = repeats
+        if floor is not None:
+            row["floor"] = "map" if scale.ndim == 2 else "eigh"
+            row["floor_fwd_ms"], row["floor_fwd_bwd_ms"] = times[2:]
+            row["fwd_x_floor"] = row["fwd_ms"] / row["floor_fwd_ms"]
+            row["fwd_bwd_x_floor"] = row["fwd_bwd_ms"] / row["floor_fwd_bwd_ms"]
     out = fwd_c(*args)
     grads = bwd_c(*args, *cot)
     acc = jax.jit(accuracy)(*args, *out, *grads)
