@@ -94,8 +94,11 @@ def make_functions(project, parts, eps_mean: float, eps_cov: float, cov_type: st
     return forward, forward_backward, accuracy
 
 
-def run_case(proj: str, fns, gauss: dict, key, repeats: int, budget_s: float, timing: bool = True) -> dict:
-    """Times one projection on one input set; returns a result row."""
+def run_case(
+    proj: str, fns, gauss: dict, key, repeats: int, budget_s: float, timing: bool = True, outputs: list | None = None
+) -> dict:
+    """Times one projection on one input set; returns a result row. ``outputs``: a list to which the inputs
+    ``(mean, scale, old_mean, old_scale)`` and the projected ``(mean, scale)`` are appended (for comparisons)."""
     forward, forward_backward, accuracy = fns
     scale, old_scale = scales_for(gauss, PROJECTIONS[proj][2])
     args = (gauss["mean"], scale, gauss["old_mean"], old_scale)
@@ -108,6 +111,8 @@ def run_case(proj: str, fns, gauss: dict, key, repeats: int, budget_s: float, ti
         row["fwd_ms"], row["repeats_fwd"] = _time_compiled(fwd_c, args, repeats, budget_s)
         row["fwd_bwd_ms"], row["repeats_fwd_bwd"] = _time_compiled(bwd_c, args + cot, repeats, budget_s)
     out = fwd_c(*args)
+    if outputs is not None:
+        outputs.append((args, out))
     grads = bwd_c(*args, *cot)
     acc = jax.jit(accuracy)(*args, *out, *grads)
     row.update({name: float(v) for name, v in acc.items()})
