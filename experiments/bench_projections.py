@@ -43,7 +43,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from projbench.cases import DEFAULT_N, MEMORY_FACTOR, PROJECTIONS, QUICK, SLIGHT_FRACTION, TARGETS  # noqa: E402,F401
+from projbench.cases import (  # noqa: E402,F401
+    DEFAULT_N,
+    MEMORY_FACTOR,
+    PROJECTIONS,
+    QUICK,
+    SLIGHT_FRACTION,
+    TARGETS,
+    target_cases,
+)
 from projbench.report import _HEADER, format_targets, target_summary  # noqa: E402
 from projbench.sweeps import eps_sweep, isolated_sweep, sweep  # noqa: E402
 
@@ -107,11 +115,7 @@ def build_cases(args) -> list[tuple]:
         if bad:
             raise SystemExit(f"{name}: unknown {bad}; expected some of {list(allowed)}")
     if args.targets:
-        cases = []
-        for dtype in ("float64", "float32"):
-            for t in TARGETS:
-                cases.append((t.cov, t.k, dtype, t.n, ["kl", "w2"] if t.cov == "diag" else ["kl"]))
-        return cases
+        return target_cases()
     return [
         (cov, k, dtype, n, list(args.proj))
         for cov in args.cov

@@ -81,6 +81,7 @@ def line_config(iterations: int, **fields) -> TrainConfig:
 def register():
     register_environment("tr_jax_test_line", LineEnv)
     register_environment("tr_jax_test_line_nan", lambda **kw: LineEnv(threshold=1e9, nan_after=50, **kw))
+    register_environment("tr_jax_test_line_dict", lambda **kw: DictObsLineEnv(threshold=1e9, **kw))
 
 
 class DictObsLineEnv(LineEnv):

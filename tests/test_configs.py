@@ -109,11 +109,15 @@ def test_value_epochs_field():
 
 def test_every_config_file_loads_and_validates():
     from tr_jax.envs import check_env
+    from tr_jax.envs.sources import EnvUnavailableError
 
     assert len(CONFIG_FILES) >= 2 * len(ENVS) * len(SETUPS)
     for path in CONFIG_FILES:
         config = validate(load_config_file(path))
-        check_env(config.env_name, config.backend)
+        try:
+            check_env(config.env_name, config.backend)
+        except EnvUnavailableError:  # a known name whose assets this machine lacks (Playground's Menagerie robots)
+            pass
         text = open(path).read()
         assert text.lstrip().startswith("#"), f"{path}: says where its numbers come from in a leading comment"
 
@@ -213,3 +217,29 @@ def test_value_epochs_sets_the_value_step_count(algorithm, value_epochs):
     # both nets moved
     for a, b in ((state.policy_params, new.policy_params), (state.value_params, new.value_params)):
         assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_the_playground_locomotion_configs_give_the_critic_the_privileged_state():
+    """Playground's own PPO config for the task is where the numbers come from: it names the same entries."""
+    pytest.importorskip("mujoco_playground")
+    from mujoco_playground.config import locomotion_params
+
+    ppo = locomotion_params.brax_ppo_config("Go1JoystickFlatTerrain")
+    for name in ("ppo", "trpl-kl"):
+        c = load_config_file(os.path.join(CONFIG_DIR, "playground", "go1-joystick", f"{name}.yaml"))
+        assert (
+            (c.obs_key, c.value_obs_key)
+            == (
+                ppo.network_factory.policy_obs_key,
+                ppo.network_factory.value_obs_key,
+            )
+            == ("state", "privileged_state")
+        )
+        assert (c.num_envs, c.unroll_length, c.num_minibatches, c.num_epochs, c.gamma) == (
+            ppo.num_envs,
+            ppo.unroll_length,
+            ppo.num_minibatches,
+            ppo.num_updates_per_batch,
+            ppo.discounting,
+        )
+        assert c.policy_hidden == tuple(ppo.network_factory.policy_hidden_layer_sizes)

@@ -107,3 +107,63 @@ def test_the_host_loop_trains_resumes_and_restores_an_env_object(tmp_path):
     assert longer.iteration == 6
     out = evaluate_run(d, num_episodes=2, env=LineEnv(threshold=1e9))  # load_checkpoint with the env object
     assert out["iteration"] == 6 and out["deterministic_length"].shape == (1, 2)
+
+
+def test_value_obs_key_errors_name_the_setting():
+    with pytest.raises(ValueError, match=r"value_obs_key 'pixels' is not in the env's observation dict"):
+        make_trainer(CFG.replace(obs_key="state", value_obs_key="pixels"), env=DictObsLineEnv())
+    with pytest.raises(ValueError, match=r"value_obs_key must be a non-empty key .* with obs_key set"):
+        make_trainer(CFG.replace(value_obs_key="privileged_state"), env=LineEnv())
+    with pytest.raises(ValueError, match=r"value_obs_key must be a non-empty key"):
+        make_trainer(CFG.replace(obs_key="state", value_obs_key=""), env=DictObsLineEnv())
+    # value_obs_key = obs_key is the default: no second observation in the states
+    vec = wrap_env(DictObsLineEnv(), num_envs=2, obs_key="state", value_obs_key="state")
+    assert vec.value_obs_dim is None and vec.reset(jax.random.key(0)).value_obs is None
+
+
+@pytest.mark.slow
+def test_value_obs_key_gives_the_critic_its_own_entry_and_the_policy_keeps_its_own(tmp_path):
+    """The policy acts on "state" [2], the value function learns on "privileged_state" [3], each normalised by
+    its own statistics; the checkpoint, load_policy and the exported program hold the policy's entry only."""
+    import _line_env
+
+    from tr_jax.export import export_policy
+    from tr_jax.inference import load_policy
+    from tr_jax.run import load_checkpoint, run
+
+    _line_env.register()
+    cfg = CFG.replace(
+        env_name="tr_jax_test_line_dict",
+        obs_key="state",
+        value_obs_key="privileged_state",
+        total_env_steps=8 * 16 * 3,
+        chunk_iterations=3,
+        checkpoint_every=3,
+        eval_every=0,
+        eval_episodes=1,
+        algorithm="trpl",
+    )
+    d = str(tmp_path / "critic")
+    result = run(cfg, run_dir=d, progress="none")
+    assert result.status == "finished" and result.iteration == 3
+    trainer, state, _ = load_checkpoint(d)
+    assert trainer.env.obs_dim == 2 and trainer.env.value_obs_dim == 3
+    policy_in = state.algo.policy_params["params"]["trunk"]["Dense_0"]["kernel"]
+    value_in = jax.tree.leaves(state.algo.value_params)
+    assert policy_in.shape == (1, 2, 16)  # [seeds, d, hidden]
+    assert any(x.shape == (1, 3, 16) for x in value_in), [x.shape for x in value_in]
+    # each entry has its own running statistics, fed by the rollouts (count grew from its initial 1e-4)
+    assert state.obs_stats.mean.shape == (1, 2) and state.value_obs_stats.mean.shape == (1, 3)
+    np.testing.assert_allclose(state.value_obs_stats.count, state.obs_stats.count)
+    assert float(state.value_obs_stats.count[0]) > 8 * 16
+    # privileged_state = (previous state, pos): its first entries lag the policy's by one step, not equal them
+    assert not np.allclose(state.value_obs_stats.mean[0, :2], state.obs_stats.mean[0])
+    # the policy out of the run sees "state" only
+    policy = load_policy(d)
+    assert policy.obs_dim == 2
+    assert jax.jit(policy.act)(jnp.zeros((5, 2))).shape == (5, 1)
+    exported = export_policy(d, str(tmp_path / "policy.jaxexport"))
+    assert exported.obs_dim == 2
+    act = jax.export.deserialize(open(exported.path, "rb").read())
+    assert act.in_avals[0].shape[1:] == (2,)
+    np.testing.assert_allclose(act.call(jnp.ones((4, 2))), policy.act(jnp.ones((4, 2))), rtol=1e-6)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any, NamedTuple
 
 import _line_env
 import jax
@@ -613,3 +614,33 @@ def test_checkpoints_keep_zero_size_arrays_and_keys(tmp_path):
     assert out["act"].shape == (2, 0) and out["act"].dtype == np.float32 and meta["iteration"] == 1
     np.testing.assert_array_equal(out["params"], state["params"])
     np.testing.assert_array_equal(jax.random.key_data(out["key"]), jax.random.key_data(state["key"]))
+
+
+class _Before(NamedTuple):
+    params: jax.Array
+    stats: dict
+
+
+class _After(NamedTuple):  # _Before with two optional fields added since
+    params: jax.Array
+    stats: dict
+    extra: Any = None
+    more_stats: Any = None
+
+
+def test_checkpoints_written_before_optional_fields_were_added_restore_them_as_none(tmp_path):
+    """A state type that gained fields holding None (unused parts, e.g. the value function's own observation
+    statistics) restores the checkpoints written before; a field the run uses is still missing from them."""
+    ck = Checkpoints(str(tmp_path / "ck"))
+    old = _Before(jax.numpy.arange(3.0), {"mean": jax.numpy.ones(2)})
+    ck.save(1, old, {"iteration": 1})
+    out, _ = ck.restore(1, jax.eval_shape(lambda: _After(old.params, old.stats)))
+    assert isinstance(out, _After) and out.extra is None and out.more_stats is None
+    np.testing.assert_array_equal(out.params, old.params)
+    np.testing.assert_array_equal(out.stats["mean"], old.stats["mean"])
+    # and a checkpoint written with the new fields (None) restores as before
+    ck.save(2, _After(old.params, old.stats), {"iteration": 2})
+    assert ck.restore(2, _After(old.params, old.stats))[0].extra is None
+    with pytest.raises(CheckpointError, match=r"checkpoint .*ck/1 is broken"):
+        ck.restore(1, _After(old.params, old.stats, extra=jax.numpy.zeros(2)))
+    ck.close()

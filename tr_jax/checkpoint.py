@@ -11,7 +11,9 @@ that looks finished but is not; the newest ``keep`` are kept.
 
 Typed PRNG keys are stored as their raw ``uint32`` key data and re-wrapped on
 restore; zero-size arrays (which Orbax cannot write) are left out and
-restored as empty arrays. Every failure to restore (missing directory, no checkpoint, a corrupt
+restored as empty arrays. Fields a state type gained after a checkpoint was written restore as None
+when they hold None in the run restoring it (an optional part the run does not use, e.g. the value
+function's own observation statistics). Every failure to restore (missing directory, no checkpoint, a corrupt
 or incompatible one) raises :class:`CheckpointError` naming the path and the
 problem in one line, and the older checkpoints there are (``.older``). A save
 that fails for lack of space or permission raises ``OSError`` (errno ENOSPC,
@@ -123,6 +125,33 @@ def _from_saveable(tree: Any, like: Any) -> Any:
     return jax.tree.map(leaf, like, tree)
 
 
+def _name(key: Any) -> str:
+    """A key-path entry (attribute, dict key or index) as the name Orbax stores it under."""
+    for attr in ("name", "key", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _leaf_paths(tree: Any) -> dict:
+    """``{(name, ...): leaf}`` of every leaf of ``tree``, None leaves included."""
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
+    return {tuple(_name(k) for k in path): leaf for path, leaf in flat}
+
+
+def _as_dicts(tree: Any, drop: set, prefix: tuple = ()) -> Any:
+    """``tree`` with every NamedTuple turned into a dict of its fields and the None leaves at the paths in
+    ``drop`` left out (Orbax restores a NamedTuple's saved fields into a dict target)."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        fields = {f: getattr(tree, f) for f in tree._fields if prefix + (f,) not in drop}
+        return {f: _as_dicts(v, drop, prefix + (f,)) for f, v in fields.items()}
+    if isinstance(tree, dict):
+        return {k: _as_dicts(v, drop, prefix + (str(k),)) for k, v in tree.items() if prefix + (str(k),) not in drop}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_as_dicts(v, drop, prefix + (str(i),)) for i, v in enumerate(tree))
+    return tree
+
+
 class Checkpoints:
     """Saves and restores TrainStates in ``directory`` (Orbax, synchronous).
 
@@ -138,7 +167,8 @@ class Checkpoints:
         self._ocp = ocp
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def save(self, step: int, state: Any, meta: dict) -> str:
         """Writes checkpoint ``step`` (an iteration count) of ``state`` with the JSON-able ``meta``; returns its
@@ -207,9 +237,18 @@ class Checkpoints:
             is_leaf=lambda v: v is None,
         )  # (None: a zero-size leaf)
         try:
+            target, added = abstract, self._added_fields(step, abstract)
+            if added:  # written before the state gained these (unused, None) fields: restore without them
+                target = _as_dicts(abstract, added)
             out = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
             )
+            state = out["state"]
+            if added:
+                restored = _leaf_paths(state)
+                state = jax.tree_util.tree_map_with_path(
+                    lambda path, _: restored.get(tuple(_name(k) for k in path)), abstract, is_leaf=lambda x: x is None
+                )
         except Exception as e:  # Orbax raises many types; all mean "this checkpoint cannot be used"
             older = [s for s in steps if s < step]
             raise CheckpointError(
@@ -217,7 +256,6 @@ class Checkpoints:
                 + (f"older checkpoints: {', '.join(map(str, older))}" if older else "there is no older checkpoint"),
                 older,
             ) from e
-        state = out["state"]
         got = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), state)
         want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), abstract)
         if jax.tree.structure(state) != jax.tree.structure(abstract) or got != want:  # type: ignore[operator]
@@ -226,6 +264,12 @@ class Checkpoints:
                 [s for s in steps if s < step],
             )
         return _from_saveable(state, like), dict(out["meta"])
+
+    def _added_fields(self, step: int, abstract: Any) -> set:
+        """The paths of ``abstract``'s None leaves that checkpoint ``step`` does not have (fields added to the
+        state types since it was written, unused by this run)."""
+        saved = _leaf_paths(self._manager.item_metadata(step)["state"].tree)
+        return {path for path, leaf in _leaf_paths(abstract).items() if leaf is None and path not in saved}
 
     def close(self) -> None:
         """Releases Orbax's checkpoint manager."""

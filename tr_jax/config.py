@@ -49,6 +49,9 @@ class TrainConfig:
     env_name: str = "inverted_pendulum"  # a brax.envs name, or "playground:<Name>" (tr_jax.envs.sources)
     backend: str = "positional"  # Brax's physics pipeline (Brax envs only)
     obs_key: str | None = None  # entry of dict observations the agent sees (e.g. "state"); None: array obs
+    # entry of dict observations the value function sees (e.g. "privileged_state": an asymmetric actor-critic, as
+    # in Brax's and Playground's value_obs_key); None: obs_key's. The policy, its export and load_policy see obs_key
+    value_obs_key: str | None = None
     episode_length: int = 1000  # env steps per episode (the time limit, a truncation)
     action_repeat: int = 1  # env steps each action is held for
     num_envs: int = 64  # envs stepped in parallel per seed (E)
@@ -306,6 +309,12 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.obs_key is not None and not config.obs_key:
         raise ValueError(
             "obs_key must be a non-empty key of the env's observation dict, or None for array observations"
+        )
+    if config.value_obs_key is not None and not (config.value_obs_key and config.obs_key):
+        raise ValueError(
+            "value_obs_key must be a non-empty key of the env's observation dict with obs_key set (dict "
+            f"observations), or None (the value function sees obs_key's); got value_obs_key={config.value_obs_key!r}, "
+            f"obs_key={config.obs_key!r}"
         )
     if config.eval_every < 0 or config.checkpoint_every < 0:
         raise ValueError(

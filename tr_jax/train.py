@@ -76,6 +76,9 @@ class TrainState(NamedTuple):
     diverged_at: iteration at which the NaN guard fired, -1 if never.
     iteration: int32, iterations done so far (the next one's index).
     hparams: :class:`~tr_jax.hyperparams.Hyperparams` the updates read.
+    value_obs_stats: running statistics ``[value_obs_dim]`` of the value
+      function's own observation (``config.value_obs_key``); None when it sees
+      the policy's.
     """
 
     algo: AlgoState
@@ -88,6 +91,7 @@ class TrainState(NamedTuple):
     diverged_at: jax.Array
     iteration: jax.Array
     hparams: H.Hyperparams
+    value_obs_stats: N.RunningStats | None = None
 
 
 class Trainer(NamedTuple):
@@ -166,8 +170,8 @@ def _vec_env(config: TrainConfig, env=None) -> VecEnv:
     """The training :class:`VecEnv` of ``config.num_envs`` envs: built from
     ``config.env_name`` when ``env`` is None, ``env`` itself when it is a
     ``VecEnv`` (its batch must match), else ``env`` is an env object with the
-    Brax ``Env`` API, wrapped with the config's time limit, action repeat and
-    ``obs_key``."""
+    Brax ``Env`` API, wrapped with the config's time limit, action repeat,
+    ``obs_key`` and ``value_obs_key``."""
     if env is None:
         return make_vec_env(
             config.env_name,
@@ -176,12 +180,15 @@ def _vec_env(config: TrainConfig, env=None) -> VecEnv:
             config.episode_length,
             config.action_repeat,
             config.obs_key,
+            config.value_obs_key,
         )
     if isinstance(env, VecEnv):
         if env.num_envs != config.num_envs:
             raise ValueError(f"the VecEnv passed has {env.num_envs} envs but config.num_envs is {config.num_envs}")
         return env
-    return wrap_env(env, config.num_envs, config.episode_length, config.action_repeat, config.obs_key)
+    return wrap_env(
+        env, config.num_envs, config.episode_length, config.action_repeat, config.obs_key, config.value_obs_key
+    )
 
 
 def make_trainer(config: TrainConfig, env=None) -> Trainer:
@@ -211,7 +218,8 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
             )
     env = _vec_env(config, env)
     policy = make_policy(config, env.obs_dim, env.action_dim)
-    value = make_value(config, env.obs_dim)
+    value_obs_dim = env.value_obs_dim  # None: the value function sees the policy's observation
+    value = make_value(config, env.obs_dim if value_obs_dim is None else value_obs_dim)
     algorithm = make_algorithm(config, policy, value)  # exposed: plain single-device functions
     local_algorithm = make_algorithm(config, policy, value, par.AXIS)  # what each device runs in shard_map
     dtype = jnp.dtype(config.dtype)
@@ -235,6 +243,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
             hparams=H.from_config(config)
             if hparams is None
             else H.Hyperparams(*(jnp.asarray(x, dtype) for x in hparams)),
+            value_obs_stats=None if value_obs_dim is None else N.init_stats((value_obs_dim,), dtype),
         )
 
     axis = par.AXIS
@@ -254,6 +263,7 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
             obs_normalizer(ts.obs_stats),
             config.unroll_length,
             axis,
+            None if ts.value_obs_stats is None else obs_normalizer(ts.value_obs_stats),
         )
         reward = (info.reward * config.reward_scaling).astype(dtype)
         reward_norm = ts.reward_norm
@@ -285,6 +295,9 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
             diverged_at=ts.diverged_at,
             iteration=it + 1,
             hparams=ts.hparams,
+            value_obs_stats=N.update_stats(ts.value_obs_stats, info.value_obs, axis)
+            if config.normalize_obs and ts.value_obs_stats is not None
+            else ts.value_obs_stats,
         )
         metrics = dict(metrics)
         metrics.update(

@@ -53,6 +53,18 @@ TARGETS = (
     Target("KL full N=4096 k=17", "full", 4096, 17, 219.0, 1095.0),  # 5x the C++ time
     Target("KL full N=65536 k=6", "full", 65536, 6, 420.0, 4262.0),
 )
+
+
+def target_cases() -> list[tuple]:
+    """``(cov, k, dtype, n, projs)`` of the target cases in run order: each target in float64, then float32;
+    W2 beside KL for diag (the ratio target), KL alone for full."""
+    return [
+        (t.cov, t.k, dtype, t.n, ["kl", "w2"] if t.cov == "diag" else ["kl"])
+        for dtype in ("float64", "float32")
+        for t in TARGETS
+    ]
+
+
 MAX_W2_RATIO = 3.0  # KL diag fwd+bwd <= 3x W2 diag fwd+bwd on the same inputs
 MAX_FLOOR_RATIO = 4.0  # KL diag fwd+bwd <= 4x its floor (the elementwise map) on the same inputs
 TARGET_ACCURACY_F64 = 1e-8

@@ -112,11 +112,23 @@ def make_functions(project, parts, eps_mean: float, eps_cov: float, cov_type: st
     return forward, forward_backward, accuracy
 
 
-def run_case(proj: str, fns, gauss: dict, key, repeats: int, budget_s: float, timing: bool = True, floor=None) -> dict:
+def run_case(
+    proj: str,
+    fns,
+    gauss: dict,
+    key,
+    repeats: int,
+    budget_s: float,
+    timing: bool = True,
+    floor=None,
+    outputs: list | None = None,
+) -> dict:
     """Times one projection on one input set; returns a result row.
 
     ``floor``: ``(forward, forward_backward)`` of the case's floor (see
     :func:`timed_functions`), timed in the same rounds; None: not timed.
+    ``outputs``: a list to which the inputs ``(mean, scale, old_mean, old_scale)`` and the projected
+    ``(mean, scale)`` are appended (for comparisons).
     """
     forward, forward_backward, accuracy = fns
     scale, old_scale = scales_for(gauss, PROJECTIONS[proj][2])
@@ -139,6 +151,8 @@ def run_case(proj: str, fns, gauss: dict, key, repeats: int, budget_s: float, ti
             row["fwd_x_floor"] = row["fwd_ms"] / row["floor_fwd_ms"]
             row["fwd_bwd_x_floor"] = row["fwd_bwd_ms"] / row["floor_fwd_bwd_ms"]
     out = fwd_c(*args)
+    if outputs is not None:
+        outputs.append((args, out))
     grads = bwd_c(*args, *cot)
     acc = jax.jit(accuracy)(*args, *out, *grads)
     row.update({name: float(v) for name, v in acc.items()})

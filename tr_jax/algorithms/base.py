@@ -35,6 +35,8 @@ class Batch(NamedTuple):
     advantage:  [N] GAE advantages (not normalised).
     returns:    [N] value targets (advantage + old value).
     old_value:  [N] value predictions at collection time.
+    value_obs:  [N, dv] normalised observations the value function saw, when it
+                sees its own entry (``TrainConfig.value_obs_key``); None: ``obs``.
     """
 
     obs: jax.Array
@@ -45,6 +47,12 @@ class Batch(NamedTuple):
     advantage: jax.Array
     returns: jax.Array
     old_value: jax.Array
+    value_obs: jax.Array | None = None
+
+    @property
+    def critic_obs(self) -> jax.Array:
+        """``[N, d]`` what the value function sees: ``value_obs``, or ``obs`` when it has none of its own."""
+        return self.obs if self.value_obs is None else self.value_obs
 
 
 class AlgoState(NamedTuple):

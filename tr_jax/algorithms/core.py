@@ -51,6 +51,9 @@ class Rollout(NamedTuple):
                  did not terminate).
     next_obs:    [T, E, d] normalised observation reached by the step *before*
                  any auto-reset (the state to bootstrap from).
+    value_obs, next_value_obs: [T, E, dv] the same for the value function's own
+                 observation (``TrainConfig.value_obs_key``); None when it sees
+                 ``obs``.
     """
 
     obs: jax.Array
@@ -62,6 +65,15 @@ class Rollout(NamedTuple):
     termination: jax.Array
     truncation: jax.Array
     next_obs: jax.Array
+    value_obs: jax.Array | None = None
+    next_value_obs: jax.Array | None = None
+
+    @property
+    def critic_obs(self) -> tuple[jax.Array, jax.Array]:
+        """``(obs, next_obs)`` as the value function sees them, each ``[T, E, d]``."""
+        if self.value_obs is None or self.next_value_obs is None:
+            return self.obs, self.next_obs
+        return self.value_obs, self.next_value_obs
 
 
 def gae(reward, value, next_value, termination, truncation, gamma: float, gae_lambda: float):
@@ -107,8 +119,9 @@ def make_batch(rollout: Rollout, value_fn: Callable, value_params, gamma: float,
     Returns:
       :class:`~tr_jax.algorithms.base.Batch` with leading dim ``N``.
     """
-    value = value_fn(value_params, rollout.obs)
-    next_value = value_fn(value_params, rollout.next_obs)
+    obs, next_obs = rollout.critic_obs
+    value = value_fn(value_params, obs)
+    next_value = value_fn(value_params, next_obs)
     advantage, returns = gae(
         rollout.reward, value, next_value, rollout.termination, rollout.truncation, gamma, gae_lambda
     )
@@ -122,6 +135,7 @@ def make_batch(rollout: Rollout, value_fn: Callable, value_params, gamma: float,
         advantage=flat(advantage),
         returns=flat(returns),
         old_value=flat(value),
+        value_obs=None if rollout.value_obs is None else flat(rollout.value_obs),
     )
 
 
@@ -189,6 +203,7 @@ def rollout(
     obs_norm: Callable[[jax.Array], jax.Array],
     num_steps: int,
     axis_name: str | None = None,
+    value_obs_norm: Callable[[jax.Array], jax.Array] | None = None,
 ):
     """Collects ``num_steps`` vectorised env steps with the Gaussian policy.
 
@@ -203,6 +218,8 @@ def rollout(
       axis_name: with data parallelism, ``env_state`` holds this device's
         ``E / D`` envs; actions are drawn from per-env keys of the global env
         index, so the run does not depend on ``D``.
+      value_obs_norm: maps the raw observations of the value function's own
+        entry (``env_state.value_obs``, when not None) to what it sees.
     Returns:
       ``(env_state, rollout, raw)`` where ``rollout`` is a :class:`Rollout`
       with raw (unscaled) rewards and ``raw`` is the env's
@@ -232,6 +249,12 @@ def rollout(
             truncation=info.truncation,
             next_obs=obs_norm(info.final_obs),
         )
+        if info.value_obs is not None:
+            if value_obs_norm is None:
+                raise ValueError("the env state carries the value function's own observation: pass value_obs_norm")
+            tr = tr._replace(
+                value_obs=value_obs_norm(info.value_obs), next_value_obs=value_obs_norm(info.final_value_obs)
+            )
         return state, (tr, info)
 
     env_state, (tr, info) = jax.lax.scan(step, env_state, jax.random.split(key, num_steps))
@@ -267,7 +290,7 @@ def value_optimizer(config, lr: float) -> optax.GradientTransformation:
 
 def value_loss(value_fn, value_params, mb: Batch, clip):
     """0.5 * mean squared error to ``mb.returns`` ``[n]``; clipped PPO-style around ``mb.old_value`` if ``clip``."""
-    v = value_fn(value_params, mb.obs)
+    v = value_fn(value_params, mb.critic_obs)
     err = (v - mb.returns) ** 2
     if clip is not None:
         v_clipped = mb.old_value + jnp.clip(v - mb.old_value, -clip, clip)

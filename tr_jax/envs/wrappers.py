@@ -33,10 +33,12 @@ stepped with ``jax.vmap``; :func:`make_vec_env` does the same for an env name
   iteration) so no reset is computed inside the per-step loop;
 * observations: a ``[d]`` vector per env. An env whose ``obs`` is a dict
   (Playground's locomotion tasks: ``"state"`` and ``"privileged_state"``)
-  needs ``obs_key`` (``TrainConfig.obs_key``) naming the entry the policy and
-  value function see; the env itself keeps getting its full dict back.
-  Observation normalisation (``TrainConfig.normalize_obs``) runs on that
-  vector in the trainer, the same for every source.
+  needs ``obs_key`` (``TrainConfig.obs_key``) naming the entry the policy
+  sees, and the value function too unless ``value_obs_key``
+  (``TrainConfig.value_obs_key``) names its own (an asymmetric actor-critic:
+  the critic sees ``"privileged_state"``); the env itself keeps getting its
+  full dict back. Observation normalisation (``TrainConfig.normalize_obs``)
+  runs on each entry in the trainer, the same for every source.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class EnvState(NamedTuple):
     ep_return: [E] raw reward accumulated in the current episode.
     obs:       [E, d] float32 raw observation of ``inner`` (its ``obs``, or
                ``obs[obs_key]`` for dict observations).
+    value_obs: [E, dv] float32 raw ``obs[value_obs_key]`` of ``inner`` when the
+               value function sees its own entry; None when it sees ``obs``.
     """
 
     inner: Any
@@ -68,6 +72,7 @@ class EnvState(NamedTuple):
     steps: jax.Array
     ep_return: jax.Array
     obs: jax.Array
+    value_obs: jax.Array | None = None
 
 
 class StepInfo(NamedTuple):
@@ -82,6 +87,9 @@ class StepInfo(NamedTuple):
     final_obs:   [E, d] raw observation reached before any reset.
     ep_return:   [E] return of the episode that just finished (valid where done).
     ep_length:   [E] its length in env steps (valid where done).
+    value_obs, final_value_obs: [E, dv] the same as ``obs`` and ``final_obs``
+                 for the value function's own entry (``value_obs_key``); None
+                 when the value function sees ``obs``.
     """
 
     obs: jax.Array
@@ -92,6 +100,8 @@ class StepInfo(NamedTuple):
     final_obs: jax.Array
     ep_return: jax.Array
     ep_length: jax.Array
+    value_obs: jax.Array | None = None
+    final_value_obs: jax.Array | None = None
 
 
 class VecEnv(NamedTuple):
@@ -108,6 +118,8 @@ class VecEnv(NamedTuple):
     resized(num_envs) -> VecEnv  (the same env and settings with another batch
       size, e.g. for evaluation; not jittable: it builds a VecEnv)
     env: the wrapped (unbatched) env object.
+    obs_dim: size of the policy's observation; value_obs_dim: size of the value
+      function's own observation (``value_obs_key``), None when it sees ``obs``.
     """
 
     reset: Callable
@@ -120,6 +132,7 @@ class VecEnv(NamedTuple):
     action_dim: int
     num_envs: int
     env: Any
+    value_obs_dim: int | None = None
 
 
 def _where(mask, a, b):
@@ -139,10 +152,10 @@ def check_env_api(env) -> None:
         )
 
 
-def select_obs(obs, obs_key: str | None):
+def select_obs(obs, obs_key: str | None, name: str = "obs_key"):
     """The observation the agent sees: ``obs`` itself (an array), or
     ``obs[obs_key]`` when the env gives a dict; ``ValueError`` when ``obs_key``
-    does not fit the observation's kind."""
+    does not fit the observation's kind (``name``: the setting the message names)."""
     if isinstance(obs, Mapping):
         shapes = {k: tuple(getattr(v, "shape", ())) for k, v in obs.items()}
         if obs_key is None:
@@ -151,23 +164,41 @@ def select_obs(obs, obs_key: str | None):
                 "should see (e.g. TrainConfig(obs_key='state'))"
             )
         if obs_key not in obs:
-            raise ValueError(f"obs_key {obs_key!r} is not in the env's observation dict {shapes}")
+            raise ValueError(f"{name} {obs_key!r} is not in the env's observation dict {shapes}")
         return obs[obs_key]
     if obs_key is not None:
         raise ValueError(
-            f"obs_key {obs_key!r} is set but the env's observations are an array, not a dict; "
-            "leave obs_key unset (None)"
+            f"{name} {obs_key!r} is set but the env's observations are an array, not a dict; leave {name} unset (None)"
         )
     return obs
 
 
+def _obs_dim(obs, obs_key: str | None, name: str, who: str) -> int:
+    """Size of ``select_obs(obs, obs_key, name)`` (abstract ``obs``); ``ValueError`` unless it is one vector."""
+    shape = select_obs(obs, obs_key, name).shape
+    if len(shape) != 1:
+        raise ValueError(
+            f"{who} observation must be one vector per env, got shape {shape} "
+            "(pass an unbatched env; pixel observations are not supported)"
+        )
+    return int(shape[0])
+
+
 def wrap_env(
-    env, num_envs: int = 64, episode_length: int = 1000, action_repeat: int = 1, obs_key: str | None = None
+    env,
+    num_envs: int = 64,
+    episode_length: int = 1000,
+    action_repeat: int = 1,
+    obs_key: str | None = None,
+    value_obs_key: str | None = None,
 ) -> VecEnv:
     """Wraps one env object with the Brax ``Env`` API into a :class:`VecEnv` of ``num_envs`` copies.
 
+    ``value_obs_key``: the entry of dict observations the value function sees,
+    when it is not ``obs_key`` (None, or ``obs_key`` itself: it sees the
+    policy's; the states then carry no second observation).
     ``ValueError`` (before anything is compiled) if the env lacks the API, its
-    observations need an ``obs_key`` (or do not have one), the selected
+    observations need an ``obs_key`` (or do not have one), a selected
     observation is not one vector per env, or the env is already wrapped for
     a training loop (time limit folded into ``done``).
     """
@@ -184,13 +215,12 @@ def wrap_env(
             "'truncation': the time limit is folded into done and it resets itself); pass the raw "
             "env: tr_jax applies the time limit (episode_length) and auto-reset itself"
         )
-    obs_shape = select_obs(first.obs, obs_key).shape
-    if len(obs_shape) != 1:
-        raise ValueError(
-            f"the agent's observation must be one vector per env, got shape {obs_shape} "
-            "(pass an unbatched env; pixel observations are not supported)"
-        )
-    obs_dim = int(obs_shape[0])
+    obs_dim = _obs_dim(first.obs, obs_key, "obs_key", "the agent's")
+    if value_obs_key == obs_key:
+        value_obs_key = None
+    value_obs_dim = (
+        None if value_obs_key is None else _obs_dim(first.obs, value_obs_key, "value_obs_key", "the value function's")
+    )
     # Envs may add info/metrics keys in step() that reset() lacks; carry the
     # union (as produced by step) so the scan carry keeps one structure.
     template = jax.eval_shape(lambda key: env.step(env.reset(key), jnp.zeros((action_dim,))), jax.random.key(0))
@@ -209,6 +239,9 @@ def wrap_env(
 
     def agent_obs(inner):
         return select_obs(inner.obs, obs_key)
+
+    def value_obs(inner):
+        return None if value_obs_key is None else select_obs(inner.obs, value_obs_key)
 
     v_reset = jax.vmap(lambda k: canon(env.reset(k)))
     v_step = jax.vmap(lambda s, a: canon(env.step(s, a)))
@@ -232,6 +265,7 @@ def wrap_env(
             steps=jnp.full((num_envs,), -1, jnp.int32),
             ep_return=jnp.zeros((num_envs,), jnp.float32),
             obs=agent_obs(inner),
+            value_obs=value_obs(inner),
         )
 
     def refresh(state, key, axis_name=None):
@@ -254,6 +288,7 @@ def wrap_env(
             steps=jnp.where(pending, 0, state.steps),
             ep_return=state.ep_return,
             obs=agent_obs(inner),
+            value_obs=value_obs(inner),
         )
 
     def reset(key):
@@ -289,6 +324,8 @@ def wrap_env(
             final_obs=agent_obs(inner),
             ep_return=ep_return,
             ep_length=steps,
+            value_obs=state.value_obs,
+            final_value_obs=value_obs(inner),
         )
         is_done = done > 0
         inner = _where(is_done, state.pool, inner)
@@ -298,6 +335,7 @@ def wrap_env(
             steps=jnp.where(is_done, 0, steps),
             ep_return=jnp.where(is_done, 0.0, ep_return),
             obs=agent_obs(inner),
+            value_obs=value_obs(inner),
         )
         return new, info
 
@@ -305,7 +343,7 @@ def wrap_env(
         return step(state, jax.random.uniform(key, (num_envs, action_dim), minval=-1.0, maxval=1.0))
 
     def resized(n: int) -> VecEnv:
-        return wrap_env(env, n, episode_length, action_repeat, obs_key)
+        return wrap_env(env, n, episode_length, action_repeat, obs_key, value_obs_key)
 
     return VecEnv(
         reset=reset,
@@ -318,6 +356,7 @@ def wrap_env(
         action_dim=action_dim,
         num_envs=num_envs,
         env=env,
+        value_obs_dim=value_obs_dim,
     )
 
 
@@ -328,11 +367,14 @@ def make_vec_env(
     episode_length: int = 1000,
     action_repeat: int = 1,
     obs_key: str | None = None,
+    value_obs_key: str | None = None,
     **env_kwargs,
 ) -> VecEnv:
     """Builds a :class:`VecEnv` for ``env_name`` (a Brax name or ``"playground:<name>"``;
     see :mod:`tr_jax.envs.sources`); ``env_kwargs`` go to the source's loader."""
-    return wrap_env(load_env(env_name, backend, **env_kwargs), num_envs, episode_length, action_repeat, obs_key)
+    return wrap_env(
+        load_env(env_name, backend, **env_kwargs), num_envs, episode_length, action_repeat, obs_key, value_obs_key
+    )
 
 
 def episode_stats(info: StepInfo):
