@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bound sensitivity (issue 18, item 4), the sweep design: per env, ONE vmapped program per setup sweeps its bound
+# Bound sensitivity, the sweep design: per env, ONE vmapped program per setup sweeps its bound
 # (TRPL-KL: eps_mean = 0.01, 0.03, 0.1, 0.3; PPO, for the same tuning budget: clip_ratio = 0.1, 0.2, 0.3) x 3 seeds
 # at 1M env steps each (the lr horizon stays the configs' 3M, lr_decay_steps); on hopper also TRPL-KL's regression
 # coefficient trust_region_coef = 1, 8, 32 (1: the shipped value; 8: the reference's contextual config). Everything
