@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The study (docs/results.md) in one command, every part resumable (run it again after a kill: finished runs are skipped,
+# The study in one command, every part resumable (run it again after a kill: finished runs are skipped,
 # the others resume from their checkpoints), 5 seeds, 2M env steps per seed, the lr horizon the configs' 3M
 # (lr_decay_steps), one shared critic (experiments/configs/_common.yaml). In this order, so that each of the three
 # claims gets its first verdict (on hopper) as early as possible:

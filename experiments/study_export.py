@@ -2,7 +2,9 @@
 
     python3 experiments/study_export.py OUT [DEST]      # DEST default: experiments/study
 
-For every run directory under ``OUT/runs/<env>/<setup>/`` and every sweep setting under
+For every run directory under ``OUT/runs/<env>/<setup>/``, under ``OUT/<program>/runs/<env>/<setup>/`` for each
+of the study's other programs (:data:`PROGRAMS`: ``seed100``, 5 more seeds from base seed 100; ``budget3m``, the
+paper's 3,000,320 env steps; ``experiments/factors.sh``) and every sweep setting under
 ``OUT/sensitivity/runs/<env>/<sweep>/<setting>/`` (with the sweep's ``sweep.json``), DEST gets the same path
 holding:
 
@@ -13,8 +15,10 @@ holding:
 * ``metric_summary.json``: the table columns that come from the metrics (:func:`tr_jax.compare.metric_summary`),
   computed from the WHOLE metrics before thinning, so the report's acting-policy bound use and max KL are exact.
 
-Plus ``OUT/timings.json``. Never checkpoints, locks or logs. Runs still training are exported as they are
-(the report marks their cells incomplete); running the export again replaces them. Reads OUT only.
+Plus ``OUT/timings.json`` (and each program's), merged into DEST's: OUT's entries replace those of the same run.
+Never checkpoints, locks or logs. Runs still training are exported as they are (the report marks their cells
+incomplete); running the export again replaces them. The export MERGES into DEST: a run DEST holds and OUT lacks
+(exported from an earlier OUT whose raw runs are gone) is kept as it is. Reads OUT only.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from tr_jax import rundir as R  # noqa: E402
 BLOCK = 20  # iterations per exported metrics row
 DIGITS = 4  # significant digits of exported floats
 COPIED = ("config.json", "run.json", "summary.json", "eval.jsonl")
+PROGRAMS = ("seed100", "budget3m")  # OUT/<program>/runs: the study's programs beside OUT/runs (experiments/factors.sh)
+TIMINGS = "timings.json"
 
 
 def _round(x):
@@ -86,11 +92,14 @@ def thin(rows: list, block: int = BLOCK) -> list:
 
 
 def export_run(src: str, dest: str) -> int:
-    """Exports one run directory; returns the bytes written."""
+    """Exports one run directory, replacing ``dest``'s copy of it (a file the run no longer has, e.g. the
+    ``summary.json`` of a finished run now resumed, goes); returns the bytes written."""
     os.makedirs(dest, exist_ok=True)
     for name in COPIED:
         if os.path.exists(os.path.join(src, name)):
             shutil.copyfile(os.path.join(src, name), os.path.join(dest, name))
+        elif os.path.exists(os.path.join(dest, name)):
+            os.remove(os.path.join(dest, name))
     rd = R.RunDir(src)
     metrics = rd.read_metrics()
     config = R.read_json(rd.config)
@@ -105,7 +114,7 @@ def export_run(src: str, dest: str) -> int:
 def run_dirs(out: str) -> list:
     """The run directories of a study OUT, relative to it (those with config.json and run.json)."""
     found = []
-    for base in ("runs", os.path.join("sensitivity", "runs")):
+    for base in ("runs", os.path.join("sensitivity", "runs"), *(os.path.join(p, "runs") for p in PROGRAMS)):
         for path, dirs, files in os.walk(os.path.join(out, base)):
             dirs[:] = sorted(d for d in dirs if d != "checkpoints")
             if "config.json" in files and "run.json" in files:
@@ -123,9 +132,19 @@ def export(out: str, dest: str) -> dict:
         sweep = os.path.join(out, os.path.dirname(rel), R.SWEEP_FILE)
         if os.path.exists(sweep):
             shutil.copyfile(sweep, os.path.join(dest, os.path.dirname(rel), R.SWEEP_FILE))
-    if os.path.exists(os.path.join(out, "timings.json")):
-        shutil.copyfile(os.path.join(out, "timings.json"), os.path.join(dest, "timings.json"))
+    for program in ("", *PROGRAMS):
+        merge_timings(os.path.join(out, program, TIMINGS), os.path.join(dest, program, TIMINGS))
     return sizes
+
+
+def merge_timings(src: str, dest: str) -> None:
+    """Merges the ``timings.json`` at ``src`` (if any) into ``dest``'s: ``src``'s runs replace the same runs'
+    entries, ``dest``'s other runs stay (their raw runs may be gone)."""
+    if not os.path.exists(src):
+        return
+    merged = {**(R.read_json(dest) if os.path.exists(dest) else {}), **R.read_json(src)}
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    R.write_json(dest, merged)
 
 
 def main(argv=None) -> int:

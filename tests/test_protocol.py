@@ -234,6 +234,11 @@ def test_seed_score_at_the_common_budget():
     assert stats.lowest_return(done) == 1.0 and stats.lowest_return(done, 800) == 100.0
     assert stats.lowest_return(evals((1, None))) != stats.lowest_return(evals((1, None)))  # NaN: none
     np.testing.assert_array_equal(stats.impute_failures([3.0, stats.FAILED, np.nan], -5.0), [3.0, -5.0, np.nan])
+    # the same rule on the stochastic evaluation's return (a sampled action): its own column, the same window
+    both = [{**r, "seed": 0, "stochastic_return_mean": -r["deterministic_return_mean"]} for r in done]
+    assert stats.seed_score(both, 1000, column=stats.STOCHASTIC) == pytest.approx(-4.0)
+    assert stats.seed_scores(both, 1, 1000, column=stats.STOCHASTIC)[0] == pytest.approx(-4.0)
+    assert stats.lowest_return(both, column=stats.STOCHASTIC) == -100.0 and stats.seed_score(both, 1000) == 4.0
 
 
 def _row(setup, scores, floor=0.0, budget=1000, env="e"):

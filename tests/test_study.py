@@ -29,24 +29,36 @@ def _script(name):
 export_script, report_script = _script("study_export"), _script("study_report")
 
 
-def _write_run(path: Path, algorithm: str, finals: list, diverged: dict = None, short: set = ()):
-    """A run directory with ``len(finals)`` seeds: seed s evaluates 0.5 * finals[s] at 160 env steps and
-    finals[s] at 320 (None: a NaN evaluation); seeds in ``short`` stopped at 160; ``diverged``: {seed: iteration}."""
+def _write_run(
+    path: Path,
+    algorithm: str,
+    finals: list,
+    diverged: dict = None,
+    short: set = (),
+    stochastic: list = None,
+    iterations: int = ITS,
+):
+    """A run directory with ``len(finals)`` seeds and ``iterations`` iterations: seed s evaluates 0.5 * finals[s]
+    half way and finals[s] at the end (None: a NaN evaluation); the stochastic evaluation likewise with
+    ``stochastic`` (default: ``finals``); seeds in ``short`` stop half way; ``diverged``: {seed: iteration}."""
     path.mkdir(parents=True)
     config = dataclasses.asdict(
-        TrainConfig(env_name="hopper", algorithm=algorithm, num_envs=4, unroll_length=8, total_env_steps=PER_IT * ITS)
+        TrainConfig(
+            env_name="hopper", algorithm=algorithm, num_envs=4, unroll_length=8, total_env_steps=PER_IT * iterations
+        )
     )
     (path / "config.json").write_text(json.dumps(config))
     (path / "run.json").write_text(json.dumps({"seed": 0, "num_seeds": len(finals)}))
     evals, metrics = [], []
+    half, end = iterations // 2 - 1, iterations - 1
     for s, final in enumerate(finals):
-        last = 5 if s in short else ITS
-        for it in (4, 9):
+        last = half + 1 if s in short else iterations
+        for it in (half, end):
             if it < last:
-                ret = None if final is None else (final if it == 9 else 0.5 * final)
-                evals.append(
-                    {"iteration": it, "env_steps": (it + 1) * PER_IT, "seed": s, "deterministic_return_mean": ret}
-                )
+                returns = {}
+                for key, value in (("deterministic", final), ("stochastic", (stochastic or finals)[s])):
+                    returns[f"{key}_return_mean"] = None if value is None else (value if it == end else 0.5 * value)
+                evals.append({"iteration": it, "env_steps": (it + 1) * PER_IT, "seed": s, **returns})
         for it in range(last):
             row = {
                 "iteration": it,
@@ -78,22 +90,35 @@ def _write_run(path: Path, algorithm: str, finals: list, diverged: dict = None, 
     )
     seeds = [{"seed": s, "diverged_at": (diverged or {}).get(s)} for s in range(len(finals))]
     status = "diverged" if diverged else "finished"
-    (path / "summary.json").write_text(json.dumps({"status": status, "iterations": ITS, "seeds": seeds}))
+    (path / "summary.json").write_text(json.dumps({"status": status, "iterations": iterations, "seeds": seeds}))
 
 
 PPO = [10.0, 20.0, 30.0, 40.0, 50.0]
 TRPL = [100.0, 110.0, 120.0, 130.0, 140.0]
 KL = [0.001 * (s + 1) for s in range(5)]  # every seed's acting KL per update (the same in each update)
+# Why TRPL trails, 10-seed cells (base seed 0, then base seed 100): ppo's base-100 seeds score far above its base-0
+# ones, so that P(trpl-kl > ppo) = P(trpl-kl-ppo-optim > ppo) = 0.5 exactly
+PPO100 = [300.0, 310.0, 320.0, 330.0, 340.0]
+OPTIM = [150.0, 160.0, 170.0, 180.0, 190.0]  # trpl-kl-ppo-optim: above every trpl-kl seed
+LOW = [1.0, 2.0, 3.0, 4.0, 5.0]  # ppo-trpl-optim and trpl-kl-reg: below every seed they face
+STOCHASTIC_TRPL = [1000.0, 1010.0, 1020.0, 1030.0, 1040.0]  # trpl-kl's stochastic evaluation: above every ppo seed
+BUDGET3M_TRPL = [5.0, 6.0, 7.0, 8.0, 9.0]  # trpl-kl at the 3M-like budget (2x the iterations): below ppo there
+
+
+TIMING = {"started": "2026-01-01T00:00:00", "wall_seconds": 10.0, "train_seconds": 8.0, "env_steps": 1600}
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """hopper: ppo < trpl-kl (claim 1 met), ppo-m loses ~90%, trpl-kl-m ~4% (claim 2 met); trpl-kl-ctx-full has a
-    diverged seed, ppo-ctx-full a NaN evaluation; trpl-frob-m has a seed short of the budget; walker2d: only ppo."""
+    diverged seed, ppo-ctx-full a NaN evaluation; trpl-frob-m has a seed short of the budget; walker2d: only ppo.
+    Why TRPL trails: H1a supported, H1b not rejected, H1c supported (ppo-trpl-optim below ppo), H1d supported, H2
+    inconclusive, H3 rejected, H4 supported (the stochastic evaluation puts trpl-kl above ppo); halfcheetah: ppo,
+    trpl-kl, trpo; the 3M cells: hopper ppo and trpl-kl, scored at twice the iterations."""
     out = tmp_path_factory.mktemp("study")
     runs = out / "runs"
     _write_run(runs / "hopper" / "ppo", "ppo", PPO)
-    _write_run(runs / "hopper" / "trpl-kl", "trpl", TRPL)
+    _write_run(runs / "hopper" / "trpl-kl", "trpl", TRPL, stochastic=STOCHASTIC_TRPL)
     _write_run(runs / "hopper" / "trpo", "trpo", [200.0, 210.0, 220.0, 230.0, 240.0])
     _write_run(runs / "hopper" / "ppo-m", "ppo", [1.0, 2.0, 3.0, 4.0, 5.0])
     _write_run(runs / "hopper" / "trpl-kl-m", "trpl", [95.0, 105.0, 115.0, 125.0, 135.0])
@@ -101,6 +126,27 @@ def study(tmp_path_factory):
     _write_run(runs / "hopper" / "ppo-ctx-full", "ppo", [5.0, 6.0, None, 8.0, 9.0])
     _write_run(runs / "hopper" / "trpl-kl-ctx-full", "trpl", [60.0, 70.0, 80.0, 90.0, 100.0], diverged={4: 7})
     _write_run(runs / "walker2d" / "ppo", "ppo", PPO)
+    # why TRPL trails: the single-factor cells, and the 10-seed cells' base-100 halves
+    _write_run(runs / "hopper" / "trpl-kl-ppo-optim", "trpl", OPTIM)
+    _write_run(runs / "hopper" / "ppo-trpl-optim", "ppo", LOW)
+    _write_run(runs / "hopper" / "trpl-kl-anneal", "trpl", TRPL)
+    _write_run(runs / "hopper" / "trpl-kl-reg", "trpl", LOW)
+    seed100 = out / "seed100" / "runs" / "hopper"
+    for setup, algorithm, finals in (
+        ("ppo", "ppo", PPO100),
+        ("trpl-kl-ppo-optim", "trpl", OPTIM),
+        ("ppo-trpl-optim", "ppo", LOW),
+    ):
+        _write_run(seed100 / setup, algorithm, finals)
+    _write_run(seed100 / "trpl-kl", "trpl", TRPL, stochastic=STOCHASTIC_TRPL)
+    _write_run(runs / "halfcheetah" / "ppo", "ppo", PPO)
+    _write_run(runs / "halfcheetah" / "trpl-kl", "trpl", TRPL)
+    _write_run(runs / "halfcheetah" / "trpo", "trpo", [200.0, 210.0, 220.0, 230.0, 240.0])
+    budget3m = out / "budget3m" / "runs" / "hopper"
+    _write_run(budget3m / "ppo", "ppo", PPO, iterations=2 * ITS)
+    _write_run(budget3m / "trpl-kl", "trpl", BUDGET3M_TRPL, iterations=2 * ITS)
+    (out / "timings.json").write_text(json.dumps({"hopper/ppo": [TIMING]}))
+    (out / "seed100" / "timings.json").write_text(json.dumps({"hopper/ppo": [TIMING]}))
     sweep = out / "sensitivity" / "runs" / "hopper" / "trpl-kl-eps_mean"
     for v, scores in (("0.03", PPO), ("0.1", TRPL)):  # 0.03: the shipped value
         _write_run(sweep / f"eps_mean={v}", "trpl", scores)
@@ -131,14 +177,16 @@ def exported(study, tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(exported, tmp_path_factory):
     docs = tmp_path_factory.mktemp("docs")
-    assert report_script.main([str(exported), "--docs", str(docs), "--reps", "200"]) == 0
+    readme = docs / "README.md"  # the README's block is written by the same run (test_readme_block_is_a_short_verdict)
+    readme.write_text("# x\n\n## Results\n\n<!-- study:begin -->\nold\n<!-- study:end -->\n\n## After\n")
+    assert report_script.main([str(exported), "--docs", str(docs), "--reps", "200", "--readme", str(readme)]) == 0
     return docs, (docs / "results.md").read_text()
 
 
 def _verdicts(text):
     rows = [
         ln.strip("|").split("|")
-        for ln in text.splitlines()
+        for ln in text.split("## Verdicts")[1].split("\n## ")[0].splitlines()  # not the 3M section's claim-1 rows
         if ln.startswith("| 1.") or ln.startswith("| 2.") or ln.startswith("| 3.")
     ]
 
@@ -253,18 +301,21 @@ def test_update_size_and_entropy(page, study):
     assert "on hopper TRPL-KL's acting policy moves 1.00x as far per update as PPO's" in section
 
 
-def test_readme_block_has_the_verdicts_and_figures(exported, tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n## Results\n\n<!-- study:begin -->\nold\n<!-- study:end -->\n\n## After\n")
-    assert (
-        report_script.main([str(exported), "--docs", str(tmp_path / "docs"), "--readme", str(readme), "--reps", "50"])
-        == 0
-    )
-    text = readme.read_text()
+def test_readme_block_is_a_short_verdict(page, exported, monkeypatch):
+    text = (page[0] / "README.md").read_text()
     assert "old" not in text and text.endswith("<!-- study:end -->\n\n## After\n")
-    assert "| 1. TRPL ≥ PPO | hopper |" in text and "| hopper | trpl-kl | 5/5 | 0 |" in text
-    for name in ("ablation", "contextual", "sensitivity"):
-        assert f"(docs/study/{name}.png)" in text, name
+    block = text.split("<!-- study:begin -->")[1].split("<!-- study:end -->")[0]
+    bullets = [ln for ln in block.splitlines() if ln.startswith("- ")]
+    assert 3 <= len(bullets) <= 5 and "|" not in block  # verdict lines, no table
+    assert "met on hopper 1.00 [1.00, 1.00]; pending on walker2d; met on halfcheetah 1.00 [1.00, 1.00]" in bullets[0]
+    assert "H1 (the optimiser): **the gap is the optimiser's, not the update rule's**" in bullets[3]
+    assert "H2 inconclusive; H3 rejected; H4 supported" in bullets[3]
+    assert "still training or not started" in bullets[4]  # e.g. walker2d's cells
+    assert "(docs/study/ablation.png)" in block and "[docs/results.md](docs/results.md)" in block
+    # every cell finished: no such line
+    st = report_script.Study(str(exported), reps=50)
+    monkeypatch.setattr(report_script, "_all_cells", lambda st: [("hopper", "ppo")])
+    assert "still training" not in report_script.readme_block(st, {"ablation": "x"})
 
 
 def test_figures_and_full_table_are_written(page, exported):
@@ -322,3 +373,138 @@ def test_committed_results_page_is_regenerated_from_the_committed_study(tmp_path
     assert sorted(p.name for p in (tmp_path / "docs" / "study").iterdir()) == sorted(
         p.name for p in (ROOT / "docs" / "study").iterdir()
     )
+
+
+def _section(text, title):
+    return text.split(title)[1].split("\n## ")[0].split("\n### ")[0]
+
+
+def _hypothesis_rows(text):
+    lines = _section(text, "## Why TRPL trails: results").splitlines()
+    rows = [ln.strip("|").split("|") for ln in lines if ln.startswith("| H")]
+    return {r[0].strip(): (r[2].strip(), r[3].strip()) for r in rows}
+
+
+def test_hypotheses_follow_the_preregistered_rules(page):
+    """The fixed scores give each verdict word of the registered rule; the statistics are the 10-seed cells'."""
+    _, text = page
+    h = _hypothesis_rows(text)
+    ppo10, trpl10, optim10 = PPO + PPO100, TRPL + TRPL, OPTIM + OPTIM
+    not_worse = stats.probability_of_improvement(optim10, ppo10, reps=200)  # 0.5: half of ppo's seeds above
+    assert not_worse.point == 0.5 and not_worse.low < 0.5 < not_worse.high
+    assert h["H1a"] == ("P(trpl-kl-ppo-optim > trpl-kl) = 1.00 [1.00, 1.00]; seeds 10 / 10", "**supported**")
+    assert h["H1b"] == (
+        f"P(trpl-kl-ppo-optim > ppo) = {_poi_text(optim10, ppo10)}; seeds 10 / 10",
+        "**not rejected** (the CI contains 0.5)",
+    )
+    # H1c: TRPL's optimiser holding PPO back is the CI below 0.5
+    assert h["H1c"] == ("P(ppo-trpl-optim > ppo) = 0.00 [0.00, 0.00]; seeds 10 / 10", "**supported**")
+    assert h["H1d"] == ("P(trpl-kl > ppo-trpl-optim) = 1.00 [1.00, 1.00]; seeds 10 / 10", "**supported**")
+    assert h["H2"] == (
+        f"P(trpl-kl-anneal > trpl-kl) = {_poi_text(TRPL, trpl10)}; seeds 5 / 10",
+        "**inconclusive** (the CI contains 0.5)",
+    )
+    assert h["H3"] == ("P(trpl-kl-reg > trpl-kl) = 0.00 [0.00, 0.00]; seeds 5 / 10", "**rejected**")
+    # H4: deterministic 0.5 (the CI contains 0.5), stochastic 1 (above): the verdict differs between the modes
+    assert h["H4"] == (
+        f"P(trpl-kl > ppo), 10 / 10 seeds, deterministic: {_poi_text(trpl10, ppo10)} (CI contains 0.5); "
+        "stochastic: 1.00 [1.00, 1.00] (CI above 0.5)",
+        "**supported**",
+    )
+    assert "H1 as a whole: **the gap is the optimiser's, not the update rule's** (H1a supported;" in text
+    ships = text.split("**What ships.**")[1].split("\n\n")[0]
+    assert (
+        "On hopper: H1a (trpl-kl-ppo-optim) supported, H2 (trpl-kl-anneal) inconclusive, H3 (trpl-kl-reg) rejected."
+        in ships
+    )
+    assert (
+        "trpl-kl-ppo-optim qualifies on hopper; its walker2d check: pending: walker2d/trpl-kl-ppo-optim (not started)"
+        in ships
+    )
+    # H3's observation: the acting policy's mean part over its bound beside trpl-kl's (one update of 50 half over)
+    assert (
+        "trpl-kl-reg: 1% of states over (max 2.00, mean 0.37); trpl-kl: 1% of states over (max 2.00, mean 0.37)" in text
+    )
+
+
+def _poi_text(x, y, reps=200):
+    e = stats.probability_of_improvement(x, y, reps=reps)
+    return f"{e.point:.2f} [{e.low:.2f}, {e.high:.2f}]"
+
+
+def test_both_evaluation_modes_are_scored_by_the_same_rule(page):
+    _, text = page
+    h4 = _section(text, "### Deterministic and stochastic evaluation (H4)")
+    trpl10 = TRPL + TRPL
+    assert f"| trpl-kl+seed100 | 10 | {_iqm_text(trpl10)} | {_iqm_text(STOCHASTIC_TRPL + STOCHASTIC_TRPL)} |" in h4
+    assert f"| trpl-kl | 5 | {_iqm_text(TRPL)} | {_iqm_text(STOCHASTIC_TRPL)} |" in h4
+    assert f"| trpl-kl-reg | 5 | {_iqm_text(LOW)} | {_iqm_text(LOW)} |" in h4
+    assert "| trpl-frob | 5 | pending (not started) | pending (not started) |" in h4
+    assert "| halfcheetah" not in h4 and "budget3m" not in h4  # hopper at 2M only
+
+
+def test_ten_seed_cells_need_both_halves_and_h4_follows_the_stochastic_column(exported, tmp_path):
+    """Without ppo-trpl-optim's base-100 half, H1c, H1d and H1 are pending (the base-0 half alone is not scored);
+    with the stochastic column equal to the deterministic one, H4's verdict changes to not supported."""
+    copy = tmp_path / "study"
+    shutil.copytree(exported, copy)
+    shutil.rmtree(copy / "seed100" / "runs" / "hopper" / "ppo-trpl-optim")
+    for path in copy.glob("**/eval.jsonl"):
+        rows = [json.loads(ln) for ln in path.read_text().splitlines()]
+        path.write_text(
+            "".join(json.dumps({**r, "stochastic_return_mean": r["deterministic_return_mean"]}) + "\n" for r in rows)
+        )
+    st = report_script.Study(str(copy), reps=50)
+    assert st.state("hopper", "ppo-trpl-optim+seed100") == "5/10 seeds at the budget"
+    assert st.complete("hopper", "ppo-trpl-optim") and not st.complete("hopper", "ppo-trpl-optim+seed100")
+    res = report_script.hypotheses(st)
+    pending = "pending: hopper/ppo-trpl-optim+seed100 (5/10 seeds at the budget)"
+    assert res["H1c"][2] == "pending" and res["H1c"][3] == pending
+    assert res["H1d"][3] == pending and res["H1a"][2] == "supported"
+    assert report_script.h1_overall(res)[0] == "pending"
+    assert res["H4"][2:] == ("not supported", "**not supported** (the same verdict under both modes)")
+    assert "stochastic: " + _poi_text(TRPL + TRPL, PPO + PPO100, reps=50) + " (CI contains 0.5)" in res["H4"][1]
+
+
+def test_halfcheetah_rows_and_the_3m_budget(page):
+    _, text = page
+    v = _verdicts(text)
+    assert v[("1", "halfcheetah")] == "**met** (TRPL-KL better than PPO)"
+    assert v[("1t", "halfcheetah")] == "**not met** (TRPL-KL worse than TRPO)"
+    assert v[("2", "halfcheetah")] == "pending: halfcheetah/ppo-m (not started), halfcheetah/trpl-kl-m (not started)"
+    assert ("2f", "halfcheetah") not in v  # TRPL-Frob was not registered on halfcheetah
+    assert f"| halfcheetah | trpl-kl | 5/5 | 0 | {_iqm_text(TRPL)} | 1.00 [1.00, 1.00] |" in text
+    assert f"| halfcheetah | ppo | {_iqm_text(PPO)} | pending (not started) | – | – |" in text  # the ablation
+    # the 3M cells are scored at their own budget (twice the iterations: the final evaluation, not the half-way one)
+    section = text.split("### The paper's budget")[1].split("\n## ")[0]
+    assert f"| hopper | ppo | complete | {2 * PER_IT * ITS} | {_iqm_text(PPO)} | {_iqm_text(PPO)} |" in section
+    assert (
+        f"| hopper | trpl-kl | complete | {2 * PER_IT * ITS} | {_iqm_text(BUDGET3M_TRPL)} | {_iqm_text(TRPL)} |"
+        in section
+    )
+    assert (
+        "| 1. TRPL ≥ PPO | hopper | P(TRPL-KL > PPO) = 0.00 [0.00, 0.00] | **not met** (TRPL-KL worse than PPO) |"
+        in section
+    )
+    assert (
+        "| 1. TRPL ≥ TRPO | hopper | P(TRPL-KL > TRPO) = – | pending: hopper/budget3m/trpo (not started) |" in section
+    )
+    assert "| walker2d | trpo | not started | – | pending (not started) |" in section
+
+
+def test_export_merges_into_the_committed_study(study, exported, tmp_path):
+    """A cell the destination holds and OUT lacks stays; timings are merged per run; the other programs' runs
+    (seed100, budget3m) are exported in the same compact form."""
+    dest = tmp_path / "dest"
+    old = dest / "runs" / "walker2d" / "trpo"
+    old.mkdir(parents=True)
+    (old / "eval.jsonl").write_text("kept\n")
+    (dest / "timings.json").write_text(json.dumps({"walker2d/trpo": [TIMING], "hopper/ppo": []}))
+    assert export_script.main([str(study), str(dest)]) == 0
+    assert (old / "eval.jsonl").read_text() == "kept\n"
+    assert json.loads((dest / "timings.json").read_text()) == {"walker2d/trpo": [TIMING], "hopper/ppo": [TIMING]}
+    assert json.loads((dest / "seed100" / "timings.json").read_text()) == {"hopper/ppo": [TIMING]}
+    for rel in ("seed100/runs/hopper/trpl-kl", "budget3m/runs/hopper/trpl-kl"):
+        assert (exported / rel / "metric_summary.json").exists(), rel
+        thinned = [json.loads(ln) for ln in (exported / rel / "metrics.jsonl").read_text().splitlines()]
+        assert len(thinned) == 5, rel  # one block per seed

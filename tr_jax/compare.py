@@ -262,9 +262,13 @@ def _bound_use(config: dict, rows: list) -> tuple:
     return max(use), sum(u > 1 + TOLERANCE for u in use)
 
 
-def summarize(out: str, env: str, setup: str, timings: Timings, up_to: int | None = None) -> Row | None:
+def summarize(
+    out: str, env: str, setup: str, timings: Timings, up_to: int | None = None, column: str = stats.DETERMINISTIC
+) -> Row | None:
     """The table row of ``OUT/runs/env/setup`` from its files (None if it has not started); with
-    ``up_to``, from its evaluations and updates at or before that many env steps per seed only."""
+    ``up_to``, from its evaluations and updates at or before that many env steps per seed only. ``column``: the
+    evaluation return its ``scores`` and ``floor`` are of (:func:`tr_jax.stats.seed_score`; the deterministic
+    evaluation's unless told otherwise)."""
     rd = R.RunDir(run_path(out, env, setup))
     if not os.path.exists(rd.config) or not os.path.exists(rd.run):
         return None
@@ -280,7 +284,7 @@ def summarize(out: str, env: str, setup: str, timings: Timings, up_to: int | Non
     for seed in (summary or {}).get("seeds", []):
         if seed.get("diverged_at") is not None:  # the iteration whose update failed
             diverged_at[seed["seed"]] = (seed["diverged_at"] + 1) * per_iteration
-    scores = stats.seed_scores(all_evals, num_seeds, budget, diverged_at=diverged_at)
+    scores = stats.seed_scores(all_evals, num_seeds, budget, diverged_at=diverged_at, column=column)
     evals = all_evals
     if up_to is not None:
         evals = [r for r in evals if r["env_steps"] <= up_to]
@@ -306,7 +310,7 @@ def summarize(out: str, env: str, setup: str, timings: Timings, up_to: int | Non
         evals[-1]["env_steps"] if evals else 0,
         budget,
         scores,
-        stats.lowest_return(all_evals, budget),
+        stats.lowest_return(all_evals, budget, column),
         final,
         kl_max=m["kl_max"],
         bound_use=m["bound_use"],

@@ -31,6 +31,8 @@ SCORE_WINDOW = 0.1  # the score averages the evaluations in the last 10% of the 
 FAILED = float("-inf")  # the score of a seed that diverged (seed_score), until impute_failures
 CONFIDENCE = 0.95
 REPS = 2000  # bootstrap resamples (rliable's default 50,000 takes minutes per cell on 2 cores)
+# the eval.jsonl columns a seed can be scored by: the mean action's return (the primary score) or a sampled action's
+DETERMINISTIC, STOCHASTIC = "deterministic_return_mean", "stochastic_return_mean"
 
 
 class Estimate(NamedTuple):
@@ -55,14 +57,19 @@ def _rliable() -> tuple[ModuleType, ModuleType]:
 
 
 def seed_score(
-    evals: Sequence[dict], budget: int, window: float = SCORE_WINDOW, diverged_at: int | None = None
+    evals: Sequence[dict],
+    budget: int,
+    window: float = SCORE_WINDOW,
+    diverged_at: int | None = None,
+    column: str = DETERMINISTIC,
 ) -> float:
     """The score of one seed at the common ``budget`` (env steps per seed) of its comparison.
 
     Rule, the same for every seed of every setup:
 
     * **scored**: the seed has an evaluation at ``env_steps >= budget`` (it ran the budget) and did not
-      diverge before it: its score is the mean ``deterministic_return_mean`` over its evaluations with
+      diverge before it: its score is the mean ``column`` (the deterministic evaluation's return unless
+      told otherwise) over its evaluations with
       ``(1 - window) * budget <= env_steps <= budget`` (the last 10% of the budget, not of whatever the seed
       reached);
     * **failed** (:data:`FAILED`, ``-inf``): the seed diverged at or before the budget -- ``diverged_at`` (the
@@ -78,12 +85,14 @@ def seed_score(
       evals: the ``eval.jsonl`` rows of ONE seed (any order).
       budget: env steps per seed at which every seed of the comparison is scored.
       diverged_at: env steps at which the seed diverged, None if it did not.
+      column: the return scored, :data:`DETERMINISTIC` (the mean action, the primary score) or
+        :data:`STOCHASTIC` (an action sampled from the policy).
     """
     if diverged_at is not None and diverged_at <= budget:
         return FAILED
     if not any(r["env_steps"] >= budget for r in evals):
         return float("nan")
-    in_window = [r["deterministic_return_mean"] for r in evals if (1 - window) * budget <= r["env_steps"] <= budget]
+    in_window = [r[column] for r in evals if (1 - window) * budget <= r["env_steps"] <= budget]
     values = np.array([np.nan if v is None else v for v in in_window], np.float64)
     if not values.size:
         return float("nan")
@@ -96,23 +105,25 @@ def seed_scores(
     budget: int,
     window: float = SCORE_WINDOW,
     diverged_at: Sequence[int | None] | None = None,
+    column: str = DETERMINISTIC,
 ) -> np.ndarray:
     """``[num_seeds]`` :func:`seed_score` of each seed in a run's ``eval.jsonl`` rows at ``budget``;
-    ``diverged_at``: ``[num_seeds]`` env steps of each seed's divergence (None: did not diverge)."""
+    ``diverged_at``: ``[num_seeds]`` env steps of each seed's divergence (None: did not diverge); ``column``: the
+    return scored (:func:`seed_score`)."""
     diverged_at = [None] * num_seeds if diverged_at is None else diverged_at
     return np.array(
-        [seed_score([r for r in evals if r["seed"] == s], budget, window, diverged_at[s]) for s in range(num_seeds)]
+        [
+            seed_score([r for r in evals if r["seed"] == s], budget, window, diverged_at[s], column)
+            for s in range(num_seeds)
+        ]
     )
 
 
-def lowest_return(evals: Sequence[dict], budget: int | None = None) -> float:
-    """The lowest finite ``deterministic_return_mean`` of ``evals`` (at or before ``budget``); NaN if none."""
+def lowest_return(evals: Sequence[dict], budget: int | None = None, column: str = DETERMINISTIC) -> float:
+    """The lowest finite return ``column`` (:func:`seed_score`) of ``evals`` (at or before ``budget``); NaN if
+    none."""
     x = np.array(
-        [
-            r["deterministic_return_mean"]
-            for r in evals
-            if r["deterministic_return_mean"] is not None and (budget is None or r["env_steps"] <= budget)
-        ],
+        [r[column] for r in evals if r[column] is not None and (budget is None or r["env_steps"] <= budget)],
         np.float64,
     )
     x = x[np.isfinite(x)]
