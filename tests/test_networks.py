@@ -9,7 +9,7 @@ import pytest
 
 from tr_jax import distributions as D
 from tr_jax import linalg as LA
-from tr_jax.config import TrainConfig
+from tr_jax.config import TrainConfig, validate
 from tr_jax.networks import make_policy, make_value, raw_to_scale, scale_to_raw, std_shift
 
 KINDS = ("diag", "full", "sqrt")
@@ -163,3 +163,38 @@ def test_float64_params():
     pol = make_policy(_cfg("full", False, dtype="float64"), OBS, K)
     params = pol.init(jax.random.PRNGKey(0))
     assert all(x.dtype == jnp.float64 for x in jax.tree_util.tree_leaves(params))
+
+
+def _dot_lines(fn, *args):
+    module = jax.export.export(jax.jit(fn), platforms=["cuda"])(*args).mlir_module()
+    return [line for line in module.splitlines() if "stablehlo.dot_general" in line]
+
+
+@pytest.mark.parametrize("precision", ["default", "high", "highest"])
+def test_matmul_precision_sets_the_dense_layers(precision):
+    """The networks' products carry ``matmul_precision`` in the program exported for a GPU ("default": no
+    field at all, the program of a config without the setting); the covariance map is always HIGHEST."""
+    cfg = _cfg("sqrt", True, matmul_precision=precision)
+    pol, val = make_policy(cfg, OBS, K), make_value(cfg, OBS)
+    obs = jnp.ones((4, OBS))
+    pol_dots = _dot_lines(
+        jax.grad(lambda p, o: sum(jnp.sum(x) for x in pol.apply(p, o))), pol.init(jax.random.key(0)), obs
+    )
+    val_dots = _dot_lines(jax.grad(lambda p, o: jnp.sum(val.apply(p, o))), val.init(jax.random.key(1)), obs)
+    cov_map = [line for line in pol_dots if "batching_dims" in line]  # [4, k, k] products; dense layers: none
+    dense = [line for line in pol_dots if line not in cov_map] + val_dots
+    assert cov_map and all("precision = [HIGHEST, HIGHEST]" in line for line in cov_map)
+    assert len(dense) >= 10
+    if precision == "default":
+        assert not any("precision" in line for line in dense)
+    else:
+        want = {"high": "HIGH", "highest": "HIGHEST"}[precision]
+        assert all(f"precision = [{want}, {want}]" in line for line in dense), dense[0]
+
+
+def test_matmul_precision_is_checked():
+    expected = r"unknown matmul_precision 'fast'; expected one of \('default', 'high', 'highest'\)"
+    with pytest.raises(ValueError, match=expected):
+        validate(TrainConfig(matmul_precision="fast"))
+    with pytest.raises(ValueError, match="unknown matmul_precision 'fast'"):
+        make_policy(TrainConfig(matmul_precision="fast"), OBS, K)

@@ -123,6 +123,10 @@ class TrainConfig:
     orthogonal_init: bool = True
     init_std: float = 1.0  # the policy's std at initialisation
     min_std: float = 1e-4  # lower bound on every std (every eigenvalue for sqrt)
+    # precision of the networks' dense layers (jax.lax.Precision): "default" (the backend's: TF32 on A100/H100
+    #  GPUs, one bfloat16 pass on TPUs; float32 on CPUs), "high" (TPU: 3 bfloat16 passes; GPU: as default) or
+    #  "highest" (float32 everywhere; slower on GPUs and TPUs). The projections are float32 whatever this says
+    matmul_precision: str = "default"
 
     # --- misc -----------------------------------------------------------------
     dtype: str = "float32"  # "float32" or "float64" (float64 needs jax.enable_x64)
@@ -231,7 +235,7 @@ def _choices():
     from tr_jax.algorithms import ALGORITHMS
     from tr_jax.algorithms.entropy_schedule import SCHEDULES
     from tr_jax.distributions import COV_TYPES
-    from tr_jax.networks import ACTIVATIONS
+    from tr_jax.networks import ACTIVATIONS, MATMUL_PRECISIONS
     from tr_jax.projections import NAMES
 
     return {
@@ -239,6 +243,7 @@ def _choices():
         "cov_type": COV_TYPES,
         "projection": NAMES,
         "activation": ACTIVATIONS,
+        "matmul_precision": MATMUL_PRECISIONS,
         "entropy_schedule": SCHEDULES,
         "dtype": DTYPES,
     }

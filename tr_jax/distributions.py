@@ -129,8 +129,8 @@ def covariance(scale: jax.Array, cov_type: CovType) -> jax.Array:
         return _diag_matrix(scale**2)
     if cov_type == "full":
         scale = jnp.tril(scale)
-        return scale @ _mT(scale)
-    return _sym(scale @ scale)
+        return LA.matmul(scale, _mT(scale))
+    return _sym(LA.matmul(scale, scale))
 
 
 def variance(scale: jax.Array, cov_type: CovType) -> jax.Array:
@@ -158,9 +158,9 @@ def precision(scale: jax.Array, cov_type: CovType) -> jax.Array:
         return covariance(1.0 / scale, "diag")
     if cov_type == "full":
         linv = LA.tril_inverse(scale)
-        return _mT(linv) @ linv
+        return LA.matmul(_mT(linv), linv)
     sinv = LA.spd_inverse(scale)
-    return _sym(sinv @ sinv)
+    return _sym(LA.matmul(sinv, sinv))
 
 
 def log_det_cov(scale: jax.Array, cov_type: CovType) -> jax.Array:
@@ -217,7 +217,7 @@ def sample(
         return mean + scale * eps
     if cov_type == "full":
         scale = jnp.tril(scale)
-    return mean + (scale @ eps[..., None])[..., 0]
+    return mean + LA.matmul(scale, eps[..., None])[..., 0]
 
 
 def kl(mean_p: jax.Array, scale_p: jax.Array, mean_q: jax.Array, scale_q: jax.Array, cov_type: CovType) -> jax.Array:

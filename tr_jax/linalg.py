@@ -18,6 +18,13 @@ On GPU and TPU the deadlock does not apply: :func:`cholesky`,
 (``jax.lax.platform_dependent`` picks the branch when the program is lowered
 for a platform; a CPU program contains no LAPACK call).
 
+Every matrix product here and in the rest of the math layer (distributions,
+projections, the trust-region losses) goes through :func:`matmul`, which
+states ``Precision.HIGHEST``: float32 products are then float32 on every
+backend, not TF32 (NVIDIA GPUs' default for float32 dots) or bfloat16
+passes (TPU's), whatever ``jax_default_matmul_precision`` says. The CPU
+ignores the field (its float32 products are float32 either way).
+
 All functions take arrays with any number of leading batch dimensions;
 matrices are ``[..., k, k]``. Everything is differentiable (forward and reverse mode)
 except :func:`eigvalsh` (bisection; use it where no gradient flows, e.g.
@@ -28,6 +35,17 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+
+def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` (``jnp.matmul`` broadcasting) at ``Precision.HIGHEST``: full float32 on GPUs and TPUs.
+
+    The precision is a parameter of the product itself, so it holds wherever the
+    product is traced (custom VJP rules, transposes, loops), unlike a
+    ``jax.default_matmul_precision`` scope, which does not reach backward passes
+    traced after the scope has closed.
+    """
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
 def _mT(x: jax.Array) -> jax.Array:
@@ -101,7 +119,7 @@ def _cholesky_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tupl
     z = _solve_lower_jnp(l, _mT(y), False)  # L^-1 dA L^-T (dA symmetric)
     k = a.shape[-1]
     phi = jnp.tril(z) * (1.0 - 0.5 * jnp.eye(k, dtype=z.dtype))
-    return l, l @ phi
+    return l, matmul(l, phi)
 
 
 def _substitute_unrolled(l: jax.Array, b: jax.Array, transpose: bool) -> jax.Array:
@@ -156,7 +174,7 @@ def _solve_lower_jnp(l: jax.Array, r: jax.Array, transpose: bool) -> jax.Array:
     lower = jnp.tril(l)
 
     def matvec(x: jax.Array) -> jax.Array:
-        return (_mT(lower) if transpose else lower) @ x
+        return matmul(_mT(lower) if transpose else lower, x)
 
     return jax.lax.custom_linear_solve(
         matvec,
@@ -234,7 +252,7 @@ def tril_inverse(l: jax.Array) -> jax.Array:
 def spd_inverse(a: jax.Array) -> jax.Array:
     """Inverse of a symmetric positive-definite matrix (symmetrised)."""
     linv = tril_inverse(cholesky(a))
-    return _mT(linv) @ linv
+    return matmul(_mT(linv), linv)
 
 
 def spd_logdet(a: jax.Array) -> jax.Array:
@@ -358,8 +376,8 @@ def sqrtm_spd(a: jax.Array, iterations: int = 40) -> jax.Array:
 
     def body(_: jax.Array, yz: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         y, z = yz
-        t = 0.5 * (3.0 * eye - z @ y)
-        return y @ t, t @ z
+        t = 0.5 * (3.0 * eye - matmul(z, y))
+        return matmul(y, t), matmul(t, z)
 
     y, _ = jax.lax.fori_loop(0, iterations, body, (y, z))
     y = y * jnp.sqrt(norm)

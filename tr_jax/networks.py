@@ -31,6 +31,13 @@ zero biases. With ``orthogonal_init=False`` (the implementation-choices
 ablation): Flax's default LeCun-normal kernels for every layer (no scaled
 output layers), zero biases.
 
+Matrix-product precision (``config.matmul_precision``): the dense layers of
+both networks use the backend's default precision ("default": on NVIDIA GPUs
+float32 products may run in TF32, on TPUs in bfloat16 passes; the CPU is
+exact either way) unless the config asks for "high" or "highest"
+(``jax.lax.Precision``). The covariance map (:func:`raw_to_scale`) is math,
+not a layer: its products are always full float32 (:func:`tr_jax.linalg.matmul`).
+
 The policy and value networks are always separate (there is no shared-trunk
 option): TRPO's and TRPL's trust regions constrain the policy update only;
 value-loss gradients flowing into a shared trunk would move the policy outside
@@ -57,6 +64,9 @@ Params = dict
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
 ACTIVATIONS = tuple(_ACTIVATIONS)
+# config.matmul_precision -> the dense layers' precision (None: the backend's default, today's program)
+_PRECISIONS = {"default": None, "high": jax.lax.Precision.HIGH, "highest": jax.lax.Precision.HIGHEST}
+MATMUL_PRECISIONS = tuple(_PRECISIONS)
 
 
 # --------------------------------------------------------------------------------------
@@ -96,7 +106,7 @@ def raw_to_scale(raw: jax.Array, cov_type: D.CovType, k: int, shift: float, min_
     if cov_type == "full":
         return off + (min_std + d)[..., None, :] * eye
     b = off + jnp.sqrt(d)[..., None, :] * eye
-    return b @ jnp.swapaxes(b, -1, -2) + min_std * eye
+    return LA.matmul(b, jnp.swapaxes(b, -1, -2)) + min_std * eye
 
 
 def scale_to_raw(scale: jax.Array, cov_type: D.CovType, shift: float, min_std: float, floor: float = 1e-6) -> jax.Array:
@@ -121,7 +131,8 @@ def scale_to_raw(scale: jax.Array, cov_type: D.CovType, shift: float, min_std: f
     # |c| = sqrtm(c^2) shares c's eigenvectors, so floor I + (c + |c|) / 2 has eigenvalues max(w, floor).
     eye = jnp.eye(k, dtype=m.dtype)
     c = m - floor * eye
-    c_abs = LA.sqrtm_spd(c @ c + jnp.finfo(m.dtype).eps * jnp.trace(c @ c, axis1=-2, axis2=-1)[..., None, None] * eye)
+    c2 = LA.matmul(c, c)
+    c_abs = LA.sqrtm_spd(c2 + jnp.finfo(m.dtype).eps * jnp.trace(c2, axis1=-2, axis2=-1)[..., None, None] * eye)
     m = floor * eye + 0.5 * (c + c_abs)
     b = LA.cholesky(0.5 * (m + jnp.swapaxes(m, -1, -2)))
     diag_b = jnp.diagonal(b, axis1=-2, axis2=-1)
@@ -135,9 +146,10 @@ def scale_to_raw(scale: jax.Array, cov_type: D.CovType, shift: float, min_std: f
 # --------------------------------------------------------------------------------------
 
 
-def _dense(features: int, gain: float, dtype, name=None, orthogonal: bool = True) -> nn.Dense:
+def _dense(features: int, gain: float, dtype, name=None, orthogonal: bool = True, precision=None) -> nn.Dense:
     """A dense layer with zero biases and orthogonal kernels of ``gain`` (``orthogonal`` False: Flax's
-    default LeCun-normal kernels, ``gain`` unused)."""
+    default LeCun-normal kernels, ``gain`` unused); ``precision`` a ``jax.lax.Precision`` or None (the
+    backend's default)."""
     return nn.Dense(
         features,
         name=name,
@@ -145,6 +157,7 @@ def _dense(features: int, gain: float, dtype, name=None, orthogonal: bool = True
         bias_init=nn.initializers.zeros,
         dtype=dtype,
         param_dtype=dtype,
+        precision=precision,
     )
 
 
@@ -155,11 +168,12 @@ class MLP(nn.Module):
     activation: Callable
     dtype: jnp.dtype = jnp.float32
     orthogonal: bool = True
+    precision: jax.lax.Precision | None = None
 
     @nn.compact
     def __call__(self, x):
         for h in self.hidden:
-            x = self.activation(_dense(h, math.sqrt(2.0), self.dtype, orthogonal=self.orthogonal)(x))
+            x = self.activation(_dense(h, math.sqrt(2.0), self.dtype, None, self.orthogonal, self.precision)(x))
         return x
 
 
@@ -173,11 +187,12 @@ class GaussianPolicyNet(nn.Module):
     contextual: bool
     dtype: jnp.dtype = jnp.float32
     orthogonal: bool = True
+    precision: jax.lax.Precision | None = None
 
     @nn.compact
     def __call__(self, obs):
-        h = MLP(self.hidden, self.activation, self.dtype, self.orthogonal, name="trunk")(obs)
-        mean = _dense(self.action_dim, 0.01, self.dtype, name="mean_head", orthogonal=self.orthogonal)(h)
+        h = MLP(self.hidden, self.activation, self.dtype, self.orthogonal, self.precision, name="trunk")(obs)
+        mean = _dense(self.action_dim, 0.01, self.dtype, "mean_head", self.orthogonal, self.precision)(h)
         if self.contextual:
             raw = nn.Dense(
                 self.n_cov,
@@ -185,6 +200,7 @@ class GaussianPolicyNet(nn.Module):
                 bias_init=nn.initializers.zeros,
                 dtype=self.dtype,
                 param_dtype=self.dtype,
+                precision=self.precision,
                 name="cov_head",
             )(h)
         else:
@@ -200,11 +216,12 @@ class ValueNet(nn.Module):
     activation: Callable
     dtype: jnp.dtype = jnp.float32
     orthogonal: bool = True
+    precision: jax.lax.Precision | None = None
 
     @nn.compact
     def __call__(self, obs):
-        h = MLP(self.hidden, self.activation, self.dtype, self.orthogonal, name="trunk")(obs)
-        return _dense(1, 1.0, self.dtype, name="value_head", orthogonal=self.orthogonal)(h)[..., 0]
+        h = MLP(self.hidden, self.activation, self.dtype, self.orthogonal, self.precision, name="trunk")(obs)
+        return _dense(1, 1.0, self.dtype, "value_head", self.orthogonal, self.precision)(h)[..., 0]
 
 
 # --------------------------------------------------------------------------------------
@@ -241,11 +258,18 @@ class Value(NamedTuple):
     apply: Callable
 
 
+def _precision(config: TrainConfig) -> jax.lax.Precision | None:
+    """The dense layers' precision for ``config.matmul_precision`` (ValueError naming the choices)."""
+    if config.matmul_precision not in _PRECISIONS:
+        raise ValueError(f"unknown matmul_precision {config.matmul_precision!r}; expected one of {MATMUL_PRECISIONS}")
+    return _PRECISIONS[config.matmul_precision]
+
+
 def make_policy(config: TrainConfig, obs_dim: int, action_dim: int) -> Policy:
     """Builds the Gaussian MLP policy described by ``config``.
 
     Uses config.cov_type, contextual_cov, policy_hidden, activation,
-    orthogonal_init, init_std, min_std, dtype.
+    orthogonal_init, init_std, min_std, dtype, matmul_precision.
     """
     cov_type = D.check_cov_type(config.cov_type)
     if config.activation not in _ACTIVATIONS:
@@ -264,6 +288,7 @@ def make_policy(config: TrainConfig, obs_dim: int, action_dim: int) -> Policy:
         contextual=contextual,
         dtype=dtype,
         orthogonal=bool(config.orthogonal_init),
+        precision=_precision(config),
     )
 
     def init(key):
@@ -291,11 +316,17 @@ def make_policy(config: TrainConfig, obs_dim: int, action_dim: int) -> Policy:
 
 
 def make_value(config: TrainConfig, obs_dim: int) -> Value:
-    """Builds the value MLP (config.value_hidden, activation, orthogonal_init, dtype)."""
+    """Builds the value MLP (config.value_hidden, activation, orthogonal_init, dtype, matmul_precision)."""
     if config.activation not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {config.activation!r}; expected one of {ACTIVATIONS}")
     dtype = jnp.dtype(config.dtype)
-    net = ValueNet(tuple(config.value_hidden), _ACTIVATIONS[config.activation], dtype, bool(config.orthogonal_init))
+    net = ValueNet(
+        tuple(config.value_hidden),
+        _ACTIVATIONS[config.activation],
+        dtype,
+        bool(config.orthogonal_init),
+        _precision(config),
+    )
 
     def init(key):
         return net.init(key, jnp.zeros((1, obs_dim), dtype))

@@ -29,7 +29,7 @@ def _log_det_factor(scale: jax.Array, cov_type: CovType) -> jax.Array:
     if cov_type == "full":
         return jnp.sum(jnp.log(jnp.abs(jnp.diagonal(scale))))
     # "sqrt": log|det A| = 0.5 log det(A A^T), valid for any non-singular factor.
-    return 0.5 * LA.spd_logdet(scale @ scale.T)
+    return 0.5 * LA.spd_logdet(LA.matmul(scale, scale.T))
 
 
 def _entropy_state(scale: jax.Array, beta: jax.Array, *, cov_type: CovType, equality: bool) -> jax.Array:

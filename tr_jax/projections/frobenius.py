@@ -32,7 +32,7 @@ def _cov_diff(scale: jax.Array, old_scale: jax.Array, diag: bool) -> jax.Array:
     if diag:
         return (scale - old_scale) * (scale + old_scale)
     scale, old_scale = jnp.tril(scale), jnp.tril(old_scale)
-    return scale @ jnp.swapaxes(scale, -1, -2) - old_scale @ jnp.swapaxes(old_scale, -1, -2)
+    return LA.matmul(scale, jnp.swapaxes(scale, -1, -2)) - LA.matmul(old_scale, jnp.swapaxes(old_scale, -1, -2))
 
 
 def _cov_distance(diff: jax.Array, diag: bool) -> jax.Array:
@@ -61,7 +61,7 @@ def _frobenius_state(
         projected = jnp.sqrt(old_scale**2 + w * diff)
     else:
         old_lower = jnp.tril(old_scale)
-        cov = old_lower @ old_lower.T + w * diff
+        cov = LA.matmul(old_lower, old_lower.T) + w * diff
         # A zero bound (w = 0) gives the old factor itself, not chol(L_o L_o^T) rounded.
         projected = jnp.where(w == 0, old_lower, LA.cholesky(0.5 * (cov + cov.T)))
     return new_mean, jnp.where(active, projected, scale)

@@ -26,6 +26,8 @@ from tr_jax.distributions import CovType
 from tr_jax.projections import _checks
 from tr_jax.projections.mean import project_mean_part
 
+mm = LA.matmul  # every product at Precision.HIGHEST (see tr_jax.linalg)
+
 __all__ = ["kl_projection", "kl_parts"]
 
 # Newton iterations of the root solve at most (before the final accurate step;
@@ -321,13 +323,13 @@ def _factor_vjp(w: jax.Array, s: jax.Array, y: jax.Array, ct_y: jax.Array) -> tu
     eye = jnp.eye(k, dtype=w.dtype)
     active = s < 1.0
     dmat = w - eye
-    g = ct_y @ y.T
+    g = mm(ct_y, y.T)
     psi = jnp.triu(g) - 0.5 * jnp.diag(jnp.diagonal(g))
-    p_bar = -(y.T @ psi @ y)
+    p_bar = -mm(mm(y.T, psi), y)
     p_bar = 0.5 * (p_bar + p_bar.T)
     ct_s = jnp.sum(p_bar * dmat)
-    x = y @ dmat @ y.T
-    b = y.T @ x @ y
+    x = mm(mm(y, dmat), y.T)
+    b = mm(mm(y.T, x), y)
     denom = jnp.where(active, jnp.sum(x * x), 1.0)
     b = 0.5 * (b + b.T)
     ct_w = s * p_bar + jnp.where(active, -ct_s * s / denom, 0.0) * b
@@ -434,7 +436,7 @@ def _whitened(chol: jax.Array, old_chol: jax.Array) -> tuple[jax.Array, jax.Arra
     the whitened target precision W = M^T M = L_o^T Lambda~ L_o, all ``[k, k]``."""
     old_chol = jnp.tril(old_chol)  # (solve_lower reads only the lower triangle of its matrix argument)
     m = LA.solve_lower(chol, old_chol)
-    return old_chol, m, m.T @ m
+    return old_chol, m, mm(m.T, m)
 
 
 def _cov_full_state(chol: jax.Array, old_chol: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -444,7 +446,7 @@ def _cov_full_state(chol: jax.Array, old_chol: jax.Array, eps: jax.Array) -> tup
     y = _upper_inverse_factor((1.0 - s) * jnp.eye(w.shape[-1], dtype=w.dtype) + s * w)
     active = jnp.logical_not(s >= 1.0)
     # Sigma = L_o P^-1 L_o^T = (L_o U^-T)(L_o U^-T)^T and L_o U^-T = L_o Y^T is lower.
-    return jnp.where(active, jnp.tril(old_chol @ y.T), chol), s, y
+    return jnp.where(active, jnp.tril(mm(old_chol, y.T)), chol), s, y
 
 
 def _cov_full_state_vjp(
@@ -457,11 +459,11 @@ def _cov_full_state_vjp(
     old_chol, m, w = _whitened(chol, old_chol)
     active = jnp.logical_not(s >= 1.0)
     c = jnp.tril(ct)
-    ct_w, ct_eps = _factor_vjp(w, s, y, c.T @ old_chol)
-    g = LA.solve_lower(chol, m @ (ct_w + ct_w.T), transpose=True)
+    ct_w, ct_eps = _factor_vjp(w, s, y, mm(c.T, old_chol))
+    g = LA.solve_lower(chol, mm(m, ct_w + ct_w.T), transpose=True)
     return (
-        jnp.where(active, -jnp.tril(g @ m.T), ct),
-        jnp.where(active, jnp.tril(c @ y + g), 0.0),
+        jnp.where(active, -jnp.tril(mm(g, m.T)), ct),
+        jnp.where(active, jnp.tril(mm(c, y) + g), 0.0),
         jnp.where(active, ct_eps, 0.0),
     )
 
