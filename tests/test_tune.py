@@ -142,7 +142,8 @@ def test_parameters_that_cannot_be_searched(capsys):
         ("eps_mean=exp:0.01:0.1", "scale 'exp' is not one of log, uniform"),
         ("eps_mean=log:0:0.1", "a log scale needs LOW > 0"),
         ("eps_mean=uniform:0.1:0.01", "LOW < HIGH"),
-        ("eps_mean=uniform:-0.1:0.1", "eps_mean must be positive"),
+        ("policy_lr=uniform:-0.1:0.1", "policy_lr must be positive"),
+        ("eps_mean=log:0.01:0.1", "ppo does not read eps_mean"),
     ):
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
             parse_param(text, LINE)
@@ -158,6 +159,6 @@ def test_tune_directory_errors(tmp_path, capsys):
     d.mkdir()
     write_json(str(d / "tune.json"), {})
     with pytest.raises(ValueError, match="holds a search already: continue it with tr-jax tune --resume"):
-        tune(LINE, [Param("eps_mean", "log", 0.01, 0.1)], directory=str(d))
+        tune(LINE, [Param("policy_lr", "log", 0.01, 0.1)], directory=str(d))
     assert main(["tune", "--resume", str(tmp_path)]) == 2
     assert "is not a tune directory: tune.json is missing" in capsys.readouterr().err

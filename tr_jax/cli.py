@@ -33,6 +33,7 @@ from tr_jax.config import (
     QUICK_CONFIG,
     RESUME_SAFE,
     TrainConfig,
+    apply_assignments,
     field_docs,
     field_names,
     load_config_file,
@@ -395,7 +396,7 @@ def _config(args):
         config = config_from_dict(read_json(rd.config), where=rd.config)
     else:
         config = load_config_file(args.config_file) if args.config_file else QUICK_CONFIG
-    return config.replace(**dict(parse_assignment(a) for a in args.assignments))
+    return apply_assignments(config, args.assignments)
 
 
 def _train(args) -> int:
@@ -533,7 +534,7 @@ def _tune(args) -> int:
             result = tune(trials=args.trials, directory=args.resume, resume=True, progress=args.progress)
         else:
             config = load_config_file(args.config_file) if args.config_file else QUICK_CONFIG
-            config = config.replace(**dict(parse_assignment(a) for a in args.assignments))
+            config = apply_assignments(config, args.assignments)
             params = [parse_param(x, config) for x in args.params]
             result = tune(
                 config,

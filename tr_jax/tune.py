@@ -125,7 +125,7 @@ def parse_param(text: str, config: TrainConfig | None = None) -> Param:
     if config is not None:
         for v in (low, high):
             try:
-                validate(config.replace(**{name: v}))
+                validate(config.replace(**{name: v}), given=(name,))
             except ValueError as e:
                 raise ValueError(f"--param {text!r}: {e}") from None
     return Param(name, scale, low, high)
@@ -222,7 +222,7 @@ def tune(
 def _new_spec(config, params, trials, batch, seeds, objective, sampler, seed) -> dict:
     if config is None:
         raise ValueError("tune needs a config (or resume=True)")
-    validate(config)
+    validate(config, given=[p.name for p in params])
     if not params:
         raise ValueError("tune needs at least one parameter to search (--param NAME=SCALE:LOW:HIGH)")
     trials = 16 if trials is None else trials
