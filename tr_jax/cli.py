@@ -5,7 +5,7 @@
     tr-jax train ... --log tensorboard[,wandb] [--log-dir DIR]
     tr-jax export-tb RUN_DIR [--out DIR]
     tr-jax tune [CONFIG_FILE] --param NAME=log:LOW:HIGH ... [--trials N] [--batch B] [--seeds N] [--sampler tpe]
-    tr-jax tune --resume TUNE_DIR [--trials N]
+    tr-jax tune --resume TUNE_DIR [--trials N] [--batch B]
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
     tr-jax plot RUN_DIR... [--out FILE] [--metric NAME ...] [--label LABEL ...]
     tr-jax render RUN_DIR [--out FILE.html] [--gif FILE.gif] [--checkpoint ITERATION] [--max-steps N]
@@ -213,16 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument(
         "--trials", type=int, default=None, help="trials in all (default 16; with --resume: more to continue further)"
     )
-    tu.add_argument("--batch", type=int, default=8, help="trials trained at once, as one program (default 8)")
-    tu.add_argument("--seeds", type=int, default=1, help="seeds per trial (default 1)")
-    tu.add_argument("--objective", choices=OBJECTIVES, default="eval_return", help="what is maximised")
+    tu.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="trials trained at once, as one program (default 8; with --resume: for the batches still to be asked)",
+    )
+    tu.add_argument("--seeds", type=int, default=None, help="seeds per trial (default 1)")
+    tu.add_argument("--objective", choices=OBJECTIVES, default=None, help="what is maximised (default eval_return)")
     tu.add_argument(
         "--sampler",
         choices=SAMPLERS,
-        default="tpe",
+        default=None,
         help="Optuna sampler: tpe (with constant liar, for batches), random or cmaes (default tpe)",
     )
-    tu.add_argument("--seed", type=int, default=0, help="training seed of every trial and the sampler's (default 0)")
+    tu.add_argument("--seed", type=int, default=None, help="training seed of every trial and the sampler's (default 0)")
     tu.add_argument("--dir", default=None, metavar="TUNE_DIR", help="default runs/tune-<env>-<algorithm>-<time>")
     tu.add_argument(
         "--resume",
@@ -475,23 +480,42 @@ def _train_conflict(args) -> str:
         return "--seeds must be >= 1"
     if not args.resume:
         return ""
-    given = [
-        flag
-        for flag, present in (
-            ("--seeds", args.seeds is not None),
-            ("--seed", args.seed is not None),
-            ("--overwrite", args.overwrite),
-            ("--sweep", bool(args.sweeps)),
-        )
-        if present
-    ]
-    if given:
-        return (
-            f"{' and '.join(given)} cannot be given with --resume (a resumed run keeps its seeds and sweep; "
-            f"to start {args.resume} again from scratch, leave out --resume and pass --run-dir and --overwrite)"
-        )
+    again = f"to start {args.resume} again from scratch, leave out --resume and pass --run-dir and --overwrite"
+    if args.overwrite:
+        return f"--overwrite cannot be given with --resume ({again})"
     if args.run_dir and os.path.abspath(args.run_dir) != os.path.abspath(args.resume):
         return "--run-dir and --resume name different directories"
+    return _resume_mismatch(args, f"a resumed run keeps its seeds and sweep; {again}")
+
+
+def _resume_mismatch(args, keep: str) -> str:
+    """The first of ``--seeds``, ``--seed``, ``--sweep`` given to ``train --resume`` with another value than
+    the run or sweep directory holds, as a problem naming the stored value ("" if none; an equal value is
+    fine; a directory that is not a run is left to the run to report)."""
+    from tr_jax.hyperparams import parse_sweep
+    from tr_jax.run import SWEEP_FILE
+    from tr_jax.rundir import RunDir, read_json
+
+    path = args.resume
+    try:
+        if os.path.exists(os.path.join(path, SWEEP_FILE)):
+            stored = read_json(os.path.join(path, SWEEP_FILE))
+            sweep = [(k, tuple(v)) for k, v in stored["sweep"]]
+        else:
+            stored, sweep = RunDir.existing(path).info(), []
+        seeds, seed = int(stored["num_seeds"]), int(stored["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    try:
+        given = [parse_sweep(x) for x in args.sweeps]
+    except ValueError as e:
+        return str(e)
+    for flag, value, saved in (("--seeds", args.seeds, seeds), ("--seed", args.seed, seed)):
+        if value is not None and value != saved:
+            return f"{flag} {value}: {path} holds {flag} {saved}; {keep}"
+    if given and given != sweep:
+        held = " ".join(f"--sweep {k}={','.join(f'{x:g}' for x in v)}" for k, v in sweep)
+        return f"--sweep {' '.join(args.sweeps)}: {path} holds {held or 'a single run, no sweep'}; {keep}"
     return ""
 
 
@@ -512,42 +536,33 @@ def _export_tb(args) -> int:
 
 def _tune(args) -> int:
     from tr_jax.run import EXIT_STATUS
-    from tr_jax.tune import parse_param, tune
+    from tr_jax.tune import parse_param, saved_search, tune
 
     try:
+        config = None  # on --resume: only what was given, which tune() checks against the search
         if args.resume:
-            given = [
-                f
-                for f, x in (
-                    ("CONFIG_FILE", args.config_file),
-                    ("--param", args.params),
-                    ("--set", args.assignments),
-                    ("--dir", args.dir),
-                )
-                if x
-            ]
-            if given:
-                raise ValueError(
-                    f"{' and '.join(given)} cannot be given with --resume (a resumed search keeps its "
-                    f"config and parameters; only --trials may change)"
-                )
-            result = tune(trials=args.trials, directory=args.resume, resume=True, progress=args.progress)
+            if args.dir and os.path.abspath(args.dir) != os.path.abspath(args.resume):
+                raise ValueError("--dir and --resume name different directories")
+            if args.config_file or args.assignments:
+                base = load_config_file(args.config_file) if args.config_file else saved_search(args.resume)[1]
+                config = apply_assignments(base, args.assignments)
         else:
             config = load_config_file(args.config_file) if args.config_file else QUICK_CONFIG
             config = apply_assignments(config, args.assignments)
-            params = [parse_param(x, config) for x in args.params]
-            result = tune(
-                config,
-                params,
-                args.trials,
-                args.batch,
-                args.seeds,
-                args.objective,
-                args.sampler,
-                args.seed,
-                args.dir,
-                progress=args.progress,
-            )
+        params = [parse_param(x, config) for x in args.params]
+        result = tune(
+            config,
+            params,
+            args.trials,
+            args.batch,
+            args.seeds,
+            args.objective,
+            args.sampler,
+            args.seed,
+            args.resume or args.dir,
+            resume=bool(args.resume),
+            progress=args.progress,
+        )
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
         print(f"tr-jax tune: error: {e}", file=sys.stderr)
         return 2
