@@ -3,6 +3,7 @@
 import csv
 import os
 import signal
+import subprocess
 import sys
 from typing import NamedTuple
 
@@ -11,10 +12,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _line_env import line_config, register  # noqa: E402
+from test_run import HERE, _wait_for_file  # noqa: E402
 
 from tr_jax import run as run_module  # noqa: E402
 from tr_jax.cli import main  # noqa: E402
-from tr_jax.config import load_config_file  # noqa: E402
+from tr_jax.config import config_to_dict, load_config_file  # noqa: E402
 from tr_jax.rundir import RunDir, read_json, write_json  # noqa: E402
 from tr_jax.tune import Param, parse_param, tune  # noqa: E402
 
@@ -224,3 +226,24 @@ def test_tune_directory_errors(tmp_path, capsys):
         tune(LINE, [Param("policy_lr", "log", 0.01, 0.1)], directory=str(d))
     assert main(["tune", "--resume", str(tmp_path)]) == 2
     assert "is not a tune directory: tune.json is missing" in capsys.readouterr().err
+
+
+def test_a_preempted_batch_names_only_tune_resume(tmp_path):
+    """A real process: SIGTERM at the end of its batch's first chunk; the stop message names tr-jax tune --resume
+    of the search, never tr-jax train --resume of the batch (which would go around the search)."""
+    d, marker, config_file = str(tmp_path / "t"), str(tmp_path / "marker"), str(tmp_path / "line.json")
+    write_json(config_file, config_to_dict(LINE))
+    p = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "_run_child.py"), "tune", config_file, "--param", "policy_lr=log:1e-3:0.1"]
+        + ["--trials", "2", "--batch", "2", "--dir", d, "--progress", "lines"],
+        env=dict(os.environ, TR_JAX_TEST_WAIT_AT=str(4 * 4 * 8), TR_JAX_TEST_MARKER=marker),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for_file(marker, p)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 75, out
+    assert "checkpoint 4 written; continue with: tr-jax tune --resume " + d in out, out
+    assert "train --resume" not in out and f"preempted: continue with tr-jax tune --resume {d}" in out, out

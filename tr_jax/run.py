@@ -393,6 +393,7 @@ def run_sweep(
     checkpoint: int | None = None,
     loggers: Sequence = (),
     labels: Sequence[str] | None = None,
+    resume_command: str | None = None,
 ) -> list:
     """Trains every setting of a hyperparameter grid x ``num_seeds`` seeds as ONE compiled program.
 
@@ -409,7 +410,9 @@ def run_sweep(
     as for :func:`run`). The sweep directory and every setting's are locked.
     ``progress_fn`` gets ``[settings * num_seeds, n]`` arrays, setting-major;
     ``env`` and ``loggers`` as for :func:`run`. ``labels`` given: not a grid but one setting per label, setting
-    ``i`` taking value ``i`` of every key (:func:`tr_jax.hyperparams.sweep_configs`).
+    ``i`` taking value ``i`` of every key (:func:`tr_jax.hyperparams.sweep_configs`). ``resume_command``: what
+    a stop signal's message says to continue with (default ``tr-jax train --resume DIR``; tr-jax tune's batches
+    name ``tr-jax tune --resume``, since a batch resumed on its own would leave its search behind).
 
     Returns one :class:`RunResult` per setting, in grid order.
     """
@@ -470,7 +473,18 @@ def run_sweep(
             return out
 
     return _run_groups(
-        base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint, loggers
+        base,
+        groups,
+        seed,
+        num_seeds,
+        resume,
+        progress,
+        progress_fn,
+        on_divergence,
+        env,
+        checkpoint,
+        loggers,
+        resume_command,
     )
 
 
@@ -488,7 +502,18 @@ def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint
 
 
 def _run_groups(
-    config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint, loggers=()
+    config,
+    make_groups,
+    seed,
+    num_seeds,
+    resume,
+    progress,
+    progress_fn,
+    on_divergence,
+    env,
+    checkpoint,
+    loggers=(),
+    resume_command=None,
 ) -> list:
     """Builds the trainer (checking the env before any file is written), then the groups' directories (each
     locked by ``make_groups(hold)`` calling ``hold(directory)`` before it writes or cuts anything there), then
@@ -517,7 +542,15 @@ def _run_groups(
             with _Interrupts(display.log) as interrupts:
                 try:
                     options = LoopOptions(
-                        seed, num_seeds, resume, progress_fn, on_divergence, checkpoint, tuple(loggers), programs
+                        seed,
+                        num_seeds,
+                        resume,
+                        progress_fn,
+                        on_divergence,
+                        checkpoint,
+                        tuple(loggers),
+                        programs,
+                        resume_command,
                     )
                     return _Loop(trainer, groups, options, display, interrupts).run()
                 finally:
@@ -555,6 +588,7 @@ class LoopOptions(NamedTuple):
     checkpoint: int | None
     loggers: tuple = ()  # tr_jax.loggers.Logger objects fed the rows written (closed by the caller)
     programs: ProgramCache | None = None  # traced programs kept on disk (tr_jax/programs.py); None: trace here
+    resume_command: str | None = None  # what a stop's message says to continue with; None: tr-jax train --resume
 
 
 class Divergence(NamedTuple):
@@ -976,7 +1010,7 @@ class _Loop:
         self.display.log(
             f"{self.status} at iteration {it} ({it * self.steps_per_it:,} env steps) by "
             f"{interrupts.signal}; checkpoint {self.ckpts[0].path(it) if self.S == 1 else it} written; "
-            f"continue with: tr-jax train --resume {_resume_dir(self.groups)}"
+            f"continue with: {self.options.resume_command or f'tr-jax train --resume {_resume_dir(self.groups)}'}"
         )
         return True
 

@@ -370,7 +370,9 @@ def _run_batch(optuna, study, spec, config, params, directory, b, trials, progre
     labels = [_label(t.number) for t in trials]
     numbers = f"{trials[0].number}-{trials[-1].number}" if len(trials) > 1 else str(trials[0].number)
     print(f"batch {b}: trials {numbers} ({len(trials)} x {spec['seeds']} seed(s)) in {path}", flush=True)
-    options = dict(progress=progress, on_divergence="continue", env=env)
+    options = dict(
+        progress=progress, on_divergence="continue", env=env, resume_command=f"tr-jax tune --resume {directory}"
+    )
     if resume and _resumable(path):
         results = run_sweep(None, run_dir=path, resume=True, **options)
     else:
