@@ -371,9 +371,8 @@ def run(
             rd.write_info(seed, num_seeds)
             return [_Group("", config, rd, {})]
 
-    results = _run_groups(
-        config, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint, loggers
-    )
+    options = LoopOptions(seed, num_seeds, resume, progress_fn, on_divergence, checkpoint, tuple(loggers))
+    results = _run_groups(config, groups, options, progress, env)
     return results[0]
 
 
@@ -472,20 +471,8 @@ def run_sweep(
                 out.append(_Group(label, c, rd, {}))
             return out
 
-    return _run_groups(
-        base,
-        groups,
-        seed,
-        num_seeds,
-        resume,
-        progress,
-        progress_fn,
-        on_divergence,
-        env,
-        checkpoint,
-        loggers,
-        resume_command,
-    )
+    options = LoopOptions(seed, num_seeds, resume, progress_fn, on_divergence, checkpoint, tuple(loggers))
+    return _run_groups(base, groups, options._replace(resume_command=resume_command), progress, env)
 
 
 def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint):
@@ -501,23 +488,11 @@ def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint
         raise ValueError("checkpoint (--checkpoint) chooses where a resumed run continues: it needs resume")
 
 
-def _run_groups(
-    config,
-    make_groups,
-    seed,
-    num_seeds,
-    resume,
-    progress,
-    progress_fn,
-    on_divergence,
-    env,
-    checkpoint,
-    loggers=(),
-    resume_command=None,
-) -> list:
+def _run_groups(config, make_groups, options: LoopOptions, progress: str, env) -> list:
     """Builds the trainer (checking the env before any file is written), then the groups' directories (each
     locked by ``make_groups(hold)`` calling ``hold(directory)`` before it writes or cuts anything there), then
-    loops; the locks are released at the end. A failed write becomes a one-line :class:`R.RunDirWriteError`."""
+    loops with ``options`` (their ``programs`` set here); the locks are released at the end. A failed write
+    becomes a one-line :class:`R.RunDirWriteError`."""
     validate(config)
     from tr_jax import compile_cache
     from tr_jax.train import make_trainer
@@ -541,21 +516,10 @@ def _run_groups(
                     display.log(lock.note)
             with _Interrupts(display.log) as interrupts:
                 try:
-                    options = LoopOptions(
-                        seed,
-                        num_seeds,
-                        resume,
-                        progress_fn,
-                        on_divergence,
-                        checkpoint,
-                        tuple(loggers),
-                        programs,
-                        resume_command,
-                    )
-                    return _Loop(trainer, groups, options, display, interrupts).run()
+                    return _Loop(trainer, groups, options._replace(programs=programs), display, interrupts).run()
                 finally:
                     display.close()
-                    for logger in loggers:
+                    for logger in options.loggers:
                         logger.close()
     except OSError as e:
         failure = (
