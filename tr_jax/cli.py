@@ -447,14 +447,7 @@ def _train(args) -> int:
         print(f"tr-jax train: {e}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
-        print(f"tr-jax train: error: {e}", file=sys.stderr)
-        from tr_jax.checkpoint import CheckpointWriteError
-
-        if isinstance(e.__cause__, CheckpointWriteError) and args.program:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(2)  # not through the interpreter's shutdown, where Orbax's threads print their failures
-        return 2
+        return _failed("train", e, args)
     result = results[0]
     dirs = (
         result.run_dir if len(results) == 1 else f"{len(results)} run directories in {os.path.dirname(result.run_dir)}"
@@ -472,6 +465,20 @@ def _train(args) -> int:
         f"{dirs if len(results) > 1 else 'run directory ' + dirs}"
     )
     return EXIT_STATUS.get(result.status, 0)
+
+
+def _failed(command: str, e: BaseException, args) -> int:
+    """Prints ``tr-jax COMMAND: error: E`` (one line) and returns 2. After a checkpoint that could not be read or
+    written (``e`` or its cause), a process that is this command ends here with ``os._exit(2)``: not through the
+    interpreter's shutdown, where Orbax's threads report the failure again ("Event loop is closed" tracebacks)."""
+    from tr_jax.checkpoint import CheckpointError, CheckpointWriteError
+
+    print(f"tr-jax {command}: error: {e}", file=sys.stderr)
+    if args.program and any(isinstance(x, (CheckpointError, CheckpointWriteError)) for x in (e, e.__cause__)):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
+    return 2
 
 
 def _train_conflict(args) -> str:
@@ -588,8 +595,7 @@ def _eval(args) -> int:
     try:
         out = evaluate_run(args.run_dir, args.episodes, args.checkpoint, args.seed)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"tr-jax eval: error: {e}", file=sys.stderr)
-        return 2
+        return _failed("eval", e, args)
     print(
         f"{args.run_dir}: checkpoint at iteration {out['iteration']} ({out['env_steps']:,} env steps), "
         f"{args.episodes} episodes per seed"
@@ -634,8 +640,7 @@ def _render(args) -> int:
             stride=args.stride,
         )
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"tr-jax render: error: {e}", file=sys.stderr)
-        return 2
+        return _failed("render", e, args)
     ep = done.episode
     end = "a terminal state" if ep.terminated else f"the {ep.length}-step limit"
     print(
@@ -657,9 +662,8 @@ def _export(args) -> int:
         done = export_policy(
             args.run_dir, args.out, [p.strip() for p in args.platforms.split(",")], args.seed, args.checkpoint
         )
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"tr-jax export: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        return _failed("export", e, args)
     print(
         f"wrote {done.path} ({done.size:,} bytes): seed {args.seed}, checkpoint at iteration {done.iteration}, "
         f"act(obs [b, {done.obs_dim}]) -> action [b, {done.action_dim}] on {','.join(done.platforms)}"
