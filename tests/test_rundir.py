@@ -364,3 +364,16 @@ def test_resume_takes_the_stored_seeds_and_sweep_and_refuses_others(copy, capsys
     ):
         assert cli.main(["train", "--resume", copy, *flags, "--progress", "none"]) == 2
         assert problem in _one_line_error(capsys.readouterr().err)
+
+
+def test_an_incomplete_checkpoint_is_refused_and_an_older_one_named(copy, capsys):
+    """Checkpoint 24 without Orbax's metadata and commit marker (written last): refused in one line naming it,
+    with the older complete one to resume from."""
+    for name in ("_CHECKPOINT_METADATA", "commit_success.txt"):
+        os.remove(os.path.join(copy, "checkpoints", "24", name))
+    assert cli.main(["train", "--resume", copy, "--set", "total_env_steps=1024", "--progress", "none"]) == 2
+    err = _one_line_error(capsys.readouterr().err)
+    assert f"checkpoint {copy}/checkpoints/24 is incomplete (no _CHECKPOINT_METADATA or commit_success.txt" in err
+    assert err.endswith(
+        f"resume from one with tr-jax train --resume {copy} --checkpoint 20 (the iterations after it are trained again)"
+    ), err
