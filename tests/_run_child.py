@@ -1,7 +1,7 @@
-"""A training process for the kill/interrupt/resume tests: ``python _run_child.py RUN_DIR [cli args...]``.
+"""A training process for the kill/interrupt/resume tests: ``python _run_child.py COMMAND [cli args...]``.
 
 Registers the line env (tests/_line_env.py) and runs the ``tr-jax`` CLI's main
-with ``train`` plus the given arguments; with ``TR_JAX_TEST_SLEEP`` set, every
+with the given arguments (``train ...``, or ``tune ...``); with ``TR_JAX_TEST_SLEEP`` set, every
 chunk ends with that many seconds of sleep (so a test can kill it mid-run).
 With ``TR_JAX_TEST_WAIT_AT=STEPS`` and ``TR_JAX_TEST_MARKER=PATH``, the chunk
 that ends at env step STEPS writes ``PATH`` and then waits for
@@ -69,11 +69,14 @@ def progress_fn(steps, metrics):
 
 
 if SLEEP or WAIT_AT:
-    _run = run_module.run
+    _run, _run_sweep = run_module.run, run_module.run_sweep
 
     def slow_run(*args, **kwargs):
         return _run(*args, progress_fn=progress_fn, **kwargs)
 
-    run_module.run = slow_run
+    def slow_run_sweep(*args, **kwargs):  # (tr-jax tune's batches)
+        return _run_sweep(*args, progress_fn=progress_fn, **kwargs)
+
+    run_module.run, run_module.run_sweep = slow_run, slow_run_sweep
 
 sys.exit(main())  # (argv from sys.argv: the child is the command, as tr-jax is)

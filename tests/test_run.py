@@ -532,11 +532,11 @@ def test_config_file_errors_name_file_and_key(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, match",
     [
-        (["--seeds", "3"], "--seeds cannot be given with --resume"),
-        (["--seed", "7"], "--seed cannot be given with --resume"),
+        (["--seeds", "3"], "--seeds 3: {d} holds --seeds 1; a resumed run keeps its seeds and sweep"),
+        (["--seed", "7"], "--seed 7: {d} holds --seed 0; a resumed run keeps"),
         (["--overwrite"], "--overwrite cannot be given with --resume"),
-        (["--seed", "0", "--seeds", "1"], "--seeds and --seed cannot be given with --resume"),
-        (["--sweep", "eps_cov=1e-3,1e-2"], "--sweep cannot be given with --resume"),
+        (["--seed", "0", "--seeds", "2"], "--seeds 2: {d} holds --seeds 1"),  # (--seed 0 is the stored one)
+        (["--sweep", "eps_cov=1e-3,0.1"], "--sweep eps_cov=1e-3,0.1: {d} holds --sweep eps_cov=0.001,0.01;"),
         (["--run-dir", "elsewhere"], "--run-dir and --resume name different directories"),
         (["--set", "eps_cov=0.5"], "--set eps_cov: swept in"),
     ],
@@ -557,7 +557,8 @@ def test_cli_flags_that_conflict_with_resume(flags, match, tmp_path, capsys):
     before = sorted(os.listdir(d))
     assert cli.main(["train", "--resume", str(d), *flags]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("tr-jax train: error: ") and match in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("tr-jax train: error: ") and match.format(d=d) in err, err
+    assert len(err.strip().splitlines()) == 1, err
     assert sorted(os.listdir(d)) == before
 
 

@@ -409,3 +409,29 @@ def test_a_deleted_checkpoint_file_is_named(copy):
     os.remove(_array_files(os.path.join(copy, "checkpoints", "24"))[0])
     with pytest.raises(CheckpointError, match=f"checkpoint {copy}/checkpoints/24 is broken .*older checkpoints: 20"):
         run(None, run_dir=copy, resume=True, progress="none")
+
+
+def test_resume_takes_the_stored_seeds_and_sweep_and_refuses_others(copy, capsys):
+    """--seeds/--seed/--sweep equal to what the run holds are fine; another value is one line naming it."""
+    assert cli.main(["train", "--resume", copy, "--seeds", "1", "--seed", "0", "--progress", "none"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    for flags, problem in (
+        (["--seeds", "3"], f"--seeds 3: {copy} holds --seeds 1; a resumed run keeps its seeds and sweep"),
+        (["--seed", "5"], f"--seed 5: {copy} holds --seed 0;"),
+        (["--sweep", "eps_mean=0.01,0.1"], f"--sweep eps_mean=0.01,0.1: {copy} holds a single run, no sweep;"),
+    ):
+        assert cli.main(["train", "--resume", copy, *flags, "--progress", "none"]) == 2
+        assert problem in _one_line_error(capsys.readouterr().err)
+
+
+def test_an_incomplete_checkpoint_is_refused_and_an_older_one_named(copy, capsys):
+    """Checkpoint 24 without Orbax's metadata and commit marker (written last): refused in one line naming it,
+    with the older complete one to resume from."""
+    for name in ("_CHECKPOINT_METADATA", "commit_success.txt"):
+        os.remove(os.path.join(copy, "checkpoints", "24", name))
+    assert cli.main(["train", "--resume", copy, "--set", "total_env_steps=1024", "--progress", "none"]) == 2
+    err = _one_line_error(capsys.readouterr().err)
+    assert f"checkpoint {copy}/checkpoints/24 is incomplete (no _CHECKPOINT_METADATA or commit_success.txt" in err
+    assert err.endswith(
+        f"resume from one with tr-jax train --resume {copy} --checkpoint 20 (the iterations after it are trained again)"
+    ), err

@@ -122,4 +122,4 @@ def test_cli_sweep_and_distributed_errors(capsys):
     assert main(["train", "--sweep", "gamma=0.9,0.99"]) == 2
     assert "cannot be swept" in capsys.readouterr().err
     assert main(["train", "--resume", "x", "--sweep", "eps_cov=1e-3,1e-2"]) == 2
-    assert "--sweep cannot be given with --resume" in capsys.readouterr().err
+    assert "x is not a sweep directory: sweep.json is missing" in capsys.readouterr().err

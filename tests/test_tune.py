@@ -3,6 +3,7 @@
 import csv
 import os
 import signal
+import subprocess
 import sys
 from typing import NamedTuple
 
@@ -11,11 +12,12 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _line_env import line_config, register  # noqa: E402
+from test_run import HERE, _wait_for_file  # noqa: E402
 
 from tr_jax import run as run_module  # noqa: E402
 from tr_jax.cli import main  # noqa: E402
-from tr_jax.config import load_config_file  # noqa: E402
-from tr_jax.rundir import RunDir, write_json  # noqa: E402
+from tr_jax.config import config_to_dict, load_config_file  # noqa: E402
+from tr_jax.rundir import RunDir, read_json, write_json  # noqa: E402
 from tr_jax.tune import Param, parse_param, tune  # noqa: E402
 
 register()
@@ -142,7 +144,8 @@ def test_parameters_that_cannot_be_searched(capsys):
         ("eps_mean=exp:0.01:0.1", "scale 'exp' is not one of log, uniform"),
         ("eps_mean=log:0:0.1", "a log scale needs LOW > 0"),
         ("eps_mean=uniform:0.1:0.01", "LOW < HIGH"),
-        ("eps_mean=uniform:-0.1:0.1", "eps_mean must be positive"),
+        ("policy_lr=uniform:-0.1:0.1", "policy_lr must be positive"),
+        ("eps_mean=log:0.01:0.1", "ppo does not read eps_mean"),
     ):
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
             parse_param(text, LINE)
@@ -150,7 +153,69 @@ def test_parameters_that_cannot_be_searched(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "gamma: cannot be searched" in err and "set gamma with --set" in err
     assert main(["tune", "--resume", "x", "--param", "eps_mean=log:0.01:0.1"]) == 2
-    assert "--param cannot be given with --resume" in capsys.readouterr().err
+    assert "x is not a tune directory: tune.json is missing" in capsys.readouterr().err
+
+
+@pytest.fixture
+def stored_search(tmp_path, monkeypatch):
+    """A tune directory holding only its tune.json (policy_lr, 6 trials, batch 4, 2 seeds, random sampler, seed
+    3; killed before its first batch), and run_sweep replaced by a stand-in that records each batch's trial
+    labels and stops at once (as a Ctrl-C would), so that a resume shows what it would train."""
+    from tr_jax.tune import _new_spec
+
+    d = tmp_path / "t"
+    d.mkdir()
+    spec = _new_spec(LINE, [parse_param("policy_lr=log:1e-5:1e-1")], 6, 4, 2, "eval_return", "random", 3)
+    write_json(str(d / "tune.json"), spec)
+    config_file = tmp_path / "line.json"
+    write_json(str(config_file), spec["config"])
+    batches = []
+
+    class Stopped(NamedTuple):
+        status: str
+
+    def stand_in(config, sweep=(), labels=None, **kw):
+        batches.append(labels)
+        return [Stopped("interrupted")] * len(labels)
+
+    monkeypatch.setattr(run_module, "run_sweep", stand_in)
+    return str(d), str(config_file), batches
+
+
+@pytest.mark.parametrize(
+    "flags,stored",
+    [
+        (["--seeds", "3"], "has --seeds 2"),
+        (["--seed", "0"], "has --seed 3"),
+        (["--sampler", "tpe"], "has --sampler random"),
+        (["--param", "policy_lr=log:1e-4:1e-1"], "has --param policy_lr=log:1e-05:0.1"),
+        (["--param", "value_lr=log:1e-4:1e-1"], "has --param policy_lr=log:1e-05:0.1"),
+        (["--set", "value_lr=0.001"], "has value_lr=0.0003"),
+        (["CONFIG", "--set", "num_envs=8"], "has num_envs=4"),
+        (["--dir", "elsewhere"], "--dir and --resume name different directories"),
+    ],
+)
+def test_a_resumed_search_refuses_another_value_naming_the_stored_one(stored_search, flags, stored, capsys):
+    d, config_file, batches = stored_search
+    flags = [config_file if f == "CONFIG" else f for f in flags]
+    before = open(os.path.join(d, "tune.json")).read()
+    assert main(["tune", "--resume", d, *flags, "--progress", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tr-jax tune: error: ") and err.count("\n") == 1 and stored in err, err
+    assert "--dir" in flags or "a resumed search keeps it (only --trials and --batch may change)" in err
+    assert batches == [] and open(os.path.join(d, "tune.json")).read() == before
+    assert sorted(os.listdir(d)) == ["tune.json"]
+
+
+def test_a_resumed_search_takes_its_own_values_and_a_new_batch_size(stored_search, capsys):
+    d, config_file, batches = stored_search
+    same = ["--seeds", "2", "--seed", "3", "--sampler", "random", "--objective", "eval_return"]
+    same += [config_file, "--set", "policy_lr=3e-4", "--param", "policy_lr=log:1e-5:1e-1", "--dir", d]
+    assert main(["tune", "--resume", d, *same, "--batch", "2", "--progress", "none"]) == 130
+    assert f"interrupted: continue with tr-jax tune --resume {d}" in capsys.readouterr().out
+    assert batches == [["trial_0000", "trial_0001"]]  # the new batch size
+    spec = read_json(os.path.join(d, "tune.json"))
+    assert (spec["batch"], spec["seeds"], spec["trials"], spec["sampler"]) == (2, 2, 6, "random")
 
 
 def test_tune_directory_errors(tmp_path, capsys):
@@ -158,6 +223,27 @@ def test_tune_directory_errors(tmp_path, capsys):
     d.mkdir()
     write_json(str(d / "tune.json"), {})
     with pytest.raises(ValueError, match="holds a search already: continue it with tr-jax tune --resume"):
-        tune(LINE, [Param("eps_mean", "log", 0.01, 0.1)], directory=str(d))
+        tune(LINE, [Param("policy_lr", "log", 0.01, 0.1)], directory=str(d))
     assert main(["tune", "--resume", str(tmp_path)]) == 2
     assert "is not a tune directory: tune.json is missing" in capsys.readouterr().err
+
+
+def test_a_preempted_batch_names_only_tune_resume(tmp_path):
+    """A real process: SIGTERM at the end of its batch's first chunk; the stop message names tr-jax tune --resume
+    of the search, never tr-jax train --resume of the batch (which would go around the search)."""
+    d, marker, config_file = str(tmp_path / "t"), str(tmp_path / "marker"), str(tmp_path / "line.json")
+    write_json(config_file, config_to_dict(LINE))
+    p = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "_run_child.py"), "tune", config_file, "--param", "policy_lr=log:1e-3:0.1"]
+        + ["--trials", "2", "--batch", "2", "--dir", d, "--progress", "lines"],
+        env=dict(os.environ, TR_JAX_TEST_WAIT_AT=str(4 * 4 * 8), TR_JAX_TEST_MARKER=marker),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for_file(marker, p)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 75, out
+    assert "checkpoint 4 written; continue with: tr-jax tune --resume " + d in out, out
+    assert "train --resume" not in out and f"preempted: continue with tr-jax tune --resume {d}" in out, out

@@ -13,11 +13,11 @@ Typed PRNG keys are stored as their raw ``uint32`` key data and re-wrapped on
 restore; zero-size arrays (which Orbax cannot write) are left out and
 restored as empty arrays. Fields a state type gained after a checkpoint was written restore as None
 when they hold None in the run restoring it (an optional part the run does not use, e.g. the value
-function's own observation statistics). Every failure to restore (missing directory, no checkpoint, a corrupt
-or incompatible one) raises :class:`CheckpointError` naming the path and the
-problem in one line, and the older checkpoints there are (``.older``). A save
-that fails for lack of space or permission raises ``OSError`` (errno ENOSPC,
-EROFS, EACCES) naming the checkpoint, and removes its unfinished directory.
+function's own observation statistics). Every failure to restore (missing directory, no checkpoint, an
+incomplete one -- without the metadata and commit marker Orbax writes last, :data:`COMPLETE_MARKERS` --, a
+corrupt or incompatible one) raises :class:`CheckpointError` naming the path and the problem in one line, and
+the older checkpoints there are (``.older``). A save that fails for lack of space or permission raises
+``OSError`` (errno ENOSPC, EROFS, EACCES) naming the checkpoint, and removes its unfinished directory.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ import numpy as np
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the state it should restore; ``older``: the
-    checkpoints (iterations, ascending) older than the one that failed."""
+    checkpoints (iterations, ascending) older than the one that failed. As after :class:`CheckpointWriteError`,
+    Orbax's threads may report a failed read again at the interpreter's shutdown: a command-line program ends
+    with ``os._exit`` after its one-line error."""
 
     def __init__(self, message: str, older: list | None = None):
         super().__init__(message)
@@ -92,6 +94,29 @@ def _quiet_write_failures() -> Iterator[None]:
                 held.seek(0)
                 os.write(saved, held.read())
             os.close(saved)
+
+
+# What Orbax writes into a checkpoint last, before it renames the checkpoint into place: its metadata (with the
+# commit time) and the commit marker. A checkpoint directory without them was not finished, or not fully copied;
+# Orbax itself would restore it with two warnings only.
+COMPLETE_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
+
+
+class _MissingMetadata(logging.Filter):
+    """Drops Orbax's (absl's) warning that the metadata file of a checkpoint under ``directory`` does not exist,
+    logged each time the directory is listed: :meth:`Checkpoints.restore` names an incomplete checkpoint itself,
+    in one line. Every other record passes."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.prefix = os.path.join(directory, "")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "Metadata file does not exist: %s"
+            and isinstance(record.args, tuple)
+            and str(record.args[0]).startswith(self.prefix)
+        )
 
 
 def _reason(e: Exception, limit: int = 200) -> str:
@@ -166,6 +191,8 @@ class Checkpoints:
 
         self._ocp = ocp
         self.directory = os.path.abspath(directory)
+        self._quiet = _MissingMetadata(self.directory)
+        logging.getLogger("absl").addFilter(self._quiet)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
@@ -223,6 +250,15 @@ class Checkpoints:
             step = steps[-1]
         if step not in steps:
             raise CheckpointError(f"no checkpoint {step} in {self.directory}; there are {steps or 'none'}")
+        older = [s for s in steps if s < step]
+        missing = [m for m in COMPLETE_MARKERS if not os.path.exists(os.path.join(self.path(step), m))]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {self.path(step)} is incomplete (no {' or '.join(missing)}, which Orbax writes last: "
+                f"it was not finished or not fully copied); "
+                + (f"older checkpoints: {', '.join(map(str, older))}" if older else "there is no older checkpoint"),
+                older,
+            )
         # restore onto the devices of ``like`` (concrete arrays) or the first device (abstract ones), whatever
         # the mesh that saved it: a checkpoint written on 4 devices restores on 1 and vice versa
         first = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -250,7 +286,6 @@ class Checkpoints:
                     lambda path, _: restored.get(tuple(_name(k) for k in path)), abstract, is_leaf=lambda x: x is None
                 )
         except Exception as e:  # Orbax raises many types; all mean "this checkpoint cannot be used"
-            older = [s for s in steps if s < step]
             raise CheckpointError(
                 f"checkpoint {self.path(step)} is broken ({_reason(e)}); "
                 + (f"older checkpoints: {', '.join(map(str, older))}" if older else "there is no older checkpoint"),
@@ -261,7 +296,7 @@ class Checkpoints:
         if jax.tree.structure(state) != jax.tree.structure(abstract) or got != want:  # type: ignore[operator]
             raise CheckpointError(
                 f"checkpoint {self.path(step)} does not fit this run's state (different config or tr_jax version?)",
-                [s for s in steps if s < step],
+                older,
             )
         return _from_saveable(state, like), dict(out["meta"])
 
@@ -274,3 +309,4 @@ class Checkpoints:
     def close(self) -> None:
         """Releases Orbax's checkpoint manager."""
         self._manager.close()
+        logging.getLogger("absl").removeFilter(self._quiet)

@@ -5,7 +5,7 @@
     tr-jax train ... --log tensorboard[,wandb] [--log-dir DIR]
     tr-jax export-tb RUN_DIR [--out DIR]
     tr-jax tune [CONFIG_FILE] --param NAME=log:LOW:HIGH ... [--trials N] [--batch B] [--seeds N] [--sampler tpe]
-    tr-jax tune --resume TUNE_DIR [--trials N]
+    tr-jax tune --resume TUNE_DIR [--trials N] [--batch B]
     tr-jax eval RUN_DIR [--episodes N] [--checkpoint ITERATION]
     tr-jax plot RUN_DIR... [--out FILE] [--metric NAME ...] [--label LABEL ...]
     tr-jax render RUN_DIR [--out FILE.html] [--gif FILE.gif] [--checkpoint ITERATION] [--max-steps N]
@@ -33,6 +33,7 @@ from tr_jax.config import (
     QUICK_CONFIG,
     RESUME_SAFE,
     TrainConfig,
+    apply_assignments,
     field_docs,
     field_names,
     load_config_file,
@@ -212,16 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument(
         "--trials", type=int, default=None, help="trials in all (default 16; with --resume: more to continue further)"
     )
-    tu.add_argument("--batch", type=int, default=8, help="trials trained at once, as one program (default 8)")
-    tu.add_argument("--seeds", type=int, default=1, help="seeds per trial (default 1)")
-    tu.add_argument("--objective", choices=OBJECTIVES, default="eval_return", help="what is maximised")
+    tu.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="trials trained at once, as one program (default 8; with --resume: for the batches still to be asked)",
+    )
+    tu.add_argument("--seeds", type=int, default=None, help="seeds per trial (default 1)")
+    tu.add_argument("--objective", choices=OBJECTIVES, default=None, help="what is maximised (default eval_return)")
     tu.add_argument(
         "--sampler",
         choices=SAMPLERS,
-        default="tpe",
+        default=None,
         help="Optuna sampler: tpe (with constant liar, for batches), random or cmaes (default tpe)",
     )
-    tu.add_argument("--seed", type=int, default=0, help="training seed of every trial and the sampler's (default 0)")
+    tu.add_argument("--seed", type=int, default=None, help="training seed of every trial and the sampler's (default 0)")
     tu.add_argument("--dir", default=None, metavar="TUNE_DIR", help="default runs/tune-<env>-<algorithm>-<time>")
     tu.add_argument(
         "--resume",
@@ -395,7 +401,7 @@ def _config(args):
         config = config_from_dict(read_json(rd.config), where=rd.config)
     else:
         config = load_config_file(args.config_file) if args.config_file else QUICK_CONFIG
-    return config.replace(**dict(parse_assignment(a) for a in args.assignments))
+    return apply_assignments(config, args.assignments)
 
 
 def _train(args) -> int:
@@ -441,14 +447,7 @@ def _train(args) -> int:
         print(f"tr-jax train: {e}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
-        print(f"tr-jax train: error: {e}", file=sys.stderr)
-        from tr_jax.checkpoint import CheckpointWriteError
-
-        if isinstance(e.__cause__, CheckpointWriteError) and args.program:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(2)  # not through the interpreter's shutdown, where Orbax's threads print their failures
-        return 2
+        return _failed("train", e, args)
     result = results[0]
     dirs = (
         result.run_dir if len(results) == 1 else f"{len(results)} run directories in {os.path.dirname(result.run_dir)}"
@@ -468,29 +467,62 @@ def _train(args) -> int:
     return EXIT_STATUS.get(result.status, 0)
 
 
+def _failed(command: str, e: BaseException, args) -> int:
+    """Prints ``tr-jax COMMAND: error: E`` (one line) and returns 2. After a checkpoint that could not be read or
+    written (``e`` or its cause), a process that is this command ends here with ``os._exit(2)``: not through the
+    interpreter's shutdown, where Orbax's threads report the failure again ("Event loop is closed" tracebacks)."""
+    from tr_jax.checkpoint import CheckpointError, CheckpointWriteError
+
+    print(f"tr-jax {command}: error: {e}", file=sys.stderr)
+    if args.program and any(isinstance(x, (CheckpointError, CheckpointWriteError)) for x in (e, e.__cause__)):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
+    return 2
+
+
 def _train_conflict(args) -> str:
     """The problem with ``tr-jax train``'s flags taken together ("" if none)."""
     if args.seeds is not None and args.seeds < 1:
         return "--seeds must be >= 1"
     if not args.resume:
         return ""
-    given = [
-        flag
-        for flag, present in (
-            ("--seeds", args.seeds is not None),
-            ("--seed", args.seed is not None),
-            ("--overwrite", args.overwrite),
-            ("--sweep", bool(args.sweeps)),
-        )
-        if present
-    ]
-    if given:
-        return (
-            f"{' and '.join(given)} cannot be given with --resume (a resumed run keeps its seeds and sweep; "
-            f"to start {args.resume} again from scratch, leave out --resume and pass --run-dir and --overwrite)"
-        )
+    again = f"to start {args.resume} again from scratch, leave out --resume and pass --run-dir and --overwrite"
+    if args.overwrite:
+        return f"--overwrite cannot be given with --resume ({again})"
     if args.run_dir and os.path.abspath(args.run_dir) != os.path.abspath(args.resume):
         return "--run-dir and --resume name different directories"
+    return _resume_mismatch(args, f"a resumed run keeps its seeds and sweep; {again}")
+
+
+def _resume_mismatch(args, keep: str) -> str:
+    """The first of ``--seeds``, ``--seed``, ``--sweep`` given to ``train --resume`` with another value than
+    the run or sweep directory holds, as a problem naming the stored value ("" if none; an equal value is
+    fine; a directory that is not a run is left to the run to report)."""
+    from tr_jax.hyperparams import parse_sweep
+    from tr_jax.run import SWEEP_FILE
+    from tr_jax.rundir import RunDir, read_json
+
+    path = args.resume
+    try:
+        if os.path.exists(os.path.join(path, SWEEP_FILE)):
+            stored = read_json(os.path.join(path, SWEEP_FILE))
+            sweep = [(k, tuple(v)) for k, v in stored["sweep"]]
+        else:
+            stored, sweep = RunDir.existing(path).info(), []
+        seeds, seed = int(stored["num_seeds"]), int(stored["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    try:
+        given = [parse_sweep(x) for x in args.sweeps]
+    except ValueError as e:
+        return str(e)
+    for flag, value, saved in (("--seeds", args.seeds, seeds), ("--seed", args.seed, seed)):
+        if value is not None and value != saved:
+            return f"{flag} {value}: {path} holds {flag} {saved}; {keep}"
+    if given and given != sweep:
+        held = " ".join(f"--sweep {k}={','.join(f'{x:g}' for x in v)}" for k, v in sweep)
+        return f"--sweep {' '.join(args.sweeps)}: {path} holds {held or 'a single run, no sweep'}; {keep}"
     return ""
 
 
@@ -511,42 +543,33 @@ def _export_tb(args) -> int:
 
 def _tune(args) -> int:
     from tr_jax.run import EXIT_STATUS
-    from tr_jax.tune import parse_param, tune
+    from tr_jax.tune import parse_param, saved_search, tune
 
     try:
+        config = None  # on --resume: only what was given, which tune() checks against the search
         if args.resume:
-            given = [
-                f
-                for f, x in (
-                    ("CONFIG_FILE", args.config_file),
-                    ("--param", args.params),
-                    ("--set", args.assignments),
-                    ("--dir", args.dir),
-                )
-                if x
-            ]
-            if given:
-                raise ValueError(
-                    f"{' and '.join(given)} cannot be given with --resume (a resumed search keeps its "
-                    f"config and parameters; only --trials may change)"
-                )
-            result = tune(trials=args.trials, directory=args.resume, resume=True, progress=args.progress)
+            if args.dir and os.path.abspath(args.dir) != os.path.abspath(args.resume):
+                raise ValueError("--dir and --resume name different directories")
+            if args.config_file or args.assignments:
+                base = load_config_file(args.config_file) if args.config_file else saved_search(args.resume)[1]
+                config = apply_assignments(base, args.assignments)
         else:
             config = load_config_file(args.config_file) if args.config_file else QUICK_CONFIG
-            config = config.replace(**dict(parse_assignment(a) for a in args.assignments))
-            params = [parse_param(x, config) for x in args.params]
-            result = tune(
-                config,
-                params,
-                args.trials,
-                args.batch,
-                args.seeds,
-                args.objective,
-                args.sampler,
-                args.seed,
-                args.dir,
-                progress=args.progress,
-            )
+            config = apply_assignments(config, args.assignments)
+        params = [parse_param(x, config) for x in args.params]
+        result = tune(
+            config,
+            params,
+            args.trials,
+            args.batch,
+            args.seeds,
+            args.objective,
+            args.sampler,
+            args.seed,
+            args.resume or args.dir,
+            resume=bool(args.resume),
+            progress=args.progress,
+        )
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
         print(f"tr-jax tune: error: {e}", file=sys.stderr)
         return 2
@@ -572,8 +595,7 @@ def _eval(args) -> int:
     try:
         out = evaluate_run(args.run_dir, args.episodes, args.checkpoint, args.seed)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"tr-jax eval: error: {e}", file=sys.stderr)
-        return 2
+        return _failed("eval", e, args)
     print(
         f"{args.run_dir}: checkpoint at iteration {out['iteration']} ({out['env_steps']:,} env steps), "
         f"{args.episodes} episodes per seed"
@@ -618,8 +640,7 @@ def _render(args) -> int:
             stride=args.stride,
         )
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"tr-jax render: error: {e}", file=sys.stderr)
-        return 2
+        return _failed("render", e, args)
     ep = done.episode
     end = "a terminal state" if ep.terminated else f"the {ep.length}-step limit"
     print(
@@ -641,9 +662,8 @@ def _export(args) -> int:
         done = export_policy(
             args.run_dir, args.out, [p.strip() for p in args.platforms.split(",")], args.seed, args.checkpoint
         )
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"tr-jax export: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        return _failed("export", e, args)
     print(
         f"wrote {done.path} ({done.size:,} bytes): seed {args.seed}, checkpoint at iteration {done.iteration}, "
         f"act(obs [b, {done.obs_dim}]) -> action [b, {done.action_dim}] on {','.join(done.platforms)}"

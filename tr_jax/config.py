@@ -20,6 +20,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from tr_jax.projections import bound_floor
@@ -269,15 +270,37 @@ def _finite(config):
             raise ValueError(f"{n} must be a finite number, got {v}")
 
 
-def validate(config: TrainConfig) -> TrainConfig:
+def unread(algorithm: str, fields: Sequence[str]) -> list[str]:
+    """The ``fields`` that ``algorithm`` never reads: those only other algorithms read
+    (:func:`tr_jax.algorithms.reads`, each algorithm's own table)."""
+    from tr_jax.algorithms import ALGORITHMS, reads
+
+    own = reads(algorithm)
+    others = {f for a in ALGORITHMS if a != algorithm for f in reads(a)}
+    return [f for f in fields if f in others and f not in own]
+
+
+def validate(config: TrainConfig, given: Sequence[str] = ()) -> TrainConfig:
     """Raises ``ValueError`` naming the first problem; returns ``config``.
 
+    ``given``: the fields a user set explicitly (``--set``, ``--sweep``, ``--param``); one that
+    ``config.algorithm`` never reads (:func:`unread`) is an error, since it would change nothing. The fields a
+    config file sets are not checked (a file may be composed over one written for another algorithm).
     Environment names are checked against the installed sources by
     :func:`tr_jax.envs.sources.check_env` when the env is built.
     """
     for name, options in _choices().items():
         _choice(name, getattr(config, name), options)
     _finite(config)
+    ignored = unread(config.algorithm, given)
+    if ignored:
+        from tr_jax.algorithms import reads
+
+        raise ValueError(
+            f"{config.algorithm} does not read {', '.join(ignored)}: setting, sweeping or searching it changes "
+            f"nothing; of the fields that depend on the algorithm, {config.algorithm} reads "
+            f"{', '.join(reads(config.algorithm))}"
+        )
     _positive(
         config,
         "episode_length",
@@ -589,3 +612,11 @@ def parse_assignment(text: str) -> tuple:
             except ValueError:
                 pass
     return key, _coerce(key, v, f"--set {text!r}")
+
+
+def apply_assignments(config: TrainConfig, texts: Sequence[str]) -> TrainConfig:
+    """``config`` with the ``key=value`` strings ``texts`` (the CLI's ``--set``, :func:`parse_assignment`)
+    applied and validated; a key that ``config.algorithm`` never reads is a ``ValueError`` (:func:`validate`)."""
+    values = dict(parse_assignment(t) for t in texts)
+    config = config.replace(**values)
+    return validate(config, given=list(values)) if values else config

@@ -76,7 +76,8 @@ def sweep_configs(
     Returns ``[(label, config), ...]`` in row-major order of ``sweeps``; the label
     is ``"key=value,key=value"`` (``""`` for no sweep). Each config is validated.
     ``labels`` given (one per setting, distinct): no grid, setting ``i`` takes value ``i`` of every key (all
-    ``values`` as long as ``labels``) and is named ``labels[i]``.
+    ``values`` as long as ``labels``) and is named ``labels[i]``. A key that ``base.algorithm`` never reads is a
+    ``ValueError`` (:func:`tr_jax.config.validate`).
     """
     from tr_jax.config import validate
 
@@ -92,4 +93,6 @@ def sweep_configs(
                 f"{len(labels)} labels (distinct) need as many values of every key: {[(k, len(v)) for k, v in sweeps]}"
             )
         combos = list(zip(*(v for _, v in sweeps)))
-    return [(label, validate(base.replace(**dict(zip(keys, values))))) for label, values in zip(labels, combos)]
+    return [
+        (label, validate(base.replace(**dict(zip(keys, values))), given=keys)) for label, values in zip(labels, combos)
+    ]

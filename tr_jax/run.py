@@ -389,9 +389,8 @@ def run(
             rd.write_info(seed, num_seeds)
             return [_Group("", config, rd, {})]
 
-    results = _run_groups(
-        config, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint, loggers
-    )
+    options = LoopOptions(seed, num_seeds, resume, progress_fn, on_divergence, checkpoint, tuple(loggers))
+    results = _run_groups(config, groups, options, progress, env)
     return results[0]
 
 
@@ -411,6 +410,7 @@ def run_sweep(
     checkpoint: int | None = None,
     loggers: Sequence = (),
     labels: Sequence[str] | None = None,
+    resume_command: str | None = None,
 ) -> list:
     """Trains every setting of a hyperparameter grid x ``num_seeds`` seeds as ONE compiled program.
 
@@ -427,7 +427,9 @@ def run_sweep(
     as for :func:`run`). The sweep directory and every setting's are locked.
     ``progress_fn`` gets ``[settings * num_seeds, n]`` arrays, setting-major;
     ``env`` and ``loggers`` as for :func:`run`. ``labels`` given: not a grid but one setting per label, setting
-    ``i`` taking value ``i`` of every key (:func:`tr_jax.hyperparams.sweep_configs`).
+    ``i`` taking value ``i`` of every key (:func:`tr_jax.hyperparams.sweep_configs`). ``resume_command``: what
+    a stop signal's message says to continue with (default ``tr-jax train --resume DIR``; tr-jax tune's batches
+    name ``tr-jax tune --resume``, since a batch resumed on its own would leave its search behind).
 
     Returns one :class:`RunResult` per setting, in grid order.
     """
@@ -489,9 +491,8 @@ def run_sweep(
                 out.append(_Group(label, c, rd, {}))
             return out
 
-    return _run_groups(
-        base, groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint, loggers
-    )
+    options = LoopOptions(seed, num_seeds, resume, progress_fn, on_divergence, checkpoint, tuple(loggers))
+    return _run_groups(base, groups, options._replace(resume_command=resume_command), progress, env)
 
 
 def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint):
@@ -507,14 +508,13 @@ def _check_options(on_divergence, num_seeds, resume, run_dir, config, checkpoint
         raise ValueError("checkpoint (--checkpoint) chooses where a resumed run continues: it needs resume")
 
 
-def _run_groups(
-    config, make_groups, seed, num_seeds, resume, progress, progress_fn, on_divergence, env, checkpoint, loggers=()
-) -> list:
+def _run_groups(config, make_groups, options: LoopOptions, progress: str, env) -> list:
     """Builds the trainer (checking the env before any file is written), checks that the loggers' directories
     can be written, then makes the groups' directories (``make_groups(hold)`` checks that it can write them,
-    then locks each by calling ``hold(directory)`` before it writes or cuts anything there), then loops; the
-    locks are released at the end. A failed write becomes a one-line :class:`R.RunDirWriteError`; a new run
-    that fails before it trained anything removes the directories it made."""
+    then locks each by calling ``hold(directory)`` before it writes or cuts anything there), then loops with
+    ``options`` (their ``programs`` set here); the locks are released at the end. A failed write becomes a
+    one-line :class:`R.RunDirWriteError`; a new run that fails before it trained anything removes the
+    directories it made."""
     validate(config)
     from tr_jax import compile_cache
     from tr_jax.train import make_trainer
@@ -528,7 +528,7 @@ def _run_groups(
             locks = []
             with par.fail_together("creating the run directory"):  # only process 0 writes: it alone can fail
                 if par.is_primary():
-                    R.check_writable([("log directory", d) for logger in loggers for d in logger.outputs()])
+                    R.check_writable([("log directory", d) for logger in options.loggers for d in logger.outputs()])
                 groups = make_groups(lambda path: locks.append(held.enter_context(R.RunLock(path))))
             mujoco_log.path = groups[0].rd.mujoco_log
             mujoco_log.flush()
@@ -540,16 +540,13 @@ def _run_groups(
                     display.log(note)
             with _Interrupts(display.log) as interrupts:
                 try:
-                    options = LoopOptions(
-                        seed, num_seeds, resume, progress_fn, on_divergence, checkpoint, tuple(loggers), programs
-                    )
-                    return _Loop(trainer, groups, options, display, interrupts).run()
+                    return _Loop(trainer, groups, options._replace(programs=programs), display, interrupts).run()
                 finally:
                     display.close()
-                    for logger in loggers:
+                    for logger in options.loggers:
                         logger.close()
     except BaseException as e:
-        if not resume and groups and par.is_primary() and all(g.rd.untrained() for g in groups):
+        if not options.resume and groups and par.is_primary() and all(g.rd.untrained() for g in groups):
             # (config.json, run.json and an empty checkpoints/ would make the rerun ask for --resume, and
             # --resume find no checkpoint)
             shutil.rmtree(_resume_dir(groups), ignore_errors=True)
@@ -585,6 +582,7 @@ class LoopOptions(NamedTuple):
     checkpoint: int | None
     loggers: tuple = ()  # tr_jax.loggers.Logger objects fed the rows written (closed by the caller)
     programs: ProgramCache | None = None  # traced programs kept on disk (tr_jax/programs.py); None: trace here
+    resume_command: str | None = None  # what a stop's message says to continue with; None: tr-jax train --resume
 
 
 class Divergence(NamedTuple):
@@ -1006,7 +1004,7 @@ class _Loop:
         self.display.log(
             f"{self.status} at iteration {it} ({it * self.steps_per_it:,} env steps) by "
             f"{interrupts.signal}; checkpoint {self.ckpts[0].path(it) if self.S == 1 else it} written; "
-            f"continue with: tr-jax train --resume {_resume_dir(self.groups)}"
+            f"continue with: {self.options.resume_command or f'tr-jax train --resume {_resume_dir(self.groups)}'}"
         )
         return True
 

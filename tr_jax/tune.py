@@ -37,7 +37,9 @@ batch in flight and returns its status; ``tune(resume=...)``
 (``tr-jax tune --resume DIR``) tells Optuna nothing twice: the finished trials
 stay, a batch that was stopped or killed continues from its checkpoints (a
 batch killed before its first checkpoint starts again), then new batches are
-asked until ``trials`` trials exist. The sampler's seed is ``seed`` plus the
+asked until ``trials`` trials exist. A resumed search keeps its config,
+parameters, seeds, objective, sampler and seed (a different one given is an
+error naming the stored value); ``trials`` and ``batch`` may change. The sampler's seed is ``seed`` plus the
 number of trials already asked, so a resumed search does not redraw the points
 it has.
 """
@@ -125,7 +127,7 @@ def parse_param(text: str, config: TrainConfig | None = None) -> Param:
     if config is not None:
         for v in (low, high):
             try:
-                validate(config.replace(**{name: v}))
+                validate(config.replace(**{name: v}), given=(name,))
             except ValueError as e:
                 raise ValueError(f"--param {text!r}: {e}") from None
     return Param(name, scale, low, high)
@@ -158,11 +160,11 @@ def tune(
     config: TrainConfig | None = None,
     params: Sequence[Param] = (),
     trials: int | None = None,
-    batch: int = 8,
-    seeds: int = 1,
-    objective: str = "eval_return",
-    sampler: str = "tpe",
-    seed: int = 0,
+    batch: int | None = None,
+    seeds: int | None = None,
+    objective: str | None = None,
+    sampler: str | None = None,
+    seed: int | None = None,
     directory: str | None = None,
     resume: bool = False,
     progress: str = "auto",
@@ -172,17 +174,24 @@ def tune(
     """Searches ``params`` of ``config`` for the best ``objective`` with ``trials`` trials, ``batch`` per program.
 
     Args:
-      config: the base config (every trial: this with its sampled ``params``); None with ``resume``.
-      params: :class:`Param` s (:func:`parse_param`), each a different sweepable field.
+      config: the base config (every trial: this with its sampled ``params``); with ``resume`` None or the
+        search's own.
+      params: :class:`Param` s (:func:`parse_param`), each a different sweepable field the algorithm reads;
+        with ``resume`` empty or the search's own.
       trials: total trials of the search (default 16; on resume: None keeps the saved number, a larger one
         continues further).
-      batch: trials trained at once (one :func:`tr_jax.run.run_sweep` each; the last batch may be smaller).
-      seeds: seeds per trial.
-      objective: "eval_return" (see the module docstring).
-      sampler: "tpe" (Optuna's TPE with constant liar), "random" or "cmaes".
-      seed: the training seed of every trial and the sampler's seed.
+      batch: trials trained at once (one :func:`tr_jax.run.run_sweep` each; the last batch may be smaller;
+        default 8). On resume None keeps the saved number and another one applies to the batches still to be
+        asked (a stopped batch continues with its trials): batching decides which trials share a program and
+        what TPE knows when it asks, not what a trial is, so the trials stay comparable.
+      seeds: seeds per trial (default 1).
+      objective: "eval_return" (see the module docstring; the default).
+      sampler: "tpe" (Optuna's TPE with constant liar; the default), "random" or "cmaes".
+      seed: the training seed of every trial and the sampler's seed (default 0).
       directory: the tune directory (default ``runs_root/tune-<env>-<algorithm>-<time>``).
-      resume: continue ``directory`` (its tune.json fixes everything but ``trials``).
+      resume: continue ``directory``. Its tune.json fixes the config, parameters, seeds, objective, sampler and
+        seed (the trials must stay comparable): one given with another value is a ``ValueError`` naming the
+        stored one; ``trials`` and ``batch`` may change.
       progress, env: as for :func:`tr_jax.run.run`.
     Returns:
       :class:`TuneResult`.
@@ -192,18 +201,25 @@ def tune(
         if directory is None:
             raise ValueError("resume needs the tune directory")
         directory = os.path.abspath(directory)
-        try:
-            spec = R.read_json(os.path.join(directory, TUNE_FILE))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{directory} is not a tune directory: {TUNE_FILE} is missing") from None
-        if trials is not None and trials != spec["trials"]:
-            if trials < 1:
-                raise ValueError(f"trials must be >= 1, got {trials}")
-            spec["trials"] = trials
-        config = config_from_dict(spec["config"], where=os.path.join(directory, TUNE_FILE))
-        params = [Param(*p) for p in spec["params"]]
+        spec, saved, saved_params = saved_search(directory)
+        _check_resume(spec, directory, saved, saved_params, config, params, seeds, objective, sampler, seed)
+        for name, value in (("trials", trials), ("batch", batch)):
+            if value is not None:
+                if not isinstance(value, int) or value < 1:
+                    raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+                spec[name] = value
+        config, params = saved, saved_params
     else:
-        spec = _new_spec(config, params, trials, batch, seeds, objective, sampler, seed)
+        spec = _new_spec(
+            config,
+            params,
+            trials,
+            8 if batch is None else batch,
+            1 if seeds is None else seeds,
+            objective or "eval_return",
+            sampler or "tpe",
+            0 if seed is None else seed,
+        )
         directory = os.path.abspath(directory or os.path.join(runs_root, "tune-" + R.default_name(config)))
         if os.path.exists(os.path.join(directory, TUNE_FILE)):
             raise ValueError(f"{directory} holds a search already: continue it with tr-jax tune --resume {directory}")
@@ -219,10 +235,45 @@ def tune(
         return _report(optuna, study, spec, config, directory, status)
 
 
+def saved_search(directory: str) -> tuple[dict, TrainConfig, list[Param]]:
+    """The search in tune directory ``directory``: its tune.json, base config and parameters;
+    ``FileNotFoundError`` naming the directory when it holds none."""
+    path = os.path.join(directory, TUNE_FILE)
+    try:
+        spec = R.read_json(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{directory} is not a tune directory: {TUNE_FILE} is missing") from None
+    return spec, config_from_dict(spec["config"], where=path), [Param(*p) for p in spec["params"]]
+
+
+def _param_text(p: Param) -> str:
+    return f"{p.name}={p.scale}:{p.low}:{p.high}"
+
+
+def _check_resume(spec, directory, saved, saved_params, config, params, seeds, objective, sampler, seed) -> None:
+    """``ValueError`` (one line, naming the stored value) for a setting given to a resumed search that differs
+    from the search's; None or an equal value is fine."""
+    keep = "a resumed search keeps it (only --trials and --batch may change)"
+    for flag, value in (("seeds", seeds), ("objective", objective), ("sampler", sampler), ("seed", seed)):
+        if value is not None and value != spec[flag]:
+            raise ValueError(f"--{flag} {value}: the search in {directory} has --{flag} {spec[flag]}; {keep}")
+    if params and sorted(params) != sorted(saved_params):
+        raise ValueError(
+            f"--param {' '.join(map(_param_text, params))}: the search in {directory} has --param "
+            f"{' '.join(map(_param_text, saved_params))}; {keep}"
+        )
+    if config is not None and config != saved:
+        diff = [f for f in config_to_dict(config) if getattr(config, f) != getattr(saved, f)]
+        raise ValueError(
+            f"config {', '.join(f'{f}={getattr(config, f)!r}' for f in diff)}: the search in {directory} has "
+            f"{', '.join(f'{f}={getattr(saved, f)!r}' for f in diff)}; {keep}"
+        )
+
+
 def _new_spec(config, params, trials, batch, seeds, objective, sampler, seed) -> dict:
     if config is None:
         raise ValueError("tune needs a config (or resume=True)")
-    validate(config)
+    validate(config, given=[p.name for p in params])
     if not params:
         raise ValueError("tune needs at least one parameter to search (--param NAME=SCALE:LOW:HIGH)")
     trials = 16 if trials is None else trials
@@ -319,7 +370,9 @@ def _run_batch(optuna, study, spec, config, params, directory, b, trials, progre
     labels = [_label(t.number) for t in trials]
     numbers = f"{trials[0].number}-{trials[-1].number}" if len(trials) > 1 else str(trials[0].number)
     print(f"batch {b}: trials {numbers} ({len(trials)} x {spec['seeds']} seed(s)) in {path}", flush=True)
-    options = dict(progress=progress, on_divergence="continue", env=env)
+    options = dict(
+        progress=progress, on_divergence="continue", env=env, resume_command=f"tr-jax tune --resume {directory}"
+    )
     if resume and _resumable(path):
         results = run_sweep(None, run_dir=path, resume=True, **options)
     else:

@@ -21,4 +21,10 @@ def make_algorithm(config, policy, value, axis_name=None) -> Algorithm:
     return getattr(importlib.import_module(module), builder)(config, policy, value, axis_name)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "AlgoState", "Batch", "make_algorithm"]
+def reads(name: str) -> tuple[str, ...]:
+    """The ``TrainConfig`` fields algorithm ``name`` (one of :data:`ALGORITHMS`) reads that not every algorithm
+    does: its module's ``READS``. Every other field is read whatever the algorithm (or by none of them)."""
+    return importlib.import_module(_BUILDERS[name][0]).READS
+
+
+__all__ = ["ALGORITHMS", "Algorithm", "AlgoState", "Batch", "make_algorithm", "reads"]

@@ -26,6 +26,11 @@ from tr_jax.algorithms.core import (
 )
 from tr_jax.trpl import ppo_clipped_surrogate
 
+# The TrainConfig fields PPO reads that not every algorithm does: tr_jax.config.validate refuses to set, sweep or
+# search another algorithm's field (tests/test_algorithm_reads.py checks this against what make_ppo and its
+# update read).
+READS = ("clip_ratio", "policy_lr")
+
 
 def make_ppo(config, policy, value, axis_name=None) -> Algorithm:
     """Builds PPO for ``config`` over a policy/value pair from :mod:`tr_jax.networks`.

@@ -112,6 +112,25 @@ def bound_metrics(prefix: str, mean_part: jax.Array, cov_part: jax.Array, eps_me
     return out
 
 
+# The TrainConfig fields TRPL reads that not every algorithm does: tr_jax.config.validate refuses to set, sweep
+# or search another algorithm's field (tests/test_algorithm_reads.py checks this against what make_trpl and its
+# update read).
+READS = (
+    "eps_mean",
+    "eps_cov",
+    "trust_region_coef",
+    "policy_lr",
+    "projection",
+    "scale_prec",
+    "entropy_schedule",
+    "target_entropy",
+    "entropy_temperature",
+    "entropy_equality",
+    "extra_regression_steps",
+    "regression_lr",
+)
+
+
 def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
     """Builds TRPL for ``config`` over a policy/value pair from :mod:`tr_jax.networks`.
 

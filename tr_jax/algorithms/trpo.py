@@ -70,6 +70,12 @@ def conjugate_gradient(matvec, b, iters: int, tol: float = 1e-10):
     return x, rr, i
 
 
+# The TrainConfig fields TRPO reads that not every algorithm does: tr_jax.config.validate refuses to set, sweep
+# or search another algorithm's field (tests/test_algorithm_reads.py checks this against what make_trpo and its
+# update read). TRPO has no policy optimiser: policy_lr is not among them.
+READS = ("max_kl", "cg_iters", "cg_damping", "line_search_steps", "backtrack_coef")
+
+
 def make_trpo(config, policy, value, axis_name=None) -> Algorithm:
     """Builds TRPO for ``config`` over a policy/value pair from :mod:`tr_jax.networks`.
 
