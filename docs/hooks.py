@@ -37,7 +37,7 @@ TOPICS = (
     ("Overview", ("tr_jax",)),
     ("Projections", ("tr_jax.projections",)),
     ("Distributions", ("tr_jax.distributions",)),
-    ("TRPL building blocks and the Flax layer", ("tr_jax.trpl", "tr_jax.layers")),
+    ("TRPL building blocks and the Flax layer", ("tr_jax.losses", "tr_jax.layers")),
     (
         "Training and runs",
         (

@@ -3,7 +3,7 @@
     python examples/ppo.py [ENV_NAME]        # default inverted_pendulum
 
 ``diff -u examples/ppo.py examples/trpl.py`` turns PPO into TRPL-KL with tr_jax's building blocks
-(:mod:`tr_jax.trpl`): the surrogate is evaluated on the network's Gaussian projected per state onto the trust
+(:mod:`tr_jax.losses`): the surrogate is evaluated on the network's Gaussian projected per state onto the trust
 region around the behaviour policy, a regression loss pulls the network towards its projection, and the
 projected (global) std is written back after each update. Actions are clipped to [-1, 1] for the env;
 log-probabilities use the unclipped Gaussian sample. No observation or reward normalisation, to stay short.
@@ -21,7 +21,7 @@ from brax import envs
 from brax.envs.wrappers.training import AutoResetWrapper, EpisodeWrapper, VmapWrapper
 
 from tr_jax import distributions as D
-from tr_jax import trpl
+from tr_jax import losses
 
 CONFIG = dict(
     ENV_NAME="inverted_pendulum",
@@ -121,7 +121,7 @@ def make_train(config):
                 mean, std, value = net.apply(params, t.obs)
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 log_prob = D.log_prob(t.action, mean, std, "diag")
-                pg_loss, _ = trpl.ppo_clipped_surrogate(log_prob, t.log_prob, adv, config["CLIP_EPS"])
+                pg_loss, _ = losses.ppo_clipped_surrogate(log_prob, t.log_prob, adv, config["CLIP_EPS"])
                 entropy = D.entropy(std, "diag").mean()
                 return pg_loss + config["VF_COEF"] * jnp.mean((value - target) ** 2) - config["ENT_COEF"] * entropy
 

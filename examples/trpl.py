@@ -3,7 +3,7 @@
     python examples/trpl.py [ENV_NAME]        # default inverted_pendulum
 
 ``diff -u examples/ppo.py examples/trpl.py`` turns PPO into TRPL-KL with tr_jax's building blocks
-(:mod:`tr_jax.trpl`): the surrogate is evaluated on the network's Gaussian projected per state onto the trust
+(:mod:`tr_jax.losses`): the surrogate is evaluated on the network's Gaussian projected per state onto the trust
 region around the behaviour policy, a regression loss pulls the network towards its projection, and the
 projected (global) std is written back after each update. Actions are clipped to [-1, 1] for the env;
 log-probabilities use the unclipped Gaussian sample. No observation or reward normalisation, to stay short.
@@ -22,7 +22,7 @@ from brax.envs.wrappers.training import AutoResetWrapper, EpisodeWrapper, VmapWr
 
 import tr_jax.projections
 from tr_jax import distributions as D
-from tr_jax import trpl
+from tr_jax import losses
 
 CONFIG = dict(
     ENV_NAME="inverted_pendulum",
@@ -127,12 +127,12 @@ def make_train(config):
                 t, adv, target = mb
                 mean, std, value = net.apply(params, t.obs)
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                (mean, std), raw = trpl.project_gaussians(
+                (mean, std), raw = losses.project_gaussians(
                     "kl", mean, std, t.mean, t.std, config["EPS_MEAN"], config["EPS_COV"], cov_type="diag"
                 )
                 log_prob = D.log_prob(t.action, mean, std, "diag")
-                pg_loss = trpl.trpl_surrogate(log_prob, t.log_prob, adv)
-                pg_loss += config["TR_COEF"] * trpl.trust_region_loss("kl", raw, (mean, std), cov_type="diag")
+                pg_loss = losses.trpl_surrogate(log_prob, t.log_prob, adv)
+                pg_loss += config["TR_COEF"] * losses.trust_region_loss("kl", raw, (mean, std), cov_type="diag")
                 entropy = D.entropy(std, "diag").mean()
                 return pg_loss + config["VF_COEF"] * jnp.mean((value - target) ** 2) - config["ENT_COEF"] * entropy
 
@@ -154,10 +154,10 @@ def make_train(config):
             # write the mean projected std back into the global log_std: the acting std is the projected one
             traj = batch[0]
             mean, std, _ = net.apply(params, traj.obs)
-            (_, proj_std), _ = trpl.project_gaussians(
+            (_, proj_std), _ = losses.project_gaussians(
                 "kl", mean, std, traj.mean, traj.std, config["EPS_MEAN"], config["EPS_COV"], cov_type="diag"
             )
-            std = trpl.global_scale(proj_std, cov_type="diag", projection="kl")
+            std = losses.global_scale(proj_std, cov_type="diag", projection="kl")
             params = {"params": {**params["params"], "log_std": jnp.log(std)}}
             mean, std, _ = net.apply(params, traj.obs)  # the acting policy: its per-state distance to the old one
             mean_part, cov_part = tr_jax.projections.kl_parts(mean, std, traj.mean, traj.std)

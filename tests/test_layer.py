@@ -12,8 +12,8 @@ from jax.test_util import check_grads
 
 from tr_jax import TrustRegionLayer
 from tr_jax import distributions as D
+from tr_jax.losses import to_projection_scale
 from tr_jax.projections import parts
-from tr_jax.trpl import to_projection_scale
 
 K, N = 3, 16
 EPS_MEAN, EPS_COV = 0.02, 0.01

@@ -23,6 +23,7 @@ LAYERS = {
     "networks": 1,
     "envs": 1,
     "algorithms": 1,
+    "losses": 1,
     "trpl": 1,
     "layers": 1,
     "acting": 1,

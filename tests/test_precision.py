@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from tr_jax import distributions as D
+from tr_jax import losses
 from tr_jax import projections as P
-from tr_jax import trpl
 from tr_jax.layers import TrustRegionLayer
 
 PLATFORMS = ("cuda", "tpu")
@@ -111,13 +111,13 @@ def test_trust_region_losses_are_highest(name, cov_type):
     args = gaussians(cov_type, seed=1)
 
     def fn(mean, scale, old_mean, old_scale):
-        projected, raw = trpl.project_gaussians(
+        projected, raw = losses.project_gaussians(
             name, mean, scale, old_mean, old_scale, 0.05, 0.01, cov_type=cov_type, entropy_bound=3.0
         )
-        loss = trpl.trust_region_loss(name, raw, projected, cov_type=cov_type)
-        work = trpl.projection_cov_type(cov_type, name)
+        loss = losses.trust_region_loss(name, raw, projected, cov_type=cov_type)
+        work = losses.projection_cov_type(cov_type, name)
         log_prob = D.log_prob(old_mean, projected[0], projected[1], work)
-        return loss + trpl.trpl_surrogate(log_prob, jnp.zeros(N), jnp.ones(N)), projected
+        return loss + losses.trpl_surrogate(log_prob, jnp.zeros(N), jnp.ones(N)), projected
 
     assert_highest(fn, args, 0 if cov_type == "diag" else 1)
 

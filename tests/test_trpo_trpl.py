@@ -7,6 +7,8 @@ old and the projected new policy must stay within eps (solver tolerance).
 """
 
 import functools
+import importlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -226,6 +228,20 @@ def test_trpl_rejects_w2_with_full():
     pol, val = make_policy(cfg, OBS, K), make_value(cfg, OBS)
     with pytest.raises(ValueError, match="sqrt"):
         make_trpl(cfg, pol, val)
+
+
+def test_trpl_module_is_a_deprecated_alias_of_losses():
+    """``tr_jax.trpl`` (the building blocks' old home) re-exports the very objects of ``tr_jax.losses``, warns
+    on import, and is reachable as ``tr_jax.trpl`` and ``tr_jax.losses``."""
+    import tr_jax
+    from tr_jax import losses
+
+    sys.modules.pop("tr_jax.trpl", None)
+    with pytest.warns(DeprecationWarning, match="tr_jax.losses"):
+        trpl = importlib.import_module("tr_jax.trpl")
+    assert sorted(trpl.__all__) == sorted(losses.__all__)
+    assert all(getattr(trpl, name) is getattr(losses, name) for name in losses.__all__)
+    assert tr_jax.trpl is trpl and tr_jax.losses is losses
 
 
 # ----------------------------------------------------------------------------- entropy

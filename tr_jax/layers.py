@@ -2,7 +2,7 @@
 
 :class:`TrustRegionLayer` is a Flax NNX module (NNX is the API Flax 0.12 recommends for new code). It holds
 no parameters or state, only its settings, so it is also called as it is inside a Flax Linen module's
-``__call__`` (no ``nnx.bridge`` needed) or in plain JAX code. It is :func:`tr_jax.trpl.project_gaussians`
+``__call__`` (no ``nnx.bridge`` needed) or in plain JAX code. It is :func:`tr_jax.losses.project_gaussians`
 (one implementation): differentiable in the network's Gaussian as the projections are, jit/vmap/grad
 compatible.
 """
@@ -14,8 +14,8 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from tr_jax.distributions import CovType
+from tr_jax.losses import project_gaussians, projection_cov_type
 from tr_jax.projections.dispatch import ProjectionName
-from tr_jax.trpl import project_gaussians, projection_cov_type
 
 
 class TrustRegionLayer(nnx.Module):
@@ -32,7 +32,7 @@ class TrustRegionLayer(nnx.Module):
 
     Call: ``layer(mean, scale, old_mean, old_scale, eps_mean=None, eps_cov=None, entropy_bound=None)`` with
     means ``[..., k]`` and scales of ``cov_type`` returns the projected ``(mean [..., k], scale)``, its scale
-    in ``layer.output_cov_type`` (:func:`tr_jax.trpl.projection_cov_type`: the same as ``cov_type`` except a
+    in ``layer.output_cov_type`` (:func:`tr_jax.losses.projection_cov_type`: the same as ``cov_type`` except a
     ``"sqrt"`` network under KL/Frobenius, whose projection is its Cholesky factor). A Gaussian already inside
     the trust region passes through unchanged. Bad settings raise ValueError at construction.
 

@@ -17,6 +17,6 @@ for either. Inequality form (``entropy_equality=False``): the entropy is kept
 >= beta; equality form: it is set to beta.
 """
 
-from tr_jax.trpl import SCHEDULES, entropy_bound, gaussian_entropy  # the one implementation (public)
+from tr_jax.losses import SCHEDULES, entropy_bound, gaussian_entropy  # the one implementation (public)
 
 __all__ = ["SCHEDULES", "entropy_bound", "gaussian_entropy"]

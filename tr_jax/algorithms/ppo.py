@@ -7,7 +7,7 @@ Per iteration: ``num_epochs`` x ``num_minibatches`` Optax steps (via
     L = -mean(min(rho A, clip(rho, 1 - c, 1 + c) A)) - entropy_coef * H
         + value loss (optionally clipped around the old value),
 
-(:func:`tr_jax.trpl.ppo_clipped_surrogate`) with per-minibatch advantage normalisation, global-norm gradient
+(:func:`tr_jax.losses.ppo_clipped_surrogate`) with per-minibatch advantage normalisation, global-norm gradient
 clipping and a linear learning-rate decay to zero over ``lr_decay_steps`` (each as configured). Policy and
 value have separate parameters and optimisers (policy_lr / value_lr).
 """
@@ -24,7 +24,7 @@ from tr_jax.algorithms.core import (
     policy_divergence,
     value_optimizer,
 )
-from tr_jax.trpl import ppo_clipped_surrogate
+from tr_jax.losses import ppo_clipped_surrogate
 
 # The TrainConfig fields PPO reads that not every algorithm does: tr_jax.config.validate refuses to set, sweep or
 # search another algorithm's field (tests/test_algorithm_reads.py checks this against what make_ppo and its

@@ -1,5 +1,5 @@
 """Trust-region projection layers (TRPL) as an :class:`~tr_jax.algorithms.base.Algorithm`, built from the
-public building blocks of :mod:`tr_jax.trpl`.
+public building blocks of :mod:`tr_jax.losses`.
 
 Per minibatch (``num_epochs`` x ``num_minibatches`` Optax steps through
 :func:`~tr_jax.algorithms.core.actor_critic_epochs`; the value function takes
@@ -71,8 +71,7 @@ from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
 from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage, value_optimizer
-from tr_jax.projections import canonical_name, parts
-from tr_jax.trpl import (
+from tr_jax.losses import (
     entropy_bound,
     gaussian_entropy,
     global_scale,
@@ -82,6 +81,7 @@ from tr_jax.trpl import (
     trpl_surrogate,
     trust_region_loss,
 )
+from tr_jax.projections import canonical_name, parts
 
 # relative slack of "inside the bound": the KL solver meets its bounds to ~1e-5 (5e-3 at eps 1e-6)
 BOUND_TOLERANCE = 1e-2
