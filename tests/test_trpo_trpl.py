@@ -18,11 +18,11 @@ import pytest
 
 from tr_jax import distributions as D
 from tr_jax.algorithms.base import Batch
-from tr_jax.algorithms.entropy_schedule import entropy_bound, gaussian_entropy
 from tr_jax.algorithms.trpl import make_trpl, projection_cov_type
 from tr_jax.algorithms.trpo import conjugate_gradient, make_trpo
 from tr_jax.config import TrainConfig, validate
 from tr_jax.hyperparams import from_config
+from tr_jax.losses import entropy_bound, gaussian_entropy
 from tr_jax.networks import make_policy, make_value
 from tr_jax.projections import parts, project
 

@@ -234,8 +234,8 @@ QUICK_CONFIG = TrainConfig(
 def _choices():
     """The one definition of each list of choices, owned by the module that implements them."""
     from tr_jax.algorithms import ALGORITHMS
-    from tr_jax.algorithms.entropy_schedule import SCHEDULES
     from tr_jax.distributions import COV_TYPES
+    from tr_jax.losses import SCHEDULES
     from tr_jax.networks import ACTIVATIONS, MATMUL_PRECISIONS
     from tr_jax.projections import NAMES
 

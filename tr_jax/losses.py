@@ -255,7 +255,9 @@ def entropy_bound(
     With ``H0 = initial_entropy``, ``beta_T = target_entropy`` (total entropy, nats), ``f = iteration /
     num_iterations``: ``"none"``: -inf (no entropy projection); ``"linear"``: ``H0 + (beta_T - H0) f``;
     ``"exp"``: ``beta_T + (H0 - beta_T) temperature ** (10 f)``. Pass it to :func:`project_gaussians` as
-    ``entropy_bound`` (None for ``"none"``).
+    ``entropy_bound`` (None for ``"none"``). As in the paper's appendix and reference code, except that the
+    reference's ``"exp"`` schedule takes a per-dimension target (``k * target``): here both schedules take the
+    total, so ``target_entropy`` means the same for either.
 
     Examples:
         >>> print(f'{entropy_bound("linear", 2.0, -1.0, 0.5, 50, 100):.4f}')

@@ -35,7 +35,7 @@ Scale parameterisations handed to the projection (``projection_cov_type``):
   k x k matrix, no gradient).
 
 Entropy control (``entropy_schedule`` "linear"/"exp", see
-:mod:`tr_jax.algorithms.entropy_schedule`): the entropy projection is applied
+:func:`tr_jax.losses.entropy_bound`): the entropy projection is applied
 after the trust-region projection, as in the paper; its anchor H0 (the
 entropy of N(., init_std^2 I), exact for networks from
 :func:`tr_jax.networks.make_policy`) lives in ``AlgoState.extra``. The entropy
