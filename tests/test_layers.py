@@ -1,6 +1,6 @@
 """The package's layers (docs/getting-started.md, "Code layout and layers": math -> RL core -> trainer -> runs ->
-tools): no module imports one of a higher layer at run time (imports under ``if TYPE_CHECKING:`` are
-annotations only and are not counted)."""
+tools, and inside the RL core its modules in order): no module imports one of a higher layer at run time
+(imports under ``if TYPE_CHECKING:`` are annotations only and are not counted; imports inside functions are)."""
 
 import ast
 import pathlib
@@ -9,24 +9,27 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tr_jax"
 
-# the lowest layer a module may live in; a package name covers its submodules
+# the lowest layer a module may live in; a package name covers its submodules. Inside the RL core (1) the
+# modules are ordered too: 1.0 imports only math, 1.1 builds on 1.0, the config asks the algorithms what they
+# read (1.2), the hyperparameters are made from a config (1.3).
 LAYERS = {
     # math (and infrastructure with no tr_jax dependency above it)
+    "choices": 0,
     "linalg": 0,
     "distributions": 0,
     "projections": 0,
     "parallel": 0,
     "stats": 0,
     # RL core
-    "config": 1,
-    "hyperparams": 1,
-    "networks": 1,
-    "envs": 1,
-    "algorithms": 1,
-    "losses": 1,
-    "trpl": 1,
-    "layers": 1,
-    "acting": 1,
+    "losses": 1.0,
+    "networks": 1.0,
+    "envs": 1.0,
+    "trpl": 1.1,
+    "layers": 1.1,
+    "algorithms": 1.1,
+    "acting": 1.1,
+    "config": 1.2,
+    "hyperparams": 1.3,
     # trainer
     "train": 2,
     # runs
@@ -50,7 +53,7 @@ LAYERS = {
 }
 
 
-def _layer(module: str) -> int:
+def _layer(module: str) -> float:
     """The layer of ``tr_jax.<module>`` (its top-level name decides); KeyError for a module not placed yet."""
     return LAYERS[module.split(".")[0]]
 
@@ -90,12 +93,15 @@ def test_every_module_has_a_layer():
     assert not unplaced, f"modules without a layer in tests/test_layers.py: {unplaced}"
 
 
+def _upward(module: str, tree: ast.Module) -> list[str]:
+    """The tr_jax modules of a higher layer than ``module`` that ``tree`` (its source) imports at run time."""
+    return sorted(dep for dep in _runtime_imports(tree) if dep and _layer(dep) > _layer(module))
+
+
 @pytest.mark.parametrize("module,path", _modules(), ids=[m for m, _ in _modules()])
 def test_no_upward_import(module, path):
     module = module.removesuffix(".__init__")
-    upward = sorted(
-        dep for dep in _runtime_imports(ast.parse(path.read_text())) if dep and _layer(dep) > _layer(module)
-    )
+    upward = _upward(module, ast.parse(path.read_text()))
     assert not upward, f"tr_jax.{module} (layer {_layer(module)}) imports higher layers: {upward}"
 
 
@@ -104,3 +110,10 @@ def test_the_check_sees_an_upward_import():
     assert _runtime_imports(tree) == {"run", "cli", "compare"}
     guarded = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from tr_jax.train import Trainer\n")
     assert _runtime_imports(guarded) == set()
+
+
+def test_the_check_orders_the_rl_core():
+    """Inside layer 1 as well: the networks may not import the config, the config may import the algorithms."""
+    assert _upward("networks", ast.parse("def f():\n    from tr_jax.config import validate\n")) == ["config"]
+    assert _upward("algorithms.ppo", ast.parse("from tr_jax import config\n")) == ["config"]
+    assert _upward("config", ast.parse("from tr_jax.algorithms import reads\nfrom tr_jax import choices\n")) == []

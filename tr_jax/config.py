@@ -23,9 +23,20 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from tr_jax import choices as C
 from tr_jax.projections import bound_floor
 
-DTYPES = ("float32", "float64")
+# field -> the names it may take (tr_jax.choices: names only, so no import of the modules implementing them)
+_CHOICES = {
+    "algorithm": C.ALGORITHMS,
+    "cov_type": C.COV_TYPES,
+    "projection": C.PROJECTIONS,
+    "activation": C.ACTIVATIONS,
+    "matmul_precision": C.MATMUL_PRECISIONS,
+    "entropy_schedule": C.ENTROPY_SCHEDULES,
+    "dtype": C.DTYPES,
+}
+
 # Host-loop fields: they change when things are reported/saved, not what is
 # computed, so a resumed run may change them (and total_env_steps, to extend a run).
 RESUME_SAFE = (
@@ -231,25 +242,6 @@ QUICK_CONFIG = TrainConfig(
 )
 
 
-def _choices():
-    """The one definition of each list of choices, owned by the module that implements them."""
-    from tr_jax.algorithms import ALGORITHMS
-    from tr_jax.distributions import COV_TYPES
-    from tr_jax.losses import SCHEDULES
-    from tr_jax.networks import ACTIVATIONS, MATMUL_PRECISIONS
-    from tr_jax.projections import NAMES
-
-    return {
-        "algorithm": ALGORITHMS,
-        "cov_type": COV_TYPES,
-        "projection": NAMES,
-        "activation": ACTIVATIONS,
-        "matmul_precision": MATMUL_PRECISIONS,
-        "entropy_schedule": SCHEDULES,
-        "dtype": DTYPES,
-    }
-
-
 def _choice(name, value, options):
     if value not in options:
         raise ValueError(f"unknown {name} {value!r}; expected one of {options}")
@@ -273,10 +265,10 @@ def _finite(config):
 def unread(algorithm: str, fields: Sequence[str]) -> list[str]:
     """The ``fields`` that ``algorithm`` never reads: those only other algorithms read
     (:func:`tr_jax.algorithms.reads`, each algorithm's own table)."""
-    from tr_jax.algorithms import ALGORITHMS, reads
+    from tr_jax.algorithms import reads
 
     own = reads(algorithm)
-    others = {f for a in ALGORITHMS if a != algorithm for f in reads(a)}
+    others = {f for a in C.ALGORITHMS if a != algorithm for f in reads(a)}
     return [f for f in fields if f in others and f not in own]
 
 
@@ -289,7 +281,7 @@ def validate(config: TrainConfig, given: Sequence[str] = ()) -> TrainConfig:
     Environment names are checked against the installed sources by
     :func:`tr_jax.envs.sources.check_env` when the env is built.
     """
-    for name, options in _choices().items():
+    for name, options in _CHOICES.items():
         _choice(name, getattr(config, name), options)
     _finite(config)
     ignored = unread(config.algorithm, given)

@@ -36,8 +36,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from tr_jax import linalg as LA
+from tr_jax.choices import COV_TYPES
 
-COV_TYPES = ("diag", "full", "sqrt")
 CovType = Literal["diag", "full", "sqrt"]
 """A scale parameterisation: std vector, lower Cholesky factor, symmetric square root."""
 

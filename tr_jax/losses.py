@@ -34,13 +34,12 @@ from jax.typing import ArrayLike
 
 from tr_jax import distributions as D
 from tr_jax import parallel as par
+from tr_jax.choices import ENTROPY_SCHEDULES as SCHEDULES
 from tr_jax.distributions import CovType
 from tr_jax.projections import canonical_name, entropy_projection, parts, project
 from tr_jax.projections.dispatch import ProjectionName
 
 Gaussian = tuple[jax.Array, jax.Array]  # (mean [..., k], scale [..., k] or [..., k, k])
-
-SCHEDULES = ("none", "linear", "exp")
 
 
 def projection_cov_type(cov_type: CovType, projection: ProjectionName) -> CovType:

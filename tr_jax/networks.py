@@ -56,17 +56,17 @@ import jax.numpy as jnp
 
 from tr_jax import distributions as D
 from tr_jax import linalg as LA
+from tr_jax.choices import ACTIVATIONS, MATMUL_PRECISIONS
 
 if TYPE_CHECKING:
     from tr_jax.config import TrainConfig
 
 Params = dict
 
+# one row per name of ACTIVATIONS and MATMUL_PRECISIONS (tr_jax.choices), in its order
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
-ACTIVATIONS = tuple(_ACTIVATIONS)
 # config.matmul_precision -> the dense layers' precision (None: the backend's default, today's program)
 _PRECISIONS = {"default": None, "high": jax.lax.Precision.HIGH, "highest": jax.lax.Precision.HIGHEST}
-MATMUL_PRECISIONS = tuple(_PRECISIONS)
 
 
 # --------------------------------------------------------------------------------------

@@ -3,14 +3,14 @@
 import importlib
 
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
+from tr_jax.choices import ALGORITHMS
 
-# name -> (module, builder); the one list of algorithm names
+# name -> (module, builder), one row per name of ALGORITHMS (tr_jax.choices), in its order
 _BUILDERS = {
     "ppo": ("tr_jax.algorithms.ppo", "make_ppo"),
     "trpo": ("tr_jax.algorithms.trpo", "make_trpo"),
     "trpl": ("tr_jax.algorithms.trpl", "make_trpl"),
 }
-ALGORITHMS = tuple(_BUILDERS)
 
 
 def make_algorithm(config, policy, value, axis_name=None) -> Algorithm:

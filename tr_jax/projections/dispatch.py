@@ -14,7 +14,8 @@ from typing import Any, Literal, cast
 import jax
 from jax.typing import ArrayLike
 
-NAMES = ("kl", "w2", "frob")
+from tr_jax.choices import PROJECTIONS as NAMES
+
 ProjectionName = Literal["kl", "w2", "frob", "wasserstein", "frobenius"]
 """A projection's name: one of :data:`NAMES` or an alias (any letter case is accepted at run time)."""
 _ALIASES = {"wasserstein": "w2", "frobenius": "frob"}
