@@ -193,12 +193,11 @@ def _rows(d, *pairs):
 
 
 def test_cut_names_missing_rows_and_never_calls_them_later(tmp_path):
-    rd = R.RunDir(str(tmp_path))
     # the last row before the checkpoint at 4 (iteration 3, seed 1) was torn
     path = _rows(tmp_path, *[(i, s) for i in range(4) for s in (0, 1)])
     with open(path, "r+") as f:
         f.truncate(os.path.getsize(path) - 5)
-    notes = rd.cut(path, 4, 2, every_iteration=True)
+    notes = R.cut_jsonl(path, 4, 2, every_iteration=True)
     assert notes == [
         "m.jsonl: dropped a torn last line (iteration 3, before that checkpoint)",
         "warning: m.jsonl lacks rows from before the checkpoint at 4: iteration 3 (seed 1); they "
@@ -207,7 +206,7 @@ def test_cut_names_missing_rows_and_never_calls_them_later(tmp_path):
     assert [(r["iteration"], r["seed"]) for r in R.read_jsonl(path)] == [(i, s) for i in range(4) for s in (0, 1)][:7]
     # rows after the checkpoint are dropped and called that; a gap in the middle is named
     path = _rows(tmp_path, (0, 0), (2, 0), (3, 0), (4, 0), (5, 0))
-    assert rd.cut(path, 4, 1, every_iteration=True) == [
+    assert R.cut_jsonl(path, 4, 1, every_iteration=True) == [
         "m.jsonl: dropped 2 rows written after that checkpoint (iterations 4-5)",
         "warning: m.jsonl lacks rows from before the checkpoint at 4: iteration 1 (seed 0); they cannot be "
         "regenerated, the file keeps this gap",
@@ -216,11 +215,11 @@ def test_cut_names_missing_rows_and_never_calls_them_later(tmp_path):
     path = _rows(tmp_path, (3, 0), (7, 0), (7, 1), (11, 0))
     with open(path, "a") as f:
         f.write('{"iteration": 15, "env_st')
-    assert rd.cut(path, 16, 2, every_iteration=False)[1:] == [
+    assert R.cut_jsonl(path, 16, 2, every_iteration=False)[1:] == [
         "warning: m.jsonl lacks rows from before the checkpoint at 16: iteration 3 (seed 1), iteration 11 "
         "(seed 1), iteration 15 (seeds 0, 1); they cannot be regenerated, the file keeps this gap"
     ]
-    assert rd.cut(_rows(tmp_path, (0, 0), (1, 0)), 2, 1, every_iteration=True) == []  # intact: nothing to say
+    assert R.cut_jsonl(_rows(tmp_path, (0, 0), (1, 0)), 2, 1, every_iteration=True) == []  # intact: nothing to say
 
 
 def test_resume_after_a_torn_row_before_the_checkpoint_says_it_is_missing(copy, capsys):
@@ -244,7 +243,7 @@ def test_resume_after_a_torn_row_before_the_checkpoint_says_it_is_missing(copy, 
 
 def test_a_failed_append_leaves_no_partial_line(tmp_path, monkeypatch):
     rd = R.RunDir(str(tmp_path))
-    rd.append(rd.metrics, [{"iteration": 0, "seed": 0}])
+    R.append_jsonl(rd.metrics, [{"iteration": 0, "seed": 0}])
     before = open(rd.metrics).read()
     real = os.write
 
@@ -254,7 +253,7 @@ def test_a_failed_append_leaves_no_partial_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(R.os, "write", half_then_full)
     with pytest.raises(OSError) as e:
-        rd.append(rd.metrics, [{"iteration": i, "seed": 0, "x": "y" * 100} for i in range(1, 5)])
+        R.append_jsonl(rd.metrics, [{"iteration": i, "seed": 0, "x": "y" * 100} for i in range(1, 5)])
     assert e.value.errno == errno.ENOSPC and e.value.filename == rd.metrics
     assert open(rd.metrics).read() == before
 
@@ -262,10 +261,10 @@ def test_a_failed_append_leaves_no_partial_line(tmp_path, monkeypatch):
 def test_read_only_run_directory_is_one_line(copy, monkeypatch, capsys):
     """An injected EROFS on the first write of a resume (root ignores chmod; the tmpfs test below is the real one)."""
 
-    def read_only(self, path, rows):
+    def read_only(path, rows):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
 
-    monkeypatch.setattr(R.RunDir, "append", read_only)
+    monkeypatch.setattr(R, "append_jsonl", read_only)
     assert (
         cli.main(
             ["train", "--resume", copy, "--set", f"total_env_steps={LINE.total_env_steps + 64}", "--progress", "none"]

@@ -17,7 +17,7 @@ from test_run import HERE, _wait_for_file  # noqa: E402
 from tr_jax import run as run_module  # noqa: E402
 from tr_jax.cli import main  # noqa: E402
 from tr_jax.config import config_to_dict, load_config_file  # noqa: E402
-from tr_jax.rundir import RunDir, read_json, write_json  # noqa: E402
+from tr_jax.rundir import RunDir, append_jsonl, read_json, write_json  # noqa: E402
 from tr_jax.tune import Param, parse_param, tune  # noqa: E402
 
 register()
@@ -127,7 +127,7 @@ def test_a_diverged_seed_fails_its_trial(tmp_path):
     for diverged_at, state in (([-1, -1], "COMPLETE"), ([-1, 2], "FAIL")):
         d = str(tmp_path / state)
         os.makedirs(d)
-        RunDir(d).append(os.path.join(d, "eval.jsonl"), rows)
+        append_jsonl(os.path.join(d, "eval.jsonl"), rows)
         trial = study.ask({"eps_mean": optuna.distributions.FloatDistribution(0.01, 0.1)})
         _tell(optuna, study, trial, Result(d, np.array(diverged_at)), 2)
         frozen = study.trials[-1]

@@ -776,7 +776,7 @@ class _Loop:
                     f"removed the checkpoints newer than {it} from {self.where(g)}: {', '.join(map(str, newer))}"
                 )
         for g in groups:
-            notes = g.rd.cut(g.rd.metrics, it, n, every_iteration=True) + g.rd.cut(g.rd.eval, it, n, False)
+            notes = R.cut_jsonl(g.rd.metrics, it, n, every_iteration=True) + R.cut_jsonl(g.rd.eval, it, n, False)
             if g.changed:  # only once the checkpoint is known to restore
                 R.write_json(g.rd.config, config_to_dict(g.config))
             display.log(
@@ -888,7 +888,7 @@ class _Loop:
                 for i in range(metrics["iteration"].shape[1])
                 for s, r in ((s, gi * n + s) for s in range(n))
             ]
-            g.rd.append(g.rd.metrics, rows)
+            R.append_jsonl(g.rd.metrics, rows)
             for logger in self.options.loggers:
                 logger.metrics(gi, rows)
 
@@ -913,7 +913,7 @@ class _Loop:
                         }
                     )
                 group_rows.append(row)
-            g.rd.append(g.rd.eval, group_rows)
+            R.append_jsonl(g.rd.eval, group_rows)
             for logger in self.options.loggers:
                 logger.evals(gi, group_rows)
             rows.append(group_rows)

@@ -17,9 +17,9 @@ Multi-host (``jax.distributed``): only process 0 writes (every write below is
 a no-op elsewhere; checkpoints are written by all processes through Orbax).
 JSON files are written atomically (temporary file, then ``os.replace``);
 ``.jsonl`` files are appended one chunk at a time in a single write (a write
-that fails, e.g. on a full disk, is truncated back) and on resume cut back to
-the iterations before the checkpoint (a torn last line from a kill is
-dropped; rows before the checkpoint that are missing are named, since they
+that fails, e.g. on a full disk, is truncated back: :func:`append_jsonl`) and on
+resume cut back to the iterations before the checkpoint (:func:`cut_jsonl`; a torn
+last line from a kill is dropped; rows before the checkpoint that are missing are named, since they
 cannot be regenerated). Readers (:meth:`RunDir.read_metrics`/``read_eval``)
 refuse an (iteration, seed) that appears twice. Values that do not exist (no
 finished episode yet: NaN) are ``null``.
@@ -223,6 +223,80 @@ def _listing(names: list, limit: int = 8) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def append_jsonl(path: str, rows: Iterable[dict]) -> None:
+    """Appends to the ``.jsonl`` file ``path`` one JSON line per row in a single write and flushes it to disk; a
+    write that fails (a full disk) is truncated back, so no partial line stays behind."""
+    if not _writer():
+        return
+    data = "".join(json.dumps({k: clean(v) for k, v in row.items()}, allow_nan=False) + "\n" for row in rows).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as e:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise OSError(e.errno, e.strerror, path) from None
+    finally:
+        os.close(fd)
+
+
+def cut_jsonl(path: str, before_iteration: int, num_seeds: int, every_iteration: bool) -> list:
+    """Keeps only the rows of the ``.jsonl`` file ``path`` (a run's metrics or evaluations) with ``iteration <
+    before_iteration`` (and drops a torn last line).
+
+    Returns what happened, as lines to show: rows dropped from after the
+    checkpoint, and rows missing from before it (a torn or removed line
+    cannot be regenerated). Missing rows are every (iteration, seed) pair
+    with ``iteration < before_iteration`` that is absent if
+    ``every_iteration`` (metrics.jsonl), otherwise the seeds absent from an
+    iteration that has rows (eval.jsonl) and the iteration of a torn line.
+    """
+    if not os.path.exists(path) or not _writer():
+        return []
+    with open(path) as f:
+        lines = f.readlines()
+    torn = lines.pop() if lines and not lines[-1].endswith("\n") else None
+    rows = [_row(path, number, ln) for number, ln in enumerate(lines, 1)]
+    keep = [ln for ln, r in zip(lines, rows) if r["iteration"] < before_iteration]
+    if len(keep) < len(lines) or torn is not None:
+        _replace(path, "".join(keep))
+    name, notes = os.path.basename(path), []
+    after = sorted({r["iteration"] for r in rows if r["iteration"] >= before_iteration})
+    if after:
+        notes.append(
+            f"{name}: dropped {len(lines) - len(keep)} rows written after that checkpoint "
+            f"(iterations {after[0]}-{after[-1]})"
+        )
+    present = {(r["iteration"], r["seed"]) for r in rows if r["iteration"] < before_iteration}
+    its = range(before_iteration) if every_iteration else sorted({i for i, _ in present})
+    missing = {(i, s) for i in its for s in range(num_seeds)} - present
+    torn_it = re.match(r'\{"iteration": (\d+)', torn or "")
+    if torn is not None:
+        when = (
+            ""
+            if torn_it is None
+            else f" (iteration {torn_it[1]}, "
+            + ("before" if int(torn_it[1]) < before_iteration else "after")
+            + " that checkpoint)"
+        )
+        notes.append(f"{name}: dropped a torn last line{when}")
+        if torn_it is not None and int(torn_it[1]) < before_iteration and not every_iteration:
+            missing |= {(int(torn_it[1]), s) for s in range(num_seeds)} - present
+    if missing:
+        notes.append(
+            f"warning: {name} lacks rows from before the checkpoint at {before_iteration}: "
+            f"{_keys(missing)}; they cannot be regenerated, the file keeps this gap"
+        )
+    return notes
+
+
 class RunDir:
     """Paths and file operations of one run directory (see the module docstring)."""
 
@@ -283,79 +357,6 @@ class RunDir:
             if not os.path.exists(f):
                 raise FileNotFoundError(f"{rd.path} is not a tr_jax run directory: {os.path.basename(f)} is missing")
         return rd
-
-    def append(self, path: str, rows: Iterable[dict]) -> None:
-        """Appends one JSON line per row in a single write and flushes it to disk; a write that fails (a full
-        disk) is truncated back, so no partial line stays behind."""
-        if not _writer():
-            return
-        data = "".join(
-            json.dumps({k: clean(v) for k, v in row.items()}, allow_nan=False) + "\n" for row in rows
-        ).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            except OSError as e:
-                try:
-                    os.ftruncate(fd, size)
-                except OSError:
-                    pass
-                raise OSError(e.errno, e.strerror, path) from None
-        finally:
-            os.close(fd)
-
-    def cut(self, path: str, before_iteration: int, num_seeds: int, every_iteration: bool) -> list:
-        """Keeps only the rows of ``path`` with ``iteration < before_iteration`` (and drops a torn last line).
-
-        Returns what happened, as lines to show: rows dropped from after the
-        checkpoint, and rows missing from before it (a torn or removed line
-        cannot be regenerated). Missing rows are every (iteration, seed) pair
-        with ``iteration < before_iteration`` that is absent if
-        ``every_iteration`` (metrics.jsonl), otherwise the seeds absent from an
-        iteration that has rows (eval.jsonl) and the iteration of a torn line.
-        """
-        if not os.path.exists(path) or not _writer():
-            return []
-        with open(path) as f:
-            lines = f.readlines()
-        torn = lines.pop() if lines and not lines[-1].endswith("\n") else None
-        rows = [_row(path, number, ln) for number, ln in enumerate(lines, 1)]
-        keep = [ln for ln, r in zip(lines, rows) if r["iteration"] < before_iteration]
-        if len(keep) < len(lines) or torn is not None:
-            _replace(path, "".join(keep))
-        name, notes = os.path.basename(path), []
-        after = sorted({r["iteration"] for r in rows if r["iteration"] >= before_iteration})
-        if after:
-            notes.append(
-                f"{name}: dropped {len(lines) - len(keep)} rows written after that checkpoint "
-                f"(iterations {after[0]}-{after[-1]})"
-            )
-        present = {(r["iteration"], r["seed"]) for r in rows if r["iteration"] < before_iteration}
-        its = range(before_iteration) if every_iteration else sorted({i for i, _ in present})
-        missing = {(i, s) for i in its for s in range(num_seeds)} - present
-        torn_it = re.match(r'\{"iteration": (\d+)', torn or "")
-        if torn is not None:
-            when = (
-                ""
-                if torn_it is None
-                else f" (iteration {torn_it[1]}, "
-                + ("before" if int(torn_it[1]) < before_iteration else "after")
-                + " that checkpoint)"
-            )
-            notes.append(f"{name}: dropped a torn last line{when}")
-            if torn_it is not None and int(torn_it[1]) < before_iteration and not every_iteration:
-                missing |= {(int(torn_it[1]), s) for s in range(num_seeds)} - present
-        if missing:
-            notes.append(
-                f"warning: {name} lacks rows from before the checkpoint at {before_iteration}: "
-                f"{_keys(missing)}; they cannot be regenerated, the file keeps this gap"
-            )
-        return notes
 
     def untrained(self) -> bool:
         """True while the run directory holds no training yet: no ``metrics.jsonl``, no checkpoint."""
