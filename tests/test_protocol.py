@@ -75,7 +75,8 @@ def test_value_lr_decay_and_value_minibatches():
 
 
 def test_shipped_configs_share_one_lr_horizon():
-    """Every shipped config anneals over the reference's 1465 iterations, whatever its budget or batch."""
+    """Every shipped config of the paper's benchmarks anneals over the reference's 1465 iterations, whatever its
+    budget or batch (a Playground task's config keeps Playground's own schedule, so it is not one of them)."""
     paths = [
         p
         for p in glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True)
@@ -84,6 +85,8 @@ def test_shipped_configs_share_one_lr_horizon():
     assert len(paths) > 50
     for p in paths:
         c = load_config_file(p)
+        if c.env_name.startswith("playground:"):
+            continue
         assert c.lr_decay_iterations == 1465 and c.replace(total_env_steps=2_000_000).lr_decay_iterations == 1465, p
 
 
