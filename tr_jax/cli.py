@@ -26,8 +26,10 @@ could save anything.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
+import threading
 
 from tr_jax.config import (
     QUICK_CONFIG,
@@ -467,17 +469,43 @@ def _train(args) -> int:
     return EXIT_STATUS.get(result.status, 0)
 
 
+class _MainThreadOnly(io.TextIOBase):
+    """``sys.stderr`` for the commands that only read a checkpoint (eval, render, export): what the main thread
+    writes goes through; what other threads write is dropped. When a checkpoint cannot be read, Orbax's
+    background threads print "Event loop is closed" tracebacks at unpredictable moments (before, inside or after
+    the command's one-line error); nothing else of these commands writes from another thread."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
 def _failed(command: str, e: BaseException, args) -> int:
     """Prints ``tr-jax COMMAND: error: E`` (one line) and returns 2. After a checkpoint that could not be read or
     written (``e`` or its cause), a process that is this command ends here with ``os._exit(2)``: not through the
     interpreter's shutdown, where Orbax's threads report the failure again ("Event loop is closed" tracebacks)."""
     from tr_jax.checkpoint import CheckpointError, CheckpointWriteError
 
-    print(f"tr-jax {command}: error: {e}", file=sys.stderr)
+    message = f"tr-jax {command}: error: {e}\n"
     if args.program and any(isinstance(x, (CheckpointError, CheckpointWriteError)) for x in (e, e.__cause__)):
+        # Orbax's threads may print that traceback at any moment now: their writes to sys.stderr go nowhere,
+        # and the line goes out in one write, so nothing lands inside or after it
         sys.stdout.flush()
         sys.stderr.flush()
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process ends below)
+        os.write(2, message.encode())
         os._exit(2)
+    sys.stderr.write(message)
     return 2
 
 
@@ -685,6 +713,8 @@ def main(argv=None) -> int:
         from tr_jax.run import hold_exit_status
 
         hold_exit_status()  # a SIGTERM after the checkpoint cannot turn exit status 75 into 143
+    if args.program and args.command in ("eval", "render", "export"):
+        sys.stderr = _MainThreadOnly(sys.stderr)
     return {
         "train": _train,
         "export-tb": _export_tb,
