@@ -11,6 +11,9 @@
 #   6. walker2d's bound sweeps (experiments/sensitivity.sh).
 # The tables and figures: experiments/study_export.py OUT, then experiments/study_report.py.
 #   experiments/factors.sh [OUT]     (default OUT: results/study, the study's own output directory)
+# On a new machine, continue from the raw runs packed at the last stop (every run's files, the newest checkpoint
+# of each unfinished run, no checkpoint of a finished one; finished runs are skipped, the others resume):
+#   mkdir -p results/study && tar xzf experiments/study/in_progress.tar.gz -C results/study && experiments/factors.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-results/study}"
