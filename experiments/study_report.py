@@ -861,7 +861,7 @@ def _seeds_text(st: Study, env: str, name: str) -> str:
 
 def _new_cells_table(st: Study) -> str:
     lines = [
-        "| env | cell | base seed | seeds | env steps per seed | failed seeds | score IQM [95% CI] |",
+        "| env | cell | base seed | seeds | env steps reached per seed | failed seeds | score IQM [95% CI] |",
         "|---|---|---|---|---|---|---|",
     ]
     for env, name in _new_cells():
@@ -911,7 +911,7 @@ def _h4_table(st: Study) -> str:
 
 def _budget_table(st: Study) -> str:
     lines = [
-        "| env | setup | seeds at the budget | env steps per seed | score IQM [95% CI] | at 2M (main table) |",
+        "| env | setup | seeds at the budget | env steps reached per seed | score IQM [95% CI] | at 2M (main table) |",
         "|---|---|---|---|---|---|",
     ]
     for env, setup in PROGRAM_CELLS[1][1]:
