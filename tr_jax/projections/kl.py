@@ -381,21 +381,17 @@ def _cov_diag_parts(
     return lam, d, p, jnp.sqrt(old_std * old_std / p)
 
 
-def _cov_diag_sums(std: jax.Array, old_std: jax.Array, ct: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-state sums of the backward pass: ``(sum(ct proj d / p), sum(d^2 / p^2))``."""
-    _, d, p, proj = _cov_diag_parts(std, old_std, s)
-    return jnp.sum(ct * proj * d / p), jnp.sum((d / p) ** 2)
-
-
 @jax.custom_vjp
 def _cov_diag(std: jax.Array, old_std: jax.Array, eps: jax.Array) -> jax.Array:
     """``[n, k]`` projected stds of ``n`` diagonal states (``std``, ``old_std``
     ``[n, k]``, ``eps`` ``[n]``).
 
-    The per-state work (the root s, the sums of the backward pass) runs in
-    blocks of states (:func:`_map_states`); the elementwise results are one
-    pass over the batch. A custom VJP whose residuals are the inputs and
-    ``s``, so no ``[n, k]`` intermediate stays alive between the passes.
+    The per-state work runs in blocks of states (:func:`_map_states`): the
+    root s in the forward pass (the projected stds are then one pass over the
+    batch), the whole backward pass (its per-state sums and the elementwise
+    cotangents that need them, so the second read of a block's inputs comes
+    from cache). A custom VJP whose residuals are the inputs and ``s``, so no
+    ``[n, k]`` intermediate stays alive between the passes.
     """
     return _cov_diag_fwd(std, old_std, eps)[0]
 
@@ -407,25 +403,36 @@ def _cov_diag_fwd(std: jax.Array, old_std: jax.Array, eps: jax.Array) -> tuple[j
     return jnp.where(active, proj, std), (std, old_std, eps, s)
 
 
-def _cov_diag_bwd(res: tuple[jax.Array, ...], ct: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Chain rule through proj = s_o p^(-1/2), p = 1 + s d, and the implicit s:
+def _cov_diag_state_vjp(
+    std: jax.Array, old_std: jax.Array, eps: jax.Array, s: jax.Array, ct: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """VJP of one diagonal state (``std``, ``old_std``, ``ct`` ``[k]``, ``eps``,
+    ``s`` ``[]``) w.r.t. ``(std, old_std, eps)``: the chain rule through
+    proj = s_o p^(-1/2), p = 1 + s d, and the implicit s:
 
     ds/dlam = -s a / B, ds/deps = 2 / (s B), a = d / p^2, B = sum(d a);
     with A = sum(ct proj d / p) and kappa = -A / (2 B):
     dL/dlam = s (-ct proj / (2 p) - kappa a), then lam = (s_o / s~)^2.
+    Inactive states (s = 1): the identity to ``std``, zero to the rest.
     """
-    std, old_std, eps, s = res
     active = jnp.logical_not(s >= 1.0)
     s_safe = jnp.where(active, s, 0.5)
-    sum_a, sum_b = _map_states(_cov_diag_sums, std, old_std, ct, s_safe)
-    sum_b = jnp.where(active[:, 0], sum_b, 1.0)
-    kappa = (-0.5 * sum_a / sum_b)[:, None]
     lam, d, p, proj = _cov_diag_parts(std, old_std, s_safe)
+    sum_a = jnp.sum(ct * proj * d / p)
+    sum_b = jnp.where(active, jnp.sum((d / p) ** 2), 1.0)
+    kappa = -0.5 * sum_a / sum_b
     ct_lam = s_safe * (-0.5 * ct * proj / p - kappa * d / (p * p))
     ct_std = jnp.where(active, -2.0 * ct_lam * lam / std, ct)
     ct_old = jnp.where(active, (ct * proj + 2.0 * ct_lam * lam) / old_std, 0.0)
-    ct_eps = jnp.where(active[:, 0], -sum_a / (s_safe[:, 0] * sum_b), 0.0)
+    ct_eps = jnp.where(active, -sum_a / (s_safe * sum_b), 0.0)
     return ct_std, ct_old, ct_eps.astype(eps.dtype)
+
+
+def _cov_diag_bwd(res: tuple[jax.Array, ...], ct: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per state (:func:`_cov_diag_state_vjp`), in blocks of states."""
+    std, old_std, eps, s = res
+    out: tuple[jax.Array, jax.Array, jax.Array] = _map_states(_cov_diag_state_vjp, std, old_std, eps, s[:, 0], ct)
+    return out
 
 
 _cov_diag.defvjp(_cov_diag_fwd, _cov_diag_bwd)
