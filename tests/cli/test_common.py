@@ -58,3 +58,23 @@ def test_both_spellings_give_tune_the_same_directory(flag, tmp_path, monkeypatch
 def test_a_different_directory_than_resume_is_named_as_typed(flag, tmp_path, capsys):
     assert main(["tune", "--resume", str(tmp_path), flag, str(tmp_path / "elsewhere")]) == 2
     assert capsys.readouterr().err == f"tr-jax tune: error: {flag} and --resume name different directories\n"
+
+
+def test_compare_options_moved_and_the_old_name_still_works():
+    """tr_jax.compare.add_arguments (experiments' scripts may call it) is a deprecated alias of the options in
+    tr_jax.cli.compare; tr_jax.compare.main (experiments/compare.py) uses the new one without a warning."""
+    import argparse
+    import warnings
+
+    from tr_jax import compare
+    from tr_jax.cli.compare import add_arguments
+
+    argv = ["--envs", "hopper", "--setups", "ppo", "--out", "o", "--configs", "c"]
+    new, old = argparse.ArgumentParser(), argparse.ArgumentParser()
+    add_arguments(new, "c")
+    with pytest.warns(DeprecationWarning, match="use tr_jax.cli.compare.add_arguments"):
+        compare.add_arguments(old)
+    assert old.parse_args(argv) == new.parse_args(argv)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit):
+        warnings.simplefilter("error")
+        compare.main(["--help"])
