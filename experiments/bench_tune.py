@@ -67,7 +67,7 @@ def main() -> None:
             str(a.seeds),
             "--sampler",
             "random",
-            "--dir",
+            "--run-dir",
             tune_dir,
             "--progress",
             "none",

@@ -510,69 +510,9 @@ def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1, path: str |
     return path
 
 
-def add_arguments(p: argparse.ArgumentParser, default_configs: str = DEFAULT_CONFIGS) -> None:
-    """The options of ``tr-jax compare`` (and ``experiments/compare.py``, whose ``default_configs`` is the config
-    tree beside it) on ``p``."""
-    p.add_argument("--envs", nargs="+", required=True, help="env names (directories of --configs)")
-    p.add_argument(
-        "--setups",
-        nargs="+",
-        required=True,
-        help="setups (config file names without .yaml), e.g. ppo trpl-kl trpl-w2 trpl-frob trpo",
-    )
-    p.add_argument("--seeds", type=int, default=3, help="seeds per run, trained at once (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    p.add_argument(
-        "--env-steps",
-        type=int,
-        default=None,
-        metavar="N",
-        help="env steps per seed (total_env_steps; default: the config files')",
-    )
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set a TrainConfig field in every run (repeatable)",
-    )
-    p.add_argument(
-        "--configs",
-        default=default_configs,
-        metavar="DIR",
-        help=f"config directory holding ENV/SETUP.yaml (default {default_configs})",
-    )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (runs/, results.md, plots)")
-    p.add_argument("--report-only", action="store_true", help="train nothing: table and plots of what is there")
-    p.add_argument(
-        "--table-at",
-        type=int,
-        default=None,
-        metavar="N",
-        help="the table at a budget of N env steps per seed: seeds scored over the last 10%% of N, "
-        "columns from evaluations and updates at or before N (to compare runs of which some are "
-        "still going at equal env steps)",
-    )
-    p.add_argument(
-        "--progress",
-        choices=("auto", "bar", "lines", "none"),
-        default="auto",
-        help="progress display of each run (default auto)",
-    )
-    p.add_argument(
-        "--smooth",
-        type=int,
-        default=10,
-        metavar="N",
-        help="plots: per-iteration metrics (training return, KL, bounds, entropy) averaged over N "
-        "trailing iterations per seed; evaluations are never smoothed (default 10; 1: raw)",
-    )
-
-
 def run_compare(args, prog: str = "tr-jax compare") -> int:
-    """Trains what ``args`` (parsed :func:`add_arguments` options) asks for, then writes the table and plots;
-    returns the exit status (errors go to stderr as ``prog: error: ...``)."""
+    """Trains what ``args`` (the parsed options of ``tr-jax compare``, tr_jax.cli.compare.add_arguments) asks for,
+    then writes the table and plots; returns the exit status (errors go to stderr as ``prog: error: ...``)."""
     if args.seeds < 1:
         print(f"{prog}: error: --seeds must be >= 1", file=sys.stderr)
         return 2
@@ -641,6 +581,20 @@ def run_compare(args, prog: str = "tr-jax compare") -> int:
 
 def main(argv=None, prog: str = "compare.py", default_configs: str = DEFAULT_CONFIGS) -> int:
     """The command on its own (``experiments/compare.py``): parses ``argv`` and runs :func:`run_compare`."""
+    from tr_jax.cli.compare import add_arguments as options
+
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p, default_configs)
+    options(p, default_configs)
     return run_compare(p.parse_args(argv), prog)
+
+
+def add_arguments(p: argparse.ArgumentParser, default_configs: str = DEFAULT_CONFIGS) -> None:
+    """Deprecated: the options of ``tr-jax compare`` are :func:`tr_jax.cli.compare.add_arguments`."""
+    import warnings
+
+    from tr_jax.cli.compare import add_arguments as options
+
+    warnings.warn(
+        "tr_jax.compare.add_arguments is deprecated: use tr_jax.cli.compare.add_arguments", DeprecationWarning, 2
+    )
+    options(p, default_configs)
