@@ -1,4 +1,4 @@
-"""The host loop (tr_jax/run.py), run directories, Orbax checkpoints, resume and the ``tr-jax`` CLI.
+"""The host loop (tr_jax/run/), run directories, Orbax checkpoints, resume and the ``tr-jax`` CLI.
 
 All on the tiny line env (tests/_line_env.py: compiles in seconds). The
 kill/interrupt tests start real processes (tests/_run_child.py) and send real
