@@ -200,7 +200,7 @@ def run_loop(setup: Setup) -> list[RunResult]:
     if setup.options.resume:
         state, it = _restore(setup, state)
         if _finished_already(setup, it):  # nothing to do: no file is touched
-            return _results(setup, Progress(state, it, it, evals=((),) * setup.S), loop_seconds=0.0)
+            return _results(setup, Progress(state, it, saved=it, evals=((),) * setup.S), loop_seconds=0.0)
         _cut_back(setup, it)
     else:
         where = os.path.dirname(setup.groups[0].rd.path)
@@ -211,7 +211,7 @@ def run_loop(setup: Setup) -> list[RunResult]:
         )
     _open_loggers(setup, it)
     setup.display.start(setup.total_its * setup.steps_per_it, it * setup.steps_per_it)
-    start, p = Start(it, time.perf_counter()), Progress(state, it, it, evals=((),) * setup.S)
+    start, p = Start(it, time.perf_counter()), Progress(state, it, saved=it, evals=((),) * setup.S)
     if p.it < setup.total_its:
         programs, p = _compile_programs(setup, p)
         stop = False
