@@ -126,21 +126,7 @@ def run(  # noqa: PLR0913 (the public signature: callers pass these by name)
     Returns:
       :class:`RunResult`.
     """
-    request = _Request(
-        config,
-        seed,
-        num_seeds,
-        run_dir,
-        resume,
-        overwrite,
-        progress,
-        progress_fn,
-        on_divergence,
-        runs_root,
-        env,
-        checkpoint,
-        tuple(loggers),
-    )
+    request = _request(locals())
     _check_options(request)
     if resume:
         target = _resumed_run(request)
@@ -191,22 +177,7 @@ def run_sweep(  # noqa: PLR0913 (the public signature: callers pass these by nam
     """
     from tr_jax.hyperparams import sweep_configs
 
-    request = _Request(
-        config,
-        seed,
-        num_seeds,
-        run_dir,
-        resume,
-        overwrite,
-        progress,
-        progress_fn,
-        on_divergence,
-        runs_root,
-        env,
-        checkpoint,
-        tuple(loggers),
-        resume_command,
-    )
+    request = _request(locals())
     _check_options(request)
     if resume:
         return _run_groups(request, _resumed_sweep(request))
@@ -240,6 +211,12 @@ class _Request(NamedTuple):
     checkpoint: int | None
     loggers: tuple
     resume_command: str | None = None
+
+
+def _request(arguments: dict) -> _Request:
+    """The request of a call of :func:`run` or :func:`run_sweep`, from its arguments (``locals()`` at its start)."""
+    request = _Request(**{name: arguments[name] for name in _Request._fields if name in arguments})
+    return request._replace(loggers=tuple(request.loggers))
 
 
 class _Target(NamedTuple):
