@@ -1,4 +1,4 @@
-"""The host loop (tr_jax/run.py), run directories, Orbax checkpoints, resume and the ``tr-jax`` CLI.
+"""The host loop (tr_jax/run/), run directories, Orbax checkpoints, resume and the ``tr-jax`` CLI.
 
 All on the tiny line env (tests/_line_env.py: compiles in seconds). The
 kill/interrupt tests start real processes (tests/_run_child.py) and send real
@@ -584,6 +584,18 @@ def test_cli_eval(two_seeds, capsys):
     out = capsys.readouterr().out.splitlines()
     assert "checkpoint at iteration 24" in out[0]
     assert out[1].startswith("seed 0: deterministic ") and out[2].startswith("seed 1: ") and "stochastic" in out[2]
+
+
+def test_the_run_package_keeps_its_names():
+    """tr_jax.run is a package of modules (loop, interrupts, results, load); the names users and scripts import
+    from tr_jax.run stay there, the same objects as in the module that defines them."""
+    import tr_jax.run as run_module
+    from tr_jax.run import interrupts, load, loop, results
+
+    assert set(run_module.__all__) <= set(vars(run_module))
+    assert run_module.RunResult is results.RunResult and run_module.load_checkpoint is load.load_checkpoint
+    assert run_module._Interrupts is interrupts.Interrupts and run_module._MujocoLog is interrupts.MujocoLog
+    assert run_module.LoopOptions is loop.LoopOptions and run_module.hold_exit_status is interrupts.hold_exit_status
 
 
 def test_mujoco_warnings_go_to_the_run_directory(tmp_path, monkeypatch):
