@@ -55,7 +55,10 @@ TOPICS = (
             "tr_jax.plot",
         ),
     ),
-    ("Trained policies", ("tr_jax.inference", "tr_jax.acting", "tr_jax.export", "tr_jax.render")),
+    (
+        "Trained policies",
+        ("tr_jax.policy", "tr_jax.policy.acting", "tr_jax.policy.loading", "tr_jax.policy.export", "tr_jax.render"),
+    ),
 )
 INTERNALS = "Internals"
 # what a Sphinx role looks like once markdown has rendered it (``:func:`x``` -> ":func:<code>x</code>")
@@ -124,10 +127,16 @@ def missing_docstrings() -> list[str]:
 
 def package_members(name: str) -> list[str] | None:
     """The names the page of package ``name`` shows: its ``__all__``, or None (its docstring only) for a module,
-    a package without one, or one whose names are imported lazily (as ``tr_jax``'s own)."""
+    a package without one, or one that imports its names lazily unless all of them are functions and classes
+    (``tr_jax``'s own include modules; ``tr_jax.policy``'s show: its ``__init__`` imports them under
+    ``if TYPE_CHECKING:`` as well, where the pages' static reader finds them)."""
     module = importlib.import_module(name)
     listed = getattr(module, "__all__", None)
-    if not hasattr(module, "__path__") or listed is None or not set(listed) <= set(vars(module)):
+    if not hasattr(module, "__path__") or listed is None:
+        return None
+    objects = [getattr(module, n) for n in listed]  # (a lazy name is imported here)
+    lazy = not set(listed) <= set(vars(module))
+    if lazy and not all(inspect.isfunction(obj) or inspect.isclass(obj) for obj in objects):
         return None
     return list(listed)
 

@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-MODULES = ["tr_jax.losses", "tr_jax.layers", "tr_jax.acting"]
+MODULES = ["tr_jax.losses", "tr_jax.layers", "tr_jax.policy.acting"]
 
 
 @pytest.mark.parametrize("name", MODULES)

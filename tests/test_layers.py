@@ -9,9 +9,14 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tr_jax"
 
-# the lowest layer a module may live in; a package name covers its submodules. Inside the RL core (1) the
-# modules are ordered too: 1.0 imports only math, 1.1 builds on 1.0, the config asks the algorithms what they
-# read (1.2), the hyperparameters are made from a config (1.3).
+# the lowest layer a module may live in; a package name covers its submodules, unless a submodule has its own
+# entry (the longest matching name decides). Inside the RL core (1) the modules are ordered too: 1.0 imports only
+# math, 1.1 builds on 1.0, the config asks the algorithms what they read (1.2), the hyperparameters are made from
+# a config (1.3). A package whose submodules live in different layers (``policy``) stands, as a name imported
+# from, at its highest submodule's layer; its ``__init__`` imports none of them at run time (it loads each name
+# on first use), so that importing its lower submodules does not load the higher ones
+# (test_a_package_across_layers_loads_its_modules_lazily). The deprecated alias modules (``acting``,
+# ``inference``, ``export``, ``trpl``) live in the layer of the module they re-export.
 LAYERS = {
     # math (and infrastructure with no tr_jax dependency above it)
     "choices": 0,
@@ -27,7 +32,8 @@ LAYERS = {
     "trpl": 1.1,
     "layers": 1.1,
     "algorithms": 1.1,
-    "acting": 1.1,
+    "policy.acting": 1.1,
+    "acting": 1.1,  # deprecated alias of policy.acting
     "config": 1.2,
     "hyperparams": 1.3,
     # trainer
@@ -39,7 +45,8 @@ LAYERS = {
     "progress": 3,
     "loggers": 3,
     "tune": 3,
-    "inference": 3,
+    "policy.loading": 3,
+    "inference": 3,  # deprecated alias of policy.loading
     "compile_cache": 3,
     "programs": 3,
     # tools
@@ -47,15 +54,25 @@ LAYERS = {
     "plot": 4,
     "render": 4,
     "gif": 4,
-    "export": 4,
+    "policy": 4,  # the package's names (its __init__ imports none at run time)
+    "policy.export": 4,
+    "export": 4,  # deprecated alias of policy.export
     "cli": 4,
     "__main__": 4,
 }
 
 
 def _layer(module: str) -> float:
-    """The layer of ``tr_jax.<module>`` (its top-level name decides); KeyError for a module not placed yet."""
-    return LAYERS[module.split(".")[0]]
+    """The layer of ``tr_jax.<module>`` (its longest name in ``LAYERS``, itself or a package above it, decides);
+    KeyError for a module not placed yet."""
+    parts = module.split(".")
+    return next(LAYERS[name] for k in range(len(parts), 0, -1) if (name := ".".join(parts[:k])) in LAYERS)
+
+
+def _is_module(dotted: str) -> bool:
+    """Whether ``tr_jax.<dotted>`` (``".x"`` for ``tr_jax.x``) is a module or package of tr_jax's source."""
+    path = PACKAGE.joinpath(*dotted.strip(".").split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def _runtime_imports(tree: ast.Module) -> set[str]:
@@ -73,8 +90,8 @@ def _runtime_imports(tree: ast.Module) -> set[str]:
             continue
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tr_jax":
             base = node.module.split(".", 1)[1] if "." in node.module else ""
-            for alias in node.names:  # `from tr_jax import run` names a module; `from tr_jax.x import f` does not
-                out.add(f"{base}.{alias.name}".strip(".") if not base else base)
+            for alias in node.names:  # `from tr_jax import run` and `from tr_jax.policy import acting` name modules
+                out.add(f"{base}.{alias.name}".strip(".") if _is_module(f"{base}.{alias.name}") else base)
         elif isinstance(node, ast.Import):
             out |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("tr_jax.")}
     return out
@@ -91,6 +108,18 @@ def _modules() -> list[tuple[str, pathlib.Path]]:
 def test_every_module_has_a_layer():
     unplaced = sorted({m.split(".")[0] for m, _ in _modules()} - set(LAYERS))
     assert not unplaced, f"modules without a layer in tests/test_layers.py: {unplaced}"
+    stale = sorted(name for name in LAYERS if not _is_module(name))
+    assert not stale, f"tests/test_layers.py places modules that do not exist: {stale}"
+
+
+def test_a_package_across_layers_loads_its_modules_lazily():
+    """Importing ``tr_jax.policy.acting`` runs ``tr_jax/policy/__init__.py`` first: were its names imported there,
+    the trainer would load the export module (a tool) through it."""
+    split = sorted({name.rsplit(".", 1)[0] for name in LAYERS if "." in name})
+    assert "policy" in split
+    for package in split:
+        tree = ast.parse((PACKAGE / package.replace(".", "/") / "__init__.py").read_text())
+        assert not _runtime_imports(tree), f"tr_jax/{package}/__init__.py imports at run time: {_runtime_imports(tree)}"
 
 
 def _upward(module: str, tree: ast.Module) -> list[str]:
@@ -117,3 +146,11 @@ def test_the_check_orders_the_rl_core():
     assert _upward("networks", ast.parse("def f():\n    from tr_jax.config import validate\n")) == ["config"]
     assert _upward("algorithms.ppo", ast.parse("from tr_jax import config\n")) == ["config"]
     assert _upward("config", ast.parse("from tr_jax.algorithms import reads\nfrom tr_jax import choices\n")) == []
+
+
+def test_the_check_places_the_policy_modules_one_by_one():
+    """The trainer may import the acting module, not the policy package's names (they include the tools')."""
+    assert _upward("train", ast.parse("from tr_jax.policy import acting\nfrom tr_jax.policy.acting import f\n")) == []
+    assert _upward("train", ast.parse("from tr_jax.policy import load_policy\n")) == ["policy"]
+    assert _upward("policy.acting", ast.parse("from tr_jax.policy import loading\n")) == ["policy.loading"]
+    assert _upward("policy.loading", ast.parse("from tr_jax.policy.export import export_policy\n")) == ["policy.export"]

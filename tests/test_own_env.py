@@ -127,8 +127,8 @@ def test_value_obs_key_gives_the_critic_its_own_entry_and_the_policy_keeps_its_o
     its own statistics; the checkpoint, load_policy and the exported program hold the policy's entry only."""
     import _line_env
 
-    from tr_jax.export import export_policy
-    from tr_jax.inference import load_policy
+    from tr_jax.policy.export import export_policy
+    from tr_jax.policy.loading import load_policy
     from tr_jax.run import load_checkpoint, run
 
     _line_env.register()

@@ -3,7 +3,8 @@
 Public entry points (imported on first use, so ``import tr_jax`` stays light): :mod:`tr_jax.losses` (TRPL's
 building blocks and PPO's clipped surrogate for your own agent), :mod:`tr_jax.projections`,
 ``tr_jax.TrustRegionLayer`` (a Flax policy head) and ``tr_jax.load_policy`` (a trained policy out of a run
-directory). ``tr_jax.trpl`` is a deprecated alias of ``tr_jax.losses``, kept for one release.
+directory; :mod:`tr_jax.policy` holds it, how a policy acts and its export). ``tr_jax.trpl`` is a deprecated
+alias of ``tr_jax.losses``, kept for one release.
 """
 
 import importlib
@@ -15,7 +16,7 @@ _LAZY = {
     "trpl": ("tr_jax.trpl", None),  # deprecated alias of losses
     "projections": ("tr_jax.projections", None),
     "TrustRegionLayer": ("tr_jax.layers", "TrustRegionLayer"),
-    "load_policy": ("tr_jax.inference", "load_policy"),
+    "load_policy": ("tr_jax.policy.loading", "load_policy"),
 }
 
 

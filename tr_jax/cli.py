@@ -684,7 +684,7 @@ def _render(args) -> int:
 
 
 def _export(args) -> int:
-    from tr_jax.export import export_policy
+    from tr_jax.policy.export import export_policy
 
     try:
         done = export_policy(

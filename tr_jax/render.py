@@ -57,7 +57,7 @@ def rollout_episode(
     Returns:
       :class:`Episode`.
     """
-    from tr_jax.inference import load_policy
+    from tr_jax.policy.loading import load_policy
 
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"--max-steps {max_steps}: an episode lasts at least 1 env step")

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tr_jax import acting, distributions
+from tr_jax import distributions
 from tr_jax import hyperparams as H
 from tr_jax import parallel as par
 from tr_jax.algorithms import Algorithm, make_algorithm
@@ -61,6 +61,7 @@ from tr_jax.algorithms.core import Behaviour, make_batch, rollout
 from tr_jax.config import TrainConfig, validate
 from tr_jax.envs import normalize as N
 from tr_jax.envs.wrappers import EnvState, VecEnv, episode_stats, make_vec_env, wrap_env
+from tr_jax.policy import acting
 
 
 class TrainState(NamedTuple):
