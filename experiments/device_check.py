@@ -175,7 +175,7 @@ def check_projections(args, log) -> list[dict]:
                 fns = make_functions(*_projection_fns(projections, proj), args.eps_mean, args.eps_cov)
                 outputs: list = []
                 case_key = jax.random.fold_in(key, 1)
-                row.update(run_case(proj, fns, gauss, case_key, args.repeats, args.time_budget, outputs=outputs))
+                row.update(run_case(proj, fns, gauss, case_key, (args.repeats, args.time_budget), outputs=outputs))
                 row.update(reference_deviation(fns[0], *outputs[0]))
                 rows.append(row)
                 log(

@@ -77,7 +77,7 @@ def test_rollout_logprob_uses_unclipped_action():
     env = make_vec_env("tr_jax_test_line", num_envs=E, episode_length=100)
     state = env.reset(jax.random.key(3))
     apply = lambda p, o: (jnp.full(o.shape[:-1] + (1,), 10.0), jnp.full(o.shape[:-1] + (1,), 0.1))
-    _, ro, info = core.rollout(jax.random.key(4), env, state, apply, None, "diag", lambda o: o, 2)
+    _, ro, info = core.rollout(jax.random.key(4), env, state, core.Behaviour(apply, None, "diag", lambda o: o), 2)
     assert np.all(ro.action > 9.0)  # stored action is the raw sample
     np.testing.assert_allclose(info.reward, 1.0)  # the env saw the clipped action
     np.testing.assert_allclose(

@@ -281,6 +281,16 @@ def validate(config: TrainConfig, given: Sequence[str] = ()) -> TrainConfig:
     Environment names are checked against the installed sources by
     :func:`tr_jax.envs.sources.check_env` when the env is built.
     """
+    _check_names(config, given)
+    _check_ranges(config)
+    _check_obs_keys(config)
+    _check_schedule(config)
+    _check_batch(config)
+    return config
+
+
+def _check_names(config: TrainConfig, given: Sequence[str]) -> None:
+    """The choice fields name an option, the numbers are finite, and no field in ``given`` is unread."""
     for name, options in _CHOICES.items():
         _choice(name, getattr(config, name), options)
     _finite(config)
@@ -293,6 +303,10 @@ def validate(config: TrainConfig, given: Sequence[str] = ()) -> TrainConfig:
             f"nothing; of the fields that depend on the algorithm, {config.algorithm} reads "
             f"{', '.join(reads(config.algorithm))}"
         )
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    """The counts, rates and bounds are positive, the bounds at least the dtype's floor."""
     _positive(
         config,
         "episode_length",
@@ -326,6 +340,10 @@ def validate(config: TrainConfig, given: Sequence[str] = ()) -> TrainConfig:
             )
     if config.num_devices < 0:
         raise ValueError(f"num_devices must be >= 0 (0: every device), got {config.num_devices}")
+
+
+def _check_obs_keys(config: TrainConfig) -> None:
+    """``obs_key`` and ``value_obs_key`` are None or non-empty, ``value_obs_key`` only with ``obs_key``."""
     if config.obs_key is not None and not config.obs_key:
         raise ValueError(
             "obs_key must be a non-empty key of the env's observation dict, or None for array observations"
@@ -336,6 +354,11 @@ def validate(config: TrainConfig, given: Sequence[str] = ()) -> TrainConfig:
             f"observations), or None (the value function sees obs_key's); got value_obs_key={config.value_obs_key!r}, "
             f"obs_key={config.obs_key!r}"
         )
+
+
+def _check_schedule(config: TrainConfig) -> None:
+    """The evaluation/checkpoint cadence, discounting, line search, value epochs, learning-rate horizon, clips,
+    loss coefficients and standard deviations are in range."""
     if config.eval_every < 0 or config.checkpoint_every < 0:
         raise ValueError(
             f"eval_every and checkpoint_every must be >= 0 (0: at the end only), got "
@@ -373,6 +396,10 @@ def validate(config: TrainConfig, given: Sequence[str] = ()) -> TrainConfig:
         )
     if config.init_std <= config.min_std:
         raise ValueError(f"init_std ({config.init_std}) must exceed min_std ({config.min_std})")
+
+
+def _check_batch(config: TrainConfig) -> None:
+    """The minibatches divide the batch, the budget holds an iteration, and the projection fits the scale."""
     if config.batch_size % config.num_minibatches:
         raise ValueError(
             f"num_minibatches ({config.num_minibatches}) must divide the batch size "
@@ -385,7 +412,6 @@ def validate(config: TrainConfig, given: Sequence[str] = ()) -> TrainConfig:
         )
     if config.algorithm == "trpl" and config.projection == "w2" and config.cov_type == "full":
         raise ValueError("the W2 projection on a full covariance works on the symmetric sqrt: use cov_type='sqrt'")
-    return config
 
 
 # ---------------------------------------------------------------------------

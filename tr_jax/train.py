@@ -57,7 +57,7 @@ from tr_jax import hyperparams as H
 from tr_jax import parallel as par
 from tr_jax.algorithms import Algorithm, make_algorithm
 from tr_jax.algorithms.base import AlgoState
-from tr_jax.algorithms.core import make_batch, rollout
+from tr_jax.algorithms.core import Behaviour, make_batch, rollout
 from tr_jax.config import TrainConfig, validate
 from tr_jax.envs import normalize as N
 from tr_jax.envs.wrappers import EnvState, VecEnv, episode_stats, make_vec_env, wrap_env
@@ -254,18 +254,14 @@ def make_trainer(config: TrainConfig, env=None) -> Trainer:
         it = ts.iteration
         key, k_pool, k_roll, k_upd = jax.random.split(ts.key, 4)
         env_state = env.refresh(ts.env, k_pool, axis)
-        env_state, ro, info = rollout(
-            k_roll,
-            env,
-            env_state,
+        behaviour = Behaviour(
             policy.apply,
             ts.algo.policy_params,
             policy.cov_type,
             obs_normalizer(ts.obs_stats),
-            config.unroll_length,
-            axis,
             None if ts.value_obs_stats is None else obs_normalizer(ts.value_obs_stats),
         )
+        env_state, ro, info = rollout(k_roll, env, env_state, behaviour, config.unroll_length, axis)
         reward = (info.reward * config.reward_scaling).astype(dtype)
         reward_norm = ts.reward_norm
         if config.normalize_reward:

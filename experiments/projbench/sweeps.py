@@ -52,7 +52,7 @@ def sweep(
             row = dict(base, proj=proj, est_gb=round(gb, 3), inputs_s=round(gen_s, 3))
             try:
                 fns = make_functions(*_projection_fns(projections, proj), eps_mean, eps_cov)
-                row.update(run_case(proj, fns, gauss, jax.random.fold_in(key, 1), repeats, budget_s, floor=floor))
+                row.update(run_case(proj, fns, gauss, jax.random.fold_in(key, 1), (repeats, budget_s), floor=floor))
             except Exception as err:  # one failing case must not end the sweep
                 row["status"] = f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 row["traceback"] = traceback.format_exc(limit=3)
@@ -125,7 +125,7 @@ def eps_sweep(projs, covs, ks, dtypes, eps_values, n: int, seed: int, log=print)
                         row = dict(proj=proj, cov=cov, k=k, n=n, dtype=dtype, eps=eps)
                         try:
                             fns = make_functions(*_projection_fns(projections, proj), eps, eps)
-                            acc = run_case(proj, fns, gauss, key, 1, 0.0, timing=False)
+                            acc = run_case(proj, fns, gauss, key, None)
                             row.update({f: acc[f] for f in ("cov_rel_err", "cov_active", "mean_rel_err", "status")})
                         except Exception as err:
                             row["status"] = f"error: {type(err).__name__}: {err}"

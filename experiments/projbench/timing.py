@@ -117,14 +117,13 @@ def run_case(
     fns,
     gauss: dict,
     key,
-    repeats: int,
-    budget_s: float,
-    timing: bool = True,
+    timing: tuple[int, float] | None,
     floor=None,
     outputs: list | None = None,
 ) -> dict:
     """Times one projection on one input set; returns a result row.
 
+    ``timing``: ``(repeats, budget_s)`` of the timed rounds, or None to measure accuracy (and compile time) only.
     ``floor``: ``(forward, forward_backward)`` of the case's floor (see
     :func:`timed_functions`), timed in the same rounds; None: not timed.
     ``outputs``: a list to which the inputs ``(mean, scale, old_mean, old_scale)`` and the projected
@@ -138,7 +137,8 @@ def run_case(
     row: dict = {}
     fwd_c, row["compile_fwd_s"] = _compile(forward, args)
     bwd_c, row["compile_fwd_bwd_s"] = _compile(forward_backward, args + cot)
-    if timing:
+    if timing is not None:
+        repeats, budget_s = timing
         calls = [(fwd_c, args), (bwd_c, args + cot)]
         if floor is not None:
             calls += [(_compile(floor[0], args)[0], args), (_compile(floor[1], args + cot)[0], args + cot)]

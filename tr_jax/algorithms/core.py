@@ -1,7 +1,7 @@
 """The training core shared by PPO, TRPO and TRPL.
 
-* :class:`Rollout` and :func:`rollout`: collect ``T`` steps from ``E``
-  vectorised environments with one ``lax.scan``.
+* :class:`Rollout`, :class:`Behaviour` and :func:`rollout`: collect ``T``
+  steps from ``E`` vectorised environments with one ``lax.scan``.
 * :func:`gae`: generalised advantage estimation that bootstraps on episode
   truncation and not on termination.
 * :func:`make_batch`: values + GAE -> the flat :class:`~tr_jax.algorithms.base.Batch`.
@@ -10,9 +10,10 @@
 * :func:`make_optimizer`, :func:`value_loss`, :func:`policy_divergence`: the
   optimiser, value loss and KL/entropy report every algorithm uses.
 * :func:`actor_critic_epochs`: the minibatch actor-critic epochs shared by
-  PPO and TRPL (joint policy/value steps, or separate value epochs when
-  ``value_epochs`` differs); :func:`fit_value`: value epochs alone (TRPO, and
-  the separate value pass).
+  PPO and TRPL (joint policy/value steps, or separate value epochs when the
+  :class:`EpochSchedule`'s value numbers differ); :func:`fit_value`: value
+  epochs alone (TRPO, and the separate value pass); :class:`Critic`: the
+  value function's side of both.
 
 Shapes: ``T`` = unroll length, ``E`` = number of envs, ``N = T * E``,
 ``k`` = action dim, ``d`` = obs dim. Everything is pure and jittable.
@@ -193,39 +194,50 @@ def minibatch_epochs(
     return jax.lax.scan(epoch, carry, jax.random.split(key, num_epochs))
 
 
+class Behaviour(NamedTuple):
+    """The behaviour policy a :func:`rollout` samples from, with how it sees observations.
+
+    apply:          ``apply(params, obs [E, d]) -> (mean [E, k], scale [E, k] or [E, k, k])``.
+    params:         the policy's parameters.
+    cov_type:       scale parameterisation (:mod:`tr_jax.distributions`).
+    obs_norm:       raw observations ``[..., d]`` -> what the policy sees.
+    value_obs_norm: raw observations of the value function's own entry (``env_state.value_obs``, when not
+                    None) -> what it sees; None when the value function sees ``obs``.
+    """
+
+    apply: Callable
+    params: Any
+    cov_type: distributions.CovType
+    obs_norm: Callable[[jax.Array], jax.Array]
+    value_obs_norm: Callable[[jax.Array], jax.Array] | None = None
+
+
 def rollout(
     key: jax.Array,
     env,
     env_state,
-    policy_apply: Callable,
-    policy_params,
-    cov_type: distributions.CovType,
-    obs_norm: Callable[[jax.Array], jax.Array],
+    behaviour: Behaviour,
     num_steps: int,
     axis_name: str | None = None,
-    value_obs_norm: Callable[[jax.Array], jax.Array] | None = None,
 ):
-    """Collects ``num_steps`` vectorised env steps with the Gaussian policy.
+    """Collects ``num_steps`` vectorised env steps with the Gaussian ``behaviour`` policy.
 
     Args:
       key: PRNG key for action sampling.
       env: a :class:`tr_jax.envs.wrappers.VecEnv` (``step(state, action)``).
       env_state: its :class:`~tr_jax.envs.wrappers.EnvState` over ``E`` envs.
-      policy_apply: ``policy_apply(params, obs[E, d]) -> (mean [E, k], scale)``.
-      cov_type: scale parameterisation for :mod:`tr_jax.distributions`.
-      obs_norm: maps raw observations ``[..., d]`` to what the policy sees.
+      behaviour: the policy, its parameters and observation normalisers (:class:`Behaviour`).
       num_steps: ``T``.
       axis_name: with data parallelism, ``env_state`` holds this device's
         ``E / D`` envs; actions are drawn from per-env keys of the global env
         index, so the run does not depend on ``D``.
-      value_obs_norm: maps the raw observations of the value function's own
-        entry (``env_state.value_obs``, when not None) to what it sees.
     Returns:
       ``(env_state, rollout, raw)`` where ``rollout`` is a :class:`Rollout`
       with raw (unscaled) rewards and ``raw`` is the env's
       :class:`~tr_jax.envs.wrappers.StepInfo` stacked to ``[T, E]`` (raw
       observations, episode bookkeeping).
     """
+    policy_apply, policy_params, cov_type, obs_norm, value_obs_norm = behaviour
 
     num_local = env_state.steps.shape[0]
     num_global = num_local * par.axis_size(axis_name)
@@ -288,6 +300,14 @@ def value_optimizer(config, lr: float) -> optax.GradientTransformation:
     return make_optimizer(config, lr, config.num_value_epochs * config.num_value_minibatches, config.decay_value_lr)
 
 
+def epoch_schedule(config) -> EpochSchedule:
+    """The :class:`EpochSchedule` of ``config`` (num_epochs, num_minibatches, num_value_epochs,
+    num_value_minibatches)."""
+    return EpochSchedule(
+        config.num_epochs, config.num_minibatches, config.num_value_epochs, config.num_value_minibatches
+    )
+
+
 def value_loss(value_fn, value_params, mb: Batch, clip):
     """0.5 * mean squared error to ``mb.returns`` ``[n]``; clipped PPO-style around ``mb.old_value`` if ``clip``."""
     v = value_fn(value_params, mb.critic_obs)
@@ -320,6 +340,32 @@ def policy_divergence(policy, params, batch: Batch, axis_name: str | None = None
         "kl_cov_part_max": top(c),
         "entropy": avg(distributions.entropy(scale, policy.cov_type)),
     }
+
+
+class Critic(NamedTuple):
+    """The value function's side of an update.
+
+    fn:   ``fn(params, obs [n, d]) -> [n]``.
+    clip: the value clip of :func:`value_loss` (None: unclipped).
+    opt:  its Optax optimiser.
+    """
+
+    fn: Callable
+    clip: Any
+    opt: optax.GradientTransformation
+
+
+class EpochSchedule(NamedTuple):
+    """How many passes over the batch, in how many minibatches, the policy and the value function take.
+
+    Equal policy and value numbers mean joint steps (one ``value_and_grad`` per minibatch, see
+    :func:`actor_critic_epochs`).
+    """
+
+    num_epochs: int
+    num_minibatches: int
+    value_epochs: int
+    value_minibatches: int
 
 
 def _minibatch_step(
@@ -379,9 +425,7 @@ def fit_value(
     batch: Any,
     num_epochs: int,
     num_minibatches: int,
-    value_fn: Callable,
-    value_clip,
-    value_opt: optax.GradientTransformation,
+    critic: Critic,
     axis_name: str | None = None,
 ):
     """``num_epochs`` x ``num_minibatches`` Optax steps on :func:`value_loss` alone (value params only).
@@ -390,12 +434,12 @@ def fit_value(
       key: PRNG key for the minibatch permutations.
       state: :class:`~tr_jax.algorithms.base.AlgoState`; only ``value_params``/``value_opt`` change.
       batch: :class:`~tr_jax.algorithms.base.Batch` with leaves ``[N, ...]``.
-      value_fn: ``value_fn(params, obs[n, d]) -> [n]``.
+      critic: the value function, its clip and optimiser (:class:`Critic`).
       axis_name: data-parallel axis (``batch`` global, see :func:`minibatch_epochs`) or None.
     Returns:
       ``(state, metrics)``: ``value_loss``, ``value_grad_norm``, means over the steps (and devices).
     """
-    step = _minibatch_step(None, value_fn, value_clip, None, value_opt, axis_name)
+    step = _minibatch_step(None, critic.fn, critic.clip, None, critic.opt, axis_name)
     carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
     (_, vp, _, vo), metrics = minibatch_epochs(key, batch, num_epochs, num_minibatches, step, carry, axis_name)
     return state._replace(value_params=vp, value_opt=vo), par.pmean(jax.tree.map(jnp.mean, metrics), axis_name)
@@ -405,20 +449,15 @@ def actor_critic_epochs(
     key: jax.Array,
     state: AlgoState,
     batch: Any,
-    num_epochs: int,
-    value_epochs: int,
-    num_minibatches: int,
-    value_minibatches: int,
+    schedule: EpochSchedule,
     policy_loss_fn: Callable,
-    value_fn: Callable,
-    value_clip,
     policy_opt: optax.GradientTransformation,
-    value_opt: optax.GradientTransformation,
+    critic: Critic,
     axis_name: str | None = None,
 ):
     """Minibatch epochs of policy and value steps (PPO's and TRPL's update).
 
-    With ``value_epochs == num_epochs`` and ``value_minibatches ==
+    With ``schedule.value_epochs == num_epochs`` and ``value_minibatches ==
     num_minibatches``: ``num_epochs`` passes in which every minibatch takes one
     ``policy_opt`` step on ``policy_loss_fn`` and one ``value_opt`` step on
     :func:`value_loss` (one joint ``value_and_grad``). Otherwise (the
@@ -432,17 +471,20 @@ def actor_critic_epochs(
       key: PRNG key for the minibatch permutations.
       state: the :class:`~tr_jax.algorithms.base.AlgoState` to update (``extra`` kept).
       batch: :class:`~tr_jax.algorithms.base.Batch` with leaves ``[N, ...]``.
+      schedule: the policy's and the value function's epochs and minibatches (:class:`EpochSchedule`).
       policy_loss_fn: ``policy_loss_fn(policy_params, mb) -> (loss, aux dict of scalars)``, ``mb`` with
         leaves ``[N // num_minibatches, ...]``.
-      value_fn, value_clip: the value net ``value_fn(params, obs[n, d]) -> [n]`` and the clip of :func:`value_loss`.
+      policy_opt: the policy's Optax optimiser.
+      critic: the value function, its clip and optimiser (:class:`Critic`).
       axis_name: data-parallel axis (``batch`` global, see :func:`minibatch_epochs`) or None.
     Returns:
       ``(state, metrics)``: ``aux`` plus ``loss`` (the policy loss), ``grad_norm`` (policy gradient),
       ``value_loss`` and ``value_grad_norm``, each the mean over its minibatch steps (and devices).
     """
+    num_epochs, num_minibatches, value_epochs, value_minibatches = schedule
     carry = (state.policy_params, state.value_params, state.policy_opt, state.value_opt)
     joint = value_epochs == num_epochs and value_minibatches == num_minibatches
-    step = _minibatch_step(policy_loss_fn, value_fn if joint else None, value_clip, policy_opt, value_opt, axis_name)
+    step = _minibatch_step(policy_loss_fn, critic.fn if joint else None, critic.clip, policy_opt, critic.opt, axis_name)
     if joint:
         key_policy, key_value = key, None
     else:
@@ -451,8 +493,6 @@ def actor_critic_epochs(
     state = AlgoState(pp, vp, po, vo, state.extra)
     metrics = par.pmean(jax.tree.map(jnp.mean, metrics), axis_name)
     if key_value is not None:  # (not joint)
-        state, value_metrics = fit_value(
-            key_value, state, batch, value_epochs, value_minibatches, value_fn, value_clip, value_opt, axis_name
-        )
+        state, value_metrics = fit_value(key_value, state, batch, value_epochs, value_minibatches, critic, axis_name)
         metrics.update(value_metrics)
     return state, metrics

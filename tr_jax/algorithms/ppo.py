@@ -18,7 +18,9 @@ from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
 from tr_jax.algorithms.core import (
+    Critic,
     actor_critic_epochs,
+    epoch_schedule,
     make_optimizer,
     normalize_advantage,
     policy_divergence,
@@ -65,15 +67,10 @@ def make_ppo(config, policy, value, axis_name=None) -> Algorithm:
             key,
             state,
             batch,
-            config.num_epochs,
-            config.num_value_epochs,
-            config.num_minibatches,
-            config.num_value_minibatches,
+            epoch_schedule(config),
             lambda pp, mb: loss_fn(pp, mb, hp),
-            value.apply,
-            config.value_clip,
             make_optimizer(config, hp.policy_lr, policy_steps, config.lr_decay),
-            value_optimizer(config, hp.value_lr),
+            Critic(value.apply, config.value_clip, value_optimizer(config, hp.value_lr)),
             axis_name,
         )
         metrics.update(policy_divergence(policy, state.policy_params, par.local_rows(batch, axis_name), axis_name))

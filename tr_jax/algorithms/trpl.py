@@ -70,7 +70,14 @@ import optax
 from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import actor_critic_epochs, make_optimizer, normalize_advantage, value_optimizer
+from tr_jax.algorithms.core import (
+    Critic,
+    actor_critic_epochs,
+    epoch_schedule,
+    make_optimizer,
+    normalize_advantage,
+    value_optimizer,
+)
 from tr_jax.losses import (
     entropy_bound,
     gaussian_entropy,
@@ -214,15 +221,10 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
             key_epochs,
             state,
             batch,
-            config.num_epochs,
-            config.num_value_epochs,
-            num_mb,
-            config.num_value_minibatches,
+            epoch_schedule(config),
             lambda pp, mb: loss_fn(pp, mb, beta, hp),
-            value.apply,
-            config.value_clip,
             policy_opt,
-            value_optimizer(config, hp.value_lr),
+            Critic(value.apply, config.value_clip, value_optimizer(config, hp.value_lr)),
             axis_name,
         )
         pp, vp, po, vo = state.policy_params, state.value_params, state.policy_opt, state.value_opt

@@ -36,7 +36,7 @@ from jax.flatten_util import ravel_pytree
 from tr_jax import distributions as D
 from tr_jax import parallel as par
 from tr_jax.algorithms.base import Algorithm, AlgoState, Batch
-from tr_jax.algorithms.core import fit_value, normalize_advantage, policy_divergence, value_optimizer
+from tr_jax.algorithms.core import Critic, fit_value, normalize_advantage, policy_divergence, value_optimizer
 
 
 def conjugate_gradient(matvec, b, iters: int, tol: float = 1e-10):
@@ -177,9 +177,7 @@ def make_trpo(config, policy, value, axis_name=None) -> Algorithm:
             batch,
             config.num_value_epochs,
             config.num_value_minibatches,
-            value.apply,
-            config.value_clip,
-            value_optimizer(config, hp.value_lr),
+            Critic(value.apply, config.value_clip, value_optimizer(config, hp.value_lr)),
             axis_name,
         )
         metrics.update(pmetrics)

@@ -184,24 +184,18 @@ def _obs_dim(obs, obs_key: str | None, name: str, who: str) -> int:
     return int(shape[0])
 
 
-def wrap_env(
-    env,
-    num_envs: int = 64,
-    episode_length: int = 1000,
-    action_repeat: int = 1,
-    obs_key: str | None = None,
-    value_obs_key: str | None = None,
-) -> VecEnv:
-    """Wraps one env object with the Brax ``Env`` API into a :class:`VecEnv` of ``num_envs`` copies.
+class _EnvSpec(NamedTuple):
+    """What :func:`wrap_env` reads off an env before compiling anything."""
 
-    ``value_obs_key``: the entry of dict observations the value function sees,
-    when it is not ``obs_key`` (None, or ``obs_key`` itself: it sees the
-    policy's; the states then carry no second observation).
-    ``ValueError`` (before anything is compiled) if the env lacks the API, its
-    observations need an ``obs_key`` (or do not have one), a selected
-    observation is not one vector per env, or the env is already wrapped for
-    a training loop (time limit folded into ``done``).
-    """
+    action_dim: int
+    obs_dim: int
+    value_obs_key: str | None  # None when the value function sees the policy's entry
+    value_obs_dim: int | None
+    template: Any  # the shapes of one step's State: the union of reset's and step's info/metrics keys
+
+
+def _env_spec(env, obs_key: str | None, value_obs_key: str | None) -> _EnvSpec:
+    """Checks ``env``'s API and observations (``ValueError``, see :func:`wrap_env`) and reads its sizes."""
     check_env_api(env)
     action_dim = int(env.action_size)
 
@@ -224,6 +218,12 @@ def wrap_env(
     # Envs may add info/metrics keys in step() that reset() lacks; carry the
     # union (as produced by step) so the scan carry keeps one structure.
     template = jax.eval_shape(lambda key: env.step(env.reset(key), jnp.zeros((action_dim,))), jax.random.key(0))
+    return _EnvSpec(action_dim, obs_dim, value_obs_key, value_obs_dim, template)
+
+
+def _canonicaliser(template) -> Callable:
+    """``canon(state) -> state`` with float32 obs/reward/done and every info/metrics key of ``template``
+    (missing ones zero), so reset and step states share one structure in a scan carry."""
 
     def canon(s):
         def fill(d, t):
@@ -237,36 +237,73 @@ def wrap_env(
             metrics=fill(s.metrics, template.metrics),
         )
 
+    return canon
+
+
+def _zero_leaf(x: jax.ShapeDtypeStruct) -> jax.Array:
+    """Zeros of ``x``'s shape and dtype; a PRNG key leaf (Playground's ``info["rng"]``) gets ``key(0)``."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jnp.broadcast_to(jax.random.key(0), x.shape)
+    return jnp.zeros(x.shape, x.dtype)
+
+
+def _physics(v_step: Callable, inner, action, action_repeat: int):
+    """``action_repeat`` vectorised env steps with one action: ``(inner, reward [E], done [E])``, the reward
+    summed until the first done."""
+    if action_repeat == 1:
+        inner = v_step(inner, action)
+        return inner, inner.reward, inner.done
+
+    def rep(carry, _):
+        s, r, d = carry
+        s = v_step(s, action)
+        return (s, r + (1.0 - d) * s.reward, jnp.maximum(d, s.done)), None
+
+    zero = jnp.zeros(action.shape[:1], jnp.float32)
+    (inner, reward, done), _ = jax.lax.scan(rep, (inner, zero, zero), None, length=action_repeat)
+    return inner, reward, done
+
+
+def wrap_env(
+    env,
+    num_envs: int = 64,
+    episode_length: int = 1000,
+    action_repeat: int = 1,
+    obs_key: str | None = None,
+    value_obs_key: str | None = None,
+) -> VecEnv:
+    """Wraps one env object with the Brax ``Env`` API into a :class:`VecEnv` of ``num_envs`` copies.
+
+    ``value_obs_key``: the entry of dict observations the value function sees,
+    when it is not ``obs_key`` (None, or ``obs_key`` itself: it sees the
+    policy's; the states then carry no second observation).
+    ``ValueError`` (before anything is compiled) if the env lacks the API, its
+    observations need an ``obs_key`` (or do not have one), a selected
+    observation is not one vector per env, or the env is already wrapped for
+    a training loop (time limit folded into ``done``).
+    """
+    spec = _env_spec(env, obs_key, value_obs_key)
+    action_dim, value_obs_key, template = spec.action_dim, spec.value_obs_key, spec.template
+    canon = _canonicaliser(template)
+
     def agent_obs(inner):
         return select_obs(inner.obs, obs_key)
 
     def value_obs(inner):
         return None if value_obs_key is None else select_obs(inner.obs, value_obs_key)
 
+    def observed(inner, pool, steps, ep_return) -> EnvState:
+        return EnvState(inner, pool, steps, ep_return, obs=agent_obs(inner), value_obs=value_obs(inner))
+
     v_reset = jax.vmap(lambda k: canon(env.reset(k)))
     v_step = jax.vmap(lambda s, a: canon(env.step(s, a)))
 
     def placeholder():
         """All envs pending a reset (steps == -1); zeros in the env state."""
-
-        def zeros(x):
-            if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-                return jnp.broadcast_to(
-                    jax.random.key(0), x.shape
-                )  # keys carried in the state (Playground's info["rng"])
-            return jnp.zeros(x.shape, x.dtype)
-
         # canon() gives reset and step states one structure: reuse step's shapes
         shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct((num_envs,) + x.shape, x.dtype), template)
-        inner = canon(jax.tree.map(zeros, shapes))
-        return EnvState(
-            inner=inner,
-            pool=inner,
-            steps=jnp.full((num_envs,), -1, jnp.int32),
-            ep_return=jnp.zeros((num_envs,), jnp.float32),
-            obs=agent_obs(inner),
-            value_obs=value_obs(inner),
-        )
+        inner = canon(jax.tree.map(_zero_leaf, shapes))
+        return observed(inner, inner, jnp.full((num_envs,), -1, jnp.int32), jnp.zeros((num_envs,), jnp.float32))
 
     def refresh(state, key, axis_name=None):
         # One vmapped reset draws the new pool and, for envs pending a reset
@@ -282,35 +319,14 @@ def wrap_env(
         pool, shifted = jax.tree.map(lambda x: x[:n], both), jax.tree.map(lambda x: x[n:], both)
         pending = state.steps < 0
         inner = _where(pending, shifted, state.inner)
-        return EnvState(
-            inner=inner,
-            pool=pool,
-            steps=jnp.where(pending, 0, state.steps),
-            ep_return=state.ep_return,
-            obs=agent_obs(inner),
-            value_obs=value_obs(inner),
-        )
+        return observed(inner, pool, jnp.where(pending, 0, state.steps), state.ep_return)
 
     def reset(key):
         return refresh(placeholder(), key)
 
-    def physics(inner, action):
-        if action_repeat == 1:
-            inner = v_step(inner, action)
-            return inner, inner.reward, inner.done
-
-        def rep(carry, _):
-            s, r, d = carry
-            s = v_step(s, action)
-            return (s, r + (1.0 - d) * s.reward, jnp.maximum(d, s.done)), None
-
-        zero = jnp.zeros(action.shape[:1], jnp.float32)
-        (inner, reward, done), _ = jax.lax.scan(rep, (inner, zero, zero), None, length=action_repeat)
-        return inner, reward, done
-
     def step(state, action):
         action = jnp.clip(action, -1.0, 1.0)
-        inner, reward, termination = physics(state.inner, action)
+        inner, reward, termination = _physics(v_step, state.inner, action, action_repeat)
         steps = state.steps + action_repeat
         ep_return = state.ep_return + reward
         truncation = jnp.where(steps >= episode_length, 1.0 - termination, 0.0)
@@ -329,15 +345,7 @@ def wrap_env(
         )
         is_done = done > 0
         inner = _where(is_done, state.pool, inner)
-        new = EnvState(
-            inner=inner,
-            pool=state.pool,
-            steps=jnp.where(is_done, 0, steps),
-            ep_return=jnp.where(is_done, 0.0, ep_return),
-            obs=agent_obs(inner),
-            value_obs=value_obs(inner),
-        )
-        return new, info
+        return observed(inner, state.pool, jnp.where(is_done, 0, steps), jnp.where(is_done, 0.0, ep_return)), info
 
     def random_step(state, key):
         return step(state, jax.random.uniform(key, (num_envs, action_dim), minval=-1.0, maxval=1.0))
@@ -352,11 +360,11 @@ def wrap_env(
         refresh=refresh,
         random_step=random_step,
         resized=resized,
-        obs_dim=obs_dim,
+        obs_dim=spec.obs_dim,
         action_dim=action_dim,
         num_envs=num_envs,
         env=env,
-        value_obs_dim=value_obs_dim,
+        value_obs_dim=spec.value_obs_dim,
     )
 
 

@@ -269,10 +269,8 @@ def check_flag(name: str, value: object) -> bool:
 
 
 def check_projection(
-    mean: Any,
-    scale: Any,
-    old_mean: Any,
-    old_scale: Any,
+    new: tuple[Any, Any],
+    old: tuple[Any, Any],
     eps_mean: Any,
     eps_cov: Any,
     cov_type: str | None,
@@ -283,9 +281,10 @@ def check_projection(
     """Validates the arguments of a mean + covariance projection.
 
     Returns ``(layout, eps_mean, eps_cov)`` with both bounds broadcast to
-    ``layout.batch_shape`` in the Gaussians' dtype. ``cov_type``, ``allowed``,
-    ``matrix_default``, ``what``: see :func:`check_pair`.
+    ``layout.batch_shape`` in the Gaussians' dtype. ``new``: ``(mean, scale)`` to project, ``old``: ``(old_mean,
+    old_scale)``; ``cov_type``, ``allowed``, ``matrix_default``, ``what``: see :func:`check_pair`.
     """
+    (mean, scale), (old_mean, old_scale) = new, old
     layout = check_pair(mean, scale, old_mean, old_scale, cov_type, allowed, matrix_default, what)
     check_bound("eps_mean", eps_mean, layout.batch_shape)
     check_bound("eps_cov", eps_cov, layout.batch_shape)
@@ -299,10 +298,8 @@ def check_projection(
 
 def run_projection(
     state_fn: Callable[..., tuple[jax.Array, jax.Array]],
-    mean: Any,
-    scale: Any,
-    old_mean: Any,
-    old_scale: Any,
+    new: tuple[Any, Any],
+    old: tuple[Any, Any],
     eps_mean: Any,
     eps_cov: Any,
     *,
@@ -316,11 +313,12 @@ def run_projection(
     ``state_fn(mean [k], scale [k] or [k, k], old_mean, old_scale, eps_mean [],
     eps_cov [], *, cov_type, **static)`` projects one state. ``allowed[-1]`` is
     the cov_type a matrix scale gets when ``cov_type`` is None. ``static``
-    holds boolean flags (checked with :func:`check_flag`).
+    holds boolean flags (checked with :func:`check_flag`). ``new``, ``old``: see :func:`check_projection`.
     """
     layout, eps_m, eps_c = check_projection(
-        mean, scale, old_mean, old_scale, eps_mean, eps_cov, cov_type, allowed, D.check_cov_type(allowed[-1]), what
+        new, old, eps_mean, eps_cov, cov_type, allowed, D.check_cov_type(allowed[-1]), what
     )
+    (mean, scale), (old_mean, old_scale) = new, old
     flags = {name: check_flag(name, value) for name, value in static.items()}
     fn = functools.partial(state_fn, cov_type=layout.cov_type, **flags)
     return batched(fn, layout.batch_shape, mean, scale, old_mean, old_scale, eps_m, eps_c)

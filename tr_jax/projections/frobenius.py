@@ -104,10 +104,8 @@ def frobenius_projection(
     """
     return _checks.run_projection(
         _frobenius_state,
-        mean,
-        scale,
-        old_mean,
-        old_scale,
+        (mean, scale),
+        (old_mean, old_scale),
         eps_mean,
         eps_cov,
         cov_type=cov_type,

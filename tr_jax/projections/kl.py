@@ -590,7 +590,7 @@ def kl_projection(
         inside the bound pass through unchanged.
     """
     layout, em, ec = _checks.check_projection(
-        mean, scale, old_mean, old_scale, eps_mean, eps_cov, cov_type, _COV_TYPES, "full", "kl_projection"
+        (mean, scale), (old_mean, old_scale), eps_mean, eps_cov, cov_type, _COV_TYPES, "full", "kl_projection"
     )
     _checks.check_bound_floor("eps_cov", eps_cov, ec.dtype, "kl_projection")
     return _kl_batched(layout, mean, scale, old_mean, old_scale, em, ec)

@@ -94,10 +94,8 @@ def wasserstein_projection(
     """
     return _checks.run_projection(
         _wasserstein_state,
-        mean,
-        scale,
-        old_mean,
-        old_scale,
+        (mean, scale),
+        (old_mean, old_scale),
         eps_mean,
         eps_cov,
         cov_type=cov_type,
