@@ -202,7 +202,8 @@ def tune(
             raise ValueError("resume needs the tune directory")
         directory = os.path.abspath(directory)
         spec, saved, saved_params = saved_search(directory)
-        _check_resume(spec, directory, saved, saved_params, config, params, seeds, objective, sampler, seed)
+        given = {"seeds": seeds, "objective": objective, "sampler": sampler, "seed": seed}
+        _check_resume(spec, directory, (saved, saved_params), (config, params), given)
         for name, value in (("trials", trials), ("batch", batch)):
             if value is not None:
                 if not isinstance(value, int) or value < 1:
@@ -231,7 +232,7 @@ def tune(
         storage = f"sqlite:///{os.path.join(directory, STUDY_FILE)}"
         study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", load_if_exists=True)
         study.sampler = _sampler(optuna, spec["sampler"], spec["seed"] + len(study.trials))
-        status = _search(optuna, study, spec, config, params, directory, progress, env)
+        status = _search(_Search(optuna, study, spec, config, params, directory, progress, env))
         return _report(optuna, study, spec, config, directory, status)
 
 
@@ -250,11 +251,13 @@ def _param_text(p: Param) -> str:
     return f"{p.name}={p.scale}:{p.low}:{p.high}"
 
 
-def _check_resume(spec, directory, saved, saved_params, config, params, seeds, objective, sampler, seed) -> None:
+def _check_resume(spec: dict, directory: str, stored: tuple, new: tuple, given: dict) -> None:
     """``ValueError`` (one line, naming the stored value) for a setting given to a resumed search that differs
-    from the search's; None or an equal value is fine."""
+    from the search's; None or an equal value is fine. ``stored``, ``new``: ``(config, params)`` of the search
+    and as given; ``given``: the seeds, objective, sampler and seed as given, by name."""
+    (saved, saved_params), (config, params) = stored, new
     keep = "a resumed search keeps it (only --trials and --batch may change)"
-    for flag, value in (("seeds", seeds), ("objective", objective), ("sampler", sampler), ("seed", seed)):
+    for flag, value in given.items():
         if value is not None and value != spec[flag]:
             raise ValueError(f"--{flag} {value}: the search in {directory} has --{flag} {spec[flag]}; {keep}")
     if params and sorted(params) != sorted(saved_params):
@@ -314,15 +317,30 @@ def _label(number: int) -> str:
     return f"trial_{number:04d}"
 
 
-def _search(optuna, study, spec, config, params, directory, progress, env) -> str:
+class _Search(NamedTuple):
+    """A search being run: Optuna, its study, the search's spec (tune.json), base config, parameters and
+    directory, and how its sweeps run (progress display, env)."""
+
+    optuna: Any
+    study: Any
+    spec: dict
+    config: TrainConfig | None
+    params: Sequence[Param]
+    directory: str
+    progress: str
+    env: Any
+
+
+def _search(search: _Search) -> str:
     """Runs the unfinished batches, then new ones until ``spec["trials"]`` trials exist; returns the status."""
+    optuna, study, spec, params = search.optuna, search.study, search.spec, search.params
     running: dict[int | None, list] = {}
     for t in study.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.RUNNING:
             running.setdefault(t.user_attrs.get("batch"), []).append(t)
     for b in sorted(k for k in running if k is not None):
         trials = [optuna.trial.Trial(study, t._trial_id) for t in sorted(running[b], key=lambda t: t.number)]
-        status = _run_batch(optuna, study, spec, config, params, directory, b, trials, progress, env, resume=True)
+        status = _run_batch(search, b, trials, resume=True)
         if status != "finished":
             return status
     for t in running.get(None, []):  # asked, but killed before it was given a batch: never trained
@@ -339,7 +357,7 @@ def _search(optuna, study, spec, config, params, directory, progress, env) -> st
             t = study.ask(dists)
             t.set_user_attr("batch", b)
             trials.append(t)
-        status = _run_batch(optuna, study, spec, config, params, directory, b, trials, progress, env, resume=False)
+        status = _run_batch(search, b, trials, resume=False)
         if status != "finished":
             return status
 
@@ -362,8 +380,9 @@ def _resumable(path: str) -> bool:
     return True
 
 
-def _run_batch(optuna, study, spec, config, params, directory, b, trials, progress, env, resume) -> str:
+def _run_batch(search: _Search, b: int, trials: list, resume: bool) -> str:
     """Trains batch ``b`` (its ``trials``, asked and not told) as one sweep and tells Optuna each result."""
+    optuna, study, spec, config, params, directory, progress, env = search
     from tr_jax.run import run_sweep
 
     path = _batch_dir(directory, b)

@@ -81,7 +81,7 @@ SWEEP_FILE = R.SWEEP_FILE
 _Interrupts, _MujocoLog = Interrupts, MujocoLog
 
 
-def run(  # noqa: PLR0913 (the public signature: callers pass these by name)
+def run(
     config: TrainConfig | None = None,
     seed: int = 0,
     num_seeds: int = 1,
@@ -136,7 +136,7 @@ def run(  # noqa: PLR0913 (the public signature: callers pass these by name)
     return _run_groups(request, target)[0]
 
 
-def run_sweep(  # noqa: PLR0913 (the public signature: callers pass these by name)
+def run_sweep(
     config: TrainConfig | None,
     sweep: Sequence[tuple] = (),
     seed: int = 0,
