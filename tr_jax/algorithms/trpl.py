@@ -165,8 +165,8 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         return to_projection_scale(scale, policy.cov_type, name)
 
     def project_policy(pp, obs, old_mean, old_scale, beta, hp):
-        """Returns ((mu~, A~), (mu, A)): network output and its projection, both in proj_cov_type
-        (``old_scale`` in the policy's cov_type)."""
+        """Returns ((mu, A), (mu~, A~)): the projection and the network output it projects, both in
+        proj_cov_type (``old_scale`` in the policy's cov_type), in :func:`project_gaussians`' order."""
         mean, scale = policy.apply(pp, obs)
         projected, raw = project_gaussians(
             name,
@@ -181,7 +181,7 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
             entropy_equality=config.entropy_equality,
             scale_prec=config.scale_prec,
         )
-        return raw, projected
+        return projected, raw
 
     def tr_loss(raw, proj):
         return trust_region_loss(name, raw, proj, cov_type=policy.cov_type, scale_prec=config.scale_prec)
@@ -198,7 +198,7 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         )
 
     def loss_fn(pp, mb: Batch, beta, hp):
-        raw, (pm, ps) = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta, hp)
+        (pm, ps), raw = project_policy(pp, mb.obs, mb.old_mean, mb.old_scale, beta, hp)
         adv = normalize_advantage(mb.advantage, axis_name=axis_name) if config.normalize_advantage else mb.advantage
         pg_loss = trpl_surrogate(D.log_prob(mb.action, pm, ps, proj_cov_type), mb.log_prob, adv)
         trl = tr_loss(raw, (pm, ps))
@@ -242,7 +242,7 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
                 mb = jax.tree.map(lambda x: x[idx], batch)
 
                 def reg_loss(p):
-                    raw, proj = project_policy(p, mb.obs, mb.old_mean, mb.old_scale, beta, hp)
+                    proj, raw = project_policy(p, mb.obs, mb.old_mean, mb.old_scale, beta, hp)
                     return tr_loss(raw, proj)
 
                 loss, g = jax.value_and_grad(reg_loss)(pp)
@@ -262,7 +262,7 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         # projected covariance back leaves the projected policy unchanged (its covariance is then inside).
         # With data parallelism each device takes its own rows; the write-back mean is over all of them.
         batch = par.local_rows(batch, axis_name)
-        raw, proj = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta, hp)
+        proj, raw = project_policy(pp, batch.obs, batch.old_mean, batch.old_scale, beta, hp)
         if not policy.contextual:
             pp = policy.set_global_scale(
                 pp, global_scale(proj[1], cov_type=policy.cov_type, projection=name, axis_name=axis_name)
