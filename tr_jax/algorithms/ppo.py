@@ -29,7 +29,7 @@ from tr_jax.algorithms.core import (
 from tr_jax.losses import ppo_clipped_surrogate
 
 # The TrainConfig fields PPO reads that not every algorithm does: tr_jax.config.validate refuses to set, sweep or
-# search another algorithm's field (tests/test_algorithm_reads.py checks this against what make_ppo and its
+# search another algorithm's field (tests/algorithms/test_reads.py checks this against what make_ppo and its
 # update read).
 READS = ("clip_ratio", "policy_lr")
 

@@ -120,7 +120,7 @@ def bound_metrics(prefix: str, mean_part: jax.Array, cov_part: jax.Array, eps_me
 
 
 # The TrainConfig fields TRPL reads that not every algorithm does: tr_jax.config.validate refuses to set, sweep
-# or search another algorithm's field (tests/test_algorithm_reads.py checks this against what make_trpl and its
+# or search another algorithm's field (tests/algorithms/test_reads.py checks this against what make_trpl and its
 # update read).
 READS = (
     "eps_mean",

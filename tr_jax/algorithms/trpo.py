@@ -71,7 +71,7 @@ def conjugate_gradient(matvec, b, iters: int, tol: float = 1e-10):
 
 
 # The TrainConfig fields TRPO reads that not every algorithm does: tr_jax.config.validate refuses to set, sweep
-# or search another algorithm's field (tests/test_algorithm_reads.py checks this against what make_trpo and its
+# or search another algorithm's field (tests/algorithms/test_reads.py checks this against what make_trpo and its
 # update read). TRPO has no policy optimiser: policy_lr is not among them.
 READS = ("max_kl", "cg_iters", "cg_damping", "line_search_steps", "backtrack_coef")
 

@@ -85,5 +85,5 @@ def test_rollout_logprob_uses_unclipped_action():
     )
 
 
-# The wrapper on a real Brax env is checked in tests/test_train_ppo.py
+# The wrapper on a real Brax env is checked in tests/algorithms/test_train_ppo.py
 # (test_brax_wrapper_random_actions), sharing that module's compile.

@@ -1,4 +1,4 @@
-"""The scipy oracle of the optimality tests (tests/_oracle.py) is judged by what it achieves."""
+"""The scipy oracle of the optimality tests (tests/projections/_oracle.py) is judged by what it achieves."""
 
 import _oracle
 import numpy as np

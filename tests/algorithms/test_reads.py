@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: _line_env
 from _line_env import LineEnv, line_config  # noqa: E402
 
 from tr_jax import cli  # noqa: E402

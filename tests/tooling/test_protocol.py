@@ -18,7 +18,7 @@ from tr_jax.config import TrainConfig, critic, load_config_file, validate
 
 _line_env.register()
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs")
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "experiments", "configs")
 LINE = _line_env.line_config(10, episode_length=50)
 
 

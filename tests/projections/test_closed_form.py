@@ -260,7 +260,7 @@ def _on_segment(ours, target, old, dist, eps, what):
 
 def _check_against_oracle(what, ours, target, old, dist, eps, x0, unpack=lambda x: x):
     """``ours`` minimises dist(., target) s.t. dist(., old) <= eps: the KKT check, then scipy
-    (tests/_oracle.py) judged by feasibility and objective. Returns True if scipy reached ours."""
+    (tests/projections/_oracle.py) judged by feasibility and objective. Returns True if scipy reached ours."""
     _on_segment(ours, target, old, dist, eps, what)
     sc = max(dist(target, old), 1e-300)
     ours_f = dist(ours, target) / sc

@@ -18,7 +18,7 @@ from jax.test_util import check_grads
 from tr_jax import linalg as LA
 from tr_jax.projections.kl import kl_parts, kl_projection
 
-# The original C++ solver's outputs on the first 64 of 256 random states (tests/data; its README entry says how
+# The original C++ solver's outputs on the first 64 of 256 random states (tests/projections/data; its README entry says how
 # they were made); shipped with the tests, so these cases run in every clone
 REF_PATH = os.path.join(os.path.dirname(__file__), "data", "kl_reference_cases.npz")
 F32_RTOL = 5e-4  # float32: bound met to this relative accuracy for eps >= 1e-4 (measured ~2e-5 worst)
@@ -340,7 +340,7 @@ def _kl_kkt(sig, sig_t, sig_o, eps):
 
 
 def _scipy_projection(sig_t, sig_o, eps, diag, ours_objective):
-    """min KL(Sigma||Sigma~) s.t. KL(Sigma||Sigma_o) <= eps with scipy (tests/_oracle.py),
+    """min KL(Sigma||Sigma~) s.t. KL(Sigma||Sigma_o) <= eps with scipy (tests/projections/_oracle.py),
     independent of kl.py; judged by feasibility and objective, never by scipy's flag."""
     k = sig_t.shape[0]
     idx = np.tril_indices(k)

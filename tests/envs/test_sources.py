@@ -1,6 +1,6 @@
 """Env names and sources: the naming convention, unknown names, the missing-extra and offline-asset errors.
 
-Nothing here compiles an env (the Playground env itself is trained in tests/test_playground.py).
+Nothing here compiles an env (the Playground env itself is trained in tests/envs/test_playground.py).
 """
 
 import subprocess

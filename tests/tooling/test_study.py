@@ -14,7 +14,7 @@ import pytest
 from tr_jax import stats
 from tr_jax.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PER_IT, ITS = 32, 10  # 4 envs x 8 steps per iteration, 10 iterations: budget 320 env steps per seed
 pytestmark = pytest.mark.xdist_group("study")
 

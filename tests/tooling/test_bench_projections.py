@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # one xdist worker runs this module (--dist loadgroup): its module fixture (quick_result) is computed once
 pytestmark = pytest.mark.xdist_group("bench_projections")
 
