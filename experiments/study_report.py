@@ -861,14 +861,14 @@ def _seeds_text(st: Study, env: str, name: str) -> str:
 
 def _new_cells_table(st: Study) -> str:
     lines = [
-        "| env | cell | base seed | seeds | env steps reached per seed | failed seeds | score IQM [95% CI] |",
+        "| env | cell | base seed | seeds | env steps at the latest evaluation | failed seeds | score IQM [95% CI] |",
         "|---|---|---|---|---|---|---|",
     ]
     for env, name in _new_cells():
         row = st.rows.get((env, name))
-        budget = f"{row.budget:,}" if row is not None else "–"
+        budget = f"{row.env_steps:,}" if row is not None else "–"
         if (env, name) in st.parts:
-            budget = " / ".join(f"{st.rows[p].budget:,}" if p in st.rows else "–" for p in st.parts[(env, name)])
+            budget = " / ".join(f"{st.rows[p].env_steps:,}" if p in st.rows else "–" for p in st.parts[(env, name)])
         lines.append(
             f"| {env} | {name} | {_seeds_text(st, env, name)} | {st.planned(env, name)} | {budget} "
             f"| {st.failed(env, name) if st.state(env, name) != 'not started' else '–'} | {_cell_text(st, env, name)} |"
@@ -911,14 +911,15 @@ def _h4_table(st: Study) -> str:
 
 def _budget_table(st: Study) -> str:
     lines = [
-        "| env | setup | seeds at the budget | env steps reached per seed | score IQM [95% CI] | at 2M (main table) |",
+        "| env | setup | seeds at the budget | env steps at the latest evaluation | score IQM [95% CI] "
+        "| at 2M (main table) |",
         "|---|---|---|---|---|---|",
     ]
     for env, setup in PROGRAM_CELLS[1][1]:
         name = f"{BUDGET3M}/{setup}"
         row = st.rows.get((env, name))
         lines.append(
-            f"| {env} | {setup} | {st.state(env, name)} | {'–' if row is None else f'{row.budget:,}'} "
+            f"| {env} | {setup} | {st.state(env, name)} | {'–' if row is None else f'{row.env_steps:,}'} "
             f"| {_cell_text(st, env, name)} | {_cell_text(st, env, setup)} |"
         )
     return "\n".join(lines) + "\n"
