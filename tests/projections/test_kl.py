@@ -18,8 +18,8 @@ from jax.test_util import check_grads
 from tr_jax import linalg as LA
 from tr_jax.projections.kl import kl_parts, kl_projection
 
-# The original C++ solver's outputs on the first 64 of 256 random states (tests/projections/data; its README entry says how
-# they were made); shipped with the tests, so these cases run in every clone
+# The original C++ solver's outputs on the first 64 of 256 random states (tests/projections/data; its README entry
+# says how they were made); shipped with the tests, so these cases run in every clone
 REF_PATH = os.path.join(os.path.dirname(__file__), "data", "kl_reference_cases.npz")
 F32_RTOL = 5e-4  # float32: bound met to this relative accuracy for eps >= 1e-4 (measured ~2e-5 worst)
 
