@@ -22,9 +22,12 @@ _CACHE = "TR_JAX_COMPILE_CACHE"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """One fresh persistent compilation cache per suite run (tr_jax/compile_cache.py), shared by the xdist
+    """Registers _GroupSuffix on xdist workers. One fresh persistent compilation cache per suite run
+    (tr_jax/compile_cache.py), shared by the xdist
     workers and the processes the tests start (they inherit the environment): a program one of them compiled
     loads in the others (the kill/resume tests' processes), and nothing depends on, or goes to, the user's cache."""
+    if hasattr(config, "workerinput") and config.getoption("loadgroup", False):
+        config.pluginmanager.register(_GroupSuffix(), "tr_jax_group_suffix")
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist), before workers start
         config._tr_jax_cache = os.environ.get(_CACHE)
         os.environ[_CACHE] = tempfile.mkdtemp(prefix="tr_jax_test_compile_cache_")
@@ -80,3 +83,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module not in slow_modules)  # stable: otherwise collection order
+
+
+class _GroupSuffix:
+    """``--dist loadgroup`` on pytest >= 9.2: xdist (3.8) marks a test's group by appending ``@GROUP`` to
+    ``item._nodeid``, which pytest 9.2's structured node ids (``item._id``) no longer read, so every group was
+    split over the workers and each module fixture built on both (twice the work, and twice the memory: two
+    multi-host fixtures' 12 processes at once). This appends the suffix where xdist's did not take effect."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's own hook
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            names = sorted(
+                {
+                    str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in item.iter_markers("xdist_group")
+                }
+            )
+            if names and hasattr(item, "_id") and "@" not in item.nodeid.rpartition("]")[2]:
+                item._id = type(item._id).parse(f"{item.nodeid}@{'_'.join(names)}")
