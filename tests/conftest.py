@@ -22,10 +22,10 @@ _CACHE = "TR_JAX_COMPILE_CACHE"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Registers _GroupSuffix on xdist workers. One fresh persistent compilation cache per suite run
-    (tr_jax/compile_cache.py), shared by the xdist
+    """One fresh persistent compilation cache per suite run (tr_jax/compile_cache.py), shared by the xdist
     workers and the processes the tests start (they inherit the environment): a program one of them compiled
-    loads in the others (the kill/resume tests' processes), and nothing depends on, or goes to, the user's cache."""
+    loads in the others (the kill/resume tests' processes), and nothing depends on, or goes to, the user's cache.
+    On an xdist worker under ``--dist loadgroup``: registers _GroupSuffix."""
     if hasattr(config, "workerinput") and config.getoption("loadgroup", False):
         config.pluginmanager.register(_GroupSuffix(), "tr_jax_group_suffix")
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist), before workers start
