@@ -1,7 +1,8 @@
 """End-to-end TRPO and TRPL (each projection) on the cheap Brax task.
 
-One compile and one run per algorithm (one parametrised test each, so
-``pytest -n 2`` spreads them over workers without compiling a run twice); the
+One compile and one run per algorithm (one parametrised test each; under
+``pytest -n 2`` the module runs on one worker, since the random baseline is a
+module fixture: tests/conftest.py groups it, so nothing compiles twice); the
 same run is checked for learning (beats uniform random actions clearly),
 for TRPL's bounds at every iteration and for TRPO's KL constraint on every
 accepted step.
@@ -44,8 +45,8 @@ def random_return():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(RUNS))
 def test_learns_and_respects_trust_region(name, random_return):
-    """One test per run (not one fixture shared by several tests), so that
-    pytest-xdist never compiles the same run on two workers."""
+    """One test per run (not one fixture shared by several tests): each run is
+    compiled once, and a failure names its run."""
     cfg = CONFIG.replace(**RUNS[name])
     _, m = jax.jit(make_train(cfg))(jax.random.key(0))
     m = jax.tree.map(np.asarray, m)
