@@ -10,16 +10,22 @@ against ONE process with two forced CPU devices (the same total device count, th
 * only process 0 writes the run directory: process 1 runs with umask 077, so what it creates is recognisable
   (mode 0600/0700); the only such files are its own shards of the Orbax checkpoints (``*process_1*``), and its
   working directory stays empty;
-* the checkpoints restore, in one process (1 device) and as ``--resume`` of both processes after the newest
-  checkpoint is lost, ending with exactly the uninterrupted run;
+* the checkpoints restore, in one process (1 device) and as ``--resume`` of both processes, ending with exactly
+  the uninterrupted run;
 * an error that only process 0 can meet (the run directory exists) ends both processes at once with its message,
   instead of leaving process 1 waiting in a collective;
 * a SIGINT that reaches process 0 alone (after its first chunk) stops both at the same chunk end, checkpointed.
+
+Two rounds of processes (7 in all; each imports JAX and brax, and the first round compiles): the one-process
+reference, the two-process run that process 0's SIGINT stops at iteration 2 and the two processes meeting an
+existing run directory run at once; then both processes resume the stopped run to its end (from the first
+round's compiled programs, in the persistent compilation cache). The resumed run is THE two-process run the
+first checks compare with the reference: its iterations 0-1 ran in the first pair, 2-5 (and two chunk ends) in
+the second.
 """
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -55,7 +61,7 @@ CONFIG = dict(
 )  # 6 iterations, 3 chunks
 TIMEOUT = 400
 
-pytestmark = pytest.mark.slow  # 3 rounds of process starts and compiles: ~1-2 minutes on a loaded 2-core machine
+pytestmark = pytest.mark.slow  # 2 rounds of process starts, one of compiles: ~1-2 minutes on a loaded 2-core machine
 
 
 def _free_port() -> int:
@@ -124,24 +130,23 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multihost")
     cfg = tmp / "config.json"
     cfg.write_text(json.dumps(CONFIG))
-    d = {"single": tmp / "single", "two": tmp / "two", "resumed": tmp / "resumed", "sigint": tmp / "sigint", "tmp": tmp}
+    d = {"single": tmp / "single", "two": tmp / "two", "taken": tmp / "taken", "tmp": tmp}
+    d["taken"].mkdir()
+    (d["taken"] / "notes.txt").write_text("not a run\n")  # a run directory that exists: only process 0 sees it
     single = _start(
         ["train", str(cfg), "--run-dir", str(d["single"]), "--progress", "lines"],
         str(tmp / "single-cwd"),
         _env(tmp, devices=2),
     )
-    two = _pair(tmp, "two", ["train", str(cfg), "--run-dir", str(d["two"])])
-    d["single_out"], d["two_out"] = _finish([single])[0], _finish(two)
-    assert [r[0] for r in (d["single_out"], *d["two_out"])] == [0, 0, 0], (d["single_out"], d["two_out"])
-    # a copy of the 2-process run that lost its newest checkpoint (killed while writing it), resumed by both;
-    # at the same time, the first run's directory again without --overwrite: only process 0 can see the error;
-    # and a new run whose process 0 alone gets a SIGINT
-    shutil.copytree(d["two"], d["resumed"])
-    shutil.rmtree(d["resumed"] / "checkpoints" / "6")
-    resumed = _pair(tmp, "resumed", ["train", "--resume", str(d["resumed"])])
-    exists = _pair(tmp, "exists", ["train", str(cfg), "--run-dir", str(d["two"])])
-    sigint = _pair(tmp, "sigint", ["train", str(cfg), "--run-dir", str(d["sigint"])], {"TR_JAX_TEST_SIGINT": "1"})
-    d["resumed_out"], d["exists_out"], d["sigint_out"] = _finish(resumed), _finish(exists), _finish(sigint)
+    # process 0 alone gets a SIGINT after its first chunk
+    two = _pair(tmp, "two", ["train", str(cfg), "--run-dir", str(d["two"])], {"TR_JAX_TEST_SIGINT": "1"})
+    exists = _pair(tmp, "exists", ["train", str(cfg), "--run-dir", str(d["taken"])])
+    d["single_out"], d["sigint_out"], d["exists_out"] = _finish([single])[0], _finish(two), _finish(exists)
+    assert d["single_out"][0] == 0 and [r[0] for r in d["sigint_out"]] == [130, 130], (d["single_out"], d["sigint_out"])
+    d["sigint_summary"] = json.loads((d["two"] / "summary.json").read_text())  # (the resumed run rewrites them)
+    d["sigint_metrics"] = (d["two"] / "metrics.jsonl").read_text()
+    d["sigint_checkpoints"] = sorted(os.listdir(d["two"] / "checkpoints"))
+    d["resumed_out"] = _finish(_pair(tmp, "resumed", ["train", "--resume", str(d["two"])]))
     return d
 
 
@@ -171,14 +176,16 @@ def _assert_same_checkpoints(a, b, steps):
 
 def test_two_processes_equal_one_process_on_two_devices(runs):
     single, two = runs["single"], runs["two"]
-    (_, out0, err0), (_, out1, _) = runs["two_out"]
-    assert "2 device(s)" in out0 + err0  # the program runs over the global 2-device mesh
-    # process 0 alone shows progress (process 1 printed every progress line again before); process 1 logs its
-    # events, each line marked as its own
-    ours = [line for line in out1.splitlines() if not line.startswith("[Gloo]")]  # (gloo's connection notes)
-    assert " steps/s | " in out0 and "[process" not in out0
-    assert "[process 1] compiled a 2-iteration chunk" in out1 and "[process 1] finished: 6 iterations" in out1
-    assert all(line.startswith("[process 1] ") for line in ours) and " steps/s | " not in out1, out1
+    assert [r[0] for r in runs["resumed_out"]] == [0, 0], runs["resumed_out"]
+    # in both pairs, the program runs over the global 2-device mesh; process 0 alone shows progress (process 1
+    # printed every progress line again before); process 1 logs its events, each line marked as its own
+    for (_, out0, err0), (_, out1, _) in (runs["sigint_out"], runs["resumed_out"]):
+        assert "2 device(s)" in out0 + err0
+        ours = [line for line in out1.splitlines() if not line.startswith("[Gloo]")]  # (gloo's connection notes)
+        assert " steps/s | " in out0 and "[process" not in out0
+        assert all(line.startswith("[process 1] ") for line in ours) and " steps/s | " not in out1, out1
+    assert "[process 1] compiled a 2-iteration chunk" in runs["sigint_out"][1][1]
+    assert "[process 1] finished: 6 iterations" in runs["resumed_out"][1][1]
     metrics = (two / "metrics.jsonl").read_text()
     assert len(metrics.splitlines()) == 6
     assert metrics == (single / "metrics.jsonl").read_text()
@@ -190,8 +197,9 @@ def test_two_processes_equal_one_process_on_two_devices(runs):
 
 def test_only_process_0_writes_the_run_directory(runs):
     tmp, two = runs["tmp"], runs["two"]
-    assert os.listdir(tmp / "two-cwd1") == [] and os.listdir(tmp / "two-cwd0") == []
-    by_process_1 = []  # what process 1 (umask 077) created: group/other get no permission bits
+    for pair in ("two", "resumed"):
+        assert os.listdir(tmp / f"{pair}-cwd1") == [] and os.listdir(tmp / f"{pair}-cwd0") == []
+    by_process_1 = []  # what process 1 (umask 077, in both pairs) created: group/other get no permission bits
     for root, dirs, files in os.walk(two):
         for name in dirs + files:
             path = os.path.join(root, name)
@@ -200,46 +208,48 @@ def test_only_process_0_writes_the_run_directory(runs):
     assert by_process_1  # the check sees process 1's files at all ...
     # ... and they are only its shards of each checkpoint's arrays (Orbax writes from every process)
     assert all(p.startswith("checkpoints/") and "process_1" in p for p in by_process_1), by_process_1
+    assert {p.split("/")[1] for p in by_process_1} == {"2", "4", "6"}  # the stopped pair's and the resumed pair's
     top = {"config.json", "run.json", "metrics.jsonl", "eval.jsonl", "summary.json", "checkpoints"}
     assert top <= set(os.listdir(two))
     # the run-directory lock (tr_jax.rundir.RunLock, DIR/.lock) is taken by process 0 alone: both processes
-    # finished (a second taker would have failed with "in use by pid ..."), and a clean release removes the file
-    assert [r[0] for r in runs["two_out"]] == [0, 0], runs["two_out"]
+    # ended as they should (a second taker would have failed with "in use by pid ..."), and a clean release
+    # removes the file
+    assert [r[0] for r in runs["sigint_out"] + runs["resumed_out"]] == [130, 130, 0, 0]
     assert not [n for n in os.listdir(two) if "lock" in n.lower()]
 
 
 def test_resume_by_both_processes_ends_like_the_uninterrupted_run(runs):
-    single, resumed = runs["single"], runs["resumed"]
+    single, two = runs["single"], runs["two"]
     assert [r[0] for r in runs["resumed_out"]] == [0, 0], runs["resumed_out"]
     assert "resumed" in runs["resumed_out"][0][1] + runs["resumed_out"][0][2]
-    assert (resumed / "metrics.jsonl").read_text() == (single / "metrics.jsonl").read_text()
-    assert (resumed / "eval.jsonl").read_text() == (single / "eval.jsonl").read_text()
-    _assert_same_checkpoints(single, resumed, [6])
-    assert os.listdir(runs["tmp"] / "resumed-cwd1") == []
+    assert (two / "metrics.jsonl").read_text() == (single / "metrics.jsonl").read_text()
+    assert (two / "eval.jsonl").read_text() == (single / "eval.jsonl").read_text()
+    _assert_same_checkpoints(single, two, [4])  # the resumed pair's first checkpoint
 
 
 def test_an_error_only_process_0_meets_stops_both(runs):
     (rc0, _, err0), (rc1, _, err1) = runs["exists_out"]
     assert (rc0, rc1) == (2, 2), runs["exists_out"]
-    assert err0.strip().splitlines()[-1].startswith(f"tr-jax train: error: run directory {runs['two']} exists")
+    taken = runs["taken"]
+    assert err0.strip().splitlines()[-1].startswith(f"tr-jax train: error: run directory {taken} exists")
     assert (
         err1.strip()
         .splitlines()[-1]
-        .startswith(
-            f"tr-jax train: error: process 0 failed creating the run directory: run directory {runs['two']} exists"
-        )
+        .startswith(f"tr-jax train: error: process 0 failed creating the run directory: run directory {taken} exists")
     )
+    assert os.listdir(taken) == ["notes.txt"]
 
 
 def test_sigint_to_process_0_alone_stops_both_at_the_same_chunk(runs):
     """Process 0 gets a SIGINT after chunk 1 (iterations 0-1, from progress_fn); the request is shared at the
     end of that chunk, so both save checkpoint 2 and stop there, as interrupted (before: process 0 stopped
-    alone and process 1 waited in chunk 2's collectives for it)."""
+    alone and process 1 waited in chunk 2's collectives for it). What the run directory held then was read
+    before the resumed pair ran."""
     assert [r[0] for r in runs["sigint_out"]] == [130, 130], runs["sigint_out"]
     for _rc, out, err in runs["sigint_out"]:
         assert "interrupted at iteration 2 (128 env steps) by SIGINT; checkpoint" in out + err
-    d = runs["sigint"]
-    summary = json.loads((d / "summary.json").read_text())
+    summary = runs["sigint_summary"]
     assert summary["status"] == "interrupted" and summary["iterations"] == 2 and summary["checkpoints"][-1] == 2
-    rows = (d / "metrics.jsonl").read_text().splitlines()
+    assert runs["sigint_checkpoints"] == ["2"]
+    rows = runs["sigint_metrics"].splitlines()
     assert rows == (runs["single"] / "metrics.jsonl").read_text().splitlines()[:2]
