@@ -29,10 +29,13 @@ from tr_jax.train import make_trainer
 _line_env.register()
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# lr_decay_steps: the horizon total_env_steps gives (24 iterations), set so that a resume with another budget
+# (test_resume_extends_a_finished_run) compiles the same programs (the decay's slope is a constant in them)
 LINE = _line_env.line_config(
     24,
     episode_length=50,
     algorithm="trpl",
+    lr_decay_steps=4 * 8 * 24,
     chunk_iterations=2,
     checkpoint_every=4,
     eval_every=4,
@@ -204,8 +207,11 @@ def test_corrupt_or_missing_checkpoint_names_the_file(two_seeds, tmp_path):
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    # reward turns NaN after 50 env steps: iteration 6 (t = 49..56) is the first poisoned one
+    # reward turns NaN after 50 env steps: iteration 6 (t = 49..56) is the first poisoned one. PPO: the guard and
+    # the host loop's stop are the trainer's, the same for every algorithm, and PPO compiles in a fraction of
+    # TRPL's time (NaN inputs of the projections are tested in tests/projections/)
     cfg = LINE.replace(
+        algorithm="ppo",
         env_name="tr_jax_test_line_nan",
         episode_length=10_000,
         total_env_steps=4 * 8 * 12,
@@ -228,8 +234,9 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_chunk_after_divergence_is_not_computed():
-    """A chunk that starts diverged returns its input state untouched and NaN metrics."""
-    trainer = make_trainer(LINE.replace(env_name="tr_jax_test_line_nan", episode_length=10_000))
+    """A chunk that starts diverged returns its input state untouched and NaN metrics (the trainer's lax.cond
+    around any algorithm's chunk: PPO, which compiles fastest)."""
+    trainer = make_trainer(LINE.replace(algorithm="ppo", env_name="tr_jax_test_line_nan", episode_length=10_000))
     state = jax.jit(trainer.init)(jax.random.key(0))
     state = state._replace(diverged_at=state.diverged_at * 0 + 3, iteration=state.iteration + 5)
     new, m = jax.jit(trainer.train_chunk, static_argnums=1)(state, 3)
@@ -242,7 +249,13 @@ def test_chunk_after_divergence_is_not_computed():
 
 
 # ----------------------------------------------------------------------------
-# Real processes: SIGKILL and resume, SIGINT
+# Real processes: SIGTERM, SIGKILL and resume, SIGINT, SIGUSR1
+#
+# Every child trains LINE with --seeds 2 --seed 3, the two_seeds fixture's run: the same programs, which that
+# fixture's run left in the suite's compilation cache (tests/conftest.py), so no child compiles, and two_seeds is
+# the uninterrupted run a resumed one must equal.
+
+CHILD_SEEDS = ("--seeds", "2", "--seed", "3")
 
 
 def _child(run_dir, *args, sleep=0.0, **env_vars):
@@ -272,14 +285,15 @@ def _child(run_dir, *args, sleep=0.0, **env_vars):
     )
 
 
-def _wait_for_checkpoint(run_dir, proc, timeout=300):
+def _wait_for_checkpoint(run_dir, proc, step=None, timeout=300):
+    """Waits until ``run_dir`` has a checkpoint (``step``: that one)."""
     ck = os.path.join(run_dir, "checkpoints")
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if os.path.isdir(ck) and any(n.isdigit() for n in os.listdir(ck)):
+        if os.path.isdir(ck) and any(n.isdigit() and (step is None or n == str(step)) for n in os.listdir(ck)):
             return
         if proc.poll() is not None:
-            raise AssertionError(f"child ended before its first checkpoint:\n{proc.stdout.read()}")
+            raise AssertionError(f"child ended before the checkpoint:\n{proc.stdout.read()}")
         time.sleep(0.02)
     proc.kill()
     raise AssertionError("no checkpoint within the timeout")
@@ -290,50 +304,6 @@ def config_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "line.json"
     path.write_text(json.dumps(config_to_dict(LINE)))
     return str(path)
-
-
-def test_sigkill_then_resume_is_bit_exact(config_file, tmp_path):
-    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
-    p_ref = _child(ref, config_file, "--seeds", "2")
-    p_kill = _child(killed, config_file, "--seeds", "2", sleep=0.5)
-    _wait_for_checkpoint(killed, p_kill)
-    p_kill.send_signal(signal.SIGKILL)
-    p_kill.wait()
-    assert p_kill.returncode == -signal.SIGKILL and not os.path.exists(os.path.join(killed, "summary.json"))
-    with open(os.path.join(killed, "metrics.jsonl"), "a") as f:
-        f.write('{"iteration": 99, "se')  # a line torn by the kill
-    assert p_ref.wait(timeout=300) == 0, p_ref.stdout.read()
-
-    p_res = subprocess.run(
-        [sys.executable, os.path.join(HERE, "_run_child.py"), "train", "--resume", killed, "--progress", "lines"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert p_res.returncode == 0, p_res.stdout + p_res.stderr
-    assert "resumed" in p_res.stdout
-    a, b = read_jsonl(os.path.join(ref, "metrics.jsonl")), read_jsonl(os.path.join(killed, "metrics.jsonl"))
-    assert len(a) == len(b) == 48
-    assert a == b  # every metric of every iteration and seed, exactly
-    assert read_jsonl(os.path.join(ref, "eval.jsonl")) == read_jsonl(os.path.join(killed, "eval.jsonl"))
-    (pa, va), _ = _params(ref)
-    (pb, vb), _ = _params(killed)
-    jax.tree.map(np.testing.assert_array_equal, (pa, va), (pb, vb))
-
-
-def test_sigint_writes_a_checkpoint_and_exits_cleanly(config_file, tmp_path):
-    d = str(tmp_path / "int")
-    p = _child(d, config_file, sleep=0.5)
-    _wait_for_checkpoint(d, p)
-    p.send_signal(signal.SIGINT)
-    out, _ = p.communicate(timeout=120)
-    assert p.returncode == 130, out
-    assert "interrupted at iteration" in out and "--resume" in out
-    summary = json.load(open(os.path.join(d, "summary.json")))
-    assert summary["status"] == "interrupted" and summary["checkpoints"][-1] == summary["iterations"]
-    assert 4 <= summary["iterations"] < 24
-    rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
-    assert [r["iteration"] for r in rows] == list(range(summary["iterations"]))
 
 
 def _signal_child(run_dir, marker, wait_at, *args, signals=1):
@@ -352,12 +322,18 @@ def _wait_for_file(path, proc, timeout=300):
         time.sleep(0.02)
 
 
-def test_sigterm_checkpoints_where_it_stopped_and_resume_is_exact(two_seeds, config_file, tmp_path):
-    """SIGTERM after iteration 6 (checkpoint_every 4), twice (as a scheduler's batch shell may forward it):
-    checkpoint 6, summary "preempted", exit 75; --resume then ends exactly as the uninterrupted run."""
+def test_sigterm_then_sigkill_then_resume_is_bit_exact(two_seeds, config_file, tmp_path):
+    """One run directory, three processes, ending exactly as the uninterrupted run (two_seeds):
+
+    1. SIGTERM after iteration 6 (checkpoint_every 4), twice (as a scheduler's batch shell may forward it):
+       checkpoint 6, summary "preempted", exit 75;
+    2. ``--resume``, SIGKILL once checkpoint 8 is written (mid-run: the metrics of iterations past it may be
+       written, and a line torn by the kill is added), nothing else written (summary.json stays at 6);
+    3. ``--resume`` to the end: every metric of every iteration and seed, every evaluation and the parameters
+       equal the uninterrupted run's."""
     _, ref, _ = two_seeds
     d, marker = str(tmp_path / "term"), str(tmp_path / "marker")
-    p = _signal_child(d, marker, 6 * 32, config_file, "--seeds", "2", "--seed", "3", signals=2)
+    p = _signal_child(d, marker, 6 * 32, config_file, *CHILD_SEEDS, signals=2)
     _wait_for_file(marker, p)
     p.send_signal(signal.SIGTERM)
     _wait_for_file(marker + ".1", p)
@@ -377,6 +353,15 @@ def test_sigterm_checkpoints_where_it_stopped_and_resume_is_exact(two_seeds, con
         (i, s) for i in range(6) for s in range(2)
     ]
 
+    p_kill = _child(d, "--resume", d, sleep=0.5)
+    _wait_for_checkpoint(d, p_kill, step=8)
+    p_kill.send_signal(signal.SIGKILL)
+    p_kill.wait()
+    assert p_kill.returncode == -signal.SIGKILL
+    assert json.load(open(os.path.join(d, "summary.json")))["iterations"] == 6  # (no summary after a SIGKILL)
+    with open(os.path.join(d, "metrics.jsonl"), "a") as f:
+        f.write('{"iteration": 99, "se')  # a line torn by the kill
+
     p_res = subprocess.run(
         [sys.executable, os.path.join(HERE, "_run_child.py"), "train", "--resume", d, "--progress", "lines"],
         capture_output=True,
@@ -385,11 +370,28 @@ def test_sigterm_checkpoints_where_it_stopped_and_resume_is_exact(two_seeds, con
     )
     assert p_res.returncode == 0, p_res.stdout + p_res.stderr
     assert "resumed" in p_res.stdout and "finished: 24 iterations" in p_res.stdout
-    assert read_jsonl(os.path.join(ref, "metrics.jsonl")) == read_jsonl(os.path.join(d, "metrics.jsonl"))
+    a, b = read_jsonl(os.path.join(ref, "metrics.jsonl")), read_jsonl(os.path.join(d, "metrics.jsonl"))
+    assert len(a) == len(b) == 48
+    assert a == b  # every metric of every iteration and seed, exactly
     assert read_jsonl(os.path.join(ref, "eval.jsonl")) == read_jsonl(os.path.join(d, "eval.jsonl"))
     jax.tree.map(np.testing.assert_array_equal, _params(ref)[0], _params(d)[0])
     summary = json.load(open(os.path.join(d, "summary.json")))
     assert (summary["status"], summary["signal"], summary["iterations"]) == ("finished", None, 24)
+
+
+def test_sigint_writes_a_checkpoint_and_exits_cleanly(config_file, tmp_path):
+    d = str(tmp_path / "int")
+    p = _child(d, config_file, *CHILD_SEEDS, sleep=0.5)
+    _wait_for_checkpoint(d, p)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 130, out
+    assert "interrupted at iteration" in out and "--resume" in out
+    summary = json.load(open(os.path.join(d, "summary.json")))
+    assert summary["status"] == "interrupted" and summary["checkpoints"][-1] == summary["iterations"]
+    assert 4 <= summary["iterations"] < 24
+    rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+    assert [(r["iteration"], r["seed"]) for r in rows] == [(i, s) for i in range(summary["iterations"]) for s in (0, 1)]
 
 
 def test_sigterms_after_the_checkpoint_keep_exit_status_75(config_file, tmp_path):
@@ -397,7 +399,7 @@ def test_sigterms_after_the_checkpoint_keep_exit_status_75(config_file, tmp_path
     checkpoint (JAX and Orbax take a second or two): SIGTERM every 10 ms from the first one until the process
     exits hits every window (the chunk, the checkpoint, summary.json, the teardown); the exit status stays 75."""
     d, marker = str(tmp_path / "storm"), str(tmp_path / "marker")
-    p = _signal_child(d, marker, 2 * 32, config_file)
+    p = _signal_child(d, marker, 2 * 32, config_file, *CHILD_SEEDS)
     _wait_for_file(marker, p)
     sent = 0
     while p.poll() is None:
@@ -413,7 +415,7 @@ def test_sigterms_after_the_checkpoint_keep_exit_status_75(config_file, tmp_path
 def test_sigusr1_stops_with_a_checkpoint(config_file, tmp_path):
     """SLURM's --signal=USR1@T warning: the same as SIGTERM, after the first chunk (iteration 2)."""
     d, marker = str(tmp_path / "usr1"), str(tmp_path / "marker")
-    p = _signal_child(d, marker, 2 * 32, config_file)
+    p = _signal_child(d, marker, 2 * 32, config_file, *CHILD_SEEDS)
     _wait_for_file(marker, p)
     p.send_signal(signal.SIGUSR1)
     out, _ = p.communicate(timeout=300)

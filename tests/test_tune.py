@@ -230,12 +230,13 @@ def test_tune_directory_errors(tmp_path, capsys):
 
 def test_a_preempted_batch_names_only_tune_resume(tmp_path):
     """A real process: SIGTERM at the end of its batch's first chunk; the stop message names tr-jax tune --resume
-    of the search, never tr-jax train --resume of the batch (which would go around the search)."""
+    of the search, never tr-jax train --resume of the batch (which would go around the search). Its batch is the
+    search fixture's (4 trials of 2 seeds): the same program, from the suite's compilation cache."""
     d, marker, config_file = str(tmp_path / "t"), str(tmp_path / "marker"), str(tmp_path / "line.json")
     write_json(config_file, config_to_dict(LINE))
     p = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "_run_child.py"), "tune", config_file, "--param", "policy_lr=log:1e-3:0.1"]
-        + ["--trials", "2", "--batch", "2", "--dir", d, "--progress", "lines"],
+        + ["--trials", str(BATCH), "--batch", str(BATCH), "--seeds", "2", "--dir", d, "--progress", "lines"],
         env=dict(os.environ, TR_JAX_TEST_WAIT_AT=str(4 * 4 * 8), TR_JAX_TEST_MARKER=marker),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
