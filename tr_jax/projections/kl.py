@@ -417,13 +417,22 @@ def _cov_diag_state_vjp(
     """
     active = jnp.logical_not(s >= 1.0)
     s_safe = jnp.where(active, s, 0.5)
-    lam, d, p, proj = _cov_diag_parts(std, old_std, s_safe)
-    sum_a = jnp.sum(ct * proj * d / p)
-    sum_b = jnp.where(active, jnp.sum((d / p) ** 2), 1.0)
+    # Two divisions and a square root per element: with 1 / s~, r = s_o / s~, lam = r^2
+    # and 1 / p, proj = s_o sqrt(1 / p), lam / s~ = lam (1 / s~) and lam / s_o = r (1 / s~).
+    inv_std = 1.0 / std
+    r = old_std * inv_std
+    lam = r * r
+    d = lam - 1.0
+    inv_p = 1.0 / _precision(s_safe, d, lam)[1]
+    root = jnp.sqrt(inv_p)
+    ct_proj = ct * old_std * root
+    u = d * inv_p
+    sum_a = jnp.sum(ct_proj * u)
+    sum_b = jnp.where(active, jnp.sum(u * u), 1.0)
     kappa = -0.5 * sum_a / sum_b
-    ct_lam = s_safe * (-0.5 * ct * proj / p - kappa * d / (p * p))
-    ct_std = jnp.where(active, -2.0 * ct_lam * lam / std, ct)
-    ct_old = jnp.where(active, (ct * proj + 2.0 * ct_lam * lam) / old_std, 0.0)
+    ct_lam = s_safe * inv_p * (-0.5 * ct_proj - kappa * u)
+    ct_std = jnp.where(active, -2.0 * ct_lam * lam * inv_std, ct)
+    ct_old = jnp.where(active, ct * root + 2.0 * ct_lam * r * inv_std, 0.0)
     ct_eps = jnp.where(active, -sum_a / (s_safe * sum_b), 0.0)
     return ct_std, ct_old, ct_eps.astype(eps.dtype)
 
