@@ -8,7 +8,6 @@ never from timings.
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -125,29 +124,15 @@ def _child(tmp_path, name, config_file, *flags, **env):
     return json.loads(events.read_text()), rows, p.stdout + p.stderr
 
 
-@pytest.fixture(scope="module")
-def cold(tmp_path_factory):
-    """One cold run of UNEVEN into a fresh cache, shared by the tests below (each continues from its own copy of
-    the cache): ``(config file, JAX events, metric rows, the cache directory)``. Every program is written (the
-    line env's compile in well under JAX's default 1 s threshold)."""
-    tmp_path = tmp_path_factory.mktemp("startup_cold")
+@pytest.mark.slow
+def test_a_second_process_loads_the_programs_from_the_cache(tmp_path):
     config_file = tmp_path / "uneven.json"
     config_file.write_text(json.dumps(config_to_dict(UNEVEN)))
-    cache = tmp_path / "cache"
-    env = dict(TR_JAX_COMPILE_CACHE=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    events, rows, out = _child(tmp_path, "cold", str(config_file), **env)
-    loaded = "(its trace loaded from the program cache)"
-    assert "warning" not in out and out.count(loaded) == 0, out
-    return str(config_file), events, rows, cache
-
-
-@pytest.mark.slow
-def test_a_second_process_loads_the_programs_from_the_cache(tmp_path, cold):
-    config_file, cold_events, cold_rows, cold_cache = cold
-    shutil.copytree(cold_cache, tmp_path / "cache")
+    # every program is written (the line env's compile in well under JAX's default 1 s threshold)
     env = dict(TR_JAX_COMPILE_CACHE=str(tmp_path / "cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    warm_events, warm, warm_out = _child(tmp_path, "warm", config_file, **env)
-    off_events, off, off_out = _child(tmp_path, "off", config_file, "--no-compile-cache", **env)
+    cold_events, cold, cold_out = _child(tmp_path, "cold", str(config_file), **env)
+    warm_events, warm, warm_out = _child(tmp_path, "warm", str(config_file), **env)
+    off_events, off, off_out = _child(tmp_path, "off", str(config_file), "--no-compile-cache", **env)
     hits, misses = "/jax/compilation_cache/cache_hits", "/jax/compilation_cache/cache_misses"
     assert cold_events.get(hits, 0) == 0 and cold_events[misses] >= 2, cold_events  # the chunk and evaluation
     assert warm_events[hits] == cold_events[misses] and warm_events.get(misses, 0) == 0, warm_events
@@ -157,46 +142,48 @@ def test_a_second_process_loads_the_programs_from_the_cache(tmp_path, cold):
     for fn in ("train_chunk", "evaluate"):
         assert cold_events.get(traced + fn, 0) >= 1 and off_events.get(traced + fn, 0) >= 1, fn
         assert warm_events.get(traced + fn, 0) == 0, (fn, warm_events)
-    loaded = "(its trace loaded from the program cache)"  # (none in the cold run: the fixture checks it)
-    assert off_out.count(loaded) == 0 and warm_out.count(loaded) == 2, warm_out
-    assert len(cold_rows) == 5 + 1 and cold_rows == warm == off  # the same numbers, to the last bit
+    loaded = "(its trace loaded from the program cache)"
+    assert cold_out.count(loaded) == off_out.count(loaded) == 0 and warm_out.count(loaded) == 2, warm_out
+    assert len(cold) == 5 + 1 and cold == warm == off  # the same numbers, to the last bit
 
 
 @pytest.mark.slow
-def test_a_damaged_program_file_is_reported_removed_and_traced_again(tmp_path, cold):
+def test_a_damaged_program_file_is_reported_removed_and_traced_again(tmp_path):
     """64 flipped bytes in the middle of the cached chunk program: the next run succeeds, traces the chunk again
     and says so in one line naming the file; the run after it loads the new file."""
-    config_file, _, cold_rows, cold_cache = cold
-    shutil.copytree(cold_cache, tmp_path / "cache")
+    config_file = tmp_path / "uneven.json"
+    config_file.write_text(json.dumps(config_to_dict(UNEVEN)))
     env = dict(TR_JAX_COMPILE_CACHE=str(tmp_path / "cache"))
+    _, cold, _ = _child(tmp_path, "cold", str(config_file), **env)
     (path,) = (tmp_path / "cache" / "tr_jax_programs").glob("train_chunk-*.jaxexport")
     data = bytearray(path.read_bytes())
     mid = len(data) // 2
     data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
     path.write_bytes(bytes(data))
-    events, again, out = _child(tmp_path, "again", config_file, **env)
+    events, again, out = _child(tmp_path, "again", str(config_file), **env)
     warnings = [line for line in out.splitlines() if "warning" in line]
     assert warnings == [
         f"warning: the cached program {path} does not match the sha256 written with it (altered or truncated on "
         f"disk); removed it, tracing the program again"
     ], out
     assert events.get("/jax/core/compile/jaxpr_trace_duration:train_chunk", 0) >= 1  # traced again
-    assert again == cold_rows  # the same numbers
-    _, _, out = _child(tmp_path, "third", config_file, **env)
+    assert again == cold  # the same numbers
+    _, _, out = _child(tmp_path, "third", str(config_file), **env)
     assert "warning" not in out and out.count("(its trace loaded from the program cache)") == 2, out
 
 
 @pytest.mark.slow
-def test_a_read_only_compilation_cache_is_read_and_said_once(tmp_path, mount_tmpfs, cold):
+def test_a_read_only_compilation_cache_is_read_and_said_once(tmp_path, mount_tmpfs):
     """A warm cache on a file system remounted read-only: the next run loads every program from it (JAX's
     eviction lock, which cannot be created there, would make it read nothing) and says so in one line, without
     JAX's warnings; a cache directory that cannot be made turns the cache off, in one line."""
-    config_file, cold_events, cold_rows, cold_cache = cold
+    config_file = tmp_path / "uneven.json"
+    config_file.write_text(json.dumps(config_to_dict(UNEVEN)))
     cache = mount_tmpfs("64m") / "cache"
-    shutil.copytree(cold_cache, cache)
     env = dict(TR_JAX_COMPILE_CACHE=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    cold_events, cold, _ = _child(tmp_path, "cold", str(config_file), **env)
     subprocess.run(["mount", "-o", "remount,ro", str(cache.parent)], check=True)
-    events, warm, out = _child(tmp_path, "warm", config_file, **env)
+    events, warm, out = _child(tmp_path, "warm", str(config_file), **env)
     hits, misses = "/jax/compilation_cache/cache_hits", "/jax/compilation_cache/cache_misses"
     assert events.get(hits, 0) == cold_events[misses] and events.get(misses, 0) == 0, events
     assert "Warning" not in out and out.count("(its trace loaded from the program cache)") == 2, out
@@ -205,10 +192,10 @@ def test_a_read_only_compilation_cache_is_read_and_said_once(tmp_path, mount_tmp
         f"note: the compilation cache {cache} is read-only ({cache} is on a read-only file system): its programs "
         f"load, the others compile in every run and are not saved"
     ], out
-    assert warm == cold_rows
+    assert warm == cold
     (tmp_path / "file").write_text("")
-    events, off, out = _child(tmp_path, "off", config_file, TR_JAX_COMPILE_CACHE=str(tmp_path / "file" / "c"))
-    assert "Warning" not in out and events.get(hits, 0) == 0 and off == cold_rows, out
+    events, off, out = _child(tmp_path, "off", str(config_file), TR_JAX_COMPILE_CACHE=str(tmp_path / "file" / "c"))
+    assert "Warning" not in out and events.get(hits, 0) == 0 and off == cold, out
     assert [line for line in out.splitlines() if "compilation cache" in line] == [
         f"note: the compilation cache {tmp_path / 'file' / 'c'} cannot be made ({tmp_path / 'file'} is a file, "
         f"not a directory): running without it (set TR_JAX_COMPILE_CACHE to a writable directory, or off)"
