@@ -128,7 +128,7 @@ class Study:
     def __init__(self, study: str, reps: int = stats.REPS):
         self.reps = reps
         self.study = study
-        self._estimates: dict = {}  # _once
+        self._estimates: dict = {}  # estimate's store
         timings = compare.Timings(study) if os.path.exists(os.path.join(study, "timings.json")) else None
         # (directory, env, setup, name, timings, scored stochastically too: the hopper cells at 2M env steps)
         checks = [(CHECK_ENV, s) for s in CHECKS]
@@ -193,34 +193,32 @@ class Study:
     def pending(self, cells) -> list:
         return [f"{e}/{s} ({self.state(e, s)})" for e, s in cells if not self.complete(e, s)]
 
-    def _once(self, key: tuple, compute) -> stats.Estimate:
-        """``compute()`` the first time ``key`` is asked for, the stored estimate after that (a bootstrap with a
-        fixed seed: the page asks for the same cell's estimate in several tables and sentences)."""
+    def estimate(self, statistic, *cells) -> stats.Estimate:
+        """``statistic(*cells, self.reps)`` (a :mod:`tr_jax.stats` estimate of the seed scores ``[S]`` of each cell)
+        the first time it is asked for these values, the stored estimate after that (a bootstrap with a fixed seed:
+        the page and the full table ask for the same cell's estimate in several places)."""
+        key = (statistic.__name__, *(np.asarray(c, np.float64).tobytes() for c in cells))
         if key not in self._estimates:
-            self._estimates[key] = compute()
+            self._estimates[key] = statistic(*cells, self.reps)
         return self._estimates[key]
 
     def iqm(self, env, setup, mode: str = stats.DETERMINISTIC) -> stats.Estimate:
         if not self.complete(env, setup, mode):
             return stats.NAN
         sc = self._scores(mode)
-        return self._once(("iqm", mode, env, setup), lambda: stats.iqm(sc[(env, setup)], self.reps))
+        return self.estimate(stats.iqm, sc[(env, setup)])
 
     def poi(self, env, x, y, mode: str = stats.DETERMINISTIC) -> stats.Estimate:
         if not (self.complete(env, x, mode) and self.complete(env, y, mode)):
             return stats.NAN
         sc = self._scores(mode)
-        return self._once(
-            ("poi", mode, env, x, y), lambda: stats.probability_of_improvement(sc[(env, x)], sc[(env, y)], self.reps)
-        )
+        return self.estimate(stats.probability_of_improvement, sc[(env, x)], sc[(env, y)])
 
     def drop(self, env, setup) -> stats.Estimate:
         if not (self.complete(env, setup) and self.complete(env, f"{setup}-m")):
             return stats.NAN
         sc = self.scores
-        return self._once(
-            ("drop", env, setup), lambda: stats.relative_drop(sc[(env, setup)], sc[(env, f"{setup}-m")], self.reps)
-        )
+        return self.estimate(stats.relative_drop, sc[(env, setup)], sc[(env, f"{setup}-m")])
 
     def failed(self, env, setup) -> int:
         """Failed (diverged) seeds of the cell (a 10-seed cell: of both halves)."""
@@ -297,8 +295,8 @@ def verdicts(st: Study) -> list:
             need = [(env, s) for s in ("ppo", "ppo-m", trpl, f"{trpl}-m")]
             if all(st.complete(*c) for c in need):
                 sc = st.scores
-                e = stats.drop_difference(
-                    sc[(env, "ppo")], sc[(env, "ppo-m")], sc[(env, trpl)], sc[(env, f"{trpl}-m")], st.reps
+                e = st.estimate(
+                    stats.drop_difference, sc[(env, "ppo")], sc[(env, "ppo-m")], sc[(env, trpl)], sc[(env, f"{trpl}-m")]
                 )
             else:
                 e = stats.NAN
@@ -355,11 +353,15 @@ def _ablation(env: str) -> tuple:
     return tuple(s for s in ABLATION if f"{s}-m" in ENV_SETUPS[env])
 
 
+def _drops(st: Study) -> dict:
+    return {(env, s): st.drop(env, s) for env in ENVS for s in _ablation(env)}
+
+
 def figure_ablation(st: Study, path: str) -> str | None:
     """Each setup's relative drop from its full variant to its minimal one (-m), with CIs, per env."""
-    drops = {(env, s): st.drop(env, s) for env in ENVS for s in _ablation(env)}
-    if not any(np.isfinite(d.point) for d in drops.values()):
+    if not _shows["ablation"](st):
         return None
+    drops = _drops(st)
     plt = _plt()
     fig, axes = plt.subplots(1, len(ENVS), figsize=(5 * len(ENVS), 3), sharex=True)
     for ax, env in zip(np.atleast_1d(axes), ENVS):
@@ -391,10 +393,10 @@ def figure_ablation(st: Study, path: str) -> str | None:
 
 def figure_contextual(st: Study, path: str) -> str | None:
     """Score IQM with CIs of PPO and TRPL-KL with a global, a contextual diagonal and a contextual full covariance."""
+    if not _shows["contextual"](st):
+        return None
     env = CONTEXTUAL_ENV
     est = [st.iqm(env, s) for s in CONTEXTUAL]
-    if not any(np.isfinite(e.point) for e in est):
-        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     _errorbar(ax, np.arange(len(CONTEXTUAL)), est, color="C1")
@@ -417,7 +419,7 @@ def figure_sensitivity(st: Study, path: str) -> str | None:
     """Score IQM with CIs against the swept setting (TRPL-KL eps_mean and trust_region_coef, PPO clip_ratio), per
     env; for TRPL-KL also (right axis) the fraction of states where the acting policy's mean part exceeds
     eps_mean (over every update and seed)."""
-    if not any(st.complete(env, name) for env, _, _, _, name in st.sweeps):
+    if not _shows["sensitivity"](st):
         return None
     plt = _plt()
     fig, axes = plt.subplots(
@@ -450,6 +452,47 @@ def figure_sensitivity(st: Study, path: str) -> str | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+_shows = {  # whether the figure has something to show: a finite estimate, a complete cell (else it is pending)
+    "ablation": lambda st: any(np.isfinite(d.point) for d in _drops(st).values()),
+    "contextual": lambda st: any(np.isfinite(st.iqm(CONTEXTUAL_ENV, s).point) for s in CONTEXTUAL),
+    "sensitivity": lambda st: any(st.complete(env, name) for env, _, _, _, name in st.sweeps),
+}
+_FIGURES = {"ablation": figure_ablation, "contextual": figure_contextual, "sensitivity": figure_sensitivity}
+
+
+def _curves(st: Study) -> dict:
+    """``{name: (env, setups)}`` of the learning-curve figures: the main setups, and PPO and TRPL-KL beside their
+    minimal and contextual variants, of each env (the setups with a row)."""
+    return {
+        name: (env, [s for s in wanted if (env, s) in st.rows])
+        for env in ENVS
+        for name, wanted in ((f"curves_{env}", MAIN), (f"curves_{env}_variants", VARIANTS))
+    }
+
+
+def figure_paths(st: Study, figdir: str) -> dict:
+    """``{name: figdir/<name>.png}`` of every figure of the page, None for one with nothing to show yet (the page
+    says "pending" there): what :func:`draw_figures` draws, known without drawing."""
+    paths = {name: os.path.join(figdir, f"{name}.png") if shows(st) else None for name, shows in _shows.items()}
+    for name, (env, setups) in _curves(st).items():
+        shown = compare.plotted_setups(st.study, env, setups)
+        paths[name] = os.path.join(figdir, f"{name}.png") if shown else None
+    return paths
+
+
+def draw_figures(st: Study, figures: dict) -> None:
+    """Draws each figure of :func:`figure_paths` (``figures``) that is not None into its path."""
+    curves = _curves(st)
+    for name, path in figures.items():
+        if path is None:
+            continue
+        if name in _FIGURES:
+            _FIGURES[name](st, path)
+        else:
+            env, setups = curves[name]
+            compare.plot(st.study, env, setups, smooth=1, path=path)
 
 
 # ----------------------------------------------------------------------------
@@ -590,8 +633,8 @@ def _dynamics(st: Study) -> dict:
     states) and of its policy entropy over the last 10% of the run."""
     return {
         (env, s): (
-            stats.iqm(_per_seed(st, env, s, "acting_kl_mean", None), st.reps),
-            stats.iqm(_per_seed(st, env, s, "entropy", stats.SCORE_WINDOW), st.reps),
+            st.estimate(stats.iqm, _per_seed(st, env, s, "acting_kl_mean", None)),
+            st.estimate(stats.iqm, _per_seed(st, env, s, "entropy", stats.SCORE_WINDOW)),
         )
         for env in ENVS
         for s in MAIN
@@ -1150,26 +1193,20 @@ def write_readme(path: str, block: str) -> None:
         f.write(head + block + tail)
 
 
-def report(study: str, docs: str, reps: int = stats.REPS, readme: str | None = None) -> dict:
+def report(study: str, docs: str, reps: int = stats.REPS, readme: str | None = None, draw: bool = True) -> dict:
     """Writes the page, the figures, the full table and (``readme``) the README's block; returns ``{name: path}`` of
-    what was written."""
+    what was written (with ``draw`` False the figures are not drawn, but the page links them as it would: the
+    suite's check of the committed page, whose figures it does not compare)."""
     st = Study(study, reps)
     figdir = os.path.join(docs, "study")
     os.makedirs(figdir, exist_ok=True)
-    figures = {
-        "ablation": figure_ablation(st, os.path.join(figdir, "ablation.png")),
-        "contextual": figure_contextual(st, os.path.join(figdir, "contextual.png")),
-        "sensitivity": figure_sensitivity(st, os.path.join(figdir, "sensitivity.png")),
-    }
-    for env in ENVS:  # the main setups, and PPO and TRPL-KL beside their minimal and contextual variants
-        for name, wanted in ((f"curves_{env}", MAIN), (f"curves_{env}_variants", VARIANTS)):
-            setups = [s for s in wanted if (env, s) in st.rows]
-            path = os.path.join(figdir, f"{name}.png")
-            figures[name] = compare.plot(study, env, setups, smooth=1, path=path) if setups else None
+    figures = figure_paths(st, figdir)
+    if draw:
+        draw_figures(st, figures)
     with open(os.path.join(docs, "results.md"), "w") as f:
         f.write(page(st, figures, "study"))
     with open(os.path.join(study, "results.md"), "w") as f:
-        f.write(compare.table([r for (e, s), r in st.rows.items() if "/" not in s], reps))
+        f.write(compare.table([r for (e, s), r in st.rows.items() if "/" not in s], reps, st.estimate))
     if readme is not None:
         write_readme(readme, readme_block(st, figures))
     return {

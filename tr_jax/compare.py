@@ -70,7 +70,7 @@ import datetime
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -435,11 +435,11 @@ def scored(rows: Sequence[Row]) -> dict:
     return {(r.env, r.setup): stats.impute_failures(r.scores, floors[(r.env, r.budget)]) for r in rows}
 
 
-def _cell(r: Row, scores: np.ndarray, reps: int) -> str:
+def _cell(r: Row, scores: np.ndarray, estimate: Callable) -> str:
     if not stats.complete(scores):
         reached = int(np.sum(~np.isnan(scores)))
         return f"incomplete ({reached}/{r.num_seeds} seeds at the budget)"
-    return estimate_text(stats.iqm(scores, reps), ".1f")
+    return estimate_text(estimate(stats.iqm, scores), ".1f")
 
 
 def score_note(rows: Sequence[Row]) -> str:
@@ -454,12 +454,19 @@ def score_note(rows: Sequence[Row]) -> str:
     )
 
 
-def table(rows: Sequence[Row], reps: int = stats.REPS) -> str:
+def table(rows: Sequence[Row], reps: int = stats.REPS, estimate: Callable | None = None) -> str:
     """The markdown table of ``rows``, a footnote on the score and a line naming the critic (see the module
     docstring for the columns).
 
-    ``reps``: bootstrap resamples of the confidence intervals (:mod:`tr_jax.stats`).
+    ``reps``: bootstrap resamples of the confidence intervals (:mod:`tr_jax.stats`). ``estimate(statistic,
+    *cells)``: computes ``statistic(*cells, reps)`` (default: directly; a caller that has the same estimates
+    already passes its store of them, as experiments/study_report.py does).
     """
+    if estimate is None:
+
+        def estimate(statistic: Callable, *cells: np.ndarray) -> stats.Estimate:
+            return statistic(*cells, reps)
+
     lines = [
         "| env | setup | seeds | env steps per seed | score IQM [95% CI] | P(improvement over ppo) [95% CI] "
         "| final eval return | max acting KL | bound use | acting mean part / eps_mean: max / mean / over "
@@ -472,18 +479,23 @@ def table(rows: Sequence[Row], reps: int = stats.REPS) -> str:
         use = "–" if r.bound_use is None or not np.isfinite(r.bound_use) else f"{r.bound_use:.3f} ({r.over} over)"
         base = baseline.get((r.env, r.budget))
         poi = (
-            stats.probability_of_improvement(scores[(r.env, r.setup)], base, reps)
+            estimate(stats.probability_of_improvement, scores[(r.env, r.setup)], base)
             if base is not None and r.setup != BASELINE
             else stats.NAN
         )
         lines.append(
             f"| {r.env} | {r.setup} | {r.num_seeds} | {r.env_steps:,} "
-            f"| {_cell(r, scores[(r.env, r.setup)], reps)} | {estimate_text(poi, '.2f')} | {_pm(r.final)} "
+            f"| {_cell(r, scores[(r.env, r.setup)], estimate)} | {estimate_text(poi, '.2f')} | {_pm(r.final)} "
             f"| {_number(r.kl_max, '.3g')} | {use} "
             f"| {acting_text(r.acting_mean)} | {acting_text(r.acting_cov)} | {_number(r.steps_per_second, ',.0f')} "
             f"| {_duration(r.wall_seconds)} | {r.status} |"
         )
     return "\n".join(lines) + "\n\n" + score_note(rows) + "\n" + _critic_note(rows)
+
+
+def plotted_setups(out: str, env: str, setups: Sequence[str]) -> list:
+    """The ``setups`` of ``env`` that :func:`plot` draws: those whose runs have evaluation rows."""
+    return [s for s in setups if R.read_jsonl(R.RunDir(run_path(out, env, s)).eval)]
 
 
 def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1, path: str | None = None) -> str | None:
@@ -494,7 +506,7 @@ def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1, path: str |
     """
     from tr_jax.plot import ACTING_BOUND_METRICS, BOUND_METRICS, DEFAULT_METRICS, plot_runs
 
-    present = [s for s in setups if R.read_jsonl(R.RunDir(run_path(out, env, s)).eval)]
+    present = plotted_setups(out, env, setups)
     dirs = [run_path(out, env, s) for s in present]
     if not dirs:
         return None

@@ -188,6 +188,12 @@ def test_statistics_agree_with_rliable():
         random_state=np.random.RandomState(3),
     )
     assert (poi.low, poi.high) == (cis["xy"][0, 0], cis["xy"][1, 0]) and poi.low < 18 / 25 < poi.high
+    # (stats counts the pairs itself: on equal cells, which rliable answers with 0.5 without its test, too)
+    assert (
+        stats.probability_of_improvement(X, X, reps=50, seed=3).point
+        == 0.5
+        == metrics.probability_of_improvement(X[:, None], X[:, None])
+    )
     # a seed without a score (short of the budget) is never dropped: the cell has no statistic
     assert all(np.isnan(stats.iqm(np.append(X, np.nan), reps=300, seed=3)))
     assert all(np.isnan(stats.probability_of_improvement(X, np.append(Y, np.nan), reps=10)))
