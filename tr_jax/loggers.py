@@ -80,7 +80,21 @@ class Logger:
         self._write(run, rows, "eval")
 
     def _write(self, run: int, rows: Sequence[dict], prefix: str) -> None:
-        """Logs ``rows`` of ``runs[run]`` with their values named ``<prefix>/<column>``."""
+        """Logs ``rows`` of ``runs[run]`` with their values named ``<prefix>/<column>``: each row's values, once
+        per row, to the tracker run of its seed (:meth:`_seed_runs`, :meth:`_log`)."""
+        seed_runs = self._seed_runs(run)
+        if not seed_runs:
+            return
+        for seed, step, values in _values(rows, prefix):
+            self._log(seed_runs[seed], step, values)
+
+    def _seed_runs(self, run: int) -> list:
+        """The tracker runs (one per seed) of ``runs[run]``; empty where nothing was opened (the base class, or
+        a process other than 0)."""
+        return []
+
+    def _log(self, tracker_run, step: int, values: dict) -> None:
+        """Logs ``values`` (``{"<prefix>/<column>": float}``) of one row at ``step`` env steps to one tracker run."""
 
     def close(self) -> None:
         """Called when the run stops (finished, diverged, interrupted or failed)."""
@@ -162,13 +176,12 @@ class TensorBoardLogger(Logger):
                 seeds.append(w)
             self.writers.append(seeds)
 
-    def _write(self, run: int, rows: Sequence[dict], prefix: str) -> None:
-        if not self.writers:
-            return
-        for seed, step, values in _values(rows, prefix):
-            w = self.writers[run][seed]
-            for tag, v in values.items():
-                w.add_scalar(tag, v, step)
+    def _seed_runs(self, run: int) -> list:
+        return self.writers[run] if self.writers else []
+
+    def _log(self, tracker_run, step: int, values: dict) -> None:
+        for tag, v in values.items():
+            tracker_run.add_scalar(tag, v, step)
 
     def metrics(self, run: int, rows: Sequence[dict]) -> None:
         """Writes ``rows`` as ``train/<metric>`` scalars and flushes the run's event files."""
@@ -250,11 +263,11 @@ class WandbLogger(Logger):
                 seeds.append(r)
             self.runs.append(seeds)
 
-    def _write(self, run: int, rows: Sequence[dict], prefix: str) -> None:
-        if not self.runs:
-            return
-        for seed, step, values in _values(rows, prefix):
-            self.runs[run][seed].log({"env_steps": step, **values})
+    def _seed_runs(self, run: int) -> list:
+        return self.runs[run] if self.runs else []
+
+    def _log(self, tracker_run, step: int, values: dict) -> None:
+        tracker_run.log({"env_steps": step, **values})
 
     def close(self) -> None:
         """Finishes every W&B run."""

@@ -170,10 +170,14 @@ class MLP(nn.Module):
     orthogonal: bool = True
     precision: jax.lax.Precision | None = None
 
+    def _layer(self, features: int, gain: float, name: str | None = None) -> nn.Dense:
+        """A dense layer of this network's dtype, initialisation and precision (see :func:`_dense`)."""
+        return _dense(features, gain, self.dtype, name, self.orthogonal, self.precision)
+
     @nn.compact
     def __call__(self, x):
         for h in self.hidden:
-            x = self.activation(_dense(h, math.sqrt(2.0), self.dtype, None, self.orthogonal, self.precision)(x))
+            x = self.activation(self._layer(h, math.sqrt(2.0))(x))
         return x
 
 
@@ -209,19 +213,13 @@ class GaussianPolicyNet(nn.Module):
         return mean, raw
 
 
-class ValueNet(nn.Module):
-    """``obs [..., obs_dim] -> value [...]``."""
-
-    hidden: tuple
-    activation: Callable
-    dtype: jnp.dtype = jnp.float32
-    orthogonal: bool = True
-    precision: jax.lax.Precision | None = None
+class ValueNet(MLP):
+    """``obs [..., obs_dim] -> value [...]``: the MLP of these fields (module ``trunk``) and a linear ``value_head``."""
 
     @nn.compact
     def __call__(self, obs):
         h = MLP(self.hidden, self.activation, self.dtype, self.orthogonal, self.precision, name="trunk")(obs)
-        return _dense(1, 1.0, self.dtype, "value_head", self.orthogonal, self.precision)(h)[..., 0]
+        return self._layer(1, 1.0, "value_head")(h)[..., 0]
 
 
 # --------------------------------------------------------------------------------------

@@ -318,6 +318,14 @@ def value_loss(value_fn, value_params, mb: Batch, clip):
     return 0.5 * err.mean()
 
 
+def kl_metrics(kl: jax.Array, acting_kl: jax.Array, axis_name: str | None = None) -> dict:
+    """``kl_mean``/``kl_max`` of the KL per state ``kl`` of the updated policy and ``acting_kl_mean``/
+    ``acting_kl_max`` of ``acting_kl``, that of the policy that acts in the next rollout (scalars; with
+    ``axis_name``, over all devices' states)."""
+    avg, top = (lambda x: par.mean(x, axis_name)), (lambda x: par.max(x, axis_name))
+    return {"kl_mean": avg(kl), "kl_max": top(kl), "acting_kl_mean": avg(acting_kl), "acting_kl_max": top(acting_kl)}
+
+
 def policy_divergence(policy, params, batch: Batch, axis_name: str | None = None):
     """KL(new || old) per state over ``batch``: mean/max of the total and its parts, entropy (scalars).
 
@@ -330,10 +338,7 @@ def policy_divergence(policy, params, batch: Batch, axis_name: str | None = None
     kl = m + c
     avg, top = (lambda x: par.mean(x, axis_name)), (lambda x: par.max(x, axis_name))
     return {
-        "kl_mean": avg(kl),
-        "kl_max": top(kl),
-        "acting_kl_mean": avg(kl),
-        "acting_kl_max": top(kl),
+        **kl_metrics(kl, kl, axis_name),
         "kl_mean_part_mean": avg(m),
         "kl_mean_part_max": top(m),
         "kl_cov_part_mean": avg(c),

@@ -74,6 +74,7 @@ from tr_jax.algorithms.core import (
     Critic,
     actor_critic_epochs,
     epoch_schedule,
+    kl_metrics,
     make_optimizer,
     normalize_advantage,
     value_optimizer,
@@ -283,12 +284,9 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         else:
             kl = D.kl(pm, ps, batch.old_mean, batch.old_scale, proj_cov_type)
             raw_kl = D.kl(rm, rs, batch.old_mean, batch.old_scale, proj_cov_type)
-        avg, top = (lambda x: par.mean(x, axis_name)), (lambda x: par.max(x, axis_name))
+        avg = lambda x: par.mean(x, axis_name)
         return {
-            "kl_mean": avg(kl),
-            "kl_max": top(kl),
-            "acting_kl_mean": avg(raw_kl),
-            "acting_kl_max": top(raw_kl),
+            **kl_metrics(kl, raw_kl, axis_name),
             **bound_metrics("", mp, cp, hp.eps_mean, hp.eps_cov, axis_name),
             **bound_metrics("raw_", rmp, rcp, hp.eps_mean, hp.eps_cov, axis_name),
             "entropy": avg(D.entropy(ps, proj_cov_type)),

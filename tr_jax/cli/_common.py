@@ -63,6 +63,16 @@ def add_progress(p: argparse.ArgumentParser, help: str | None = None) -> None:
     p.add_argument("--progress", choices=PROGRESS, default="auto", help=help)
 
 
+def add_seed(p: argparse.ArgumentParser, default: int | None, help: str, metavar: str | None = None) -> None:
+    """``--seed`` (an int into ``args.seed``): a base seed, or which seed, as ``help`` says for the command."""
+    p.add_argument("--seed", type=int, default=default, metavar=metavar, help=help)
+
+
+def add_seeds(p: argparse.ArgumentParser, default: int | None, help: str, metavar: str | None = None) -> None:
+    """``--seeds`` (an int into ``args.seeds``): how many seeds the command trains."""
+    p.add_argument("--seeds", type=int, default=default, metavar=metavar, help=help)
+
+
 def add_checkpoint(p: argparse.ArgumentParser, help: str = "which checkpoint (default the newest)") -> None:
     """``--checkpoint ITERATION`` (default None: the newest)."""
     p.add_argument("--checkpoint", type=int, default=None, metavar="ITERATION", help=help)
@@ -71,3 +81,8 @@ def add_checkpoint(p: argparse.ArgumentParser, help: str = "which checkpoint (de
 def add_run_dir_argument(p: argparse.ArgumentParser, help: str = "a run directory written by tr-jax train") -> None:
     """The positional ``run_dir`` of a command that reads a run."""
     p.add_argument("run_dir", help=help)
+
+
+def add_smooth(p: argparse.ArgumentParser, default: int, help: str) -> None:
+    """``--smooth N`` (into ``args.smooth``): trailing iterations the plots average per-iteration metrics over."""
+    p.add_argument("--smooth", type=int, default=default, metavar="N", help=help)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tr_jax import compare
-from tr_jax.cli._common import add_progress, add_set
+from tr_jax.cli._common import add_progress, add_seed, add_seeds, add_set, add_smooth
 from tr_jax.compare import DEFAULT_CONFIGS
 
 
@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser, default_configs: str = DEFAULT_CON
         required=True,
         help="setups (config file names without .yaml), e.g. ppo trpl-kl trpl-w2 trpl-frob trpo",
     )
-    p.add_argument("--seeds", type=int, default=3, help="seeds per run, trained at once (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    add_seeds(p, 3, "seeds per run, trained at once (default 3)")
+    add_seed(p, 0, "base seed (default 0)")
     p.add_argument(
         "--env-steps",
         type=int,
@@ -56,13 +56,11 @@ def add_arguments(p: argparse.ArgumentParser, default_configs: str = DEFAULT_CON
         "still going at equal env steps)",
     )
     add_progress(p, "progress display of each run (default auto)")
-    p.add_argument(
-        "--smooth",
-        type=int,
-        default=10,
-        metavar="N",
-        help="plots: per-iteration metrics (training return, KL, bounds, entropy) averaged over N "
-        "trailing iterations per seed; evaluations are never smoothed (default 10; 1: raw)",
+    add_smooth(
+        p,
+        10,
+        "plots: per-iteration metrics (training return, KL, bounds, entropy) averaged over N trailing iterations "
+        "per seed; evaluations are never smoothed (default 10; 1: raw)",
     )
 
 

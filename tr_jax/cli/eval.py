@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tr_jax.cli._common import add_checkpoint, add_run_dir_argument
+from tr_jax.cli._common import add_checkpoint, add_run_dir_argument, add_seed
 
 
 def parser_options() -> dict:
@@ -23,7 +23,7 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
     add_run_dir_argument(e)
     e.add_argument("--episodes", type=int, default=10, help="full episodes per seed and mode (default 10)")
     add_checkpoint(e)
-    e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
+    add_seed(e, 0, "seed of the evaluation episodes (default 0)")
 
 
 def run(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tr_jax.cli._common import add_checkpoint, add_run_dir_argument
+from tr_jax.cli._common import add_checkpoint, add_run_dir_argument, add_seed
 
 
 def parser_options() -> dict:
@@ -34,7 +34,7 @@ def add_arguments(x: argparse.ArgumentParser) -> None:
         metavar="P,...",
         help="comma-separated platforms it runs on: cpu, cuda, rocm, tpu (default cpu)",
     )
-    x.add_argument("--seed", type=int, default=0, metavar="I", help="which of the run's seeds (default 0)")
+    add_seed(x, 0, "which of the run's seeds (default 0)", metavar="I")
     add_checkpoint(x)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tr_jax.cli._common import add_smooth
 from tr_jax.plot import DERIVED, FORMATS
 
 
@@ -31,32 +32,25 @@ def add_arguments(pl: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="output file, " + "/".join(FORMATS) + " by its extension (default learning_curves.png)",
     )
-    pl.add_argument(
-        "--metric",
-        dest="metrics",
-        action="extend",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help="metrics to plot, one panel each (repeatable)",
-    )
-    pl.add_argument(
+    _add_list(pl, "--metric", "metrics", "NAME", "metrics to plot, one panel each (repeatable)")
+    _add_list(
+        pl,
         "--label",
-        dest="labels",
-        action="extend",
-        nargs="+",
-        default=None,
-        metavar="LABEL",
-        help="one label per RUN_DIR, in order (default: algorithm + projection from config.json)",
+        "labels",
+        "LABEL",
+        "one label per RUN_DIR, in order (default: algorithm + projection from config.json)",
     )
-    pl.add_argument(
-        "--smooth",
-        type=int,
-        default=1,
-        metavar="N",
-        help="average per-iteration metrics (training return, KL, bounds) over N trailing iterations "
-        "per seed before the band; evaluation returns are never smoothed (default 1: raw)",
+    add_smooth(
+        pl,
+        1,
+        "average per-iteration metrics (training return, KL, bounds) over N trailing iterations per seed before the "
+        "band; evaluation returns are never smoothed (default 1: raw)",
     )
+
+
+def _add_list(pl: argparse.ArgumentParser, flag: str, dest: str, metavar: str, help: str) -> None:
+    """A list option: one or more values after ``flag``, the flag repeatable; ``args.<dest>`` None if not given."""
+    pl.add_argument(flag, dest=dest, action="extend", nargs="+", default=None, metavar=metavar, help=help)
 
 
 def run(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tr_jax.cli._common import add_checkpoint, add_run_dir_argument
+from tr_jax.cli._common import add_checkpoint, add_run_dir_argument, add_seed
 
 
 def parser_options() -> dict:
@@ -32,7 +32,7 @@ def add_arguments(r: argparse.ArgumentParser) -> None:
         metavar="I",
         help="which of the run's seeds acts (0 .. num_seeds-1, default 0)",
     )
-    r.add_argument("--seed", type=int, default=0, help="seed of the episode's initial state (default 0)")
+    add_seed(r, 0, "seed of the episode's initial state (default 0)")
     r.add_argument(
         "--max-steps",
         type=int,

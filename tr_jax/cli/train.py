@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tr_jax.cli._common import add_checkpoint, add_progress, add_run_dir, add_set, run_dir_conflict
+from tr_jax.cli._common import add_checkpoint, add_progress, add_run_dir, add_seed, add_seeds, add_set, run_dir_conflict
 from tr_jax.config import (
     QUICK_CONFIG,
     RESUME_SAFE,
@@ -70,14 +70,8 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
         + ") x --seeds seeds as ONE compiled program; RUN_DIR gets one run directory per setting, "
         "e.g. --sweep eps_cov=1e-4,1e-3,1e-2 --sweep eps_mean=0.01,0.03",
     )
-    t.add_argument(
-        "--seeds",
-        type=int,
-        default=None,
-        metavar="N",
-        help="seeds trained at once with jax.vmap (default 1; not with --resume)",
-    )
-    t.add_argument("--seed", type=int, default=None, help="base seed (default 0; not with --resume)")
+    add_seeds(t, None, "seeds trained at once with jax.vmap (default 1; not with --resume)", metavar="N")
+    add_seed(t, None, "base seed (default 0; not with --resume)")
     add_run_dir(t, "run directory (default runs/<env>-<algorithm>-<time>)")
     t.add_argument(
         "--resume",

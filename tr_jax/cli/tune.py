@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tr_jax.cli._common import add_progress, add_run_dir, add_set, run_dir_conflict
+from tr_jax.cli._common import add_progress, add_run_dir, add_seed, add_seeds, add_set, run_dir_conflict
 from tr_jax.config import QUICK_CONFIG, apply_assignments, load_config_file
 from tr_jax.hyperparams import SWEEPABLE
 from tr_jax.tune import OBJECTIVES, SAMPLERS
@@ -46,7 +46,7 @@ def add_arguments(tu: argparse.ArgumentParser) -> None:
         default=None,
         help="trials trained at once, as one program (default 8; with --resume: for the batches still to be asked)",
     )
-    tu.add_argument("--seeds", type=int, default=None, help="seeds per trial (default 1)")
+    add_seeds(tu, None, "seeds per trial (default 1)")
     tu.add_argument("--objective", choices=OBJECTIVES, default=None, help="what is maximised (default eval_return)")
     tu.add_argument(
         "--sampler",
@@ -54,7 +54,7 @@ def add_arguments(tu: argparse.ArgumentParser) -> None:
         default=None,
         help="Optuna sampler: tpe (with constant liar, for batches), random or cmaes (default tpe)",
     )
-    tu.add_argument("--seed", type=int, default=None, help="training seed of every trial and the sampler's (default 0)")
+    add_seed(tu, None, "training seed of every trial and the sampler's (default 0)")
     add_run_dir(
         tu, "the tune directory (default runs/tune-<env>-<algorithm>-<time>)", metavar="TUNE_DIR", deprecated="--dir"
     )

@@ -34,6 +34,24 @@ class Layout(NamedTuple):
     batch_shape: tuple[int, ...]
 
 
+Pair = tuple[jax.Array, jax.Array]
+"""Two arrays of one projection problem: a Gaussian's ``(mean, scale)`` or the bounds ``(eps_mean, eps_cov)``."""
+
+
+class Accepts(NamedTuple):
+    """What a function checked here takes, for :func:`resolve_cov_type`.
+
+    what: the function's name, for messages.
+    allowed: the cov_types it accepts.
+    matrix_default: the cov_type a matrix scale gets when ``cov_type`` is
+      None, or None if the caller must say it.
+    """
+
+    what: str
+    allowed: tuple[str, ...]
+    matrix_default: CovType | None
+
+
 # The smallest bounds (eps_mean, eps_cov) each dtype meets: below them the
 # rounding of the outputs alone is about 1% of the bound or more (float32:
 # 0.3% at 1e-8, 3% at 1e-10, 30% at 1e-12; see tr_jax.projections.kl).
@@ -86,19 +104,15 @@ def check_positive_scale(scale: Any, cov_type: CovType, name: str) -> None:
         raise ValueError(f"{name} has a {what} <= 0 (smallest {float(np.min(diag[bad])):.3g}); scales must be positive")
 
 
-def resolve_cov_type(
-    cov_type: str | None, is_matrix: bool, allowed: tuple[str, ...], matrix_default: CovType | None, what: str
-) -> CovType:
+def resolve_cov_type(cov_type: str | None, is_matrix: bool, accepts: Accepts) -> CovType:
     """The scale parameterisation of a function's input.
 
     Args:
       cov_type: the caller's ``cov_type`` argument (None: infer).
       is_matrix: whether the scale is ``[..., k, k]`` (from the shapes).
-      allowed: the cov_types the function accepts.
-      matrix_default: the cov_type a matrix scale gets when ``cov_type`` is
-        None, or None if the caller must say it.
-      what: the function's name, for messages.
+      accepts: what the function takes and its name.
     """
+    what, allowed, matrix_default = accepts
     if cov_type is None:
         if not is_matrix:
             return "diag"
@@ -149,44 +163,29 @@ def check_gaussian(mean: Any, scale: Any, name: str = "") -> bool:
     )
 
 
-def check_old(
-    old_mean: Any,
-    old_scale: Any,
-    cov_type: str | None,
-    allowed: tuple[str, ...],
-    matrix_default: CovType | None,
-    what: str,
-) -> Layout:
+def check_old(old_mean: Any, old_scale: Any, cov_type: str | None, accepts: Accepts) -> Layout:
     """Validates one (old) Gaussian and resolves its ``cov_type``; checks concrete values."""
     is_matrix = check_gaussian(old_mean, old_scale, "old")
     if jnp.result_type(old_scale) != jnp.result_type(old_mean):
         raise ValueError(
             f"old_scale dtype {jnp.result_type(old_scale)} differs from old_mean {jnp.result_type(old_mean)}"
         )
-    cov_type = resolve_cov_type(cov_type, is_matrix, allowed, matrix_default, what)
+    cov_type = resolve_cov_type(cov_type, is_matrix, accepts)
     D.check_scale(old_scale, cov_type, "old_scale")
     check_positive_scale(old_scale, cov_type, "old_scale")
     return Layout(cov_type, tuple(jnp.shape(old_mean)[:-1]))
 
 
-def check_pair(
-    mean: Any,
-    scale: Any,
-    old_mean: Any,
-    old_scale: Any,
-    cov_type: str | None,
-    allowed: tuple[str, ...],
-    matrix_default: CovType | None,
-    what: str,
-) -> Layout:
-    """Validates new and old Gaussians, that they match in shape and dtype, and
-    resolves their ``cov_type`` (see :func:`resolve_cov_type`).
+def check_pair(new: tuple[Any, Any], old: tuple[Any, Any], cov_type: str | None, accepts: Accepts) -> Layout:
+    """Validates new and old Gaussians, ``(mean, scale)`` each, that they match in
+    shape and dtype, and resolves their ``cov_type`` (see :func:`resolve_cov_type`).
 
     Concrete matrix scales are checked against the cov_type
     (:func:`tr_jax.distributions.check_scale`).
     """
-    new = check_gaussian(mean, scale, "new")
-    old = check_gaussian(old_mean, old_scale, "old")
+    (mean, scale), (old_mean, old_scale) = new, old
+    is_matrix = check_gaussian(mean, scale, "new")
+    old_is_matrix = check_gaussian(old_mean, old_scale, "old")
     if jnp.shape(mean) != jnp.shape(old_mean) or jnp.shape(scale) != jnp.shape(old_scale):
         raise ValueError(
             "new and old Gaussians must have the same shapes: mean "
@@ -196,8 +195,8 @@ def check_pair(
     dtypes = {jnp.result_type(x) for x in (mean, scale, old_mean, old_scale)}
     if len(dtypes) != 1:
         raise ValueError(f"mean, scale, old_mean and old_scale must share one dtype, got {sorted(map(str, dtypes))}")
-    assert new == old
-    cov_type = resolve_cov_type(cov_type, new, allowed, matrix_default, what)
+    assert is_matrix == old_is_matrix
+    cov_type = resolve_cov_type(cov_type, is_matrix, accepts)
     for value, name in ((scale, "scale"), (old_scale, "old_scale")):
         D.check_scale(value, cov_type, name)
         check_positive_scale(value, cov_type, name)
@@ -238,25 +237,25 @@ def as_bound(eps: ArrayLike, batch_shape: tuple[int, ...], dtype: DTypeLike) -> 
     return jnp.broadcast_to(jnp.asarray(eps, dtype=dtype), batch_shape)
 
 
-def batched(fn: Callable[..., Any], batch_shape: tuple[int, ...], *args: ArrayLike) -> Any:
+def batched(fn: Callable[..., Any], batch_shape: tuple[int, ...], *args: Any) -> Any:
     """Applies a per-state ``fn`` over any number of leading batch dims.
 
-    Every array in ``args`` must start with ``batch_shape``; outputs are
-    reshaped back to ``batch_shape + per-state shape``.
+    Every array in ``args`` (arrays or tuples of arrays) must start with
+    ``batch_shape``; outputs are reshaped back to ``batch_shape + per-state shape``.
     """
     if len(batch_shape) == 0:
         return fn(*args)
     return batched_flat(jax.vmap(fn), batch_shape, *args)
 
 
-def batched_flat(fn: Callable[..., Any], batch_shape: tuple[int, ...], *args: ArrayLike) -> Any:
+def batched_flat(fn: Callable[..., Any], batch_shape: tuple[int, ...], *args: Any) -> Any:
     """Applies ``fn`` to ``args`` with their batch dims flattened to one of
     ``n`` states (a scalar state counts as ``n = 1``); outputs are reshaped back
     to ``batch_shape + per-state shape``. Unlike :func:`batched`, ``fn`` maps
     whole ``[n, ...]`` batches.
     """
     n = int(np.prod(batch_shape))
-    flat = [jnp.reshape(a, (n,) + jnp.shape(a)[len(batch_shape) :]) for a in args]
+    flat = jax.tree_util.tree_map(lambda a: jnp.reshape(a, (n,) + jnp.shape(a)[len(batch_shape) :]), args)
     out = fn(*flat)
     return jax.tree_util.tree_map(lambda o: jnp.reshape(o, tuple(batch_shape) + o.shape[1:]), out)
 
@@ -269,56 +268,39 @@ def check_flag(name: str, value: object) -> bool:
 
 
 def check_projection(
-    new: tuple[Any, Any],
-    old: tuple[Any, Any],
-    eps_mean: Any,
-    eps_cov: Any,
-    cov_type: str | None,
-    allowed: tuple[str, ...],
-    matrix_default: CovType | None,
-    what: str,
-) -> tuple[Layout, jax.Array, jax.Array]:
+    new: tuple[Any, Any], old: tuple[Any, Any], eps: tuple[Any, Any], cov_type: str | None, accepts: Accepts
+) -> tuple[Layout, tuple[jax.Array, jax.Array]]:
     """Validates the arguments of a mean + covariance projection.
 
-    Returns ``(layout, eps_mean, eps_cov)`` with both bounds broadcast to
-    ``layout.batch_shape`` in the Gaussians' dtype. ``new``: ``(mean, scale)`` to project, ``old``: ``(old_mean,
-    old_scale)``; ``cov_type``, ``allowed``, ``matrix_default``, ``what``: see :func:`check_pair`.
+    ``new``: ``(mean, scale)`` to project, ``old``: ``(old_mean, old_scale)``,
+    ``eps``: ``(eps_mean, eps_cov)``; ``cov_type``, ``accepts``: see
+    :func:`resolve_cov_type`. Returns ``(layout, (eps_mean, eps_cov))`` with
+    both bounds broadcast to ``layout.batch_shape`` in the Gaussians' dtype.
     """
-    (mean, scale), (old_mean, old_scale) = new, old
-    layout = check_pair(mean, scale, old_mean, old_scale, cov_type, allowed, matrix_default, what)
-    check_bound("eps_mean", eps_mean, layout.batch_shape)
-    check_bound("eps_cov", eps_cov, layout.batch_shape)
-    dtype = jnp.result_type(mean)
-    return (
-        layout,
-        as_bound(eps_mean, layout.batch_shape, dtype),
-        as_bound(eps_cov, layout.batch_shape, dtype),
-    )
+    layout = check_pair(new, old, cov_type, accepts)
+    dtype = jnp.result_type(new[0])
+    for name, bound in zip(("eps_mean", "eps_cov"), eps, strict=True):
+        check_bound(name, bound, layout.batch_shape)
+    return layout, (as_bound(eps[0], layout.batch_shape, dtype), as_bound(eps[1], layout.batch_shape, dtype))
 
 
 def run_projection(
     state_fn: Callable[..., tuple[jax.Array, jax.Array]],
+    accepts: Accepts,
     new: tuple[Any, Any],
     old: tuple[Any, Any],
-    eps_mean: Any,
-    eps_cov: Any,
-    *,
+    eps: tuple[Any, Any],
     cov_type: str | None,
-    allowed: tuple[str, ...],
-    what: str,
     **static: bool,
 ) -> tuple[jax.Array, jax.Array]:
     """Validates a projection's arguments and maps ``state_fn`` over the batch.
 
-    ``state_fn(mean [k], scale [k] or [k, k], old_mean, old_scale, eps_mean [],
-    eps_cov [], *, cov_type, **static)`` projects one state. ``allowed[-1]`` is
-    the cov_type a matrix scale gets when ``cov_type`` is None. ``static``
-    holds boolean flags (checked with :func:`check_flag`). ``new``, ``old``: see :func:`check_projection`.
+    ``new``, ``old``, ``eps``, ``cov_type``, ``accepts``: as in :func:`check_projection`.
+    ``state_fn(new, old, eps, *, cov_type, **static)`` projects one state (the
+    means ``[k]``, the scales ``[k]`` or ``[k, k]``, the bounds scalars).
+    ``static`` holds boolean flags (checked with :func:`check_flag`).
     """
-    layout, eps_m, eps_c = check_projection(
-        new, old, eps_mean, eps_cov, cov_type, allowed, D.check_cov_type(allowed[-1]), what
-    )
-    (mean, scale), (old_mean, old_scale) = new, old
+    layout, eps = check_projection(new, old, eps, cov_type, accepts)
     flags = {name: check_flag(name, value) for name, value in static.items()}
     fn = functools.partial(state_fn, cov_type=layout.cov_type, **flags)
-    return batched(fn, layout.batch_shape, mean, scale, old_mean, old_scale, eps_m, eps_c)
+    return batched(fn, layout.batch_shape, new, old, eps)

@@ -19,9 +19,11 @@ from jax.typing import ArrayLike
 from tr_jax import linalg as LA
 from tr_jax.distributions import CovType
 from tr_jax.projections import _checks
+from tr_jax.projections._checks import Pair
 from tr_jax.projections.mean import _distance, metric_name, project_mean_part, shrink_weight
 
-_COV_TYPES = ("diag", "full")  # the last one is the default for matrix scales
+_PROJECTION = _checks.Accepts("frobenius_projection", ("diag", "full"), "full")
+_PARTS = _PROJECTION._replace(what="frobenius_parts")
 
 
 def _cov_diff(scale: jax.Array, old_scale: jax.Array, diag: bool) -> jax.Array:
@@ -40,18 +42,9 @@ def _cov_distance(diff: jax.Array, diag: bool) -> jax.Array:
     return jnp.sum(diff**2, axis=axes)
 
 
-def _frobenius_state(
-    mean: jax.Array,
-    scale: jax.Array,
-    old_mean: jax.Array,
-    old_scale: jax.Array,
-    eps_mean: jax.Array,
-    eps_cov: jax.Array,
-    *,
-    cov_type: CovType,
-    scale_prec: bool,
-) -> tuple[jax.Array, jax.Array]:
-    """One state: mean ``[k]``, scale ``[k]`` or ``[k, k]`` (Cholesky), scalar bounds."""
+def _frobenius_state(new: Pair, old: Pair, eps: Pair, *, cov_type: CovType, scale_prec: bool) -> Pair:
+    """One state: new and old ``(mean [k], scale [k] or [k, k] Cholesky)``, scalar bounds ``(eps_mean, eps_cov)``."""
+    (mean, scale), (old_mean, old_scale), (eps_mean, eps_cov) = new, old, eps
     diag = cov_type == "diag"
     new_mean = project_mean_part(mean, old_mean, old_scale, eps_mean, metric_name(scale_prec), cov_type)
 
@@ -104,13 +97,11 @@ def frobenius_projection(
     """
     return _checks.run_projection(
         _frobenius_state,
+        _PROJECTION,
         (mean, scale),
         (old_mean, old_scale),
-        eps_mean,
-        eps_cov,
-        cov_type=cov_type,
-        allowed=_COV_TYPES,
-        what="frobenius_projection",
+        (eps_mean, eps_cov),
+        cov_type,
         scale_prec=scale_prec,
     )
 
@@ -132,7 +123,7 @@ def frobenius_parts(
     Args as in :func:`frobenius_projection` (scales: std ``[..., k]`` or
     lower Cholesky ``[..., k, k]``).
     """
-    layout = _checks.check_pair(mean, scale, old_mean, old_scale, cov_type, _COV_TYPES, "full", "frobenius_parts")
+    layout = _checks.check_pair((mean, scale), (old_mean, old_scale), cov_type, _PARTS)
     scale_prec = _checks.check_flag("scale_prec", scale_prec)
     diag = layout.cov_type == "diag"
     mean, scale, old_mean, old_scale = (jnp.asarray(x) for x in (mean, scale, old_mean, old_scale))

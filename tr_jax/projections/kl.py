@@ -24,6 +24,7 @@ from tr_jax import distributions as D
 from tr_jax import linalg as LA
 from tr_jax.distributions import CovType
 from tr_jax.projections import _checks
+from tr_jax.projections._checks import Pair
 from tr_jax.projections.mean import project_mean_part
 
 mm = LA.matmul  # every product at Precision.HIGHEST (see tr_jax.linalg)
@@ -45,7 +46,8 @@ _LOG_CHUNK = 8
 # about the numbers per block of full states (see _block_full).
 _BLOCK = 2048
 _BLOCK_NUMBERS_FULL = 16384
-_COV_TYPES = ("diag", "full")  # the last one is the default for matrix scales
+_PROJECTION = _checks.Accepts("kl_projection", ("diag", "full"), "full")
+_PARTS = _PROJECTION._replace(what="kl_parts")
 
 
 # ---------------------------------------------------------------------------
@@ -520,34 +522,21 @@ _cov_full.defvjp(_cov_full_fwd, _cov_full_bwd)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _kl_batched(
-    layout: _checks.Layout,
-    mean: jax.Array,
-    scale: jax.Array,
-    old_mean: jax.Array,
-    old_scale: jax.Array,
-    eps_mean: jax.Array,
-    eps_cov: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
+def _kl_batched(layout: _checks.Layout, new: Pair, old: Pair, eps: Pair) -> Pair:
     """Validated inputs -> projection; jitted so eager calls compile once per shape.
 
-    The mean part per state, the covariance part on the whole batch
+    ``new``, ``old``: ``(mean, scale)``; ``eps``: ``(eps_mean, eps_cov)``. The
+    mean part per state, the covariance part on the whole batch
     (:func:`_cov_diag`, :func:`_cov_full`).
     """
     cov = _cov_diag if layout.cov_type == "diag" else _cov_full
 
-    def states(
-        mean: jax.Array,
-        scale: jax.Array,
-        old_mean: jax.Array,
-        old_scale: jax.Array,
-        eps_mean: jax.Array,
-        eps_cov: jax.Array,
-    ) -> tuple[jax.Array, jax.Array]:
+    def states(new: Pair, old: Pair, eps: Pair) -> Pair:
+        (mean, scale), (old_mean, old_scale), (eps_mean, eps_cov) = new, old, eps
         mu = jax.vmap(functools.partial(_kl_mean, cov_type=layout.cov_type))(mean, old_mean, old_scale, eps_mean)
         return mu, cov(scale, old_scale, eps_cov)
 
-    return _checks.batched_flat(states, layout.batch_shape, mean, scale, old_mean, old_scale, eps_mean, eps_cov)
+    return _checks.batched_flat(states, layout.batch_shape, new, old, eps)
 
 
 def _kl_mean(
@@ -598,11 +587,10 @@ def kl_projection(
         above the diagonal are then ignored (read as zero), except that states
         inside the bound pass through unchanged.
     """
-    layout, em, ec = _checks.check_projection(
-        (mean, scale), (old_mean, old_scale), eps_mean, eps_cov, cov_type, _COV_TYPES, "full", "kl_projection"
-    )
-    _checks.check_bound_floor("eps_cov", eps_cov, ec.dtype, "kl_projection")
-    return _kl_batched(layout, mean, scale, old_mean, old_scale, em, ec)
+    new, old = (mean, scale), (old_mean, old_scale)
+    layout, eps = _checks.check_projection(new, old, (eps_mean, eps_cov), cov_type, _PROJECTION)
+    _checks.check_bound_floor("eps_cov", eps_cov, eps[1].dtype, _PROJECTION.what)
+    return _kl_batched(layout, new, old, eps)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -629,7 +617,7 @@ def kl_parts(
       KL_Sigma(Sigma || Sigma_o), evaluated without cancellation for small
       values (:func:`tr_jax.distributions.kl_decomposed`).
     """
-    layout = _checks.check_pair(mean, scale, old_mean, old_scale, cov_type, _COV_TYPES, "full", "kl_parts")
+    layout = _checks.check_pair((mean, scale), (old_mean, old_scale), cov_type, _PARTS)
     if layout.cov_type == "full":
         scale, old_scale = jnp.tril(scale), jnp.tril(old_scale)
     return _kl_parts_batched(layout.cov_type, mean, scale, old_mean, old_scale)

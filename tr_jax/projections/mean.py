@@ -57,7 +57,7 @@ def mean_distance(
 def _check_mean_args(
     mean: ArrayLike, old_mean: ArrayLike, old_scale: ArrayLike, cov_type: CovType | None, what: str
 ) -> _checks.Layout:
-    layout = _checks.check_old(old_mean, old_scale, cov_type, D.COV_TYPES, None, what)
+    layout = _checks.check_old(old_mean, old_scale, cov_type, _checks.Accepts(what, D.COV_TYPES, None))
     _checks._check_float("mean", mean)
     if jnp.shape(mean) != jnp.shape(old_mean) or jnp.result_type(mean) != jnp.result_type(old_mean):
         raise ValueError(
@@ -196,14 +196,10 @@ def _mean_vector_metric(
 
 
 def _mean_vector_metric_fwd(
-    metric: str,
-    cov_type: CovType,
-    factor: float,
-    mean: jax.Array,
-    old_mean: jax.Array,
-    old_scale: jax.Array,
-    eps: jax.Array,
+    metric: str, cov_type: CovType, factor: float, *inputs: jax.Array
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """:func:`_mean_vector_metric` and its residuals; ``inputs``: its ``(mean, old_mean, old_scale, eps)``."""
+    mean, old_mean, old_scale, eps = inputs
     dist = factor * _distance(mean, old_mean, old_scale, metric, cov_type)
     return project_mean(mean, old_mean, dist, eps), (mean, old_mean, old_scale, eps, dist)
 

@@ -20,9 +20,11 @@ from jax.typing import ArrayLike
 from tr_jax import linalg as LA
 from tr_jax.distributions import CovType
 from tr_jax.projections import _checks
+from tr_jax.projections._checks import Pair
 from tr_jax.projections.mean import _distance, metric_name, project_mean_part, shrink_weight
 
-_COV_TYPES = ("diag", "sqrt")  # the last one is the default for matrix scales
+_PROJECTION = _checks.Accepts("wasserstein_projection", ("diag", "sqrt"), "sqrt")
+_PARTS = _PROJECTION._replace(what="wasserstein_parts")
 
 
 def _cov_distance(scale: jax.Array, old_scale: jax.Array, diag: bool, scale_prec: bool) -> jax.Array:
@@ -37,18 +39,9 @@ def _cov_distance(scale: jax.Array, old_scale: jax.Array, diag: bool, scale_prec
     return jnp.sum(diff**2, axis=(-2, -1))
 
 
-def _wasserstein_state(
-    mean: jax.Array,
-    scale: jax.Array,
-    old_mean: jax.Array,
-    old_scale: jax.Array,
-    eps_mean: jax.Array,
-    eps_cov: jax.Array,
-    *,
-    cov_type: CovType,
-    scale_prec: bool,
-) -> tuple[jax.Array, jax.Array]:
-    """One state: mean ``[k]``, scale ``[k]`` (std) or ``[k, k]`` (sqrt), scalar bounds."""
+def _wasserstein_state(new: Pair, old: Pair, eps: Pair, *, cov_type: CovType, scale_prec: bool) -> Pair:
+    """One state: new and old ``(mean [k], scale [k] or [k, k] sqrt)``, scalar bounds ``(eps_mean, eps_cov)``."""
+    (mean, scale), (old_mean, old_scale), (eps_mean, eps_cov) = new, old, eps
     new_mean = project_mean_part(mean, old_mean, old_scale, eps_mean, metric_name(scale_prec), cov_type)
     active, w = shrink_weight(_cov_distance(scale, old_scale, cov_type == "diag", scale_prec), eps_cov)
     projected = old_scale + w * (scale - old_scale)
@@ -94,13 +87,11 @@ def wasserstein_projection(
     """
     return _checks.run_projection(
         _wasserstein_state,
+        _PROJECTION,
         (mean, scale),
         (old_mean, old_scale),
-        eps_mean,
-        eps_cov,
-        cov_type=cov_type,
-        allowed=_COV_TYPES,
-        what="wasserstein_projection",
+        (eps_mean, eps_cov),
+        cov_type,
         scale_prec=scale_prec,
     )
 
@@ -123,7 +114,7 @@ def wasserstein_parts(
     Args as in :func:`wasserstein_projection` (scales: std ``[..., k]`` or
     symmetric sqrt ``[..., k, k]``).
     """
-    layout = _checks.check_pair(mean, scale, old_mean, old_scale, cov_type, _COV_TYPES, "sqrt", "wasserstein_parts")
+    layout = _checks.check_pair((mean, scale), (old_mean, old_scale), cov_type, _PARTS)
     scale_prec = _checks.check_flag("scale_prec", scale_prec)
     mean, scale, old_mean, old_scale = (jnp.asarray(x) for x in (mean, scale, old_mean, old_scale))
     mean_part = _distance(mean, old_mean, old_scale, metric_name(scale_prec), layout.cov_type)
