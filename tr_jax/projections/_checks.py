@@ -318,7 +318,8 @@ def run_projection(
     layout, eps_m, eps_c = check_projection(
         new, old, eps_mean, eps_cov, cov_type, allowed, D.check_cov_type(allowed[-1]), what
     )
-    (mean, scale), (old_mean, old_scale) = new, old
+    # jax arrays: NumPy constants of a jitted caller broke the diagonal mean part (a custom_vjp under vmap)
+    mean, scale, old_mean, old_scale = (jnp.asarray(x) for x in (*new, *old))
     flags = {name: check_flag(name, value) for name, value in static.items()}
     fn = functools.partial(state_fn, cov_type=layout.cov_type, **flags)
     return batched(fn, layout.batch_shape, mean, scale, old_mean, old_scale, eps_m, eps_c)
