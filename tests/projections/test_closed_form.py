@@ -3,7 +3,9 @@
 Random cases (k from 1 to 32, old covariances with condition numbers up to 1e4,
 new = perturbed old, ~1/8 of states equal to the old Gaussian, ~1/8 a scaled
 copy) are checked against independent numpy distances, an independent
-constrained solver (scipy SLSQP), and finite differences.
+constrained solver (scipy SLSQP). The contract every projection shares (bounds on general
+inputs, pass-through values and gradients, zero bound, diagonal matrices, bad input, NaN,
+gradients against finite differences, batching) is tested in test_contract.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from tr_jax import distributions as D
 from tr_jax import projections as P
 
 K_LIST = (1, 2, 5, 17, 32)
@@ -212,29 +213,6 @@ def test_bound_met_float32(proj, diag, prec):
     assert worst < F32_TOL_BIG_STEP and worst_scaled < F32_TOL_SCALED, (worst, worst_scaled)
 
 
-@pytest.mark.usefixtures("x64")
-@pytest.mark.parametrize("proj,diag,prec", CONFIGS, ids=CONFIG_IDS)
-def test_pass_through_gradient_exact(proj, diag, prec):
-    """Inside the region, d out / d new = identity and d out / d (old, eps) = 0, exactly."""
-    args, act_m, act_c = cases(proj, diag, prec, 5)
-    fn = lambda *a: _FNS[proj](*a, scale_prec=prec)  # noqa: E731
-    vjp = tjit(lambda ct, *a: jax.vjp(fn, *a)[1](ct))
-    rng = np.random.default_rng(0)
-    ct_m, ct_s = rng.standard_normal(args[0].shape), rng.standard_normal(args[1].shape)
-    g = vjp((np.zeros_like(ct_m), ct_s), *args)  # cotangent on the scale only
-    in_c = ~act_c
-    assert in_c.sum() > 3
-    np.testing.assert_array_equal(np.asarray(g[1])[in_c], ct_s[in_c])
-    for i in (0, 2, 3, 4, 5):
-        np.testing.assert_array_equal(np.asarray(g[i])[in_c], 0.0)
-    g = vjp((ct_m, np.zeros_like(ct_s)), *args)  # cotangent on the mean only
-    in_m = ~act_m
-    assert in_m.sum() > 3
-    np.testing.assert_array_equal(np.asarray(g[0])[in_m], ct_m[in_m])
-    for i in (1, 2, 3, 4, 5):
-        np.testing.assert_array_equal(np.asarray(g[i])[in_m], 0.0)
-
-
 # ----------------------------------------------------------------------------
 # Optimality against an independent solver
 
@@ -369,108 +347,7 @@ def test_checks_reject_a_wrong_projection():
 
 
 # ----------------------------------------------------------------------------
-# Gradients, NaN hygiene, consistency
-
-
-def _grad_case(proj, diag, prec, k=3, seed=3):
-    """Four states: (mean, cov) parts (active, active), (inactive, active),
-    (active, inactive), (inactive, inactive), each far from the boundary."""
-    rng = np.random.default_rng(seed)
-    mean, scale, old_mean, old_scale = make_states(seed, 4, k, proj, diag, max_cond=10.0)
-    # Make sure the new Gaussian differs from the old one in every state.
-    mean = old_mean + 0.5 + rng.uniform(size=old_mean.shape)
-    scale = 1.5 * scale if diag else scale @ (np.eye(k) * 1.3 + 0.1 * rng.standard_normal((k, k)))
-    if not diag and proj == "frob":
-        scale = np.linalg.cholesky(scale @ _mT(scale))
-    if not diag and proj == "w2":
-        scale = _np_sqrtm(scale @ _mT(scale))
-    mp, cp = ref_parts(proj, diag, prec, mean, scale, old_mean, old_scale)
-    return mean, scale, old_mean, old_scale, mp * np.array([0.3, 3, 0.3, 3]), cp * np.array([0.3, 0.3, 3, 3])
-
-
-@pytest.mark.usefixtures("x64")
-@pytest.mark.parametrize("proj,diag", [(p, d) for p in ("w2", "frob") for d in (True, False)])
-def test_grads_finite_differences(proj, diag):
-    """Reverse-mode gradients w.r.t. all six arguments (eps included) against
-    finite differences, float64, active and inactive parts."""
-    for prec in (True, False):
-        args = tuple(jnp.asarray(a) for a in _grad_case(proj, diag, prec))
-        fn = functools.partial(_FNS[proj], scale_prec=prec)
-        if proj == "w2" and not diag:
-            # The W2 scale is a symmetric square root: differentiate in symmetric
-            # directions (Cholesky-based solves read one triangle).
-            sym = lambda a: 0.5 * (a + jnp.swapaxes(a, -1, -2))  # noqa: E731
-            fn = functools.partial(lambda f, m, s, om, os, *e: f(m, sym(s), om, sym(os), *e), fn)
-        check_grads(jax.jit(fn), args, order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
-
-
-def _loss(proj, prec):
-    def loss(*args):
-        m, s = _FNS[proj](*args, scale_prec=prec)
-        return jnp.sum(m**2) + jnp.sum(jnp.sin(s)), (m, s)
-
-    return tjit(jax.value_and_grad(loss, argnums=tuple(range(6)), has_aux=True))
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("proj,diag,prec", CONFIGS, ids=CONFIG_IDS)
-def test_no_nan_equal_or_repeated(proj, diag, prec, dtype):
-    """new == old, identity inits, new = c * old (repeated eigenvalues), tiny and big bounds."""
-    with jax.enable_x64(dtype == "float64"):
-        k = 4
-        eye = np.eye(k)
-        old_scale = np.ones(k) if diag else eye
-        olds = [old_scale, 0.5 * old_scale, 3.0 * old_scale]
-        rows = []
-        for o in olds:
-            for c in (1.0, 2.0, 1e-3):
-                for eps in (1e-8, 1.0, 1e8):
-                    rows.append((np.zeros(k) + (c != 1.0), c * o, np.zeros(k), o, eps, eps))
-        args = [np.stack([r[j] for r in rows]).astype(dtype) for j in range(6)]
-        (value, out), grads = _loss(proj, prec)(*args)
-        assert np.isfinite(value)
-        for g in grads:
-            assert np.all(np.isfinite(g))
-        assert all(np.all(np.isfinite(o)) for o in out)
-
-
-@pytest.mark.usefixtures("x64")
-@pytest.mark.parametrize("proj,prec", [(p, s) for p in ("w2", "frob") for s in (True, False)])
-def test_full_on_diagonal_inputs_equals_diag(proj, prec):
-    for k in (2, 5):
-        args, _, _ = cases(proj, True, prec, k)
-        mean, scale, old_mean, old_scale, eps_m, eps_c = args
-        dm, ds = _JIT[proj](*args, scale_prec=prec)
-        full = (
-            mean,
-            D.convert_scale(scale, "diag", "full"),
-            old_mean,
-            D.convert_scale(old_scale, "diag", "full"),
-            eps_m,
-            eps_c,
-        )
-        fm, fs = _JIT[proj](*full, scale_prec=prec)
-        np.testing.assert_allclose(fm, dm, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(fs, np.asarray(D.convert_scale(ds, "diag", "full")), rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.usefixtures("x64")
-@pytest.mark.parametrize("proj,diag", [(p, d) for p in ("w2", "frob") for d in (True, False)])
-def test_vmap_jit_match_loop(proj, diag):
-    args, _, _ = cases(proj, diag, True, 3, n=12)
-    batch = (3, 4)
-    shaped = [np.reshape(a, batch + a.shape[1:]) for a in args]
-    out = _JIT[proj](*shaped, scale_prec=True)
-    single = jax.jit(_FNS[proj], static_argnames=("scale_prec",))  # one state, no batch dims
-    for i in range(3):
-        for j in range(4):
-            one = single(*[a[i, j] for a in shaped], scale_prec=True)
-            np.testing.assert_allclose(out[0][i, j], one[0], rtol=1e-13, atol=1e-15)
-            np.testing.assert_allclose(out[1][i, j], one[1], rtol=1e-13, atol=1e-15)
-    # An explicit outer vmap gives the same numbers too.
-    vm = jax.vmap(lambda *a: _FNS[proj](*a, scale_prec=True))(*shaped)
-    np.testing.assert_allclose(vm[0], out[0], rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(vm[1], out[1], rtol=1e-13, atol=1e-15)
+# The parts
 
 
 @pytest.mark.usefixtures("x64")

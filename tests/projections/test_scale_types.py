@@ -179,26 +179,6 @@ def test_projections_on_matrix_scales(name):
         _assert_close(cp, cov_dist)
 
 
-@pytest.mark.parametrize("name", ["kl", "frob", "w2"])
-def test_projection_rejects_a_scale_of_another_type(name):
-    own = "sqrt" if name == "w2" else "full"
-    other = "full" if name == "w2" else "sqrt"
-    (mean, scale, old_mean, old_scale), _ = _case(other)
-    fn, parts = P.get_projection(name), P.get_parts(name)
-    # The default reading of a matrix (own type) does not fit these values.
-    match = "not symmetric" if own == "sqrt" else "above the diagonal"
-    for bad_args in ((mean, scale, old_mean, old_scale), (mean, _case(own)[0][1], old_mean, old_scale)):
-        with pytest.raises(ValueError, match=match):
-            fn(*bad_args, 0.1, 0.1)
-        with pytest.raises(ValueError, match=match):
-            parts(*bad_args)
-        with pytest.raises(ValueError, match=match):
-            fn(*bad_args, 0.1, 0.1, cov_type=own)
-    # Saying what the scale is does not make an unsupported type work.
-    with pytest.raises(ValueError, match=f"does not take cov_type='{other}'"):
-        fn(mean, scale, old_mean, old_scale, 0.1, 0.1, cov_type=other)
-
-
 def test_full_scale_upper_triangle_ignored_under_jit():
     """Traced scales are not checked; a "full" scale is then read as its lower
     triangle by every function (documented), so garbage above the diagonal
