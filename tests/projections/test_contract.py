@@ -253,14 +253,28 @@ def test_pass_through_inside_the_region(v, dtype, dtype_scope):
 @pytest.mark.parametrize("v", VARIANTS, ids=str)
 def test_zero_bound_under_jit_gives_the_old_gaussian(v, dtype, dtype_scope):
     """Traced bounds of 0 (they cannot be checked): the old mean and scale bit for bit, no NaN. The Gaussians
-    are NumPy constants of the jitted function here, as in user code. (Gradients at a zero bound are not part
-    of the contract: w = sqrt(eps / d) has an infinite derivative in eps there.)"""
+    are NumPy constants of the jitted function here, as in user code. The gradients are finite, and the new
+    mean gets none (the output is the old Gaussian) but in the state that is the old Gaussian. A bound's gradient is not NaN; it may be infinite (the
+    one-sided derivative of w = sqrt(eps / d) in eps at 0 is; the closed-form mean parts give 0 there)."""
     args, _, _ = case(v, dtype)
     pm, ps = jax.jit(lambda e: P.project(v.name, *args[:4], e, e, cov_type=v.cov_type, **v.opts))(
         np.zeros_like(args[4])
     )
     np.testing.assert_array_equal(np.asarray(pm), args[2])
     np.testing.assert_array_equal(np.asarray(ps), args[3])
+
+    def total(*a):
+        pm, ps = P.project(v.name, *a, cov_type=v.cov_type, **v.opts)
+        return pm.sum() + ps.sum()
+
+    zero = np.zeros_like(args[4])
+    grads = jax.jit(jax.grad(total, argnums=tuple(range(6))))(*args[:4], zero, zero)
+    for i, g in enumerate(grads[:4]):
+        assert np.isfinite(np.asarray(g)).all(), f"gradient w.r.t. argument {i} at a zero bound: {g}"
+    for i, g in enumerate(grads[4:], 4):
+        assert not np.isnan(np.asarray(g)).any(), f"gradient w.r.t. argument {i} at a zero bound: {g}"
+    # state 0 is the old Gaussian itself: inside a zero region, it passes through (gradient 1)
+    np.testing.assert_array_equal(np.asarray(grads[0])[1:], 0.0)
 
 
 # ----------------------------------------------------------------------------

@@ -86,20 +86,25 @@ def shrink_weight(dist: jax.Array, eps: ArrayLike) -> tuple[jax.Array, jax.Array
     Args:
       dist: ``[...]`` the bounded distance of the unprojected input (a scaled
         squared norm of ``x~ - x_o``).
-      eps: ``[...]`` or scalar bound (> 0).
+      eps: ``[...]`` or scalar bound (>= 0).
     Returns:
       ``(active, w)``, both ``[...]``: ``active = dist > eps`` and
       ``w = sqrt(eps / dist)`` where active, exactly 1 elsewhere. The projection
       is ``x_o + w (x~ - x_o)`` (= ``(x~ + eta x_o) / (1 + eta)`` with
       ``eta = sqrt(dist / eps) - 1``), whose distance is ``w^2 dist = eps``.
       Inactive states see a safe ``dist`` ("double where"), so no NaN/inf
-      reaches gradients, e.g. when ``x~ == x_o``. A NaN ``dist`` or ``eps``
-      counts as active, so NaN propagates instead of passing through silently.
+      reaches gradients, e.g. when ``x~ == x_o``. A zero bound gives ``w = 0``
+      (the old point) with finite gradients; its gradient to ``eps`` is taken
+      as 0 there (the one-sided derivative is infinite). A NaN ``dist`` or
+      ``eps`` counts as active, so NaN propagates instead of passing through
+      silently.
     """
     active = ~(dist <= eps)
-    safe_dist = jnp.where(active, dist, eps)
-    w = jnp.where(active, jnp.sqrt(eps / safe_dist), jnp.ones_like(safe_dist))
-    return active, w
+    ratio = eps / jnp.where(active, dist, 1.0)
+    # a zero bound: w = 0, and sqrt's infinite slope at 0 must not meet the ratio's zero slope (inf * 0 = NaN)
+    positive = ~(ratio <= 0)
+    w = jnp.where(positive, jnp.sqrt(jnp.where(positive, ratio, 1.0)), 0.0)
+    return active, jnp.where(active, w, jnp.ones_like(w))
 
 
 def project_mean(mean: jax.Array, old_mean: jax.Array, dist: jax.Array, eps: ArrayLike) -> jax.Array:
@@ -108,7 +113,7 @@ def project_mean(mean: jax.Array, old_mean: jax.Array, dist: jax.Array, eps: Arr
     Args:
       mean, old_mean: ``[..., k]``.
       dist: ``[...]`` the bounded distance (already scaled, e.g. 0.5 * maha for KL).
-      eps: ``[...]`` or scalar bound (> 0).
+      eps: ``[...]`` or scalar bound (>= 0).
     Returns:
       ``[..., k]`` projected mean; equal to ``mean`` (value and gradient) where
       ``dist <= eps``. Computed as ``mu_o + w (mu~ - mu_o)`` with
@@ -139,7 +144,7 @@ def mean_projection(
     Args:
       mean, old_mean: ``[..., k]``.
       old_scale: ``[..., k]`` std vector or ``[..., k, k]`` matrix factor.
-      eps_mean: scalar or ``[...]``, > 0.
+      eps_mean: scalar or ``[...]``, >= 0.
       cov_type: "diag", "full" (lower Cholesky) or "sqrt" (symmetric square
         root); required for a matrix ``old_scale``, as in :func:`mean_distance`.
     Raises:
@@ -224,7 +229,8 @@ def _mean_vector_metric_bwd(
         ct_scale = jnp.zeros_like(old_scale)
     else:
         ct_scale = coef * diff * diff * inv_var / old_scale
-    ct_eps = jnp.where(active, 0.5 * c_dot * w / eps, 0.0).astype(jnp.result_type(eps))
+    ct_eps = jnp.where(active & (w > 0), 0.5 * c_dot * w / jnp.where(w > 0, eps, 1.0), 0.0)  # w = 0: a zero bound
+    ct_eps = ct_eps.astype(jnp.result_type(eps))
     return ct_mean, ct_old_mean, ct_scale, ct_eps
 
 
