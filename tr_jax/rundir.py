@@ -149,6 +149,33 @@ def read_jsonl(path: str) -> list:
     return rows
 
 
+OLD_METRIC_PREFIXES = {"raw_": "acting_"}  # a metric name's old prefix -> its current one
+
+
+def current_metric_names(row: dict) -> dict:
+    """A ``metrics.jsonl`` row with this version's metric names, its keys in their order.
+
+    Runs written before TRPL's network output (the policy that acts) was named ``acting_*`` in every metric call
+    it ``raw_*``: ``raw_mean_part_max`` -> ``acting_mean_part_max``, ``raw_cov_part_over`` ->
+    ``acting_cov_part_over``, ``raw_kl_max`` -> ``acting_kl_max`` (:data:`OLD_METRIC_PREFIXES`). A row holding
+    both names of one metric keeps the current one. Readers of ``metrics.jsonl`` rows
+    (:meth:`RunDir.read_metrics`) pass every row through this, so old run directories read like new ones.
+
+        >>> current_metric_names({"iteration": 0, "raw_mean_part_max": 0.2, "kl_max": 0.1})
+        {'iteration': 0, 'acting_mean_part_max': 0.2, 'kl_max': 0.1}
+    """
+    out = {}
+    for key, value in row.items():
+        old = next((p for p in OLD_METRIC_PREFIXES if key.startswith(p)), None)
+        if old is None:
+            out[key] = value
+            continue
+        new = OLD_METRIC_PREFIXES[old] + key[len(old) :]
+        if new not in row:
+            out[new] = value
+    return out
+
+
 def first_row(path: str) -> dict:
     """The first row of ``path`` without reading the rest ({} if the file is missing or has no complete line)."""
     if not os.path.exists(path):
