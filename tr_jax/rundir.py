@@ -21,7 +21,9 @@ that fails, e.g. on a full disk, is truncated back: :func:`append_jsonl`) and on
 resume cut back to the iterations before the checkpoint (:func:`cut_jsonl`; a torn
 last line from a kill is dropped; rows before the checkpoint that are missing are named, since they
 cannot be regenerated). Readers (:meth:`RunDir.read_metrics`/``read_eval``)
-refuse an (iteration, seed) that appears twice. Values that do not exist (no
+refuse an (iteration, seed) that appears twice; ``read_metrics`` (and
+``first_metrics_row``) give old runs' rows under this version's metric names
+(:func:`current_metric_names`). Values that do not exist (no
 finished episode yet: NaN) are ``null``.
 """
 
@@ -391,8 +393,14 @@ class RunDir:
         return not os.path.exists(self.metrics) and not steps
 
     def read_metrics(self) -> list:
-        """The rows of metrics.jsonl (``RunDirError`` if an (iteration, seed) appears twice)."""
-        return unique_rows(self.metrics, read_jsonl(self.metrics))
+        """The rows of metrics.jsonl under this version's metric names (:func:`current_metric_names`: a run
+        written by an older version reads like a new one); ``RunDirError`` if an (iteration, seed) appears twice."""
+        return [current_metric_names(r) for r in unique_rows(self.metrics, read_jsonl(self.metrics))]
+
+    def first_metrics_row(self) -> dict:
+        """The first row of metrics.jsonl under this version's metric names, without reading the rest ({} if
+        there is none yet): which metrics the run records."""
+        return current_metric_names(first_row(self.metrics))
 
     def read_eval(self) -> list:
         """The rows of eval.jsonl (``RunDirError`` if an (iteration, seed) appears twice)."""
