@@ -160,10 +160,10 @@ def make_train(config):
             std = losses.global_scale(proj_std, cov_type="diag", projection="kl")
             params = {"params": {**params["params"], "log_std": jnp.log(std)}}
             mean, std, _ = net.apply(params, traj.obs)  # the acting policy: its per-state distance to the old one
-            mean_part, cov_part = tr_jax.projections.kl_parts(mean, std, traj.mean, traj.std)
+            mp, cp = tr_jax.projections.kl_parts(mean, std, traj.mean, traj.std)  # mean / cov part per state
             ret_sum, count = jax.tree.map(jnp.sum, finished)
             metrics = {"episode_return": ret_sum / jnp.maximum(count, 1), "episodes": count}
-            metrics.update(mean_part_max=mean_part.max(), mean_part_mean=mean_part.mean(), cov_part_max=cov_part.max())
+            metrics.update(acting_mean_part_max=mp.max(), acting_mean_part_mean=mp.mean(), acting_cov_part_max=cp.max())
             return (params, opt_state, env_state, ep_ret, rng), metrics
 
         runner = (params, tx.init(params), env_state, ep_ret, rng)

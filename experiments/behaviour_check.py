@@ -7,7 +7,8 @@ Each case runs the ``tr-jax`` command line in a child process (as a user would) 
 budget: PPO; TRPL with the KL, W2 and Frobenius projections and a diagonal, Cholesky (full) and symmetric-sqrt
 covariance where the projection accepts it; TRPO; a ``--sweep`` of two settings x 2 seeds; a run stopped by SIGTERM
 after its first checkpoint and resumed; ``tr-jax tune`` with 2 trials. A case's fingerprint is the SHA-256 of
-every ``metrics.jsonl`` and ``eval.jsonl`` row under its output (sorted, so write order does not matter) and of
+every ``metrics.jsonl`` and ``eval.jsonl`` row under its output (sorted, so write order does not matter; metrics
+under their current names, so that renaming a metric changes no fingerprint) and of
 every run's final parameters (the newest checkpoint's TrainState leaves, bytes and shapes). Timings are not part
 of it. The same code on the same machine gives the same fingerprints (XLA:CPU is deterministic); another machine
 or jax version may not, so record and check on one.
@@ -88,9 +89,14 @@ def _run(argv: list, cwd: str, stop_after_checkpoint: bool) -> None:
         raise RuntimeError(f"tr-jax {' '.join(argv)} exited {proc.returncode}:\n{out[-3000:]}")
 
 
-def _rows(path: str) -> list:
+def _rows(path: str, metrics: bool) -> list:
+    """The rows of a ``.jsonl`` file as sorted canonical JSON; a ``metrics.jsonl`` row under its current metric
+    names (:func:`tr_jax.rundir.current_metric_names`), so that renaming a metric changes no fingerprint."""
+    from tr_jax.rundir import current_metric_names  # noqa: PLC0415 (the parent imports tr_jax only to fingerprint)
+
     with open(path) as f:
-        return sorted(json.dumps(json.loads(line), sort_keys=True) for line in f if line.strip())
+        rows = [json.loads(line) for line in f if line.strip()]
+    return sorted(json.dumps(current_metric_names(r) if metrics else r, sort_keys=True) for r in rows)
 
 
 def fingerprint(directory: str) -> str:
@@ -102,7 +108,7 @@ def fingerprint(directory: str) -> str:
         name = os.path.basename(path)
         if name in ("metrics.jsonl", "eval.jsonl"):
             h.update(os.path.relpath(path, directory).encode())
-            for row in _rows(path):
+            for row in _rows(path, metrics=name == "metrics.jsonl"):
                 h.update(row.encode())
     for ckpts in sorted(glob.glob(os.path.join(directory, "**", "checkpoints"), recursive=True)):
         import jax

@@ -614,7 +614,7 @@ def _coef_text(st: Study) -> str:
 def _per_seed(st: Study, env: str, setup: str, key: str, last: float | None) -> np.ndarray:
     """One value per seed ``[S]`` of the metric ``key`` from the exported blocks of ``runs/<env>/<setup>/``: the
     median over the run's blocks, or (``last``: a fraction) the mean over the blocks in its last fraction."""
-    rows = R.read_jsonl(os.path.join(st.study, "runs", env, setup, "metrics.jsonl"))
+    rows = R.RunDir(os.path.join(st.study, "runs", env, setup)).read_metrics()
     seeds = sorted({r["seed"] for r in rows})
     end = max(r["iteration"] for r in rows) + 1
     out = []

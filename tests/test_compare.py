@@ -131,9 +131,9 @@ def test_table_holds_what_the_runs_wrote(compared):
     cfg = R.read_json(R.RunDir(compared / "runs" / ENV / "trpl-kl").config)
     for part, eps in (("mean_part", cfg["eps_mean"]), ("cov_part", cfg["eps_cov"])):
         want = (
-            f"{max(r[f'raw_{part}_max'] for r in rows) / eps:.2f} / "
-            f"{np.mean([r[f'raw_{part}_mean'] for r in rows]) / eps:.2f} / "
-            f"{100 * np.mean([r[f'raw_{part}_over'] for r in rows]):.0f}%"
+            f"{max(r[f'acting_{part}_max'] for r in rows) / eps:.2f} / "
+            f"{np.mean([r[f'acting_{part}_mean'] for r in rows]) / eps:.2f} / "
+            f"{100 * np.mean([r[f'acting_{part}_over'] for r in rows]):.0f}%"
         )
         assert cells["trpl-kl"][f"acting {part.replace('_', ' ')} / eps_{part[:-5]}: max / mean / over"] == want
     assert cells["ppo"]["acting mean part / eps_mean: max / mean / over"] == "–"
@@ -202,6 +202,36 @@ def test_bound_use_counts_updates_over_the_bound():
     trpo = {"algorithm": "trpo", "max_kl": 0.01}
     assert compare._bound_use(trpo, [{"kl_mean": 0.02}, {"kl_mean": 0.005}]) == (pytest.approx(2.0), 1)
     assert compare._bound_use({"algorithm": "ppo"}, [{"kl_mean": 1.0}]) == (None, 0)
+
+
+def test_acting_columns_of_a_run_written_under_the_old_metric_names(tmp_path):
+    """A TRPL run written before the acting policy's metrics were named ``acting_*`` (``raw_*``, as in the
+    committed study) gives the table the same acting columns as one written under the current names."""
+    trpl = {"algorithm": "trpl", "eps_mean": 0.1, "eps_cov": 0.01}
+    new = [
+        {
+            "iteration": i,
+            "seed": 0,
+            "env_steps": 32 * (i + 1),
+            "kl_max": 0.05,
+            "mean_part_max": 0.1,
+            "cov_part_max": 0.005,
+        }
+        | {"acting_kl_max": 0.2 * (i + 1), "acting_mean_part_max": 0.15 * (i + 1), "acting_mean_part_mean": 0.05}
+        | {"acting_mean_part_over": 0.25 * i, "acting_cov_part_max": 0.02, "acting_cov_part_mean": 0.004}
+        | {"acting_cov_part_over": 0.0}
+        for i in range(3)
+    ]
+    summaries = {}
+    for name, prefix in (("new", "acting_"), ("old", "raw_")):
+        (tmp_path / name).mkdir()
+        lines = [json.dumps({k.replace("acting_", prefix): v for k, v in r.items()}) + "\n" for r in new]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(lines))
+        summaries[name] = compare.metric_summary(trpl, R.RunDir(str(tmp_path / name)).read_metrics())
+    assert summaries["old"] == summaries["new"] and summaries["old"]["bound_use"] == pytest.approx(1.0)
+    assert summaries["old"]["kl_max"] == pytest.approx(0.6)  # the acting KL, not the projected one (0.05)
+    assert summaries["old"]["acting_mean"] == pytest.approx((4.5, 0.5, 0.25))
+    assert summaries["old"]["acting_cov"] == pytest.approx((2.0, 0.4, 0.0))
 
 
 def test_bad_setup_fails_before_training(configs, tmp_path, capsys):

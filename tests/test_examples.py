@@ -93,9 +93,9 @@ def test_trpl_example_learns_and_its_acting_policy_stays_in_the_trust_region():
     assert np.mean(m["episode_return"][-5:]) > random + 2.0, (m["episode_return"], random)
     # the acting (written-back) std is the projected one: its cov part is within the bound at every state
     # (without the write-back, the entropy bonus pushes it out: seen failing)
-    assert np.all(m["cov_part_max"] <= config["EPS_COV"] * (1 + 1e-3)), m["cov_part_max"]
-    assert m["cov_part_max"].max() > 0.1 * config["EPS_COV"]  # and it moved
+    assert np.all(m["acting_cov_part_max"] <= config["EPS_COV"] * (1 + 1e-3)), m["acting_cov_part_max"]
+    assert m["acting_cov_part_max"].max() > 0.1 * config["EPS_COV"]  # and it moved
     # the acting mean is the network's: only the regression loss pulls it towards the projection (measured on
     # this run: the mean part over states is 1.1 eps_mean on average over iterations; ~13x without the
     # regression loss (TR_COEF 0, no entropy bonus))
-    assert np.mean(m["mean_part_mean"]) <= 1.5 * config["EPS_MEAN"], m["mean_part_mean"]
+    assert np.mean(m["acting_mean_part_mean"]) <= 1.5 * config["EPS_MEAN"], m["acting_mean_part_mean"]

@@ -182,6 +182,36 @@ def test_plot_refuses_duplicated_iterations(copy, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------
+# metric names of older versions
+
+
+def test_an_old_runs_metrics_read_under_the_current_names(tmp_path):
+    # a TRPL row as versions before the acting_* names wrote it (the committed study's runs, for one)
+    old = {"iteration": 0, "seed": 0, "acting_kl_max": 0.62, "kl_max": 0.3, "mean_part_max": 0.3}
+    old |= {"raw_mean_part_max": 0.621, "raw_mean_part_mean": 0.22, "raw_mean_part_over": 0.25}
+    old |= {"raw_cov_part_max": 4e-4, "raw_cov_part_mean": 2e-4, "raw_cov_part_over": 0.0, "entropy": 8.5}
+    want = {"iteration": 0, "seed": 0, "acting_kl_max": 0.62, "kl_max": 0.3, "mean_part_max": 0.3}
+    want |= {"acting_mean_part_max": 0.621, "acting_mean_part_mean": 0.22, "acting_mean_part_over": 0.25}
+    want |= {"acting_cov_part_max": 4e-4, "acting_cov_part_mean": 2e-4, "acting_cov_part_over": 0.0, "entropy": 8.5}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(old) + "\n" + json.dumps({**old, "iteration": 1}) + "\n")
+    rd = R.RunDir(str(tmp_path))
+    rows = rd.read_metrics()
+    assert rows == [want, {**want, "iteration": 1}] and list(rows[0]) == list(want)  # renamed in place
+    assert rd.first_metrics_row() == want
+    # the oldest TRPL runs also called the acting KL raw_kl_*; a current row is left as it is
+    assert R.current_metric_names({"raw_kl_mean": 0.1, "raw_kl_max": 0.5}) == {
+        "acting_kl_mean": 0.1,
+        "acting_kl_max": 0.5,
+    }
+    assert R.current_metric_names(want) == want
+    # a row holding both names of a metric keeps the current one
+    assert R.current_metric_names({"raw_mean_part_max": 1.0, "acting_mean_part_max": 2.0}) == {
+        "acting_mean_part_max": 2.0
+    }
+    assert R.RunDir(str(tmp_path / "none")).first_metrics_row() == {}
+
+
+# ----------------------------------------------------------------------------
 # torn and missing rows on resume
 
 

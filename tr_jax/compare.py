@@ -342,13 +342,14 @@ def _from_json(m: dict) -> dict:
 def metric_summary(config: dict, metrics: list) -> dict:
     """The table's columns that come from a run's ``metrics.jsonl`` rows (every iteration and seed):
     ``{"iterations": iterations done, "kl_max", "bound_use", "over", "acting_mean", "acting_cov"}`` (see
-    :class:`Row`). An exported run keeps these, computed from its whole metrics, in ``METRIC_SUMMARY``
-    beside a thinned ``metrics.jsonl``."""
+    :class:`Row`) from the rows as :meth:`~tr_jax.rundir.RunDir.read_metrics` gives them (under this version's
+    names). An exported run keeps these, computed from its whole metrics, in ``METRIC_SUMMARY`` beside a thinned
+    ``metrics.jsonl``."""
     bound_use, over = _bound_use(config, metrics)
     acting = BOUNDS[config["algorithm"]].acting
     return {
         "iterations": max((r["iteration"] for r in metrics), default=-1) + 1,
-        "kl_max": _acting_kl_max(config, metrics),
+        "kl_max": _acting_kl_max(metrics),
         "bound_use": bound_use,
         "over": over,
         "acting_mean": _acting_part(metrics, acting["mean"], config) if "mean" in acting else None,
@@ -360,16 +361,16 @@ def _column(rows: list, name: str) -> np.ndarray:
     return np.array([r[name] for r in rows if r.get(name) is not None], np.float64)
 
 
-def _acting_kl_max(config: dict, rows: list) -> float:
-    """The largest per-state KL of the acting policy in any update (``acting_kl_max``; runs written before it
-    existed: TRPL's ``raw_kl_max``, the others' ``kl_max``)."""
-    old = "raw_kl_max" if config["algorithm"] == "trpl" else "kl_max"
-    kls = _column(rows, "acting_kl_max" if any("acting_kl_max" in r for r in rows) else old)
+def _acting_kl_max(rows: list) -> float:
+    """The largest per-state KL of the acting policy in any update (``acting_kl_max``; PPO and TRPO runs written
+    before it existed: ``kl_max``, their policy acts; TRPL's older ``raw_kl_max`` reads as ``acting_kl_max``,
+    :func:`tr_jax.rundir.current_metric_names`)."""
+    kls = _column(rows, "acting_kl_max" if any("acting_kl_max" in r for r in rows) else "kl_max")
     return float(kls.max()) if kls.size else float("nan")
 
 
 def _acting_part(rows: list, bound: Bound, config: dict) -> tuple:
-    """The acting policy's ``(max, mean, fraction over)`` of a bounded part (TRPL: ``raw_<part>_max``) over its
+    """The acting policy's ``(max, mean, fraction over)`` of a bounded part (TRPL: ``acting_<part>_max``) over its
     bound, over the states of every update and seed (each update's batch has equally many states); NaN where
     missing."""
     column = bound.metric.removesuffix("_max")
@@ -513,7 +514,7 @@ def plot(out: str, env: str, setups: Sequence[str], smooth: int = 1, path: str |
     trpl = any(R.read_json(R.RunDir(d).config)["algorithm"] == "trpl" for d in dirs)
     metrics = list(DEFAULT_METRICS) + ["entropy"] + (list(BOUND_METRICS) if trpl else [])
     # the acting policy's KL and (TRPL) bound use, in runs that record them
-    has = {k for d in dirs for k in R.first_row(R.RunDir(d).metrics)}
+    has = {k for d in dirs for k in R.RunDir(d).first_metrics_row()}
     metrics += ["acting_kl_max"] * ("acting_kl_max" in has) + list(ACTING_BOUND_METRICS) * (
         trpl and BOUNDS["trpl"].acting["mean"].metric in has
     )

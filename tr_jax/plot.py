@@ -23,7 +23,7 @@ Metrics (``--metric``), one panel each:
 * ``acting_mean_bound``, ``acting_cov_bound`` (TRPL runs only): the same for
   the policy that acts in the next rollout, the network output (not
   projected: only the regression loss keeps it near its projection), from
-  ``raw_mean_part_max`` / ``raw_cov_part_max``; ``acting_kl_max``: the largest
+  ``acting_mean_part_max`` / ``acting_cov_part_max``; ``acting_kl_max``: the largest
   per-state KL of the acting policy (every algorithm; TRPL's ``kl_max`` is
   the projected policy's);
 * any other column of ``metrics.jsonl`` or ``eval.jsonl`` by its name

@@ -21,7 +21,9 @@ that fails, e.g. on a full disk, is truncated back: :func:`append_jsonl`) and on
 resume cut back to the iterations before the checkpoint (:func:`cut_jsonl`; a torn
 last line from a kill is dropped; rows before the checkpoint that are missing are named, since they
 cannot be regenerated). Readers (:meth:`RunDir.read_metrics`/``read_eval``)
-refuse an (iteration, seed) that appears twice. Values that do not exist (no
+refuse an (iteration, seed) that appears twice; ``read_metrics`` (and
+``first_metrics_row``) give old runs' rows under this version's metric names
+(:func:`current_metric_names`). Values that do not exist (no
 finished episode yet: NaN) are ``null``.
 """
 
@@ -147,6 +149,33 @@ def read_jsonl(path: str) -> list:
                 break  # torn by a kill
             rows.append(_row(path, number, line))
     return rows
+
+
+OLD_METRIC_PREFIXES = {"raw_": "acting_"}  # a metric name's old prefix -> its current one
+
+
+def current_metric_names(row: dict) -> dict:
+    """A ``metrics.jsonl`` row with this version's metric names, its keys in their order.
+
+    Runs written before TRPL's network output (the policy that acts) was named ``acting_*`` in every metric call
+    it ``raw_*``: ``raw_mean_part_max`` -> ``acting_mean_part_max``, ``raw_cov_part_over`` ->
+    ``acting_cov_part_over``, ``raw_kl_max`` -> ``acting_kl_max`` (:data:`OLD_METRIC_PREFIXES`). A row holding
+    both names of one metric keeps the current one. Readers of ``metrics.jsonl`` rows
+    (:meth:`RunDir.read_metrics`) pass every row through this, so old run directories read like new ones.
+
+        >>> current_metric_names({"iteration": 0, "raw_mean_part_max": 0.2, "kl_max": 0.1})
+        {'iteration': 0, 'acting_mean_part_max': 0.2, 'kl_max': 0.1}
+    """
+    out = {}
+    for key, value in row.items():
+        old = next((p for p in OLD_METRIC_PREFIXES if key.startswith(p)), None)
+        if old is None:
+            out[key] = value
+            continue
+        new = OLD_METRIC_PREFIXES[old] + key[len(old) :]
+        if new not in row:
+            out[new] = value
+    return out
 
 
 def first_row(path: str) -> dict:
@@ -364,8 +393,14 @@ class RunDir:
         return not os.path.exists(self.metrics) and not steps
 
     def read_metrics(self) -> list:
-        """The rows of metrics.jsonl (``RunDirError`` if an (iteration, seed) appears twice)."""
-        return unique_rows(self.metrics, read_jsonl(self.metrics))
+        """The rows of metrics.jsonl under this version's metric names (:func:`current_metric_names`: a run
+        written by an older version reads like a new one); ``RunDirError`` if an (iteration, seed) appears twice."""
+        return [current_metric_names(r) for r in unique_rows(self.metrics, read_jsonl(self.metrics))]
+
+    def first_metrics_row(self) -> dict:
+        """The first row of metrics.jsonl under this version's metric names, without reading the rest ({} if
+        there is none yet): which metrics the run records."""
+        return current_metric_names(first_row(self.metrics))
 
     def read_eval(self) -> list:
         """The rows of eval.jsonl (``RunDirError`` if an (iteration, seed) appears twice)."""

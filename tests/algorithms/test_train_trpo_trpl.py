@@ -62,7 +62,7 @@ def test_learns_and_respects_trust_region(name, random_return):
         assert np.all(m["mean_part_max"] <= cfg.eps_mean * (1 + TOL)), m["mean_part_max"].max()
         assert np.all(m["cov_part_max"] <= cfg.eps_cov * (1 + TOL)), m["cov_part_max"].max()
         assert m["mean_part_max"].max() > 0.5 * cfg.eps_mean  # the mean bound was active at some point
-        for key in ("trust_region_loss", "acting_kl_max", "raw_mean_part_mean", "mean_part_mean", "cov_part_mean"):
+        for key in ("trust_region_loss", "acting_kl_max", "acting_mean_part_mean", "mean_part_mean", "cov_part_mean"):
             assert np.all(np.isfinite(m[key])), key
     ret = m["episode_return"]
     final = float(np.mean(ret[-5:]))

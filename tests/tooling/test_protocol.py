@@ -149,9 +149,9 @@ def test_acting_bound_metrics_detect_a_network_outside_the_trust_region(runaway_
         assert np.all(m[f"{part}_max"] <= eps * tol) and np.all(m[f"{part}_over"] == 0), part
         assert np.all(m[f"{part}_mean"] <= m[f"{part}_max"])
         # ... the acting one (the network output) does not
-        assert np.all(m[f"raw_{part}_max"] > eps * tol) and np.all(m[f"raw_{part}_over"] > 0.5), part
-        assert np.all(m[f"raw_{part}_mean"] > eps) and np.all(m[f"raw_{part}_over"] <= 1)
-    assert np.all(m["acting_kl_max"] > m["kl_max"]) and np.all(m["acting_kl_mean"] >= m["raw_mean_part_mean"])
+        assert np.all(m[f"acting_{part}_max"] > eps * tol) and np.all(m[f"acting_{part}_over"] > 0.5), part
+        assert np.all(m[f"acting_{part}_mean"] > eps) and np.all(m[f"acting_{part}_over"] <= 1)
+    assert np.all(m["acting_kl_max"] > m["kl_max"]) and np.all(m["acting_kl_mean"] >= m["acting_mean_part_mean"])
     assert np.all(m["kl_max"] <= (config.eps_mean + config.eps_cov) * tol)
 
 

@@ -76,12 +76,12 @@ def _write_run(
                 row.update(
                     mean_part_max=0.03,
                     cov_part_max=1e-3,
-                    raw_mean_part_max=0.06 if over else 0.015,
-                    raw_mean_part_mean=0.002 * (it + 1),
-                    raw_mean_part_over=0.5 if over else 0.0,
-                    raw_cov_part_max=5e-4,
-                    raw_cov_part_mean=2e-4,
-                    raw_cov_part_over=0.0,
+                    acting_mean_part_max=0.06 if over else 0.015,
+                    acting_mean_part_mean=0.002 * (it + 1),
+                    acting_mean_part_over=0.5 if over else 0.0,
+                    acting_cov_part_max=5e-4,
+                    acting_cov_part_mean=2e-4,
+                    acting_cov_part_over=0.0,
                 )
             metrics.append(row)
     (path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sorted(evals, key=lambda r: r["iteration"])))
@@ -269,7 +269,7 @@ def test_acting_bound_use_is_exact_after_thinning(page, study, exported):
     rd = exported / "runs" / "hopper" / "trpl-kl"
     thinned = [json.loads(ln) for ln in (rd / "metrics.jsonl").read_text().splitlines()]
     assert len(thinned) == 5 and all(r["block_rows"] == ITS for r in thinned)  # one 20-iteration block per seed
-    assert thinned[1]["raw_mean_part_max"] == 0.06 and thinned[1]["raw_mean_part_mean"] == pytest.approx(0.011)
+    assert thinned[1]["acting_mean_part_max"] == 0.06 and thinned[1]["acting_mean_part_mean"] == pytest.approx(0.011)
     # the report of the export equals that of the original study where the table is concerned (trpl-frob-m's
     # short seed makes a shorter block: the mean of block means would not be the mean over updates)
     a = report_script.Study(str(study), reps=50)

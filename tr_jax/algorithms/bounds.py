@@ -5,7 +5,7 @@
 * TRPL projects every state's policy onto the trust region, so the *optimised* (projected) policy's
   largest per-state mean part ``mean_part_max`` is bounded by ``eps_mean`` and its cov part
   ``cov_part_max`` by ``eps_cov``; the *acting* policy (the network output, not projected) has the
-  same parts ``raw_mean_part_max`` / ``raw_cov_part_max`` against the same bounds, which it may exceed;
+  same parts ``acting_mean_part_max`` / ``acting_cov_part_max`` against the same bounds, which it may exceed;
 * TRPO bounds the mean KL over the batch's states, ``kl_mean``, by ``max_kl`` (its acting policy is the
   optimised one);
 * PPO has no bound.
@@ -44,6 +44,6 @@ BOUNDS: dict[str, Bounds] = {
     "trpo": Bounds(optimised={"kl": Bound("kl_mean", "max_kl")}, acting={}),
     "trpl": Bounds(
         optimised={"mean": Bound("mean_part_max", "eps_mean"), "cov": Bound("cov_part_max", "eps_cov")},
-        acting={"mean": Bound("raw_mean_part_max", "eps_mean"), "cov": Bound("raw_cov_part_max", "eps_cov")},
+        acting={"mean": Bound("acting_mean_part_max", "eps_mean"), "cov": Bound("acting_cov_part_max", "eps_cov")},
     ),
 }

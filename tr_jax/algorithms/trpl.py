@@ -43,19 +43,21 @@ projection can move the policy back out of the covariance trust region (it
 rescales the covariance); the reported cov parts include that effect.
 
 Metrics (after the update, on the full batch; "projected" = the policy p the
-update optimised, "raw" = the network output p~ that the next rollout acts
+update optimised, "acting" = the network output p~ that the next rollout acts
 with; KL is KL(new || old), as for PPO and TRPO):
   kl_mean, kl_max: KL(p || q) mean/max over states;
   mean_part_mean/max/over, cov_part_mean/max/over: the projection's own
     distance parts between q and p, mean and max over states and the fraction
     of states above the bound (``over``, see :func:`bound_metrics`) -- never
     above eps_mean / eps_cov (solver tolerance) without an entropy schedule;
-  acting_kl_mean/max, raw_mean_part_mean/max/over, raw_cov_part_mean/max/over:
+  acting_kl_mean/max, acting_mean_part_mean/max/over, acting_cov_part_mean/max/over:
     the same for the acting policy p~ (after the global covariance write-back).
     These are what the trust region is about: p~ is not projected, and only
     the regression loss (trust_region_coef, extra_regression_steps) pulls it
     towards p, so its parts can exceed the bounds. ``acting_kl_*`` is the
-    metric PPO and TRPO report under the same name (their policy acts);
+    metric PPO and TRPO report under the same name (their policy acts). Runs
+    written before these names called them ``raw_*``; readers rename them
+    (:func:`tr_jax.rundir.current_metric_names`);
   entropy (of p), entropy_bound (beta_t; only with a schedule),
   policy_loss, trust_region_loss, value_loss (means over minibatches),
   regression_loss (mean over the extra steps; 0 without them).
@@ -99,7 +101,7 @@ def bound_metrics(prefix: str, mean_part: jax.Array, cov_part: jax.Array, eps_me
     """Per-state trust-region distances against their bounds, over the states of a batch (of every device).
 
     Args:
-      prefix: of the metric names ("" for the projected policy, "raw_" for the network output).
+      prefix: of the metric names ("" for the projected policy, "acting_" for the network output).
       mean_part, cov_part: ``[n]`` the projection's mean and covariance distance per state.
       eps_mean, eps_cov: the bounds (scalars).
     Returns:
@@ -288,7 +290,7 @@ def make_trpl(config, policy, value, axis_name=None) -> Algorithm:
         return {
             **kl_metrics(kl, raw_kl, axis_name),
             **bound_metrics("", mp, cp, hp.eps_mean, hp.eps_cov, axis_name),
-            **bound_metrics("raw_", rmp, rcp, hp.eps_mean, hp.eps_cov, axis_name),
+            **bound_metrics("acting_", rmp, rcp, hp.eps_mean, hp.eps_cov, axis_name),
             "entropy": avg(D.entropy(ps, proj_cov_type)),
         }
 
