@@ -253,9 +253,10 @@ def test_pass_through_inside_the_region(v, dtype, dtype_scope):
 @pytest.mark.parametrize("v", VARIANTS, ids=str)
 def test_zero_bound_under_jit_gives_the_old_gaussian(v, dtype, dtype_scope):
     """Traced bounds of 0 (they cannot be checked): the old mean and scale bit for bit, no NaN. The Gaussians
-    are NumPy constants of the jitted function here, as in user code. The gradients are finite, and the new
-    mean gets none (the output is the old Gaussian) but in the state that is the old Gaussian. A bound's gradient is not NaN; it may be infinite (the
-    one-sided derivative of w = sqrt(eps / d) in eps at 0 is; the closed-form mean parts give 0 there)."""
+    are NumPy constants of the jitted function here, as in user code. The gradients are finite, and the new mean
+    gets none (the output is the old Gaussian) but in the state that is the old Gaussian. A bound's gradient is
+    not NaN; it may be infinite (the one-sided derivative of w = sqrt(eps / d) in eps at 0 is; the closed-form
+    mean parts give 0 there)."""
     args, _, _ = case(v, dtype)
     pm, ps = jax.jit(lambda e: P.project(v.name, *args[:4], e, e, cov_type=v.cov_type, **v.opts))(
         np.zeros_like(args[4])
