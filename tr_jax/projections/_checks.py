@@ -302,7 +302,7 @@ def run_projection(
     """
     layout, eps = check_projection(new, old, eps, cov_type, accepts)
     # jax arrays: NumPy constants of a jitted caller broke the diagonal mean part (a custom_vjp under vmap)
-    new, old = (tuple(jnp.asarray(x) for x in pair) for pair in (new, old))
+    new, old = (jnp.asarray(new[0]), jnp.asarray(new[1])), (jnp.asarray(old[0]), jnp.asarray(old[1]))
     flags = {name: check_flag(name, value) for name, value in static.items()}
     fn = functools.partial(state_fn, cov_type=layout.cov_type, **flags)
     return batched(fn, layout.batch_shape, new, old, eps)
